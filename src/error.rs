@@ -1,0 +1,170 @@
+//! The crate's single error type.
+
+use std::path::PathBuf;
+
+use crate::policy::Violations;
+use crate::requirements::SpecError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// requirements.txt content broke the policy or could not be parsed.
+    #[error("{0}")]
+    Policy(#[from] Violations),
+
+    /// A requirement given on the command line is not valid.
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+
+    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    DatabaseConnect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error("PostgreSQL error while {context}: {source}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A `workspace_files` row that cannot be used as it is.
+    #[error("workspace_files row for path {path:?}: {reason}")]
+    BadRow { path: String, reason: String },
+
+    /// Optimistic concurrency gave up (the row kept changing under us).
+    #[error("requirements row kept changing; gave up after {attempts} attempts")]
+    Conflict { attempts: u32 },
+
+    #[error("cannot connect to Redis at {url}: {reason}")]
+    CacheConnect { url: String, reason: String },
+
+    #[error("Redis error while {context} (key {key:?}): {reason}")]
+    Cache {
+        context: &'static str,
+        key: String,
+        reason: String,
+    },
+
+    /// A Redis value that is not Bifrost's `{"content": …, "hash": …}` or whose hash is wrong.
+    #[error("Redis key {key:?} holds an unusable value: {reason}")]
+    CachePayload { key: String, reason: String },
+
+    #[error("{what} {name:?} was not found")]
+    NotFound { what: &'static str, name: String },
+
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Invalid configuration (flags, environment, resource fields).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("installation failed: {0}")]
+    Install(String),
+
+    #[error("Kubernetes API error while {context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("serialization error: {0}")]
+    Serialization(String),
+}
+
+impl Error {
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Short machine-friendly label, used in metrics and Kubernetes condition reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Policy(_) | Self::Spec(_) => "InvalidRequirements",
+            Self::DatabaseConnect { .. } => "DatabaseUnreachable",
+            Self::Database { .. } => "DatabaseError",
+            Self::BadRow { .. } => "BadDatabaseRow",
+            Self::Conflict { .. } => "Conflict",
+            Self::CacheConnect { .. } => "RedisUnreachable",
+            Self::Cache { .. } => "RedisError",
+            Self::CachePayload { .. } => "BadRedisPayload",
+            Self::NotFound { .. } => "NotFound",
+            Self::Io { .. } => "IoError",
+            Self::Config(_) => "InvalidConfiguration",
+            Self::Install(_) => "InstallFailed",
+            Self::Kube { .. } => "KubernetesError",
+            Self::Serialization(_) => "SerializationError",
+        }
+    }
+
+    /// Process exit code for the CLI (documented in `--help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Policy(_) | Self::Spec(_) | Self::Config(_) | Self::NotFound { .. } => 2,
+            Self::DatabaseConnect { .. } | Self::Database { .. } | Self::BadRow { .. } => 3,
+            Self::Conflict { .. } => 3,
+            Self::CacheConnect { .. } | Self::Cache { .. } | Self::CachePayload { .. } => 4,
+            Self::Install(_) => 5,
+            Self::Io { .. } | Self::Kube { .. } | Self::Serialization(_) => 1,
+        }
+    }
+}
+
+/// A URL fit for logs and messages: the password (if any) is replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgresql://bifrost:s3cret@db:5432/bifrost?sslmode=require"),
+            "postgresql://bifrost:***@db:5432/bifrost?sslmode=require"
+        );
+        assert_eq!(redact_url("redis://:pw@cache:6379/0"), "redis://:***@cache:6379/0");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

@@ -1,0 +1,139 @@
+//! The package flows of hosts without Kubernetes: `warm` and `requirements show|add|remove|set`.
+//!
+//! A package install in Bifrost is: read the requirements row, merge the new requirement, save
+//! the row (compare-and-swap on `content_hash`), refresh Redis. These functions do the same, with
+//! the policy checked before anything is written, so invalid input changes nothing anywhere.
+//! Redis is refreshed while the database write is still uncommitted: two concurrent adds therefore
+//! reach Redis in the same order as the database, and a Redis failure rolls the row back.
+
+use crate::cache::{Cache, Payload};
+use crate::database::{Database, SaveOutcome};
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+use crate::requirements::{MergeOutcome, RequirementsFile};
+
+/// What `warm` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarmOutcome {
+    Warmed(Payload),
+    /// The database has no live requirements row; Redis was not touched.
+    NoRow,
+}
+
+/// DB row → Redis, as Bifrost's init step does. Invalid content is refused (never cached).
+pub async fn warm(db: &Database, cache: &Cache, policy: &Policy) -> Result<WarmOutcome> {
+    let Some(row) = db.read().await? else {
+        return Ok(WarmOutcome::NoRow);
+    };
+    policy.check_content(&row.content)?;
+    let payload = cache.put(&row.content).await?;
+    Ok(WarmOutcome::Warmed(payload))
+}
+
+/// One change to apply to requirements.txt.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Add(Vec<String>),
+    Remove(Vec<String>),
+    Set(String),
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub outcome: SaveOutcome,
+    pub content: String,
+    pub hash: String,
+    pub package_count: usize,
+    /// Human-readable notes per requirement ("added flask==3.0", …).
+    pub notes: Vec<String>,
+    pub cache_refreshed: bool,
+}
+
+/// Check a change's own arguments (each spec or name, or the new file) before any I/O.
+pub fn validate(change: &Change, policy: &Policy) -> Result<()> {
+    match change {
+        Change::Add(specs) => {
+            let mut scratch = RequirementsFile::default();
+            for spec in specs {
+                scratch.merge(spec)?;
+            }
+            policy.check(&scratch)?;
+        }
+        Change::Remove(names) => {
+            for name in names {
+                RequirementsFile::default().remove(name)?;
+            }
+        }
+        Change::Set(content) => {
+            policy.check_content(content)?;
+        }
+    }
+    Ok(())
+}
+
+/// Apply a change with compare-and-swap, validating the result, and refresh Redis when given.
+pub async fn apply(
+    db: &Database,
+    cache: Option<&Cache>,
+    policy: &Policy,
+    change: &Change,
+) -> Result<Applied> {
+    validate(change, policy)?;
+    let mut notes = Vec::new();
+    let modify = |current: &str| -> Result<Option<String>> {
+        notes.clear();
+        let new = match change {
+            Change::Set(content) => content.clone(),
+            Change::Add(specs) => {
+                let mut file = RequirementsFile::parse(current);
+                for spec in specs {
+                    let note = match file.merge(spec)? {
+                        MergeOutcome::Added => format!("added {spec}"),
+                        MergeOutcome::Replaced { previous } => {
+                            format!("replaced {previous} with {spec}")
+                        }
+                        MergeOutcome::Unchanged => format!("{spec} already present"),
+                    };
+                    notes.push(note);
+                }
+                file.render()
+            }
+            Change::Remove(names) => {
+                let mut file = RequirementsFile::parse(current);
+                for name in names {
+                    if file.remove(name)? == 0 {
+                        return Err(Error::NotFound {
+                            what: "package in requirements.txt",
+                            name: name.clone(),
+                        });
+                    }
+                    notes.push(format!("removed {name}"));
+                }
+                file.render()
+            }
+        };
+        policy.check_content(&new)?;
+        Ok((new != current).then_some(new))
+    };
+    let mut refreshed = false;
+    let after_write = |content: String| {
+        refreshed = cache.is_some();
+        async move {
+            if let Some(cache) = cache {
+                cache.put(&content).await?;
+            }
+            Ok(())
+        }
+    };
+    let (outcome, content) = db.update(modify, after_write).await?;
+    let package_count = RequirementsFile::parse(&content).package_count();
+    Ok(Applied {
+        outcome,
+        hash: crate::requirements::content_hash(&content),
+        content,
+        package_count,
+        notes,
+        cache_refreshed: refreshed,
+    })
+}

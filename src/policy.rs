@@ -1,0 +1,289 @@
+//! The requirements policy: pure, no I/O.
+//!
+//! A requirements file is user input that ends in code execution inside every worker, so both the
+//! controller (before anything reaches Redis or triggers a rollout) and the installer (before
+//! anything runs) check it. By default only plain named requirements from the installer's
+//! configured index are allowed; an administrator can allow specific index URLs and source builds.
+
+use std::fmt;
+
+use crate::requirements::{Entry, FileOption, Line, RequirementsFile};
+
+/// What the administrator allows beyond the safe default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Index URLs that `-i/--index-url/--extra-index-url` lines may name (exact match after
+    /// trimming a trailing `/`).
+    pub allowed_index_urls: Vec<String>,
+    /// Forbid source distributions (`--no-binary` lines are rejected when set).
+    pub only_binary: bool,
+}
+
+/// One rejected line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// The offending text (continuations joined, comment dropped).
+    pub text: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: `{}`: {}", self.line, self.text, self.reason)
+    }
+}
+
+/// Every rejected line of a file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Violations(pub Vec<Violation>);
+
+impl Violations {
+    pub fn first(&self) -> &Violation {
+        &self.0[0]
+    }
+}
+
+impl fmt::Display for Violations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "requirements.txt rejected ({n} problem{}): ",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a file that passed the policy asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub package_count: usize,
+    /// Index URLs the file selects (all on the allow-list).
+    pub index_urls: Vec<String>,
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/')
+}
+
+impl Policy {
+    /// Check a whole file. Returns every violation, each naming its line.
+    pub fn check(&self, file: &RequirementsFile) -> Result<Accepted, Violations> {
+        let mut violations = Vec::new();
+        let mut index_urls = Vec::new();
+        for line in file.lines() {
+            match self.check_line(line) {
+                Ok(Some(url)) => index_urls.push(url),
+                Ok(None) => {}
+                Err(reason) => violations.push(Violation {
+                    line: line.number,
+                    text: line.text(),
+                    reason,
+                }),
+            }
+        }
+        if violations.is_empty() {
+            Ok(Accepted {
+                package_count: file.package_count(),
+                index_urls,
+            })
+        } else {
+            Err(Violations(violations))
+        }
+    }
+
+    /// Parse and check text in one go.
+    pub fn check_content(&self, content: &str) -> Result<Accepted, Violations> {
+        self.check(&RequirementsFile::parse(content))
+    }
+
+    /// `Ok(Some(url))` for an allowed index line, `Ok(None)` for other allowed lines.
+    fn check_line(&self, line: &Line) -> Result<Option<String>, String> {
+        if line.raw.contains("${") {
+            return Err("environment variable expansion (`${…}`) is not allowed".into());
+        }
+        match &line.entry {
+            Entry::Blank | Entry::Comment => Ok(None),
+            Entry::Invalid(reason) => Err(reason.clone()),
+            Entry::Location(loc) => Err(location_reason(loc)),
+            Entry::Requirement { url, options, .. } => {
+                if let Some(url) = url {
+                    return Err(location_reason(url));
+                }
+                for opt in options {
+                    if !(opt.starts_with("--hash=") || opt == "--hash") {
+                        let flag = opt.split('=').next().unwrap_or(opt);
+                        return Err(format!(
+                            "per-requirement option {flag} is not allowed (only --hash is)"
+                        ));
+                    }
+                    if opt == "--hash" {
+                        return Err("option --hash needs a value".into());
+                    }
+                }
+                Ok(None)
+            }
+            Entry::Option(opt) => self.check_option(opt),
+        }
+    }
+
+    fn check_option(&self, opt: &FileOption) -> Result<Option<String>, String> {
+        let flag = opt.flag();
+        match opt {
+            FileOption::IndexUrl(url) | FileOption::ExtraIndexUrl(url) => {
+                if self.allowed_index_urls.iter().any(|a| same_url(a, url)) {
+                    Ok(Some(url.clone()))
+                } else if self.allowed_index_urls.is_empty() {
+                    Err(format!(
+                        "{flag} overrides the package index; index URLs must be allowed by the administrator"
+                    ))
+                } else {
+                    Err(format!(
+                        "{flag} {url} is not one of the allowed index URLs ({})",
+                        self.allowed_index_urls.join(", ")
+                    ))
+                }
+            }
+            FileOption::FindLinks(_) => Err(format!(
+                "{flag} adds a package source; only the configured index may be used"
+            )),
+            FileOption::TrustedHost(_) => Err(format!("{flag} disables TLS verification")),
+            FileOption::Editable(_) => Err(format!(
+                "{flag} installs from a local path or VCS checkout (editable installs are not allowed)"
+            )),
+            FileOption::Requirement(_) | FileOption::Constraint(_) => Err(format!(
+                "{flag} includes another file; includes are not allowed"
+            )),
+            FileOption::NoBinary(_) if self.only_binary => Err(format!(
+                "{flag} forces a source build, but only binary wheels are allowed"
+            )),
+            FileOption::UseFeature(_) => Err(format!("{flag} changes the installer's behaviour")),
+            FileOption::NoIndex
+            | FileOption::Pre
+            | FileOption::PreferBinary
+            | FileOption::RequireHashes
+            | FileOption::OnlyBinary(_)
+            | FileOption::NoBinary(_) => Ok(None),
+        }
+    }
+}
+
+fn location_reason(loc: &str) -> String {
+    let lower = loc.to_ascii_lowercase();
+    if ["git+", "hg+", "svn+", "bzr+"].iter().any(|p| lower.starts_with(p)) {
+        "VCS requirements are not allowed; install by package name from the configured index".into()
+    } else if lower.contains("://") && !lower.starts_with("file:") {
+        "direct URL requirements are not allowed; install by package name from the configured index"
+            .into()
+    } else {
+        "local path requirements are not allowed; install by package name from the configured index"
+            .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_violation(content: &str) -> Violation {
+        Policy::default()
+            .check_content(content)
+            .expect_err("should be rejected")
+            .first()
+            .clone()
+    }
+
+    #[test]
+    fn rejects_every_forbidden_form_with_its_line_number() {
+        let cases = [
+            ("-i https://evil.example/simple", "--index-url"),
+            ("--index-url https://evil.example/simple", "--index-url"),
+            ("--index-url=https://evil.example/simple", "--index-url"),
+            ("--extra-index-url https://evil.example/simple", "--extra-index-url"),
+            ("-f https://evil.example/links", "--find-links"),
+            ("--find-links=/tmp/wheels", "--find-links"),
+            ("--trusted-host evil.example", "TLS"),
+            ("-e git+https://github.com/x/y.git#egg=y", "editable"),
+            ("--editable ./local", "editable"),
+            ("-r other.txt", "includes"),
+            ("--requirement other.txt", "includes"),
+            ("-c constraints.txt", "includes"),
+            ("--constraint=constraints.txt", "includes"),
+            ("pkg @ https://evil.example/pkg-1.0.tar.gz", "direct URL"),
+            ("pkg @ file:///tmp/pkg", "local path"),
+            ("https://evil.example/pkg-1.0-py3-none-any.whl", "direct URL"),
+            ("git+https://github.com/x/y.git", "VCS"),
+            ("./vendor/pkg", "local path"),
+            ("/opt/pkg", "local path"),
+            ("../pkg.tar.gz", "local path"),
+            ("pkg-1.0-py3-none-any.whl", "local path"),
+            ("requests --global-option=--evil", "per-requirement option"),
+            ("requests==${VERSION}", "environment variable"),
+            ("requests===", "not a valid requirement"),
+            ("--bogus-option", "unknown option"),
+            ("flask[", "not a valid requirement"),
+        ];
+        for (bad, why) in cases {
+            let content = format!("# header\nrequests==2.32.3\n\n{bad}\nflask\n");
+            let v = first_violation(&content);
+            assert_eq!(v.line, 4, "{bad}: {v}");
+            assert!(v.reason.contains(why), "{bad}: reason `{}` lacks `{why}`", v.reason);
+            assert_eq!(v.text, bad.trim(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reports_every_violation_and_line_numbers_after_continuations() {
+        let content = "a==1 \\\n    --hash=sha256:abc\n-i https://x/simple\nb\n-r more.txt\n";
+        let err = Policy::default().check_content(content).unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|v| v.line).collect();
+        assert_eq!(lines, vec![3, 5]);
+        let msg = err.to_string();
+        assert!(msg.contains("line 3") && msg.contains("line 5"), "{msg}");
+    }
+
+    #[test]
+    fn allowed_index_urls_pass_others_fail() {
+        let policy = Policy {
+            allowed_index_urls: vec!["https://pypi.internal/simple/".into()],
+            only_binary: false,
+        };
+        let ok = policy
+            .check_content("--index-url https://pypi.internal/simple\nrequests\n")
+            .unwrap();
+        assert_eq!(ok.index_urls, vec!["https://pypi.internal/simple".to_string()]);
+        assert_eq!(ok.package_count, 1);
+        let err = policy
+            .check_content("--extra-index-url https://evil.example/simple\n")
+            .unwrap_err();
+        assert!(err.first().reason.contains("not one of the allowed"), "{err}");
+    }
+
+    #[test]
+    fn no_binary_depends_on_only_binary() {
+        let strict = Policy {
+            only_binary: true,
+            ..Policy::default()
+        };
+        assert!(strict.check_content("--no-binary :all:\nx\n").is_err());
+        assert!(Policy::default().check_content("--no-binary :all:\nx\n").is_ok());
+    }
+
+    #[test]
+    fn valid_files_pass() {
+        let content = "# comment\n\nrequests==2.32.3 \\\n    --hash=sha256:aaaa \\\n    --hash=sha256:bbbb\nflask[async]>=3.0 ; python_version >= \"3.9\"  # web\nnumpy\n--only-binary :all:\n--prefer-binary\n";
+        let ok = Policy::default().check_content(content).unwrap();
+        assert_eq!(ok.package_count, 3);
+        assert!(Policy::default().check_content("").is_ok());
+    }
+}
