@@ -212,9 +212,10 @@ impl Cache {
     /// Read and verify. `Ok(None)` when the key does not exist.
     pub async fn get(&self) -> Result<Option<Payload>> {
         let raw: Option<String> = self
-            .retry("reading the requirements (GET)", |mut conn, key| async move {
-                conn.get::<_, Option<String>>(key).await
-            })
+            .retry(
+                "reading the requirements (GET)",
+                |mut conn, key| async move { conn.get::<_, Option<String>>(key).await },
+            )
             .await?;
         raw.map(|raw| Payload::from_json(&self.config.key, &raw))
             .transpose()
@@ -241,8 +242,11 @@ impl Cache {
                 tokio::time::sleep(backoff(self.config.backoff, attempt)).await;
             }
             let fut = op(self.conn.clone(), self.config.key.clone());
-            match tokio::time::timeout(self.config.command_timeout + Duration::from_millis(500), fut)
-                .await
+            match tokio::time::timeout(
+                self.config.command_timeout + Duration::from_millis(500),
+                fut,
+            )
+            .await
             {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => last = e.to_string(),
@@ -294,7 +298,10 @@ mod tests {
         assert_eq!(Payload::from_json("k", &prefixed).unwrap(), p);
         let wrong = r#"{"content": "x", "hash": "0000"}"#;
         let err = Payload::from_json("k", wrong).unwrap_err().to_string();
-        assert!(err.contains("hash mismatch") && err.contains("\"k\""), "{err}");
+        assert!(
+            err.contains("hash mismatch") && err.contains("\"k\""),
+            "{err}"
+        );
         for (raw, why) in [
             ("not json", "not the JSON object"),
             ("[1,2]", "not the JSON object"),

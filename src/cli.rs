@@ -188,7 +188,11 @@ impl RedisArgs {
 pub struct PolicyArgs {
     /// Index URL that requirements.txt may select with `-i/--index-url/--extra-index-url`
     /// (repeat, or comma-separate in the environment variable).
-    #[arg(long = "allow-index-url", env = "BIFROST_ALLOWED_INDEX_URLS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-index-url",
+        env = "BIFROST_ALLOWED_INDEX_URLS",
+        value_delimiter = ','
+    )]
     pub allowed_index_urls: Vec<String>,
 
     /// Reject `--no-binary` lines (no source builds).
@@ -225,9 +229,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("`{s}` has an unknown unit `{unit}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{unit}` (use ms, s, m or h)"
+            ));
+        }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 * 365.0 {
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
         return Err(format!("`{s}` is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -248,7 +256,11 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("3 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("3 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("").is_err());
     }

@@ -86,10 +86,11 @@ impl Database {
     pub async fn connect(url: &str, selector: RowSelector, timeout: Duration) -> Result<Self> {
         let normalized = normalize_database_url(url);
         let redacted = redact_url(&normalized);
-        let options = PgConnectOptions::from_str(&normalized).map_err(|e| Error::DatabaseConnect {
-            url: redacted.clone(),
-            source: e,
-        })?;
+        let options =
+            PgConnectOptions::from_str(&normalized).map_err(|e| Error::DatabaseConnect {
+                url: redacted.clone(),
+                source: e,
+            })?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(timeout)
@@ -159,7 +160,9 @@ impl Database {
             .map_err(|e| bad(format!("content column: {e}")))?;
         let content = content.ok_or_else(|| bad("content is NULL".into()))?;
         Ok(RequirementsRow {
-            id: r.try_get("id").map_err(|e| bad(format!("id column: {e}")))?,
+            id: r
+                .try_get("id")
+                .map_err(|e| bad(format!("id column: {e}")))?,
             content,
             content_hash: r
                 .try_get("content_hash")
@@ -243,9 +246,12 @@ impl Database {
                         });
                     }
                     let id: uuid::Uuid = row.try_get("id").map_err(db("reading id"))?;
-                    let deleted: bool = row.try_get("is_deleted").map_err(db("reading is_deleted"))?;
-                    let stored_hash: Option<String> =
-                        row.try_get("content_hash").map_err(db("reading content_hash"))?;
+                    let deleted: bool = row
+                        .try_get("is_deleted")
+                        .map_err(db("reading is_deleted"))?;
+                    let stored_hash: Option<String> = row
+                        .try_get("content_hash")
+                        .map_err(db("reading content_hash"))?;
                     let current: Option<String> =
                         row.try_get("content").map_err(db("reading content"))?;
                     // A soft-deleted file's old content is not merged into the revived one.
@@ -262,7 +268,9 @@ impl Database {
                     };
                     if !deleted
                         && new == current
-                        && stored_hash.as_deref().is_some_and(|h| hash_matches(&new, h))
+                        && stored_hash
+                            .as_deref()
+                            .is_some_and(|h| hash_matches(&new, h))
                     {
                         return Ok((SaveOutcome::Unchanged, current));
                     }
@@ -305,8 +313,12 @@ impl Database {
 }
 
 fn size_i32(content: &str) -> Result<i32> {
-    i32::try_from(content.len())
-        .map_err(|_| Error::Config(format!("requirements.txt is too large ({} bytes)", content.len())))
+    i32::try_from(content.len()).map_err(|_| {
+        Error::Config(format!(
+            "requirements.txt is too large ({} bytes)",
+            content.len()
+        ))
+    })
 }
 
 fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {

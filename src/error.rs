@@ -53,6 +53,11 @@ pub enum Error {
     #[error("Redis key {key:?} holds an unusable value: {reason}")]
     CachePayload { key: String, reason: String },
 
+    /// The installer's fallback file (the ConfigMap snapshot) is unreadable, corrupt, or its hash
+    /// does not match its content.
+    #[error("fallback file {path}: {reason}")]
+    Snapshot { path: PathBuf, reason: String },
+
     #[error("{what} {name:?} was not found")]
     NotFound { what: &'static str, name: String },
 
@@ -109,6 +114,7 @@ impl Error {
             Self::CacheConnect { .. } => "RedisUnreachable",
             Self::Cache { .. } => "RedisError",
             Self::CachePayload { .. } => "BadRedisPayload",
+            Self::Snapshot { .. } => "BadSnapshot",
             Self::NotFound { .. } => "NotFound",
             Self::Io { .. } => "IoError",
             Self::Config(_) => "InvalidConfiguration",
@@ -125,6 +131,7 @@ impl Error {
             Self::DatabaseConnect { .. } | Self::Database { .. } | Self::BadRow { .. } => 3,
             Self::Conflict { .. } => 3,
             Self::CacheConnect { .. } | Self::Cache { .. } | Self::CachePayload { .. } => 4,
+            Self::Snapshot { .. } => 4,
             Self::Install(_) => 5,
             Self::Io { .. } | Self::Kube { .. } | Self::Serialization(_) => 1,
         }
@@ -163,7 +170,10 @@ mod tests {
             redact_url("postgresql://bifrost:s3cret@db:5432/bifrost?sslmode=require"),
             "postgresql://bifrost:***@db:5432/bifrost?sslmode=require"
         );
-        assert_eq!(redact_url("redis://:pw@cache:6379/0"), "redis://:***@cache:6379/0");
+        assert_eq!(
+            redact_url("redis://:pw@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
         assert_eq!(redact_url("not a url"), "not a url");
     }

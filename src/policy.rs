@@ -180,7 +180,10 @@ impl Policy {
 
 fn location_reason(loc: &str) -> String {
     let lower = loc.to_ascii_lowercase();
-    if ["git+", "hg+", "svn+", "bzr+"].iter().any(|p| lower.starts_with(p)) {
+    if ["git+", "hg+", "svn+", "bzr+"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
         "VCS requirements are not allowed; install by package name from the configured index".into()
     } else if lower.contains("://") && !lower.starts_with("file:") {
         "direct URL requirements are not allowed; install by package name from the configured index"
@@ -209,7 +212,10 @@ mod tests {
             ("-i https://evil.example/simple", "--index-url"),
             ("--index-url https://evil.example/simple", "--index-url"),
             ("--index-url=https://evil.example/simple", "--index-url"),
-            ("--extra-index-url https://evil.example/simple", "--extra-index-url"),
+            (
+                "--extra-index-url https://evil.example/simple",
+                "--extra-index-url",
+            ),
             ("-f https://evil.example/links", "--find-links"),
             ("--find-links=/tmp/wheels", "--find-links"),
             ("--trusted-host evil.example", "TLS"),
@@ -221,7 +227,10 @@ mod tests {
             ("--constraint=constraints.txt", "includes"),
             ("pkg @ https://evil.example/pkg-1.0.tar.gz", "direct URL"),
             ("pkg @ file:///tmp/pkg", "local path"),
-            ("https://evil.example/pkg-1.0-py3-none-any.whl", "direct URL"),
+            (
+                "https://evil.example/pkg-1.0-py3-none-any.whl",
+                "direct URL",
+            ),
             ("git+https://github.com/x/y.git", "VCS"),
             ("./vendor/pkg", "local path"),
             ("/opt/pkg", "local path"),
@@ -237,7 +246,11 @@ mod tests {
             let content = format!("# header\nrequests==2.32.3\n\n{bad}\nflask\n");
             let v = first_violation(&content);
             assert_eq!(v.line, 4, "{bad}: {v}");
-            assert!(v.reason.contains(why), "{bad}: reason `{}` lacks `{why}`", v.reason);
+            assert!(
+                v.reason.contains(why),
+                "{bad}: reason `{}` lacks `{why}`",
+                v.reason
+            );
             assert_eq!(v.text, bad.trim(), "{bad}");
         }
     }
@@ -261,12 +274,18 @@ mod tests {
         let ok = policy
             .check_content("--index-url https://pypi.internal/simple\nrequests\n")
             .unwrap();
-        assert_eq!(ok.index_urls, vec!["https://pypi.internal/simple".to_string()]);
+        assert_eq!(
+            ok.index_urls,
+            vec!["https://pypi.internal/simple".to_string()]
+        );
         assert_eq!(ok.package_count, 1);
         let err = policy
             .check_content("--extra-index-url https://evil.example/simple\n")
             .unwrap_err();
-        assert!(err.first().reason.contains("not one of the allowed"), "{err}");
+        assert!(
+            err.first().reason.contains("not one of the allowed"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -276,7 +295,11 @@ mod tests {
             ..Policy::default()
         };
         assert!(strict.check_content("--no-binary :all:\nx\n").is_err());
-        assert!(Policy::default().check_content("--no-binary :all:\nx\n").is_ok());
+        assert!(
+            Policy::default()
+                .check_content("--no-binary :all:\nx\n")
+                .is_ok()
+        );
     }
 
     #[test]

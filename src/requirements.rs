@@ -212,16 +212,28 @@ impl RequirementsFile {
         if let Some(c) = spec.chars().find(|c| c.is_control()) {
             return Err(SpecError::new(
                 &spec.escape_debug().to_string(),
-                format!("contains the control character {:?} (one requirement per argument)", c),
+                format!(
+                    "contains the control character {:?} (one requirement per argument)",
+                    c
+                ),
             ));
         }
         let spec = spec.trim();
         if spec.ends_with('\\') {
-            return Err(SpecError::new(spec, "ends with a line-continuation backslash"));
+            return Err(SpecError::new(
+                spec,
+                "ends with a line-continuation backslash",
+            ));
         }
         let name = match classify(spec) {
             Entry::Requirement { name, .. } => name,
             Entry::Invalid(reason) => return Err(SpecError::new(spec, reason)),
+            Entry::Location(_) => {
+                return Err(SpecError::new(
+                    spec,
+                    "is a URL or path, not a package name; install by package name from the configured index",
+                ));
+            }
             _ => {
                 return Err(SpecError::new(
                     spec,
@@ -255,10 +267,10 @@ impl RequirementsFile {
                 MergeOutcome::Replaced { previous }
             });
         }
-        if let Some(last) = self.lines.last_mut() {
-            if !last.raw.ends_with('\n') {
-                last.raw.push_str(eol);
-            }
+        if let Some(last) = self.lines.last_mut()
+            && !last.raw.ends_with('\n')
+        {
+            last.raw.push_str(eol);
         }
         self.lines.push(Line {
             number: 0,
@@ -282,7 +294,11 @@ impl RequirementsFile {
 
     /// `\r\n` when the file mostly uses it, else `\n`.
     fn line_ending(&self) -> &'static str {
-        let crlf = self.lines.iter().filter(|l| l.raw.ends_with("\r\n")).count();
+        let crlf = self
+            .lines
+            .iter()
+            .filter(|l| l.raw.ends_with("\r\n"))
+            .count();
         let lf = self.lines.iter().filter(|l| l.raw.ends_with('\n')).count();
         if crlf * 2 > lf { "\r\n" } else { "\n" }
     }
@@ -429,7 +445,9 @@ fn looks_like_location(text: &str) -> bool {
             .any(|p| lower.starts_with(p))
         || first.starts_with(['.', '/', '~', '\\'])
         || first.contains(['/', '\\'])
-        || (first.len() > 2 && first.as_bytes()[1] == b':' && first.as_bytes()[0].is_ascii_alphabetic())
+        || (first.len() > 2
+            && first.as_bytes()[1] == b':'
+            && first.as_bytes()[0].is_ascii_alphabetic())
         || [".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz"]
             .iter()
             .any(|ext| lower.ends_with(ext))
@@ -444,18 +462,19 @@ fn split_requirement_options(text: &str) -> (&str, Vec<String>) {
             && bytes[i - 1].is_ascii_whitespace()
             && (bytes[i + 1] == b'-' || bytes[i + 1].is_ascii_alphabetic())
         {
-            let options = text[i..]
-                .split_whitespace()
-                .fold(Vec::<String>::new(), |mut acc, tok| {
-                    if tok.starts_with('-') || acc.is_empty() {
-                        acc.push(tok.to_string());
-                    } else if let Some(last) = acc.last_mut() {
-                        // `--hash sha256:…` written with a space.
-                        last.push('=');
-                        last.push_str(tok);
-                    }
-                    acc
-                });
+            let options =
+                text[i..]
+                    .split_whitespace()
+                    .fold(Vec::<String>::new(), |mut acc, tok| {
+                        if tok.starts_with('-') || acc.is_empty() {
+                            acc.push(tok.to_string());
+                        } else if let Some(last) = acc.last_mut() {
+                            // `--hash sha256:…` written with a space.
+                            last.push('=');
+                            last.push_str(tok);
+                        }
+                        acc
+                    });
             return (text[..i].trim_end(), options);
         }
         i += 1;

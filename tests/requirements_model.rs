@@ -29,7 +29,11 @@ fn parse_render_round_trip_is_byte_identical() {
     for (name, content) in corpus() {
         let file = RequirementsFile::parse(&content);
         assert_eq!(file.render(), content, "{name}");
-        assert_eq!(content_hash(&file.render()), content_hash(&content), "{name}");
+        assert_eq!(
+            content_hash(&file.render()),
+            content_hash(&content),
+            "{name}"
+        );
         let invalid: Vec<_> = file
             .lines()
             .iter()
@@ -89,10 +93,16 @@ fn merge_replaces_same_normalized_name() {
     assert_eq!(file.render(), "# deps\nflask==3.0\nrequests\n");
     assert_eq!(file.merge("flask==3.0").unwrap(), MergeOutcome::Unchanged);
     assert_eq!(file.merge("Flask_SQLAlchemy").unwrap(), MergeOutcome::Added);
-    assert_eq!(file.render(), "# deps\nflask==3.0\nrequests\nFlask_SQLAlchemy\n");
+    assert_eq!(
+        file.render(),
+        "# deps\nflask==3.0\nrequests\nFlask_SQLAlchemy\n"
+    );
     // flask-sqlalchemy is the same package as Flask_SQLAlchemy.
     file.merge("flask-sqlalchemy>=3").unwrap();
-    assert_eq!(file.render(), "# deps\nflask==3.0\nrequests\nflask-sqlalchemy>=3\n");
+    assert_eq!(
+        file.render(),
+        "# deps\nflask==3.0\nrequests\nflask-sqlalchemy>=3\n"
+    );
 }
 
 #[test]
@@ -133,7 +143,8 @@ fn merge_rejects_what_is_not_one_requirement() {
 
 #[test]
 fn remove_by_normalized_name() {
-    let mut file = RequirementsFile::parse("Flask==3.0\n# keep\nrequests\nflask ; python_version<'3'\n");
+    let mut file =
+        RequirementsFile::parse("Flask==3.0\n# keep\nrequests\nflask ; python_version<'3'\n");
     assert_eq!(file.remove("FLASK").unwrap(), 2);
     assert_eq!(file.render(), "# keep\nrequests\n");
     assert_eq!(file.remove("numpy").unwrap(), 0);

@@ -24,10 +24,10 @@ fn pg_bin_dir() -> PathBuf {
         .output()
     {
         let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !p.is_empty() {
-            if let Ok(real) = std::fs::canonicalize(&p) {
-                return real.parent().unwrap().to_path_buf();
-            }
+        if !p.is_empty()
+            && let Ok(real) = std::fs::canonicalize(&p)
+        {
+            return real.parent().unwrap().to_path_buf();
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -141,14 +141,26 @@ impl PgServer {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let ok = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-Atc", "select 1"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-Atc",
+                    "select 1",
+                ])
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);
             if ok {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "PostgreSQL did not accept queries");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL did not accept queries"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         *self.child.lock().unwrap() = Some(child);
@@ -164,7 +176,10 @@ impl PgServer {
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(std::time::Instant::now() < deadline, "PostgreSQL did not stop");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL did not stop"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -183,8 +198,13 @@ impl Drop for PgServer {
 fn as_postgres(root: bool, program: &Path) -> Command {
     if root {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
-            .arg(program);
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
         c
     } else {
         Command::new(program)

@@ -1,0 +1,76 @@
+# shellcheck shell=bash
+# Helpers to run throw-away PostgreSQL and Redis servers on free loopback ports, for the demo.
+# Source this file; call `services_init`, then `start_postgres` / `start_redis`; `services_cleanup`
+# (installed as an EXIT trap by services_init) stops everything and removes the folder.
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+services_init() {
+  SERVICES_DIR=$(mktemp -d -t bifrost-demo-XXXXXX)
+  chmod 755 "$SERVICES_DIR"
+  SERVICES_PIDS=()
+  trap services_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+services_cleanup() {
+  local pid
+  for pid in "${SERVICES_PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${SERVICES_PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+  [ -n "${SERVICES_DIR:-}" ] && rm -rf "$SERVICES_DIR"
+}
+
+wait_port() { # port what
+  local i
+  for i in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$2 did not start on port $1" >&2
+  return 1
+}
+
+pg_bindir() {
+  if command -v initdb >/dev/null 2>&1; then dirname "$(readlink -f "$(command -v initdb)")"; return; fi
+  ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1
+}
+
+# Sets PG_PORT and DATABASE_URL.
+start_postgres() {
+  local bin data as=()
+  bin=$(pg_bindir)
+  data="$SERVICES_DIR/pg"
+  mkdir -p "$data"
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres:postgres "$data"
+    as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$data" -A trust -U postgres --no-sync -E UTF8 >"$SERVICES_DIR/initdb.log" 2>&1
+  PG_PORT=$(free_port)
+  "${as[@]}" "$bin/postgres" -D "$data" -p "$PG_PORT" -k "$data" -c listen_addresses=127.0.0.1 \
+    -c fsync=off >"$SERVICES_DIR/postgres.log" 2>&1 &
+  SERVICES_PIDS+=($!)
+  wait_port "$PG_PORT" PostgreSQL
+  local i
+  for i in $(seq 1 100); do
+    psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc 'select 1' >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+}
+
+# Sets REDIS_PORT and REDIS_URL.
+start_redis() {
+  REDIS_PORT=$(free_port)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$SERVICES_DIR" >"$SERVICES_DIR/redis.log" 2>&1 &
+  SERVICES_PIDS+=($!)
+  wait_port "$REDIS_PORT" Redis
+  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command (README quick start, and what CI runs): set-up, lint, then every test against
+# real PostgreSQL, Redis, python3/uv/pip and a real Kubernetes control plane.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+# kube-apiserver/kube-controller-manager: KUBEBUILDER_ASSETS, or built once and cached in ~/.cache.
+KUBEBUILDER_ASSETS=$(bash scripts/k8s-binaries.sh | tail -n 1)
+export KUBEBUILDER_ASSETS
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test" >&2
+cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
