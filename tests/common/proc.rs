@@ -50,7 +50,10 @@ pub fn spawn_guarded_in(
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.env("WATCHDOG_CLEANUP", cleanup.map(|p| p.as_os_str()).unwrap_or_default());
+    cmd.env(
+        "WATCHDOG_CLEANUP",
+        cleanup.map(|p| p.as_os_str()).unwrap_or_default(),
+    );
     cmd.spawn()
         .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
 }
@@ -74,6 +77,14 @@ pub fn wait_for_port(port: u16, what: &str, log: &Path, timeout: std::time::Dura
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let tail = std::fs::read_to_string(log).unwrap_or_default();
-    let tail: String = tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = tail
+        .lines()
+        .rev()
+        .take(30)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     panic!("{what} did not listen on port {port} within {timeout:?}; log tail:\n{tail}");
 }
