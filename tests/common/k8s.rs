@@ -1,0 +1,297 @@
+//! A real Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager 1.20.2) for
+//! tests, started once per test binary.
+//!
+//! Binaries come from `scripts/k8s-binaries.sh` (`KUBEBUILDER_ASSETS`, or a cached build from
+//! Debian's source package). The flag lists come from `scripts/control-plane.sh prepare`, which
+//! the demo shares; the processes themselves are started here under [`spawn_guarded`] so they die
+//! with the test binary. There is no scheduler and no kubelet: pods stay Pending.
+#![allow(dead_code)]
+
+use super::proc::{free_port, spawn_guarded, wait_for_port};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A running control plane. Everything lives in `dir`; logs are in `dir/logs`.
+pub struct ControlPlane {
+    /// Admin kubeconfig (token in group `system:masters`, the API server's CA embedded).
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:PORT`
+    pub server: String,
+    /// Bearer token of the admin user.
+    pub token: String,
+    pub dir: PathBuf,
+    config: kube::Config,
+    bin: PathBuf,
+}
+
+const COMPONENTS: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
+
+/// The control plane of this test binary, started on first use. Panics with the log tail if it
+/// does not come up.
+pub fn control_plane() -> &'static ControlPlane {
+    static CP: OnceLock<ControlPlane> = OnceLock::new();
+    CP.get_or_init(ControlPlane::start)
+}
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl ControlPlane {
+    /// The folder holding `etcd`, `kube-apiserver`, `kube-controller-manager` (and maybe
+    /// `kubectl`); builds them on first use (see `scripts/k8s-binaries.sh`).
+    pub fn bin_dir() -> PathBuf {
+        static BIN: OnceLock<PathBuf> = OnceLock::new();
+        BIN.get_or_init(|| {
+            let script = manifest_dir().join("scripts/k8s-binaries.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(
+                out.status.success(),
+                "{} failed ({})",
+                script.display(),
+                out.status
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+            assert!(
+                dir.join("kube-apiserver").is_file(),
+                "{} printed {dir:?}, which holds no kube-apiserver",
+                script.display()
+            );
+            dir
+        })
+        .clone()
+    }
+
+    fn start() -> ControlPlane {
+        let bin = Self::bin_dir();
+        let keep = std::env::var_os("BIFROST_KEEP_K8S_DIR").is_some();
+        let dir = tempfile::Builder::new()
+            .prefix("bifrost-k8s-")
+            .tempdir()
+            .expect("create control-plane dir")
+            .keep();
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let script = manifest_dir().join("scripts/control-plane.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg("prepare")
+            .arg(&dir)
+            .env("ETCD_PORT", etcd_port.to_string())
+            .env("ETCD_PEER_PORT", peer_port.to_string())
+            .env("APISERVER_PORT", api_port.to_string())
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(status.success(), "{} prepare failed", script.display());
+
+        let mut children: Vec<(&str, Child)> = Vec::new();
+        let logs = dir.join("logs");
+        let spawn = |name: &str| -> Child {
+            let args = std::fs::read_to_string(dir.join(format!("{name}.args")))
+                .unwrap_or_else(|e| panic!("read {name}.args: {e}"));
+            let args: Vec<&str> = args.lines().filter(|l| !l.is_empty()).collect();
+            let program = bin.join(name);
+            spawn_guarded(
+                program.to_str().expect("utf-8 path"),
+                &args,
+                &[],
+                &logs.join(format!("{name}.log")),
+            )
+        };
+
+        children.push(("etcd", spawn("etcd")));
+        wait_for_port(
+            etcd_port,
+            "etcd",
+            &logs.join("etcd.log"),
+            Duration::from_secs(30),
+        );
+        children.push(("kube-apiserver", spawn("kube-apiserver")));
+        let ca = dir.join("certs/apiserver.crt");
+        wait_until(
+            &mut children,
+            &dir,
+            "the API server's serving certificate",
+            60,
+            || std::fs::metadata(&ca).map(|m| m.len() > 0).unwrap_or(false),
+        );
+        // The certificate file is written in one go, but give a slow disk a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg("kubeconfigs")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .status()
+            .expect("run control-plane.sh kubeconfigs");
+        assert!(status.success(), "writing kubeconfigs failed");
+
+        let token = std::fs::read_to_string(dir.join("token"))
+            .expect("read token")
+            .trim()
+            .to_string();
+        let server = format!("https://127.0.0.1:{api_port}");
+        let curl = |path: &str| -> Option<String> {
+            let out = Command::new("curl")
+                .args(["-sf", "--max-time", "5", "--cacert"])
+                .arg(&ca)
+                .arg("-H")
+                .arg(format!("Authorization: Bearer {token}"))
+                .arg(format!("{server}{path}"))
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        wait_until(&mut children, &dir, "/readyz", 120, || {
+            curl("/readyz").as_deref() == Some("ok")
+        });
+        children.push(("kube-controller-manager", spawn("kube-controller-manager")));
+        wait_until(
+            &mut children,
+            &dir,
+            "the default ServiceAccount",
+            120,
+            || curl("/api/v1/namespaces/default/serviceaccounts/default").is_some(),
+        );
+
+        if !keep {
+            remove_when_done(&dir, &children);
+        }
+        let kubeconfig = dir.join("kubeconfig");
+        let config = futures::executor::block_on(load_config(&kubeconfig));
+        eprintln!("control plane ready: {server} (dir {})", dir.display());
+        ControlPlane {
+            kubeconfig,
+            server,
+            token,
+            dir,
+            config,
+            bin,
+        }
+    }
+
+    /// A fresh client for the admin user. Works on any tokio runtime.
+    pub async fn client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        kube::Client::try_from(self.kube_config()).expect("build kube client")
+    }
+
+    /// The admin client configuration (from `kubeconfig`).
+    pub fn kube_config(&self) -> kube::Config {
+        self.config.clone()
+    }
+
+    /// Run kubectl (the one built with the binaries if present, else `kubectl` on PATH) against
+    /// this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let built = self.bin.join("kubectl");
+        let program = if built.is_file() {
+            built
+        } else {
+            PathBuf::from("kubectl")
+        };
+        Command::new(&program)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+    }
+
+    /// The last `lines` lines of a component's log (`etcd`, `kube-apiserver`,
+    /// `kube-controller-manager`).
+    pub fn log_tail(&self, component: &str, lines: usize) -> String {
+        tail(&self.dir.join(format!("logs/{component}.log")), lines)
+    }
+}
+
+async fn load_config(kubeconfig: &Path) -> kube::Config {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("kube config from kubeconfig")
+}
+
+/// Poll `ready` every 250 ms; panic with the log tails if a child exits or time runs out.
+fn wait_until(
+    children: &mut [(&str, Child)],
+    dir: &Path,
+    what: &str,
+    timeout_secs: u64,
+    mut ready: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        if ready() {
+            return;
+        }
+        let exited = children
+            .iter_mut()
+            .find_map(|(name, c)| match c.try_wait() {
+                Ok(Some(status)) => Some(format!("{name} exited ({status})")),
+                _ => None,
+            });
+        if exited.is_some() || Instant::now() > deadline {
+            let mut msg = format!(
+                "control plane in {}: {} while waiting for {what}\n",
+                dir.display(),
+                exited.unwrap_or_else(|| format!("timed out after {timeout_secs}s"))
+            );
+            for name in COMPONENTS {
+                let log = dir.join(format!("logs/{name}.log"));
+                if log.exists() {
+                    msg.push_str(&format!("--- {name} log tail ---\n{}\n", tail(&log, 30)));
+                }
+            }
+            panic!("{msg}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Remove `dir` once this process and the servers (stopped by their watchdogs) are gone.
+/// Statics are never dropped, so a `TempDir` kept in one would leak etcd's data.
+fn remove_when_done(dir: &Path, children: &[(&str, Child)]) {
+    let pids: Vec<String> = children.iter().map(|(_, c)| c.id().to_string()).collect();
+    let script = r#"
+        owner=$1; dir=$2; shift 2
+        while kill -0 "$owner" 2>/dev/null; do sleep 1; done
+        for _ in $(seq 1 60); do
+          alive=0
+          for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+          [ "$alive" = 0 ] && break
+          sleep 0.5
+        done
+        rm -rf "$dir"
+    "#;
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("cleanup")
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .args(&pids)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
