@@ -40,6 +40,16 @@ pub async fn run(command: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Requirements { command } => requirements(command).await,
+        Command::Operator(args) => {
+            crate::operator::run(args).await?;
+            Ok(0)
+        }
+        Command::Crd => {
+            print!("{}", crate::crd::crd_yaml());
+            Ok(0)
+        }
+        Command::Install(args) => crate::installer::run(args).await,
+        Command::Bootstrap(args) => crate::webhook::bootstrap::run(args),
     }
 }
 

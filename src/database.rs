@@ -107,6 +107,15 @@ impl Database {
         })
     }
 
+    /// The same connection pool, reading another row.
+    pub fn with_selector(&self, selector: RowSelector) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            url: self.url.clone(),
+            selector,
+        }
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -8,16 +8,24 @@
 //!
 //! Modules, one per flow: [`requirements`] (the file model) and [`policy`] (what a file may ask
 //! for) are pure; [`database`] and [`cache`] are the I/O edges; [`packages`] is the
-//! `warm`/`requirements` flow of hosts without Kubernetes; [`cli`] wires them to commands.
+//! `warm`/`requirements` flow of hosts without Kubernetes; [`installer`] is `install`, the
+//! worker's start-up step (fetch, check, install atomically, mark); [`cli`] wires them to commands.
 
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod controller;
+pub mod crd;
 pub mod database;
 pub mod error;
+pub mod installer;
+pub mod metrics;
+pub mod operator;
 pub mod packages;
 pub mod policy;
 pub mod requirements;
+pub mod server;
 pub mod telemetry;
+pub mod webhook;
 
 pub use error::{Error, Result};

@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 pub mod k8s;
+pub mod operator;
 pub mod proc;
 pub mod services;
+pub mod wheels;
 
 use std::process::{Command, Output};
 

@@ -166,12 +166,17 @@ impl PgServer {
         *self.child.lock().unwrap() = Some(child);
     }
 
-    /// Stop the server (fast shutdown) and wait until the port is closed.
+    /// Stop the server (fast shutdown: SIGINT to the postmaster, which disconnects clients — SIGTERM
+    /// would wait for every client to leave) and wait until the port is closed.
     pub fn stop(&self) {
+        let pid_file = self.dir.path().join("data/postmaster.pid");
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+        {
+            let _ = Command::new("kill").args(["-INT", pid.trim()]).status();
+        }
         if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
             let _ = child.wait();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -1,0 +1,342 @@
+//! Rollout: patch the pod-template hash annotation of labelled workloads.
+//!
+//! Changing `spec.template.metadata.annotations["bifrost.io/requirements-hash"]` is what makes
+//! Kubernetes roll a Deployment or StatefulSet (new pods, which the webhook injects with the new
+//! content). Workloads whose template already carries the hash are never touched. Under
+//! `Automatic`, a change is applied once it has been stable for `debounceSeconds` (trailing
+//! debounce: a burst of edits produces one rollout); under `Manual`, stale workloads are only
+//! reported.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
+use tracing::info;
+
+use futures::{FutureExt, Stream};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::core::{PartialObjectMeta, Selector, SelectorExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::{Context, Pending, Scope};
+use crate::crd::INJECTED_ANNOTATION;
+use crate::crd::{
+    HASH_ANNOTATION, MANAGER, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus, WorkspaceRequirements,
+};
+use crate::error::Result;
+
+/// What [`roll`] found and did.
+pub struct Outcome {
+    pub workloads: Vec<WorkloadStatus>,
+    pub all_up_to_date: bool,
+    pub reason: &'static str,
+    pub message: String,
+    pub requeue_after: Option<Duration>,
+}
+
+fn template_hash(t: &PodTemplateSpec, name: &str) -> Option<String> {
+    let meta = t.metadata.as_ref()?;
+    if meta.labels.as_ref()?.get(OPT_IN_LABEL)? != name {
+        return None;
+    }
+    Some(
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(HASH_ANNOTATION))
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+/// Metadata of the pods carrying the opt-in label.
+pub type PodCache = Store<PartialObjectMeta<Pod>>;
+
+/// The pod metadata cache and the stream that fills it. A pod reaches the stream when it appears
+/// and when its injection state changes (marker added, deletion started), which is when the
+/// `uninjectedPods` count of its workload may change.
+pub fn pod_cache(
+    client: &Client,
+    scope: &Scope,
+) -> (
+    PodCache,
+    impl Stream<Item = Result<PartialObjectMeta<Pod>, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            scope.api::<PartialObjectMeta<Pod>>(client),
+            watcher::Config::default().labels(OPT_IN_LABEL),
+        )
+        .modify(|p: &mut PartialObjectMeta<Pod>| p.managed_fields_mut().clear()),
+    )
+    .applied_objects()
+    .predicate_filter(injection_state, Default::default());
+    (store, stream)
+}
+
+fn injection_state(p: &PartialObjectMeta<Pod>) -> Option<u64> {
+    let injected = p.annotations().contains_key(INJECTED_ANNOTATION);
+    let deleting = p.metadata.deletion_timestamp.is_some();
+    Some(u64::from(injected) | (u64::from(deleting) << 1))
+}
+
+/// The resource a labelled pod names.
+pub fn pod_owner(p: PartialObjectMeta<Pod>) -> Option<ObjectRef<WorkspaceRequirements>> {
+    let name = p.labels().get(OPT_IN_LABEL)?;
+    Some(ObjectRef::new(name).within(&p.namespace()?))
+}
+
+/// Pods of a workload (matching its selector, not being deleted) that lack the webhook's
+/// marker: created while the webhook was unreachable, they run without the packages. `None`
+/// until the pod cache has its first listing.
+pub fn uninjected_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<i32> {
+    ctx.pods.wait_until_ready().now_or_never()?.ok()?;
+    let selector = match kind {
+        "Deployment" => ctx
+            .deployments
+            .get(&ObjectRef::new(name).within(ns))?
+            .spec
+            .as_ref()?
+            .selector
+            .clone(),
+        _ => ctx
+            .statefulsets
+            .get(&ObjectRef::new(name).within(ns))?
+            .spec
+            .as_ref()?
+            .selector
+            .clone(),
+    };
+    let selector = Selector::try_from(selector).ok()?;
+    if selector.selects_all() {
+        return None;
+    }
+    let count = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(ns)
+                && p.metadata.deletion_timestamp.is_none()
+                && selector.matches(p.labels())
+                && !p.annotations().contains_key(INJECTED_ANNOTATION)
+        })
+        .count();
+    Some(i32::try_from(count).unwrap_or(i32::MAX))
+}
+
+/// Labelled workloads of this resource, from the reflector caches: (kind, name, current hash).
+pub fn labelled_workloads(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Vec<(&'static str, String, String)> {
+    let mut found = Vec::new();
+    for d in ctx.deployments.state() {
+        if d.namespace().as_deref() == Some(ns)
+            && let Some(h) = d
+                .spec
+                .as_ref()
+                .and_then(|s| template_hash(&s.template, name))
+        {
+            found.push(("Deployment", d.name_any(), h));
+        }
+    }
+    for s in ctx.statefulsets.state() {
+        if s.namespace().as_deref() == Some(ns)
+            && let Some(h) = s
+                .spec
+                .as_ref()
+                .and_then(|s| template_hash(&s.template, name))
+        {
+            found.push(("StatefulSet", s.name_any(), h));
+        }
+    }
+    found.sort();
+    found
+}
+
+async fn patch_workload(
+    ctx: &Context,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    hash: &str,
+) -> Result<(), kube::Error> {
+    let patch =
+        json!({"spec": {"template": {"metadata": {"annotations": {HASH_ANNOTATION: hash}}}}});
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    match kind {
+        "Deployment" => {
+            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await?;
+        }
+        _ => {
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Bring labelled workloads to `hash` (or report them), honouring strategy and debounce.
+pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Result<Outcome> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let oref = ObjectRef::from_obj(obj);
+    let found = labelled_workloads(ctx, &ns, &name);
+    let mut workloads: Vec<WorkloadStatus> = found
+        .iter()
+        .map(|(kind, n, h)| WorkloadStatus {
+            kind: kind.to_string(),
+            name: n.clone(),
+            hash: (!h.is_empty()).then(|| h.clone()),
+            up_to_date: h == hash,
+            uninjected_pods: uninjected_pods(ctx, &ns, kind, n),
+        })
+        .collect();
+    let stale: Vec<usize> = (0..workloads.len())
+        .filter(|i| !workloads[*i].up_to_date)
+        .collect();
+    if stale.is_empty() {
+        ctx.pending.lock().expect("lock").remove(&oref);
+        let message = if workloads.is_empty() {
+            format!(
+                "no Deployment or StatefulSet has a pod template labelled {OPT_IN_LABEL}={name}"
+            )
+        } else {
+            format!("{} workload(s) up to date", workloads.len())
+        };
+        return Ok(Outcome {
+            workloads,
+            all_up_to_date: true,
+            reason: "UpToDate",
+            message,
+            requeue_after: None,
+        });
+    }
+    let names = |idx: &[usize], w: &[WorkloadStatus]| {
+        idx.iter()
+            .map(|i| format!("{}/{}", w[*i].kind, w[*i].name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+
+    if obj.spec.rollout.strategy == RolloutStrategy::Manual {
+        let message = format!(
+            "strategy Manual: {} workload(s) carry an older hash ({}); set their pod-template annotation {HASH_ANNOTATION}={hash} to roll them",
+            stale.len(),
+            names(&stale, &workloads)
+        );
+        return Ok(Outcome {
+            workloads,
+            all_up_to_date: false,
+            reason: "ManualRolloutPending",
+            message,
+            requeue_after: None,
+        });
+    }
+
+    let debounce = Duration::from_secs(obj.spec.rollout.debounce_seconds.into());
+    let waited = {
+        let mut pending = ctx.pending.lock().expect("lock");
+        let p = pending.entry(oref.clone()).or_insert_with(|| Pending {
+            hash: hash.to_string(),
+            since: Instant::now(),
+        });
+        if p.hash != hash {
+            *p = Pending {
+                hash: hash.to_string(),
+                since: Instant::now(),
+            };
+        }
+        p.since.elapsed()
+    };
+    if waited < debounce {
+        let left = debounce - waited;
+        let message = format!(
+            "rolling {} workload(s) in {:.1} s unless the content changes again (debounce {} s)",
+            stale.len(),
+            left.as_secs_f64(),
+            debounce.as_secs()
+        );
+        return Ok(Outcome {
+            workloads,
+            all_up_to_date: false,
+            reason: "Debouncing",
+            message,
+            requeue_after: Some(left),
+        });
+    }
+
+    let mut failed = Vec::new();
+    let mut rolled = Vec::new();
+    for &i in &stale {
+        let w = &workloads[i];
+        match patch_workload(ctx, &ns, &w.kind, &w.name, hash).await {
+            Ok(()) => {
+                ctx.metrics.rollouts.inc();
+                info!(kind = %w.kind, workload = %w.name, hash = %&hash[..12], "rolling out");
+                rolled.push(i);
+            }
+            Err(e) => failed.push(format!("{}/{}: {e}", w.kind, w.name)),
+        }
+    }
+    for &i in &rolled {
+        workloads[i].hash = Some(hash.to_string());
+        workloads[i].up_to_date = true;
+    }
+    if !rolled.is_empty() {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "RollingOut",
+            format!(
+                "patched {HASH_ANNOTATION}={} on {}",
+                &hash[..12],
+                names(&rolled, &workloads)
+            ),
+            "Rollout",
+        )
+        .await;
+    }
+    if failed.is_empty() {
+        ctx.pending.lock().expect("lock").remove(&oref);
+        let message = format!(
+            "{} workload(s) up to date ({} rolled now)",
+            workloads.len(),
+            rolled.len()
+        );
+        Ok(Outcome {
+            workloads,
+            all_up_to_date: true,
+            reason: "UpToDate",
+            message,
+            requeue_after: None,
+        })
+    } else {
+        let message = format!("cannot patch {}", failed.join("; "));
+        ctx.warn_once(obj, "RolloutFailed", message.clone(), "Rollout")
+            .await;
+        Ok(Outcome {
+            workloads,
+            all_up_to_date: false,
+            reason: "PatchFailed",
+            message,
+            requeue_after: Some(super::RETRY),
+        })
+    }
+}

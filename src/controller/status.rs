@@ -1,0 +1,130 @@
+//! Status conditions: Valid, Synced, CacheWarmed, RolledOut, Ready.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// The order conditions are listed in.
+const ORDER: [&str; 5] = ["Valid", "Synced", "CacheWarmed", "RolledOut", "Ready"];
+
+pub fn now_rfc3339() -> String {
+    Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or(Timestamp::now())
+        .to_string()
+}
+
+/// Conditions being rebuilt; `lastTransitionTime` only moves when the status value changes.
+pub struct Conditions {
+    list: Vec<Condition>,
+    generation: Option<i64>,
+}
+
+impl Conditions {
+    pub fn new(list: Vec<Condition>, generation: Option<i64>) -> Self {
+        Self { list, generation }
+    }
+
+    pub fn set(&mut self, type_: &str, value: bool, reason: &str, message: &str) {
+        self.put(type_, if value { "True" } else { "False" }, reason, message);
+    }
+
+    pub fn set_unknown(&mut self, type_: &str, reason: &str, message: &str) {
+        self.put(type_, "Unknown", reason, message);
+    }
+
+    fn put(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+        let transition = match self.list.iter().find(|c| c.type_ == type_) {
+            Some(c) if c.status == status => c.last_transition_time.clone(),
+            _ => Time(
+                Timestamp::now()
+                    .round(k8s_openapi::jiff::Unit::Second)
+                    .unwrap_or(Timestamp::now()),
+            ),
+        };
+        self.list.retain(|c| c.type_ != type_);
+        self.list.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: truncate_message(message),
+            last_transition_time: transition,
+            observed_generation: self.generation,
+        });
+    }
+
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.list
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    }
+
+    pub fn all_true(&self, types: &[&str]) -> bool {
+        types.iter().all(|t| self.is_true(t))
+    }
+
+    /// "Type: message" of the first condition (in `types` order) that is not True.
+    pub fn first_problem(&self, types: &[&str]) -> String {
+        types
+            .iter()
+            .filter_map(|t| self.list.iter().find(|c| c.type_ == *t))
+            .find(|c| c.status != "True")
+            .map(|c| format!("{}: {}", c.type_, c.message))
+            .unwrap_or_default()
+    }
+
+    pub fn into_vec(mut self) -> Vec<Condition> {
+        self.list.sort_by_key(|c| {
+            ORDER
+                .iter()
+                .position(|o| *o == c.type_)
+                .unwrap_or(ORDER.len())
+        });
+        self.list
+    }
+}
+
+fn truncate_message(m: &str) -> String {
+    const MAX: usize = 4000;
+    if m.len() <= MAX {
+        return m.to_string();
+    }
+    let mut end = MAX;
+    while !m.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &m[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_on_change() {
+        let mut c = Conditions::new(vec![], Some(1));
+        c.set("Ready", false, "NotReady", "x");
+        let first = c.into_vec();
+        let t0 = first[0].last_transition_time.clone();
+        let mut c = Conditions::new(first, Some(2));
+        c.set("Ready", false, "NotReady", "y");
+        let second = c.into_vec();
+        assert_eq!(second[0].last_transition_time, t0);
+        assert_eq!(second[0].message, "y");
+        assert_eq!(second[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn order_and_problems() {
+        let mut c = Conditions::new(vec![], None);
+        c.set("Ready", false, "NotReady", "");
+        c.set("RolledOut", false, "Debouncing", "waiting");
+        c.set("Valid", true, "RequirementsValid", "1 package(s)");
+        assert!(!c.all_true(&["Valid", "RolledOut"]));
+        assert_eq!(
+            c.first_problem(&["Valid", "RolledOut"]),
+            "RolledOut: waiting"
+        );
+        let types: Vec<_> = c.into_vec().into_iter().map(|c| c.type_).collect();
+        assert_eq!(types, ["Valid", "RolledOut", "Ready"]);
+    }
+}

@@ -1,0 +1,347 @@
+//! The `WorkspaceRequirements` custom resource (`bifrost.io/v1alpha1`).
+//!
+//! It mirrors Bifrost's requirements row inside the cluster: `spec.content` is requirements.txt
+//! (written by the database mirror when `spec.source.database` is set, or by the user for GitOps),
+//! the rest says where the Redis cache lives, how workers install, and how they roll out.
+//! Field names are part of the contract (see design.md); generate the YAML with
+//! `bifrost-requirements crd`.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{DEFAULT_KEY, DEFAULT_TTL_SECONDS};
+use crate::database::{DEFAULT_ENTITY_TYPE, DEFAULT_PATH};
+
+/// Pod and pod-template opt-in label: its value names the `WorkspaceRequirements`.
+pub const OPT_IN_LABEL: &str = "bifrost.io/requirements";
+/// Pod-template annotation whose change makes Kubernetes roll the workload.
+pub const HASH_ANNOTATION: &str = "bifrost.io/requirements-hash";
+/// Pod annotation set by the webhook: the hash the pod was admitted for.
+pub const INJECTED_ANNOTATION: &str = "bifrost.io/injected-hash";
+/// Field manager of the controller's writes.
+pub const MANAGER: &str = "bifrost-requirements";
+/// Field manager of the database mirror's writes to `spec.content`.
+pub const MIRROR_MANAGER: &str = "bifrost-requirements-mirror";
+
+/// Desired state: the requirements and how they reach the workers.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "bifrost.io",
+    version = "v1alpha1",
+    kind = "WorkspaceRequirements",
+    plural = "workspacerequirements",
+    shortname = "wsreq",
+    namespaced,
+    status = "WorkspaceRequirementsStatus",
+    printcolumn = r#"{"name":"Hash","type":"string","jsonPath":".status.shortHash","description":"First 12 hex digits of the content's SHA-256"}"#,
+    printcolumn = r#"{"name":"Packages","type":"integer","jsonPath":".status.packageCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceRequirementsSpec {
+    /// requirements.txt. Written by the mirror when `source.database` is set; otherwise this
+    /// field itself is the source (GitOps).
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "String::is_empty"
+    )]
+    #[schemars(transform = nullable_without_default)]
+    pub content: String,
+
+    /// Where the content comes from. Omit to make `spec.content` the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+
+    /// The Redis cache the workers read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+
+    /// How the injected init container installs the packages.
+    #[serde(default)]
+    pub install: InstallSpec,
+
+    /// How labelled workloads are rolled when the content changes.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+}
+
+/// The source of `spec.content`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    /// Mirror Bifrost's `workspace_files` row into `spec.content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSource>,
+}
+
+/// Bifrost's PostgreSQL row.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSource {
+    /// Secret key holding the PostgreSQL URL (`postgresql://…`; `postgresql+asyncpg://…` works).
+    pub url_secret_ref: SecretKeyRef,
+    /// `workspace_files.path` of the row.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// `workspace_files.entity_type` of the row.
+    #[serde(default = "default_entity_type")]
+    pub entity_type: String,
+    /// Safety-net polling interval; changes normally arrive at once through LISTEN/NOTIFY.
+    #[serde(default = "default_poll")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub poll_interval_seconds: u32,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key inside the Secret's data.
+    pub key: String,
+}
+
+/// The cache configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// Bifrost's Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisCache>,
+}
+
+/// Where and how long the payload `{"content", "hash"}` is cached.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCache {
+    /// Secret key holding the Redis URL (`redis://[:password@]host:port/db`).
+    pub url_secret_ref: SecretKeyRef,
+    /// Redis key.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// TTL of the key; the controller refreshes it well before it expires.
+    #[serde(default = "default_ttl")]
+    #[schemars(range(min = 60, max = 31536000))]
+    pub ttl_seconds: u64,
+}
+
+/// Which installer runs inside the worker's image.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Installer {
+    #[default]
+    Uv,
+    Pip,
+}
+
+/// What a failed install does to the pod.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnFailure {
+    /// The init container fails: the rolling update halts and old pods keep serving.
+    #[default]
+    Fail,
+    /// Log and start the worker anyway (Bifrost's own behaviour).
+    Continue,
+}
+
+/// Installation settings for the injected init container.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallSpec {
+    #[serde(default)]
+    pub installer: Installer,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Where the installed packages are mounted in every app container (added to PYTHONPATH).
+    #[serde(default = "default_mount_path")]
+    pub mount_path: String,
+    /// Index URLs the administrator allows (passed to the installer; requirements.txt may select
+    /// only these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index_urls: Vec<String>,
+    /// Only binary wheels (no source builds).
+    #[serde(default)]
+    pub only_binary: bool,
+    /// Image of the install container; default: the first app container's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Size limit of the site-packages volume.
+    #[serde(default = "default_size_limit")]
+    pub size_limit: String,
+    /// Resources of the init containers (defaults are applied when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// A volume for the installer's download cache (e.g. a PVC shared by the workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_volume: Option<CacheVolume>,
+}
+
+impl Default for InstallSpec {
+    fn default() -> Self {
+        Self {
+            installer: Installer::default(),
+            on_failure: OnFailure::default(),
+            mount_path: default_mount_path(),
+            index_urls: Vec::new(),
+            only_binary: false,
+            image: None,
+            size_limit: default_size_limit(),
+            resources: None,
+            cache_volume: None,
+        }
+    }
+}
+
+/// A persistent download cache for the installer.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheVolume {
+    /// Name of a PersistentVolumeClaim in the pod's namespace.
+    pub claim_name: String,
+}
+
+/// Rollout strategy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RolloutStrategy {
+    /// Patch the pod-template hash annotation of labelled workloads.
+    #[default]
+    Automatic,
+    /// Only report stale workloads in status.
+    Manual,
+}
+
+/// How workloads follow content changes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Changes arriving within this window produce one rollout.
+    #[serde(default = "default_debounce")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub debounce_seconds: u32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            strategy: RolloutStrategy::default(),
+            debounce_seconds: default_debounce(),
+        }
+    }
+}
+
+/// Observed state.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceRequirementsStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// SHA-256 of `spec.content` (lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+    /// First 12 hex digits of `contentHash`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_count: Option<i64>,
+    /// RFC 3339 time of the last successful read of the database row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced_from_database: Option<String>,
+    /// RFC 3339 time of the last Redis write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_warmed_at: Option<String>,
+    /// The hash every labelled workload carries (set once all are up to date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out_hash: Option<String>,
+    /// Labelled workloads and whether each is up to date.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadStatus>,
+    /// Valid, Synced, CacheWarmed, RolledOut, Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One labelled Deployment or StatefulSet.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: String,
+    pub name: String,
+    /// The hash its pod template carries (absent when none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    pub up_to_date: bool,
+    /// Pods of this workload (matching its selector) that lack the webhook's injection marker:
+    /// they were created while the webhook was unavailable and run without the packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uninjected_pods: Option<i32>,
+}
+
+/// An empty string does not survive every API server's JSON decoding (1.20 sees `null`), so an
+/// empty `content` is omitted when written and accepted as `null` when read.
+fn nullable_without_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+    schema.insert("nullable".into(), true.into());
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn default_path() -> String {
+    DEFAULT_PATH.into()
+}
+fn default_entity_type() -> String {
+    DEFAULT_ENTITY_TYPE.into()
+}
+fn default_poll() -> u32 {
+    30
+}
+fn default_key() -> String {
+    DEFAULT_KEY.into()
+}
+fn default_ttl() -> u64 {
+    DEFAULT_TTL_SECONDS
+}
+fn default_mount_path() -> String {
+    "/opt/bifrost/site-packages".into()
+}
+fn default_size_limit() -> String {
+    "2Gi".into()
+}
+fn default_debounce() -> u32 {
+    5
+}
+
+/// The CRD as YAML, exactly as committed in `crds/workspacerequirements.bifrost.io.yaml`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = WorkspaceRequirements::crd();
+    let yaml = serde_yaml::to_string(&crd).expect("the CRD serializes");
+    format!(
+        "# Generated by `bifrost-requirements crd`; do not edit (a test fails when it drifts).\n{yaml}"
+    )
+}
+
+impl WorkspaceRequirements {
+    /// The policy this resource asks for.
+    pub fn policy(&self) -> crate::policy::Policy {
+        crate::policy::Policy {
+            allowed_index_urls: self.spec.install.index_urls.clone(),
+            only_binary: self.spec.install.only_binary,
+        }
+    }
+
+    /// Name of the owned ConfigMap snapshot (the installer's fallback).
+    pub fn snapshot_name(&self) -> String {
+        format!("{}-requirements", kube::ResourceExt::name_any(self))
+    }
+}

@@ -1,0 +1,209 @@
+//! Running the installer (uv or pip) as a child process group with a deadline.
+//!
+//! The child is started as the leader of a new process group, so on a timeout or when we are
+//! asked to stop (SIGTERM/SIGINT) the whole tree — uv's or pip's own children, build backends —
+//! gets SIGTERM, then SIGKILL after a grace period. Its stdout and stderr are forwarded line by
+//! line to our stderr (our stdout is reserved for `--json`), and the last lines are kept for the
+//! error message.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::watch;
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+/// Lines of output kept for the error message.
+const TAIL_LINES: usize = 25;
+
+/// One command to run.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// Name for log lines (`uv`, `pip`).
+    pub label: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub envs: Vec<(String, OsString)>,
+    pub env_remove: Vec<&'static str>,
+    pub cwd: PathBuf,
+}
+
+impl Invocation {
+    /// The command line, for logs.
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Why the child did not succeed.
+#[derive(Debug)]
+pub enum RunFailure {
+    Spawn(std::io::Error),
+    Exited { status: ExitStatus, tail: String },
+    TimedOut { after: Duration, tail: String },
+    Interrupted { signal: i32 },
+}
+
+/// Resolves when the process was asked to stop; yields the signal number.
+pub async fn interrupted(rx: &mut watch::Receiver<Option<i32>>) -> i32 {
+    loop {
+        if let Some(sig) = *rx.borrow_and_update() {
+            return sig;
+        }
+        if rx.changed().await.is_err() {
+            // The signal listener is gone: never resolve.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Listen for SIGTERM and SIGINT for the rest of the process' life; the receiver sees the first.
+pub fn listen_for_signals() -> watch::Receiver<Option<i32>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        let sig = tokio::select! {
+            _ = term.recv() => Signal::SIGTERM as i32,
+            _ = int.recv() => Signal::SIGINT as i32,
+        };
+        let _ = tx.send(Some(sig));
+        // Keep the handlers (and the sender) alive so a second signal is ignored, not fatal,
+        // while the child's process group is being stopped.
+        std::future::pending::<()>().await;
+    });
+    rx
+}
+
+/// Run to completion, or until `timeout`, or until a stop signal.
+pub async fn run(
+    inv: &Invocation,
+    timeout: Duration,
+    stop: &mut watch::Receiver<Option<i32>>,
+) -> Result<(), RunFailure> {
+    let mut cmd = tokio::process::Command::new(&inv.program);
+    cmd.args(&inv.args)
+        .current_dir(&inv.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for var in &inv.env_remove {
+        cmd.env_remove(var);
+    }
+    for (k, v) in &inv.envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(RunFailure::Spawn)?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(forward(s, inv.label, tail.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(forward(s, inv.label, tail.clone()))),
+    ];
+
+    enum End {
+        Exited(std::io::Result<ExitStatus>),
+        TimedOut,
+        Signal(i32),
+    }
+    let end = tokio::select! {
+        status = child.wait() => End::Exited(status),
+        _ = tokio::time::sleep(timeout) => End::TimedOut,
+        sig = interrupted(stop) => End::Signal(sig),
+    };
+    if !matches!(end, End::Exited(_)) {
+        stop_group(&mut child, pgid, inv.label).await;
+    }
+    // Output still in the pipes belongs to the log; do not wait forever on a stray holder.
+    for reader in readers.into_iter().flatten() {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), reader)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    let tail = tail_text(&tail);
+    match end {
+        End::Exited(Ok(status)) if status.success() => Ok(()),
+        End::Exited(Ok(status)) => Err(RunFailure::Exited { status, tail }),
+        End::Exited(Err(e)) => Err(RunFailure::Spawn(e)),
+        End::TimedOut => Err(RunFailure::TimedOut {
+            after: timeout,
+            tail,
+        }),
+        End::Signal(signal) => Err(RunFailure::Interrupted { signal }),
+    }
+}
+
+/// SIGTERM the group, wait for the leader up to [`GRACE`], then SIGKILL whatever is left.
+async fn stop_group(child: &mut tokio::process::Child, pgid: Option<Pid>, label: &str) {
+    let Some(pgid) = pgid else {
+        let _ = child.kill().await;
+        return;
+    };
+    tracing::debug!(pgid = pgid.as_raw(), "stopping the {label} process group");
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let _ = tokio::time::timeout(GRACE, child.wait()).await;
+    // Children that ignored SIGTERM (or outlived the leader) end here; ESRCH when none are left.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+async fn forward(
+    stream: impl AsyncRead + Unpin,
+    label: &'static str,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end();
+                if line.is_empty() {
+                    continue;
+                }
+                eprintln!("  {label} | {line}");
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line.to_string());
+            }
+        }
+    }
+}
+
+fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
+    let t = tail.lock().unwrap_or_else(|p| p.into_inner());
+    t.iter().cloned().collect::<Vec<_>>().join("\n")
+}

@@ -1,0 +1,93 @@
+//! `bifrost-requirements bootstrap --to DIR`: the bootstrap init container's command.
+//!
+//! The operator image is minimal (no shell, no `cp`), so the binary copies itself and `uv` into
+//! the shared `emptyDir`, where the install container — running in the worker's image — finds
+//! them. Copies are atomic (temporary file, then rename) and executable by every user, so a
+//! restarted init container or a different uid in the install container both work.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::cli::BootstrapArgs;
+use crate::error::{Error, Result};
+
+/// Copy this executable and uv into `args.to`; returns the exit code.
+pub fn run(args: BootstrapArgs) -> Result<u8> {
+    let to = &args.to;
+    fs::create_dir_all(to).map_err(|e| Error::io("creating", to, e))?;
+    let me = std::env::current_exe().map_err(|e| Error::io("locating", "this executable", e))?;
+    let uv = match &args.uv {
+        Some(p) => p.clone(),
+        None => find_uv(&me).ok_or_else(|| {
+            Error::Config(format!(
+                "uv not found next to {} nor on PATH; pass --uv PATH",
+                me.display()
+            ))
+        })?,
+    };
+    for (from, name) in [(me.as_path(), "bifrost-requirements"), (uv.as_path(), "uv")] {
+        let dest = to.join(name);
+        let bytes = copy_executable(from, &dest)?;
+        eprintln!(
+            "bootstrap: copied {} to {} ({bytes} bytes)",
+            from.display(),
+            dest.display()
+        );
+    }
+    Ok(0)
+}
+
+/// `uv` next to `exe` (the image layout), else on PATH.
+fn find_uv(exe: &Path) -> Option<PathBuf> {
+    let beside = exe.parent()?.join("uv");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("uv"))
+            .find(|p| p.is_file())
+    })
+}
+
+fn copy_executable(from: &Path, dest: &Path) -> Result<u64> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let copied = (|| -> io::Result<u64> {
+        let n = fs::copy(from, &tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        fs::rename(&tmp, dest)?;
+        Ok(n)
+    })();
+    copied.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("copying into", dest, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_atomically_and_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"#!/bin/sh\necho hi\n").unwrap();
+        let dest = dir.path().join("out/uv");
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        assert_eq!(copy_executable(&src, &dest).unwrap(), 18);
+        let mode = fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        // Again over an existing file (a restarted init container).
+        copy_executable(&src, &dest).unwrap();
+        let leftovers: Vec<_> = fs::read_dir(dest.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+}

@@ -1,0 +1,247 @@
+//! Helpers for tests that run the operator against the real control plane: the CRD, namespaces,
+//! Secrets, the `operator` process itself, and polling.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use bifrost_requirements::crd::WorkspaceRequirements;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use super::k8s::control_plane;
+use super::proc::{free_port, spawn_guarded};
+
+/// Apply the committed CRD (server-side apply) once per test binary and wait until Established.
+pub async fn ensure_crd(client: &Client) {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("crds/workspacerequirements.bifrost.io.yaml");
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let api = Api::<CustomResourceDefinition>::all(client.clone());
+        api.patch(
+            "workspacerequirements.bifrost.io",
+            &PatchParams::apply("bifrost-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the API server accepts the CRD (structural schema)");
+        wait_for("CRD Established", Duration::from_secs(30), || async {
+            let crd = api.get("workspacerequirements.bifrost.io").await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+        // Discovery may lag a moment behind Established.
+        let wsreq = Api::<WorkspaceRequirements>::all(client.clone());
+        wait_for("CRD served", Duration::from_secs(30), || async {
+            wsreq.list(&Default::default()).await.ok().map(|_| ())
+        })
+        .await;
+    })
+    .await;
+}
+
+/// A fresh namespace (and the shared client), with the CRD in place.
+pub async fn namespace(prefix: &str) -> (Client, String) {
+    let client = control_plane().client().await;
+    ensure_crd(&client).await;
+    let name = format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    // Pods need the default ServiceAccount (and, on 1.20, its token) before admission accepts them.
+    let sa = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &name);
+    wait_for(
+        "default ServiceAccount",
+        Duration::from_secs(30),
+        || async {
+            let sa = sa.get_opt("default").await.ok()??;
+            (!sa.secrets.unwrap_or_default().is_empty()).then_some(())
+        },
+    )
+    .await;
+    (client, name)
+}
+
+pub async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {key: value},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("bifrost-tests").force(),
+            &Patch::Apply(&s),
+        )
+        .await
+        .unwrap();
+}
+
+/// Poll until `check` returns `Some`, or panic after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An `operator` process watching one namespace. Stopped (SIGTERM) on drop.
+pub struct Operator {
+    child: Option<Child>,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    /// Start with leader election on a Lease in `ns`, identity `id`.
+    pub fn start(ns: &str, id: &str, extra: &[&str]) -> Operator {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(format!("operator-{id}.log"));
+        let metrics_port = free_port();
+        let addr = format!("127.0.0.1:{metrics_port}");
+        let mut args = vec![
+            "operator",
+            "--namespace",
+            ns,
+            "--metrics-addr",
+            &addr,
+            "--lease-namespace",
+            ns,
+            "--identity",
+            id,
+            "--lease-duration-seconds",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        let kubeconfig = control_plane().kubeconfig.to_str().unwrap().to_string();
+        let child = spawn_guarded(
+            super::bin(),
+            &args,
+            &[
+                ("KUBECONFIG", &kubeconfig),
+                ("RUST_LOG", "info,bifrost_requirements=debug"),
+                ("BIFROST_LOG_FORMAT", "text"),
+            ],
+            &log,
+        );
+        let op = Operator {
+            child: Some(child),
+            metrics_port,
+            log,
+            _dir: dir,
+        };
+        super::proc::wait_for_port(
+            metrics_port,
+            "operator metrics",
+            &op.log,
+            Duration::from_secs(30),
+        );
+        op
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a path on the metrics port; returns (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_port, path)
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// SIGTERM and wait for exit; returns whether it exited by itself within 20 s.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "---- operator log ({}), last lines ----\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}
+
+/// Minimal HTTP/1.0 GET on loopback (no client library needed).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}

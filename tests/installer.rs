@@ -1,0 +1,1025 @@
+//! `bifrost-requirements install` end to end: real python3, uv, pip and Redis; the wheels are
+//! built here and installed with `--no-index --find-links`, so no package index is needed.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bifrost_requirements::cache::Payload;
+use bifrost_requirements::requirements::content_hash;
+use common::services::{self, RedisServer};
+use common::wheels::{Wheel, Wheelhouse};
+use common::{assert_ok, stderr, stdout};
+
+const MARKER: &str = ".bifrost-requirements.json";
+const ALPHA: &str = "bifrost_t_alpha";
+const BETA: &str = "bifrost_t_beta";
+const GAMMA: &str = "bifrost_t_gamma";
+
+/// One test's world: its own wheelhouse, Redis key and target folder.
+struct World {
+    wheels: Wheelhouse,
+    redis_url: String,
+    key: String,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            wheels: Wheelhouse::new(&[
+                Wheel::new(ALPHA, "1.0").requires("bifrost_t_beta>=1"),
+                Wheel::new(BETA, "1.0"),
+                Wheel::new(GAMMA, "1.0"),
+                Wheel::new(GAMMA, "2.0"),
+            ]),
+            redis_url: services::redis_url(),
+            key: services::fresh_key(),
+            dir: tempfile::Builder::new()
+                .prefix("bifrost-install-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn target(&self) -> PathBuf {
+        self.dir.path().join("site-packages")
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Store `content` the way Bifrost does; returns its hash.
+    fn put(&self, content: &str) -> String {
+        let p = Payload::new(content);
+        self.put_raw(&p.to_json());
+        p.hash
+    }
+
+    fn put_raw(&self, raw: &str) {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        redis::cmd("SET")
+            .arg(&self.key)
+            .arg(raw)
+            .query::<()>(&mut con)
+            .unwrap();
+    }
+
+    /// `install` against this world's Redis, key, target and wheelhouse, plus `extra`.
+    fn install(&self, extra: &[&str]) -> Output {
+        self.install_via(Some(&self.redis_url), extra, &[])
+    }
+
+    fn install_via(
+        &self,
+        redis_url: Option<&str>,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Output {
+        let args = self.args(redis_url, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::cli(&args, envs)
+    }
+
+    fn args(&self, redis_url: Option<&str>, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "install".into(),
+            "--target".into(),
+            self.target().display().to_string(),
+            "--redis-key".into(),
+            self.key.clone(),
+            "--no-index".into(),
+            "--find-links".into(),
+            self.wheels.path_str().into(),
+            // Keep "Redis down" tests quick.
+            "--redis-timeout".into(),
+            "1s".into(),
+        ];
+        if let Some(url) = redis_url {
+            args.extend(["--redis-url".to_string(), url.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Start `install` without waiting (for signal tests).
+    fn spawn(&self, extra: &[&str]) -> Child {
+        Command::new(common::bin())
+            .args(self.args(Some(&self.redis_url), extra))
+            .env_remove("REDIS_URL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn marker(&self) -> serde_json::Value {
+        let raw = std::fs::read_to_string(self.target().join(MARKER)).expect("marker written");
+        serde_json::from_str(&raw).expect("marker is JSON")
+    }
+
+    fn marker_bytes(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.target().join(MARKER)).ok()
+    }
+
+    /// `import module; print(module.VERSION)` with PYTHONPATH=target, as a worker would.
+    fn import(&self, module: &str) -> Result<String, String> {
+        let out = Command::new("python3")
+            .args([
+                "-s",
+                "-c",
+                &format!("import {module}; print({module}.VERSION)"),
+            ])
+            .env("PYTHONPATH", self.target())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(stdout(&out).trim().to_string())
+        } else {
+            Err(stderr(&out))
+        }
+    }
+
+    /// Names in the target that belong to install's own machinery (staging, trash, journal).
+    fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.target())
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| {
+                        n.starts_with(".bifrost-")
+                            && n != MARKER
+                            && n != ".bifrost-requirements.lock"
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A good install of alpha (+ its dependency beta) to start from; returns the marker bytes.
+    fn good_install(&self) -> Vec<u8> {
+        self.put(&format!("{ALPHA}==1.0\n"));
+        assert_ok(&self.install(&[]));
+        assert_eq!(self.import(ALPHA).unwrap(), "1.0");
+        self.marker_bytes().unwrap()
+    }
+
+    /// The previous good install is intact: importable, marker byte-identical, no leftovers.
+    #[track_caller]
+    fn assert_untouched(&self, marker_before: &[u8]) {
+        assert_eq!(
+            self.import(ALPHA).as_deref(),
+            Ok("1.0"),
+            "previous install not importable"
+        );
+        assert_eq!(
+            self.marker_bytes().as_deref(),
+            Some(marker_before),
+            "marker changed"
+        );
+        assert!(
+            self.leftovers().is_empty(),
+            "left behind: {:?}",
+            self.leftovers()
+        );
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// The single JSON object `--json` prints.
+fn json(o: &Output) -> serde_json::Value {
+    let out = stdout(o);
+    assert_eq!(out.trim().lines().count(), 1, "one line on stdout:\n{out}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
+}
+
+/// A stand-in installer that never finishes: writes "<its pid> <child pid>" to the returned file.
+fn slow_installer(dir: &Path) -> (PathBuf, PathBuf) {
+    let pids = dir.join("fake-uv.pids");
+    let script = dir.join("slow-uv");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho 'fake uv: resolving forever' >&2\nsleep 120 &\necho \"$$ $!\" > '{}.tmp'\nmv '{0}.tmp' '{0}'\nwait\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, pids)
+}
+
+fn wait_for_pids(file: &Path) -> (i32, i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(file) {
+            let v: Vec<i32> = s
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            if v.len() == 2 {
+                return (v[0], v[1]);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fake installer never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Running (zombies count as gone).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or("");
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+fn signal(pid: i32, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, "--", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Installing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn uv_installs_from_redis_with_dependencies_and_writes_the_marker() {
+    let w = World::new();
+    let content = format!("# workspace packages\n{ALPHA}==1.0\n{GAMMA}>=2\n");
+    let hash = w.put(&content);
+    let out = w.install(&["--json"]);
+    assert_ok(&out);
+    assert_eq!(w.import(ALPHA).unwrap(), "1.0");
+    assert_eq!(w.import(BETA).unwrap(), "1.0", "dependency installed");
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
+
+    let m = w.marker();
+    assert_eq!(m["hash"], hash.as_str());
+    assert_eq!(m["installer"], "uv");
+    assert_eq!(m["package_count"], 2);
+    assert_eq!(m["distribution_count"], 3);
+    assert_eq!(m["source"], "redis");
+    assert!(m["duration_ms"].as_u64().is_some());
+    assert!(m["installed_at"].as_str().unwrap().ends_with('Z'));
+    assert!(m["python"].as_str().unwrap().contains("python3"));
+    assert!(m["python_version"].as_str().unwrap().starts_with("3."));
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+    let entries: Vec<&str> = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        entries.contains(&ALPHA) && !entries.contains(&".lock"),
+        "{entries:?}"
+    );
+    assert!(
+        !w.target().join(".lock").exists(),
+        "uv's lock file is not an install entry"
+    );
+    // Bytecode is not compiled by default.
+    assert!(!w.target().join(GAMMA).join("__pycache__").exists());
+
+    let err = stderr(&out);
+    for needle in [
+        "Redis key",
+        &hash[..],
+        "2 package(s)",
+        "with uv",
+        "installed: 2 package(s) (3 distribution(s))",
+    ] {
+        assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
+    }
+    let r = json(&out);
+    assert_eq!(r["status"], "installed");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["hash"], hash.as_str());
+    assert_eq!(r["source"], "redis");
+    assert_eq!(r["package_count"], 2);
+    assert_eq!(r["installer"], "uv");
+    assert_eq!(r["installer_run"], true);
+}
+
+#[test]
+fn pip_installs_from_redis() {
+    let w = World::new();
+    let hash = w.put(&format!("{ALPHA}\n"));
+    let out = w.install(&["--installer", "pip", "--json"]);
+    assert_ok(&out);
+    assert_eq!(w.import(ALPHA).unwrap(), "1.0");
+    assert_eq!(w.import(BETA).unwrap(), "1.0");
+    let m = w.marker();
+    assert_eq!(m["hash"], hash.as_str());
+    assert_eq!(m["installer"], "pip");
+    assert_eq!(m["distribution_count"], 2);
+    assert_eq!(json(&out)["installer"], "pip");
+    assert!(stderr(&out).contains("with pip"), "{}", stderr(&out));
+    // --no-compile is passed unless --compile-bytecode.
+    assert!(!w.target().join(ALPHA).join("__pycache__").exists());
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+#[test]
+fn compile_bytecode_writes_pyc_files() {
+    let w = World::new();
+    w.put(&format!("{GAMMA}==1.0\n"));
+    assert_ok(&w.install(&["--compile-bytecode"]));
+    assert_eq!(w.import(GAMMA).unwrap(), "1.0");
+    let pycache = w.target().join(GAMMA).join("__pycache__");
+    assert!(pycache.is_dir(), "no {}", pycache.display());
+    assert_eq!(w.marker()["compile_bytecode"], true);
+}
+
+#[test]
+fn second_run_with_the_same_hash_skips_without_running_the_installer() {
+    let w = World::new();
+    let before = w.good_install();
+    // /bin/false as "uv": if the installer ran, the install would fail.
+    let out = w.install(&["--uv", "/bin/false", "--json"]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("already installed") && err.contains("installer not run"),
+        "{err}"
+    );
+    assert_eq!(
+        w.marker_bytes().unwrap(),
+        before,
+        "marker (and its timestamp) unchanged"
+    );
+    let r = json(&out);
+    assert_eq!(r["status"], "unchanged");
+    assert_eq!(r["installer_run"], false);
+    assert_eq!(r["source"], "redis");
+    w.assert_untouched(&before);
+
+    // With the admitted hash, a restart needs no source at all: Redis may be down.
+    let hash = w.marker()["hash"].as_str().unwrap().to_string();
+    let out = w.install_via(
+        Some(&services::dead_url("redis")),
+        &[
+            "--uv",
+            "/bin/false",
+            "--expected-hash",
+            &format!("sha256:{hash}"),
+            "--json",
+        ],
+        &[],
+    );
+    assert_ok(&out);
+    assert!(stderr(&out).contains("no source read"), "{}", stderr(&out));
+    assert_eq!(json(&out)["source"], "marker");
+    w.assert_untouched(&before);
+}
+
+#[test]
+fn changed_requirements_replace_the_previous_install() {
+    let w = World::new();
+    w.good_install();
+    let hash = w.put(&format!("{GAMMA}==1.0\n"));
+    let out = w.install(&[]);
+    assert_ok(&out);
+    assert_eq!(w.import(GAMMA).unwrap(), "1.0");
+    assert!(
+        w.import(ALPHA).is_err(),
+        "alpha was removed from requirements"
+    );
+    assert!(w.import(BETA).is_err(), "so was its dependency");
+    assert_eq!(w.marker()["hash"], hash.as_str());
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+#[test]
+fn a_different_interpreter_reinstalls() {
+    let w = World::new();
+    w.good_install();
+    // Another interpreter path (a wrapper): same hash, but packages are redone for its ABI.
+    let wrapper = w.file("python-wrapper");
+    std::fs::write(&wrapper, "#!/bin/sh\nexec python3 \"$@\"\n").unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = w.install(&["--python", wrapper.to_str().unwrap()]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("interpreter changed") && err.contains("installed:"),
+        "{err}"
+    );
+    assert_eq!(w.marker()["python"], wrapper.to_str().unwrap());
+    assert_eq!(w.import(ALPHA).unwrap(), "1.0");
+}
+
+#[test]
+fn concurrent_installs_into_one_target_serialize() {
+    let w = World::new();
+    w.put(&format!("{ALPHA}\n{GAMMA}\n"));
+    let a = w.spawn(&[]);
+    let b = w.spawn(&[]);
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    for o in &outs {
+        assert_ok(o);
+    }
+    let installed = outs
+        .iter()
+        .filter(|o| stderr(o).lines().any(|l| l.starts_with("installed: ")))
+        .count();
+    let skipped = outs
+        .iter()
+        .filter(|o| stderr(o).contains("already installed"))
+        .count();
+    assert_eq!(
+        (installed, skipped),
+        (1, 1),
+        "one installs, the other finds it done"
+    );
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+#[test]
+fn environment_variables_replace_flags() {
+    let w = World::new();
+    let hash = w.put(&format!("{GAMMA}==1.0\n"));
+    let target = w.target().display().to_string();
+    let out = common::cli(
+        &["install"],
+        &[
+            ("BIFROST_INSTALL_TARGET", &target),
+            ("BIFROST_INSTALL_INSTALLER", "uv"),
+            ("BIFROST_INSTALL_FIND_LINKS", w.wheels.path_str()),
+            ("BIFROST_INSTALL_NO_INDEX", "true"),
+            ("BIFROST_INSTALL_ON_FAILURE", "fail"),
+            ("BIFROST_INSTALL_TIMEOUT", "2m"),
+            ("BIFROST_INSTALL_EXPECTED_HASH", &hash),
+            ("BIFROST_INSTALL_JSON", "1"),
+            ("REDIS_URL", &w.redis_url),
+            ("BIFROST_REQUIREMENTS_REDIS_KEY", &w.key),
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(json(&out)["status"], "installed");
+    assert_eq!(w.import(GAMMA).unwrap(), "1.0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn redis_down_uses_the_fallback_file_plain_or_json() {
+    let w = World::new();
+    let dead = services::dead_url("redis");
+
+    // Plain requirements.txt, as a ConfigMap key, with its sibling `hash` key.
+    let cm = w.file("configmap");
+    std::fs::create_dir(&cm).unwrap();
+    let content = format!("{GAMMA}==1.0\n");
+    std::fs::write(cm.join("requirements.txt"), &content).unwrap();
+    std::fs::write(cm.join("hash"), content_hash(&content)).unwrap();
+    let fallback = cm.join("requirements.txt");
+    let out = w.install_via(
+        Some(&dead),
+        &["--fallback-file", fallback.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("Redis unusable") && err.contains("using the fallback file"),
+        "{err}"
+    );
+    assert_eq!(w.import(GAMMA).unwrap(), "1.0");
+    assert_eq!(w.marker()["source"], "fallback-file");
+    assert_eq!(json(&out)["source"], "fallback-file");
+
+    // Bifrost's JSON payload as the snapshot.
+    let snapshot = w.file("payload.json");
+    std::fs::write(&snapshot, Payload::new(format!("{GAMMA}==2.0\n")).to_json()).unwrap();
+    let out = w.install_via(
+        Some(&dead),
+        &["--fallback-file", snapshot.to_str().unwrap()],
+        &[],
+    );
+    assert_ok(&out);
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
+
+    // Without any Redis URL at all, the fallback file is the source.
+    std::fs::write(&snapshot, Payload::new(format!("{GAMMA}==1.0\n")).to_json()).unwrap();
+    let out = w.install_via(None, &["--fallback-file", snapshot.to_str().unwrap()], &[]);
+    assert_ok(&out);
+    assert_eq!(w.import(GAMMA).unwrap(), "1.0");
+}
+
+#[test]
+fn missing_redis_key_falls_back_to_the_file_and_without_one_installs_nothing() {
+    let w = World::new();
+    let out = w.install(&["--json"]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("nothing to install") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(json(&out)["status"], "absent");
+    assert!(w.marker_bytes().is_none(), "no marker for nothing");
+
+    let fallback = w.file("requirements.txt");
+    std::fs::write(&fallback, format!("{GAMMA}==2.0\n")).unwrap();
+    assert_ok(&w.install(&["--fallback-file", fallback.to_str().unwrap()]));
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
+}
+
+#[test]
+fn redis_down_without_fallback_continue_warns_and_fail_exits_4() {
+    let w = World::new();
+    let before = w.good_install();
+    let dead = services::dead_url("redis");
+    let missing = w.file("not-mounted/requirements.txt");
+
+    let out = w.install_via(
+        Some(&dead),
+        &[
+            "--on-failure",
+            "continue",
+            "--fallback-file",
+            missing.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("warning: install failed; continuing"), "{err}");
+    assert!(err.contains("cannot connect to Redis"), "{err}");
+    assert!(err.contains("still holds the previous install"), "{err}");
+    let r = json(&out);
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["error"]["reason"], "RedisUnreachable");
+    w.assert_untouched(&before);
+
+    let out = w.install_via(Some(&dead), &[], &[]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: cannot connect to Redis"),
+        "{}",
+        stderr(&out)
+    );
+    w.assert_untouched(&before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: target untouched
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn corrupted_redis_json_is_refused_or_replaced_by_the_fallback() {
+    let w = World::new();
+    let before = w.good_install();
+    w.put_raw("{\"content\": \"bifrost_t_gamma\\n\", \"hash\": ");
+    let out = w.install(&[]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("unusable value") && err.contains("not the JSON object"),
+        "{err}"
+    );
+    w.assert_untouched(&before);
+
+    // With a good snapshot, the worker still gets its packages (and is told why).
+    let fallback = w.file("requirements.txt");
+    std::fs::write(&fallback, format!("{GAMMA}==1.0\n")).unwrap();
+    let out = w.install(&["--fallback-file", fallback.to_str().unwrap()]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("Redis unusable"), "{}", stderr(&out));
+    assert_eq!(w.import(GAMMA).unwrap(), "1.0");
+}
+
+#[test]
+fn hash_mismatches_are_refused() {
+    let w = World::new();
+    let before = w.good_install();
+    // Redis: content and hash disagree.
+    w.put_raw(&format!(
+        "{{\"content\": \"{GAMMA}\\n\", \"hash\": \"{}\"}}",
+        content_hash("something else\n")
+    ));
+    let out = w.install(&[]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("hash mismatch"), "{}", stderr(&out));
+    w.assert_untouched(&before);
+
+    // Fallback file: its sibling `hash` disagrees with it.
+    let cm = w.file("cm");
+    std::fs::create_dir(&cm).unwrap();
+    std::fs::write(cm.join("requirements.txt"), format!("{GAMMA}\n")).unwrap();
+    std::fs::write(cm.join("hash"), content_hash("other\n")).unwrap();
+    let fallback = cm.join("requirements.txt");
+    let out = w.install_via(
+        Some(&services::dead_url("redis")),
+        &["--fallback-file", fallback.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("fallback file") && err.contains("hash mismatch"),
+        "{err}"
+    );
+    w.assert_untouched(&before);
+}
+
+#[test]
+fn policy_violations_name_the_line_and_install_nothing() {
+    let w = World::new();
+    let before = w.good_install();
+    w.put(&format!(
+        "{GAMMA}\n--extra-index-url https://evil.example/simple\n-e ./local\n"
+    ));
+    // /bin/false as uv: had anything run, the message would be uv's failure.
+    let out = w.install(&["--uv", "/bin/false", "--json"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 2") && err.contains("--extra-index-url"),
+        "{err}"
+    );
+    assert!(err.contains("line 3") && err.contains("editable"), "{err}");
+    assert_eq!(json(&out)["error"]["reason"], "InvalidRequirements");
+    w.assert_untouched(&before);
+
+    // --on-failure continue: the worker starts, with the previous install, and is told why.
+    let out = w.install(&["--uv", "/bin/false", "--on-failure", "continue"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning: install failed") && stderr(&out).contains("line 2"));
+    w.assert_untouched(&before);
+
+    // An index the administrator configured is allowed in the file.
+    w.put(&format!(
+        "--extra-index-url {}\n{GAMMA}==1.0\n",
+        "https://pypi.internal/simple"
+    ));
+    let out = w.install(&[
+        "--extra-index-url",
+        "https://pypi.internal/simple",
+        "--uv",
+        "/bin/false",
+    ]);
+    assert_eq!(
+        code(&out),
+        5,
+        "policy passed, so /bin/false ran: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_package_that_does_not_exist_fails_with_the_installers_reason() {
+    for installer in ["uv", "pip"] {
+        let w = World::new();
+        let before = w.good_install();
+        w.put("bifrost_t_nonexistent==9.9\n");
+        let out = w.install(&["--installer", installer]);
+        assert_eq!(code(&out), 5, "{installer}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "error: installation failed: {installer} failed (exit status"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("bifrost_t_nonexistent") || err.contains("bifrost-t-nonexistent"),
+            "{err}"
+        );
+        w.assert_untouched(&before);
+    }
+}
+
+#[test]
+fn the_timeout_stops_the_installers_whole_process_group() {
+    let w = World::new();
+    let before = w.good_install();
+    w.put(&format!("{GAMMA}==2.0\n"));
+    let (script, pids) = slow_installer(w.dir.path());
+    let started = Instant::now();
+    let out = w.install(&[
+        "--uv",
+        script.to_str().unwrap(),
+        "--timeout",
+        "2s",
+        "--json",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not finish within 2 s (--timeout)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fake uv: resolving forever"),
+        "installer output forwarded: {err}"
+    );
+    let (shell, sleeper) = wait_for_pids(&pids);
+    assert!(wait_gone(shell), "installer {shell} still running");
+    assert!(
+        wait_gone(sleeper),
+        "its child {sleeper} still running: the group was not stopped"
+    );
+    assert_eq!(json(&out)["error"]["reason"], "InstallFailed");
+    w.assert_untouched(&before);
+    assert!(w.import(GAMMA).is_err());
+}
+
+#[test]
+fn sigterm_stops_the_installer_and_exits_143() {
+    let w = World::new();
+    let before = w.good_install();
+    w.put(&format!("{GAMMA}==2.0\n"));
+    let (script, pids) = slow_installer(w.dir.path());
+    let child = w.spawn(&["--uv", script.to_str().unwrap()]);
+    let (shell, sleeper) = wait_for_pids(&pids);
+    signal(child.id() as i32, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 143, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted by SIGTERM"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        wait_gone(shell) && wait_gone(sleeper),
+        "installer group survived"
+    );
+    w.assert_untouched(&before);
+}
+
+#[test]
+fn a_killed_install_leaves_the_previous_marker_and_the_next_run_cleans_up() {
+    let w = World::new();
+    let before = w.good_install();
+    w.put(&format!("{GAMMA}==2.0\n"));
+    let (script, pids) = slow_installer(w.dir.path());
+    let mut child = w.spawn(&["--uv", script.to_str().unwrap()]);
+    let (shell, sleeper) = wait_for_pids(&pids);
+    signal(child.id() as i32, "-KILL");
+    child.wait().unwrap();
+    // SIGKILL cannot be forwarded: the installer's group outlives us; the kubelet would kill it.
+    signal(-shell, "-KILL");
+    assert!(wait_gone(shell) && wait_gone(sleeper));
+
+    // Whatever was staged, the marker still names the previous install, which still imports.
+    assert_eq!(w.marker_bytes().unwrap(), before);
+    assert_eq!(w.import(ALPHA).unwrap(), "1.0");
+    assert!(
+        !w.leftovers().is_empty(),
+        "the killed run's staging folder is there"
+    );
+
+    let out = w.install(&[]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("left behind by an interrupted run"), "{err}");
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+// ---------------------------------------------------------------------------------------------
+// --expected-hash
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn expected_hash_prefers_the_source_that_holds_it() {
+    let w = World::new();
+    let old = format!("{GAMMA}==1.0\n");
+    let new = format!("{GAMMA}==2.0\n");
+    let old_hash = content_hash(&old);
+    let new_hash = w.put(&new);
+    let fallback = w.file("requirements.txt");
+    std::fs::write(&fallback, &old).unwrap();
+    let fb = fallback.to_str().unwrap();
+
+    // The pod was admitted for the old hash; Redis already has the new one: install the old.
+    let upper = format!("sha256:{}", old_hash.to_uppercase());
+    let out = w.install(&["--fallback-file", fb, "--expected-hash", &upper, "--json"]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "Redis holds sha256 {new_hash}, not the expected {old_hash}"
+        )),
+        "{err}"
+    );
+    assert_eq!(w.import(GAMMA).unwrap(), "1.0");
+    let r = json(&out);
+    assert_eq!(r["source"], "fallback-file");
+    assert_eq!(r["expected_hash"], old_hash.as_str());
+
+    // Expected matches Redis: Redis, no warning.
+    let out = w.install(&["--fallback-file", fb, "--expected-hash", &new_hash]);
+    assert_ok(&out);
+    assert!(!stderr(&out).contains("WARN"), "{}", stderr(&out));
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
+    assert_eq!(w.marker()["source"], "redis");
+
+    // Neither source holds it: install the newest (Redis) and say so.
+    let other = content_hash("something else entirely\n");
+    std::fs::write(&fallback, format!("{ALPHA}\n")).unwrap();
+    let out = w.install(&["--fallback-file", fb, "--expected-hash", &other]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("no source holds the expected sha256 {other}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("installing the newest, from the Redis key"),
+        "{err}"
+    );
+    assert_eq!(w.marker()["hash"], new_hash.as_str());
+
+    // Redis down and the file does not hold it either: the file is all there is.
+    let out = w.install_via(
+        Some(&services::dead_url("redis")),
+        &["--fallback-file", fb, "--expected-hash", &other],
+        &[],
+    );
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("installing the newest, from the fallback file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.import(ALPHA).unwrap(), "1.0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Empty content, CLI errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn empty_requirements_succeed_and_clear_the_previous_install() {
+    let w = World::new();
+    w.good_install();
+    let hash = w.put("# no packages yet\n\n");
+    let out = w.install(&["--uv", "/bin/false", "--json"]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("nothing to install") && err.contains("lists no packages"),
+        "{err}"
+    );
+    assert!(err.contains("removed the previous install"), "{err}");
+    assert!(w.import(ALPHA).is_err(), "requirements are empty now");
+    let m = w.marker();
+    assert_eq!(m["hash"], hash.as_str());
+    assert_eq!(m["package_count"], 0);
+    assert_eq!(json(&out)["status"], "empty");
+
+    // Marked, so the next start is free.
+    let out = w.install(&["--uv", "/bin/false"]);
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("already installed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Truly empty content (Bifrost's "no row" payload) on a fresh target.
+    let fresh = World::new();
+    fresh.put("");
+    let out = fresh.install(&[]);
+    assert_ok(&out);
+    assert_eq!(fresh.marker()["hash"], content_hash("").as_str());
+}
+
+#[test]
+fn malformed_arguments_exit_2_and_touch_nothing() {
+    let w = World::new();
+    let target = w.target().display().to_string();
+    let url = w.redis_url.clone();
+    let base = [
+        "install",
+        "--target",
+        target.as_str(),
+        "--redis-url",
+        url.as_str(),
+    ];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--installer", "conda"], "conda"),
+        (&["--timeout", "-3"], "-3"),
+        (&["--timeout", "0"], "greater than zero"),
+        (&["--timeout", "3 fortnights"], "unknown unit"),
+        (&["--on-failure", "maybe"], "maybe"),
+        (&["--expected-hash", "abc123"], "not a SHA-256"),
+        (&["--no-such-flag"], "--no-such-flag"),
+    ];
+    for (extra, needle) in cases {
+        let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
+        let out = common::cli(&args, &[]);
+        assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{extra:?}: {}", stderr(&out));
+    }
+    let out = common::cli(&["install", "--redis-url", &url], &[]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--target"), "{}", stderr(&out));
+    // No source configured is a configuration error even under --on-failure continue.
+    let out = common::cli(
+        &["install", "--target", &target, "--on-failure", "continue"],
+        &[],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to install from"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!w.target().exists(), "no flag error may create the target");
+}
+
+#[test]
+fn help_documents_the_exit_codes_and_environment() {
+    let out = common::cli(&["install", "--help"], &[]);
+    assert_ok(&out);
+    let help = stdout(&out);
+    for needle in [
+        "Exit codes",
+        "143",
+        "--on-failure",
+        "BIFROST_INSTALL_TARGET",
+        "BIFROST_INSTALL_EXPECTED_HASH",
+        "--compile-bytecode",
+        "--fallback-file",
+        "--allow-index-url",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn an_own_redis_that_stops_mid_life_falls_back() {
+    let redis = RedisServer::start();
+    let w = World::new();
+    let key_url = redis.url();
+    let hash = {
+        let p = Payload::new(format!("{GAMMA}==1.0\n"));
+        let client = redis::Client::open(key_url.as_str()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        redis::cmd("SET")
+            .arg(&w.key)
+            .arg(p.to_json())
+            .query::<()>(&mut con)
+            .unwrap();
+        p.hash
+    };
+    let fallback = w.file("requirements.txt");
+    std::fs::write(&fallback, format!("{GAMMA}==2.0\n")).unwrap();
+    let fb = fallback.to_str().unwrap();
+    assert_ok(&w.install_via(Some(&key_url), &["--fallback-file", fb], &[]));
+    assert_eq!(w.marker()["hash"], hash.as_str());
+    redis.stop();
+    let out = w.install_via(Some(&key_url), &["--fallback-file", fb], &[]);
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("using the fallback file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
+}
