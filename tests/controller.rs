@@ -495,19 +495,7 @@ async fn redis_outage_is_reported_retried_and_recovered() {
 
 async fn bifrost_row(pg: &PgServer, content: &str) {
     let pool = sqlx::PgPool::connect(&pg.url("postgres")).await.unwrap();
-    sqlx::query(
-        "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, size_bytes, \
-         content_type, git_status, is_deleted, created_at, updated_at) VALUES (gen_random_uuid(), \
-         'requirements.txt', 'requirements', $1, $2, $3, 'text/plain', 'untracked', false, now(), now()) \
-         ON CONFLICT (path) DO UPDATE SET content = excluded.content, content_hash = excluded.content_hash, \
-         size_bytes = excluded.size_bytes, updated_at = now()",
-    )
-    .bind(content)
-    .bind(content_hash(content))
-    .bind(content.len() as i32)
-    .execute(&pool)
-    .await
-    .unwrap();
+    common::services::write_bifrost_row(&pool, content).await;
     pool.close().await;
 }
 

@@ -1023,3 +1023,64 @@ fn an_own_redis_that_stops_mid_life_falls_back() {
     );
     assert_eq!(w.import(GAMMA).unwrap(), "2.0");
 }
+
+#[test]
+fn relative_paths_are_resolved_against_the_callers_directory() {
+    let w = World::new();
+    let hash = w.put(&format!("{GAMMA}==2.0\n"));
+    std::fs::create_dir(w.file("wh")).unwrap();
+    Wheel::new(GAMMA, "2.0").build(&w.file("wh"));
+    let out = Command::new(common::bin())
+        .current_dir(w.dir.path())
+        .env_remove("REDIS_URL")
+        .args([
+            "install",
+            "--target",
+            "site-packages",
+            "--redis-url",
+            &w.redis_url,
+        ])
+        .args(["--redis-key", &w.key, "--no-index", "--find-links", "wh"])
+        .args(["--cache-dir", "uv-cache"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(w.marker()["hash"], hash.as_str());
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
+    let cache = std::fs::read_dir(w.file("uv-cache")).unwrap().count();
+    assert!(
+        cache > 0,
+        "uv used ./uv-cache, not a folder relative to its own working directory"
+    );
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+#[test]
+fn waiting_for_another_install_stays_interruptible() {
+    let w = World::new();
+    w.put(&format!("{GAMMA}\n"));
+    std::fs::create_dir_all(w.target()).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(w.target().join(".bifrost-requirements.lock"))
+        .unwrap();
+    lock.lock().unwrap(); // "another install" holds the target
+    let child = w.spawn(&[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(child.id() as i32, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 143, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("another install into") && err.contains("waiting"),
+        "{err}"
+    );
+    assert!(
+        err.contains("interrupted by SIGTERM while waiting"),
+        "{err}"
+    );
+    assert!(w.marker_bytes().is_none());
+    drop(lock);
+}

@@ -75,29 +75,21 @@ impl Sources {
 async fn listen(db: Database, notices: Notices) {
     let mut attempt = 0u32;
     loop {
-        let mut listener = match PgListener::connect_with(db.pool()).await {
+        let connected = async {
+            let mut l = PgListener::connect_with(db.pool()).await?;
+            l.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = match connected.await {
             Ok(l) => l,
             Err(e) => {
                 attempt += 1;
-                debug!(error = %e, "LISTEN connection failed");
-                tokio::time::sleep(crate::cache::backoff(
-                    Duration::from_millis(500),
-                    attempt.min(4),
-                ))
-                .await;
+                debug!(error = %e, "LISTEN failed");
+                let pause = crate::cache::backoff(Duration::from_millis(500), attempt.min(4));
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
-        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
-            attempt += 1;
-            debug!(error = %e, "LISTEN failed");
-            tokio::time::sleep(crate::cache::backoff(
-                Duration::from_millis(500),
-                attempt.min(4),
-            ))
-            .await;
-            continue;
-        }
         // Anything may have changed while we were not listening.
         let _ = notices.send(None);
         attempt = 0;
@@ -262,7 +254,8 @@ impl Mirror {
                     Err(e) => {
                         self.fail(&e);
                         failures += 1;
-                        if matches!(e, Error::DatabaseConnect { .. }) || failures.is_multiple_of(5) {
+                        if matches!(e, Error::DatabaseConnect { .. }) || failures.is_multiple_of(5)
+                        {
                             // Maybe the Secret changed (rotated password): resolve again.
                             self.sources.forget(&url).await;
                             tokio::time::sleep(retry_delay(failures, poll)).await;

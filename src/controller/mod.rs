@@ -511,6 +511,32 @@ where
     Some(ObjectRef::new(name).within(&obj.namespace()?))
 }
 
+/// A reflector cache of `K` and the stream that feeds it (the controller polls the stream).
+/// Only template labels and annotations are read, so managedFields are dropped to keep it small.
+fn cached<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(|o: &mut K| o.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    (store, stream)
+}
+
 /// Run the controller (and the database mirror) until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -521,24 +547,8 @@ pub async fn run(
 ) {
     let resources = scope.api::<WorkspaceRequirements>(&client);
     // Only template labels/annotations are read: drop managedFields to keep the caches small.
-    let (deployments, deploy_writer) = reflector::store();
-    let deploy_stream = reflector::reflector(
-        deploy_writer,
-        watcher(scope.api::<Deployment>(&client), watcher::Config::default())
-            .modify(|o: &mut Deployment| o.managed_fields_mut().clear()),
-    )
-    .applied_objects();
-    let (statefulsets, sts_writer) = reflector::store();
-    let sts_stream = reflector::reflector(
-        sts_writer,
-        watcher(
-            scope.api::<StatefulSet>(&client),
-            watcher::Config::default(),
-        )
-        .modify(|o: &mut StatefulSet| o.managed_fields_mut().clear()),
-    )
-    .applied_objects();
-
+    let (deployments, deploy_stream) = cached(scope.api::<Deployment>(&client));
+    let (statefulsets, sts_stream) = cached(scope.api::<StatefulSet>(&client));
     let (pods, pod_stream) = rollout::pod_cache(&client, &scope);
     let sync: Arc<SyncStates> = Arc::default();
     let (trigger_tx, trigger_rx) =

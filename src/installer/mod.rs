@@ -199,10 +199,30 @@ impl Run {
             .map(|p| p.display().to_string());
         self.facts.python = python.clone();
 
-        let open_dir = dir.clone();
-        let mut target = tokio::task::spawn_blocking(move || Target::open(&open_dir))
-            .await
-            .map_err(|e| Error::Install(format!("opening the target failed: {e}")))??;
+        // One install per target at a time; waiting stays interruptible.
+        let lock = target::lock_file(&dir)?;
+        let mut waiting = false;
+        while !target::try_lock(&lock, &dir)? {
+            if !waiting {
+                tracing::info!(
+                    "another install into {} is running; waiting for it to finish",
+                    dir.display()
+                );
+                waiting = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                sig = process::interrupted(&mut self.stop) => {
+                    self.interrupted = Some(sig);
+                    return Err(Error::Install(format!(
+                        "interrupted by {} while waiting for another install into {}",
+                        signal_name(sig),
+                        dir.display()
+                    )));
+                }
+            }
+        }
+        let mut target = Target::locked(&dir, lock)?;
         for note in &target.notes {
             tracing::info!("{}: {note}", dir.display());
         }
@@ -242,14 +262,6 @@ impl Run {
         let payload = sourced.payload;
         self.facts.hash = Some(payload.hash.clone());
         self.facts.origin = Some(sourced.origin.clone());
-        if let Some(expected) = &sources.expected_hash
-            && expected != &payload.hash
-        {
-            tracing::info!(
-                "expected sha256 {expected}, installing sha256 {}",
-                payload.hash
-            );
-        }
         let accepted = policy.check_content(&payload.content)?;
         self.facts.package_count = Some(accepted.package_count);
         tracing::info!(
@@ -315,7 +327,13 @@ impl Run {
             staging.discard();
             return Err(Error::io("writing", &requirements, e));
         }
-        let invocation = self.invocation(program, &python, &staging, &requirements, &dir)?;
+        let invocation = match self.invocation(program, &python, &staging, &requirements, &dir) {
+            Ok(inv) => inv,
+            Err(e) => {
+                staging.discard();
+                return Err(e);
+            }
+        };
         tracing::info!(
             "installing {} package(s) with {} for Python {version} ({})",
             accepted.package_count,
@@ -432,12 +450,15 @@ impl Run {
             .map(|u| u.trim())
             .filter(|u| !u.is_empty())
         {
-            push(&mut args, &[&"--find-links", &link]);
+            // The installer runs in the staging folder: local paths must be absolute.
+            push(&mut args, &[&"--find-links", &absolute_location(link)?]);
         }
         if a.no_index {
             push(&mut args, &[&"--no-index"]);
         }
         if let Some(cache) = &a.cache_dir {
+            let cache = &std::path::absolute(cache)
+                .map_err(|e| Error::io("resolving the cache folder", cache, e))?;
             std::fs::create_dir_all(cache)
                 .map_err(|e| Error::io("creating the cache folder", cache, e))?;
             push(&mut args, &[&"--cache-dir", cache]);
@@ -676,6 +697,17 @@ struct ErrorReport {
 fn stamp(marker: &mut Marker, started: Instant) {
     marker.duration_ms = started.elapsed().as_millis() as u64;
     marker.installed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+}
+
+/// A `--find-links` value as the installer must see it from another working directory: URLs
+/// as they are, local paths made absolute.
+fn absolute_location(link: &str) -> Result<OsString> {
+    if link.contains("://") {
+        return Ok(link.into());
+    }
+    std::path::absolute(link)
+        .map(PathBuf::into_os_string)
+        .map_err(|e| Error::io("resolving --find-links", link, e))
 }
 
 /// `name` as a path when it has a `/`, otherwise the first executable of that name on `PATH`.

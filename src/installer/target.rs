@@ -129,35 +129,16 @@ pub struct Target {
 impl Target {
     /// Create the folder if needed, take the lock (waiting for another install), roll back an
     /// interrupted swap, remove stale staging folders, read the marker.
+    /// Blocking form of [`lock_file`] + [`try_lock`] + [`Target::locked`].
     pub fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| Error::io("creating the target folder", dir, e))?;
-        if !dir.is_dir() {
-            return Err(Error::Config(format!(
-                "--target {} is not a directory",
-                dir.display()
-            )));
-        }
-        let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("opening the lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                tracing::info!(
-                    "another install into {} is running; waiting for it to finish",
-                    dir.display()
-                );
-                lock.lock()
-                    .map_err(|e| Error::io("locking", &lock_path, e))?;
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::io("locking", &lock_path, e));
-            }
-        }
+        let lock = lock_file(dir)?;
+        lock.lock()
+            .map_err(|e| Error::io("locking", dir.join(LOCK), e))?;
+        Self::locked(dir, lock)
+    }
+
+    /// Open with the lock (from [`lock_file`], taken with [`try_lock`]) already held.
+    pub fn locked(dir: &Path, lock: File) -> Result<Self> {
         let mut target = Target {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -409,6 +390,33 @@ impl Target {
                 None
             }
         }
+    }
+}
+
+/// Create the target folder if needed and open its lock file.
+pub fn lock_file(dir: &Path) -> Result<File> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating the target folder", dir, e))?;
+    if !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "--target {} is not a directory",
+            dir.display()
+        )));
+    }
+    let path = dir.join(LOCK);
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("opening the lock file", &path, e))
+}
+
+/// Take the target's advisory lock if it is free (`false`: another install holds it).
+pub fn try_lock(lock: &File, dir: &Path) -> Result<bool> {
+    match lock.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("locking", dir.join(LOCK), e)),
     }
 }
 

@@ -145,6 +145,14 @@ impl Operator {
             "4",
         ];
         args.extend_from_slice(extra);
+        // Never the default 0.0.0.0:8443: tests run in parallel and must not assume a port.
+        let webhook_addr = format!("127.0.0.1:{}", free_port());
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--webhook-addr") || *a == "--no-webhook")
+        {
+            args.extend_from_slice(&["--webhook-addr", &webhook_addr]);
+        }
         let kubeconfig = control_plane().kubeconfig.to_str().unwrap().to_string();
         let child = spawn_guarded(
             super::bin(),

@@ -349,3 +349,23 @@ pub fn dead_url(scheme: &str) -> String {
         _ => format!("postgresql://postgres@127.0.0.1:{}/postgres", free_port()),
     }
 }
+
+/// Write the requirements row the way Bifrost's Python does (plain SQL upsert, plain hex hash),
+/// which fires the NOTIFY trigger like any other writer.
+pub async fn write_bifrost_row(pool: &sqlx::PgPool, content: &str) {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+    sqlx::query(
+        "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, size_bytes, \
+         content_type, git_status, is_deleted, created_at, updated_at) VALUES (gen_random_uuid(), \
+         'requirements.txt', 'requirements', $1, $2, $3, 'text/plain', 'untracked', false, now(), now()) \
+         ON CONFLICT (path) DO UPDATE SET content = excluded.content, content_hash = excluded.content_hash, \
+         size_bytes = excluded.size_bytes, is_deleted = false, updated_at = now()",
+    )
+    .bind(content)
+    .bind(hash)
+    .bind(content.len() as i32)
+    .execute(pool)
+    .await
+    .expect("write the requirements row");
+}

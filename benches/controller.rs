@@ -1,0 +1,219 @@
+//! Controller benchmark (not a test): run with `cargo bench --bench controller`.
+//!
+//! 1. Latency from a database row update (plain SQL, as Bifrost writes it) until Redis holds the
+//!    new payload AND the labelled Deployment's pod template carries the new hash: median and p95
+//!    over 20 changes (target ≤ 1 s).
+//! 2. Operator RSS with 1,000 `WorkspaceRequirements` reconciled (target ≤ 40 MiB).
+//!
+//! Everything is real and local: control plane, PostgreSQL, Redis, the release `operator` binary.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bifrost_requirements::cache::Payload;
+use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
+use bifrost_requirements::requirements::content_hash;
+use common::operator::{Operator, namespace, secret, wait_for};
+use common::services::{PgServer, fresh_key, redis_url, write_bifrost_row};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The operator's own pid (the watchdog shell's child).
+fn operator_pid(op: &Operator) -> u32 {
+    let out = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            "--",
+            &format!("--metrics-addr 127.0.0.1:{}", op.metrics_port),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim().starts_with("bifrost-req"))
+                .unwrap_or(false)
+        })
+        .expect("operator pid")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    common::init_crypto();
+    let (client, ns) = namespace("bench").await;
+    let pg = PgServer::start();
+    let out = common::cli(&["migrate"], &[("DATABASE_URL", &pg.url("postgres"))]);
+    common::assert_ok(&out);
+    let pool = sqlx::PgPool::connect(&pg.url("postgres")).await.unwrap();
+    write_bifrost_row(&pool, "bench-0==1.0\n").await;
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    secret(&client, &ns, "db", "url", &pg.url("postgres")).await;
+    let op = Operator::start(&ns, "bench", &["--no-leader-election"]);
+    let wsreqs = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+    let wsreq: WorkspaceRequirements = serde_json::from_value(json!({
+        "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
+        "metadata": {"name": "default"},
+        "spec": {
+            "source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 30}},
+            "cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}},
+            "rollout": {"debounceSeconds": 0}
+        }
+    }))
+    .unwrap();
+    wsreqs.create(&PostParams::default(), &wsreq).await.unwrap();
+    let deploy: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "worker"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},
+                 "template": {"metadata": {"labels": {"app": "worker", "bifrost.io/requirements": "default"}},
+                              "spec": {"containers": [{"name": "w", "image": "python:3.11-slim"}]}}}
+    }))
+    .unwrap();
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &deploy)
+        .await
+        .unwrap();
+    let redis = redis::Client::open(redis_url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+
+    let annotation = |d: &Deployment| {
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(HASH_ANNOTATION)
+            .cloned()
+    };
+    let h0 = content_hash("bench-0==1.0\n");
+    wait_for("initial rollout", Duration::from_secs(60), || async {
+        (annotation(&deployments.get("worker").await.ok()?)? == h0).then_some(())
+    })
+    .await;
+
+    // 1. Latency over 20 changes.
+    let mut latencies = Vec::new();
+    for i in 1..=20 {
+        let content = format!("bench-0==1.0\nbench-{i}==1.{i}\n");
+        let hash = content_hash(&content);
+        let expected = Payload::new(content.clone()).to_json();
+        let t0 = Instant::now();
+        write_bifrost_row(&pool, &content).await;
+        let (mut redis_done, mut deploy_done) = (false, false);
+        while !(redis_done && deploy_done) {
+            if !redis_done {
+                let v: Option<String> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                redis_done = v.as_deref() == Some(expected.as_str());
+            }
+            if !deploy_done {
+                deploy_done = deployments
+                    .get("worker")
+                    .await
+                    .ok()
+                    .and_then(|d| annotation(&d))
+                    .as_deref()
+                    == Some(hash.as_str());
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "change {i} did not arrive"
+            );
+            if !(redis_done && deploy_done) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        latencies.push(t0.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = percentile(&latencies, 0.5);
+    let p95 = percentile(&latencies, 0.95);
+    println!("db row update -> Redis + template annotation, 20 changes:");
+    println!(
+        "  median {:.0} ms, p95 {:.0} ms, max {:.0} ms (target <= 1000 ms)",
+        median * 1e3,
+        p95 * 1e3,
+        latencies[latencies.len() - 1] * 1e3
+    );
+
+    // 2. RSS with 1,000 resources.
+    let pid = operator_pid(&op);
+    let before = rss_kib(pid).unwrap();
+    let started = Instant::now();
+    let n = 1000;
+    let mut tasks = Vec::new();
+    for chunk in 0..10 {
+        let api = wsreqs.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (chunk * 100)..(chunk * 100 + 100) {
+                let obj: WorkspaceRequirements = serde_json::from_value(json!({
+                    "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
+                    "metadata": {"name": format!("ws-{i:04}")},
+                    "spec": {"content": format!("requests==2.32.3\npackage-{i}==1.0\n")}
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &obj).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ready = wait_for(
+        "1,000 resources Ready",
+        Duration::from_secs(600),
+        || async {
+            let list = wsreqs.list(&ListParams::default()).await.ok()?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|o| {
+                    o.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count();
+            (ready > n).then_some(ready)
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid).unwrap();
+    println!(
+        "operator RSS: {:.1} MiB before, {:.1} MiB with {ready} resources Ready (target <= 40 MiB); all reconciled in {:.1} s",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        elapsed.as_secs_f64()
+    );
+}
