@@ -566,7 +566,16 @@ pub async fn run(
         warned: Default::default(),
     });
 
-    let controller = Controller::new(resources, watcher::Config::default().any_semantic())
+    // The resource cache drops managedFields too (a third of each object's size).
+    let (store, writer) = reflector::store();
+    let resource_stream = reflector::reflector(
+        writer,
+        watcher(resources, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|r: &mut WorkspaceRequirements| r.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(resource_stream, store.clone())
         .owns(
             scope.api::<ConfigMap>(&client),
             watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}")),
@@ -591,8 +600,6 @@ pub async fn run(
         })
         .watches_stream(pod_stream, rollout::pod_owner)
         .reconcile_on(trigger_rx);
-    let store = controller.store();
-
     let mirror = tokio::spawn(
         mirror::run(client.clone(), store, sync, metrics.clone(), trigger_tx)
             .instrument(tracing::info_span!("mirror")),
