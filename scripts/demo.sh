@@ -1,63 +1,209 @@
 #!/usr/bin/env bash
-# The main job: a local demo with real services, cleaned up on exit or Ctrl-C.
+# The main job: a local demo of the whole flow on a real control plane, cleaned up on exit/Ctrl-C.
 #
-# For now this runs the compose-style flow (no Kubernetes yet): start PostgreSQL and Redis,
-# `migrate`, add packages the way Bifrost's package install does, `warm` Redis, and show that
-# Bifrost's Python reads exactly what we wrote.
+#   real kube-apiserver + kube-controller-manager + etcd, PostgreSQL, Redis (all ephemeral)
+#   → the CRD → the operator (controller, database mirror, admission webhook)
+#   → a WorkspaceRequirements mirroring Bifrost's database row → a labelled worker Deployment
+#   → status, the injected pod spec, the Redis payload
+#   → `requirements add` → the rollout (new ReplicaSet with the new hash)
+#   → the injected init containers run as the kubelet would, and the worker imports the packages.
+#
+# Packages come from a local PEP 503 index of wheels built here, so no network is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-bash scripts/setup.sh
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+die() { echo "demo: $*" >&2; exit 1; }
 
-step "building bifrost-requirements"
+bash scripts/setup.sh
+bold "building bifrost-requirements"
 cargo build --locked --quiet
 BIN="$ROOT/target/debug/bifrost-requirements"
+K8S_BIN=$(bash scripts/k8s-binaries.sh | tail -n 1)
+KUBECTL="$K8S_BIN/kubectl"; [ -x "$KUBECTL" ] || KUBECTL=kubectl
+export KUBECTL
+UV=$(command -v uv)
+if head -c2 "$UV" | grep -q '#!' && command -v pyenv >/dev/null; then UV=$(pyenv which uv); fi
 
 # shellcheck source=scripts/lib/services.sh
 . scripts/lib/services.sh
 services_init
-step "starting PostgreSQL and Redis on free ports (in $SERVICES_DIR)"
+CP_DIR="$SERVICES_DIR/k8s"
+cleanup_all() {
+  [ -d "$CP_DIR" ] && bash scripts/control-plane.sh stop "$CP_DIR" >/dev/null 2>&1 || true
+  services_cleanup
+}
+trap cleanup_all EXIT
+
+bold "starting a real control plane (etcd, kube-apiserver, kube-controller-manager 1.20.2)"
+bash scripts/control-plane.sh start "$CP_DIR" >/dev/null
+export KUBECONFIG="$CP_DIR/kubeconfig"
+k() { "$KUBECTL" "$@"; }
+k version --short 2>/dev/null | sed 's/^/   /' || true
+
+bold "starting PostgreSQL and Redis on free ports"
 start_postgres
 start_redis
 export DATABASE_URL REDIS_URL
-echo "DATABASE_URL=$DATABASE_URL"
-echo "REDIS_URL=$REDIS_URL"
+note "DATABASE_URL=$DATABASE_URL"
+note "REDIS_URL=$REDIS_URL"
 
-step "bifrost-requirements migrate"
-"$BIN" migrate
-
-step "bifrost-requirements requirements add requests==2.32.3 Flask==2.3.3"
-"$BIN" requirements add requests==2.32.3 Flask==2.3.3
-
-step "a second install of flask replaces the entry instead of duplicating it"
-"$BIN" requirements add flask==3.0.3
-"$BIN" requirements show
-
-step "a forbidden requirement is refused and changes nothing"
-if "$BIN" requirements add "evil @ https://example.invalid/evil.tar.gz"; then
-  echo "demo: the policy should have refused a direct URL" >&2; exit 1
-fi
-"$BIN" requirements show
-
-step "the database row (workspace_files)"
-psql "$DATABASE_URL" -c "SELECT path, entity_type, size_bytes, left(content_hash, 12) AS hash, git_status, is_deleted FROM workspace_files"
-
-step "bifrost-requirements warm (DB row -> Redis, as the compose init container does)"
-redis-cli -u "$REDIS_URL" DEL bifrost:requirements:content >/dev/null
-"$BIN" warm
-
-step "what Bifrost's Python worker reads from Redis"
-python3 - "$REDIS_URL" <<'PY'
-import hashlib, json, sys, redis
-r = redis.Redis.from_url(sys.argv[1])
-raw = r.get("bifrost:requirements:content")
-v = json.loads(raw)
-ok = v["hash"] == hashlib.sha256(v["content"].encode()).hexdigest()
-print(raw.decode())
-print(f"TTL {r.ttl('bifrost:requirements:content')} s; hash verified by Python: {ok}")
-sys.exit(0 if ok else 1)
+bold "a local package index (wheels built here: bifrost-hello 1.0, bifrost-extra 2.0)"
+INDEX_DIR="$SERVICES_DIR/index"
+python3 - "$INDEX_DIR" <<'PY'
+import base64, hashlib, os, sys, zipfile
+def wheel(out, name, version, files, requires=()):
+    dist = name.replace("-", "_"); info = f"{dist}-{version}.dist-info"
+    entries = dict(files)
+    entries[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    entries[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: bifrost-demo\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},{len(t.encode())}" for p, t in entries.items()]
+    entries[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
+    d = os.path.join(out, name); os.makedirs(d, exist_ok=True)
+    with zipfile.ZipFile(os.path.join(d, f"{dist}-{version}-py3-none-any.whl"), "w") as z:
+        for p, t in entries.items(): z.writestr(p, t)
+wheel(sys.argv[1], "bifrost-hello", "1.0", {"bifrost_hello/__init__.py": "GREETING = 'hello from bifrost-hello 1.0'\n"})
+wheel(sys.argv[1], "bifrost-extra", "2.0", {"bifrost_extra/__init__.py": "from bifrost_hello import GREETING\nVALUE = GREETING + ' and bifrost-extra 2.0'\n"}, ["bifrost-hello"])
 PY
+INDEX_PORT=$(free_port)
+python3 -m http.server "$INDEX_PORT" --bind 127.0.0.1 --directory "$INDEX_DIR" >"$SERVICES_DIR/index.log" 2>&1 &
+SERVICES_PIDS+=($!)
+wait_port "$INDEX_PORT" "package index"
+INDEX_URL="http://127.0.0.1:$INDEX_PORT/"
+note "index: $INDEX_URL"
 
-step "demo finished; stopping PostgreSQL and Redis"
+bold "Bifrost's database: migrate, then a package install (requirements add bifrost-hello==1.0)"
+"$BIN" migrate
+"$BIN" requirements add bifrost-hello==1.0
+
+bold "kubectl apply --server-side -f crds/"
+k apply --server-side -f crds/ | sed 's/^/   /'
+k create namespace bifrost >/dev/null
+k -n bifrost create secret generic bifrost-db --from-literal=url="$DATABASE_URL" >/dev/null
+k -n bifrost create secret generic bifrost-redis --from-literal=url="$REDIS_URL" >/dev/null
+
+bold "starting the operator (controller + database mirror + admission webhook)"
+METRICS_PORT=$(free_port)
+WEBHOOK_PORT=$(free_port)
+k apply -f - >/dev/null <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: bifrost-requirements-demo
+webhooks:
+  - name: inject.requirements.bifrost.io
+    clientConfig:
+      url: https://127.0.0.1:$WEBHOOK_PORT/mutate
+    rules:
+      - {apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"]}
+    objectSelector:
+      matchExpressions: [{key: bifrost.io/requirements, operator: Exists}]
+    failurePolicy: Ignore
+    sideEffects: None
+    timeoutSeconds: 5
+    admissionReviewVersions: ["v1"]
+    reinvocationPolicy: IfNeeded
+EOF
+"$BIN" operator --namespace bifrost --lease-namespace bifrost \
+  --metrics-addr "127.0.0.1:$METRICS_PORT" --webhook-addr "127.0.0.1:$WEBHOOK_PORT" \
+  --webhook-service-namespace bifrost --webhook-extra-san 127.0.0.1 \
+  --webhook-config-name bifrost-requirements-demo \
+  --operator-image bifrost-requirements:demo >"$SERVICES_DIR/operator.log" 2>&1 &
+SERVICES_PIDS+=($!)
+wait_port "$METRICS_PORT" "operator metrics"
+for _ in $(seq 1 150); do
+  [ -n "$(k get mutatingwebhookconfiguration bifrost-requirements-demo -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] && break
+  sleep 0.2
+done
+[ -n "$(k get mutatingwebhookconfiguration bifrost-requirements-demo -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] \
+  || { tail -20 "$SERVICES_DIR/operator.log"; die "the operator did not install its CA into the webhook configuration"; }
+note "operator log: $SERVICES_DIR/operator.log; metrics: http://127.0.0.1:$METRICS_PORT/metrics"
+note "webhook: https://127.0.0.1:$WEBHOOK_PORT/mutate (self-managed CA, caBundle patched)"
+
+bold "a WorkspaceRequirements mirroring the database row, and a labelled worker Deployment"
+k apply -f - <<EOF | sed 's/^/   /'
+apiVersion: bifrost.io/v1alpha1
+kind: WorkspaceRequirements
+metadata: {name: default, namespace: bifrost}
+spec:
+  source:
+    database: {urlSecretRef: {name: bifrost-db, key: url}}
+  cache:
+    redis: {urlSecretRef: {name: bifrost-redis, key: url}}
+  install:
+    indexUrls: ["$INDEX_URL"]
+  rollout: {debounceSeconds: 2}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: worker, namespace: bifrost}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata:
+      labels: {app: worker, bifrost.io/requirements: default}
+    spec:
+      containers:
+        - name: worker
+          image: python:3.11-slim
+          command: ["python3", "-m", "bifrost_worker"]
+EOF
+k -n bifrost wait --for=condition=Ready wsreq/default --timeout=90s >/dev/null \
+  || { k -n bifrost get wsreq default -o yaml; die "the resource did not become Ready"; }
+
+rollout_hash() { k -n bifrost get deploy worker -o jsonpath='{.spec.template.metadata.annotations.bifrost\.io/requirements-hash}'; }
+wait_hash() { # hash
+  for _ in $(seq 1 150); do [ "$(rollout_hash)" = "$1" ] && return 0; sleep 0.2; done
+  die "the Deployment did not get hash $1"
+}
+HASH1=$(k -n bifrost get wsreq default -o jsonpath='{.status.contentHash}')
+wait_hash "$HASH1"
+
+bold "kubectl get wsreq -n bifrost"
+k -n bifrost get wsreq | sed 's/^/   /'
+bold "status conditions"
+k -n bifrost get wsreq default -o json | python3 scripts/lib/show.py status
+
+newest_pod() { # hash -> name of a pod injected for that hash
+  k -n bifrost get pods -l app=worker -o json | python3 scripts/lib/show.py injected-pod "$1"
+}
+wait_pod() {
+  local p=""
+  for _ in $(seq 1 150); do p=$(newest_pod "$1"); [ -n "$p" ] && { echo "$p"; return 0; }; sleep 0.2; done
+  die "no pod injected for hash $1"
+}
+POD=$(wait_pod "$HASH1")
+bold "the worker pod as the webhook injected it ($POD; no kubelet here, so it stays Pending)"
+k -n bifrost get pod "$POD" -o json | python3 scripts/lib/show.py pod
+
+bold "the Redis payload Bifrost's workers read"
+note "$(redis-cli -u "$REDIS_URL" GET bifrost:requirements:content)"
+note "TTL $(redis-cli -u "$REDIS_URL" TTL bifrost:requirements:content) s"
+
+bold "a user installs another package: requirements add bifrost-extra==2.0"
+"$BIN" requirements add bifrost-extra==2.0
+HASH2=$("$BIN" requirements show | python3 -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+note "new hash $HASH2: NOTIFY → mirror → reconcile → Redis + rollout"
+wait_hash "$HASH2"
+for _ in $(seq 1 150); do
+  k -n bifrost get rs -l app=worker -o jsonpath='{range .items[*]}{.spec.template.metadata.annotations.bifrost\.io/requirements-hash}{"\n"}{end}' | grep -q "$HASH2" && break
+  sleep 0.2
+done
+bold "the rollout: ReplicaSets of the worker (the newest carries the new hash)"
+k -n bifrost get rs -l app=worker -o json | python3 scripts/lib/show.py replicasets
+k -n bifrost get rs -l app=worker -o jsonpath='{.items[*].spec.template.metadata.annotations.bifrost\.io/requirements-hash}' | grep -q "$HASH2" \
+  || die "no ReplicaSet with the new hash"
+
+POD2=$(wait_pod "$HASH2")
+bold "the new pod's init containers, run as the kubelet would ($POD2)"
+k -n bifrost get pod "$POD2" -o json >"$SERVICES_DIR/pod.json"
+python3 scripts/lib/play_kubelet.py "$SERVICES_DIR/pod.json" "$BIN" "$UV" \
+  "import bifrost_extra; print('   worker says:', bifrost_extra.VALUE)"
+
+bold "the operator's Events (kubectl get events.events.k8s.io -n bifrost)"
+k -n bifrost get events.events.k8s.io -o json | python3 scripts/lib/show.py events
+
+bold "demo finished; stopping everything"

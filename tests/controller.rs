@@ -324,6 +324,20 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
     })
     .await;
     wait_condition(&client, &ns, "default", "Ready", "True").await;
+    // Let the status settle: pods appear after the rollout (no webhook is registered here, so
+    // every pod counts as uninjected), and the count must have caught up before the restart.
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+    wait_for("uninjected pod count settled", T, || async {
+        let n = pods
+            .list(&ListParams::default().labels("app=worker"))
+            .await
+            .ok()?
+            .items
+            .len() as i32;
+        let status = get(&client, &ns, "default").await.status?;
+        (n > 0 && status.workloads.first()?.uninjected_pods == Some(n)).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
@@ -669,4 +683,59 @@ async fn health_and_metrics_endpoints() {
         );
     }
     assert_eq!(op.http_get("/nope").0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirrored_resource_writes_nothing_before_its_first_sync() {
+    let (client, ns) = namespace("unsynced").await;
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    // Bifrost already cached its requirements; the database Secret is missing.
+    let bifrost_value = Payload::new("requests==2.32.3\n").to_json();
+    let rc = redis::Client::open(redis_url()).unwrap();
+    let mut conn = rc.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&bifrost_value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({
+            "source": {"database": {"urlSecretRef": {"name": "missing", "key": "url"}}},
+            "cache": redis_cache(&key),
+            "rollout": {"debounceSeconds": 0},
+        }),
+    )
+    .await;
+    deployment(&client, &ns, "worker", "default").await;
+    let obj = wait_condition(&client, &ns, "default", "Synced", "False").await;
+    let (_, _, message) = condition(&obj, "Synced").unwrap();
+    assert!(message.contains("missing"), "{message}");
+    assert_eq!(
+        condition(&obj, "CacheWarmed").unwrap().1,
+        "WaitingForDatabase"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        redis_get(&redis_url(), &key).await.as_deref(),
+        Some(bifrost_value.as_str()),
+        "Redis was overwritten"
+    );
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt("default-requirements")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        deployment_hash(&client, &ns, "worker").await,
+        None,
+        "rolled out empty content"
+    );
 }

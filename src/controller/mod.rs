@@ -323,6 +323,27 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
         );
     }
 
+    // A mirrored resource whose row was never read yet has no content of its own: writing its
+    // empty spec to Redis would wipe Bifrost's cache, so wait for the first sync.
+    let mirrored = obj
+        .spec
+        .source
+        .as_ref()
+        .and_then(|s| s.database.as_ref())
+        .is_some();
+    if mirrored && status.last_synced_from_database.is_none() {
+        let why = "waiting for the first read of the database row";
+        conditions.set_unknown("Valid", "WaitingForDatabase", why);
+        conditions.set_unknown("CacheWarmed", "WaitingForDatabase", why);
+        conditions.set_unknown("RolledOut", "WaitingForDatabase", why);
+        let message = conditions.first_problem(&["Synced"]);
+        conditions.set("Ready", false, "WaitingForDatabase", &message);
+        status.package_count = None;
+        status.conditions = conditions.into_vec();
+        patch_status(ctx, obj, &old_status, &status).await?;
+        return Ok(Action::requeue(RETRY));
+    }
+
     // Valid: invalid content stops here — no Redis write, no snapshot, no rollout.
     match obj.policy().check_content(&obj.spec.content) {
         Err(violations) => {

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Pretty-print Kubernetes JSON (from stdin) for the demo.
+
+usage: show.py status | pod | injected-pod HASH | events | replicasets
+"""
+import json
+import sys
+
+obj = json.load(sys.stdin)
+what = sys.argv[1]
+
+if what == "status":
+    s = obj["status"]
+    print(f"   contentHash {s['contentHash']}  packages {s.get('packageCount')}  "
+          f"lastSyncedFromDatabase {s.get('lastSyncedFromDatabase')}")
+    for c in s["conditions"]:
+        print(f"   {c['type']:<12} {c['status']:<6} {c['reason']:<22} {c['message']}")
+    for w in s.get("workloads", []):
+        print(f"   workload {w['kind']}/{w['name']} upToDate={w['upToDate']} "
+              f"uninjectedPods={w.get('uninjectedPods', 0)}")
+elif what == "pod":
+    p = obj
+    print("   annotation bifrost.io/injected-hash:", p["metadata"]["annotations"]["bifrost.io/injected-hash"])
+    for c in p["spec"]["initContainers"]:
+        print(f"   initContainer {c['name']}  image {c['image']}")
+        print("     " + " ".join(c.get("command", []) + c.get("args", [])))
+    for c in p["spec"]["containers"]:
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+        print(f"   container {c['name']}  PYTHONPATH={env.get('PYTHONPATH')}  mounts={mounts}")
+    print("   volumes:", [v["name"] for v in p["spec"]["volumes"]])
+elif what == "injected-pod":
+    for p in obj["items"]:
+        if p["metadata"].get("annotations", {}).get("bifrost.io/injected-hash") == sys.argv[2]:
+            print(p["metadata"]["name"])
+            break
+elif what == "events":
+    # Events the operator published (Normal and Warning), oldest first.
+    mine = [e for e in obj["items"] if e.get("reportingController") == "bifrost-requirements"]
+    mine.sort(key=lambda e: e["metadata"]["creationTimestamp"])
+    for e in mine:
+        regarding = e.get("regarding", {})
+        print(f"   {e['type']:<8} {e['reason']:<22} {regarding.get('kind')}/{regarding.get('name')}: {e.get('note', '')}")
+elif what == "replicasets":
+    items = sorted(obj["items"], key=lambda r: r["metadata"]["creationTimestamp"])
+    for r in items:
+        ann = (r["spec"]["template"]["metadata"].get("annotations") or {}).get("bifrost.io/requirements-hash", "(none)")
+        print(f"   {r['metadata']['name']:<22} created {r['metadata']['creationTimestamp']}  "
+              f"replicas {r['spec'].get('replicas', 0)}  hash {ann}")
+else:
+    sys.exit(f"unknown view {what}")
