@@ -21,6 +21,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
 SLOW_RUNS=${SLOW_RUNS:-3}
+(( RUNS >= SLOW_RUNS )) || RUNS=$SLOW_RUNS # (f) imports from the targets of (b)
 PACKAGES=(flask requests httpx pydantic msal python-dateutil pyyaml jinja2 beautifulsoup4 openpyxl numpy pandas)
 IMPORTS='import pandas, numpy, flask, pydantic'
 
@@ -77,8 +78,10 @@ fi
 
 # --- helpers -----------------------------------------------------------------------------------
 # time_it CMD…: run, print elapsed seconds; output goes to the log; abort on failure.
+# Pending writeback of the previous run is flushed first (untimed), so runs start alike.
 time_it() {
   local s e
+  sync
   s=$(date +%s.%N)
   if ! "$@" >>"$LOG" 2>&1; then
     echo "bench: command failed: $*" >&2
@@ -94,41 +97,42 @@ row() { printf '  %-58s %9.3f s   runs: %s\n' "$1" "$2" "$3"; }
 
 echo "bench: measuring (RUNS=$RUNS, SLOW_RUNS=$SLOW_RUNS); details in the log if anything fails" >&2
 
-A=() B=() C=() D1=() D2=() E=() FB=() FE=() FW=()
+# Comparable runs are interleaved so that load swings (other jobs on the machine) hit both;
+# nothing is deleted between timed runs (deleting a 150 MB tree would slow the next run).
+A=() B0=() B=() C=() D1=() D2=() E=() FD=() FB=() FE=() FW=()
 for i in $(seq "$SLOW_RUNS"); do
   A+=("$(time_it "$PY" -m pip install -q --disable-pip-version-check --no-index --find-links "$WH" \
     --target "$WORK/a$i" -r "$WORK/req.txt")")
-  rm -rf "$WORK/a$i"
+  E+=("$(time_it ours --target "$WORK/e$i" --cache-dir "$WORK/cache-e$i" --compile-bytecode)")
 done
 for i in $(seq "$RUNS"); do
+  B0+=("$(time_it "$UV" pip install --no-config --target "$WORK/r$i" --python "$PY" --no-index \
+    --find-links "$WH" --cache-dir "$WORK/cache-r$i" -r "$WORK/req.txt")")
   B+=("$(time_it ours --target "$WORK/b$i" --cache-dir "$WORK/cache-b$i")")
-  rm -rf "$WORK/cache-b$i"
 done
 ours --target "$WORK/c0" --cache-dir "$WORK/cache-warm" >>"$LOG" 2>&1 # fill the cache
-rm -rf "$WORK/c0"
 for i in $(seq "$RUNS"); do
   C+=("$(time_it ours --target "$WORK/c$i" --cache-dir "$WORK/cache-warm")")
-  rm -rf "$WORK/c$i"
 done
 for i in $(seq "$RUNS"); do
   D1+=("$(time_it ours --target "$WORK/b1" --expected-hash "$HASH")")
   D2+=("$(time_it ours --target "$WORK/b1")")
 done
+# (f) Imports as a worker does them. Python's default writes __pycache__ into the (writable)
+# target on first import, so only the first process pays; an image that sets
+# PYTHONDONTWRITEBYTECODE=1 (or a read-only mount) pays it in every process (FD).
 for i in $(seq "$SLOW_RUNS"); do
-  E+=("$(time_it ours --target "$WORK/e$i" --cache-dir "$WORK/cache-e$i" --compile-bytecode)")
-  rm -rf "$WORK/cache-e$i"
+  FD+=("$(time_it env PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$WORK/b$i" "$PY" -c "$IMPORTS")")
+  FB+=("$(time_it env -u PYTHONDONTWRITEBYTECODE PYTHONPATH="$WORK/b$i" "$PY" -c "$IMPORTS")")
+  FE+=("$(time_it env -u PYTHONDONTWRITEBYTECODE PYTHONPATH="$WORK/e$i" "$PY" -c "$IMPORTS")")
 done
-# (f) The first import from each fresh target (Python compiles what it imports and writes
-# __pycache__ into the target), and a second import for reference.
-for i in $(seq "$SLOW_RUNS"); do
-  FB+=("$(time_it env PYTHONPATH="$WORK/b$i" "$PY" -c "$IMPORTS")")
-  FE+=("$(time_it env PYTHONPATH="$WORK/e$i" "$PY" -c "$IMPORTS")")
+for _ in $(seq "$SLOW_RUNS"); do
+  FW+=("$(time_it env -u PYTHONDONTWRITEBYTECODE PYTHONPATH="$WORK/b1" "$PY" -c "$IMPORTS")")
 done
-for _ in $(seq "$SLOW_RUNS"); do FW+=("$(time_it env PYTHONPATH="$WORK/b1" "$PY" -c "$IMPORTS")"); done
 
-a=$(echo "${A[*]}" | median) b=$(echo "${B[*]}" | median) c=$(echo "${C[*]}" | median)
+a=$(echo "${A[*]}" | median) b0=$(echo "${B0[*]}" | median) b=$(echo "${B[*]}" | median) c=$(echo "${C[*]}" | median)
 d1=$(echo "${D1[*]}" | median) d2=$(echo "${D2[*]}" | median) e=$(echo "${E[*]}" | median)
-fb=$(echo "${FB[*]}" | median) fe=$(echo "${FE[*]}" | median) fw=$(echo "${FW[*]}" | median)
+fd=$(echo "${FD[*]}" | median) fb=$(echo "${FB[*]}" | median) fe=$(echo "${FE[*]}" | median) fw=$(echo "${FW[*]}" | median)
 size_b=$(du -sm "$WORK/b1" | cut -f1) size_e=$(du -sm "$WORK/e1" | cut -f1)
 dists=$(find "$WORK/b1" -maxdepth 1 -name '*.dist-info' | wc -l)
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.1f", x / y }'; }
@@ -144,14 +148,16 @@ bifrost-requirements install benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc)
 medians:
 EOF
 row "(a) Bifrost: python -m pip install -r (compiles .pyc)" "$a" "${A[*]}"
+row "    reference: bare uv pip install --target, cold" "$b0" "${B0[*]}"
 row "(b) install, cold (empty cache, no .pyc)" "$b" "${B[*]}"
 row "(c) install, warm --cache-dir" "$c" "${C[*]}"
 row "(d1) install, marker matches (--expected-hash)" "$d1" "${D1[*]}"
 row "(d2) install, marker matches (hash read from Redis)" "$d2" "${D2[*]}"
 row "(e) install --compile-bytecode, cold" "$e" "${E[*]}"
-row "(f) first import from (b) (no .pyc: compiled on import)" "$fb" "${FB[*]}"
+row "(f) first import from (b) (no .pyc: compiled, then written)" "$fb" "${FB[*]}"
 row "(f) first import from (e) (.pyc present)" "$fe" "${FE[*]}"
 row "    later imports from (b) (.pyc written by the first)" "$fw" "${FW[*]}"
+row "    every import from (b) if PYTHONDONTWRITEBYTECODE=1" "$fd" "${FD[*]}"
 cat <<EOF
 
 ratios:
@@ -159,6 +165,8 @@ ratios:
   a/c = $(ratio "$a" "$c")
   a/e = $(ratio "$a" "$e")   (like for like: both compile bytecode)
   c = ${c} s (target ≤ 0.5 s: $(check "$c" "<=" 0.5)); d1 = ${d1} s (target ≤ 0.05 s: $(check "$d1" "<=" 0.05))
+  our overhead over bare uv (fetch, policy, staging, swap, marker): $(awk -v x="$b" -v y="$b0" 'BEGIN { printf "%+.2f", x - y }') s
   first-import cost moved to the worker by skipping bytecode: $(awk -v x="$fb" -v y="$fe" 'BEGIN { printf "%.2f", x - y }') s, once per target
+    ($(awk -v x="$fd" -v y="$fe" 'BEGIN { printf "%.2f", x - y }') s in every process when the image sets PYTHONDONTWRITEBYTECODE=1)
     (saved at install time: $(awk -v x="$e" -v y="$b" 'BEGIN { printf "%.2f", x - y }') s); target size: ${size_b} MB without .pyc, ${size_e} MB with
 EOF

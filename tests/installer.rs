@@ -1067,16 +1067,32 @@ fn waiting_for_another_install_stays_interruptible() {
         .open(w.target().join(".bifrost-requirements.lock"))
         .unwrap();
     lock.lock().unwrap(); // "another install" holds the target
-    let child = w.spawn(&[]);
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut child = w.spawn(&[]);
+    // Signal once it says it is waiting (its handlers are installed by then).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stream = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("waiting for it to finish") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("install never said it was waiting for the lock");
     signal(child.id() as i32, "-TERM");
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 143, "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("another install into") && err.contains("waiting"),
-        "{err}"
-    );
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("another install into"), "{err}");
     assert!(
         err.contains("interrupted by SIGTERM while waiting"),
         "{err}"

@@ -474,10 +474,10 @@ impl Run {
             label: a.installer.name(),
             program,
             args,
-            envs: Vec::new(),
             // The worker's PYTHONPATH may point at the target itself: the installer must see a
             // clean interpreter, not the packages it is about to replace.
-            env_remove: vec!["PYTHONPATH"],
+            // RUST_LOG is ours: uv would honour it too and flood the log.
+            env_remove: vec!["PYTHONPATH", "RUST_LOG"],
             cwd: staging.root().to_path_buf(),
         })
     }

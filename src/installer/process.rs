@@ -30,7 +30,6 @@ pub struct Invocation {
     pub label: &'static str,
     pub program: PathBuf,
     pub args: Vec<OsString>,
-    pub envs: Vec<(String, OsString)>,
     pub env_remove: Vec<&'static str>,
     pub cwd: PathBuf,
 }
@@ -107,9 +106,6 @@ pub async fn run(
         .kill_on_drop(true);
     for var in &inv.env_remove {
         cmd.env_remove(var);
-    }
-    for (k, v) in &inv.envs {
-        cmd.env(k, v);
     }
     let mut child = cmd.spawn().map_err(RunFailure::Spawn)?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
