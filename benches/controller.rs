@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
-use common::operator::{Operator, namespace, secret, wait_for};
+use common::operator::{Operator, create_wsreq, namespace, secret, wait_for};
 use common::services::{PgServer, fresh_key, redis_url, write_bifrost_row};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
@@ -72,17 +72,17 @@ async fn main() {
     secret(&client, &ns, "db", "url", &pg.url("postgres")).await;
     let op = Operator::start(&ns, "bench", &["--no-leader-election"]);
     let wsreqs = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
-    let wsreq: WorkspaceRequirements = serde_json::from_value(json!({
-        "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
-        "metadata": {"name": "default"},
-        "spec": {
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({
             "source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 30}},
             "cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}},
             "rollout": {"debounceSeconds": 0}
-        }
-    }))
-    .unwrap();
-    wsreqs.create(&PostParams::default(), &wsreq).await.unwrap();
+        }),
+    )
+    .await;
     let deploy: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "worker"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},

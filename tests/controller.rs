@@ -10,7 +10,7 @@ use std::time::Duration;
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
-use common::operator::{Operator, namespace, secret, wait_for};
+use common::operator::{Operator, create_wsreq, namespace, secret, wait_for};
 use common::services::{PgServer, RedisServer, fresh_key, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -19,25 +19,6 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
-
-async fn create_wsreq(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    spec: serde_json::Value,
-) -> WorkspaceRequirements {
-    let obj: WorkspaceRequirements = serde_json::from_value(json!({
-        "apiVersion": "bifrost.io/v1alpha1",
-        "kind": "WorkspaceRequirements",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap();
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &obj)
-        .await
-        .unwrap()
-}
 
 async fn set_content(client: &Client, ns: &str, name: &str, content: &str) {
     Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)

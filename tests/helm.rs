@@ -25,7 +25,7 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::k8s::{ControlPlane, control_plane};
-use common::operator::{Operator, secret, wait_for};
+use common::operator::{Operator, create_wsreq, secret, wait_crd_served, wait_for};
 use common::proc::free_port;
 use common::services::{fresh_database, fresh_key, redis_url};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -215,24 +215,6 @@ async fn ensure_namespace(client: &Client, name: &str) {
     wait_for("default ServiceAccount", T, || async {
         let sa = sa.get_opt("default").await.ok()??;
         (!sa.secrets.unwrap_or_default().is_empty()).then_some(())
-    })
-    .await;
-}
-
-async fn wait_crd_served(client: &Client) {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    wait_for("CRD Established", T, || async {
-        let crd = api.get_opt(CRD_NAME).await.ok()??;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
-    let wsreq = Api::<WorkspaceRequirements>::all(client.clone());
-    wait_for("CRD served", T, || async {
-        wsreq.list(&Default::default()).await.ok().map(|_| ())
     })
     .await;
 }
@@ -1237,20 +1219,6 @@ fn can_i(verb_resource: &[&str], ns: Option<&str>) -> bool {
     }
 }
 
-async fn wsreq(client: &Client, ns: &str, name: &str, spec: Value) {
-    let obj: WorkspaceRequirements = serde_json::from_value(json!({
-        "apiVersion": "bifrost.io/v1alpha1",
-        "kind": "WorkspaceRequirements",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap();
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &obj)
-        .await
-        .unwrap();
-}
-
 async fn wait_ready(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
     let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), ns);
     wait_for(&format!("{ns}/{name} Ready=True"), T, || async {
@@ -1365,7 +1333,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         .unwrap();
     let content = "requests==2.32.3\nflask>=3\n";
     let redis = json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}});
-    wsreq(
+    create_wsreq(
         &client,
         &ns,
         "default",
@@ -1440,7 +1408,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
     pool.close().await;
     secret(&client, &ns, "db", "url", &db).await;
     let mirror_key = fresh_key();
-    wsreq(
+    create_wsreq(
         &client,
         &ns,
         "mirrored",

@@ -33,23 +33,51 @@ pub async fn ensure_crd(client: &Client) {
         )
         .await
         .expect("the API server accepts the CRD (structural schema)");
-        wait_for("CRD Established", Duration::from_secs(30), || async {
-            let crd = api.get("workspacerequirements.bifrost.io").await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
-        // Discovery may lag a moment behind Established.
-        let wsreq = Api::<WorkspaceRequirements>::all(client.clone());
-        wait_for("CRD served", Duration::from_secs(30), || async {
-            wsreq.list(&Default::default()).await.ok().map(|_| ())
-        })
-        .await;
+        wait_crd_served(client).await;
     })
     .await;
+}
+
+/// Wait until the CRD is Established and its resources are served (discovery may lag).
+pub async fn wait_crd_served(client: &Client) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    wait_for("CRD Established", Duration::from_secs(30), || async {
+        let crd = api
+            .get_opt("workspacerequirements.bifrost.io")
+            .await
+            .ok()??;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let wsreq = Api::<WorkspaceRequirements>::all(client.clone());
+    wait_for("CRD served", Duration::from_secs(30), || async {
+        wsreq.list(&Default::default()).await.ok().map(|_| ())
+    })
+    .await;
+}
+
+/// Create a `WorkspaceRequirements` with this spec.
+pub async fn create_wsreq(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> WorkspaceRequirements {
+    let obj: WorkspaceRequirements = serde_json::from_value(json!({
+        "apiVersion": "bifrost.io/v1alpha1",
+        "kind": "WorkspaceRequirements",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap()
 }
 
 /// A fresh namespace (and the shared client), with the CRD in place.
