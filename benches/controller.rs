@@ -60,6 +60,11 @@ fn operator_pid(op: &Operator) -> u32 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo test --all-targets` runs bench binaries too; only `cargo bench` passes --bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("controller benchmark: run it with `cargo bench --bench controller`");
+        return;
+    }
     common::init_crypto();
     let (client, ns) = namespace("bench").await;
     let pg = PgServer::start();
