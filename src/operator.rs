@@ -61,9 +61,14 @@ fn identity(args: &OperatorArgs) -> String {
 pub async fn run(args: OperatorArgs) -> Result<()> {
     let shutdown = watch_signals();
     let metrics = Arc::new(Metrics::new());
+    let webhook_config = crate::webhook::WebhookConfig::from_args(&args);
+    let webhook_tls = webhook_config
+        .as_ref()
+        .map(|_| crate::webhook::tls::CertResolver::new());
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         ready: false.into(),
+        webhook_tls: webhook_tls.clone(),
     });
     let http = server::serve(args.metrics_addr, health.clone(), until(shutdown.clone())).await?;
 
@@ -99,15 +104,16 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
 
     // The admission webhook runs on every replica (the API server may call any of them); its
     // certificate Secret converges through optimistic concurrency, so no leadership is needed.
-    let webhook = match crate::webhook::WebhookConfig::from_args(&args) {
-        Some(config) => Some(tokio::spawn(crate::webhook::run(
+    let webhook = match (webhook_config, webhook_tls) {
+        (Some(config), Some(resolver)) => Some(tokio::spawn(crate::webhook::run(
             client.clone(),
             config,
             metrics.clone(),
             reporter.clone(),
+            resolver,
             until(shutdown.clone()),
         ))),
-        None => {
+        _ => {
             warn!("admission webhook disabled (--no-webhook): labelled pods are not injected");
             None
         }

@@ -18,6 +18,9 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// Set once the Kubernetes API answered and the components started.
     pub ready: AtomicBool,
+    /// The webhook's certificate, when this replica serves the webhook: not ready until one is
+    /// loaded, so the webhook Service only routes to replicas that can answer.
+    pub webhook_tls: Option<Arc<crate::webhook::tls::CertResolver>>,
 }
 
 async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
@@ -35,10 +38,15 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
-    if h.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
+    if !h.ready.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    } else if h.webhook_tls.as_ref().is_some_and(|r| !r.is_loaded()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the webhook certificate",
+        )
+    } else {
+        (StatusCode::OK, "ready")
     }
 }
 
@@ -65,4 +73,44 @@ pub async fn serve(
             tracing::error!(error = %e, "metrics server failed");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::tls;
+
+    #[tokio::test]
+    async fn readiness_waits_for_the_api_and_the_webhook_certificate() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let resolver = tls::CertResolver::new();
+        let health = Arc::new(Health {
+            metrics: Arc::new(Metrics::new()),
+            ready: false.into(),
+            webhook_tls: Some(resolver.clone()),
+        });
+        assert_eq!(
+            readyz(State(health.clone())).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        health.ready.store(true, Ordering::Relaxed);
+        let (code, why) = readyz(State(health.clone())).await;
+        assert_eq!(
+            (code, why),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "waiting for the webhook certificate"
+            )
+        );
+        let issued = tls::issue(
+            &["localhost".to_string()],
+            std::time::Duration::from_secs(3600),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        resolver
+            .set_pem(issued.cert.as_bytes(), issued.key.as_bytes())
+            .unwrap();
+        assert_eq!(readyz(State(health)).await, (StatusCode::OK, "ready"));
+    }
 }

@@ -694,6 +694,7 @@ pub async fn run(
     config: WebhookConfig,
     metrics: Arc<Metrics>,
     reporter: Reporter,
+    resolver: Arc<tls::CertResolver>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -702,7 +703,6 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    let resolver = tls::CertResolver::new();
     let server_config = tls::server_config(resolver.clone())?;
     let certs = match config.tls.clone() {
         TlsSource::SelfManaged(sm) => {
