@@ -13,9 +13,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::cache::Payload;
-use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
+use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
-use common::operator::{Operator, create_wsreq, namespace, secret, wait_for};
+use common::operator::{
+    Operator, create_wsreq, labelled_deployment, namespace, secret, template_hash, wait_for,
+};
 use common::services::{PgServer, fresh_key, redis_url, write_bifrost_row};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
@@ -88,35 +90,14 @@ async fn main() {
         }),
     )
     .await;
-    let deploy: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "worker"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},
-                 "template": {"metadata": {"labels": {"app": "worker", "bifrost.io/requirements": "default"}},
-                              "spec": {"containers": [{"name": "w", "image": "python:3.11-slim"}]}}}
-    }))
-    .unwrap();
+    labelled_deployment(&client, &ns, "worker", "default").await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    deployments
-        .create(&PostParams::default(), &deploy)
-        .await
-        .unwrap();
     let redis = redis::Client::open(redis_url()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
 
-    let annotation = |d: &Deployment| {
-        d.spec
-            .as_ref()?
-            .template
-            .metadata
-            .as_ref()?
-            .annotations
-            .as_ref()?
-            .get(HASH_ANNOTATION)
-            .cloned()
-    };
     let h0 = content_hash("bench-0==1.0\n");
     wait_for("initial rollout", Duration::from_secs(60), || async {
-        (annotation(&deployments.get("worker").await.ok()?)? == h0).then_some(())
+        (template_hash(&deployments.get("worker").await.ok()?)? == h0).then_some(())
     })
     .await;
 
@@ -143,7 +124,7 @@ async fn main() {
                     .get("worker")
                     .await
                     .ok()
-                    .and_then(|d| annotation(&d))
+                    .and_then(|d| template_hash(&d))
                     .as_deref()
                     == Some(hash.as_str());
             }

@@ -10,11 +10,13 @@ use std::time::Duration;
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
-use common::operator::{Operator, create_wsreq, namespace, secret, wait_for};
+use common::operator::{
+    Operator, create_wsreq, labelled_deployment, namespace, secret, template_hash, wait_for,
+};
 use common::services::{PgServer, RedisServer, fresh_key, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -69,37 +71,6 @@ async fn wait_condition(
     })
     .await;
     res.unwrap_or_else(|_| panic!("timed out waiting for {what}; last status: {last:#?}"))
-}
-
-async fn deployment(client: &Client, ns: &str, name: &str, wsreq: &str) -> Deployment {
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name, "bifrost.io/requirements": wsreq}},
-                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim"}]}
-            }
-        }
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap()
-}
-
-fn template_hash(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(HASH_ANNOTATION)
-        .cloned()
 }
 
 async fn deployment_hash(client: &Client, ns: &str, name: &str) -> Option<String> {
@@ -225,8 +196,8 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
         json!({"content": "a==1\n", "rollout": {"debounceSeconds": 3}}),
     )
     .await;
-    deployment(&client, &ns, "worker", "default").await;
-    deployment(&client, &ns, "other", "someone-else").await;
+    labelled_deployment(&client, &ns, "worker", "default").await;
+    labelled_deployment(&client, &ns, "other", "someone-else").await;
 
     // The labelled deployment gets the hash (after the debounce), the other one is left alone.
     let h1 = content_hash("a==1\n");
@@ -299,7 +270,7 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
         json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    deployment(&client, &ns, "worker", "default").await;
+    labelled_deployment(&client, &ns, "worker", "default").await;
     wait_for("annotation", T, || async {
         deployment_hash(&client, &ns, "worker").await
     })
@@ -323,6 +294,7 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     let wsreqs = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+    let status_before = wsreqs.get("default").await.unwrap().status;
     let before = (
         deployments.get("worker").await.unwrap().resource_version(),
         cms.get("default-requirements")
@@ -348,8 +320,10 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
         wsreqs.get("default").await.unwrap().resource_version(),
     );
     assert_eq!(
-        before, after,
-        "a restart with nothing changed wrote something"
+        before,
+        after,
+        "a restart with nothing changed wrote something; status before {status_before:#?} after {:#?}",
+        wsreqs.get("default").await.unwrap().status
     );
     assert_eq!(
         op2.metric("bifrost_requirements_rollouts_total")
@@ -371,7 +345,7 @@ async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
         json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    deployment(&client, &ns, "worker", "default").await;
+    labelled_deployment(&client, &ns, "worker", "default").await;
     wait_condition(&client, &ns, "default", "Ready", "True").await;
     let good_hash = wait_for("annotation", T, || async {
         deployment_hash(&client, &ns, "worker").await
@@ -432,7 +406,7 @@ async fn manual_strategy_only_reports_stale_workloads() {
         json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}}),
     )
     .await;
-    deployment(&client, &ns, "worker", "default").await;
+    labelled_deployment(&client, &ns, "worker", "default").await;
     let obj = wait_condition(&client, &ns, "default", "RolledOut", "False").await;
     let (_, reason, message) = condition(&obj, "RolledOut").unwrap();
     assert_eq!(reason, "ManualRolloutPending");
@@ -693,7 +667,7 @@ async fn a_mirrored_resource_writes_nothing_before_its_first_sync() {
         }),
     )
     .await;
-    deployment(&client, &ns, "worker", "default").await;
+    labelled_deployment(&client, &ns, "worker", "default").await;
     let obj = wait_condition(&client, &ns, "default", "Synced", "False").await;
     let (_, _, message) = condition(&obj, "Synced").unwrap();
     assert!(message.contains("missing"), "{message}");

@@ -25,7 +25,9 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::k8s::{ControlPlane, control_plane};
-use common::operator::{Operator, create_wsreq, secret, wait_crd_served, wait_for};
+use common::operator::{
+    Operator, create_wsreq, labelled_deployment, secret, template_hash, wait_crd_served, wait_for,
+};
 use common::proc::free_port;
 use common::services::{fresh_database, fresh_key, redis_url};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -1243,18 +1245,6 @@ async fn redis_get(key: &str) -> Option<String> {
         .ok()?
 }
 
-fn template_hash(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(HASH_ANNOTATION)
-        .cloned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_does_its_job_with_the_chart_service_account_only() {
     common::init_crypto();
@@ -1313,24 +1303,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
     secret(&client, &ns, "redis", "url", &redis_url()).await;
     let key = fresh_key();
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    deployments
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "worker"},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": "worker"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "worker", "bifrost.io/requirements": "default"}},
-                        "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim"}]}
-                    }
-                }
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    labelled_deployment(&client, &ns, "worker", "default").await;
     let content = "requests==2.32.3\nflask>=3\n";
     let redis = json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}});
     create_wsreq(

@@ -117,6 +117,16 @@ impl Context {
         self.warned.lock().expect("lock").remove(&key).is_some()
     }
 
+    /// Whether the workload and pod caches have their first complete listing.
+    fn caches_ready(&self) -> bool {
+        use futures::FutureExt;
+        let ready =
+            |r: Option<Result<(), reflector::store::WriterDropped>>| matches!(r, Some(Ok(())));
+        ready(self.deployments.wait_until_ready().now_or_never())
+            && ready(self.statefulsets.wait_until_ready().now_or_never())
+            && ready(self.pods.wait_until_ready().now_or_never())
+    }
+
     /// A connected cache for this resource's Redis (connections are reused across reconciles).
     async fn cache(&self, ns: &str, redis: &RedisCache) -> Result<Cache> {
         let url = secret_value(
@@ -259,6 +269,11 @@ pub async fn reconcile(obj: Arc<WorkspaceRequirements>, ctx: Arc<Context>) -> Re
 }
 
 async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<Action> {
+    // Status is computed from the workload and pod caches: until their first listing is in,
+    // it would flap (workloads missing, counts unknown) — a spurious write after every restart.
+    if !ctx.caches_ready() {
+        return Ok(Action::requeue(Duration::from_millis(300)));
+    }
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let oref = ObjectRef::from_obj(obj);

@@ -80,6 +80,44 @@ pub async fn create_wsreq(
         .unwrap()
 }
 
+/// A one-replica Deployment `name` whose pod template opts in to the resource `wsreq`.
+pub async fn labelled_deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    wsreq: &str,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "bifrost.io/requirements": wsreq}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim"}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap()
+}
+
+/// The `bifrost.io/requirements-hash` annotation of a Deployment's pod template.
+pub fn template_hash(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(bifrost_requirements::crd::HASH_ANNOTATION)
+        .cloned()
+}
+
 /// A fresh namespace (and the shared client), with the CRD in place.
 pub async fn namespace(prefix: &str) -> (Client, String) {
     let client = control_plane().client().await;
