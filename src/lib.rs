@@ -2,14 +2,20 @@
 //!
 //! The persistence flow, end to end:
 //! 1. a package install writes requirements.txt to PostgreSQL (`workspace_files`, the source of
-//!    truth — [`database`]), with compare-and-swap so concurrent installs lose nothing;
+//!    truth — [`database`]), with compare-and-swap so concurrent installs lose nothing, and a
+//!    trigger `NOTIFY`s the change;
 //! 2. the content is cached in Redis as Bifrost's `{"content", "hash"}` JSON ([`cache`]);
-//! 3. every worker installs it before starting.
+//! 3. on Kubernetes, the [`controller`] mirrors the row into a `WorkspaceRequirements` resource
+//!    ([`crd`]), validates it, warms Redis, snapshots it into a ConfigMap and rolls the labelled
+//!    workloads; the [`webhook`] injects init containers into their new pods;
+//! 4. every worker runs [`installer`] before it starts: Redis (else the snapshot) → checks →
+//!    uv/pip → atomic swap into a folder on `PYTHONPATH`.
 //!
-//! Modules, one per flow: [`requirements`] (the file model) and [`policy`] (what a file may ask
-//! for) are pure; [`database`] and [`cache`] are the I/O edges; [`packages`] is the
-//! `warm`/`requirements` flow of hosts without Kubernetes; [`installer`] is `install`, the
-//! worker's start-up step (fetch, check, install atomically, mark); [`cli`] wires them to commands.
+//! [`requirements`] (the file model), [`policy`] (what a file may ask for) and
+//! [`webhook::inject`] are pure; [`database`], [`cache`] and the Kubernetes calls are the I/O
+//! edges. [`packages`] is the `warm`/`requirements` flow of hosts without Kubernetes;
+//! [`operator`] wires the controller, webhook, leader election and [`server`] (metrics, health);
+//! [`cli`] and [`commands`] map it all to the command line.
 
 pub mod cache;
 pub mod cli;
