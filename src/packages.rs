@@ -73,13 +73,15 @@ pub fn validate(change: &Change, policy: &Policy) -> Result<()> {
 }
 
 /// Apply a change with compare-and-swap, validating the result, and refresh Redis when given.
+///
+/// Every spec, name and the resulting file are checked inside the read–modify–write, before
+/// anything is written; call [`validate`] first to fail before connecting anywhere.
 pub async fn apply(
     db: &Database,
     cache: Option<&Cache>,
     policy: &Policy,
     change: &Change,
 ) -> Result<Applied> {
-    validate(change, policy)?;
     let mut notes = Vec::new();
     let modify = |current: &str| -> Result<Option<String>> {
         notes.clear();

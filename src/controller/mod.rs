@@ -32,7 +32,7 @@ use crate::cache::{Cache, CacheConfig, Payload};
 use crate::crd::{MANAGER, OPT_IN_LABEL, RedisCache, WorkspaceRequirements};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use status::{Conditions, now_rfc3339};
+use status::{Conditions, now_rfc3339, truncate};
 
 /// What the database mirror last saw for one resource (the reconciler owns the status).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,17 +156,6 @@ impl Context {
     async fn forget_caches(&self) {
         self.caches.lock().await.clear();
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// Read one key of a Secret; errors name the Secret and key.

@@ -6,11 +6,28 @@ use k8s_openapi::jiff::Timestamp;
 /// The order conditions are listed in.
 const ORDER: [&str; 5] = ["Valid", "Synced", "CacheWarmed", "RolledOut", "Ready"];
 
+/// Now, to the second (Kubernetes serializes times with second precision; a finer value would
+/// differ from what is read back and make an unchanged status look changed).
+fn now() -> Timestamp {
+    let t = Timestamp::now();
+    t.round(k8s_openapi::jiff::Unit::Second).unwrap_or(t)
+}
+
 pub fn now_rfc3339() -> String {
-    Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .unwrap_or(Timestamp::now())
-        .to_string()
+    now().to_string()
+}
+
+/// At most `max` bytes (cut on a character boundary, `…` appended): Kubernetes limits the size of
+/// condition messages and Event notes.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// Conditions being rebuilt; `lastTransitionTime` only moves when the status value changes.
@@ -35,18 +52,14 @@ impl Conditions {
     fn put(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
         let transition = match self.list.iter().find(|c| c.type_ == type_) {
             Some(c) if c.status == status => c.last_transition_time.clone(),
-            _ => Time(
-                Timestamp::now()
-                    .round(k8s_openapi::jiff::Unit::Second)
-                    .unwrap_or(Timestamp::now()),
-            ),
+            _ => Time(now()),
         };
         self.list.retain(|c| c.type_ != type_);
         self.list.push(Condition {
             type_: type_.to_string(),
             status: status.to_string(),
             reason: reason.to_string(),
-            message: truncate_message(message),
+            message: truncate(message, 4000),
             last_transition_time: transition,
             observed_generation: self.generation,
         });
@@ -81,18 +94,6 @@ impl Conditions {
         });
         self.list
     }
-}
-
-fn truncate_message(m: &str) -> String {
-    const MAX: usize = 4000;
-    if m.len() <= MAX {
-        return m.to_string();
-    }
-    let mut end = MAX;
-    while !m.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &m[..end])
 }
 
 #[cfg(test)]

@@ -194,14 +194,7 @@ impl Events {
             recent.insert(key, now);
         }
         let recorder = self.recorder.clone();
-        let mut note = note.to_string();
-        if note.len() > 1000 {
-            let mut end = 1000;
-            while !note.is_char_boundary(end) {
-                end -= 1;
-            }
-            note.truncate(end);
-        }
+        let note = crate::controller::status::truncate(note, 1000);
         tokio::spawn(async move {
             let ev = Event {
                 type_: EventType::Warning,

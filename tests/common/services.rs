@@ -353,8 +353,7 @@ pub fn dead_url(scheme: &str) -> String {
 /// Write the requirements row the way Bifrost's Python does (plain SQL upsert, plain hex hash),
 /// which fires the NOTIFY trigger like any other writer.
 pub async fn write_bifrost_row(pool: &sqlx::PgPool, content: &str) {
-    use sha2::Digest;
-    let hash = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+    let hash = bifrost_requirements::requirements::content_hash(content);
     sqlx::query(
         "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, size_bytes, \
          content_type, git_status, is_deleted, created_at, updated_at) VALUES (gen_random_uuid(), \
