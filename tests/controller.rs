@@ -13,7 +13,7 @@ use bifrost_requirements::requirements::content_hash;
 use common::operator::{
     Operator, create_wsreq, labelled_deployment, namespace, secret, template_hash, wait_for,
 };
-use common::services::{PgServer, RedisServer, fresh_key, redis_url};
+use common::services::{PgServer, RedisServer, fresh_key, redis_get, redis_set, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -104,16 +104,6 @@ async fn replicaset_hashes(client: &Client, ns: &str, app: &str) -> Vec<Option<S
                 .cloned()
         })
         .collect()
-}
-
-async fn redis_get(url: &str, key: &str) -> Option<String> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("GET")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .ok()?
 }
 
 fn redis_cache(key: &str) -> serde_json::Value {
@@ -454,11 +444,8 @@ async fn redis_outage_is_reported_retried_and_recovered() {
     assert!(
         op.metric("bifrost_requirements_redis_warms_total{result=\"error\"}")
             .unwrap_or(0.0)
-            >= 1.0
-            || op
-                .http_get("/metrics")
-                .1
-                .contains("redis_warms_total{result=\"error\"}")
+            >= 1.0,
+        "the failed warms were not counted"
     );
 }
 
@@ -647,14 +634,7 @@ async fn a_mirrored_resource_writes_nothing_before_its_first_sync() {
     secret(&client, &ns, "redis", "url", &redis_url()).await;
     // Bifrost already cached its requirements; the database Secret is missing.
     let bifrost_value = Payload::new("requests==2.32.3\n").to_json();
-    let rc = redis::Client::open(redis_url()).unwrap();
-    let mut conn = rc.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(&bifrost_value)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis_set(&redis_url(), &key, &bifrost_value).await;
     let _op = Operator::start(&ns, "a", &[]);
     create_wsreq(
         &client,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bifrost_requirements::cache::{Cache, CacheConfig, Payload};
 use bifrost_requirements::database::{Database, RowSelector, SaveOutcome};
 use bifrost_requirements::requirements::content_hash;
-use common::services::{dead_url, fresh_database, fresh_key, redis_url};
+use common::services::{dead_url, fresh_database, fresh_key, redis_set, redis_url};
 use common::{assert_ok, cli, stderr, stdout};
 
 async fn migrated_db() -> (String, Database) {
@@ -43,17 +43,6 @@ async fn raw_redis(key: &str) -> (Option<String>, i64) {
         .await
         .unwrap();
     (value, ttl)
-}
-
-async fn set_raw_redis(key: &str, value: &str) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
 }
 
 async fn sql(db: &Database, statement: &str) {
@@ -291,7 +280,7 @@ async fn corrupted_redis_values_give_clear_errors() {
         (r#"{"content": "a==1\n"}"#, "\"hash\" field"),
         (r#""just a string""#, "not the JSON object"),
     ] {
-        set_raw_redis(&key, value).await;
+        redis_set(&redis_url(), &key, value).await;
         let err = cache.get().await.unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(why) && msg.contains(&key), "{value}: {msg}");

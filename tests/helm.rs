@@ -29,7 +29,7 @@ use common::operator::{
     Operator, create_wsreq, labelled_deployment, secret, template_hash, wait_crd_served, wait_for,
 };
 use common::proc::free_port;
-use common::services::{fresh_database, fresh_key, redis_url};
+use common::services::{fresh_database, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -1235,16 +1235,6 @@ async fn wait_ready(client: &Client, ns: &str, name: &str) -> WorkspaceRequireme
     .await
 }
 
-async fn redis_get(key: &str) -> Option<String> {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("GET")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .ok()?
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_does_its_job_with_the_chart_service_account_only() {
     common::init_crypto();
@@ -1319,7 +1309,10 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         obj.status.as_ref().unwrap().content_hash.as_deref(),
         Some(hash.as_str())
     );
-    assert_eq!(redis_get(&key).await, Some(Payload::new(content).to_json()));
+    assert_eq!(
+        redis_get(&redis_url(), &key).await,
+        Some(Payload::new(content).to_json())
+    );
     let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .get("default-requirements")
         .await
@@ -1369,7 +1362,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
     )
     .await;
     wait_for("Redis holds the change", T, || async {
-        (redis_get(&key).await? == Payload::new(changed).to_json()).then_some(())
+        (redis_get(&redis_url(), &key).await? == Payload::new(changed).to_json()).then_some(())
     })
     .await;
 
@@ -1400,7 +1393,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
             .any(|m| m.manager.as_deref() == Some("bifrost-requirements-mirror"))
     );
     assert_eq!(
-        redis_get(&mirror_key).await,
+        redis_get(&redis_url(), &mirror_key).await,
         Some(Payload::new("rich==13.7.1\n").to_json())
     );
 

@@ -616,14 +616,7 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
 
     // The controller warmed Redis and wrote the snapshot the install container falls back to.
     wait_for("Redis warmed by the controller", T, || async {
-        let c = redis::Client::open(redis.as_str()).ok()?;
-        let mut conn = c.get_multiplexed_async_connection().await.ok()?;
-        let v: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        v
+        common::services::redis_get(&redis, &key).await
     })
     .await;
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);

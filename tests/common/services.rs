@@ -368,3 +368,29 @@ pub async fn write_bifrost_row(pool: &sqlx::PgPool, content: &str) {
     .await
     .expect("write the requirements row");
 }
+
+/// `GET key` on a Redis URL; `None` when the key is missing or Redis does not answer.
+pub async fn redis_get(url: &str, key: &str) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?
+}
+
+/// `SET key value` on a Redis URL (as another writer, e.g. Bifrost, would).
+pub async fn redis_set(url: &str, key: &str, value: &str) {
+    let client = redis::Client::open(url).expect("Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+}
