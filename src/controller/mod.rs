@@ -127,8 +127,10 @@ impl Context {
             && ready(self.pods.wait_until_ready().now_or_never())
     }
 
-    /// A connected cache for this resource's Redis (connections are reused across reconciles).
-    async fn cache(&self, ns: &str, redis: &RedisCache) -> Result<Cache> {
+    /// Make this resource's Redis hold `payload`. Connections are reused across reconciles; one
+    /// that fails is dropped (a multiplexed connection does not reconnect by itself), so the next
+    /// attempt reconnects — other resources' connections are left alone.
+    async fn warm(&self, ns: &str, redis: &RedisCache, payload: &Payload) -> Result<Warmed> {
         let url = secret_value(
             &self.client,
             ns,
@@ -137,24 +139,28 @@ impl Context {
         )
         .await?;
         let id = format!("{url}\u{0}{}\u{0}{}", redis.key, redis.ttl_seconds);
-        if let Some(c) = self.caches.lock().await.get(&id) {
-            return Ok(c.clone());
+        let cached = self.caches.lock().await.get(&id).cloned();
+        let cache = match cached {
+            Some(c) => c,
+            None => {
+                let c = Cache::connect(CacheConfig {
+                    key: redis.key.clone(),
+                    ttl: Duration::from_secs(redis.ttl_seconds),
+                    connect_timeout: Duration::from_secs(2),
+                    command_timeout: Duration::from_secs(2),
+                    attempts: 1,
+                    ..CacheConfig::new(url)
+                })
+                .await?;
+                self.caches.lock().await.insert(id.clone(), c.clone());
+                c
+            }
+        };
+        let result = warm(&cache, payload).await;
+        if result.is_err() {
+            self.caches.lock().await.remove(&id);
         }
-        let cache = Cache::connect(CacheConfig {
-            key: redis.key.clone(),
-            ttl: Duration::from_secs(redis.ttl_seconds),
-            connect_timeout: Duration::from_secs(2),
-            command_timeout: Duration::from_secs(2),
-            attempts: 1,
-            ..CacheConfig::new(url)
-        })
-        .await?;
-        self.caches.lock().await.insert(id, cache.clone());
-        Ok(cache)
-    }
-
-    async fn forget_caches(&self) {
-        self.caches.lock().await.clear();
+        result
     }
 }
 
@@ -387,11 +393,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     // installer falls back to the ConfigMap snapshot.
     match obj.spec.cache.as_ref().and_then(|c| c.redis.as_ref()) {
         Some(redis) => {
-            let warmed = match ctx.cache(&ns, redis).await {
-                Ok(cache) => warm(&cache, &payload).await,
-                Err(e) => Err(e),
-            };
-            match warmed {
+            match ctx.warm(&ns, redis, &payload).await {
                 Ok(w) => {
                     if matches!(w, Warmed::Written) {
                         status.cache_warmed_at = Some(now_rfc3339());
@@ -422,7 +424,6 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
                 }
                 Err(e) => {
                     ctx.metrics.redis_warm(false);
-                    ctx.forget_caches().await;
                     let message = e.to_string();
                     warn!(error = %message, "Redis warm failed");
                     conditions.set("CacheWarmed", false, e.reason(), &message);
