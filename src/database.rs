@@ -3,7 +3,8 @@
 //! Bifrost's Python writes this row when a user installs a package; so do we (`requirements add`).
 //! Writers never take locks across the read–modify–write: a save only succeeds where the row's
 //! `content_hash` is still the one that was read (compare-and-swap), and a loser re-reads and
-//! re-applies its change, so concurrent adds from either side lose nothing.
+//! re-applies its change, so concurrent adds from either side lose nothing. Whatever follows a
+//! save (the Redis refresh) runs only after COMMIT, in commit order (see [`Database::update`]).
 //!
 //! Queries are checked at run time (no database is needed to build).
 
@@ -189,13 +190,17 @@ impl Database {
     /// `modify` gets the current content ("" when there is no live row) and returns the new
     /// content, or `None` to leave the row alone. The row is written only where `content_hash`
     /// still equals what was read; on conflict the whole step is retried with the fresh content.
-    /// `after_write` runs while the row is still locked by the uncommitted write (used to refresh
-    /// Redis, so cache writes happen in the same order as database writes); if it fails, the
-    /// write is rolled back and nothing changes anywhere.
+    ///
+    /// `after_commit` (used to refresh Redis) runs only once the write is committed, so nothing
+    /// downstream ever sees content the source of truth did not keep. A session-level advisory
+    /// lock per row path is taken after the write and held across COMMIT and `after_commit`:
+    /// two writers reach `after_commit` in the order they committed, so Redis never ends older
+    /// than the row. A failed COMMIT runs nothing; an error from `after_commit` is returned, but
+    /// the row stays saved (callers say so: the controller or the next `warm` repairs Redis).
     pub async fn update<M, A, Fut>(
         &self,
         mut modify: M,
-        mut after_write: A,
+        mut after_commit: A,
     ) -> Result<(SaveOutcome, String)>
     where
         M: FnMut(&str) -> Result<Option<String>>,
@@ -217,7 +222,14 @@ impl Database {
             .await
             .map_err(db("reading the requirements row"))?;
 
-            let mut tx = self.begin("starting the save").await?;
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(db("connecting for the save"))?;
+            let mut tx = sqlx::Connection::begin(&mut *conn)
+                .await
+                .map_err(db("starting the save"))?;
             let outcome = match existing {
                 None => {
                     let Some(new) = modify("")? else {
@@ -307,8 +319,29 @@ impl Database {
             };
             match outcome {
                 Some((outcome, new)) => {
-                    after_write(new.clone()).await?;
-                    tx.commit().await.map_err(db("committing the save"))?;
+                    let key = self.order_lock_key();
+                    let ordered = async {
+                        sqlx::query("SELECT pg_advisory_lock($1)")
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("taking the write-order lock"))?;
+                        tx.commit().await.map_err(db("committing the save"))
+                    };
+                    if let Err(e) = ordered.await {
+                        // The session lock survives a rollback: drop the connection with it.
+                        conn.close_on_drop();
+                        return Err(e);
+                    }
+                    let propagated = after_commit(new.clone()).await;
+                    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(key)
+                        .execute(&mut *conn)
+                        .await;
+                    if unlocked.is_err() {
+                        conn.close_on_drop();
+                    }
+                    propagated?;
                     return Ok((outcome, new));
                 }
                 None => {
@@ -318,6 +351,20 @@ impl Database {
             }
         }
         Err(Error::Conflict { attempts: ATTEMPTS })
+    }
+}
+
+impl Database {
+    /// The advisory lock that orders "commit, then refresh Redis" per row path (keys derived
+    /// from a fixed prefix and the path, so other users of advisory locks are unlikely to
+    /// collide).
+    fn order_lock_key(&self) -> i64 {
+        let digest = content_hash(&format!(
+            "bifrost-requirements:order:{}",
+            self.selector.path
+        ));
+        let top = u64::from_str_radix(&digest[..16], 16).unwrap_or(MIGRATION_LOCK as u64);
+        top as i64
     }
 }
 
