@@ -9,7 +9,7 @@
 //! 2. becomes a child subreaper (`PR_SET_CHILD_SUBREAPER`): descendants orphaned below it — a
 //!    build backend whose uv died, a daemonised helper that left the process group — are
 //!    re-parented to the guard instead of to init, so it can still find them;
-//! 3. runs the installer in its own process group and mirrors its exit status.
+//! 3. runs the installer in its (the guard's) process group and mirrors its exit status.
 //!
 //! When the parent dies, or when the installer ends, the guard kills every process in its group
 //! and every process re-parented to it (found in `/proc`), repeatedly until none is left, then
