@@ -148,16 +148,49 @@ impl Database {
 
     /// The live (not soft-deleted) requirements row, if any.
     pub async fn read(&self) -> Result<Option<RequirementsRow>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(db("reading the requirements row"))?;
+        self.read_on(&mut conn).await
+    }
+
+    async fn read_on(&self, conn: &mut sqlx::PgConnection) -> Result<Option<RequirementsRow>> {
         let row = sqlx::query(
             "SELECT id, content, content_hash, updated_at FROM workspace_files \
              WHERE path = $1 AND entity_type = $2 AND NOT is_deleted",
         )
         .bind(&self.selector.path)
         .bind(&self.selector.entity_type)
-        .fetch_optional(&self.pool)
+        .fetch_optional(conn)
         .await
         .map_err(db("reading the requirements row"))?;
         row.map(|r| self.decode(&r)).transpose()
+    }
+
+    /// Read the row and hand it to `then` (which writes Redis) under the write-order lock of
+    /// [`Database::update`]: a save that commits meanwhile waits, so `then` never writes content
+    /// older than what a concurrent save already put in Redis.
+    pub async fn read_in_order<T, F, Fut>(&self, then: F) -> Result<T>
+    where
+        F: FnOnce(Option<RequirementsRow>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let key = self.order_lock_key();
+        let mut order = OrderConn::acquire(&self.pool, "reading the requirements row").await?;
+        order.locked = true;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut *order.conn)
+            .await
+            .map_err(db("taking the write-order lock"))?;
+        let result = match self.read_on(&mut order.conn).await {
+            Ok(row) => then(row).await,
+            Err(e) => Err(e),
+        };
+        order.unlock(key).await;
+        result
     }
 
     fn decode(&self, r: &sqlx::postgres::PgRow) -> Result<RequirementsRow> {
@@ -222,12 +255,8 @@ impl Database {
             .await
             .map_err(db("reading the requirements row"))?;
 
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .map_err(db("connecting for the save"))?;
-            let mut tx = sqlx::Connection::begin(&mut *conn)
+            let mut order = OrderConn::acquire(&self.pool, "connecting for the save").await?;
+            let mut tx = sqlx::Connection::begin(&mut *order.conn)
                 .await
                 .map_err(db("starting the save"))?;
             let outcome = match existing {
@@ -320,27 +349,15 @@ impl Database {
             match outcome {
                 Some((outcome, new)) => {
                     let key = self.order_lock_key();
-                    let ordered = async {
-                        sqlx::query("SELECT pg_advisory_lock($1)")
-                            .bind(key)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db("taking the write-order lock"))?;
-                        tx.commit().await.map_err(db("committing the save"))
-                    };
-                    if let Err(e) = ordered.await {
-                        // The session lock survives a rollback: drop the connection with it.
-                        conn.close_on_drop();
-                        return Err(e);
-                    }
-                    let propagated = after_commit(new.clone()).await;
-                    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    order.locked = true;
+                    sqlx::query("SELECT pg_advisory_lock($1)")
                         .bind(key)
-                        .execute(&mut *conn)
-                        .await;
-                    if unlocked.is_err() {
-                        conn.close_on_drop();
-                    }
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("taking the write-order lock"))?;
+                    tx.commit().await.map_err(db("committing the save"))?;
+                    let propagated = after_commit(new.clone()).await;
+                    order.unlock(key).await;
                     propagated?;
                     return Ok((outcome, new));
                 }
@@ -351,6 +368,42 @@ impl Database {
             }
         }
         Err(Error::Conflict { attempts: ATTEMPTS })
+    }
+}
+
+/// A pooled connection that may hold the session-level write-order lock. Unless unlocked, it is
+/// closed when dropped — after an error, a panic or a cancelled future in between — because a
+/// session lock survives transactions and would otherwise go back to the pool still held.
+struct OrderConn {
+    conn: sqlx::pool::PoolConnection<Postgres>,
+    locked: bool,
+}
+
+impl OrderConn {
+    async fn acquire(pool: &PgPool, context: &'static str) -> Result<Self> {
+        let conn = pool.acquire().await.map_err(db(context))?;
+        Ok(Self {
+            conn,
+            locked: false,
+        })
+    }
+
+    async fn unlock(&mut self, key: i64) {
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut *self.conn)
+            .await;
+        if unlocked.is_ok() {
+            self.locked = false;
+        }
+    }
+}
+
+impl Drop for OrderConn {
+    fn drop(&mut self) {
+        if self.locked {
+            self.conn.close_on_drop();
+        }
     }
 }
 

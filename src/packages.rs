@@ -23,12 +23,15 @@ pub enum WarmOutcome {
 
 /// DB row → Redis, as Bifrost's init step does. Invalid content is refused (never cached).
 pub async fn warm(db: &Database, cache: &Cache, policy: &Policy) -> Result<WarmOutcome> {
-    let Some(row) = db.read().await? else {
-        return Ok(WarmOutcome::NoRow);
-    };
-    policy.check_content(&row.content)?;
-    let payload = cache.put(&row.content).await?;
-    Ok(WarmOutcome::Warmed(payload))
+    db.read_in_order(|row| async move {
+        let Some(row) = row else {
+            return Ok(WarmOutcome::NoRow);
+        };
+        policy.check_content(&row.content)?;
+        let payload = cache.put(&row.content).await?;
+        Ok(WarmOutcome::Warmed(payload))
+    })
+    .await
 }
 
 /// One change to apply to requirements.txt.

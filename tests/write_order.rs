@@ -3,12 +3,17 @@
 
 mod common;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bifrost_requirements::cache::{Cache, CacheConfig};
 use bifrost_requirements::database::{Database, RowSelector};
+use bifrost_requirements::packages::{self, WarmOutcome};
+use bifrost_requirements::policy::Policy;
 use common::services::{fresh_database, fresh_key, redis_get, redis_set, redis_url};
 use common::{assert_ok, cli, stderr};
+use futures::FutureExt;
 
 async fn migrated_db() -> (String, Database) {
     let url = fresh_database().await;
@@ -168,4 +173,91 @@ async fn after_commit_runs_only_once_the_row_is_visible_to_others() {
     let (content, visible) = seen.lock().unwrap().clone().unwrap();
     assert_eq!(content, "committed==1\n");
     assert_eq!(visible.as_deref(), Some("committed==1\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_waits_for_a_save_between_its_commit_and_its_redis_write() {
+    let (_url, db) = migrated_db().await;
+    let key = fresh_key();
+    let cache = Cache::connect(CacheConfig {
+        key: key.clone(),
+        ..CacheConfig::new(redis_url())
+    })
+    .await
+    .unwrap();
+    let (committed_tx, committed_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let saver = {
+        let (db, cache) = (db.clone(), cache.clone());
+        tokio::spawn(async move {
+            let mut signals = Some((committed_tx, release_rx));
+            db.update(
+                |_| Ok(Some("new==2\n".to_string())),
+                move |content| {
+                    let (committed, release) = signals.take().unwrap();
+                    let cache = cache.clone();
+                    async move {
+                        // Committed, Redis not yet written: the window a warm must not use.
+                        let _ = committed.send(());
+                        let _ = release.await;
+                        cache.put(&content).await.map(drop)
+                    }
+                },
+            )
+            .await
+        })
+    };
+    committed_rx.await.unwrap();
+    let warm = {
+        let (db, cache) = (db.clone(), cache.clone());
+        tokio::spawn(async move { packages::warm(&db, &cache, &Policy::default()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !warm.is_finished(),
+        "warm ran inside a save's commit-to-Redis window"
+    );
+    assert_eq!(redis_get(&redis_url(), &key).await, None);
+    release_tx.send(()).unwrap();
+    saver.await.unwrap().unwrap();
+    let warmed = warm.await.unwrap().unwrap();
+    assert!(matches!(warmed, WarmOutcome::Warmed(ref p) if p.content == "new==2\n"));
+    let cached = cache.get().await.unwrap().unwrap();
+    assert_eq!(cached.content, "new==2\n");
+}
+
+#[tokio::test]
+async fn a_panic_while_holding_the_order_lock_does_not_block_the_next_save() {
+    let (_url, db) = migrated_db().await;
+    let panicked = AssertUnwindSafe(db.read_in_order(|_| async {
+        panic!("a library bug while the lock is held");
+        #[allow(unreachable_code)]
+        Ok(())
+    }))
+    .catch_unwind()
+    .await;
+    assert!(panicked.is_err());
+    // No session anywhere still holds an advisory lock (a pooled connection would, unseen).
+    let mut held = -1i64;
+    for _ in 0..100 {
+        held = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = \
+             (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held, 0, "the write-order lock is still held");
+    let saved = tokio::time::timeout(
+        Duration::from_secs(10),
+        db.update(|_| Ok(Some("after==1\n".to_string())), |_| async { Ok(()) }),
+    )
+    .await
+    .expect("the lock was left held by a pooled connection");
+    saved.unwrap();
 }
