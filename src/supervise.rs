@@ -61,14 +61,6 @@ impl StopHandle {
 }
 
 impl Stop {
-    /// A signal that never fires (tests, one-shot tools).
-    pub fn never() -> Self {
-        let (tx, rx) = watch::channel(false);
-        // Keeping the sender alive forever is what makes it "never".
-        std::mem::forget(tx);
-        Self(rx)
-    }
-
     pub fn is_stopped(&self) -> bool {
         *self.0.borrow()
     }
