@@ -24,7 +24,7 @@ pub struct Health {
     pub webhook_tls: Option<Arc<crate::webhook::tls::CertResolver>>,
     /// Long-running tasks: `/healthz` fails while one of them is down, so the kubelet restarts a
     /// replica whose controller or webhook died instead of trusting a live HTTP listener.
-    pub tasks: crate::supervise::Supervisor,
+    pub tasks: Supervisor,
 }
 
 async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
@@ -99,9 +99,9 @@ mod tests {
     use super::*;
     use crate::webhook::tls;
 
-    fn tasks() -> crate::supervise::Supervisor {
+    fn tasks() -> Supervisor {
         let (root, stop) = crate::supervise::stop_pair();
-        crate::supervise::Supervisor::new(Default::default(), Arc::new(root), stop)
+        Supervisor::new(Default::default(), Arc::new(root), stop)
     }
 
     #[tokio::test]
