@@ -2,6 +2,7 @@
 //! signal handling. Starts with nothing but a kubeconfig; a missing piece (API server not yet
 //! reachable, Lease namespace not ready) is logged and retried, never fatal.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,7 +11,6 @@ use futures::FutureExt;
 use kube::Client;
 use kube::runtime::events::Reporter;
 use kube_lease_manager::LeaseManagerBuilder;
-use std::convert::Infallible;
 use tracing::{error, info, warn};
 
 use crate::cli::OperatorArgs;
