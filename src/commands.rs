@@ -40,16 +40,18 @@ pub async fn run(command: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Requirements { command } => requirements(command).await,
-        Command::Operator(args) => {
-            crate::operator::run(args).await?;
-            Ok(0)
-        }
+        Command::Operator(args) => crate::operator::run(args).await,
         Command::Crd => {
             print!("{}", crate::crd::crd_yaml());
             Ok(0)
         }
         Command::Install(args) => crate::installer::run(args).await,
         Command::Bootstrap(args) => crate::webhook::bootstrap::run(args),
+        Command::InstallerGuard(args) => {
+            let mut command = args.command.into_iter();
+            let program = command.next().unwrap_or_default();
+            crate::installer::guard::run(args.parent, program, command.collect()).await
+        }
     }
 }
 
@@ -113,10 +115,19 @@ async fn requirements(command: RequirementsCommand) -> Result<u8> {
         "{} {what}: {} package(s), sha256 {}",
         db.path, applied.package_count, applied.hash
     );
-    match (&cache, applied.cache_refreshed) {
-        (Some(c), true) => eprintln!("Redis key {} refreshed", c.key()),
-        (Some(_), false) => eprintln!("Redis not touched (nothing changed)"),
-        (None, _) => eprintln!("REDIS_URL not set: Redis not refreshed"),
+    match (&cache, applied.cache_refreshed, &applied.cache_error) {
+        (Some(c), _, Some(e)) => {
+            eprintln!(
+                "error: {e}\n{} is saved in PostgreSQL, but Redis key {} still holds the previous \
+                 content: the operator's controller repairs it, or run `bifrost-requirements warm`",
+                db.path,
+                c.key()
+            );
+            return Ok(e.exit_code());
+        }
+        (Some(c), true, None) => eprintln!("Redis key {} refreshed", c.key()),
+        (Some(_), false, None) => eprintln!("Redis not touched (nothing changed)"),
+        (None, _, _) => eprintln!("REDIS_URL not set: Redis not refreshed"),
     }
     Ok(0)
 }

@@ -13,10 +13,11 @@ pub mod rollout;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
@@ -32,6 +33,7 @@ use crate::cache::{Cache, CacheConfig, Payload};
 use crate::crd::{MANAGER, OPT_IN_LABEL, RedisCache, WorkspaceRequirements};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::supervise::{Backoff, OnExit, Supervisor};
 use status::{Conditions, now_rfc3339, truncate};
 
 /// What the database mirror last saw for one resource (the reconciler owns the status).
@@ -103,7 +105,7 @@ impl Context {
     ) {
         let key = (ObjectRef::from_obj(obj), reason);
         let fresh = {
-            let mut warned = self.warned.lock().expect("lock");
+            let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
             warned.insert(key, note.clone()).as_deref() != Some(note.as_str())
         };
         if fresh {
@@ -114,7 +116,11 @@ impl Context {
 
     fn clear_warning(&self, obj: &WorkspaceRequirements, reason: &'static str) -> bool {
         let key = (ObjectRef::from_obj(obj), reason);
-        self.warned.lock().expect("lock").remove(&key).is_some()
+        self.warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key)
+            .is_some()
     }
 
     /// Whether the workload and pod caches have their first complete listing.
@@ -263,6 +269,53 @@ pub async fn reconcile(obj: Arc<WorkspaceRequirements>, ctx: Arc<Context>) -> Re
     result
 }
 
+/// How long a resource whose reconcile panicked waits before the next attempt (a change to it
+/// triggers one at once): a panic on its content is deterministic, retrying fast only spams.
+const PANIC_RETRY: Duration = Duration::from_secs(60);
+
+/// Run `reconcile`, turning a panic into that resource's failure: kube's controller polls every
+/// reconcile inside its own stream, so an uncaught panic would end the stream — and with it the
+/// reconciliation of every resource.
+async fn guarded<R, Fut>(
+    reconcile: R,
+    obj: Arc<WorkspaceRequirements>,
+    ctx: Arc<Context>,
+) -> Result<Action>
+where
+    R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action>>,
+{
+    let started = Instant::now();
+    let panic = match AssertUnwindSafe(reconcile(obj.clone(), ctx.clone()))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => {
+            ctx.clear_warning(&obj, "ReconcilePanicked");
+            return result;
+        }
+        Err(panic) => crate::supervise::panic_message(panic.as_ref()),
+    };
+    ctx.metrics
+        .reconciled(started.elapsed(), Some("ReconcilePanicked"));
+    tracing::error!(name = %obj.name_any(), panic = %panic, "reconcile panicked");
+    let message = format!("the reconcile panicked (a bug; please report it): {panic}");
+    let old = obj.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let mut conditions = Conditions::new(
+        std::mem::take(&mut status.conditions),
+        obj.metadata.generation,
+    );
+    conditions.set("Ready", false, "ReconcilePanicked", &message);
+    status.conditions = conditions.into_vec();
+    ctx.warn_once(&obj, "ReconcilePanicked", message, "Reconcile")
+        .await;
+    if let Err(e) = patch_status(&ctx, &obj, &old, &status).await {
+        warn!(error = %e, "cannot record the panic in the status");
+    }
+    Ok(Action::requeue(PANIC_RETRY))
+}
+
 async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<Action> {
     // Status is computed from the workload and pod caches: until their first listing is in,
     // it would flap (workloads missing, counts unknown) — a spurious write after every restart.
@@ -292,7 +345,12 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
         .and_then(|s| s.database.as_ref())
         .is_some()
     {
-        let state = ctx.sync.lock().expect("lock").get(&oref).cloned();
+        let state = ctx
+            .sync
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&oref)
+            .cloned();
         match state {
             Some(SyncState::Synced { at }) => {
                 status.last_synced_from_database = Some(at);
@@ -563,14 +621,29 @@ where
     (store, stream)
 }
 
-/// Run the controller (and the database mirror) until `shutdown` resolves.
+/// Run the controller (and the database mirror) until the supervisor's stop signal.
 pub async fn run(
     client: Client,
     scope: Scope,
     metrics: Arc<Metrics>,
     reporter: Reporter,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    tasks: Supervisor,
 ) {
+    run_with(client, scope, metrics, reporter, tasks, reconcile).await
+}
+
+/// [`run`] with another reconcile function (tests wrap [`reconcile`] to inject failures).
+pub async fn run_with<R, Fut>(
+    client: Client,
+    scope: Scope,
+    metrics: Arc<Metrics>,
+    reporter: Reporter,
+    tasks: Supervisor,
+    reconcile: R,
+) where
+    R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
+{
     let resources = scope.api::<WorkspaceRequirements>(&client);
     // Only template labels/annotations are read: drop managedFields to keep the caches small.
     let (deployments, deploy_stream) = cached(scope.api::<Deployment>(&client));
@@ -626,13 +699,28 @@ pub async fn run(
         })
         .watches_stream(pod_stream, rollout::pod_owner)
         .reconcile_on(trigger_rx);
-    let mirror = tokio::spawn(
-        mirror::run(client.clone(), store, sync, metrics.clone(), trigger_tx)
-            .instrument(tracing::info_span!("mirror")),
-    );
+    let mirror = {
+        let (client, metrics, sub) = (client.clone(), metrics.clone(), tasks.clone());
+        tasks.spawn("mirror", OnExit::Restart(Backoff::default()), move || {
+            mirror::run(
+                client.clone(),
+                store.clone(),
+                sync.clone(),
+                metrics.clone(),
+                trigger_tx.clone(),
+                sub.clone(),
+            )
+            .instrument(tracing::info_span!("mirror"))
+            .map(Ok::<(), std::convert::Infallible>)
+        })
+    };
     controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(tasks.stop().stopped())
+        .run(
+            move |obj, ctx| guarded(reconcile.clone(), obj, ctx),
+            error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile loop");

@@ -16,7 +16,8 @@
 //! the rolling update) exits non-zero; `continue` (Bifrost's worker behaviour) warns and exits 0
 //! with the target as it was. Invalid flags and configuration always fail (exit 2).
 
-pub mod process;
+pub mod guard;
+mod process;
 pub mod source;
 pub mod target;
 

@@ -20,6 +20,7 @@ pub mod inject;
 pub mod tls;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,7 @@ use crate::cli::{OperatorArgs, TlsMode};
 use crate::crd::{OPT_IN_LABEL, WorkspaceRequirements};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::supervise::{Backoff, OnExit, Supervisor};
 use inject::{NotInjected, OptIn, Settings};
 
 /// The only path served.
@@ -681,27 +683,29 @@ async fn bind(addr: SocketAddr, shutdown: &mut watch::Receiver<bool>) -> Option<
     }
 }
 
-/// Run the webhook (certificates, resource cache, HTTPS server) until `shutdown`.
+/// Run the webhook (certificates, resource cache, HTTPS server) until the supervisor's stop
+/// signal; each part is a supervised task (restarted when it dies, reported on `/healthz`).
 pub async fn run(
     client: Client,
     config: WebhookConfig,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     resolver: Arc<tls::CertResolver>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tasks: Supervisor,
 ) -> Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-
+    let stop_rx = tasks.stop().receiver();
+    let restart = OnExit::Restart(Backoff::default());
     let server_config = tls::server_config(resolver.clone())?;
     let certs = match config.tls.clone() {
         TlsSource::SelfManaged(sm) => {
             info!(secret = %sm.secret_name, namespace = %sm.namespace, names = ?sm.policy.names,
                   webhook_config = %sm.webhook_config, "webhook TLS: self-managed");
-            tokio::spawn(sm.run(client.clone(), resolver.clone(), stop_rx.clone()))
+            let (client, resolver, stop) = (client.clone(), resolver.clone(), stop_rx.clone());
+            tasks.spawn("webhook-certificates", restart, move || {
+                sm.clone()
+                    .run(client.clone(), resolver.clone(), stop.clone())
+                    .map(Ok::<(), Infallible>)
+            })
         }
         TlsSource::Files {
             cert,
@@ -709,13 +713,17 @@ pub async fn run(
             interval,
         } => {
             info!(cert = %cert.display(), key = %key.display(), "webhook TLS: mounted files (cert-manager)");
-            tokio::spawn(tls::watch_files(
-                cert,
-                key,
-                interval,
-                resolver.clone(),
-                stop_rx.clone(),
-            ))
+            let (resolver, stop) = (resolver.clone(), stop_rx.clone());
+            tasks.spawn("webhook-certificates", restart, move || {
+                tls::watch_files(
+                    cert.clone(),
+                    key.clone(),
+                    interval,
+                    resolver.clone(),
+                    stop.clone(),
+                )
+                .map(Ok::<(), Infallible>)
+            })
         }
     };
 
@@ -725,26 +733,15 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
-    let mut cache_stop = stop_rx.clone();
-    let cache = tokio::spawn(async move {
-        let stream = reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(|r: &mut WorkspaceRequirements| r.managed_fields_mut().clear()),
-        );
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                ev = stream.next() => match ev {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => warn!(error = %e, "webhook: watching WorkspaceRequirements failed; retrying"),
-                    None => break,
-                },
-                _ = cache_stop.wait_for(|s| *s) => break,
-            }
-        }
-    });
+    // A restarted cache task resumes feeding the same store (its writer is shared), so requests
+    // keep reading it meanwhile.
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let cache = {
+        let stop = stop_rx.clone();
+        tasks.spawn("webhook-cache", restart, move || {
+            feed_cache(api.clone(), writer.clone(), stop.clone())
+        })
+    };
 
     let state = Arc::new(Admission {
         resources: store,
@@ -753,15 +750,47 @@ pub async fn run(
         events: Some(Events::new(client, reporter)),
         namespace: config.namespace.clone(),
     });
-    let mut bind_stop = stop_rx.clone();
-    if let Some(listener) = bind(config.addr, &mut bind_stop).await {
-        info!(addr = %config.addr, path = MUTATE_PATH, "serving the admission webhook (HTTPS)");
-        serve_tls(listener, server_config, router(state), stop_rx.clone()).await;
-    }
+    let app = router(state);
+    let addr = config.addr;
+    let server = tasks.spawn("webhook-server", restart, move || {
+        let (app, server_config, mut stop) = (app.clone(), server_config.clone(), stop_rx.clone());
+        async move {
+            if let Some(listener) = bind(addr, &mut stop).await {
+                info!(%addr, path = MUTATE_PATH, "serving the admission webhook (HTTPS)");
+                serve_tls(listener, server_config, app, stop).await;
+            }
+            Ok::<(), Infallible>(())
+        }
+    });
+    let _ = server.await;
     let _ = cache.await;
     let _ = certs.await;
     info!("admission webhook stopped");
     Ok(())
+}
+
+/// Watch `WorkspaceRequirements` into the admission cache until `stop`; a watch error is
+/// retried by the watcher's own backoff, an ended stream is this task's failure.
+async fn feed_cache(
+    api: Api<WorkspaceRequirements>,
+    writer: Arc<tokio::sync::Mutex<reflector::store::Writer<WorkspaceRequirements>>>,
+    mut stop: watch::Receiver<bool>,
+) -> std::result::Result<(), &'static str> {
+    let mut writer = writer.lock().await;
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|r: &mut WorkspaceRequirements| r.managed_fields_mut().clear());
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        tokio::select! {
+            ev = stream.next() => match ev {
+                Some(Ok(ev)) => writer.apply_watcher_event(&ev),
+                Some(Err(e)) => warn!(error = %e, "webhook: watching WorkspaceRequirements failed; retrying"),
+                None => return Err("the WorkspaceRequirements watch ended"),
+            },
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
 }
 
 /// The shipped MutatingWebhookConfiguration, parsed (for tests and tools).
