@@ -31,6 +31,7 @@ pub mod packages;
 pub mod policy;
 pub mod requirements;
 pub mod server;
+pub mod spec;
 pub mod telemetry;
 pub mod webhook;
 

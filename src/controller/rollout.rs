@@ -31,10 +31,13 @@ use crate::crd::{
     HASH_ANNOTATION, MANAGER, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus, WorkspaceRequirements,
 };
 use crate::error::Result;
+use crate::webhook::inject::INSTALL_CONTAINER;
 
 /// What [`roll`] found and did.
 pub struct Outcome {
     pub workloads: Vec<WorkloadStatus>,
+    /// "Kind/name: the API server's message" for each workload whose pods cannot be created.
+    pub creation_failures: Vec<String>,
     pub all_up_to_date: bool,
     pub reason: &'static str,
     pub message: String,
@@ -133,6 +136,129 @@ pub fn uninjected_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Optio
     Some(i32::try_from(count).unwrap_or(i32::MAX))
 }
 
+/// Why a workload's controller cannot create its pods, as it reports it: the Deployment's
+/// `ReplicaFailure` condition (copied from its ReplicaSet), which carries the API server's
+/// answer to the pod creation (e.g. `pods "…" is invalid: …`).
+pub fn creation_failure(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<String> {
+    if kind != "Deployment" {
+        return None;
+    }
+    let d = ctx.deployments.get(&ObjectRef::new(name).within(ns))?;
+    let c = d
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?
+        .clone();
+    Some(format!(
+        "{}: {}",
+        c.reason.unwrap_or_else(|| "ReplicaFailure".into()),
+        c.message.unwrap_or_default()
+    ))
+}
+
+/// Whether a workload's pod template carries the webhook's marker (copied from an injected pod,
+/// typically by exporting a pod into a template). Its pods carry it too, so their metadata says
+/// "injected" while the webhook, seeing the marker, left them alone.
+fn template_marked(ctx: &Context, ns: &str, kind: &str, name: &str) -> bool {
+    let template = match kind {
+        "Deployment" => ctx
+            .deployments
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|d| d.spec.as_ref().map(|s| s.template.clone())),
+        _ => ctx
+            .statefulsets
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|s| s.spec.as_ref().map(|s| s.template.clone())),
+    };
+    template
+        .and_then(|t| t.metadata)
+        .and_then(|m| m.annotations)
+        .is_some_and(|a| a.contains_key(INJECTED_ANNOTATION))
+}
+
+/// Pods of a marked workload without the install init container: the pod cache holds metadata
+/// only, so these (rare) workloads' pods are listed in full.
+async fn uninjected_marked_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<i32> {
+    let selector = match kind {
+        "Deployment" => ctx
+            .deployments
+            .get(&ObjectRef::new(name).within(ns))?
+            .spec
+            .as_ref()?
+            .selector
+            .clone(),
+        _ => ctx
+            .statefulsets
+            .get(&ObjectRef::new(name).within(ns))?
+            .spec
+            .as_ref()?
+            .selector
+            .clone(),
+    };
+    let selector = Selector::try_from(selector).ok()?;
+    if selector.selects_all() {
+        return None;
+    }
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&kube::api::ListParams::default().labels(&selector.to_string()))
+        .await
+        .ok()?;
+    let count = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            !p.spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.name == INSTALL_CONTAINER))
+        })
+        .count();
+    Some(i32::try_from(count).unwrap_or(i32::MAX))
+}
+
+/// The status of every labelled workload (nothing is changed), and the pod-creation failures.
+pub async fn observe(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+) -> (Vec<WorkloadStatus>, Vec<String>) {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let mut workloads = Vec::new();
+    let mut failures = Vec::new();
+    for (kind, n, h) in labelled_workloads(ctx, &ns, &name) {
+        let mut message = None;
+        let mut uninjected = uninjected_pods(ctx, &ns, kind, &n);
+        if template_marked(ctx, &ns, kind, &n) {
+            uninjected = uninjected_marked_pods(ctx, &ns, kind, &n)
+                .await
+                .or(uninjected);
+            message = Some(format!(
+                "the pod template carries the annotation {INJECTED_ANNOTATION} (copied from an \
+                 injected pod?): the webhook takes its pods for injected and they run without \
+                 the packages; remove the annotation from the template"
+            ));
+        }
+        if let Some(f) = creation_failure(ctx, &ns, kind, &n) {
+            failures.push(format!("{kind}/{n}: {f}"));
+            message = Some(format!("cannot create pods: {f}"));
+        }
+        workloads.push(WorkloadStatus {
+            kind: kind.to_string(),
+            name: n.clone(),
+            hash: (!h.is_empty()).then(|| h.clone()),
+            up_to_date: h == hash,
+            uninjected_pods: uninjected,
+            message: message.map(|m| super::status::truncate(&m, 1000)),
+        });
+    }
+    (workloads, failures)
+}
+
 /// Labelled workloads of this resource, from the reflector caches: (kind, name, current hash).
 pub fn labelled_workloads(
     ctx: &Context,
@@ -197,17 +323,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let oref = ObjectRef::from_obj(obj);
-    let found = labelled_workloads(ctx, &ns, &name);
-    let mut workloads: Vec<WorkloadStatus> = found
-        .iter()
-        .map(|(kind, n, h)| WorkloadStatus {
-            kind: kind.to_string(),
-            name: n.clone(),
-            hash: (!h.is_empty()).then(|| h.clone()),
-            up_to_date: h == hash,
-            uninjected_pods: uninjected_pods(ctx, &ns, kind, n),
-        })
-        .collect();
+    let (mut workloads, creation_failures) = observe(ctx, obj, hash).await;
     let stale: Vec<usize> = (0..workloads.len())
         .filter(|i| !workloads[*i].up_to_date)
         .collect();
@@ -222,6 +338,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         };
         return Ok(Outcome {
             workloads,
+            creation_failures,
             all_up_to_date: true,
             reason: "UpToDate",
             message,
@@ -243,6 +360,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         );
         return Ok(Outcome {
             workloads,
+            creation_failures,
             all_up_to_date: false,
             reason: "ManualRolloutPending",
             message,
@@ -275,6 +393,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         );
         return Ok(Outcome {
             workloads,
+            creation_failures,
             all_up_to_date: false,
             reason: "Debouncing",
             message,
@@ -322,6 +441,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         );
         Ok(Outcome {
             workloads,
+            creation_failures,
             all_up_to_date: true,
             reason: "UpToDate",
             message,
@@ -333,6 +453,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
             .await;
         Ok(Outcome {
             workloads,
+            creation_failures,
             all_up_to_date: false,
             reason: "PatchFailed",
             message,
