@@ -339,7 +339,7 @@ fn content_size_is_limited_up_front() {
     let line = "package-number-0000==1.0.0\n";
     let at_limit: String = line.repeat(MAX_CONTENT_BYTES / line.len());
     assert_eq!(validate_spec("x", &spec(&at_limit)), Ok(()));
-    let big = "requests==2.32.3\n".repeat(100_000 / 1 + 1);
+    let big = "requests==2.32.3\n".repeat(100_000);
     let p = problems(&spec(&big));
     assert_eq!(p.reason(), Reason::TooLarge);
     assert!(p.to_string().contains("262144 bytes"), "{p}");
