@@ -18,7 +18,7 @@ use common::operator::{
 };
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -244,6 +244,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
     )
     .await;
     let (_, _, message) = condition(&obj, "RolledOut").unwrap();
+    eprintln!("RolledOut=False: {message}");
     assert!(
         message.contains("Deployment/worker") && message.contains("memory"),
         "the API server's message is missing: {message}"
@@ -516,5 +517,86 @@ async fn a_template_with_a_copied_injection_marker_is_reported() {
     assert!(
         message.contains(INJECTED_ANNOTATION) && message.contains("copied"),
         "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
+    let (client, ns) = namespace("spec-snapshot").await;
+    // The namespace allows no ConfigMap: the API server refuses the snapshot.
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-configmaps"},
+        "spec": {"hard": {"configmaps": "0"}}
+    }))
+    .unwrap();
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), &ns);
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    // No quota controller runs here: write the status it would (admission reads status.hard).
+    quotas
+        .patch_status(
+            "no-configmaps",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let _op = Operator::start(&ns, "a", &[]);
+    let content = "a==1\n";
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": content, "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    labelled_deployment(&client, &ns, "worker", "default").await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Snapshotted",
+        "False",
+        Some("SnapshotFailed"),
+    )
+    .await;
+    let (_, _, message) = condition(&obj, "Snapshotted").unwrap();
+    eprintln!("Snapshotted=False: {message}");
+    assert!(
+        message.contains("default-requirements") && message.contains("quota"),
+        "the API server's message is missing: {message}"
+    );
+    let (ready, _, ready_message) = condition(&obj, "Ready").unwrap();
+    assert_eq!(ready, "False");
+    assert!(ready_message.contains("quota"), "{ready_message}");
+    let status = obj.status.clone().unwrap();
+    assert_eq!(status.observed_generation, obj.metadata.generation);
+    assert_eq!(
+        status.content_hash.as_deref(),
+        Some(content_hash(content).as_str())
+    );
+    wait_for("the SnapshotFailed Event", T, || async {
+        events(&ns).contains("SnapshotFailed").then_some(())
+    })
+    .await;
+    // Nothing rolled while the fallback is missing.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    assert_eq!(
+        template_hash(&deployments.get("worker").await.unwrap()),
+        None
+    );
+
+    quotas
+        .delete("no-configmaps", &Default::default())
+        .await
+        .unwrap();
+    wait_condition(&client, &ns, "default", "Ready", "True", None).await;
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt("default-requirements")
+            .await
+            .unwrap()
+            .is_some()
     );
 }

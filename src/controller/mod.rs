@@ -138,9 +138,10 @@ impl Context {
             && ready(self.pods.wait_until_ready().now_or_never())
     }
 
-    /// Make this resource's Redis hold `payload`. Connections are reused across reconciles; one
-    /// that fails is dropped (a multiplexed connection does not reconnect by itself), so the next
-    /// attempt reconnects — other resources' connections are left alone.
+    /// Make this resource's Redis hold `payload`; returns the connection for the watchdog.
+    /// Connections are reused across reconciles; one that fails is dropped and replaced at once
+    /// (a multiplexed connection does not reconnect by itself) — other resources' connections
+    /// are left alone.
     async fn warm(
         &self,
         ns: &str,
@@ -238,17 +239,18 @@ async fn warm(cache: &Cache, payload: &Payload) -> Result<Warmed> {
     Ok(Warmed::Written(before))
 }
 
-/// The owned ConfigMap snapshot: the installer's fallback when Redis is unreachable.
+/// The owned ConfigMap snapshot: the installer's fallback when Redis is unreachable. The error
+/// is what the status says: the ConfigMap and the API server's own message.
 async fn apply_snapshot(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     payload: &Payload,
-) -> Result<()> {
+) -> Result<(), String> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.snapshot_name();
-    let owner = obj.controller_owner_ref(&()).ok_or_else(|| {
-        Error::Config("the resource has no uid yet; cannot own its ConfigMap".into())
-    })?;
+    let owner = obj
+        .controller_owner_ref(&())
+        .ok_or_else(|| "the resource has no uid yet; cannot own its ConfigMap".to_string())?;
     let cm = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -274,7 +276,13 @@ async fn apply_snapshot(
             &Patch::Apply(&cm),
         )
         .await
-        .map_err(|e| Error::kube(format!("applying ConfigMap {ns}/{name}"), e))?;
+        .map_err(|e| {
+            let why = match e {
+                kube::Error::Api(status) => status.message.clone(),
+                other => other.to_string(),
+            };
+            format!("cannot write ConfigMap {ns}/{name}: {why}")
+        })?;
     Ok(())
 }
 
@@ -518,8 +526,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
             );
             ctx.clear_warning(obj, "SnapshotFailed");
         }
-        Err(e) => {
-            let message = e.to_string();
+        Err(message) => {
             warn!(error = %message, "snapshot write failed");
             conditions.set("Snapshotted", false, "SnapshotFailed", &message);
             conditions.set(
