@@ -17,7 +17,7 @@ use common::operator::{
     Operator, create_wsreq, labelled_deployment, namespace, secret, template_hash, wait_for,
 };
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -234,6 +234,25 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         .await
         .unwrap();
 
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "store"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "store",
+            "selector": {"matchLabels": {"app": "store"}},
+            "template": {
+                "metadata": {"labels": {"app": "store", OPT_IN_LABEL: "default"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
+                                         "resources": {"limits": {"memory": "512Mi"}}}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+
     let obj = wait_condition(
         &client,
         &ns,
@@ -263,6 +282,19 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         events(&ns).contains("PodCreationFailed").then_some(())
     })
     .await;
+    // A StatefulSet reports no failure in its status: it counts once it stalls for a while.
+    let started = Instant::now();
+    let obj = wait_for("the stalled StatefulSet reported", T, || async {
+        let obj = get(&client, &ns, "default").await;
+        let (_, reason, message) = condition(&obj, "RolledOut")?;
+        (reason == "PodCreationFailed" && message.contains("StatefulSet/store")).then_some(obj)
+    })
+    .await;
+    eprintln!(
+        "StatefulSet stall reported after {:?}: {}",
+        started.elapsed(),
+        condition(&obj, "RolledOut").unwrap().2
+    );
 
     // Lifting the cap lets the pods be created; the status follows.
     Api::<LimitRange>::namespaced(client.clone(), &ns)
@@ -274,6 +306,16 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         "annotate",
         "rs",
         "--all",
+        "-n",
+        &ns,
+        "bifrost-test/retry=1",
+        "--overwrite",
+    ]);
+    common::assert_ok(&out);
+    let out = common::k8s::control_plane().kubectl(&[
+        "annotate",
+        "statefulset",
+        "store",
         "-n",
         &ns,
         "bifrost-test/retry=1",

@@ -67,6 +67,8 @@ pub struct Context {
     warned: Mutex<HashMap<(ObjectRef<WorkspaceRequirements>, &'static str), String>>,
     /// Redis keys the cache watchdog checks between reconciles (see [`watch_caches`]).
     watched: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Watched>>,
+    /// Since when each (namespace, name) StatefulSet has been missing pods (see `rollout`).
+    stalled: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// A warmed Redis key: its connection and configured TTL.
@@ -401,7 +403,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
         conditions.set_unknown("RolledOut", reason, "no rollout: the spec is invalid");
         conditions.set("Ready", false, reason, &format!("Valid: {message}"));
         ctx.unwatch(&oref);
-        status.workloads = rollout::observe(ctx, obj, &payload.hash).await.0;
+        status.workloads = rollout::observe(ctx, obj, &payload.hash).await.workloads;
         ctx.warn_once(obj, reason, message, "Validate").await;
         status.conditions = conditions.into_vec();
         patch_status(ctx, obj, &old_status, &status).await?;
@@ -541,7 +543,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
                 "SnapshotFailed",
                 &format!("Snapshotted: {message}"),
             );
-            status.workloads = rollout::observe(ctx, obj, &payload.hash).await.0;
+            status.workloads = rollout::observe(ctx, obj, &payload.hash).await.workloads;
             ctx.warn_once(obj, "SnapshotFailed", message, "Snapshot")
                 .await;
             status.conditions = conditions.into_vec();
@@ -552,7 +554,10 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
 
     // RolledOut.
     let outcome = rollout::roll(ctx, obj, &payload.hash).await?;
-    if let Some(after) = outcome.requeue_after {
+    for after in [outcome.requeue_after, outcome.recheck]
+        .into_iter()
+        .flatten()
+    {
         requeue = requeue.min(after);
     }
     status.workloads = outcome.workloads;
@@ -711,6 +716,7 @@ pub async fn run(
         pending: Default::default(),
         warned: Default::default(),
         watched: Default::default(),
+        stalled: Default::default(),
     });
 
     // The resource cache drops managedFields too (a third of each object's size).
