@@ -141,6 +141,27 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
     let webhook = Webhook::start(&client, &ns).await;
     webhook.wait_until_injecting(&client, &ns, "good").await;
 
+    // An app container already using the install container's name: admitted, not injected
+    // (the patch would make the API server refuse the pod with "Duplicate value").
+    let clash: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "clash", "labels": {OPT_IN_LABEL: "good"}},
+        "spec": {"containers": [{"name": "bifrost-requirements-install", "image": "python:3.11-slim"}]}
+    }))
+    .unwrap();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let admitted = Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&dry, &clash)
+        .await
+        .expect("the pod is admitted");
+    assert!(
+        !admitted.annotations().contains_key(INJECTED_ANNOTATION)
+            && admitted.spec.unwrap().init_containers.is_none(),
+        "a clashing pod was injected"
+    );
+
     let obj = wait_condition(&client, &ns, "bad", "Valid", "False", Some("InvalidSpec")).await;
     let (_, _, message) = condition(&obj, "Valid").unwrap();
     assert!(
@@ -641,4 +662,68 @@ async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
             .unwrap()
             .is_some()
     );
+}
+
+/// The install container's argv, as the webhook builds it for a Redis key and an index URL that
+/// look like flags, is parsed by the installer as values (it used to exit 2 on argument parsing).
+#[test]
+fn values_that_look_like_flags_reach_the_installer_as_values() {
+    use bifrost_requirements::webhook::inject::{self, INSTALL_CONTAINER, Settings};
+    let spec = json!({
+        "content": "a==1\n",
+        "cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": "--bifrost-requirements"}},
+        "install": {"onFailure": "Continue", "indexUrls": ["https://-i.example/simple"]},
+    });
+    let mut r: WorkspaceRequirements = serde_json::from_value(json!({
+        "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
+        "metadata": {"name": "default", "namespace": "bifrost"}, "spec": spec,
+    }))
+    .unwrap();
+    r.metadata.namespace = Some("bifrost".into());
+    bifrost_requirements::spec::validate(&r).expect("a valid spec");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"labels": {OPT_IN_LABEL: "default"}},
+        "spec": {"containers": [{"name": "worker", "image": "w"}]}
+    }))
+    .unwrap();
+    let plan = inject::plan(&pod, &r, &Settings::default()).unwrap();
+    let mut doc = serde_json::to_value(&pod).unwrap();
+    json_patch::patch(&mut doc, &plan.patch.0).unwrap();
+    let injected: Pod = serde_json::from_value(doc).unwrap();
+    let install = injected.spec.unwrap().init_containers.unwrap();
+    let install = install
+        .iter()
+        .find(|c| c.name == INSTALL_CONTAINER)
+        .unwrap();
+    // The container's paths, moved to this machine.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("site-packages");
+    let args: Vec<String> = install
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| match a.split_once('=') {
+            Some(("--target", _)) => format!("--target={}", target.display()),
+            Some(("--uv", _)) => "--uv=uv".into(),
+            Some(("--fallback-file", _)) => {
+                format!("--fallback-file={}", dir.path().join("none.json").display())
+            }
+            _ => a,
+        })
+        .collect();
+    assert!(
+        args.contains(&"--redis-key=--bifrost-requirements".to_string()),
+        "{args:?}"
+    );
+    let dead = common::services::dead_url("redis");
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::cli(&arg_refs, &[("REDIS_URL", &dead)]);
+    let stderr = common::stderr(&out);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "argument parsing failed: {stderr}"
+    );
+    assert!(stderr.contains("key --bifrost-requirements"), "{stderr}");
 }
