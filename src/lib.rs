@@ -33,6 +33,7 @@ pub mod packages;
 pub mod policy;
 pub mod requirements;
 pub mod server;
+pub mod spec;
 pub mod supervise;
 pub mod telemetry;
 pub mod webhook;

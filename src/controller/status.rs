@@ -1,10 +1,17 @@
-//! Status conditions: Valid, Synced, CacheWarmed, RolledOut, Ready.
+//! Status conditions: Valid, Synced, CacheWarmed, Snapshotted, RolledOut, Ready.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 /// The order conditions are listed in.
-const ORDER: [&str; 5] = ["Valid", "Synced", "CacheWarmed", "RolledOut", "Ready"];
+const ORDER: [&str; 6] = [
+    "Valid",
+    "Synced",
+    "CacheWarmed",
+    "Snapshotted",
+    "RolledOut",
+    "Ready",
+];
 
 /// Now, to the second (Kubernetes serializes times with second precision; a finer value would
 /// differ from what is read back and make an unchanged status look changed).

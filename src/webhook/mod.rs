@@ -363,6 +363,30 @@ fn valid_name(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// A warning when `pod` carries the injection marker but not the install container: the marker
+/// was copied (typically from an injected pod into a pod template), so the webhook takes the pod
+/// for injected and it runs without the packages.
+fn copied_marker(pod: &Pod) -> Option<String> {
+    let marked = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .contains_key(crate::crd::INJECTED_ANNOTATION);
+    let installs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == inject::INSTALL_CONTAINER));
+    (marked && !installs).then(|| {
+        format!(
+            "bifrost-requirements: not injected: the pod carries the annotation {} but no {} init \
+             container (copied into the pod template?); remove the annotation from the template",
+            crate::crd::INJECTED_ANNOTATION,
+            inject::INSTALL_CONTAINER
+        )
+    })
+}
+
 impl Admission {
     /// Answer one HTTP body. Never panics; every path produces a reply.
     pub async fn review(&self, body: &[u8]) -> Reply {
@@ -454,7 +478,16 @@ impl Admission {
                 debug!(namespace, why, "not mutating");
                 return allow(req, "excluded");
             }
-            OptIn::AlreadyInjected { warning: None } => return allow(req, "already-injected"),
+            OptIn::AlreadyInjected { warning: None } => {
+                return match copied_marker(pod) {
+                    None => allow(req, "already-injected"),
+                    Some(w) => {
+                        warn!(namespace, "{w}");
+                        self.event(req, pod, &namespace, "RequirementsNotInjected", &w);
+                        allow_with_warning(req, "already-injected", w)
+                    }
+                };
+            }
             OptIn::AlreadyInjected { warning: Some(w) } => {
                 warn!(namespace, "{w}");
                 self.event(req, pod, &namespace, "RequirementsNotInjected", &w);
@@ -502,6 +535,31 @@ impl Admission {
             self.event(req, pod, &namespace, "RequirementsNotFound", &w);
             return allow_with_warning(req, "unknown-resource", w);
         };
+
+        // A spec the API server (or the installer) would refuse injects nothing: the pod is
+        // admitted as it is, which the controller counts as uninjected and reports (Valid=False).
+        if let Err(problems) = crate::spec::validate(&resource) {
+            let more = match problems.0.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            let w = format!(
+                "WorkspaceRequirements {namespace}/{name} is invalid: {}{more}; the pod runs \
+                 without the requirements",
+                problems.0[0]
+            );
+            warn!(namespace, pod = %pod_name, "{w}");
+            let full = format!(
+                "WorkspaceRequirements {namespace}/{name} is invalid ({}: {problems}); the pod runs without the requirements",
+                problems.reason().as_str()
+            );
+            self.event(req, pod, &namespace, "RequirementsInvalid", &full);
+            return allow_with_warning(
+                req,
+                "invalid-resource",
+                crate::controller::status::truncate(&w, 500),
+            );
+        }
 
         // `plan` is pure and does not panic; the guard is a last line of defence so that even
         // a bug admits the pod instead of dropping the connection.
@@ -919,6 +977,45 @@ mod tests {
         let (reply, v) = answer(&a, &serde_json::to_vec(&deployment).unwrap()).await;
         assert_eq!((reply.status, reply.result), (StatusCode::OK, "ignored"));
         assert_eq!(v["response"]["allowed"], true);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_spec_injects_nothing() {
+        let mut bad = resource("bifrost", "default");
+        bad.spec.install.size_limit = "-1Gi".into();
+        let mut empty = resource("bifrost", "empty");
+        empty.spec.content = String::new();
+        let a = admission(vec![bad, empty]);
+        for (name, needle) in [
+            ("default", "spec.install.sizeLimit"),
+            ("empty", "spec.content"),
+        ] {
+            let body = serde_json::to_vec(&review(worker(Some(name)))).unwrap();
+            let (reply, v) = answer(&a, &body).await;
+            assert_eq!(
+                (reply.status, reply.result),
+                (StatusCode::OK, "invalid-resource")
+            );
+            assert_eq!(v["response"]["allowed"], true);
+            assert!(v["response"].get("patch").is_none(), "{v}");
+            let w = v["response"]["warnings"][0].as_str().unwrap();
+            assert!(
+                w.contains(needle) && w.contains("without the requirements"),
+                "{w}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copied_marker_is_called_out() {
+        let a = admission(vec![resource("bifrost", "default")]);
+        let mut pod = worker(Some("default"));
+        pod["metadata"]["annotations"] = json!({crate::crd::INJECTED_ANNOTATION: "abc"});
+        let (reply, v) = answer(&a, &serde_json::to_vec(&review(pod)).unwrap()).await;
+        assert_eq!(reply.result, "already-injected");
+        assert!(v["response"].get("patch").is_none(), "{v}");
+        let w = v["response"]["warnings"][0].as_str().unwrap();
+        assert!(w.contains("copied"), "{w}");
     }
 
     #[tokio::test]
