@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Errors are built redacted; this is the last line of defence for the CLI.
-            eprintln!("error: {}", bifrost_requirements::redact::text(&e.to_string()));
+            eprintln!(
+                "error: {}",
+                bifrost_requirements::redact::text(&e.to_string())
+            );
             ExitCode::from(e.exit_code())
         }
     }
