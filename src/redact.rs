@@ -636,16 +636,14 @@ mod tests {
             "#", "/", "?", "@", ":", "@:", "%", "=", " ", "'", "\\", "&", ";", "+", ",", "é", "[",
             "]", "!", "$", "*",
         ]);
-        (run, prop::collection::vec((sep, run), 1..4), any::<bool>()).prop_map(
-            |(first, rest, _)| {
-                let mut s = first;
-                for (sep, run) in rest {
-                    s.push_str(sep);
-                    s.push_str(&run);
-                }
-                s
-            },
-        )
+        (run, prop::collection::vec((sep, run), 1..4)).prop_map(|(first, rest)| {
+            let mut s = first;
+            for (sep, run) in rest {
+                s.push_str(sep);
+                s.push_str(&run);
+            }
+            s
+        })
     }
 
     /// The distinctive parts of a password: if any appears, something leaked.
