@@ -5,8 +5,9 @@ use std::io::Read;
 use crate::cache::Cache;
 use crate::cli::{Command, DatabaseArgs, RedisArgs, RequirementsCommand};
 use crate::database::{Database, SaveOutcome};
-use crate::error::{Error, Result, redact_url};
+use crate::error::{Error, Result};
 use crate::packages::{self, Change, WarmOutcome};
+use crate::redact;
 
 /// Run one command; `Ok(code)` is the process exit code.
 pub async fn run(command: Command) -> Result<u8> {
@@ -140,7 +141,7 @@ async fn connect_db(args: &DatabaseArgs) -> Result<Database> {
 async fn connect_cache(args: &RedisArgs, required: bool) -> Result<Option<Cache>> {
     match args.config() {
         Some(config) => {
-            tracing::debug!(url = %redact_url(&config.url), key = %config.key, "connecting to Redis");
+            tracing::debug!(url = %redact::url(&config.url), key = %config.key, "connecting to Redis");
             Ok(Some(Cache::connect(config).await?))
         }
         None if required => Err(Error::Config(

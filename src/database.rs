@@ -15,7 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use std::str::FromStr;
 
-use crate::error::{Error, Result, redact_url};
+use crate::error::{Error, Result};
+use crate::redact;
 use crate::requirements::{content_hash, hash_matches};
 
 /// The `NOTIFY` channel the migration's trigger signals on.
@@ -75,32 +76,39 @@ pub fn normalize_database_url(url: &str) -> String {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Database {
     pool: PgPool,
     url: String,
     selector: RowSelector,
 }
 
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &redact::url(&self.url))
+            .field("selector", &self.selector)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Database {
     /// Connect (bounded by `timeout`); the error names the redacted URL.
     pub async fn connect(url: &str, selector: RowSelector, timeout: Duration) -> Result<Self> {
         let normalized = normalize_database_url(url);
-        let redacted = redact_url(&normalized);
-        let options =
-            PgConnectOptions::from_str(&normalized).map_err(|e| Error::DatabaseConnect {
-                url: redacted.clone(),
-                source: e,
-            })?;
+        let redacted = redact::url(&normalized);
+        // sqlx's texts are rebuilt here, where the URL is known: they may quote it.
+        let failed = |e: sqlx::Error| Error::DatabaseConnect {
+            url: redacted.clone(),
+            reason: redact::scrub(&redact::scrub(&e.to_string(), &normalized), url),
+        };
+        let options = PgConnectOptions::from_str(&normalized).map_err(failed)?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(timeout)
             .connect_with(options)
             .await
-            .map_err(|e| Error::DatabaseConnect {
-                url: redacted.clone(),
-                source: e,
-            })?;
+            .map_err(failed)?;
         Ok(Self {
             pool,
             url: normalized,
@@ -121,7 +129,7 @@ impl Database {
         &self.pool
     }
 
-    /// The connection URL (secret; use [`redact_url`] before printing).
+    /// The connection URL (secret; use [`redact::url`] before printing).
     pub fn url(&self) -> &str {
         &self.url
     }

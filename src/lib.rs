@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod operator;
 pub mod packages;
 pub mod policy;
+pub mod redact;
 pub mod requirements;
 pub mod server;
 pub mod spec;

@@ -92,7 +92,7 @@ async fn listen(db: Database, notices: Notices) {
             Ok(l) => l,
             Err(e) => {
                 attempt += 1;
-                debug!(error = %e, "LISTEN failed");
+                debug!(error = %crate::redact::scrub(&e.to_string(), db.url()), "LISTEN failed");
                 let pause = crate::cache::backoff(Duration::from_millis(500), attempt.min(4));
                 tokio::time::sleep(pause).await;
                 continue;
@@ -114,7 +114,7 @@ async fn listen(db: Database, notices: Notices) {
                     let _ = notices.send(None);
                 }
                 Err(e) => {
-                    debug!(error = %e, "LISTEN connection lost");
+                    debug!(error = %crate::redact::scrub(&e.to_string(), db.url()), "LISTEN connection lost");
                     // Let every resource re-read now: a lost connection is how an outage shows.
                     let _ = notices.send(None);
                     break;

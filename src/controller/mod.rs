@@ -99,7 +99,7 @@ impl Context {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(truncate(&note, 1000)),
+            note: Some(truncate(&crate::redact::text(&note), 1000)),
             action: action.into(),
             secondary: None,
         };

@@ -66,7 +66,8 @@ impl Conditions {
             type_: type_.to_string(),
             status: status.to_string(),
             reason: reason.to_string(),
-            message: truncate(message, 4000),
+            // Last line of defence: no connection string reaches a status, whatever built it.
+            message: truncate(&crate::redact::text(message), 4000),
             last_transition_time: transition,
             observed_generation: self.generation,
         });

@@ -258,6 +258,20 @@ impl Operator {
         op
     }
 
+    /// The operator process's own pid (the watchdog's child running the binary), e.g. to sample
+    /// its memory in `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        let sh = self.child.as_ref()?.id();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .find(|c| {
+                std::fs::read(format!("/proc/{c}/cmdline"))
+                    .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"operator"))
+            })
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
