@@ -136,9 +136,7 @@ fn names(spec: &str) -> Option<String> {
             "the package name `{name}` must end with a letter or digit"
         ));
     }
-    let Some(extras) = s[end..].trim_start().strip_prefix('[') else {
-        return None;
-    };
+    let extras = s[end..].trim_start().strip_prefix('[')?;
     let extras = &extras[..extras.find(']').unwrap_or(extras.len())];
     for extra in extras.split(|c| !is_name_char(c)).filter(|e| !e.is_empty()) {
         if extra.ends_with(['.', '-', '_']) || extra.starts_with(['.', '-', '_']) {
