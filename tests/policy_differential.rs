@@ -638,13 +638,11 @@ fn check_case(case: &Case, legit: &Index, work: &Path) -> Outcome {
                 }
             }
         }
-        if ours && !accepted {
-            if o.status.code() != Some(2) || !dists.is_empty() {
-                fail(format!(
-                    "{way:?} on a refused file: exit {:?}, installed {dists:?}",
-                    o.status.code()
-                ));
-            }
+        if ours && !accepted && (o.status.code() != Some(2) || !dists.is_empty()) {
+            fail(format!(
+                "{way:?} on a refused file: exit {:?}, installed {dists:?}",
+                o.status.code()
+            ));
         }
         if ours && matches!(case.expect, Expect::Accept { installs: true }) && !o.status.success() {
             fail(format!(
