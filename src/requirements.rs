@@ -53,7 +53,7 @@ pub fn hash_matches(content: &str, hash: &str) -> bool {
 mod guard;
 mod options;
 
-pub use guard::{MAX_NESTING, MAX_REQUIREMENT_CHARS};
+pub use guard::{MAX_MARKER_COMPARISONS, MAX_NESTING, MAX_REQUIREMENT_CHARS};
 use options::{Opt, Parsed};
 
 /// PEP 503 normalized form of a package name, or an error explaining why it is not a name.
