@@ -273,7 +273,14 @@ fn check(content: &str) -> Result<(), TestCaseError> {
         Ok(accepted) => {
             let text = &accepted.installer_text;
             prop_assert!(text.is_empty() || text.ends_with('\n'));
-            prop_assert!(!text.contains('\r') && !text.contains('#') && !text.contains('\\'));
+            prop_assert!(!text.contains('\r') && !text.contains('\\'));
+            // No comments: a `#` may only sit inside a token (a marker string, a URL fragment).
+            prop_assert!(
+                text.lines()
+                    .all(|l| !l.starts_with('#') && !l.contains(" #") && !l.contains("\t#")),
+                "{:?}",
+                text
+            );
             let again = RequirementsFile::parse(text);
             prop_assert!(Policy::default().check(&again).is_ok(), "{:?}", text);
             prop_assert_eq!(again.package_count(), accepted.package_count);
@@ -385,6 +392,22 @@ fn regressions() {
         let verdict = on_small_stack(content.to_string());
         let err = verdict.expect_err(name);
         assert!(err.contains("line 1"), "{name}: {err}");
+        check(content).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// Generated files that were right to pass, kept by name.
+#[test]
+fn accepted_regressions() {
+    let cases: &[(&str, &str)] = &[(
+        "`#` inside a marker string is not a comment (pip and uv agree)",
+        "foo ; (os_name == '# noteposix' or extra == 'x')\n--only-binary :all: --pre\n",
+    )];
+    for (name, content) in cases {
+        let ok = Policy::default()
+            .check_content(content)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(ok.installer_text.contains("'# noteposix'"), "{name}");
         check(content).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
