@@ -24,6 +24,12 @@ use std::str::FromStr;
 use pep508_rs::{PackageName, Requirement, VersionOrUrl};
 use sha2::{Digest, Sha256};
 
+mod guard;
+mod options;
+
+pub use guard::{MAX_MARKER_COMPARISONS, MAX_NESTING, MAX_REQUIREMENT_CHARS};
+use options::{Opt, Parsed};
+
 /// Lowercase hex SHA-256 of the exact UTF-8 bytes, as Python's
 /// `hashlib.sha256(content.encode()).hexdigest()`.
 pub fn content_hash(content: &str) -> String {
@@ -49,12 +55,6 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
 pub fn hash_matches(content: &str, hash: &str) -> bool {
     hashes_equal(&content_hash(content), hash)
 }
-
-mod guard;
-mod options;
-
-pub use guard::{MAX_MARKER_COMPARISONS, MAX_NESTING, MAX_REQUIREMENT_CHARS};
-use options::{Opt, Parsed};
 
 /// PEP 503 normalized form of a package name, or an error explaining why it is not a name.
 pub fn normalize_name(name: &str) -> Result<String, String> {
