@@ -373,6 +373,10 @@ fn regressions() {
         ("pep508_rs panic on a name ending in `-`", "foo-]\n"),
         ("pep508_rs panic on an extra ending in `-`", "foo[bar-]\n"),
         ("pep508_rs panic, name then space", "foo- ==1\n"),
+        (
+            "pep508_rs panic found by the database-row generator",
+            "A-~\n",
+        ),
         ("stack overflow on 3,000 nested parentheses", &deep),
         (
             "comment hides a CR-split option",
