@@ -324,7 +324,9 @@ impl Run {
         };
         let staging = target.staging()?;
         let requirements = staging.root().join("requirements.txt");
-        if let Err(e) = std::fs::write(&requirements, &payload.content) {
+        // The installers read the text rendered from the checked model, never the stored bytes:
+        // what the policy counted is byte-for-byte what uv or pip reads.
+        if let Err(e) = std::fs::write(&requirements, &accepted.installer_text) {
             staging.discard();
             return Err(Error::io("writing", &requirements, e));
         }
