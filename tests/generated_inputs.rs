@@ -11,7 +11,6 @@ mod common;
 
 use std::panic::AssertUnwindSafe;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::cache::{Cache, CacheConfig, Payload};
@@ -493,7 +492,6 @@ async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
     let policy = Policy::default();
     let handle = tokio::runtime::Handle::current();
     let mut runner = runner(2500, 0x5eed_0006, "database rows (read, warm)");
-    let known_panics = AtomicU32::new(0);
     let started = Instant::now();
     let result = tokio::task::block_in_place(|| {
         runner.run(&rows(), |row| {
@@ -539,12 +537,8 @@ async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
                             .cloned()
                             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_default();
-                        // Known: pep508_rs panics on names ending in `-` (the crasher of
-                        // `regression_row_a_dash_tilde_warms_without_a_panic`), fixed on the
-                        // parser branch. Once merged, delete this arm: any panic then fails.
-                        prop_assert!(m.contains(PEP508_NAME_PANIC), "warm panicked: {}", m);
-                        known_panics.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
+                        prop_assert!(false, "warm panicked: {}", m);
+                        unreachable!()
                     }
                 };
                 let after = redis_get(&redis_url(), &key).await;
@@ -572,21 +566,13 @@ async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
             })
         })
     });
-    eprintln!(
-        "database rows: {:?}; {} case(s) hit the known pep508_rs panic",
-        started.elapsed(),
-        known_panics.load(Ordering::Relaxed)
-    );
+    eprintln!("database rows: {:?}", started.elapsed());
     result.unwrap();
 }
-
-/// The message of the pep508_rs panic the generator found (see the regression case below).
-const PEP508_NAME_PANIC: &str = "`PackageName` validation should match PEP 508 parsing";
 
 /// Crasher found by `generated_database_rows_read_and_warm_clearly_never_a_panic` (seed
 /// 0x5eed_0006): a row holding `A-~` made `warm` panic inside pep508_rs (exit 101).
 #[tokio::test]
-#[ignore = "pep508_rs panic on names ending in '-': fixed on the parser branch (h1-parser); un-ignore once merged"]
 async fn regression_row_a_dash_tilde_warms_without_a_panic() {
     let url = fresh_database().await;
     let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))

@@ -828,11 +828,15 @@ pub async fn run_with<R, Fut>(
         .reconcile_on(trigger_rx);
     let watchdog = {
         let (ctx, store, trigger) = (ctx.clone(), store.clone(), trigger_tx.clone());
-        tasks.spawn("cache-watchdog", OnExit::Restart(Backoff::default()), move || {
-            watch_caches(ctx.clone(), store.clone(), trigger.clone())
-                .instrument(tracing::info_span!("cache-watchdog"))
-                .map(Ok::<(), std::convert::Infallible>)
-        })
+        tasks.spawn(
+            "cache-watchdog",
+            OnExit::Restart(Backoff::default()),
+            move || {
+                watch_caches(ctx.clone(), store.clone(), trigger.clone())
+                    .instrument(tracing::info_span!("cache-watchdog"))
+                    .map(Ok::<(), std::convert::Infallible>)
+            },
+        )
     };
     let mirror = {
         let (client, metrics, sub) = (client.clone(), metrics.clone(), tasks.clone());
