@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
-use common::operator::{Operator, create_wsreq, namespace, secret, wait_for};
+use common::operator::{Operator, create_wsreq, get_wsreq, namespace, secret, wait_for};
 use common::services::{dead_url, fresh_database, write_bifrost_row};
 use common::{cli, stderr};
 use kube::Client;
@@ -103,13 +103,6 @@ async fn warm_and_add_over_a_hostile_row_exit_2() {
     pool.close().await;
 }
 
-async fn get(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap()
-}
-
 fn valid(obj: &WorkspaceRequirements) -> Option<(String, String)> {
     obj.status
         .as_ref()?
@@ -122,7 +115,7 @@ fn valid(obj: &WorkspaceRequirements) -> Option<(String, String)> {
 /// Wait for Valid=False naming line `line`; returns the message.
 async fn wait_invalid(client: &Client, ns: &str, name: &str, line: usize) -> String {
     wait_for(&format!("{name} Valid=False"), T, || async {
-        let (status, message) = valid(&get(client, ns, name).await)?;
+        let (status, message) = valid(&get_wsreq(client, ns, name).await)?;
         (status == "False" && message.contains(&format!("line {line}"))).then_some(message)
     })
     .await
@@ -131,7 +124,7 @@ async fn wait_invalid(client: &Client, ns: &str, name: &str, line: usize) -> Str
 async fn wait_hash(client: &Client, ns: &str, name: &str, content: &str) {
     let hash = content_hash(content);
     wait_for(&format!("{name} status hash"), T, || async {
-        let obj = get(client, ns, name).await;
+        let obj = get_wsreq(client, ns, name).await;
         let status = obj.status?;
         (status.content_hash.as_deref() == Some(hash.as_str())
             && valid_status(&status.conditions) == "True")
@@ -200,7 +193,7 @@ async fn deeply_nested_markers_inline_or_mirrored_do_not_stop_the_operator() {
     let hostile = format!("a==1\n{}", deep());
     write_bifrost_row(&pool, &hostile).await;
     wait_for("the mirror copies the row", T, || async {
-        (get(&client, &ns, "mirrored").await.spec.content == hostile).then_some(())
+        (get_wsreq(&client, &ns, "mirrored").await.spec.content == hostile).then_some(())
     })
     .await;
     let message = wait_invalid(&client, &ns, "mirrored", 2).await;

@@ -14,7 +14,8 @@ use bifrost_requirements::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequ
 use bifrost_requirements::requirements::content_hash;
 use common::admission::{Webhook, webhook_namespace};
 use common::operator::{
-    Operator, create_wsreq, labelled_deployment, namespace, secret, template_hash, wait_for,
+    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, secret,
+    template_hash, wait_condition, wait_for,
 };
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -24,53 +25,6 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
-
-async fn get(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap()
-}
-
-/// (status, reason, message) of a condition.
-fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, String, String)> {
-    obj.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Wait until condition `type_` has `status` and `reason`; returns the resource.
-async fn wait_condition(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    type_: &str,
-    status: &str,
-    reason: Option<&str>,
-) -> WorkspaceRequirements {
-    let mut last = None;
-    let found = tokio::time::timeout(T, async {
-        loop {
-            let obj = get(client, ns, name).await;
-            if condition(&obj, type_)
-                .is_some_and(|c| c.0 == status && reason.is_none_or(|r| r == c.1))
-            {
-                return obj;
-            }
-            last = obj.status.clone();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| {
-        panic!(
-            "timed out waiting for {ns}/{name} {type_}={status} {reason:?}; last status: {last:#?}"
-        )
-    })
-}
 
 fn redis_cache(key: &str) -> Value {
     json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}})
@@ -102,7 +56,7 @@ fn events(ns: &str) -> String {
 }
 
 async fn uninjected(client: &Client, ns: &str, resource: &str, workload: &str) -> Option<i32> {
-    get(client, ns, resource)
+    get_wsreq(client, ns, resource)
         .await
         .status?
         .workloads
@@ -162,7 +116,16 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
         "a clashing pod was injected"
     );
 
-    let obj = wait_condition(&client, &ns, "bad", "Valid", "False", Some("InvalidSpec")).await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "bad",
+        "Valid",
+        "False",
+        Some("InvalidSpec"),
+        T,
+    )
+    .await;
     let (_, _, message) = condition(&obj, "Valid").unwrap();
     assert!(
         message.contains("spec.install.sizeLimit") && message.contains("-1Gi"),
@@ -281,6 +244,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         "RolledOut",
         "False",
         Some("PodCreationFailed"),
+        T,
     )
     .await;
     let (_, _, message) = condition(&obj, "RolledOut").unwrap();
@@ -306,7 +270,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
     // A StatefulSet reports no failure in its status: it counts once it stalls for a while.
     let started = Instant::now();
     let obj = wait_for("the stalled StatefulSet reported", T, || async {
-        let obj = get(&client, &ns, "default").await;
+        let obj = get_wsreq(&client, &ns, "default").await;
         let (_, reason, message) = condition(&obj, "RolledOut")?;
         (reason == "PodCreationFailed" && message.contains("StatefulSet/store")).then_some(obj)
     })
@@ -343,7 +307,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         "--overwrite",
     ]);
     common::assert_ok(&out);
-    wait_condition(&client, &ns, "default", "Ready", "True", None).await;
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     drop(webhook);
 }
 
@@ -360,7 +324,7 @@ async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_writte
         json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    wait_condition(&client, &ns, "default", "Ready", "True", None).await;
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     let cached = redis_get(&redis_url(), &key).await;
     assert_eq!(cached, Some(Payload::new("a==1\n").to_json()));
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
@@ -381,7 +345,16 @@ async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_writte
         )
         .await
         .unwrap();
-    let obj = wait_condition(&client, &ns, "default", "Valid", "False", Some("TooLarge")).await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Valid",
+        "False",
+        Some("TooLarge"),
+        T,
+    )
+    .await;
     let (_, _, message) = condition(&obj, "Valid").unwrap();
     assert!(
         message.contains("spec.content") && message.contains("262144 bytes"),
@@ -425,12 +398,12 @@ async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
         json!({"content": content, "cache": redis_cache(&key)}),
     )
     .await;
-    wait_condition(&client, &ns, "default", "CacheWarmed", "True", None).await;
+    wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
     let expected = Payload::new(content).to_json();
     assert_eq!(redis_get(&redis.url(), &key).await, Some(expected.clone()));
 
     for round in ["FLUSHALL", "restart"] {
-        let warmed_before = get(&client, &ns, "default")
+        let warmed_before = get_wsreq(&client, &ns, "default")
             .await
             .status
             .unwrap()
@@ -457,7 +430,7 @@ async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
             missing < Duration::from_secs(15),
             "{round}: the key stayed missing for {missing:?}"
         );
-        let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "True", None).await;
+        let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
         assert_ne!(
             obj.status.unwrap().cache_warmed_at,
             warmed_before,
@@ -486,7 +459,16 @@ async fn absent_content_is_not_empty_requirements() {
     )
     .await;
     labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(&client, &ns, "default", "Valid", "False", Some("NoContent")).await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Valid",
+        "False",
+        Some("NoContent"),
+        T,
+    )
+    .await;
     let (_, _, message) = condition(&obj, "Valid").unwrap();
     assert!(
         message.contains("spec.content") && message.contains("comment-only"),
@@ -520,7 +502,7 @@ async fn absent_content_is_not_empty_requirements() {
         )
         .await
         .unwrap();
-    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None).await;
+    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     assert_eq!(obj.status.unwrap().package_count, Some(0));
     assert_eq!(
         redis_get(&redis_url(), &key).await,
@@ -567,7 +549,7 @@ async fn a_template_with_a_copied_injection_marker_is_reported() {
         .unwrap();
     pods_of(&client, &ns, "copied", 2).await;
     let w = wait_for("the copied marker reported", T, || async {
-        let status = get(&client, &ns, "default").await.status?;
+        let status = get_wsreq(&client, &ns, "default").await.status?;
         let w = status
             .workloads
             .iter()
@@ -622,6 +604,7 @@ async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
         "Snapshotted",
         "False",
         Some("SnapshotFailed"),
+        T,
     )
     .await;
     let (_, _, message) = condition(&obj, "Snapshotted").unwrap();
@@ -654,7 +637,7 @@ async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
         .delete("no-configmaps", &Default::default())
         .await
         .unwrap();
-    wait_condition(&client, &ns, "default", "Ready", "True", None).await;
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     assert!(
         Api::<ConfigMap>::namespaced(client.clone(), &ns)
             .get_opt("default-requirements")

@@ -12,7 +12,7 @@ use bifrost_requirements::controller::{self, Scope};
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::metrics::Metrics;
 use bifrost_requirements::supervise::{self, Backoff, OnExit, Supervisor};
-use common::operator::{create_wsreq, namespace, wait_for};
+use common::operator::{condition, create_wsreq, namespace, wait_for};
 use k8s_openapi::api::core::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -20,15 +20,6 @@ use kube::runtime::events::Reporter;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
-
-fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, String, String)> {
-    obj.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
 
 async fn wait_ready(client: &Client, ns: &str, name: &str, status: &str, reason: &str) {
     let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), ns);

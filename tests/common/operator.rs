@@ -346,3 +346,53 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+/// The resource as the API server has it now.
+pub async fn get_wsreq(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+/// (status, reason, message) of a condition.
+pub fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, String, String)> {
+    obj.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Wait up to `timeout` until condition `type_` has `status` (and `reason`, when given);
+/// returns the resource, or panics with the last status seen.
+pub async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> WorkspaceRequirements {
+    let mut last = None;
+    let found = tokio::time::timeout(timeout, async {
+        loop {
+            let obj = get_wsreq(client, ns, name).await;
+            if condition(&obj, type_)
+                .is_some_and(|c| c.0 == status && reason.is_none_or(|r| r == c.1))
+            {
+                return obj;
+            }
+            last = obj.status.clone();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| {
+        panic!(
+            "timed out waiting for {ns}/{name} {type_}={status} {reason:?}; last status: {last:#?}"
+        )
+    })
+}
