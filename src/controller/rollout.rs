@@ -99,15 +99,9 @@ pub fn pod_owner(p: PartialObjectMeta<Pod>) -> Option<ObjectRef<WorkspaceRequire
     Some(ObjectRef::new(name).within(&p.namespace()?))
 }
 
-/// Metadata of a workload's pods (matching its selector, not being deleted), from the pod cache.
-/// `None` until the pod cache has its first listing, or when the selector selects everything.
-fn selected_pods(
-    ctx: &Context,
-    ns: &str,
-    kind: &str,
-    name: &str,
-) -> Option<Vec<std::sync::Arc<PartialObjectMeta<Pod>>>> {
-    ctx.pods.wait_until_ready().now_or_never()?.ok()?;
+/// A cached workload's pod selector; `None` when the workload is not cached, its selector is
+/// unusable, or it selects everything (counting every pod in the namespace would be wrong).
+fn workload_selector(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<Selector> {
     let selector = match kind {
         "Deployment" => ctx
             .deployments
@@ -124,10 +118,21 @@ fn selected_pods(
             .selector
             .clone(),
     };
-    let selector = Selector::try_from(selector).ok()?;
-    if selector.selects_all() {
-        return None;
-    }
+    Selector::try_from(selector)
+        .ok()
+        .filter(|s| !s.selects_all())
+}
+
+/// Metadata of a workload's pods (matching its selector, not being deleted), from the pod cache.
+/// `None` until the pod cache has its first listing, or when the selector selects everything.
+fn selected_pods(
+    ctx: &Context,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Option<Vec<std::sync::Arc<PartialObjectMeta<Pod>>>> {
+    ctx.pods.wait_until_ready().now_or_never()?.ok()?;
+    let selector = workload_selector(ctx, ns, kind, name)?;
     Some(
         ctx.pods
             .state()
@@ -232,26 +237,7 @@ fn template_marked(ctx: &Context, ns: &str, kind: &str, name: &str) -> bool {
 /// Pods of a marked workload without the install init container: the pod cache holds metadata
 /// only, so these (rare) workloads' pods are listed in full.
 async fn uninjected_marked_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<i32> {
-    let selector = match kind {
-        "Deployment" => ctx
-            .deployments
-            .get(&ObjectRef::new(name).within(ns))?
-            .spec
-            .as_ref()?
-            .selector
-            .clone(),
-        _ => ctx
-            .statefulsets
-            .get(&ObjectRef::new(name).within(ns))?
-            .spec
-            .as_ref()?
-            .selector
-            .clone(),
-    };
-    let selector = Selector::try_from(selector).ok()?;
-    if selector.selects_all() {
-        return None;
-    }
+    let selector = workload_selector(ctx, ns, kind, name)?;
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
         .list(&kube::api::ListParams::default().labels(&selector.to_string()))
         .await
