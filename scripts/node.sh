@@ -264,8 +264,12 @@ stop() {
     "${k[@]}" delete deploy,statefulset,rs,job,daemonset --all -A --wait=false >/dev/null 2>&1 || true
     "${k[@]}" delete pods --all -A --grace-period=1 --wait=false >/dev/null 2>&1 || true
     for _ in $(seq 1 60); do
-      [[ -z $("${k[@]}" get pods -A -o name 2>/dev/null) ]] \
-        && [[ -z $(ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null) ]] && break
+      [[ -z $("${k[@]}" get pods -A -o name 2>/dev/null) ]] && break
+      sleep 0.5
+    done
+    # The kubelet stops the sandboxes of deleted pods shortly after; what remains is killed below.
+    for _ in $(seq 1 10); do
+      [[ -z $(ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null) ]] && break
       sleep 0.5
     done
   fi
@@ -289,7 +293,7 @@ stop() {
   # Shims outlive containerd; ours name our socket or state folder on their command line.
   local p cmd
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
     [[ $cmd == *containerd-shim* && $cmd == *"$dir/"* ]] && kill -KILL "${p#/proc/}" 2>/dev/null || true
   done
   [[ -d $dir/cp ]] && bash "$HERE/control-plane.sh" stop "$dir/cp" >/dev/null 2>&1 || true
