@@ -11,7 +11,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::Deserialize;
 
-use crate::error::{Error, Result, redact_url};
+use crate::error::{Error, Result};
+use crate::redact;
 use crate::requirements::{content_hash, hash_matches, normalize_hash};
 
 /// Default Redis key, as Bifrost uses it.
@@ -19,8 +20,8 @@ pub const DEFAULT_KEY: &str = "bifrost:requirements:content";
 /// Default TTL, as Bifrost uses it (one day).
 pub const DEFAULT_TTL_SECONDS: u64 = 86_400;
 
-/// How to reach Redis and which key to use.
-#[derive(Debug, Clone)]
+/// How to reach Redis and which key to use. `Debug` shows the URL redacted.
+#[derive(Clone)]
 pub struct CacheConfig {
     pub url: String,
     pub key: String,
@@ -32,7 +33,24 @@ pub struct CacheConfig {
     pub backoff: Duration,
 }
 
+impl std::fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("url", &redact::url(&self.url))
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CacheConfig {
+    /// A crate error's text fit for messages: the redis crate may repeat the URL (or parts of
+    /// it, decoded) in its errors.
+    fn scrub(&self, e: &impl std::fmt::Display) -> String {
+        redact::scrub(&e.to_string(), &self.url)
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -142,7 +160,7 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("url", &redact_url(&self.config.url))
+            .field("url", &redact::url(&self.config.url))
             .field("key", &self.config.key)
             .finish()
     }
@@ -151,10 +169,10 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     /// Connect with bounded retries; the error names the (redacted) URL.
     pub async fn connect(config: CacheConfig) -> Result<Self> {
-        let url = redact_url(&config.url);
+        let url = redact::url(&config.url);
         let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::CacheConnect {
             url: url.clone(),
-            reason: format!("invalid Redis URL: {e}"),
+            reason: format!("invalid Redis URL: {}", config.scrub(&e)),
         })?;
         let conn_config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
@@ -172,10 +190,10 @@ impl Cache {
                     // A PING proves the server answers (and that AUTH, if any, worked).
                     match redis::cmd("PING").query_async::<String>(&mut conn).await {
                         Ok(_) => return Ok(Self { conn, config }),
-                        Err(e) => last = e.to_string(),
+                        Err(e) => last = config.scrub(&e),
                     }
                 }
-                Ok(Err(e)) => last = e.to_string(),
+                Ok(Err(e)) => last = config.scrub(&e),
                 Err(_) => last = format!("timed out after {:?}", config.connect_timeout),
             }
             tracing::debug!(attempt, error = %last, url = %url, "Redis connect failed");
@@ -249,7 +267,7 @@ impl Cache {
             .await
             {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => last = e.to_string(),
+                Ok(Err(e)) => last = self.config.scrub(&e),
                 Err(_) => last = format!("timed out after {:?}", self.config.command_timeout),
             }
             tracing::debug!(attempt, error = %last, context, "Redis command failed");

@@ -80,6 +80,21 @@ pub enum Command {
     /// Copy this binary and `uv` into a folder (the injected bootstrap init container's command:
     /// the operator image has no shell, so the binary copies itself).
     Bootstrap(BootstrapArgs),
+    /// Internal: run the installer so that it and its descendants die with `install` (see
+    /// `installer::guard`).
+    #[command(name = crate::installer::guard::SUBCOMMAND, hide = true)]
+    InstallerGuard(GuardArgs),
+}
+
+/// Arguments of the hidden `installer-guard` command.
+#[derive(Debug, Clone, Args)]
+pub struct GuardArgs {
+    /// The `install` process the guard belongs to.
+    #[arg(long)]
+    pub parent: i32,
+    /// The installer and its arguments (after `--`).
+    #[arg(required = true, num_args = 1.., last = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// Settings of the `operator` command.

@@ -5,8 +5,9 @@ use std::io::Read;
 use crate::cache::Cache;
 use crate::cli::{Command, DatabaseArgs, RedisArgs, RequirementsCommand};
 use crate::database::{Database, SaveOutcome};
-use crate::error::{Error, Result, redact_url};
+use crate::error::{Error, Result};
 use crate::packages::{self, Change, WarmOutcome};
+use crate::redact;
 
 /// Run one command; `Ok(code)` is the process exit code.
 pub async fn run(command: Command) -> Result<u8> {
@@ -40,16 +41,18 @@ pub async fn run(command: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Requirements { command } => requirements(command).await,
-        Command::Operator(args) => {
-            crate::operator::run(args).await?;
-            Ok(0)
-        }
+        Command::Operator(args) => crate::operator::run(args).await,
         Command::Crd => {
             print!("{}", crate::crd::crd_yaml());
             Ok(0)
         }
         Command::Install(args) => crate::installer::run(args).await,
         Command::Bootstrap(args) => crate::webhook::bootstrap::run(args),
+        Command::InstallerGuard(args) => {
+            let mut command = args.command.into_iter();
+            let program = command.next().unwrap_or_default();
+            crate::installer::guard::run(args.parent, program, command.collect()).await
+        }
     }
 }
 
@@ -113,10 +116,19 @@ async fn requirements(command: RequirementsCommand) -> Result<u8> {
         "{} {what}: {} package(s), sha256 {}",
         db.path, applied.package_count, applied.hash
     );
-    match (&cache, applied.cache_refreshed) {
-        (Some(c), true) => eprintln!("Redis key {} refreshed", c.key()),
-        (Some(_), false) => eprintln!("Redis not touched (nothing changed)"),
-        (None, _) => eprintln!("REDIS_URL not set: Redis not refreshed"),
+    match (&cache, applied.cache_refreshed, &applied.cache_error) {
+        (Some(c), _, Some(e)) => {
+            eprintln!(
+                "error: {e}\n{} is saved in PostgreSQL, but Redis key {} still holds the previous \
+                 content: the operator's controller repairs it, or run `bifrost-requirements warm`",
+                db.path,
+                c.key()
+            );
+            return Ok(e.exit_code());
+        }
+        (Some(c), true, None) => eprintln!("Redis key {} refreshed", c.key()),
+        (Some(_), false, None) => eprintln!("Redis not touched (nothing changed)"),
+        (None, _, _) => eprintln!("REDIS_URL not set: Redis not refreshed"),
     }
     Ok(0)
 }
@@ -129,7 +141,7 @@ async fn connect_db(args: &DatabaseArgs) -> Result<Database> {
 async fn connect_cache(args: &RedisArgs, required: bool) -> Result<Option<Cache>> {
     match args.config() {
         Some(config) => {
-            tracing::debug!(url = %redact_url(&config.url), key = %config.key, "connecting to Redis");
+            tracing::debug!(url = %redact::url(&config.url), key = %config.key, "connecting to Redis");
             Ok(Some(Cache::connect(config).await?))
         }
         None if required => Err(Error::Config(

@@ -262,7 +262,7 @@ pub struct WorkspaceRequirementsStatus {
     /// Labelled workloads and whether each is up to date.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadStatus>,
-    /// Valid, Synced, CacheWarmed, RolledOut, Ready.
+    /// Valid, Synced, CacheWarmed, Snapshotted, RolledOut, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -283,6 +283,10 @@ pub struct WorkloadStatus {
     /// they were created while the webhook was unavailable and run without the packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uninjected_pods: Option<i32>,
+    /// What is wrong with this workload, when something is: its pods cannot be created (the API
+    /// server's answer), or its pod template carries a copied injection marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// An empty string does not survive every API server's JSON decoding (1.20 sees `null`), so an

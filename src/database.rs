@@ -3,7 +3,8 @@
 //! Bifrost's Python writes this row when a user installs a package; so do we (`requirements add`).
 //! Writers never take locks across the read–modify–write: a save only succeeds where the row's
 //! `content_hash` is still the one that was read (compare-and-swap), and a loser re-reads and
-//! re-applies its change, so concurrent adds from either side lose nothing.
+//! re-applies its change, so concurrent adds from either side lose nothing. Whatever follows a
+//! save (the Redis refresh) runs only after COMMIT, in commit order (see [`Database::update`]).
 //!
 //! Queries are checked at run time (no database is needed to build).
 
@@ -14,7 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use std::str::FromStr;
 
-use crate::error::{Error, Result, redact_url};
+use crate::error::{Error, Result};
+use crate::redact;
 use crate::requirements::{content_hash, hash_matches};
 
 /// The `NOTIFY` channel the migration's trigger signals on.
@@ -74,32 +76,39 @@ pub fn normalize_database_url(url: &str) -> String {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Database {
     pool: PgPool,
     url: String,
     selector: RowSelector,
 }
 
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &redact::url(&self.url))
+            .field("selector", &self.selector)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Database {
     /// Connect (bounded by `timeout`); the error names the redacted URL.
     pub async fn connect(url: &str, selector: RowSelector, timeout: Duration) -> Result<Self> {
         let normalized = normalize_database_url(url);
-        let redacted = redact_url(&normalized);
-        let options =
-            PgConnectOptions::from_str(&normalized).map_err(|e| Error::DatabaseConnect {
-                url: redacted.clone(),
-                source: e,
-            })?;
+        let redacted = redact::url(&normalized);
+        // sqlx's texts are rebuilt here, where the URL is known: they may quote it.
+        let failed = |e: sqlx::Error| Error::DatabaseConnect {
+            url: redacted.clone(),
+            reason: redact::scrub(&redact::scrub(&e.to_string(), &normalized), url),
+        };
+        let options = PgConnectOptions::from_str(&normalized).map_err(failed)?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(timeout)
             .connect_with(options)
             .await
-            .map_err(|e| Error::DatabaseConnect {
-                url: redacted.clone(),
-                source: e,
-            })?;
+            .map_err(failed)?;
         Ok(Self {
             pool,
             url: normalized,
@@ -120,7 +129,7 @@ impl Database {
         &self.pool
     }
 
-    /// The connection URL (secret; use [`redact_url`] before printing).
+    /// The connection URL (secret; use [`redact::url`] before printing).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -147,16 +156,49 @@ impl Database {
 
     /// The live (not soft-deleted) requirements row, if any.
     pub async fn read(&self) -> Result<Option<RequirementsRow>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(db("reading the requirements row"))?;
+        self.read_on(&mut conn).await
+    }
+
+    async fn read_on(&self, conn: &mut sqlx::PgConnection) -> Result<Option<RequirementsRow>> {
         let row = sqlx::query(
             "SELECT id, content, content_hash, updated_at FROM workspace_files \
              WHERE path = $1 AND entity_type = $2 AND NOT is_deleted",
         )
         .bind(&self.selector.path)
         .bind(&self.selector.entity_type)
-        .fetch_optional(&self.pool)
+        .fetch_optional(conn)
         .await
         .map_err(db("reading the requirements row"))?;
         row.map(|r| self.decode(&r)).transpose()
+    }
+
+    /// Read the row and hand it to `then` (which writes Redis) under the write-order lock of
+    /// [`Database::update`]: a save that commits meanwhile waits, so `then` never writes content
+    /// older than what a concurrent save already put in Redis.
+    pub async fn read_in_order<T, F, Fut>(&self, then: F) -> Result<T>
+    where
+        F: FnOnce(Option<RequirementsRow>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let key = self.order_lock_key();
+        let mut order = OrderConn::acquire(&self.pool, "reading the requirements row").await?;
+        order.locked = true;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut *order.conn)
+            .await
+            .map_err(db("taking the write-order lock"))?;
+        let result = match self.read_on(&mut order.conn).await {
+            Ok(row) => then(row).await,
+            Err(e) => Err(e),
+        };
+        order.unlock(key).await;
+        result
     }
 
     fn decode(&self, r: &sqlx::postgres::PgRow) -> Result<RequirementsRow> {
@@ -189,13 +231,17 @@ impl Database {
     /// `modify` gets the current content ("" when there is no live row) and returns the new
     /// content, or `None` to leave the row alone. The row is written only where `content_hash`
     /// still equals what was read; on conflict the whole step is retried with the fresh content.
-    /// `after_write` runs while the row is still locked by the uncommitted write (used to refresh
-    /// Redis, so cache writes happen in the same order as database writes); if it fails, the
-    /// write is rolled back and nothing changes anywhere.
+    ///
+    /// `after_commit` (used to refresh Redis) runs only once the write is committed, so nothing
+    /// downstream ever sees content the source of truth did not keep. A session-level advisory
+    /// lock per row path is taken after the write and held across COMMIT and `after_commit`:
+    /// two writers reach `after_commit` in the order they committed, so Redis never ends older
+    /// than the row. A failed COMMIT runs nothing; an error from `after_commit` is returned, but
+    /// the row stays saved (callers say so: the controller or the next `warm` repairs Redis).
     pub async fn update<M, A, Fut>(
         &self,
         mut modify: M,
-        mut after_write: A,
+        mut after_commit: A,
     ) -> Result<(SaveOutcome, String)>
     where
         M: FnMut(&str) -> Result<Option<String>>,
@@ -217,7 +263,10 @@ impl Database {
             .await
             .map_err(db("reading the requirements row"))?;
 
-            let mut tx = self.begin("starting the save").await?;
+            let mut order = OrderConn::acquire(&self.pool, "connecting for the save").await?;
+            let mut tx = sqlx::Connection::begin(&mut *order.conn)
+                .await
+                .map_err(db("starting the save"))?;
             let outcome = match existing {
                 None => {
                     let Some(new) = modify("")? else {
@@ -307,8 +356,17 @@ impl Database {
             };
             match outcome {
                 Some((outcome, new)) => {
-                    after_write(new.clone()).await?;
+                    let key = self.order_lock_key();
+                    order.locked = true;
+                    sqlx::query("SELECT pg_advisory_lock($1)")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("taking the write-order lock"))?;
                     tx.commit().await.map_err(db("committing the save"))?;
+                    let propagated = after_commit(new.clone()).await;
+                    order.unlock(key).await;
+                    propagated?;
                     return Ok((outcome, new));
                 }
                 None => {
@@ -318,6 +376,56 @@ impl Database {
             }
         }
         Err(Error::Conflict { attempts: ATTEMPTS })
+    }
+}
+
+/// A pooled connection that may hold the session-level write-order lock. Unless unlocked, it is
+/// closed when dropped — after an error, a panic or a cancelled future in between — because a
+/// session lock survives transactions and would otherwise go back to the pool still held.
+struct OrderConn {
+    conn: sqlx::pool::PoolConnection<Postgres>,
+    locked: bool,
+}
+
+impl OrderConn {
+    async fn acquire(pool: &PgPool, context: &'static str) -> Result<Self> {
+        let conn = pool.acquire().await.map_err(db(context))?;
+        Ok(Self {
+            conn,
+            locked: false,
+        })
+    }
+
+    async fn unlock(&mut self, key: i64) {
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut *self.conn)
+            .await;
+        if unlocked.is_ok() {
+            self.locked = false;
+        }
+    }
+}
+
+impl Drop for OrderConn {
+    fn drop(&mut self) {
+        if self.locked {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Database {
+    /// The advisory lock that orders "commit, then refresh Redis" per row path (keys derived
+    /// from a fixed prefix and the path, so other users of advisory locks are unlikely to
+    /// collide).
+    fn order_lock_key(&self) -> i64 {
+        let digest = content_hash(&format!(
+            "bifrost-requirements:order:{}",
+            self.selector.path
+        ));
+        let top = u64::from_str_radix(&digest[..16], 16).unwrap_or(MIGRATION_LOCK as u64);
+        top as i64
     }
 }
 

@@ -17,14 +17,14 @@ pub enum Error {
     #[error("{0}")]
     Spec(#[from] SpecError),
 
-    #[error("cannot connect to PostgreSQL at {url}: {source}")]
-    DatabaseConnect {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// `url` is redacted and `reason` scrubbed of the URL's secrets where both were built
+    /// ([`crate::redact`]): sqlx's own texts may repeat parts of the URL.
+    #[error("cannot connect to PostgreSQL at {url}: {reason}")]
+    DatabaseConnect { url: String, reason: String },
 
-    #[error("PostgreSQL error while {context}: {source}")]
+    /// sqlx's text is passed through [`crate::redact::text`]: it should hold no URL, but must not
+    /// be able to carry one into a status or log.
+    #[error("PostgreSQL error while {context}: {}", crate::redact::text(&.source.to_string()))]
     Database {
         context: &'static str,
         #[source]
@@ -138,26 +138,9 @@ impl Error {
     }
 }
 
-/// A URL fit for logs and messages: the password (if any) is replaced by `***`.
+/// A URL fit for logs and messages; kept for callers written before [`crate::redact`].
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
-            }
-        }
-        None => url.to_string(),
-    }
+    crate::redact::url(url)
 }
 
 #[cfg(test)]

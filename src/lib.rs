@@ -4,7 +4,8 @@
 //! 1. a package install writes requirements.txt to PostgreSQL (`workspace_files`, the source of
 //!    truth — [`database`]), with compare-and-swap so concurrent installs lose nothing, and a
 //!    trigger `NOTIFY`s the change;
-//! 2. the content is cached in Redis as Bifrost's `{"content", "hash"}` JSON ([`cache`]);
+//! 2. once committed, the content is cached in Redis as Bifrost's `{"content", "hash"}` JSON
+//!    ([`cache`]), in commit order;
 //! 3. on Kubernetes, the [`controller`] mirrors the row into a `WorkspaceRequirements` resource
 //!    ([`crd`]), validates it, warms Redis, snapshots it into a ConfigMap and rolls the labelled
 //!    workloads; the [`webhook`] injects init containers into their new pods;
@@ -14,7 +15,8 @@
 //! [`requirements`] (the file model), [`policy`] (what a file may ask for) and
 //! [`webhook::inject`] are pure; [`database`], [`cache`] and the Kubernetes calls are the I/O
 //! edges. [`packages`] is the `warm`/`requirements` flow of hosts without Kubernetes;
-//! [`operator`] wires the controller, webhook, leader election and [`server`] (metrics, health);
+//! [`operator`] wires the controller, webhook, leader election and [`server`] (metrics, health),
+//! each long-running part under [`supervise`];
 //! [`cli`] and [`commands`] map it all to the command line.
 
 pub mod cache;
@@ -29,8 +31,11 @@ pub mod metrics;
 pub mod operator;
 pub mod packages;
 pub mod policy;
+pub mod redact;
 pub mod requirements;
 pub mod server;
+pub mod spec;
+pub mod supervise;
 pub mod telemetry;
 pub mod webhook;
 

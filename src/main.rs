@@ -23,7 +23,11 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors are built redacted; this is the last line of defence for the CLI.
+            eprintln!(
+                "error: {}",
+                bifrost_requirements::redact::text(&e.to_string())
+            );
             ExitCode::from(e.exit_code())
         }
     }

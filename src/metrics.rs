@@ -32,6 +32,8 @@ pub struct Metrics {
     pub leader: Gauge,
     pub admissions: Family<ResultLabels, Counter>,
     pub admission_duration: Histogram,
+    /// Restarts of supervised tasks (see [`crate::supervise`]), by task kind.
+    pub task_restarts: crate::supervise::RestartCounter,
 }
 
 impl Default for Metrics {
@@ -53,6 +55,12 @@ impl Metrics {
         let leader = Gauge::default();
         let admissions = Family::<ResultLabels, Counter>::default();
         let admission_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 14));
+        let task_restarts = crate::supervise::RestartCounter::default();
+        registry.register(
+            "task_restarts",
+            "Long-running tasks that ended unexpectedly (panic, error, return) and were restarted or stopped the process",
+            task_restarts.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciliations by result",
@@ -120,6 +128,7 @@ impl Metrics {
             leader,
             admissions,
             admission_duration,
+            task_restarts,
         }
     }
 

@@ -2,49 +2,23 @@
 //! signal handling. Starts with nothing but a kubeconfig; a missing piece (API server not yet
 //! reachable, Lease namespace not ready) is logged and retried, never fatal.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::FutureExt;
 use kube::Client;
 use kube::runtime::events::Reporter;
 use kube_lease_manager::LeaseManagerBuilder;
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cli::OperatorArgs;
 use crate::controller::{self, Scope};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
-
-/// Resolves when the shutdown flag is raised.
-async fn until(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Raise the shutdown flag on SIGTERM or SIGINT.
-fn watch_signals() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot watch SIGTERM");
-                    let _ = tokio::signal::ctrl_c().await;
-                    let _ = tx.send(true);
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-        }
-        let _ = tx.send(true);
-    });
-    rx
-}
+use crate::supervise::{self, Backoff, OnExit, Supervisor};
 
 fn identity(args: &OperatorArgs) -> String {
     args.identity
@@ -58,9 +32,12 @@ fn identity(args: &OperatorArgs) -> String {
         })
 }
 
-pub async fn run(args: OperatorArgs) -> Result<()> {
-    let shutdown = watch_signals();
+/// Run until SIGTERM/SIGINT; `Ok(code)` is the exit code (non-zero when a task that cannot be
+/// restarted died, see [`crate::supervise`]).
+pub async fn run(args: OperatorArgs) -> Result<u8> {
+    let (root, stop) = supervise::on_signals();
     let metrics = Arc::new(Metrics::new());
+    let tasks = Supervisor::new(metrics.task_restarts.clone(), root, stop.clone());
     let webhook_config = crate::webhook::WebhookConfig::from_args(&args);
     let webhook_tls = webhook_config
         .as_ref()
@@ -69,8 +46,9 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         metrics: metrics.clone(),
         ready: false.into(),
         webhook_tls: webhook_tls.clone(),
+        tasks: tasks.clone(),
     });
-    let http = server::serve(args.metrics_addr, health.clone(), until(shutdown.clone())).await?;
+    let http = server::serve(args.metrics_addr, health.clone(), &tasks).await?;
 
     let client = Client::try_default()
         .await
@@ -86,7 +64,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 warn!(error = %e, "Kubernetes API server not reachable yet; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = until(shutdown.clone()) => return Ok(()),
+                    _ = stop.stopped() => return finish(&tasks, vec![http]).await,
                 }
             }
         }
@@ -101,71 +79,121 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         controller: "bifrost-requirements".into(),
         instance: Some(id.clone()),
     };
+    let mut handles = vec![http];
 
     // The admission webhook runs on every replica (the API server may call any of them); its
     // certificate Secret converges through optimistic concurrency, so no leadership is needed.
-    let webhook = match (webhook_config, webhook_tls) {
-        (Some(config), Some(resolver)) => Some(tokio::spawn(crate::webhook::run(
-            client.clone(),
-            config,
-            metrics.clone(),
-            reporter.clone(),
-            resolver,
-            until(shutdown.clone()),
-        ))),
-        _ => {
-            warn!("admission webhook disabled (--no-webhook): labelled pods are not injected");
-            None
+    match (webhook_config, webhook_tls) {
+        (Some(config), Some(resolver)) => {
+            let (client, metrics, reporter, sub) = (
+                client.clone(),
+                metrics.clone(),
+                reporter.clone(),
+                tasks.clone(),
+            );
+            // Setting up (the TLS configuration) fails only on a bug; its parts are supervised.
+            handles.push(tasks.spawn("webhook", OnExit::Exit, move || {
+                crate::webhook::run(
+                    client.clone(),
+                    config.clone(),
+                    metrics.clone(),
+                    reporter.clone(),
+                    resolver.clone(),
+                    sub.clone(),
+                )
+            }));
         }
-    };
+        _ => warn!("admission webhook disabled (--no-webhook): labelled pods are not injected"),
+    }
 
+    let restart = OnExit::Restart(Backoff::default());
     if args.no_leader_election {
         warn!("leader election disabled: run exactly one replica");
         metrics.leader.set(1);
-        controller::run(client, scope, metrics, reporter, until(shutdown.clone())).await;
+        let sub = tasks.clone();
+        handles.push(tasks.spawn("controller", restart, move || {
+            controller::run(
+                client.clone(),
+                scope.clone(),
+                metrics.clone(),
+                reporter.clone(),
+                sub.clone(),
+            )
+            .map(Ok::<(), Infallible>)
+        }));
     } else {
-        lead(
-            &args,
-            client,
-            scope,
-            metrics,
-            reporter,
+        let lease = Lease {
+            name: args.lease_name.clone(),
+            namespace: args
+                .lease_namespace
+                .clone()
+                .or_else(|| args.namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+            duration: args.lease_duration_seconds,
             id,
-            shutdown.clone(),
-        )
-        .await;
+        };
+        let sub = tasks.clone();
+        handles.push(tasks.spawn("lease", restart, move || {
+            lead(
+                lease.clone(),
+                client.clone(),
+                scope.clone(),
+                metrics.clone(),
+                reporter.clone(),
+                sub.clone(),
+            )
+        }));
     }
-    if let Some(webhook) = webhook {
-        match webhook.await {
-            Ok(Err(e)) => warn!(error = %e, "admission webhook failed"),
-            Err(e) => warn!(error = %e, "admission webhook task panicked"),
-            Ok(Ok(())) => {}
-        }
-    }
-    let _ = http.await;
-    info!("operator stopped");
-    Ok(())
+    finish(&tasks, handles).await
 }
 
-/// Run the controller only while holding the Lease; hand it over on shutdown.
+/// Wait for the stop signal and every task; the exit code says whether a fatal task ended it.
+async fn finish(tasks: &Supervisor, handles: Vec<tokio::task::JoinHandle<()>>) -> Result<u8> {
+    tasks.stop().stopped().await;
+    for handle in handles {
+        let _ = handle.await;
+    }
+    match tasks.fatal() {
+        Some(why) => {
+            error!("operator stopped: {why}");
+            eprintln!("error: operator stopped: {why}");
+            Ok(1)
+        }
+        None => {
+            info!("operator stopped");
+            Ok(0)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Lease {
+    name: String,
+    namespace: String,
+    duration: u64,
+    id: String,
+}
+
+/// Run the controller only while holding the Lease; hand it over on shutdown. Returns an error
+/// when the lease manager dies (the supervisor restarts this whole task).
 async fn lead(
-    args: &OperatorArgs,
+    lease: Lease,
     client: Client,
     scope: Scope,
     metrics: Arc<Metrics>,
     reporter: Reporter,
-    id: String,
-    shutdown: watch::Receiver<bool>,
-) {
-    let lease_ns = args
-        .lease_namespace
-        .clone()
-        .or_else(|| args.namespace.clone())
-        .unwrap_or_else(|| "default".into());
-    let duration = args.lease_duration_seconds;
+    tasks: Supervisor,
+) -> std::result::Result<(), String> {
+    let Lease {
+        name,
+        namespace,
+        duration,
+        id,
+    } = lease;
+    let stop = tasks.stop().clone();
     let manager = loop {
-        let built = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&lease_ns)
+        let built = LeaseManagerBuilder::new(client.clone(), &name)
+            .with_namespace(&namespace)
             .with_identity(&id)
             .with_duration(duration)
             .with_grace((duration / 3).max(1))
@@ -175,36 +203,55 @@ async fn lead(
         match built {
             Ok(m) => break m,
             Err(e) => {
-                warn!(error = %e, lease = %args.lease_name, namespace = %lease_ns, "cannot set up the Lease; retrying");
+                warn!(error = %e, lease = %name, %namespace, "cannot set up the Lease; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = until(shutdown.clone()) => return,
+                    _ = stop.stopped() => return Ok(()),
                 }
             }
         }
     };
-    info!(identity = %id, lease = %args.lease_name, namespace = %lease_ns, "waiting for leadership");
+    info!(identity = %id, lease = %name, %namespace, "waiting for leadership");
     let (mut leader, lease_task) = manager.watch().await;
+    let mut died = None;
     loop {
         tokio::select! {
-            r = leader.wait_for(|l| *l) => if r.is_err() { break },
-            _ = until(shutdown.clone()) => break,
+            r = leader.wait_for(|l| *l) => if r.is_err() {
+                died = Some("the lease manager stopped watching the Lease".to_string());
+                break;
+            },
+            _ = stop.stopped() => break,
         }
         info!(identity = %id, "became leader");
         metrics.leader.set(1);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(controller::run(
+        let (term, term_stop) = stop.child();
+        let sub = tasks.scoped(term_stop);
+        let (c, sc, m, r, s) = (
             client.clone(),
             scope.clone(),
             metrics.clone(),
             reporter.clone(),
-            until(stop_rx),
-        ));
+            sub.clone(),
+        );
+        let handle = sub.spawn(
+            "controller",
+            OnExit::Restart(Backoff::default()),
+            move || {
+                controller::run(c.clone(), sc.clone(), m.clone(), r.clone(), s.clone())
+                    .map(Ok::<(), Infallible>)
+            },
+        );
         let lost = tokio::select! {
-            _ = leader.wait_for(|l| !*l) => true,
-            _ = until(shutdown.clone()) => false,
+            r = leader.wait_for(|l| !*l) => match r {
+                Ok(_) => true,
+                Err(_) => {
+                    died = Some("the lease manager stopped watching the Lease".to_string());
+                    false
+                }
+            },
+            _ = stop.stopped() => false,
         };
-        let _ = stop_tx.send(true);
+        term.stop();
         let _ = handle.await;
         metrics.leader.set(0);
         if lost {
@@ -223,7 +270,15 @@ async fn lead(
                 info!("Lease released");
             }
         }
-        Ok(Err(e)) => warn!(error = %e, "lease manager failed"),
-        Err(e) => warn!(error = %e, "lease task panicked"),
+        Ok(Err(e)) => died = Some(format!("lease manager failed: {e}")),
+        Err(e) => died = Some(format!("lease task panicked: {e}")),
+    }
+    match died {
+        Some(why) if !stop.is_stopped() => Err(why),
+        Some(why) => {
+            warn!("{why}");
+            Ok(())
+        }
+        None => Ok(()),
     }
 }

@@ -3,8 +3,9 @@
 //! A package install in Bifrost is: read the requirements row, merge the new requirement, save
 //! the row (compare-and-swap on `content_hash`), refresh Redis. These functions do the same, with
 //! the policy checked before anything is written, so invalid input changes nothing anywhere.
-//! Redis is refreshed while the database write is still uncommitted: two concurrent adds therefore
-//! reach Redis in the same order as the database, and a Redis failure rolls the row back.
+//! Redis is refreshed only after the database committed, in commit order: a failed commit leaves
+//! Redis as it was, and a Redis failure after the commit keeps the row (the source of truth) and
+//! is reported, to be repaired by the controller or the next `warm`.
 
 use crate::cache::{Cache, Payload};
 use crate::database::{Database, SaveOutcome};
@@ -22,12 +23,15 @@ pub enum WarmOutcome {
 
 /// DB row → Redis, as Bifrost's init step does. Invalid content is refused (never cached).
 pub async fn warm(db: &Database, cache: &Cache, policy: &Policy) -> Result<WarmOutcome> {
-    let Some(row) = db.read().await? else {
-        return Ok(WarmOutcome::NoRow);
-    };
-    policy.check_content(&row.content)?;
-    let payload = cache.put(&row.content).await?;
-    Ok(WarmOutcome::Warmed(payload))
+    db.read_in_order(|row| async move {
+        let Some(row) = row else {
+            return Ok(WarmOutcome::NoRow);
+        };
+        policy.check_content(&row.content)?;
+        let payload = cache.put(&row.content).await?;
+        Ok(WarmOutcome::Warmed(payload))
+    })
+    .await
 }
 
 /// One change to apply to requirements.txt.
@@ -39,7 +43,7 @@ pub enum Change {
 }
 
 /// The result of [`apply`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Applied {
     pub outcome: SaveOutcome,
     pub content: String,
@@ -48,6 +52,8 @@ pub struct Applied {
     /// Human-readable notes per requirement ("added flask==3.0", …).
     pub notes: Vec<String>,
     pub cache_refreshed: bool,
+    /// Redis could not be refreshed after the row was committed (the row is saved).
+    pub cache_error: Option<Error>,
 }
 
 /// Check a change's own arguments (each spec or name, or the new file) before any I/O.
@@ -118,17 +124,19 @@ pub async fn apply(
         policy.check_content(&new)?;
         Ok((new != current).then_some(new))
     };
-    let mut refreshed = false;
-    let after_write = |content: String| {
-        refreshed = cache.is_some();
+    let refreshed = std::sync::Mutex::new(None::<Result<()>>);
+    let after_commit = |content: String| {
+        let refreshed = &refreshed;
         async move {
             if let Some(cache) = cache {
-                cache.put(&content).await?;
+                let result = cache.put(&content).await.map(drop);
+                *refreshed.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
             }
             Ok(())
         }
     };
-    let (outcome, content) = db.update(modify, after_write).await?;
+    let (outcome, content) = db.update(modify, after_commit).await?;
+    let refreshed = refreshed.into_inner().unwrap_or_else(|p| p.into_inner());
     let package_count = RequirementsFile::parse(&content).package_count();
     Ok(Applied {
         outcome,
@@ -136,6 +144,7 @@ pub async fn apply(
         content,
         package_count,
         notes,
-        cache_refreshed: refreshed,
+        cache_refreshed: matches!(refreshed, Some(Ok(()))),
+        cache_error: refreshed.and_then(Result::err),
     })
 }

@@ -70,6 +70,9 @@ pub struct Accepted {
     pub package_count: usize,
     /// Index URLs the file selects (all on the allow-list).
     pub index_urls: Vec<String>,
+    /// What the installers receive ([`RequirementsFile::installer_text`]): exactly the
+    /// requirements and options checked here, one per line, in canonical spelling.
+    pub installer_text: String,
 }
 
 fn same_url(a: &str, b: &str) -> bool {
@@ -83,8 +86,7 @@ impl Policy {
         let mut index_urls = Vec::new();
         for line in file.lines() {
             match self.check_line(line) {
-                Ok(Some(url)) => index_urls.push(url),
-                Ok(None) => {}
+                Ok(urls) => index_urls.extend(urls),
                 Err(reason) => violations.push(Violation {
                     line: line.number,
                     text: line.text(),
@@ -96,6 +98,7 @@ impl Policy {
             Ok(Accepted {
                 package_count: file.package_count(),
                 index_urls,
+                installer_text: file.installer_text(),
             })
         } else {
             Err(Violations(violations))
@@ -107,33 +110,35 @@ impl Policy {
         self.check(&RequirementsFile::parse(content))
     }
 
-    /// `Ok(Some(url))` for an allowed index line, `Ok(None)` for other allowed lines.
-    fn check_line(&self, line: &Line) -> Result<Option<String>, String> {
+    /// The index URLs an allowed line selects (usually none).
+    fn check_line(&self, line: &Line) -> Result<Vec<String>, String> {
         if line.raw.contains("${") {
             return Err("environment variable expansion (`${…}`) is not allowed".into());
         }
         match &line.entry {
-            Entry::Blank | Entry::Comment => Ok(None),
+            Entry::Blank | Entry::Comment => Ok(Vec::new()),
             Entry::Invalid(reason) => Err(reason.clone()),
             Entry::Location(loc) => Err(location_reason(loc)),
             Entry::Requirement { url, options, .. } => {
                 if let Some(url) = url {
                     return Err(location_reason(url));
                 }
+                // The parser has checked each option's value (`--hash=algo:hex`).
                 for opt in options {
-                    if !(opt.starts_with("--hash=") || opt == "--hash") {
+                    if !opt.starts_with("--hash=") {
                         let flag = opt.split('=').next().unwrap_or(opt);
                         return Err(format!(
                             "per-requirement option {flag} is not allowed (only --hash is)"
                         ));
                     }
-                    if opt == "--hash" {
-                        return Err("option --hash needs a value".into());
-                    }
                 }
-                Ok(None)
+                Ok(Vec::new())
             }
-            Entry::Option(opt) => self.check_option(opt),
+            // pip applies every option on a line, so every one must pass.
+            Entry::Options(opts) => opts
+                .iter()
+                .filter_map(|opt| self.check_option(opt).transpose())
+                .collect(),
         }
     }
 
@@ -308,5 +313,124 @@ mod tests {
         let ok = Policy::default().check_content(content).unwrap();
         assert_eq!(ok.package_count, 3);
         assert!(Policy::default().check_content("").is_ok());
+    }
+
+    /// Every finding of the hostile review: each file is refused, naming the line.
+    #[test]
+    fn forms_pip_and_uv_read_differently_are_refused() {
+        let evil = "http://127.0.0.1:9/simple/";
+        let cases: Vec<(String, usize, &str)> = vec![
+            (
+                format!("# note\r--extra-index-url {evil}\nbifrost-hello\n"),
+                1,
+                "U+000D",
+            ),
+            (
+                format!("bifrost-hello # pinned \\\n--extra-index-url {evil}\n"),
+                1,
+                "comment",
+            ),
+            (
+                format!("# note \\\n--extra-index-url {evil}\n"),
+                1,
+                "comment",
+            ),
+            (
+                format!("ok\nbifrost-hello \\\n  # c \\\n-i {evil}\n"),
+                2,
+                "on line 3",
+            ),
+            (
+                format!("--only-binary :none: --extra-index-url {evil}\n"),
+                1,
+                "--extra-index-url",
+            ),
+            (format!("--no-binary=:none: -i {evil}\n"), 1, "--index-url"),
+            (format!("--extra-index {evil}\n"), 1, "--extra-index-url"),
+            (format!("-i{evil}\n"), 1, "--index-url"),
+            (format!("--pre --find {evil}\n"), 1, "--find-links"),
+            ("x\n--pr\n".into(), 2, "ambiguous"),
+            ("a\u{0b}-i x\n".into(), 1, "U+000B"),
+            ("a\u{0c}\n".into(), 1, "U+000C"),
+            ("a\u{1c}\n".into(), 1, "U+001C"),
+            ("a\u{1d}\n".into(), 1, "U+001D"),
+            ("a\u{1e}\n".into(), 1, "U+001E"),
+            ("a\u{85}\n".into(), 1, "U+0085"),
+            ("a\u{2028}\n".into(), 1, "U+2028"),
+            ("a\u{2029}\n".into(), 1, "U+2029"),
+            ("a\r\r\n".into(), 1, "U+000D"),
+            ("a\0\n".into(), 1, "U+0000"),
+            ("# a\u{7f}\n".into(), 1, "U+007F"),
+            ("flask # \u{202e}evil\n".into(), 1, "U+202E"),
+            ("flask\u{2066}\n".into(), 1, "U+2066"),
+            ("flask\u{a0}# c\n".into(), 1, "U+00A0"),
+            ("\\-i x\n".into(), 1, "backslash"),
+            ("flask\\\\\nx\n".into(), 1, "backslash"),
+            ("flask \\".into(), 1, "backslash"),
+            ("--only-binary=:all:#x\n".into(), 1, "`#`"),
+            ("--only-binary=foo-\n".into(), 1, "not a package name"),
+            (
+                "--hash=sha256:abcd\n".into(),
+                1,
+                "belongs after a requirement",
+            ),
+            (
+                "flask --hash=md5:abcd\n".into(),
+                1,
+                "unknown hash algorithm",
+            ),
+            ("flask --hash=sha256:zz\n".into(), 1, "hex digits"),
+            (
+                "flask -i x\n".into(),
+                1,
+                "per-requirement option --index-url",
+            ),
+            ("foo-]\n".into(), 1, "must end with a letter or digit"),
+            ("foo[bar- ]\n".into(), 1, "must start and end"),
+            (
+                format!(
+                    "a\nalpha ; {}python_version > \"3\"{}\n",
+                    "(".repeat(3000),
+                    ")".repeat(3000)
+                ),
+                2,
+                "at most 32 levels",
+            ),
+            (
+                format!("alpha ; python_version > '{}'\n", "1".repeat(5000)),
+                1,
+                "at most 4096",
+            ),
+        ];
+        for (content, line, why) in cases {
+            let shown: String = content.escape_debug().take(120).collect();
+            let err = Policy::default().check_content(&content).expect_err(&shown);
+            let v = err.first();
+            assert_eq!(v.line, line, "{shown}: {err}");
+            assert!(
+                v.reason.contains(why) || v.text.contains(why),
+                "{shown}: `{err}` lacks `{why}`"
+            );
+            assert!(v.text.chars().count() <= 201, "{}", v.text);
+            assert!(!v.text.chars().any(|c| c.is_control()), "{}", v.text);
+        }
+    }
+
+    #[test]
+    fn installer_text_is_the_checked_model_in_canonical_spelling() {
+        let digest = "a".repeat(64);
+        let content = format!(
+            "# c\r\n--only-binary ':all:' --pre\r\nFlask[async]>=3.0 ; python_version >= \"3.9\"  # web\r\nreq \\\r\n    --has=sha256:{digest}\r\n\r\n"
+        );
+        let ok = Policy::default().check_content(&content).unwrap();
+        assert_eq!(
+            ok.installer_text,
+            format!(
+                "--only-binary=:all:\n--pre\nFlask[async]>=3.0 ; python_version >= \"3.9\"\nreq --hash=sha256:{digest}\n"
+            )
+        );
+        let again = RequirementsFile::parse(&ok.installer_text);
+        assert_eq!(again.installer_text(), ok.installer_text);
+        assert_eq!(again.package_count(), ok.package_count);
     }
 }

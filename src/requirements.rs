@@ -5,14 +5,30 @@
 //! backslashes and its own line ending), and rendering concatenates them. Only lines we change are
 //! rewritten, which makes parse → render of untouched content byte-identical.
 //!
-//! Requirements are parsed with `pep508_rs` (the parser uv uses); names are compared in their
-//! PEP 503 normalized form, so `Flask_SQLAlchemy` and `flask-sqlalchemy` are the same package.
+//! The file is read the way pip reads it (`pip/_internal/req/req_file.py`: `splitlines`,
+//! `join_lines`, comment stripping, `break_args_options`, `shlex` and `optparse` over pip's
+//! requirements-file options), and every form that uv reads differently is refused as an
+//! [`Entry::Invalid`] line: line separators other than `\n`/`\r\n`, control and bidi characters,
+//! Unicode whitespace, backslashes other than one trailing continuation, a continuation on a line
+//! with a comment, and option values uv cuts short. What the installers then receive is not the
+//! stored text but [`RequirementsFile::installer_text`], rendered from this model.
+//!
+//! Requirements are parsed with `pep508_rs` (the parser uv uses) behind length and nesting limits
+//! and `catch_unwind`, so hostile input can neither exhaust the stack nor panic; names are compared
+//! in their PEP 503 normalized form, so `Flask_SQLAlchemy` and `flask-sqlalchemy` are the same
+//! package.
 
 use std::fmt;
 use std::str::FromStr;
 
 use pep508_rs::{PackageName, Requirement, VersionOrUrl};
 use sha2::{Digest, Sha256};
+
+mod guard;
+mod options;
+
+pub use guard::{MAX_MARKER_COMPARISONS, MAX_NESTING, MAX_REQUIREMENT_CHARS};
+use options::{Opt, Parsed};
 
 /// Lowercase hex SHA-256 of the exact UTF-8 bytes, as Python's
 /// `hashlib.sha256(content.encode()).hexdigest()`.
@@ -42,7 +58,9 @@ pub fn hash_matches(content: &str, hash: &str) -> bool {
 
 /// PEP 503 normalized form of a package name, or an error explaining why it is not a name.
 pub fn normalize_name(name: &str) -> Result<String, String> {
-    PackageName::from_str(name.trim())
+    let name = name.trim();
+    guard::catch(|| PackageName::from_str(name))
+        .ok_or_else(|| format!("`{name}` made the package name parser fail"))?
         .map(|n| n.to_string())
         .map_err(|e| e.to_string())
 }
@@ -86,6 +104,57 @@ impl FileOption {
             Self::UseFeature(_) => "--use-feature",
         }
     }
+
+    /// The value, for options that take one.
+    pub fn value(&self) -> Option<&str> {
+        match self {
+            Self::IndexUrl(v)
+            | Self::ExtraIndexUrl(v)
+            | Self::FindLinks(v)
+            | Self::TrustedHost(v)
+            | Self::Editable(v)
+            | Self::Requirement(v)
+            | Self::Constraint(v)
+            | Self::OnlyBinary(v)
+            | Self::NoBinary(v)
+            | Self::UseFeature(v) => Some(v),
+            Self::NoIndex | Self::Pre | Self::PreferBinary | Self::RequireHashes => None,
+        }
+    }
+
+    /// `--flag=value` or `--flag`: read the same by pip and uv.
+    pub fn canonical(&self) -> String {
+        match self.value() {
+            Some(v) => format!("{}={v}", self.flag()),
+            None => self.flag().to_string(),
+        }
+    }
+
+    fn from_parsed(p: Parsed) -> Result<Self, String> {
+        let value = p.value.unwrap_or_default();
+        Ok(match p.opt {
+            Opt::IndexUrl => Self::IndexUrl(value),
+            Opt::ExtraIndexUrl => Self::ExtraIndexUrl(value),
+            Opt::FindLinks => Self::FindLinks(value),
+            Opt::TrustedHost => Self::TrustedHost(value),
+            Opt::Editable => Self::Editable(value),
+            Opt::Requirement => Self::Requirement(value),
+            Opt::Constraint => Self::Constraint(value),
+            Opt::NoIndex => Self::NoIndex,
+            Opt::Pre => Self::Pre,
+            Opt::PreferBinary => Self::PreferBinary,
+            Opt::RequireHashes => Self::RequireHashes,
+            Opt::OnlyBinary => Self::OnlyBinary(value),
+            Opt::NoBinary => Self::NoBinary(value),
+            Opt::UseFeature => Self::UseFeature(value),
+            Opt::GlobalOption | Opt::Hash | Opt::ConfigSettings => {
+                return Err(format!(
+                    "option {} belongs after a requirement on the same line (pip ignores it here, uv refuses it)",
+                    p.opt.long()
+                ));
+            }
+        })
+    }
 }
 
 /// What one logical line of a requirements file means.
@@ -103,14 +172,15 @@ pub enum Entry {
         spec: String,
         /// `Some(url)` for `name @ url` requirements.
         url: Option<String>,
-        /// Per-requirement options such as `--hash=sha256:…`, as written.
+        /// Per-requirement options in canonical form (`--hash=sha256:…`), in file order.
         options: Vec<String>,
     },
     /// A requirement given as a bare URL or path (`./pkg`, `https://…/x.whl`, `git+https://…`).
     Location(String),
-    /// A global option line (`-i …`, `-r …`, `--pre`, …).
-    Option(FileOption),
-    /// A line that is none of the above; the reason says why.
+    /// A line of global options (`-i …`, `--pre`, …): every option on it, as pip applies them.
+    Options(Vec<FileOption>),
+    /// A line that is none of the above, or one that pip and uv would read differently; the
+    /// reason says why.
     Invalid(String),
 }
 
@@ -125,10 +195,28 @@ pub struct Line {
     pub entry: Entry,
 }
 
+/// Longest line text quoted in messages.
+const MESSAGE_CHARS: usize = 200;
+
 impl Line {
-    /// The logical text without line endings, continuations or comment, for messages.
+    /// The logical text without line endings, continuations or comment, for messages: control,
+    /// bidi and other invisible characters are escaped and long lines are shortened.
     pub fn text(&self) -> String {
-        strip_comment(&logical_text(&self.raw)).trim().to_string()
+        let logical = logical_text(&self.raw);
+        let text = strip_comment(&logical);
+        let mut out = String::new();
+        for (i, c) in text.trim().chars().enumerate() {
+            if i == MESSAGE_CHARS {
+                out.push('…');
+                break;
+            }
+            if c.is_control() || guard::character(c.encode_utf8(&mut [0; 4])).is_some() {
+                out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 }
 
@@ -139,38 +227,33 @@ pub struct RequirementsFile {
 }
 
 impl RequirementsFile {
-    /// Split into logical lines and classify each. Never fails: lines that cannot be understood
-    /// become [`Entry::Invalid`] so the policy reports them with their number.
+    /// Split into logical lines and classify each. Never fails, never panics: lines that cannot be
+    /// understood, or that pip and uv would read differently, become [`Entry::Invalid`] so the
+    /// policy reports them with their number.
     pub fn parse(content: &str) -> Self {
         let mut lines = Vec::new();
         let mut number = 1;
-        let mut rest = content;
-        while !rest.is_empty() {
-            // Take physical lines until one does not end in a continuation backslash.
-            let mut len = 0;
-            let mut physical = 0;
-            loop {
-                let tail = &rest[len..];
-                let (line_len, has_newline) = match tail.find('\n') {
-                    Some(i) => (i + 1, true),
-                    None => (tail.len(), false),
-                };
-                physical += 1;
-                let body = tail[..line_len].trim_end_matches(['\n', '\r']);
-                len += line_len;
-                let continued = body.ends_with('\\') && !is_comment_line(body);
-                if !(continued && has_newline) || len >= rest.len() {
-                    break;
+        let mut physical = content.split_inclusive('\n');
+        while let Some(first) = physical.next() {
+            let mut raw = first.to_string();
+            let mut parts = 1;
+            let mut last = first;
+            while continues(last) {
+                match physical.next() {
+                    Some(next) => {
+                        raw.push_str(next);
+                        parts += 1;
+                        last = next;
+                    }
+                    None => break,
                 }
             }
-            let raw = &rest[..len];
-            lines.push(Line {
-                number,
-                raw: raw.to_string(),
-                entry: classify(&logical_text(raw)),
-            });
-            number += physical;
-            rest = &rest[len..];
+            let entry = match physical_hazard(number, &raw) {
+                Some(reason) => Entry::Invalid(reason),
+                None => classify(&logical_text(&raw)),
+            };
+            lines.push(Line { number, raw, entry });
+            number += parts;
         }
         Self { lines }
     }
@@ -180,10 +263,38 @@ impl RequirementsFile {
         self.lines.iter().map(|l| l.raw.as_str()).collect()
     }
 
+    /// What the installers receive: one `\n`-terminated line per requirement or option, in file
+    /// order and canonical spelling (`--flag=value`, one option per line, `--hash=` kept after its
+    /// requirement); comments and blank lines dropped. Rendered from this model, so the installers
+    /// read exactly what the policy checked. Invalid lines and bare locations are left out: render
+    /// only a file the policy accepted.
+    pub fn installer_text(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            match &line.entry {
+                Entry::Requirement { spec, options, .. } => {
+                    out.push_str(spec);
+                    for o in options {
+                        out.push(' ');
+                        out.push_str(o);
+                    }
+                    out.push('\n');
+                }
+                Entry::Options(opts) => {
+                    for o in opts {
+                        out.push_str(&o.canonical());
+                        out.push('\n');
+                    }
+                }
+                Entry::Blank | Entry::Comment | Entry::Location(_) | Entry::Invalid(_) => {}
+            }
+        }
+        out
+    }
+
     pub fn lines(&self) -> &[Line] {
         &self.lines
     }
-
     /// The named requirements, in file order.
     pub fn requirements(&self) -> impl Iterator<Item = (&Line, &str)> {
         self.lines.iter().filter_map(|l| match &l.entry {
@@ -353,86 +464,81 @@ fn line_ending_of(raw: &str) -> &'static str {
     }
 }
 
+/// A physical line without its `\n` or `\r\n`.
+fn body(physical: &str) -> &str {
+    match physical.strip_suffix('\n') {
+        Some(b) => b.strip_suffix('\r').unwrap_or(b),
+        None => physical,
+    }
+}
+
+/// pip's `COMMENT_RE.match`: the whole line is a comment.
 fn is_comment_line(body: &str) -> bool {
     body.trim_start().starts_with('#')
+}
+
+/// pip's `join_lines`: a line ending in `\` is joined with the next unless it is a comment line.
+fn continues(physical: &str) -> bool {
+    let b = body(physical);
+    physical.ends_with('\n') && b.ends_with('\\') && !is_comment_line(b)
 }
 
 /// Join continuation lines and drop line endings.
 fn logical_text(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for physical in raw.split_inclusive('\n') {
-        let body = physical.trim_end_matches(['\n', '\r']);
-        match body.strip_suffix('\\') {
-            Some(head) if physical.ends_with('\n') && !is_comment_line(body) => out.push_str(head),
-            _ => out.push_str(body),
+        let b = body(physical);
+        match b.strip_suffix('\\') {
+            Some(head) if continues(physical) => out.push_str(head),
+            _ => out.push_str(b),
         }
     }
     out
 }
 
+/// What no physical line of a logical line may hold: characters the installers split or show
+/// differently, and a continuation after a comment (pip joins the next line into the comment, uv
+/// reads it as a line of its own).
+fn physical_hazard(first: usize, raw: &str) -> Option<String> {
+    for (i, physical) in raw.split_inclusive('\n').enumerate() {
+        let b = body(physical);
+        let at = |reason: String| {
+            if i == 0 {
+                reason
+            } else {
+                format!("{reason} (on line {}, continuing this one)", first + i)
+            }
+        };
+        if let Some(reason) = guard::character(b) {
+            return Some(at(reason));
+        }
+        if b.ends_with('\\') && guard::comment_start(b).is_some() {
+            return Some(at(
+                "a line-continuation backslash on a line with a comment: pip joins the next line into the comment, uv reads it as a line of its own"
+                    .into(),
+            ));
+        }
+    }
+    None
+}
+
 /// Drop a comment: `#` at the start or after whitespace (pip's rule; `#` inside a URL fragment
 /// such as `#egg=` is not a comment).
-fn strip_comment(text: &str) -> String {
-    let bytes = text.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'#' && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
-            return text[..i].to_string();
-        }
-    }
-    text.to_string()
+fn strip_comment(text: &str) -> &str {
+    &text[..guard::comment_start(text).unwrap_or(text.len())]
 }
 
-/// Split `--flag=value` / `--flag value` / `-fvalue` / `-f value`.
-fn split_option(text: &str) -> (String, String) {
-    if let Some(long) = text.strip_prefix("--") {
-        let end = long
-            .find(|c: char| c == '=' || c.is_whitespace())
-            .unwrap_or(long.len());
-        let flag = format!("--{}", &long[..end]);
-        let value = long[end..].trim_start_matches(['=', ' ', '\t']).trim();
-        (flag, value.to_string())
-    } else {
-        let mut chars = text.chars();
-        chars.next();
-        let short = chars.next().map(|c| format!("-{c}")).unwrap_or_default();
-        let value = text[short.len().min(text.len())..].trim_start_matches(['=', ' ', '\t']);
-        (short, value.trim().to_string())
-    }
-}
-
-fn classify_option(text: &str) -> Entry {
-    let (flag, value) = split_option(text);
-    let need_value = |make: fn(String) -> FileOption| {
-        if value.is_empty() {
-            Entry::Invalid(format!("option {flag} needs a value"))
-        } else {
-            Entry::Option(make(value.clone()))
+/// pip's `break_args_options`: the requirement is every space-separated token before the first
+/// one starting with `-`; the rest is options.
+fn break_args_options(text: &str) -> (&str, Option<&str>) {
+    let mut at = 0;
+    for token in text.split(' ') {
+        if token.starts_with('-') {
+            return (text[..at].trim_end(), Some(&text[at..]));
         }
-    };
-    let no_value = |opt: FileOption| {
-        if value.is_empty() {
-            Entry::Option(opt)
-        } else {
-            Entry::Invalid(format!("option {flag} takes no value"))
-        }
-    };
-    match flag.as_str() {
-        "-i" | "--index-url" => need_value(FileOption::IndexUrl),
-        "--extra-index-url" => need_value(FileOption::ExtraIndexUrl),
-        "-f" | "--find-links" => need_value(FileOption::FindLinks),
-        "--trusted-host" => need_value(FileOption::TrustedHost),
-        "-e" | "--editable" => need_value(FileOption::Editable),
-        "-r" | "--requirement" => need_value(FileOption::Requirement),
-        "-c" | "--constraint" => need_value(FileOption::Constraint),
-        "--only-binary" => need_value(FileOption::OnlyBinary),
-        "--no-binary" => need_value(FileOption::NoBinary),
-        "--use-feature" => need_value(FileOption::UseFeature),
-        "--no-index" => no_value(FileOption::NoIndex),
-        "--pre" => no_value(FileOption::Pre),
-        "--prefer-binary" => no_value(FileOption::PreferBinary),
-        "--require-hashes" => no_value(FileOption::RequireHashes),
-        _ => Entry::Invalid(format!("unknown option {flag}")),
+        at += token.len() + 1;
     }
+    (text, None)
 }
 
 /// Bare URLs, VCS references and paths: pip accepts them on a line of their own.
@@ -453,56 +559,45 @@ fn looks_like_location(text: &str) -> bool {
             .any(|ext| lower.ends_with(ext))
 }
 
-/// Find where per-requirement options start: the first whitespace-preceded `-x`/`--x` token.
-fn split_requirement_options(text: &str) -> (&str, Vec<String>) {
-    let bytes = text.as_bytes();
-    let mut i = 1;
-    while i + 1 < bytes.len() {
-        if bytes[i] == b'-'
-            && bytes[i - 1].is_ascii_whitespace()
-            && (bytes[i + 1] == b'-' || bytes[i + 1].is_ascii_alphabetic())
-        {
-            let options =
-                text[i..]
-                    .split_whitespace()
-                    .fold(Vec::<String>::new(), |mut acc, tok| {
-                        if tok.starts_with('-') || acc.is_empty() {
-                            acc.push(tok.to_string());
-                        } else if let Some(last) = acc.last_mut() {
-                            // `--hash sha256:…` written with a space.
-                            last.push('=');
-                            last.push_str(tok);
-                        }
-                        acc
-                    });
-            return (text[..i].trim_end(), options);
-        }
-        i += 1;
-    }
-    (text.trim_end(), Vec::new())
-}
-
 /// Classify one logical line (continuations already joined, line ending dropped).
 pub fn classify(logical: &str) -> Entry {
+    if let Some(reason) = guard::character(logical).or_else(|| guard::outside_comment(logical)) {
+        return Entry::Invalid(reason);
+    }
     if logical.trim().is_empty() {
         return Entry::Blank;
     }
-    if logical.trim_start().starts_with('#') {
-        return Entry::Comment;
-    }
-    let text = strip_comment(logical);
-    let text = text.trim();
+    let text = strip_comment(logical).trim();
     if text.is_empty() {
         return Entry::Comment;
     }
-    if text.starts_with('-') {
-        return classify_option(text);
+    let (spec, option_text) = break_args_options(text);
+    let parsed = match option_text.map(options::parse).transpose() {
+        Ok(parsed) => parsed.unwrap_or_default(),
+        Err(reason) => return Entry::Invalid(reason),
+    };
+    if spec.is_empty() {
+        return match parsed
+            .into_iter()
+            .map(FileOption::from_parsed)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(opts) => Entry::Options(opts),
+            Err(reason) => Entry::Invalid(reason),
+        };
     }
-    let (spec, options) = split_requirement_options(text);
+    let options: Vec<String> = parsed.iter().map(Parsed::canonical).collect();
     if looks_like_location(spec) && !spec.contains('@') {
         return Entry::Location(spec.to_string());
     }
-    match Requirement::<pep508_rs::VerbatimUrl>::from_str(spec) {
+    if let Some(reason) = guard::requirement(spec) {
+        return Entry::Invalid(reason);
+    }
+    let Some(parsed) = guard::catch(|| Requirement::<pep508_rs::VerbatimUrl>::from_str(spec))
+    else {
+        return Entry::Invalid("the requirement parser failed on this line".into());
+    };
+    match parsed {
         Ok(req) => {
             let url = match &req.version_or_url {
                 Some(VersionOrUrl::Url(u)) => Some(u.to_string()),
@@ -515,10 +610,7 @@ pub fn classify(logical: &str) -> Entry {
                 options,
             }
         }
-        Err(e) if looks_like_location(spec) => {
-            let _ = e;
-            Entry::Location(spec.to_string())
-        }
+        Err(_) if looks_like_location(spec) => Entry::Location(spec.to_string()),
         Err(e) => Entry::Invalid(format!("not a valid requirement: {}", e.message)),
     }
 }

@@ -12,6 +12,7 @@ use axum::routing::get;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::supervise::{OnExit, Supervisor};
 
 /// Shared with the handlers.
 pub struct Health {
@@ -21,6 +22,9 @@ pub struct Health {
     /// The webhook's certificate, when this replica serves the webhook: not ready until one is
     /// loaded, so the webhook Service only routes to replicas that can answer.
     pub webhook_tls: Option<Arc<crate::webhook::tls::CertResolver>>,
+    /// Long-running tasks: `/healthz` fails while one of them is down, so the kubelet restarts a
+    /// replica whose controller or webhook died instead of trusting a live HTTP listener.
+    pub tasks: Supervisor,
 }
 
 async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
@@ -33,8 +37,16 @@ async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, String) {
+    let down = h.tasks.down();
+    if down.is_empty() {
+        return (StatusCode::OK, "ok".into());
+    }
+    let lines: Vec<String> = down
+        .iter()
+        .map(|(task, why)| format!("task {task} is down: {why}"))
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, lines.join("\n"))
 }
 
 async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
@@ -50,11 +62,13 @@ async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Bind now (so a taken port fails at start-up with a clear error) and serve until `shutdown`.
+/// Bind now (so a taken port fails at start-up with a clear error) and serve until the
+/// supervisor's stop signal. The server is a fatal task: if it dies nothing can report it (it
+/// is the health endpoint), so the process exits non-zero instead.
 pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tasks: &Supervisor,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -65,12 +79,17 @@ pub async fn serve(
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {addr} for metrics/health: {e}")))?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "metrics server failed");
+    let mut listener = Some(listener);
+    let stop = tasks.stop().clone();
+    Ok(tasks.spawn("metrics-server", OnExit::Exit, move || {
+        let listener = listener.take();
+        let (app, stop) = (app.clone(), stop.stopped());
+        async move {
+            let listener = listener.ok_or("cannot serve again: the listener was consumed")?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| format!("serving {addr}: {e}"))
         }
     }))
 }
@@ -80,6 +99,47 @@ mod tests {
     use super::*;
     use crate::webhook::tls;
 
+    fn tasks() -> Supervisor {
+        let (root, stop) = crate::supervise::stop_pair();
+        Supervisor::new(Default::default(), Arc::new(root), stop)
+    }
+
+    #[tokio::test]
+    async fn liveness_fails_while_a_task_is_down_and_names_it() {
+        use crate::supervise::{Backoff, OnExit};
+        let tasks = tasks();
+        let health = Arc::new(Health {
+            metrics: Arc::new(Metrics::new()),
+            ready: true.into(),
+            webhook_tls: None,
+            tasks: tasks.clone(),
+        });
+        assert_eq!(healthz(State(health.clone())).await.0, StatusCode::OK);
+        let backoff = Backoff {
+            initial: std::time::Duration::from_millis(300),
+            ..Backoff::default()
+        };
+        let mut first = true;
+        tasks.spawn("webhook-cache", OnExit::Restart(backoff), move || {
+            let fail = std::mem::replace(&mut first, false);
+            async move {
+                if fail {
+                    panic!("watch stream exploded");
+                }
+                std::future::pending::<Result<()>>().await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (code, body) = healthz(State(health.clone())).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "task webhook-cache is down: panicked: watch stream exploded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(healthz(State(health)).await, (StatusCode::OK, "ok".into()));
+    }
+
     #[tokio::test]
     async fn readiness_waits_for_the_api_and_the_webhook_certificate() {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -88,6 +148,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             ready: false.into(),
             webhook_tls: Some(resolver.clone()),
+            tasks: tasks(),
         });
         assert_eq!(
             readyz(State(health.clone())).await.0,

@@ -11,7 +11,8 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::operator::{
-    Operator, create_wsreq, labelled_deployment, namespace, secret, template_hash, wait_for,
+    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, secret,
+    template_hash, wait_condition, wait_for,
 };
 use common::services::{PgServer, RedisServer, fresh_key, redis_get, redis_set, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -31,46 +32,6 @@ async fn set_content(client: &Client, ns: &str, name: &str, content: &str) {
         )
         .await
         .unwrap();
-}
-
-async fn get(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap()
-}
-
-fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, String, String)> {
-    obj.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Wait until condition `type_` has `status`; returns the resource.
-async fn wait_condition(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    type_: &str,
-    status: &str,
-) -> WorkspaceRequirements {
-    let what = format!("{ns}/{name} {type_}={status}");
-    let mut last = None;
-    let res = tokio::time::timeout(T, async {
-        loop {
-            let obj = get(client, ns, name).await;
-            if condition(&obj, type_).is_some_and(|c| c.0 == status) {
-                return obj;
-            }
-            last = obj.status.clone();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    res.unwrap_or_else(|_| panic!("timed out waiting for {what}; last status: {last:#?}"))
 }
 
 async fn deployment_hash(client: &Client, ns: &str, name: &str) -> Option<String> {
@@ -125,7 +86,7 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
     )
     .await;
 
-    let obj = wait_condition(&client, &ns, "default", "Ready", "True").await;
+    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     let status = obj.status.unwrap();
     let hash = content_hash(content);
     assert_eq!(status.content_hash.as_deref(), Some(hash.as_str()));
@@ -239,7 +200,7 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
         rollouts_before + 1.0
     );
 
-    let obj = wait_condition(&client, &ns, "default", "RolledOut", "True").await;
+    let obj = wait_condition(&client, &ns, "default", "RolledOut", "True", None, T).await;
     let status = obj.status.unwrap();
     assert_eq!(status.rolled_out_hash.as_deref(), Some(h4.as_str()));
     assert_eq!(status.workloads.len(), 1);
@@ -265,7 +226,7 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
         deployment_hash(&client, &ns, "worker").await
     })
     .await;
-    wait_condition(&client, &ns, "default", "Ready", "True").await;
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     // Let the status settle: pods appear after the rollout (no webhook is registered here, so
     // every pod counts as uninjected), and the count must have caught up before the restart.
     let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
@@ -276,7 +237,7 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
             .ok()?
             .items
             .len() as i32;
-        let status = get(&client, &ns, "default").await.status?;
+        let status = get_wsreq(&client, &ns, "default").await.status?;
         (n > 0 && status.workloads.first()?.uninjected_pods == Some(n)).then_some(())
     })
     .await;
@@ -336,7 +297,7 @@ async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
     )
     .await;
     labelled_deployment(&client, &ns, "worker", "default").await;
-    wait_condition(&client, &ns, "default", "Ready", "True").await;
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     let good_hash = wait_for("annotation", T, || async {
         deployment_hash(&client, &ns, "worker").await
     })
@@ -350,7 +311,7 @@ async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
         "a==1\n# fine\n--extra-index-url https://evil.example/simple\n",
     )
     .await;
-    let obj = wait_condition(&client, &ns, "default", "Valid", "False").await;
+    let obj = wait_condition(&client, &ns, "default", "Valid", "False", None, T).await;
     let (_, reason, message) = condition(&obj, "Valid").unwrap();
     assert_eq!(reason, "InvalidRequirements");
     assert!(
@@ -397,7 +358,7 @@ async fn manual_strategy_only_reports_stale_workloads() {
     )
     .await;
     labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(&client, &ns, "default", "RolledOut", "False").await;
+    let obj = wait_condition(&client, &ns, "default", "RolledOut", "False", None, T).await;
     let (_, reason, message) = condition(&obj, "RolledOut").unwrap();
     assert_eq!(reason, "ManualRolloutPending");
     assert!(message.contains("Deployment/worker"), "{message}");
@@ -420,11 +381,11 @@ async fn redis_outage_is_reported_retried_and_recovered() {
         json!({"content": "a==1\n", "cache": redis_cache(&key)}),
     )
     .await;
-    wait_condition(&client, &ns, "default", "CacheWarmed", "True").await;
+    wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
 
     redis.stop();
     set_content(&client, &ns, "default", "a==2\n").await;
-    let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "False").await;
+    let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "False", None, T).await;
     let (_, reason, message) = condition(&obj, "CacheWarmed").unwrap();
     assert!(reason.starts_with("Redis"), "{reason}: {message}");
     assert!(message.contains(&redis.port.to_string()), "{message}");
@@ -436,7 +397,7 @@ async fn redis_outage_is_reported_retried_and_recovered() {
     assert_eq!(cm.data.unwrap()["requirements.txt"], "a==2\n");
 
     redis.start_again();
-    wait_condition(&client, &ns, "default", "CacheWarmed", "True").await;
+    wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
     assert_eq!(
         redis_get(&redis.url(), &key).await.unwrap(),
         Payload::new("a==2\n").to_json()
@@ -483,7 +444,7 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
         }),
     )
     .await;
-    let obj = wait_condition(&client, &ns, "default", "Ready", "True").await;
+    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     assert_eq!(obj.spec.content, "requests==2.32.3\n");
     assert!(obj.status.unwrap().last_synced_from_database.is_some());
 
@@ -491,14 +452,14 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
     let new = "requests==2.32.3\nflask==3.0.3\n";
     bifrost_row(&pg, new).await;
     wait_for("spec follows the row", Duration::from_secs(10), || async {
-        (get(&client, &ns, "default").await.spec.content == new).then_some(())
+        (get_wsreq(&client, &ns, "default").await.spec.content == new).then_some(())
     })
     .await;
     wait_for("Redis follows the row", Duration::from_secs(10), || async {
         (redis_get(&redis_url(), &key).await? == Payload::new(new).to_json()).then_some(())
     })
     .await;
-    let managers: Vec<String> = get(&client, &ns, "default")
+    let managers: Vec<String> = get_wsreq(&client, &ns, "default")
         .await
         .managed_fields()
         .iter()
@@ -511,7 +472,7 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
 
     // Database down: content kept, Synced=False with the reason.
     pg.stop();
-    let obj = wait_condition(&client, &ns, "default", "Synced", "False").await;
+    let obj = wait_condition(&client, &ns, "default", "Synced", "False", None, T).await;
     assert_eq!(obj.spec.content, new, "content was not kept");
     let (_, reason, message) = condition(&obj, "Synced").unwrap();
     assert!(reason.starts_with("Database"), "{reason}: {message}");
@@ -522,7 +483,7 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
     let newer = "requests==2.32.3\nflask==3.0.3\nnumpy\n";
     bifrost_row(&pg, newer).await;
     wait_for("recovery", Duration::from_secs(30), || async {
-        let obj = get(&client, &ns, "default").await;
+        let obj = get_wsreq(&client, &ns, "default").await;
         (obj.spec.content == newer && condition(&obj, "Synced").is_some_and(|c| c.0 == "True"))
             .then_some(())
     })
@@ -546,7 +507,7 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
         json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    wait_condition(&client, &ns, "default", "Ready", "True").await;
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     let leaders: BTreeMap<&str, f64> = [("op-a", &a), ("op-b", &b)]
         .into_iter()
         .map(|(n, o)| (n, o.metric("bifrost_requirements_leader").unwrap_or(-1.0)))
@@ -590,7 +551,7 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
     assert!(a.stop());
     set_content(&client, &ns, "default", "a==2\n").await;
     wait_for("op-b handles the change", T, || async {
-        let obj = get(&client, &ns, "default").await;
+        let obj = get_wsreq(&client, &ns, "default").await;
         (obj.status?.content_hash? == content_hash("a==2\n")).then_some(())
     })
     .await;
@@ -648,7 +609,7 @@ async fn a_mirrored_resource_writes_nothing_before_its_first_sync() {
     )
     .await;
     labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(&client, &ns, "default", "Synced", "False").await;
+    let obj = wait_condition(&client, &ns, "default", "Synced", "False", None, T).await;
     let (_, _, message) = condition(&obj, "Synced").unwrap();
     assert!(message.contains("missing"), "{message}");
     assert_eq!(

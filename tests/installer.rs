@@ -800,8 +800,7 @@ fn a_killed_install_leaves_the_previous_marker_and_the_next_run_cleans_up() {
     let (shell, sleeper) = wait_for_pids(&pids);
     signal(child.id() as i32, "-KILL");
     child.wait().unwrap();
-    // SIGKILL cannot be forwarded: the installer's group outlives us; the kubelet would kill it.
-    signal(-shell, "-KILL");
+    // The installer guard takes the installer and its child with it (it used to outlive us).
     assert!(wait_gone(shell) && wait_gone(sleeper));
 
     // Whatever was staged, the marker still names the previous install, which still imports.
@@ -818,6 +817,84 @@ fn a_killed_install_leaves_the_previous_marker_and_the_next_run_cleans_up() {
     assert!(err.contains("left behind by an interrupted run"), "{err}");
     assert_eq!(w.import(GAMMA).unwrap(), "2.0");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+#[test]
+fn sigkill_of_install_takes_the_installer_and_all_its_descendants_with_it() {
+    let w = World::new();
+    let before = w.good_install();
+    w.put(&format!("{GAMMA}==2.0\n"));
+    // An installer with a grandchild in its process group and one that left it (setsid), as a
+    // build backend's daemon might.
+    let pids = w.dir.path().join("tree.pids");
+    let script = w.dir.path().join("tree-uv");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep 300 &\nA=$!\nsetsid sleep 301 &\nB=$!\n\
+             echo \"$$ $A $B\" > '{0}.tmp'\nmv '{0}.tmp' '{0}'\nwait\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = w.spawn(&["--uv", script.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let tree: Vec<i32> = loop {
+        let v: Vec<i32> = std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if v.len() == 3 {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fake installer never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(tree.iter().all(|p| alive(*p)), "{tree:?}");
+    let killed = Instant::now();
+    signal(child.id() as i32, "-KILL");
+    child.wait().unwrap();
+    let gone_within = |pid: i32| {
+        while alive(pid) {
+            if killed.elapsed() > Duration::from_secs(5) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    };
+    for (pid, what) in tree
+        .iter()
+        .zip(["installer", "its child", "its setsid child"])
+    {
+        assert!(
+            gone_within(*pid),
+            "{what} {pid} outlived the killed install"
+        );
+    }
+    eprintln!(
+        "installer tree gone {} ms after SIGKILL of install",
+        killed.elapsed().as_millis()
+    );
+    // The next run removes the killed run's staging folder (its pid is dead) and nothing comes
+    // back afterwards: no orphan is left writing into it.
+    assert!(!w.leftovers().is_empty(), "the killed run staged nothing");
+    let out = w.install(&[]);
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("left behind by an interrupted run"),
+        "{}",
+        stderr(&out)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+    assert_ne!(w.marker_bytes().unwrap(), before);
+    assert_eq!(w.import(GAMMA).unwrap(), "2.0");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -495,7 +495,13 @@ impl Kubelet {
         let args: Vec<String> = command[1..]
             .iter()
             .chain(c.args.iter().flatten())
-            .map(|a| self.host_path(c, a))
+            .map(|a| match a.split_once('=') {
+                // `--flag=value`: the value may be a path.
+                Some((flag, value)) if flag.starts_with("--") => {
+                    format!("{flag}={}", self.host_path(c, value))
+                }
+                _ => self.host_path(c, a),
+            })
             .collect();
         let mut cmd = Command::new(&program);
         cmd.args(&args)

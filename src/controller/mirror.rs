@@ -8,9 +8,10 @@
 //! blanked — and the failure is handed to the reconciler, which owns the status (Synced=False).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::channel::mpsc::UnboundedSender;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -26,6 +27,7 @@ use crate::crd::{DatabaseSource, MIRROR_MANAGER, WorkspaceRequirements};
 use crate::database::{Database, NOTIFY_CHANNEL, RowSelector};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::supervise::{Backoff, OnExit, Supervisor};
 
 /// A notification fan-out: `Some(path)` for a changed row, `None` after a reconnect (resync all).
 type Notices = broadcast::Sender<Option<String>>;
@@ -43,9 +45,9 @@ impl Drop for Source {
     }
 }
 
-#[derive(Default)]
 struct Sources {
     by_url: tokio::sync::Mutex<HashMap<String, Arc<Source>>>,
+    tasks: Supervisor,
 }
 
 impl Sources {
@@ -56,7 +58,13 @@ impl Sources {
         }
         let db = Database::connect(url, RowSelector::default(), Duration::from_secs(5)).await?;
         let (notices, _) = broadcast::channel(256);
-        let listener = tokio::spawn(listen(db.clone(), notices.clone()));
+        let name = format!("mirror-listen/{}", crate::error::redact_url(db.url()));
+        let (d, n) = (db.clone(), notices.clone());
+        let listener = self
+            .tasks
+            .spawn(name, OnExit::Restart(Backoff::default()), move || {
+                listen(d.clone(), n.clone()).map(Ok::<(), std::convert::Infallible>)
+            });
         let source = Arc::new(Source {
             db,
             notices,
@@ -84,7 +92,7 @@ async fn listen(db: Database, notices: Notices) {
             Ok(l) => l,
             Err(e) => {
                 attempt += 1;
-                debug!(error = %e, "LISTEN failed");
+                debug!(error = %crate::redact::scrub(&e.to_string(), db.url()), "LISTEN failed");
                 let pause = crate::cache::backoff(Duration::from_millis(500), attempt.min(4));
                 tokio::time::sleep(pause).await;
                 continue;
@@ -106,7 +114,7 @@ async fn listen(db: Database, notices: Notices) {
                     let _ = notices.send(None);
                 }
                 Err(e) => {
-                    debug!(error = %e, "LISTEN connection lost");
+                    debug!(error = %crate::redact::scrub(&e.to_string(), db.url()), "LISTEN connection lost");
                     // Let every resource re-read now: a lost connection is how an outage shows.
                     let _ = notices.send(None);
                     break;
@@ -123,12 +131,16 @@ pub async fn run(
     sync: Arc<SyncStates>,
     metrics: Arc<Metrics>,
     trigger: UnboundedSender<ObjectRef<WorkspaceRequirements>>,
+    supervisor: Supervisor,
 ) {
     // The controller's own cache is polled (an empty cache just means nothing to mirror yet);
     // `Store::wait_until_ready` on the controller's store never resolved in our tests.
     debug!("database mirror started");
-    let sources = Arc::new(Sources::default());
-    let mut tasks: HashMap<ObjectRef<WorkspaceRequirements>, (DatabaseSource, JoinHandle<()>)> =
+    let sources = Arc::new(Sources {
+        by_url: Default::default(),
+        tasks: supervisor.clone(),
+    });
+    let mut tasks: HashMap<ObjectRef<WorkspaceRequirements>, (DatabaseSource, Owned)> =
         HashMap::new();
     loop {
         let mut wanted: HashMap<ObjectRef<WorkspaceRequirements>, DatabaseSource> = HashMap::new();
@@ -138,10 +150,11 @@ pub async fn run(
             }
         }
         tasks.retain(|oref, (source, handle)| {
-            let keep = wanted.get(oref) == Some(source) && !handle.is_finished();
+            let keep = wanted.get(oref) == Some(source) && !handle.0.is_finished();
             if !keep {
-                handle.abort();
-                sync.lock().expect("lock").remove(oref);
+                sync.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(oref);
             }
             keep
         });
@@ -160,12 +173,27 @@ pub async fn run(
                 trigger: trigger.clone(),
                 sources: sources.clone(),
             };
-            tasks.insert(oref, (source, tokio::spawn(task.run())));
+            let name = format!("mirror/{oref}");
+            let handle = supervisor.spawn(name, OnExit::Restart(Backoff::default()), move || {
+                task.clone().run().map(Ok::<(), std::convert::Infallible>)
+            });
+            tasks.insert(oref, (source, Owned(handle)));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
+/// A per-resource task, aborted when dropped: when the mirror itself stops (leadership lost,
+/// shutdown) its tasks must not go on writing `spec.content`.
+struct Owned(JoinHandle<()>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Clone)]
 struct Mirror {
     client: Client,
     oref: ObjectRef<WorkspaceRequirements>,
@@ -185,7 +213,7 @@ impl Mirror {
     /// Record a state; wake the reconciler only when it changed.
     fn report(&self, state: SyncState) {
         let changed = {
-            let mut map = self.sync.lock().expect("lock");
+            let mut map = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
             // Repeated successful syncs do not wake the reconciler (the status would only move
             // its timestamp); a first sync, a failure or a recovery does.
             let same = match (map.get(&self.oref), &state) {
@@ -207,7 +235,8 @@ impl Mirror {
             reason: e.reason().to_string(),
             message: e.to_string(),
         };
-        if !matches!(self.sync.lock().expect("lock").get(&self.oref), Some(s) if *s == state) {
+        if !matches!(self.sync.lock().unwrap_or_else(PoisonError::into_inner).get(&self.oref), Some(s) if *s == state)
+        {
             warn!(resource = %self.oref, error = %e, "database mirror failed");
         }
         self.report(state);

@@ -13,10 +13,11 @@ pub mod rollout;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
@@ -32,6 +33,7 @@ use crate::cache::{Cache, CacheConfig, Payload};
 use crate::crd::{MANAGER, OPT_IN_LABEL, RedisCache, WorkspaceRequirements};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::supervise::{Backoff, OnExit, Supervisor};
 use status::{Conditions, now_rfc3339, truncate};
 
 /// What the database mirror last saw for one resource (the reconciler owns the status).
@@ -65,12 +67,25 @@ pub struct Context {
     pending: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Pending>>,
     /// Last Warning event per (resource, reason) so trouble is reported once, not every retry.
     warned: Mutex<HashMap<(ObjectRef<WorkspaceRequirements>, &'static str), String>>,
+    /// Redis keys the cache watchdog checks between reconciles (see [`watch_caches`]).
+    watched: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Watched>>,
+    /// Since when each (namespace, name) StatefulSet has been missing pods (see `rollout`).
+    stalled: Mutex<HashMap<(String, String), Instant>>,
+}
+
+/// A warmed Redis key: its connection and configured TTL.
+struct Watched {
+    cache: Cache,
+    ttl: u64,
 }
 
 /// How often Redis is checked (and refreshed when needed) at the latest.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 /// Retry delay after a failed reconcile step.
 const RETRY: Duration = Duration::from_secs(5);
+/// How often the watchdog checks that each warmed Redis key still exists (one `TTL` command:
+/// a flushed or restarted Redis is re-warmed within this period, not at the next refresh).
+const CACHE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Context {
     async fn publish(
@@ -84,7 +99,7 @@ impl Context {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(truncate(&note, 1000)),
+            note: Some(truncate(&crate::redact::text(&note), 1000)),
             action: action.into(),
             secondary: None,
         };
@@ -103,7 +118,7 @@ impl Context {
     ) {
         let key = (ObjectRef::from_obj(obj), reason);
         let fresh = {
-            let mut warned = self.warned.lock().expect("lock");
+            let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
             warned.insert(key, note.clone()).as_deref() != Some(note.as_str())
         };
         if fresh {
@@ -114,7 +129,11 @@ impl Context {
 
     fn clear_warning(&self, obj: &WorkspaceRequirements, reason: &'static str) -> bool {
         let key = (ObjectRef::from_obj(obj), reason);
-        self.warned.lock().expect("lock").remove(&key).is_some()
+        self.warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key)
+            .is_some()
     }
 
     /// Whether the workload and pod caches have their first complete listing.
@@ -127,10 +146,16 @@ impl Context {
             && ready(self.pods.wait_until_ready().now_or_never())
     }
 
-    /// Make this resource's Redis hold `payload`. Connections are reused across reconciles; one
-    /// that fails is dropped (a multiplexed connection does not reconnect by itself), so the next
-    /// attempt reconnects — other resources' connections are left alone.
-    async fn warm(&self, ns: &str, redis: &RedisCache, payload: &Payload) -> Result<Warmed> {
+    /// Make this resource's Redis hold `payload`; returns the connection for the watchdog.
+    /// Connections are reused across reconciles; one that fails is dropped and replaced at once
+    /// (a multiplexed connection does not reconnect by itself) — other resources' connections
+    /// are left alone.
+    async fn warm(
+        &self,
+        ns: &str,
+        redis: &RedisCache,
+        payload: &Payload,
+    ) -> Result<(Warmed, Cache)> {
         let url = secret_value(
             &self.client,
             ns,
@@ -140,27 +165,34 @@ impl Context {
         .await?;
         let id = format!("{url}\u{0}{}\u{0}{}", redis.key, redis.ttl_seconds);
         let cached = self.caches.lock().await.get(&id).cloned();
-        let cache = match cached {
-            Some(c) => c,
-            None => {
-                let c = Cache::connect(CacheConfig {
-                    key: redis.key.clone(),
-                    ttl: Duration::from_secs(redis.ttl_seconds),
-                    connect_timeout: Duration::from_secs(2),
-                    command_timeout: Duration::from_secs(2),
-                    attempts: 1,
-                    ..CacheConfig::new(url)
-                })
-                .await?;
-                self.caches.lock().await.insert(id.clone(), c.clone());
-                c
+        if let Some(cache) = cached {
+            match warm(&cache, payload).await {
+                Ok(w) => return Ok((w, cache)),
+                // A restarted Redis leaves the multiplexed connection dead: reconnect once
+                // before reporting a failure.
+                Err(e) => {
+                    self.caches.lock().await.remove(&id);
+                    tracing::debug!(error = %e, "cached Redis connection failed; reconnecting");
+                }
             }
-        };
-        let result = warm(&cache, payload).await;
-        if result.is_err() {
-            self.caches.lock().await.remove(&id);
         }
-        result
+        let cache = Cache::connect(CacheConfig {
+            key: redis.key.clone(),
+            ttl: Duration::from_secs(redis.ttl_seconds),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            attempts: 1,
+            ..CacheConfig::new(url)
+        })
+        .await?;
+        let warmed = warm(&cache, payload).await?;
+        self.caches.lock().await.insert(id, cache.clone());
+        Ok((warmed, cache))
+    }
+
+    /// Stop watching this resource's Redis key (it is no longer warmed from this resource).
+    fn unwatch(&self, oref: &ObjectRef<WorkspaceRequirements>) {
+        self.watched.lock().expect("lock").remove(oref);
     }
 }
 
@@ -189,41 +221,44 @@ pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> R
     Ok(value.trim().to_string())
 }
 
-/// What Redis ended up holding after [`warm`].
+/// What Redis ended up holding after [`warm`]; `Written` says what the key held before.
 enum Warmed {
-    Written,
+    Written(&'static str),
     AlreadyFresh,
 }
 
 /// Make Redis hold the payload: write when missing, different, corrupt, or past half its TTL.
 async fn warm(cache: &Cache, payload: &Payload) -> Result<Warmed> {
     let ttl = cache.config().ttl.as_secs();
-    let current = match cache.get().await {
-        Ok(v) => v,
-        Err(Error::CachePayload { .. }) => None, // corrupt: overwrite with a good value
+    let before = match cache.get().await {
+        Ok(None) => "nothing (the key was missing)",
+        Ok(Some(c)) if c.hash != payload.hash => "another hash",
+        Ok(Some(_)) => {
+            let remaining = cache.ttl().await?.unwrap_or(0);
+            if remaining > ttl / 2 {
+                return Ok(Warmed::AlreadyFresh);
+            }
+            "this content, with less than half its TTL left"
+        }
+        Err(Error::CachePayload { .. }) => "an unusable value", // overwrite with a good one
         Err(e) => return Err(e),
     };
-    if current.as_ref().is_some_and(|c| c.hash == payload.hash) {
-        let remaining = cache.ttl().await?.unwrap_or(0);
-        if remaining > ttl / 2 {
-            return Ok(Warmed::AlreadyFresh);
-        }
-    }
     cache.put_payload(payload).await?;
-    Ok(Warmed::Written)
+    Ok(Warmed::Written(before))
 }
 
-/// The owned ConfigMap snapshot: the installer's fallback when Redis is unreachable.
+/// The owned ConfigMap snapshot: the installer's fallback when Redis is unreachable. The error
+/// is what the status says: the ConfigMap and the API server's own message.
 async fn apply_snapshot(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     payload: &Payload,
-) -> Result<()> {
+) -> Result<(), String> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.snapshot_name();
-    let owner = obj.controller_owner_ref(&()).ok_or_else(|| {
-        Error::Config("the resource has no uid yet; cannot own its ConfigMap".into())
-    })?;
+    let owner = obj
+        .controller_owner_ref(&())
+        .ok_or_else(|| "the resource has no uid yet; cannot own its ConfigMap".to_string())?;
     let cm = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -249,7 +284,13 @@ async fn apply_snapshot(
             &Patch::Apply(&cm),
         )
         .await
-        .map_err(|e| Error::kube(format!("applying ConfigMap {ns}/{name}"), e))?;
+        .map_err(|e| {
+            let why = match e {
+                kube::Error::Api(status) => status.message.clone(),
+                other => other.to_string(),
+            };
+            format!("cannot write ConfigMap {ns}/{name}: {why}")
+        })?;
     Ok(())
 }
 
@@ -261,6 +302,53 @@ pub async fn reconcile(obj: Arc<WorkspaceRequirements>, ctx: Arc<Context>) -> Re
     ctx.metrics
         .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
     result
+}
+
+/// How long a resource whose reconcile panicked waits before the next attempt (a change to it
+/// triggers one at once): a panic on its content is deterministic, retrying fast only spams.
+const PANIC_RETRY: Duration = Duration::from_secs(60);
+
+/// Run `reconcile`, turning a panic into that resource's failure: kube's controller polls every
+/// reconcile inside its own stream, so an uncaught panic would end the stream — and with it the
+/// reconciliation of every resource.
+async fn guarded<R, Fut>(
+    reconcile: R,
+    obj: Arc<WorkspaceRequirements>,
+    ctx: Arc<Context>,
+) -> Result<Action>
+where
+    R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action>>,
+{
+    let started = Instant::now();
+    let panic = match AssertUnwindSafe(reconcile(obj.clone(), ctx.clone()))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => {
+            ctx.clear_warning(&obj, "ReconcilePanicked");
+            return result;
+        }
+        Err(panic) => crate::supervise::panic_message(panic.as_ref()),
+    };
+    ctx.metrics
+        .reconciled(started.elapsed(), Some("ReconcilePanicked"));
+    tracing::error!(name = %obj.name_any(), panic = %panic, "reconcile panicked");
+    let message = format!("the reconcile panicked (a bug; please report it): {panic}");
+    let old = obj.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let mut conditions = Conditions::new(
+        std::mem::take(&mut status.conditions),
+        obj.metadata.generation,
+    );
+    conditions.set("Ready", false, "ReconcilePanicked", &message);
+    status.conditions = conditions.into_vec();
+    ctx.warn_once(&obj, "ReconcilePanicked", message, "Reconcile")
+        .await;
+    if let Err(e) = patch_status(&ctx, &obj, &old, &status).await {
+        warn!(error = %e, "cannot record the panic in the status");
+    }
+    Ok(Action::requeue(PANIC_RETRY))
 }
 
 async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<Action> {
@@ -292,7 +380,12 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
         .and_then(|s| s.database.as_ref())
         .is_some()
     {
-        let state = ctx.sync.lock().expect("lock").get(&oref).cloned();
+        let state = ctx
+            .sync
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&oref)
+            .cloned();
         match state {
             Some(SyncState::Synced { at }) => {
                 status.last_synced_from_database = Some(at);
@@ -354,6 +447,30 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
         return Ok(Action::requeue(RETRY));
     }
 
+    // Valid (spec): a field the API server, the installer or Redis would refuse, no content at
+    // all, or content too large for the ConfigMap stops here — nothing is written, nothing
+    // rolled, and the webhook injects nothing from this spec (so labelled pods still start).
+    if let Err(problems) = crate::spec::validate(obj) {
+        let reason = problems.reason().as_str();
+        let message = problems.to_string();
+        status.package_count = None;
+        conditions.set("Valid", false, reason, &message);
+        let not_written = format!("not written: {reason} (see Valid)");
+        conditions.set_unknown("CacheWarmed", reason, &not_written);
+        conditions.set_unknown("Snapshotted", reason, &not_written);
+        conditions.set_unknown("RolledOut", reason, "no rollout: the spec is invalid");
+        conditions.set("Ready", false, reason, &format!("Valid: {message}"));
+        ctx.unwatch(&oref);
+        status.workloads = rollout::observe(ctx, obj, &payload.hash).await.workloads;
+        ctx.warn_once(obj, reason, message, "Validate").await;
+        status.conditions = conditions.into_vec();
+        patch_status(ctx, obj, &old_status, &status).await?;
+        return Ok(Action::await_change());
+    }
+    for reason in ["NoContent", "TooLarge", "InvalidSpec"] {
+        ctx.clear_warning(obj, reason);
+    }
+
     // Valid: invalid content stops here — no Redis write, no snapshot, no rollout.
     match obj.policy().check_content(&obj.spec.content) {
         Err(violations) => {
@@ -371,6 +488,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
                 "no rollout: content is invalid",
             );
             conditions.set("Ready", false, "InvalidRequirements", &message);
+            ctx.unwatch(&oref);
             ctx.warn_once(obj, "InvalidRequirements", message, "Validate")
                 .await;
             status.conditions = conditions.into_vec();
@@ -394,17 +512,17 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     match obj.spec.cache.as_ref().and_then(|c| c.redis.as_ref()) {
         Some(redis) => {
             match ctx.warm(&ns, redis, &payload).await {
-                Ok(w) => {
-                    if matches!(w, Warmed::Written) {
+                Ok((w, cache)) => {
+                    if let Warmed::Written(before) = w {
                         status.cache_warmed_at = Some(now_rfc3339());
                         ctx.metrics.redis_warm(true);
-                        info!(key = %redis.key, hash = %payload.hash, "Redis warmed");
+                        info!(key = %redis.key, hash = %payload.hash, before, "Redis warmed");
                         ctx.publish(
                             obj,
                             EventType::Normal,
                             "CacheWarmed",
                             format!(
-                                "Redis key {} holds sha256 {}",
+                                "Redis key {} holds sha256 {} (it held {before})",
                                 redis.key,
                                 &payload.hash[..12]
                             ),
@@ -412,6 +530,13 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
                         )
                         .await;
                     }
+                    ctx.watched.lock().expect("lock").insert(
+                        oref.clone(),
+                        Watched {
+                            cache,
+                            ttl: redis.ttl_seconds,
+                        },
+                    );
                     ctx.clear_warning(obj, "RedisUnavailable");
                     let ttl = redis.ttl_seconds;
                     conditions.set(
@@ -423,6 +548,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
                     requeue = requeue.min(Duration::from_secs((ttl / 4).max(30)));
                 }
                 Err(e) => {
+                    ctx.unwatch(&oref);
                     ctx.metrics.redis_warm(false);
                     let message = e.to_string();
                     warn!(error = %message, "Redis warm failed");
@@ -433,19 +559,63 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
                 }
             }
         }
-        None => conditions.set(
-            "CacheWarmed",
-            true,
-            "NotConfigured",
-            "no Redis cache configured",
-        ),
+        None => {
+            ctx.unwatch(&oref);
+            conditions.set(
+                "CacheWarmed",
+                true,
+                "NotConfigured",
+                "no Redis cache configured",
+            )
+        }
     }
 
-    apply_snapshot(ctx, obj, &payload).await?;
+    // Snapshotted: the installer's fallback. A refused write is reported (with the API server's
+    // message) and retried, and nothing rolls until it is in place.
+    match apply_snapshot(ctx, obj, &payload).await {
+        Ok(()) => {
+            conditions.set(
+                "Snapshotted",
+                true,
+                "SnapshotApplied",
+                &format!(
+                    "ConfigMap {} holds sha256 {}",
+                    obj.snapshot_name(),
+                    &payload.hash[..12]
+                ),
+            );
+            ctx.clear_warning(obj, "SnapshotFailed");
+        }
+        Err(message) => {
+            warn!(error = %message, "snapshot write failed");
+            conditions.set("Snapshotted", false, "SnapshotFailed", &message);
+            conditions.set(
+                "RolledOut",
+                false,
+                "SnapshotFailed",
+                "no rollout until the ConfigMap snapshot (the installer's fallback) is written",
+            );
+            conditions.set(
+                "Ready",
+                false,
+                "SnapshotFailed",
+                &format!("Snapshotted: {message}"),
+            );
+            status.workloads = rollout::observe(ctx, obj, &payload.hash).await.workloads;
+            ctx.warn_once(obj, "SnapshotFailed", message, "Snapshot")
+                .await;
+            status.conditions = conditions.into_vec();
+            patch_status(ctx, obj, &old_status, &status).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+    }
 
     // RolledOut.
     let outcome = rollout::roll(ctx, obj, &payload.hash).await?;
-    if let Some(after) = outcome.requeue_after {
+    for after in [outcome.requeue_after, outcome.recheck]
+        .into_iter()
+        .flatten()
+    {
         requeue = requeue.min(after);
     }
     status.workloads = outcome.workloads;
@@ -453,20 +623,33 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
         .all_up_to_date
         .then(|| payload.hash.clone())
         .or(old_status.rolled_out_hash.clone());
-    conditions.set(
-        "RolledOut",
-        outcome.all_up_to_date,
-        outcome.reason,
-        &outcome.message,
-    );
+    if outcome.creation_failures.is_empty() {
+        conditions.set(
+            "RolledOut",
+            outcome.all_up_to_date,
+            outcome.reason,
+            &outcome.message,
+        );
+        ctx.clear_warning(obj, "PodCreationFailed");
+    } else {
+        // The API server refuses the pods of a labelled workload: nothing runs the packages.
+        let message = format!(
+            "pods cannot be created: {}",
+            outcome.creation_failures.join("; ")
+        );
+        conditions.set("RolledOut", false, "PodCreationFailed", &message);
+        ctx.warn_once(obj, "PodCreationFailed", message, "Rollout")
+            .await;
+    }
 
-    let ready = conditions.all_true(&["Valid", "Synced", "CacheWarmed", "RolledOut"]);
+    let ready =
+        conditions.all_true(&["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"]);
     let (reason, message) = if ready {
         ("Ready", "content valid, cached and rolled out".to_string())
     } else {
         (
             "NotReady",
-            conditions.first_problem(&["Synced", "CacheWarmed", "RolledOut"]),
+            conditions.first_problem(&["Synced", "CacheWarmed", "Snapshotted", "RolledOut"]),
         )
     };
     conditions.set("Ready", ready, reason, &message);
@@ -563,14 +746,29 @@ where
     (store, stream)
 }
 
-/// Run the controller (and the database mirror) until `shutdown` resolves.
+/// Run the controller (and the database mirror) until the supervisor's stop signal.
 pub async fn run(
     client: Client,
     scope: Scope,
     metrics: Arc<Metrics>,
     reporter: Reporter,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    tasks: Supervisor,
 ) {
+    run_with(client, scope, metrics, reporter, tasks, reconcile).await
+}
+
+/// [`run`] with another reconcile function (tests wrap [`reconcile`] to inject failures).
+pub async fn run_with<R, Fut>(
+    client: Client,
+    scope: Scope,
+    metrics: Arc<Metrics>,
+    reporter: Reporter,
+    tasks: Supervisor,
+    reconcile: R,
+) where
+    R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
+{
     let resources = scope.api::<WorkspaceRequirements>(&client);
     // Only template labels/annotations are read: drop managedFields to keep the caches small.
     let (deployments, deploy_stream) = cached(scope.api::<Deployment>(&client));
@@ -590,6 +788,8 @@ pub async fn run(
         caches: Default::default(),
         pending: Default::default(),
         warned: Default::default(),
+        watched: Default::default(),
+        stalled: Default::default(),
     });
 
     // The resource cache drops managedFields too (a third of each object's size).
@@ -626,13 +826,40 @@ pub async fn run(
         })
         .watches_stream(pod_stream, rollout::pod_owner)
         .reconcile_on(trigger_rx);
-    let mirror = tokio::spawn(
-        mirror::run(client.clone(), store, sync, metrics.clone(), trigger_tx)
-            .instrument(tracing::info_span!("mirror")),
-    );
+    let watchdog = {
+        let (ctx, store, trigger) = (ctx.clone(), store.clone(), trigger_tx.clone());
+        tasks.spawn(
+            "cache-watchdog",
+            OnExit::Restart(Backoff::default()),
+            move || {
+                watch_caches(ctx.clone(), store.clone(), trigger.clone())
+                    .instrument(tracing::info_span!("cache-watchdog"))
+                    .map(Ok::<(), std::convert::Infallible>)
+            },
+        )
+    };
+    let mirror = {
+        let (client, metrics, sub) = (client.clone(), metrics.clone(), tasks.clone());
+        tasks.spawn("mirror", OnExit::Restart(Backoff::default()), move || {
+            mirror::run(
+                client.clone(),
+                store.clone(),
+                sync.clone(),
+                metrics.clone(),
+                trigger_tx.clone(),
+                sub.clone(),
+            )
+            .instrument(tracing::info_span!("mirror"))
+            .map(Ok::<(), std::convert::Infallible>)
+        })
+    };
     controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(tasks.stop().stopped())
+        .run(
+            move |obj, ctx| guarded(reconcile.clone(), obj, ctx),
+            error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile loop");
@@ -640,5 +867,44 @@ pub async fn run(
         })
         .await;
     mirror.abort();
+    watchdog.abort();
     info!("controller stopped");
+}
+
+/// Between reconciles, check every warmed Redis key with one cheap `TTL` command: a key that is
+/// gone (FLUSHALL, a restart without persistence, eviction), past half its TTL, or unreachable
+/// triggers a reconcile at once, which rewrites it or reports `CacheWarmed=False`. The value is
+/// not read here; reconciles do that at their own pace.
+async fn watch_caches(
+    ctx: Arc<Context>,
+    resources: Store<WorkspaceRequirements>,
+    trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<WorkspaceRequirements>>,
+) {
+    let mut tick = tokio::time::interval(CACHE_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let entries: Vec<_> = ctx
+            .watched
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(oref, w)| (oref.clone(), w.cache.clone(), w.ttl))
+            .collect();
+        for (oref, cache, ttl) in entries {
+            if resources.get(&oref).is_none() {
+                ctx.unwatch(&oref);
+                continue;
+            }
+            let left = cache.ttl().await;
+            if matches!(left, Ok(Some(s)) if s > ttl / 2) {
+                continue;
+            }
+            info!(resource = %oref, key = %cache.key(), ttl = ?left, "Redis key missing, expiring or unreachable; re-warming");
+            ctx.unwatch(&oref);
+            if trigger.unbounded_send(oref).is_err() {
+                return;
+            }
+        }
+    }
 }

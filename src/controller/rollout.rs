@@ -31,10 +31,15 @@ use crate::crd::{
     HASH_ANNOTATION, MANAGER, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus, WorkspaceRequirements,
 };
 use crate::error::Result;
+use crate::webhook::inject::INSTALL_CONTAINER;
 
 /// What [`roll`] found and did.
 pub struct Outcome {
     pub workloads: Vec<WorkloadStatus>,
+    /// "Kind/name: the API server's message" for each workload whose pods cannot be created.
+    pub creation_failures: Vec<String>,
+    /// When to look at the workloads again even if nothing changes.
+    pub recheck: Option<Duration>,
     pub all_up_to_date: bool,
     pub reason: &'static str,
     pub message: String,
@@ -94,10 +99,14 @@ pub fn pod_owner(p: PartialObjectMeta<Pod>) -> Option<ObjectRef<WorkspaceRequire
     Some(ObjectRef::new(name).within(&p.namespace()?))
 }
 
-/// Pods of a workload (matching its selector, not being deleted) that lack the webhook's
-/// marker: created while the webhook was unreachable, they run without the packages. `None`
-/// until the pod cache has its first listing.
-pub fn uninjected_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<i32> {
+/// Metadata of a workload's pods (matching its selector, not being deleted), from the pod cache.
+/// `None` until the pod cache has its first listing, or when the selector selects everything.
+fn selected_pods(
+    ctx: &Context,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Option<Vec<std::sync::Arc<PartialObjectMeta<Pod>>>> {
     ctx.pods.wait_until_ready().now_or_never()?.ok()?;
     let selector = match kind {
         "Deployment" => ctx
@@ -119,18 +128,202 @@ pub fn uninjected_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Optio
     if selector.selects_all() {
         return None;
     }
-    let count = ctx
-        .pods
-        .state()
+    Some(
+        ctx.pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(ns)
+                    && p.metadata.deletion_timestamp.is_none()
+                    && selector.matches(p.labels())
+            })
+            .collect(),
+    )
+}
+
+/// Pods of a workload that lack the webhook's marker: created while the webhook was
+/// unreachable, they run without the packages.
+pub fn uninjected_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<i32> {
+    let count = selected_pods(ctx, ns, kind, name)?
         .iter()
+        .filter(|p| !p.annotations().contains_key(INJECTED_ANNOTATION))
+        .count();
+    Some(i32::try_from(count).unwrap_or(i32::MAX))
+}
+
+/// How long a StatefulSet may miss pods while all it has are ready before it counts as unable
+/// to create them.
+pub const STALL: Duration = Duration::from_secs(20);
+
+/// A StatefulSet reports no pod-creation failure in its status (only `FailedCreate` Events),
+/// so it counts as failing when it has fewer pods than replicas while every pod it has is ready
+/// (its controller would be creating the next one), continuously for [`STALL`]. `Err(left)`:
+/// stalled, but not for long enough yet.
+fn statefulset_stalled(ctx: &Context, ns: &str, name: &str) -> Result<Option<String>, Duration> {
+    let key = (ns.to_string(), name.to_string());
+    let stalled = (|| {
+        let sts = ctx.statefulsets.get(&ObjectRef::new(name).within(ns))?;
+        let want = sts.spec.as_ref()?.replicas.unwrap_or(1);
+        let have = i32::try_from(selected_pods(ctx, ns, "StatefulSet", name)?.len()).ok()?;
+        let ready = sts
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        (have < want && ready >= have).then_some((have, want))
+    })();
+    let mut since = ctx.stalled.lock().expect("lock");
+    let Some((have, want)) = stalled else {
+        since.remove(&key);
+        return Ok(None);
+    };
+    let waited = since.entry(key).or_insert_with(Instant::now).elapsed();
+    if waited < STALL {
+        return Err(STALL - waited);
+    }
+    // Stable text (no running time): the status and the Warning are written only on change.
+    Ok(Some(format!(
+        "no pod created for over {} s, {have} of {want} exist (its FailedCreate Events hold the \
+         API server's answer: kubectl describe statefulset {name})",
+        STALL.as_secs()
+    )))
+}
+
+/// Why a workload's controller cannot create its pods, as it reports it: the Deployment's
+/// `ReplicaFailure` condition (copied from its ReplicaSet), which carries the API server's
+/// answer to the pod creation (e.g. `pods "…" is invalid: …`).
+fn deployment_failure(ctx: &Context, ns: &str, name: &str) -> Option<String> {
+    let d = ctx.deployments.get(&ObjectRef::new(name).within(ns))?;
+    let c = d
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?
+        .clone();
+    Some(format!(
+        "{}: {}",
+        c.reason.unwrap_or_else(|| "ReplicaFailure".into()),
+        c.message.unwrap_or_default()
+    ))
+}
+
+/// Whether a workload's pod template carries the webhook's marker (copied from an injected pod,
+/// typically by exporting a pod into a template). Its pods carry it too, so their metadata says
+/// "injected" while the webhook, seeing the marker, left them alone.
+fn template_marked(ctx: &Context, ns: &str, kind: &str, name: &str) -> bool {
+    let template = match kind {
+        "Deployment" => ctx
+            .deployments
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|d| d.spec.as_ref().map(|s| s.template.clone())),
+        _ => ctx
+            .statefulsets
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|s| s.spec.as_ref().map(|s| s.template.clone())),
+    };
+    template
+        .and_then(|t| t.metadata)
+        .and_then(|m| m.annotations)
+        .is_some_and(|a| a.contains_key(INJECTED_ANNOTATION))
+}
+
+/// Pods of a marked workload without the install init container: the pod cache holds metadata
+/// only, so these (rare) workloads' pods are listed in full.
+async fn uninjected_marked_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<i32> {
+    let selector = match kind {
+        "Deployment" => ctx
+            .deployments
+            .get(&ObjectRef::new(name).within(ns))?
+            .spec
+            .as_ref()?
+            .selector
+            .clone(),
+        _ => ctx
+            .statefulsets
+            .get(&ObjectRef::new(name).within(ns))?
+            .spec
+            .as_ref()?
+            .selector
+            .clone(),
+    };
+    let selector = Selector::try_from(selector).ok()?;
+    if selector.selects_all() {
+        return None;
+    }
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&kube::api::ListParams::default().labels(&selector.to_string()))
+        .await
+        .ok()?;
+    let count = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
-            p.namespace().as_deref() == Some(ns)
-                && p.metadata.deletion_timestamp.is_none()
-                && selector.matches(p.labels())
-                && !p.annotations().contains_key(INJECTED_ANNOTATION)
+            !p.spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.name == INSTALL_CONTAINER))
         })
         .count();
     Some(i32::try_from(count).unwrap_or(i32::MAX))
+}
+
+/// What [`observe`] found.
+pub struct Observed {
+    pub workloads: Vec<WorkloadStatus>,
+    /// "Kind/name: why" for each workload whose pods cannot be created.
+    pub creation_failures: Vec<String>,
+    /// When to look again (a StatefulSet may be stalling).
+    pub recheck: Option<Duration>,
+}
+
+/// The status of every labelled workload (nothing is changed), and the pod-creation failures.
+pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Observed {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let mut workloads = Vec::new();
+    let mut failures = Vec::new();
+    let mut recheck: Option<Duration> = None;
+    for (kind, n, h) in labelled_workloads(ctx, &ns, &name) {
+        let mut message = None;
+        let mut uninjected = uninjected_pods(ctx, &ns, kind, &n);
+        if template_marked(ctx, &ns, kind, &n) {
+            uninjected = uninjected_marked_pods(ctx, &ns, kind, &n)
+                .await
+                .or(uninjected);
+            message = Some(format!(
+                "the pod template carries the annotation {INJECTED_ANNOTATION} (copied from an \
+                 injected pod?): the webhook takes its pods for injected and they run without \
+                 the packages; remove the annotation from the template"
+            ));
+        }
+        let failure = match kind {
+            "Deployment" => deployment_failure(ctx, &ns, &n),
+            _ => statefulset_stalled(ctx, &ns, &n).unwrap_or_else(|left| {
+                recheck = Some(recheck.map_or(left, |r| r.min(left)));
+                None
+            }),
+        };
+        if let Some(f) = failure {
+            failures.push(format!("{kind}/{n}: {f}"));
+            message = Some(format!("cannot create pods: {f}"));
+        }
+        workloads.push(WorkloadStatus {
+            kind: kind.to_string(),
+            name: n.clone(),
+            hash: (!h.is_empty()).then(|| h.clone()),
+            up_to_date: h == hash,
+            uninjected_pods: uninjected,
+            message: message.map(|m| super::status::truncate(&m, 1000)),
+        });
+    }
+    Observed {
+        workloads,
+        creation_failures: failures,
+        recheck,
+    }
 }
 
 /// Labelled workloads of this resource, from the reflector caches: (kind, name, current hash).
@@ -197,17 +390,11 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let oref = ObjectRef::from_obj(obj);
-    let found = labelled_workloads(ctx, &ns, &name);
-    let mut workloads: Vec<WorkloadStatus> = found
-        .iter()
-        .map(|(kind, n, h)| WorkloadStatus {
-            kind: kind.to_string(),
-            name: n.clone(),
-            hash: (!h.is_empty()).then(|| h.clone()),
-            up_to_date: h == hash,
-            uninjected_pods: uninjected_pods(ctx, &ns, kind, n),
-        })
-        .collect();
+    let Observed {
+        mut workloads,
+        creation_failures,
+        recheck,
+    } = observe(ctx, obj, hash).await;
     let stale: Vec<usize> = (0..workloads.len())
         .filter(|i| !workloads[*i].up_to_date)
         .collect();
@@ -222,6 +409,8 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         };
         return Ok(Outcome {
             workloads,
+            creation_failures,
+            recheck,
             all_up_to_date: true,
             reason: "UpToDate",
             message,
@@ -243,6 +432,8 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         );
         return Ok(Outcome {
             workloads,
+            creation_failures,
+            recheck,
             all_up_to_date: false,
             reason: "ManualRolloutPending",
             message,
@@ -275,6 +466,8 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         );
         return Ok(Outcome {
             workloads,
+            creation_failures,
+            recheck,
             all_up_to_date: false,
             reason: "Debouncing",
             message,
@@ -322,6 +515,8 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         );
         Ok(Outcome {
             workloads,
+            creation_failures,
+            recheck,
             all_up_to_date: true,
             reason: "UpToDate",
             message,
@@ -333,6 +528,8 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
             .await;
         Ok(Outcome {
             workloads,
+            creation_failures,
+            recheck,
             all_up_to_date: false,
             reason: "PatchFailed",
             message,

@@ -1,10 +1,17 @@
-//! Status conditions: Valid, Synced, CacheWarmed, RolledOut, Ready.
+//! Status conditions: Valid, Synced, CacheWarmed, Snapshotted, RolledOut, Ready.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 /// The order conditions are listed in.
-const ORDER: [&str; 5] = ["Valid", "Synced", "CacheWarmed", "RolledOut", "Ready"];
+const ORDER: [&str; 6] = [
+    "Valid",
+    "Synced",
+    "CacheWarmed",
+    "Snapshotted",
+    "RolledOut",
+    "Ready",
+];
 
 /// Now, to the second (Kubernetes serializes times with second precision; a finer value would
 /// differ from what is read back and make an unchanged status look changed).
@@ -59,7 +66,8 @@ impl Conditions {
             type_: type_.to_string(),
             status: status.to_string(),
             reason: reason.to_string(),
-            message: truncate(message, 4000),
+            // Last line of defence: no connection string reaches a status, whatever built it.
+            message: truncate(&crate::redact::text(message), 4000),
             last_transition_time: transition,
             observed_generation: self.generation,
         });

@@ -16,7 +16,8 @@
 //! the rolling update) exits non-zero; `continue` (Bifrost's worker behaviour) warns and exits 0
 //! with the target as it was. Invalid flags and configuration always fail (exit 2).
 
-pub mod process;
+pub mod guard;
+mod process;
 pub mod source;
 pub mod target;
 
@@ -323,7 +324,9 @@ impl Run {
         };
         let staging = target.staging()?;
         let requirements = staging.root().join("requirements.txt");
-        if let Err(e) = std::fs::write(&requirements, &payload.content) {
+        // The installers read the text rendered from the checked model, never the stored bytes:
+        // what the policy counted is byte-for-byte what uv or pip reads.
+        if let Err(e) = std::fs::write(&requirements, &accepted.installer_text) {
             staging.discard();
             return Err(Error::io("writing", &requirements, e));
         }

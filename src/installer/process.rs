@@ -5,6 +5,9 @@
 //! gets SIGTERM, then SIGKILL after a grace period. Its stdout and stderr are forwarded line by
 //! line to our stderr (our stdout is reserved for `--json`), and the last lines are kept for the
 //! error message.
+//!
+//! The child is the installer guard ([`super::guard`]), which runs the installer itself: it is
+//! what kills the tree when `install` dies without a chance to do it (SIGKILL).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -96,9 +99,8 @@ pub async fn run(
     timeout: Duration,
     stop: &mut watch::Receiver<Option<i32>>,
 ) -> Result<(), RunFailure> {
-    let mut cmd = tokio::process::Command::new(&inv.program);
-    cmd.args(&inv.args)
-        .current_dir(&inv.cwd)
+    let mut cmd = guarded(inv);
+    cmd.current_dir(&inv.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -154,6 +156,30 @@ pub async fn run(
             tail,
         }),
         End::Signal(signal) => Err(RunFailure::Interrupted { signal }),
+    }
+}
+
+/// The installer's command, run under [`super::guard`] (our own binary) so that a SIGKILL of
+/// `install` still takes the installer's whole tree with it. Without a path to our own binary
+/// (no `/proc`), the installer runs directly: a clean stop still ends its group.
+fn guarded(inv: &Invocation) -> tokio::process::Command {
+    match std::env::current_exe() {
+        Ok(me) => {
+            let mut cmd = tokio::process::Command::new(me);
+            cmd.arg(super::guard::SUBCOMMAND)
+                .arg("--parent")
+                .arg(std::process::id().to_string())
+                .arg("--")
+                .arg(&inv.program)
+                .args(&inv.args);
+            cmd
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find our own binary; running the installer unguarded");
+            let mut cmd = tokio::process::Command::new(&inv.program);
+            cmd.args(&inv.args);
+            cmd
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cache::{Cache, CacheConfig, Payload};
-use crate::error::{Error, Result, redact_url};
+use crate::error::{Error, Result};
+use crate::redact;
 use crate::requirements::{content_hash, hash_matches, hashes_equal};
 
 /// Name of the file next to a plain fallback file that holds its hash (a ConfigMap key).
@@ -198,7 +199,7 @@ pub async fn fetch(sources: &Sources, warnings: &mut Vec<String>) -> Result<Fetc
 }
 
 async fn read_redis(config: &CacheConfig, deadline: Duration) -> Read {
-    let url = redact_url(&config.url);
+    let url = redact::url(&config.url);
     tracing::info!("reading requirements from Redis {url}, key {}", config.key);
     let read = async {
         let cache = Cache::connect(config.clone()).await?;

@@ -198,6 +198,7 @@ pub fn plan(
         .containers
         .first()
         .ok_or_else(|| NotInjected("the pod has no containers".into()))?;
+    reserved_names(spec)?;
     let install = &resource.spec.install;
     let mount_path = validate_mount_path(&install.mount_path)?;
     let hash = crate::requirements::content_hash(&resource.spec.content);
@@ -206,10 +207,12 @@ pub fn plan(
     // Volumes.
     let size_limit = match install.size_limit.trim() {
         "" => None,
-        q if valid_quantity(q) => Some(Quantity(q.to_string())),
+        q if crate::spec::parse_quantity(q).is_ok_and(|v| v.nano > 0) => {
+            Some(Quantity(q.to_string()))
+        }
         q => {
             warnings.push(format!(
-                "spec.install.sizeLimit {q:?} is not a Kubernetes quantity; the site-packages volume has no size limit"
+                "spec.install.sizeLimit {q:?} is not a positive Kubernetes quantity; the site-packages volume has no size limit"
             ));
             None
         }
@@ -291,14 +294,15 @@ pub fn plan(
         .map(str::to_string)
         .or_else(|| first.image.clone());
     let resources = match &install.resources {
-        Some(r) if resources_valid(r) => r.clone(),
-        Some(_) => {
-            warnings.push(
-                "spec.install.resources holds a value that is not a Kubernetes quantity; using the default resources"
-                    .into(),
-            );
-            install_resources()
-        }
+        Some(r) => match crate::spec::resource_problems(r, &[]).first() {
+            None => r.clone(),
+            Some((field, why)) => {
+                warnings.push(format!(
+                    "spec.install.resources{field}: {why}; using the default resources"
+                ));
+                install_resources()
+            }
+        },
         None => install_resources(),
     };
     let mut install_mounts = vec![
@@ -367,6 +371,13 @@ pub fn plan(
                 c.name
             ));
             continue;
+        }
+        if python_path.is_none() && c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+            warnings.push(format!(
+                "container {:?} takes variables from envFrom, which may define PYTHONPATH; the \
+                 injected PYTHONPATH={mount_path} replaces it (set PYTHONPATH in env to keep both)",
+                c.name
+            ));
         }
         if let Some(m) = c
             .volume_mounts
@@ -481,30 +492,37 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// `mountPath` must be absolute, without `:` (it goes into PYTHONPATH) and outside our own
-/// folders. Trailing slashes are dropped.
+/// `mountPath` by [`crate::spec::mount_path`]'s rules; the trailing slash is dropped.
 fn validate_mount_path(path: &str) -> Result<&str, NotInjected> {
-    let trimmed = path.trim();
-    let p = trimmed.trim_end_matches('/');
-    if !trimmed.starts_with('/') || p.is_empty() {
-        return Err(NotInjected(format!(
-            "spec.install.mountPath {path:?} must be an absolute path other than /"
-        )));
-    }
-    if p.contains(':') || p.chars().any(char::is_control) {
-        return Err(NotInjected(format!(
-            "spec.install.mountPath {path:?} must not contain ':' (it is added to PYTHONPATH)"
-        )));
-    }
-    if p == "/bifrost-requirements" || p.starts_with("/bifrost-requirements/") {
-        return Err(NotInjected(format!(
-            "spec.install.mountPath {path:?} is inside /bifrost-requirements, which the init containers use"
-        )));
-    }
-    Ok(p)
+    crate::spec::mount_path(path)
+        .map_err(|why| NotInjected(format!("spec.install.mountPath: {why}")))
 }
 
-/// `install` arguments; flag names are the installer's contract (see `cli::InstallArgs`).
+/// Our container names must be free in the pod: an app container already named like one of
+/// them would make the API server refuse the pod ("Duplicate value").
+fn reserved_names(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<(), NotInjected> {
+    let taken = spec
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str()),
+        )
+        .find(|n| *n == BOOTSTRAP_CONTAINER || *n == INSTALL_CONTAINER);
+    match taken {
+        Some(n) => Err(NotInjected(format!(
+            "the pod already has a container named {n:?}, a name the injected init containers \
+             need; rename it"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `install` arguments; flag names are the installer's contract (see `cli::InstallArgs`). Every
+/// value is joined to its flag (`--flag=value`), so no value can be read as a flag.
 fn install_args(
     resource: &WorkspaceRequirements,
     target: &str,
@@ -512,34 +530,37 @@ fn install_args(
     cache: bool,
 ) -> Vec<String> {
     let install = &resource.spec.install;
+    let flag = |name: &str, value: &str| format!("--{name}={value}");
     let mut args: Vec<String> = vec![
         "install".into(),
-        "--target".into(),
-        target.into(),
-        "--installer".into(),
-        match install.installer {
-            Installer::Uv => "uv",
-            Installer::Pip => "pip",
-        }
-        .into(),
+        flag("target", target),
+        flag(
+            "installer",
+            match install.installer {
+                Installer::Uv => "uv",
+                Installer::Pip => "pip",
+            },
+        ),
     ];
     if install.installer == Installer::Uv {
-        args.extend(["--uv".into(), format!("{BIN_DIR}/uv")]);
+        args.push(flag("uv", &format!("{BIN_DIR}/uv")));
     }
     args.extend([
-        "--expected-hash".into(),
-        hash.into(),
-        "--on-failure".into(),
-        match install.on_failure {
-            OnFailure::Fail => "fail",
-            OnFailure::Continue => "continue",
-        }
-        .into(),
-        "--fallback-file".into(),
-        format!("{SNAPSHOT_DIR}/{SNAPSHOT_PAYLOAD_KEY}"),
+        flag("expected-hash", hash),
+        flag(
+            "on-failure",
+            match install.on_failure {
+                OnFailure::Fail => "fail",
+                OnFailure::Continue => "continue",
+            },
+        ),
+        flag(
+            "fallback-file",
+            &format!("{SNAPSHOT_DIR}/{SNAPSHOT_PAYLOAD_KEY}"),
+        ),
     ]);
     if let Some(redis) = resource.spec.cache.as_ref().and_then(|c| c.redis.as_ref()) {
-        args.extend(["--redis-key".into(), redis.key.clone()]);
+        args.push(flag("redis-key", &redis.key));
     }
     let mut urls = install
         .index_urls
@@ -547,16 +568,16 @@ fn install_args(
         .map(|u| u.trim())
         .filter(|u| !u.is_empty());
     if let Some(first) = urls.next() {
-        args.extend(["--index-url".into(), first.into()]);
+        args.push(flag("index-url", first));
     }
     for extra in urls {
-        args.extend(["--extra-index-url".into(), extra.into()]);
+        args.push(flag("extra-index-url", extra));
     }
     if install.only_binary {
         args.push("--only-binary".into());
     }
     if cache {
-        args.extend(["--cache-dir".into(), CACHE_DIR.into()]);
+        args.push(flag("cache-dir", CACHE_DIR));
     }
     args
 }
@@ -658,37 +679,9 @@ pub fn bootstrap_resources() -> ResourceRequirements {
     }
 }
 
-fn resources_valid(r: &ResourceRequirements) -> bool {
-    [&r.requests, &r.limits]
-        .into_iter()
-        .flatten()
-        .flat_map(|m| m.values())
-        .all(|q| valid_quantity(&q.0))
-}
-
-/// Kubernetes' quantity grammar: `<signed number><suffix>`, suffix one of the binary SI
-/// (`Ki`…`Ei`), decimal SI (`n u m k M G T P E`) or a decimal exponent (`e3`, `E-2`).
+/// Whether `s` parses as a Kubernetes quantity (see [`crate::spec::parse_quantity`]).
 pub fn valid_quantity(s: &str) -> bool {
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits_end);
-    let dots = number.matches('.').count();
-    if number.is_empty() || number == "." || dots > 1 {
-        return false;
-    }
-    match suffix {
-        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" => true,
-        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => true,
-        exp => {
-            let Some(rest) = exp.strip_prefix(['e', 'E']) else {
-                return false;
-            };
-            let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
-        }
-    }
+    crate::spec::valid_quantity(s)
 }
 
 #[cfg(test)]
@@ -879,9 +872,9 @@ mod tests {
         assert_eq!(
             args,
             format!(
-                "install --target /opt/bifrost/site-packages --installer uv --uv {BIN_DIR}/uv \
-                 --expected-hash {hash} --on-failure fail --fallback-file {SNAPSHOT_DIR}/payload.json \
-                 --redis-key bifrost:requirements:content"
+                "install --target=/opt/bifrost/site-packages --installer=uv --uv={BIN_DIR}/uv \
+                 --expected-hash={hash} --on-failure=fail --fallback-file={SNAPSHOT_DIR}/payload.json \
+                 --redis-key=bifrost:requirements:content"
             )
         );
         let redis = env(inst, "REDIS_URL").unwrap().value_from.as_ref().unwrap();
@@ -1120,14 +1113,14 @@ mod tests {
         assert_eq!(inst.image.as_deref(), Some("python:3.11-slim"));
         assert_eq!(inst.image_pull_policy, None);
         let args = inst.args.as_ref().unwrap().join(" ");
-        assert!(args.contains("--target /home/bifrost/.local/lib/python3.11/site-packages --installer pip --expected-hash"), "{args}");
+        assert!(args.contains("--target=/home/bifrost/.local/lib/python3.11/site-packages --installer=pip --expected-hash="), "{args}");
         assert!(!args.contains("--uv"), "{args}");
-        assert!(args.contains("--on-failure continue"), "{args}");
+        assert!(args.contains("--on-failure=continue"), "{args}");
         assert!(!args.contains("--redis-key"), "{args}");
-        assert!(args.contains("--index-url https://pypi.example/simple --extra-index-url https://extra.example/simple"), "{args}");
+        assert!(args.contains("--index-url=https://pypi.example/simple --extra-index-url=https://extra.example/simple"), "{args}");
         assert!(args.contains("--only-binary"), "{args}");
         assert!(
-            args.ends_with(&format!("--cache-dir {CACHE_DIR}")),
+            args.ends_with(&format!("--cache-dir={CACHE_DIR}")),
             "{args}"
         );
         assert!(env(inst, "REDIS_URL").is_none());
@@ -1186,6 +1179,60 @@ mod tests {
 
     fn plan_err(p: &Pod, r: &WorkspaceRequirements) -> String {
         plan(p, r, &settings()).expect_err("refused").0
+    }
+
+    #[test]
+    fn a_container_using_our_name_is_not_injected() {
+        for name in [INSTALL_CONTAINER, BOOTSTRAP_CONTAINER] {
+            let mut v = worker();
+            v["spec"]["containers"] = json!([{"name": name, "image": "w"}]);
+            let err = plan_err(&pod(v), &resource());
+            assert!(
+                err.contains(name) && err.contains("already has a container"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_from_gets_the_pythonpath_warning() {
+        let mut v = worker();
+        v["spec"]["containers"] = json!([
+            {"name": "from-config", "image": "w", "envFrom": [{"configMapRef": {"name": "bifrost-config"}}]},
+            {"name": "explicit", "image": "w", "envFrom": [{"configMapRef": {"name": "c"}}],
+             "env": [{"name": "PYTHONPATH", "value": "/app"}]}
+        ]);
+        let (p, plan) = apply(&pod(v), &resource());
+        assert_eq!(plan.containers, ["from-config", "explicit"]);
+        assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+        assert!(
+            plan.warnings[0].contains("from-config") && plan.warnings[0].contains("envFrom"),
+            "{:?}",
+            plan.warnings
+        );
+        let cs = &p.spec.as_ref().unwrap().containers;
+        assert_eq!(
+            env(&cs[0], "PYTHONPATH").unwrap().value.as_deref(),
+            Some("/opt/bifrost/site-packages")
+        );
+    }
+
+    #[test]
+    fn values_that_look_like_flags_stay_values() {
+        let mut r = resource();
+        r.spec.cache.as_mut().unwrap().redis.as_mut().unwrap().key =
+            "--bifrost-requirements".into();
+        r.spec.install.index_urls = vec!["https://-x.example/simple".into()];
+        let (p, _) = apply(&pod(worker()), &r);
+        let args = init(&p, INSTALL_CONTAINER).args.clone().unwrap();
+        assert!(
+            args.contains(&"--redis-key=--bifrost-requirements".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.iter().skip(1).all(|a| a.starts_with("--")),
+            "every argument is a flag or --flag=value: {args:?}"
+        );
     }
 
     #[test]

@@ -20,15 +20,16 @@ pub mod inject;
 pub mod tls;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::{FutureExt, StreamExt};
@@ -43,7 +44,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
@@ -51,6 +52,7 @@ use crate::cli::{OperatorArgs, TlsMode};
 use crate::crd::{OPT_IN_LABEL, WorkspaceRequirements};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::supervise::{Backoff, OnExit, Supervisor};
 use inject::{NotInjected, OptIn, Settings};
 
 /// The only path served.
@@ -60,8 +62,38 @@ pub const MUTATE_PATH: &str = "/mutate";
 /// `reinvocationPolicy: IfNeeded`, never kube-system. `caBundle` is filled in by the operator
 /// (self-managed TLS) or by cert-manager's CA injector.
 pub const WEBHOOK_CONFIGURATION_YAML: &str = include_str!("../../deploy/webhook.yaml");
-/// Largest AdmissionReview accepted (a pod is at most ~1.5 MB in etcd).
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Largest AdmissionReview accepted. etcd stores objects of at most 1.5 MiB (its default request
+/// limit), so a pod that can exist at all fits twice over with the review's envelope and the API
+/// server's re-encoding; a bigger body could only come from a pod etcd will refuse anyway (with
+/// `failurePolicy: Ignore` the 413 admits it unchanged and etcd then rejects it). A body
+/// announcing more is refused before a byte of it is read; a chunked one is cut when it passes.
+pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
+/// Bodies above this size are "large": real pods are a few KiB to a few tens of KiB, so
+/// everything normal stays below it and never waits for [`MAX_LARGE_BODIES`].
+const LARGE_BODY: usize = 256 * 1024;
+/// Large bodies read and reviewed at the same time. Parsing JSON into a pod costs about ten times
+/// the body in memory, so two 3 MiB bodies peak near 70 MiB; more would threaten the chart's
+/// 256 MiB limit (the operator itself uses ~60 MiB). Beyond it a large body waits (within
+/// [`BODY_TIMEOUT`]), then gets 503; small bodies never wait for it.
+const MAX_LARGE_BODIES: usize = 2;
+/// Connections served at once; beyond it `accept` waits (the kernel's backlog holds the rest).
+/// Each costs at most ~100 KiB of buffers (TLS records, the 64 KiB [`READ_BUFFER`]) plus a body
+/// below [`LARGE_BODY`] in flight: 128 × (100 KiB + 256 KiB) ≈ 45 MiB at worst. The API server
+/// keeps a handful of connections per webhook; 128 leaves room for bursts of pod creations.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Time for a request head (line and headers) to arrive, counted from when the connection is
+/// ready for it — just accepted or its previous response written. Hyper starts this clock while
+/// a keep-alive connection sits idle, so it is also the idle keep-alive timeout: an idle
+/// connection costs a slot of [`MAX_CONNECTIONS`], and the API server reconnects in a
+/// millisecond (Go retries a request that met a connection closed while idle).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for the whole body to arrive (including any wait for a large-body slot). The API server
+/// gives the webhook 5 s for the whole round trip (`timeoutSeconds`, at most 30), and sends the
+/// body in one go: a body still trickling in after 10 s is an attack, not an admission.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hyper's read buffer per connection: request heads of the API server are well below 8 KiB;
+/// bodies stream through it in chunks.
+const READ_BUFFER: usize = 64 * 1024;
 /// How long a request waits for the resource cache's first listing.
 const CACHE_WAIT: Duration = Duration::from_secs(2);
 /// One Warning Event per (regarding object, reason) in this window.
@@ -194,7 +226,7 @@ impl Events {
             recent.insert(key, now);
         }
         let recorder = self.recorder.clone();
-        let note = crate::controller::status::truncate(note, 1000);
+        let note = crate::controller::status::truncate(&crate::redact::text(note), 1000);
         tokio::spawn(async move {
             let ev = Event {
                 type_: EventType::Warning,
@@ -361,6 +393,30 @@ fn valid_name(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// A warning when `pod` carries the injection marker but not the install container: the marker
+/// was copied (typically from an injected pod into a pod template), so the webhook takes the pod
+/// for injected and it runs without the packages.
+fn copied_marker(pod: &Pod) -> Option<String> {
+    let marked = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .contains_key(crate::crd::INJECTED_ANNOTATION);
+    let installs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == inject::INSTALL_CONTAINER));
+    (marked && !installs).then(|| {
+        format!(
+            "bifrost-requirements: not injected: the pod carries the annotation {} but no {} init \
+             container (copied into the pod template?); remove the annotation from the template",
+            crate::crd::INJECTED_ANNOTATION,
+            inject::INSTALL_CONTAINER
+        )
+    })
+}
+
 impl Admission {
     /// Answer one HTTP body. Never panics; every path produces a reply.
     pub async fn review(&self, body: &[u8]) -> Reply {
@@ -452,7 +508,16 @@ impl Admission {
                 debug!(namespace, why, "not mutating");
                 return allow(req, "excluded");
             }
-            OptIn::AlreadyInjected { warning: None } => return allow(req, "already-injected"),
+            OptIn::AlreadyInjected { warning: None } => {
+                return match copied_marker(pod) {
+                    None => allow(req, "already-injected"),
+                    Some(w) => {
+                        warn!(namespace, "{w}");
+                        self.event(req, pod, &namespace, "RequirementsNotInjected", &w);
+                        allow_with_warning(req, "already-injected", w)
+                    }
+                };
+            }
             OptIn::AlreadyInjected { warning: Some(w) } => {
                 warn!(namespace, "{w}");
                 self.event(req, pod, &namespace, "RequirementsNotInjected", &w);
@@ -500,6 +565,31 @@ impl Admission {
             self.event(req, pod, &namespace, "RequirementsNotFound", &w);
             return allow_with_warning(req, "unknown-resource", w);
         };
+
+        // A spec the API server (or the installer) would refuse injects nothing: the pod is
+        // admitted as it is, which the controller counts as uninjected and reports (Valid=False).
+        if let Err(problems) = crate::spec::validate(&resource) {
+            let more = match problems.0.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            let w = format!(
+                "WorkspaceRequirements {namespace}/{name} is invalid: {}{more}; the pod runs \
+                 without the requirements",
+                problems.0[0]
+            );
+            warn!(namespace, pod = %pod_name, "{w}");
+            let full = format!(
+                "WorkspaceRequirements {namespace}/{name} is invalid ({}: {problems}); the pod runs without the requirements",
+                problems.reason().as_str()
+            );
+            self.event(req, pod, &namespace, "RequirementsInvalid", &full);
+            return allow_with_warning(
+                req,
+                "invalid-resource",
+                crate::controller::status::truncate(&w, 500),
+            );
+        }
 
         // `plan` is pure and does not panic; the guard is a last line of defence so that even
         // a bug admits the pod instead of dropping the connection.
@@ -566,11 +656,125 @@ impl Admission {
     }
 }
 
-async fn mutate(State(state): State<Arc<Admission>>, body: Bytes) -> Reply {
+async fn mutate(
+    state: Arc<Admission>,
+    large: Arc<Semaphore>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
+    // The slot (if any) is held through the review: parsing is where a body's memory peaks.
+    let (body, _slot) = match read_body(&large, &headers, body).await {
+        Ok(read) => read,
+        Err(refused) => {
+            state.metrics.admission(refused.result, started.elapsed());
+            return refused.into_response();
+        }
+    };
     let reply = state.review(&body).await;
     state.metrics.admission(reply.result, started.elapsed());
-    reply
+    reply.into_response()
+}
+
+/// A request refused before its review: plain text, and the connection is closed (its body may
+/// be unread, so it cannot carry another request).
+struct Refused {
+    status: StatusCode,
+    message: String,
+    result: &'static str,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        debug!(status = %self.status, message = %self.message, "webhook: request refused");
+        (
+            self.status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CONNECTION, "close"),
+            ],
+            format!("{}\n", self.message),
+        )
+            .into_response()
+    }
+}
+
+/// Read a request body within [`BODY_LIMIT`] and [`BODY_TIMEOUT`]; a large one first takes one
+/// of [`MAX_LARGE_BODIES`] slots, returned with the body so the review keeps it.
+async fn read_body(
+    large: &Arc<Semaphore>,
+    headers: &HeaderMap,
+    body: Body,
+) -> std::result::Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Refused> {
+    let too_large = |what: String| Refused {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!(
+            "{what}; the webhook accepts AdmissionReviews of at most {BODY_LIMIT} bytes"
+        ),
+        result: "too-large",
+    };
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(n) => Some(n),
+            None => {
+                return Err(Refused {
+                    status: StatusCode::BAD_REQUEST,
+                    message: "invalid Content-Length".into(),
+                    result: "invalid",
+                });
+            }
+        },
+    };
+    if let Some(n) = declared.filter(|n| *n > BODY_LIMIT as u64) {
+        return Err(too_large(format!("the body announces {n} bytes")));
+    }
+    let read = async {
+        let mut slot = None;
+        if declared.is_some_and(|n| n > LARGE_BODY as u64) {
+            slot = Some(large_slot(large).await);
+        }
+        let mut buf = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Refused {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("cannot read the request body: {e}"),
+                result: "invalid",
+            })?;
+            if buf.len() + chunk.len() > BODY_LIMIT {
+                return Err(too_large(format!(
+                    "the body passed {BODY_LIMIT} bytes while being read"
+                )));
+            }
+            // A chunked body becomes large while it is read: it waits for a slot from then on.
+            if slot.is_none() && buf.len() + chunk.len() > LARGE_BODY {
+                slot = Some(large_slot(large).await);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok((buf, slot))
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Refused {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            result: "timeout",
+        }),
+    }
+}
+
+async fn large_slot(large: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    // The semaphore is never closed; should that change, waiting forever is still bounded by the
+    // caller's timeout.
+    match large.clone().acquire_owned().await {
+        Ok(p) => p,
+        Err(_) => std::future::pending().await,
+    }
 }
 
 async fn not_found() -> (StatusCode, &'static str) {
@@ -580,12 +784,20 @@ async fn not_found() -> (StatusCode, &'static str) {
     )
 }
 
-/// The HTTP routes: `POST /mutate`; other methods there get 405, other paths 404.
+/// The HTTP routes: `POST /mutate`; other methods there get 405, other paths 404. Bodies are read
+/// by [`read_body`] (size, time and large-body limits), never buffered by a generic extractor.
 pub fn router(state: Arc<Admission>) -> Router {
+    let large = Arc::new(Semaphore::new(MAX_LARGE_BODIES));
     Router::new()
-        .route(MUTATE_PATH, post(mutate))
+        .route(
+            MUTATE_PATH,
+            post(
+                move |State(state): State<Arc<Admission>>, headers: HeaderMap, body: Body| {
+                    mutate(state, large.clone(), headers, body)
+                },
+            ),
+        )
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -602,7 +814,16 @@ pub async fn serve_tls(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let mut tasks = tokio::task::JoinSet::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A free slot first, then accept: beyond the cap, connections wait in the backlog.
+        let slot = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.wait_for(|s| *s) => break,
@@ -621,6 +842,7 @@ pub async fn serve_tls(
         let app = app.clone();
         let mut stop = shutdown.clone();
         tasks.spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -634,7 +856,8 @@ pub async fn serve_tls(
             };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(READ_BUFFER)
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
@@ -681,27 +904,29 @@ async fn bind(addr: SocketAddr, shutdown: &mut watch::Receiver<bool>) -> Option<
     }
 }
 
-/// Run the webhook (certificates, resource cache, HTTPS server) until `shutdown`.
+/// Run the webhook (certificates, resource cache, HTTPS server) until the supervisor's stop
+/// signal; each part is a supervised task (restarted when it dies, reported on `/healthz`).
 pub async fn run(
     client: Client,
     config: WebhookConfig,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     resolver: Arc<tls::CertResolver>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tasks: Supervisor,
 ) -> Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-
+    let stop_rx = tasks.stop().receiver();
+    let restart = OnExit::Restart(Backoff::default());
     let server_config = tls::server_config(resolver.clone())?;
     let certs = match config.tls.clone() {
         TlsSource::SelfManaged(sm) => {
             info!(secret = %sm.secret_name, namespace = %sm.namespace, names = ?sm.policy.names,
                   webhook_config = %sm.webhook_config, "webhook TLS: self-managed");
-            tokio::spawn(sm.run(client.clone(), resolver.clone(), stop_rx.clone()))
+            let (client, resolver, stop) = (client.clone(), resolver.clone(), stop_rx.clone());
+            tasks.spawn("webhook-certificates", restart, move || {
+                sm.clone()
+                    .run(client.clone(), resolver.clone(), stop.clone())
+                    .map(Ok::<(), Infallible>)
+            })
         }
         TlsSource::Files {
             cert,
@@ -709,13 +934,17 @@ pub async fn run(
             interval,
         } => {
             info!(cert = %cert.display(), key = %key.display(), "webhook TLS: mounted files (cert-manager)");
-            tokio::spawn(tls::watch_files(
-                cert,
-                key,
-                interval,
-                resolver.clone(),
-                stop_rx.clone(),
-            ))
+            let (resolver, stop) = (resolver.clone(), stop_rx.clone());
+            tasks.spawn("webhook-certificates", restart, move || {
+                tls::watch_files(
+                    cert.clone(),
+                    key.clone(),
+                    interval,
+                    resolver.clone(),
+                    stop.clone(),
+                )
+                .map(Ok::<(), Infallible>)
+            })
         }
     };
 
@@ -725,26 +954,15 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
-    let mut cache_stop = stop_rx.clone();
-    let cache = tokio::spawn(async move {
-        let stream = reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(|r: &mut WorkspaceRequirements| r.managed_fields_mut().clear()),
-        );
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                ev = stream.next() => match ev {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => warn!(error = %e, "webhook: watching WorkspaceRequirements failed; retrying"),
-                    None => break,
-                },
-                _ = cache_stop.wait_for(|s| *s) => break,
-            }
-        }
-    });
+    // A restarted cache task resumes feeding the same store (its writer is shared), so requests
+    // keep reading it meanwhile.
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let cache = {
+        let stop = stop_rx.clone();
+        tasks.spawn("webhook-cache", restart, move || {
+            feed_cache(api.clone(), writer.clone(), stop.clone())
+        })
+    };
 
     let state = Arc::new(Admission {
         resources: store,
@@ -753,15 +971,47 @@ pub async fn run(
         events: Some(Events::new(client, reporter)),
         namespace: config.namespace.clone(),
     });
-    let mut bind_stop = stop_rx.clone();
-    if let Some(listener) = bind(config.addr, &mut bind_stop).await {
-        info!(addr = %config.addr, path = MUTATE_PATH, "serving the admission webhook (HTTPS)");
-        serve_tls(listener, server_config, router(state), stop_rx.clone()).await;
-    }
+    let app = router(state);
+    let addr = config.addr;
+    let server = tasks.spawn("webhook-server", restart, move || {
+        let (app, server_config, mut stop) = (app.clone(), server_config.clone(), stop_rx.clone());
+        async move {
+            if let Some(listener) = bind(addr, &mut stop).await {
+                info!(%addr, path = MUTATE_PATH, "serving the admission webhook (HTTPS)");
+                serve_tls(listener, server_config, app, stop).await;
+            }
+            Ok::<(), Infallible>(())
+        }
+    });
+    let _ = server.await;
     let _ = cache.await;
     let _ = certs.await;
     info!("admission webhook stopped");
     Ok(())
+}
+
+/// Watch `WorkspaceRequirements` into the admission cache until `stop`; a watch error is
+/// retried by the watcher's own backoff, an ended stream is this task's failure.
+async fn feed_cache(
+    api: Api<WorkspaceRequirements>,
+    writer: Arc<tokio::sync::Mutex<reflector::store::Writer<WorkspaceRequirements>>>,
+    mut stop: watch::Receiver<bool>,
+) -> std::result::Result<(), &'static str> {
+    let mut writer = writer.lock().await;
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|r: &mut WorkspaceRequirements| r.managed_fields_mut().clear());
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        tokio::select! {
+            ev = stream.next() => match ev {
+                Some(Ok(ev)) => writer.apply_watcher_event(&ev),
+                Some(Err(e)) => warn!(error = %e, "webhook: watching WorkspaceRequirements failed; retrying"),
+                None => return Err("the WorkspaceRequirements watch ended"),
+            },
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
 }
 
 /// The shipped MutatingWebhookConfiguration, parsed (for tests and tools).
@@ -893,6 +1143,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_invalid_spec_injects_nothing() {
+        let mut bad = resource("bifrost", "default");
+        bad.spec.install.size_limit = "-1Gi".into();
+        let mut empty = resource("bifrost", "empty");
+        empty.spec.content = String::new();
+        let a = admission(vec![bad, empty]);
+        for (name, needle) in [
+            ("default", "spec.install.sizeLimit"),
+            ("empty", "spec.content"),
+        ] {
+            let body = serde_json::to_vec(&review(worker(Some(name)))).unwrap();
+            let (reply, v) = answer(&a, &body).await;
+            assert_eq!(
+                (reply.status, reply.result),
+                (StatusCode::OK, "invalid-resource")
+            );
+            assert_eq!(v["response"]["allowed"], true);
+            assert!(v["response"].get("patch").is_none(), "{v}");
+            let w = v["response"]["warnings"][0].as_str().unwrap();
+            assert!(
+                w.contains(needle) && w.contains("without the requirements"),
+                "{w}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copied_marker_is_called_out() {
+        let a = admission(vec![resource("bifrost", "default")]);
+        let mut pod = worker(Some("default"));
+        pod["metadata"]["annotations"] = json!({crate::crd::INJECTED_ANNOTATION: "abc"});
+        let (reply, v) = answer(&a, &serde_json::to_vec(&review(pod)).unwrap()).await;
+        assert_eq!(reply.result, "already-injected");
+        assert!(v["response"].get("patch").is_none(), "{v}");
+        let w = v["response"]["warnings"][0].as_str().unwrap();
+        assert!(w.contains("copied"), "{w}");
+    }
+
+    #[tokio::test]
     async fn malformed_bodies_get_400() {
         let a = admission(vec![]);
         let (reply, _) = answer(&a, b"{not json").await;
@@ -995,5 +1284,250 @@ mod tests {
             w.client_config.service.as_ref().unwrap().path.as_deref(),
             Some(MUTATE_PATH)
         );
+    }
+
+    /// Generated inputs on the admission entry point: whatever the body, `review` answers (no
+    /// panic), with 400 or an allowed review; a patch only for a pod that really names an
+    /// existing resource, and every patch applies to the pod it was computed for.
+    mod generated {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn runtime() -> tokio::runtime::Runtime {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap()
+        }
+
+        /// Strings that break naive code: quotes, JSON-pointer and patch syntax, control and
+        /// non-ASCII characters, shell metacharacters, very long runs.
+        fn hostile_string() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,40}",
+                "[a-z0-9.-]{1,70}",
+                Just("default".to_string()),
+                Just("default ".to_string()),
+                Just("Default".to_string()),
+                Just("default\u{0}".to_string()),
+                Just("~1spec~0/../\"\\".to_string()),
+                Just("$(rm -rf /); `id`".to_string()),
+                Just("\u{202e}default".to_string()),
+                (1usize..200_000).prop_map(|n| "a".repeat(n)),
+            ]
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| json!(f)),
+                hostile_string().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map(hostile_string(), inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// `depth` levels of arrays or objects around a value, as text (a `Value` that deep
+        /// would overflow the test's own stack when dropped; serde_json stops parsing at 128).
+        fn nested(depth: usize, object: bool) -> String {
+            let (open, close) = if object { ("{\"a\":", "}") } else { ("[", "]") };
+            format!("{}\"bottom\"{}", open.repeat(depth), close.repeat(depth))
+        }
+
+        const POINTERS: &[&str] = &[
+            "",
+            "/apiVersion",
+            "/kind",
+            "/request",
+            "/request/uid",
+            "/request/kind",
+            "/request/kind/kind",
+            "/request/kind/group",
+            "/request/namespace",
+            "/request/operation",
+            "/request/dryRun",
+            "/request/object",
+            "/request/object/metadata",
+            "/request/object/metadata/name",
+            "/request/object/metadata/labels",
+            "/request/object/metadata/labels/bifrost.io~1requirements",
+            "/request/object/metadata/annotations",
+            "/request/object/metadata/ownerReferences",
+            "/request/object/spec",
+            "/request/object/spec/containers",
+            "/request/object/spec/containers/0",
+            "/request/object/spec/containers/0/name",
+            "/request/object/spec/containers/0/env",
+            "/request/object/spec/containers/0/volumeMounts",
+            "/request/object/spec/initContainers",
+            "/request/object/spec/volumes",
+        ];
+
+        fn set(root: &mut Value, pointer: &str, v: Value) {
+            if pointer.is_empty() {
+                *root = v;
+                return;
+            }
+            let (parent, last) = pointer.rsplit_once('/').unwrap();
+            let key = last.replace("~1", "/").replace("~0", "~");
+            match root.pointer_mut(parent) {
+                Some(Value::Object(m)) => {
+                    m.insert(key, v);
+                }
+                Some(Value::Array(a)) => {
+                    if let Ok(i) = key.parse::<usize>()
+                        && i < a.len()
+                    {
+                        a[i] = v;
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        /// Check one answer against the contract; returns a failure description.
+        fn check(body: &[u8], reply: &Reply) -> std::result::Result<(), String> {
+            match reply.status {
+                StatusCode::BAD_REQUEST => return Ok(()),
+                StatusCode::OK => {}
+                other => return Err(format!("status {other}")),
+            }
+            let v: Value = serde_json::from_slice(&reply.body).map_err(|e| e.to_string())?;
+            let resp = &v["response"];
+            if resp["allowed"] != json!(true) {
+                return Err(format!("200 without allowed=true: {v}"));
+            }
+            let Some(patch) = resp.get("patch") else {
+                return Ok(());
+            };
+            // A patch: the request, read as the server reads it, must be a CREATE of a pod in
+            // bifrost labelled `default`.
+            let sent: AdmissionReview<Pod> = serde_json::from_slice(body)
+                .map_err(|e| format!("patched an unparsable body: {e}"))?;
+            let req: AdmissionRequest<Pod> = sent.try_into().map_err(|e| format!("{e:?}"))?;
+            let pod = req
+                .object
+                .clone()
+                .ok_or("patched a request without an object")?;
+            let namespace = req.namespace.clone().or(pod.metadata.namespace.clone());
+            let label = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(OPT_IN_LABEL));
+            if label.map(String::as_str) != Some("default")
+                || req.operation != Operation::Create
+                || namespace.as_deref() != Some("bifrost")
+                || reply.result != "injected"
+            {
+                return Err(format!(
+                    "patched a request that names no resource: {}",
+                    reply.result
+                ));
+            }
+            let bytes: Vec<u8> =
+                serde_json::from_value(patch.clone()).map_err(|e| e.to_string())?;
+            let ops: json_patch::Patch = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("patch is not a JSON patch: {e}"))?;
+            // The API server applies the patch to the object it sent (here: as the typed Pod
+            // serializes it); it must apply cleanly.
+            let mut doc = serde_json::to_value(&pod).unwrap();
+            json_patch::patch(&mut doc, &ops).map_err(|e| format!("patch does not apply: {e}"))?;
+            Ok(())
+        }
+
+        fn base() -> Value {
+            review(worker(Some("default")))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2500, ..ProptestConfig::default() })]
+
+            #[test]
+            fn random_bytes(body in prop::collection::vec(any::<u8>(), 0..2048)) {
+                let a = admission(vec![resource("bifrost", "default")]);
+                let reply = runtime().block_on(a.review(&body));
+                prop_assert!(check(&body, &reply).is_ok(), "{:?}", check(&body, &reply));
+            }
+
+            #[test]
+            fn mutated_reviews(
+                edits in prop::collection::vec((prop::sample::select(POINTERS), json_value()), 1..4),
+            ) {
+                let a = admission(vec![resource("bifrost", "default")]);
+                let mut v = base();
+                for (pointer, value) in edits {
+                    set(&mut v, pointer, value);
+                }
+                let body = serde_json::to_vec(&v).unwrap();
+                let reply = runtime().block_on(a.review(&body));
+                prop_assert!(check(&body, &reply).is_ok(), "{:?}", check(&body, &reply));
+            }
+
+            #[test]
+            fn deep_nesting(pointer in prop::sample::select(POINTERS), depth in 100usize..3000, object: bool) {
+                let a = admission(vec![resource("bifrost", "default")]);
+                let mut v = base();
+                set(&mut v, pointer, json!("__deep__"));
+                let body = serde_json::to_string(&v)
+                    .unwrap()
+                    .replacen("\"__deep__\"", &nested(depth, object), 1)
+                    .into_bytes();
+                let reply = runtime().block_on(a.review(&body));
+                prop_assert!(check(&body, &reply).is_ok(), "{:?}", check(&body, &reply));
+            }
+
+            #[test]
+            fn mutated_bytes(
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+            ) {
+                let a = admission(vec![resource("bifrost", "default")]);
+                let mut body = serde_json::to_vec(&base()).unwrap();
+                for (at, byte, op) in edits {
+                    let i = at.index(body.len());
+                    match op {
+                        0 => body[i] = byte,
+                        1 => body.insert(i, byte),
+                        _ => { body.remove(i); }
+                    }
+                }
+                let reply = runtime().block_on(a.review(&body));
+                prop_assert!(check(&body, &reply).is_ok(), "{:?}", check(&body, &reply));
+            }
+
+            #[test]
+            fn hostile_labels_and_names(label in hostile_string(), name in hostile_string(), ns in hostile_string()) {
+                let a = admission(vec![resource("bifrost", "default")]);
+                let mut v = base();
+                set(&mut v, "/request/object/metadata/labels/bifrost.io~1requirements", json!(label));
+                set(&mut v, "/request/object/metadata/name", json!(name));
+                set(&mut v, "/request/namespace", json!(ns));
+                let body = serde_json::to_vec(&v).unwrap();
+                let reply = runtime().block_on(a.review(&body));
+                prop_assert!(check(&body, &reply).is_ok(), "{:?}", check(&body, &reply));
+                if label != "default" || ns != "bifrost" {
+                    prop_assert_ne!(reply.result, "injected");
+                }
+            }
+        }
+
+        /// The unmutated base case really is injected (else the properties above prove little).
+        #[test]
+        fn the_base_review_is_injected() {
+            let a = admission(vec![resource("bifrost", "default")]);
+            let body = serde_json::to_vec(&base()).unwrap();
+            let reply = runtime().block_on(a.review(&body));
+            assert_eq!(reply.result, "injected");
+            check(&body, &reply).unwrap();
+        }
     }
 }

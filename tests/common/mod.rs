@@ -1,6 +1,7 @@
 //! Shared test harness: real PostgreSQL, Redis and Kubernetes control plane, plus CLI helpers.
 #![allow(dead_code)]
 
+pub mod admission;
 pub mod k8s;
 pub mod node;
 pub mod operator;

@@ -258,6 +258,20 @@ impl Operator {
         op
     }
 
+    /// The operator process's own pid (the watchdog's child running the binary), e.g. to sample
+    /// its memory in `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        let sh = self.child.as_ref()?.id();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .find(|c| {
+                std::fs::read(format!("/proc/{c}/cmdline"))
+                    .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"operator"))
+            })
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -331,4 +345,54 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|x| x.1.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// The resource as the API server has it now.
+pub async fn get_wsreq(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+/// (status, reason, message) of a condition.
+pub fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, String, String)> {
+    obj.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Wait up to `timeout` until condition `type_` has `status` (and `reason`, when given);
+/// returns the resource, or panics with the last status seen.
+pub async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> WorkspaceRequirements {
+    let mut last = None;
+    let found = tokio::time::timeout(timeout, async {
+        loop {
+            let obj = get_wsreq(client, ns, name).await;
+            if condition(&obj, type_)
+                .is_some_and(|c| c.0 == status && reason.is_none_or(|r| r == c.1))
+            {
+                return obj;
+            }
+            last = obj.status.clone();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| {
+        panic!(
+            "timed out waiting for {ns}/{name} {type_}={status} {reason:?}; last status: {last:#?}"
+        )
+    })
 }

@@ -1,0 +1,720 @@
+//! Differential test of the requirements policy against the real installers.
+//!
+//! Two PEP 503 indexes run on loopback inside this test: a legit one (`bifrost-hello` 1.0,
+//! `bifrost-other` 1.0) and a trap (`bifrost-hello` 6.6, `bifrost-trap` 1.0) that records every
+//! request. For each file of a corpus of tricky requirements files, our policy gives a verdict.
+//! Every accepted file is installed four ways with only the legit index configured: our `install`
+//! with `--installer uv` and `--installer pip` (which feed the installers the text rendered from
+//! our model), and raw `uv pip install -r FILE` and `python3 -m pip install -r FILE` (what
+//! Bifrost's own worker does with the stored bytes). After each, the trap must not have been
+//! asked for anything and nothing may be installed that the policy did not count. So that this
+//! cannot pass vacuously, the known bypasses are fed raw to uv and pip and must reach the trap,
+//! while our policy refuses them (and our `install` installs nothing).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bifrost_requirements::policy::Policy;
+use bifrost_requirements::requirements::RequirementsFile;
+use common::wheels::Wheel;
+use sha2::{Digest, Sha256};
+
+/// A PEP 503 simple index on loopback that logs every request path.
+struct Index {
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Index {
+    fn start(wheels: &[Wheel]) -> Index {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<(String, Vec<u8>)> = wheels
+            .iter()
+            .map(|w| {
+                let path = w.build(dir.path());
+                (
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&path).unwrap(),
+                )
+            })
+            .collect();
+        let files = Arc::new(files);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let shared = log.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (files, log) = (files.clone(), shared.clone());
+                std::thread::spawn(move || serve(stream, &files, &log));
+            }
+        });
+        Index { port, log }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/simple/", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+fn serve(mut stream: TcpStream, files: &[(String, Vec<u8>)], log: &Mutex<Vec<String>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&request);
+    let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+    log.lock().unwrap().push(path.clone());
+    let (status, kind, body): (&str, &str, Vec<u8>) =
+        if let Some(file) = path.strip_prefix("/files/") {
+            match files.iter().find(|(n, _)| n == file) {
+                Some((_, bytes)) => ("200 OK", "application/octet-stream", bytes.clone()),
+                None => ("404 Not Found", "text/plain", b"no such file".to_vec()),
+            }
+        } else if let Some(project) = path.strip_prefix("/simple/") {
+            let project = normalize(project.trim_end_matches('/'));
+            let links: String = files
+                .iter()
+                .filter(|(n, _)| normalize(n.split('-').next().unwrap_or("")) == project)
+                .map(|(n, bytes)| {
+                    format!(
+                        "<a href=\"/files/{n}#sha256={}\">{n}</a>\n",
+                        hex::encode(Sha256::digest(bytes))
+                    )
+                })
+                .collect();
+            if links.is_empty() {
+                ("404 Not Found", "text/plain", b"no such project".to_vec())
+            } else {
+                (
+                    "200 OK",
+                    "text/html",
+                    format!("<!DOCTYPE html><html><body>\n{links}</body></html>\n").into_bytes(),
+                )
+            }
+        } else {
+            ("404 Not Found", "text/plain", b"not found".to_vec())
+        };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
+}
+
+/// What the corpus says about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Accepted; `installs`: our `install` succeeds with both installers.
+    Accept { installs: bool },
+    /// Refused by the policy.
+    Reject,
+    /// A known bypass: refused by us, but raw uv / raw pip reach the trap.
+    Bypass { uv: bool, pip: bool },
+}
+
+struct Case {
+    name: String,
+    content: String,
+    expect: Expect,
+}
+
+fn corpus(legit: &str, trap: &str, hello_hash: &str) -> Vec<Case> {
+    let (l, t, h) = (legit, trap, hello_hash);
+    let accept = |installs| Expect::Accept { installs };
+    let mut cases: Vec<(String, String, Expect)> = vec![
+        ("plain".into(), "bifrost-hello\n".into(), accept(true)),
+        (
+            "crlf".into(),
+            "bifrost-hello==1.0\r\nbifrost-other\r\n".into(),
+            accept(true),
+        ),
+        (
+            "comment-mentions-trap".into(),
+            format!("# mirror: --extra-index-url {t}\nbifrost-hello\n"),
+            accept(true),
+        ),
+        (
+            "inline-comment-option".into(),
+            format!("bifrost-hello  # -i {t}\n"),
+            accept(true),
+        ),
+        (
+            "marker-then-comment".into(),
+            format!("bifrost-hello ; python_version >= \"3\"  # --extra-index-url={t}\n"),
+            accept(true),
+        ),
+        (
+            "hashes-continued".into(),
+            format!("bifrost-hello==1.0 \\\n    --hash=sha256:{h} \\\n    --hash sha256:{h}\n"),
+            accept(true),
+        ),
+        (
+            "hash-abbreviated".into(),
+            format!("bifrost-hello==1.0 --has=sha256:{h}\n"),
+            accept(true),
+        ),
+        (
+            "two-options-one-line".into(),
+            "--only-binary :all: --prefer-binary\nbifrost-hello\n".into(),
+            accept(true),
+        ),
+        (
+            "allowed-index-abbreviated".into(),
+            format!("--index {l}\nbifrost-hello\n"),
+            accept(true),
+        ),
+        (
+            "allowed-index-attached".into(),
+            format!("-i{l}\nbifrost-hello\n"),
+            accept(true),
+        ),
+        (
+            "quoted-value".into(),
+            "--only-binary ':all:'\nbifrost-hello\n".into(),
+            accept(true),
+        ),
+        (
+            "no-trailing-newline".into(),
+            "bifrost-other\nbifrost-hello".into(),
+            accept(true),
+        ),
+        (
+            "continuation-then-comment-line".into(),
+            "bifrost-hello \\\n# trailing comment\nbifrost-other\n".into(),
+            accept(true),
+        ),
+        (
+            "tabs".into(),
+            "bifrost-hello\t# tab comment\n\t--pre\n".into(),
+            accept(true),
+        ),
+        (
+            "false-marker".into(),
+            "bifrost-other ; python_version < \"2\"\nbifrost-hello\n".into(),
+            accept(true),
+        ),
+        (
+            "require-hashes".into(),
+            format!("--require-hashes\nbifrost-hello==1.0 --hash=sha256:{h}\n"),
+            accept(true),
+        ),
+        (
+            "option-text-in-marker".into(),
+            format!("bifrost-hello ; platform_release != \"--extra-index-url {t}\"\n"),
+            accept(true),
+        ),
+        (
+            "no-binary-other".into(),
+            "--no-binary=bifrost-other\nbifrost-hello\n".into(),
+            accept(true),
+        ),
+        // Refused: every line separator pip or uv splits at, controls, bidi, comments with
+        // continuations, options where only --hash may stand, abbreviations, attached values.
+        ("nul".into(), "bifrost-hello\0\n".into(), Expect::Reject),
+        (
+            "bidi".into(),
+            format!("bifrost-hello # \u{202e}{t}\n"),
+            Expect::Reject,
+        ),
+        (
+            "nbsp-comment".into(),
+            format!("bifrost-hello\u{a0}# -i {t}\n"),
+            Expect::Reject,
+        ),
+        (
+            "full-comment-continuation".into(),
+            format!("# note \\\n--extra-index-url {t}\nbifrost-hello\n"),
+            Expect::Reject,
+        ),
+        (
+            "hash-then-option".into(),
+            format!("bifrost-hello --hash=sha256:{h} --extra-index-url={t}\n"),
+            Expect::Reject,
+        ),
+        (
+            "option-after-requirement".into(),
+            format!("bifrost-hello -i {t}\n"),
+            Expect::Reject,
+        ),
+        (
+            "find-links".into(),
+            format!("--find-links {t}\nbifrost-hello\n"),
+            Expect::Reject,
+        ),
+        (
+            "find-abbreviated-after-pre".into(),
+            format!("--pre --find {t}\nbifrost-hello\n"),
+            Expect::Reject,
+        ),
+        (
+            "find-attached".into(),
+            format!("-f{t}\nbifrost-hello\n"),
+            Expect::Reject,
+        ),
+        (
+            "trusted-host".into(),
+            "--trusted-host 127.0.0.1\nbifrost-hello\n".into(),
+            Expect::Reject,
+        ),
+        (
+            "url-requirement".into(),
+            format!("bifrost-hello @ {t}../files/bifrost_hello-6.6-py3-none-any.whl\n"),
+            Expect::Reject,
+        ),
+        (
+            "homoglyph".into(),
+            "bifrost-h\u{435}llo\n".into(),
+            Expect::Reject,
+        ),
+        ("panicking-name".into(), "foo-]\n".into(), Expect::Reject),
+        (
+            "deep-marker".into(),
+            format!(
+                "bifrost-hello ; {}python_version > \"3\"{}\n",
+                "(".repeat(3000),
+                ")".repeat(3000)
+            ),
+            Expect::Reject,
+        ),
+        (
+            "hash-in-options-line".into(),
+            format!("--hash=sha256:{h}\nbifrost-hello\n"),
+            Expect::Reject,
+        ),
+        (
+            "ambiguous".into(),
+            "--e x\nbifrost-hello\n".into(),
+            Expect::Reject,
+        ),
+        (
+            "value-hash-sign".into(),
+            format!("--only-binary=:all:#x --extra-index-url {t}\nbifrost-hello\n"),
+            Expect::Reject,
+        ),
+        // The findings: raw uv and/or pip apply an option that the old reading did not see.
+        (
+            "cr-in-comment".into(),
+            format!("# note\r--extra-index-url {t}\nbifrost-hello\n"),
+            Expect::Bypass {
+                uv: true,
+                pip: true,
+            },
+        ),
+        (
+            "inline-comment-continuation".into(),
+            format!("bifrost-hello # pinned \\\n--extra-index-url {t}\n"),
+            Expect::Bypass {
+                uv: true,
+                pip: false,
+            },
+        ),
+        (
+            "only-binary-then-extra-index".into(),
+            format!("--only-binary :none: --extra-index-url {t}\nbifrost-hello\n"),
+            Expect::Bypass {
+                uv: false,
+                pip: true,
+            },
+        ),
+        (
+            "no-binary-then-short-index".into(),
+            format!("--no-binary=:none: -i {t}\nbifrost-hello\n"),
+            Expect::Bypass {
+                uv: false,
+                pip: true,
+            },
+        ),
+        (
+            "abbreviated-extra-index".into(),
+            format!("--extra-index {t}\nbifrost-hello\n"),
+            Expect::Bypass {
+                uv: false,
+                pip: true,
+            },
+        ),
+        (
+            "attached-short-index".into(),
+            format!("-i{t}\nbifrost-hello\n"),
+            Expect::Bypass {
+                uv: false,
+                pip: true,
+            },
+        ),
+    ];
+    // Every separator Python's splitlines knows, hiding an option inside a comment.
+    for sep in [
+        '\r', '\u{0b}', '\u{0c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}', '\u{2029}',
+    ] {
+        let expect = if sep == '\r' {
+            Expect::Bypass {
+                uv: true,
+                pip: true,
+            }
+        } else {
+            Expect::Bypass {
+                uv: false,
+                pip: true,
+            }
+        };
+        cases.push((
+            format!("separator-U+{:04X}", sep as u32),
+            format!("# note{sep}--extra-index-url {t}\nbifrost-hello\n"),
+            expect,
+        ));
+    }
+    // Generated variants of accepted lines (fixed seed): order, line endings, comments.
+    let lines = [
+        "bifrost-hello".to_string(),
+        "bifrost-other>=1".to_string(),
+        format!("# --extra-index-url {t}"),
+        String::new(),
+        "--prefer-binary".to_string(),
+        format!("bifrost-hello==1.0 --hash=sha256:{h}"),
+        "bifrost-other  # -f x".to_string(),
+    ];
+    let mut seed: u64 = 0x5eed_b1f0;
+    for n in 0..3 {
+        let mut content = String::new();
+        let mut names = BTreeSet::new();
+        for _ in 0..5 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let line = &lines[(seed >> 33) as usize % lines.len()];
+            // One spelling of bifrost-hello only, so the pins cannot conflict.
+            let key = line.split(['=', '>', ' ']).next().unwrap_or("");
+            if key.starts_with("bifrost") && !names.insert(key.to_string()) {
+                continue;
+            }
+            content.push_str(line);
+            content.push_str(if seed & 1 == 0 { "\n" } else { "\r\n" });
+        }
+        // pip's hash-checking mode (any --hash) needs every requirement pinned with ==.
+        let installs = !content.contains("--hash") || names.len() == 1;
+        cases.push((format!("generated-{n}"), content, accept(installs)));
+    }
+    cases
+        .into_iter()
+        .map(|(name, content, expect)| Case {
+            name,
+            content,
+            expect,
+        })
+        .collect()
+}
+
+/// Run a command with a deadline; the environment is cleared of installer configuration.
+fn run(mut cmd: Command, cache: &Path) -> Output {
+    for (var, _) in std::env::vars() {
+        if var.starts_with("PIP_") || var.starts_with("UV_") || var == "REDIS_URL" {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.env("UV_CACHE_DIR", cache.join("uv"))
+        .env("PIP_CACHE_DIR", cache.join("pip"))
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("UV_NO_CONFIG", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How one file is installed.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    OursUv,
+    OursPip,
+    RawUv,
+    RawPip,
+}
+
+fn install(way: Way, file: &Path, target: &Path, legit: &str, cache: &Path) -> Output {
+    let (f, t) = (file.to_str().unwrap(), target.to_str().unwrap());
+    let cmd = match way {
+        Way::OursUv | Way::OursPip => {
+            let mut c = Command::new(common::bin());
+            c.args([
+                "install",
+                "--target",
+                t,
+                "--fallback-file",
+                f,
+                "--index-url",
+                legit,
+            ])
+            .args([
+                "--installer",
+                if matches!(way, Way::OursUv) {
+                    "uv"
+                } else {
+                    "pip"
+                },
+            ]);
+            c
+        }
+        Way::RawUv => {
+            let mut c = Command::new("uv");
+            c.args([
+                "pip",
+                "install",
+                "--target",
+                t,
+                "--python",
+                "python3",
+                "--no-config",
+            ])
+            .args(["--index-url", legit, "-r", f]);
+            c
+        }
+        Way::RawPip => {
+            let mut c = Command::new("python3");
+            c.args([
+                "-m",
+                "pip",
+                "install",
+                "--target",
+                t,
+                "--index-url",
+                legit,
+                "-r",
+                f,
+            ])
+            .args([
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+            ]);
+            c
+        }
+    };
+    run(cmd, cache)
+}
+
+/// `(normalized name, version)` of every distribution in a target.
+fn installed(target: &Path) -> Vec<(String, String)> {
+    let Ok(dir) = std::fs::read_dir(target) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let stem = n.strip_suffix(".dist-info")?;
+            let (name, version) = stem.rsplit_once('-')?;
+            Some((normalize(name), version.to_string()))
+        })
+        .collect()
+}
+
+/// Everything that happened to one case, for the summary and the assertions.
+struct Outcome {
+    lines: Vec<String>,
+    failures: Vec<String>,
+}
+
+fn check_case(case: &Case, legit: &Index, work: &Path) -> Outcome {
+    let trap = Index::start(&[
+        Wheel::new("bifrost_hello", "6.6"),
+        Wheel::new("bifrost_trap", "1.0"),
+    ]);
+    let content = case.content.replace("{TRAP}", &trap.url());
+    let mut out = Outcome {
+        lines: Vec::new(),
+        failures: Vec::new(),
+    };
+    let mut fail = |m: String| out.failures.push(format!("{}: {m}", case.name));
+    let dir = work.join(&case.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("requirements.txt");
+    std::fs::write(&file, &content).unwrap();
+    let cache = dir.join("cache");
+
+    let parsed = RequirementsFile::parse(&content);
+    let counted: BTreeSet<String> = parsed.requirements().map(|(_, n)| n.to_string()).collect();
+    let verdict = Policy {
+        allowed_index_urls: vec![legit.url()],
+        only_binary: false,
+    }
+    .check(&parsed);
+    let accepted = verdict.is_ok();
+    match (case.expect, &verdict) {
+        (Expect::Accept { .. }, Err(e)) => fail(format!("expected acceptance, got {e}")),
+        (Expect::Reject | Expect::Bypass { .. }, Ok(_)) => fail("expected rejection".into()),
+        _ => {}
+    }
+    let mut summary = format!(
+        "{:<34} {}",
+        case.name,
+        match &verdict {
+            Ok(a) => format!("accepted ({} package(s))", a.package_count),
+            Err(e) => format!("rejected (line {})", e.first().line),
+        }
+    );
+
+    let ways: &[Way] = match case.expect {
+        Expect::Accept { .. } => &[Way::OursUv, Way::OursPip, Way::RawUv, Way::RawPip],
+        Expect::Reject => &[Way::OursUv, Way::OursPip],
+        Expect::Bypass { .. } => &[Way::OursUv, Way::OursPip, Way::RawUv, Way::RawPip],
+    };
+    for &way in ways {
+        let target = dir.join(format!("{way:?}"));
+        let before = trap.requests().len();
+        let o = install(way, &file, &target, &legit.url(), &cache);
+        let hits = trap.requests()[before..].to_vec();
+        let dists = installed(&target);
+        let ours = matches!(way, Way::OursUv | Way::OursPip);
+        summary.push_str(&format!(
+            " | {way:?}: exit {:?}, trap {}",
+            o.status.code(),
+            hits.len()
+        ));
+        let should_reach = match (case.expect, way) {
+            (Expect::Bypass { uv, .. }, Way::RawUv) => Some(uv),
+            (Expect::Bypass { pip, .. }, Way::RawPip) => Some(pip),
+            _ => None,
+        };
+        match should_reach {
+            // The detection works: the raw installer follows the hidden option.
+            Some(true) if hits.is_empty() => fail(format!(
+                "{way:?} was expected to reach the trap (a known bypass) but did not; exit {:?}\n{}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Some(_) => {}
+            None => {
+                if !hits.is_empty() {
+                    fail(format!("{way:?} reached the trap: {hits:?}"));
+                }
+                for (name, version) in &dists {
+                    if !counted.contains(name) || version == "6.6" {
+                        fail(format!(
+                            "{way:?} installed {name} {version}, which the policy did not count ({counted:?})"
+                        ));
+                    }
+                }
+            }
+        }
+        if ours && !accepted && (o.status.code() != Some(2) || !dists.is_empty()) {
+            fail(format!(
+                "{way:?} on a refused file: exit {:?}, installed {dists:?}",
+                o.status.code()
+            ));
+        }
+        if ours && matches!(case.expect, Expect::Accept { installs: true }) && !o.status.success() {
+            fail(format!(
+                "{way:?} failed on an accepted file:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+    }
+    out.lines.push(summary);
+    out
+}
+
+#[test]
+fn raw_installers_never_see_more_than_the_policy_and_known_bypasses_are_caught() {
+    let started = Instant::now();
+    let legit = Index::start(&[
+        Wheel::new("bifrost_hello", "1.0"),
+        Wheel::new("bifrost_other", "1.0"),
+    ]);
+    let hello_hash = {
+        let dir = tempfile::tempdir().unwrap();
+        let path: PathBuf = Wheel::new("bifrost_hello", "1.0").build(dir.path());
+        hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+    };
+    let work = tempfile::Builder::new()
+        .prefix("bifrost-differential-")
+        .tempdir()
+        .unwrap();
+    let cases = corpus(&legit.url(), "{TRAP}", &hello_hash);
+    assert!(cases.len() >= 50, "corpus went missing");
+    assert!(
+        cases
+            .iter()
+            .any(|c| c.name.starts_with("generated") && c.content.contains("--hash")),
+        "the generated variants lost their hashed line"
+    );
+    let next = Mutex::new(0usize);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap();
+                        *n += 1;
+                        *n - 1
+                    };
+                    let Some(case) = cases.get(i) else { break };
+                    let outcome = check_case(case, &legit, work.path());
+                    results.lock().unwrap().push((i, outcome));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(i, _)| *i);
+    let mut failures = Vec::new();
+    for (_, o) in &results {
+        for l in &o.lines {
+            eprintln!("{l}");
+        }
+        failures.extend(o.failures.iter().cloned());
+    }
+    let accepted = cases
+        .iter()
+        .filter(|c| matches!(c.expect, Expect::Accept { .. }))
+        .count();
+    eprintln!(
+        "{} files ({accepted} accepted and installed 4 ways) in {:.1} s; legit index served {} requests",
+        cases.len(),
+        started.elapsed().as_secs_f64(),
+        legit.requests().len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -1,0 +1,712 @@
+//! Spec validation and status truth on a real control plane (etcd + kube-apiserver +
+//! kube-controller-manager 1.20.2) with real Redis: an invalid spec is reported and writes
+//! nothing while labelled pods still start (uninjected, counted); a pod the API server refuses
+//! anyway shows in the status; content too large for the ConfigMap is refused up front; a
+//! flushed Redis is re-warmed within seconds; absent content is not empty requirements; a pod
+//! template with a copied injection marker is reported.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bifrost_requirements::cache::Payload;
+use bifrost_requirements::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
+use bifrost_requirements::requirements::content_hash;
+use common::admission::{Webhook, webhook_namespace};
+use common::operator::{
+    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, secret,
+    template_hash, wait_condition, wait_for,
+};
+use common::services::{RedisServer, fresh_key, redis_get, redis_url};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(60);
+
+fn redis_cache(key: &str) -> Value {
+    json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}})
+}
+
+async fn pods_of(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    wait_for(&format!("{n} pod(s) of {app}"), T, || async {
+        let list = pods
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .ok()?;
+        (list.items.len() >= n).then_some(list.items)
+    })
+    .await
+}
+
+/// The Events of a namespace (both APIs' views, as JSON text).
+fn events(ns: &str) -> String {
+    let out = common::k8s::control_plane().kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        ns,
+        "-o",
+        "json",
+    ]);
+    common::stdout(&out)
+}
+
+async fn uninjected(client: &Client, ns: &str, resource: &str, workload: &str) -> Option<i32> {
+    get_wsreq(client, ns, resource)
+        .await
+        .status?
+        .workloads
+        .iter()
+        .find(|w| w.name == workload)?
+        .uninjected_pods
+}
+
+fn replica_failure(d: &Deployment) -> Option<String> {
+    d.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        .map(|c| c.message.clone().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjected() {
+    let (client, ns) = webhook_namespace("spec-invalid").await;
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let key = fresh_key();
+    create_wsreq(&client, &ns, "good", json!({"content": "a==1\n"})).await;
+    create_wsreq(
+        &client,
+        &ns,
+        "bad",
+        json!({
+            "content": "a==1\n",
+            "cache": redis_cache(&key),
+            "install": {"sizeLimit": "-1Gi", "resources": {"limits": {"cpu": "-1"}}},
+        }),
+    )
+    .await;
+    let webhook = Webhook::start(&client, &ns).await;
+    webhook.wait_until_injecting(&client, &ns, "good").await;
+
+    // An app container already using the install container's name: admitted, not injected
+    // (the patch would make the API server refuse the pod with "Duplicate value").
+    let clash: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "clash", "labels": {OPT_IN_LABEL: "good"}},
+        "spec": {"containers": [{"name": "bifrost-requirements-install", "image": "python:3.11-slim"}]}
+    }))
+    .unwrap();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let admitted = Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&dry, &clash)
+        .await
+        .expect("the pod is admitted");
+    assert!(
+        !admitted.annotations().contains_key(INJECTED_ANNOTATION)
+            && admitted.spec.unwrap().init_containers.is_none(),
+        "a clashing pod was injected"
+    );
+
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "bad",
+        "Valid",
+        "False",
+        Some("InvalidSpec"),
+        T,
+    )
+    .await;
+    let (_, _, message) = condition(&obj, "Valid").unwrap();
+    assert!(
+        message.contains("spec.install.sizeLimit") && message.contains("-1Gi"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.install.resources.limits[cpu]"),
+        "{message}"
+    );
+    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
+    assert_eq!(
+        obj.status.as_ref().unwrap().observed_generation,
+        obj.metadata.generation
+    );
+
+    // Its labelled Deployment still gets its pod: admitted uninjected, and counted.
+    labelled_deployment(&client, &ns, "worker", "bad").await;
+    let pods = pods_of(&client, &ns, "worker", 1).await;
+    let pod = &pods[0];
+    assert!(
+        !pod.annotations().contains_key(INJECTED_ANNOTATION),
+        "{pod:#?}"
+    );
+    assert!(pod.spec.as_ref().unwrap().init_containers.is_none());
+    wait_for("uninjectedPods: 1", T, || async {
+        (uninjected(&client, &ns, "bad", "worker").await == Some(1)).then_some(())
+    })
+    .await;
+    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("worker")
+        .await
+        .unwrap();
+    assert_eq!(replica_failure(&d), None, "pod creation failed");
+    // Nothing was written from the invalid spec.
+    assert_eq!(redis_get(&redis_url(), &key).await, None);
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt("bad-requirements")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(template_hash(&d), None, "an invalid spec rolled out");
+    // A Warning Event on the resource, and one where the pod's creator sees it.
+    wait_for("the Events", T, || async {
+        let e = events(&ns);
+        (e.contains("InvalidSpec") && e.contains("RequirementsInvalid")).then_some(())
+    })
+    .await;
+    drop(webhook);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
+    let (client, ns) = webhook_namespace("spec-refused").await;
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    let webhook = Webhook::start(&client, &ns).await;
+    webhook.wait_until_injecting(&client, &ns, "default").await;
+    // The namespace caps containers at 1Gi; the injected install container asks for 2Gi.
+    let limits: LimitRange = serde_json::from_value(json!({
+        "metadata": {"name": "small"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}
+    }))
+    .unwrap();
+    Api::<LimitRange>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &limits)
+        .await
+        .unwrap();
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "worker"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "worker"}},
+            "template": {
+                "metadata": {"labels": {"app": "worker", OPT_IN_LABEL: "default"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
+                                         "resources": {"limits": {"memory": "512Mi"}}}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "store"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "store",
+            "selector": {"matchLabels": {"app": "store"}},
+            "template": {
+                "metadata": {"labels": {"app": "store", OPT_IN_LABEL: "default"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
+                                         "resources": {"limits": {"memory": "512Mi"}}}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "RolledOut",
+        "False",
+        Some("PodCreationFailed"),
+        T,
+    )
+    .await;
+    let (_, _, message) = condition(&obj, "RolledOut").unwrap();
+    eprintln!("RolledOut=False: {message}");
+    assert!(
+        message.contains("Deployment/worker") && message.contains("memory"),
+        "the API server's message is missing: {message}"
+    );
+    let (ready, _, ready_message) = condition(&obj, "Ready").unwrap();
+    assert_eq!(ready, "False");
+    assert!(ready_message.contains("RolledOut"), "{ready_message}");
+    let w = &obj.status.as_ref().unwrap().workloads[0];
+    assert!(
+        w.message
+            .as_deref()
+            .is_some_and(|m| m.contains("cannot create pods")),
+        "{w:?}"
+    );
+    wait_for("the PodCreationFailed Event", T, || async {
+        events(&ns).contains("PodCreationFailed").then_some(())
+    })
+    .await;
+    // A StatefulSet reports no failure in its status: it counts once it stalls for a while.
+    let started = Instant::now();
+    let obj = wait_for("the stalled StatefulSet reported", T, || async {
+        let obj = get_wsreq(&client, &ns, "default").await;
+        let (_, reason, message) = condition(&obj, "RolledOut")?;
+        (reason == "PodCreationFailed" && message.contains("StatefulSet/store")).then_some(obj)
+    })
+    .await;
+    eprintln!(
+        "StatefulSet stall reported after {:?}: {}",
+        started.elapsed(),
+        condition(&obj, "RolledOut").unwrap().2
+    );
+
+    // Lifting the cap lets the pods be created; the status follows.
+    Api::<LimitRange>::namespaced(client.clone(), &ns)
+        .delete("small", &Default::default())
+        .await
+        .unwrap();
+    // The ReplicaSet controller backs off after failures; a metadata change makes it retry now.
+    let out = common::k8s::control_plane().kubectl(&[
+        "annotate",
+        "rs",
+        "--all",
+        "-n",
+        &ns,
+        "bifrost-test/retry=1",
+        "--overwrite",
+    ]);
+    common::assert_ok(&out);
+    let out = common::k8s::control_plane().kubectl(&[
+        "annotate",
+        "statefulset",
+        "store",
+        "-n",
+        &ns,
+        "bifrost-test/retry=1",
+        "--overwrite",
+    ]);
+    common::assert_ok(&out);
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    drop(webhook);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_written() {
+    let (client, ns) = namespace("spec-large").await;
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let _op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    let cached = redis_get(&redis_url(), &key).await;
+    assert_eq!(cached, Some(Payload::new("a==1\n").to_json()));
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let cm_version = cms
+        .get("default-requirements")
+        .await
+        .unwrap()
+        .resource_version();
+
+    // 100,000 lines, ~1.2 MB: the resource is accepted by the API server, its snapshot would not.
+    let big: String = (0..100_000).map(|i| format!("p{i:05}==1.0\n")).collect();
+    assert!(big.len() >= 1_200_000);
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"content": big}})),
+        )
+        .await
+        .unwrap();
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Valid",
+        "False",
+        Some("TooLarge"),
+        T,
+    )
+    .await;
+    let (_, _, message) = condition(&obj, "Valid").unwrap();
+    assert!(
+        message.contains("spec.content") && message.contains("262144 bytes"),
+        "{message}"
+    );
+    let status = obj.status.clone().unwrap();
+    assert_eq!(status.observed_generation, obj.metadata.generation);
+    assert_eq!(
+        status.content_hash.as_deref(),
+        Some(content_hash(&big).as_str())
+    );
+    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(redis_get(&redis_url(), &key).await, cached, "Redis changed");
+    assert_eq!(
+        cms.get("default-requirements")
+            .await
+            .unwrap()
+            .resource_version(),
+        cm_version,
+        "the ConfigMap changed"
+    );
+    wait_for("the TooLarge Event", T, || async {
+        events(&ns).contains("TooLarge").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
+    let (client, ns) = namespace("spec-flush").await;
+    let redis = RedisServer::start();
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis.url()).await;
+    let _op = Operator::start(&ns, "a", &[]);
+    let content = "a==1\n";
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": content, "cache": redis_cache(&key)}),
+    )
+    .await;
+    wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
+    let expected = Payload::new(content).to_json();
+    assert_eq!(redis_get(&redis.url(), &key).await, Some(expected.clone()));
+
+    for round in ["FLUSHALL", "restart"] {
+        let warmed_before = get_wsreq(&client, &ns, "default")
+            .await
+            .status
+            .unwrap()
+            .cache_warmed_at;
+        tokio::time::sleep(Duration::from_secs(1)).await; // a later second for cacheWarmedAt
+        if round == "FLUSHALL" {
+            let c = redis::Client::open(redis.url()).unwrap();
+            let mut conn = c.get_multiplexed_async_connection().await.unwrap();
+            let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        } else {
+            redis.stop();
+            redis.start_again();
+        }
+        let gone = Instant::now();
+        assert_eq!(redis_get(&redis.url(), &key).await, None);
+        wait_for(&format!("the key back after {round}"), T, || async {
+            (redis_get(&redis.url(), &key).await.as_deref() == Some(expected.as_str()))
+                .then_some(())
+        })
+        .await;
+        let missing = gone.elapsed();
+        eprintln!("{round}: the key was missing for {missing:?}");
+        assert!(
+            missing < Duration::from_secs(15),
+            "{round}: the key stayed missing for {missing:?}"
+        );
+        let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
+        assert_ne!(
+            obj.status.unwrap().cache_warmed_at,
+            warmed_before,
+            "{round}: cacheWarmedAt did not move"
+        );
+    }
+    wait_for(
+        "the CacheWarmed Event naming the missing key",
+        T,
+        || async { events(&ns).contains("the key was missing").then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_content_is_not_empty_requirements() {
+    let (client, ns) = namespace("spec-empty").await;
+    let key = fresh_key();
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let _op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    labelled_deployment(&client, &ns, "worker", "default").await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Valid",
+        "False",
+        Some("NoContent"),
+        T,
+    )
+    .await;
+    let (_, _, message) = condition(&obj, "Valid").unwrap();
+    assert!(
+        message.contains("spec.content") && message.contains("comment-only"),
+        "{message}"
+    );
+    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(redis_get(&redis_url(), &key).await, None, "Redis written");
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt("default-requirements")
+            .await
+            .unwrap()
+            .is_none(),
+        "snapshot written"
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    assert_eq!(
+        template_hash(&deployments.get("worker").await.unwrap()),
+        None,
+        "rolled out no packages"
+    );
+
+    // Saying "no packages" explicitly is valid, and rolls out.
+    let none = "# no packages\n";
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"content": none}})),
+        )
+        .await
+        .unwrap();
+    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    assert_eq!(obj.status.unwrap().package_count, Some(0));
+    assert_eq!(
+        redis_get(&redis_url(), &key).await,
+        Some(Payload::new(none).to_json())
+    );
+    let h = content_hash(none);
+    wait_for("the rollout of the explicit empty file", T, || async {
+        (template_hash(&deployments.get("worker").await.ok()?).as_deref() == Some(h.as_str()))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_with_a_copied_injection_marker_is_reported() {
+    let (client, ns) = namespace("spec-marker").await;
+    // No webhook is registered for this namespace: nothing injects, the marker lies.
+    let _op = Operator::start(&ns, "a", &["--no-webhook"]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}}),
+    )
+    .await;
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "copied"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "copied"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "copied", OPT_IN_LABEL: "default"},
+                    "annotations": {INJECTED_ANNOTATION: content_hash("a==1\n")}
+                },
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim"}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    pods_of(&client, &ns, "copied", 2).await;
+    let w = wait_for("the copied marker reported", T, || async {
+        let status = get_wsreq(&client, &ns, "default").await.status?;
+        let w = status
+            .workloads
+            .iter()
+            .find(|w| w.name == "copied")?
+            .clone();
+        (w.uninjected_pods == Some(2)).then_some(w)
+    })
+    .await;
+    let message = w.message.unwrap_or_default();
+    assert!(
+        message.contains(INJECTED_ANNOTATION) && message.contains("copied"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
+    let (client, ns) = namespace("spec-snapshot").await;
+    // The namespace allows no ConfigMap: the API server refuses the snapshot.
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-configmaps"},
+        "spec": {"hard": {"configmaps": "0"}}
+    }))
+    .unwrap();
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), &ns);
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    // No quota controller runs here: write the status it would (admission reads status.hard).
+    quotas
+        .patch_status(
+            "no-configmaps",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let _op = Operator::start(&ns, "a", &[]);
+    let content = "a==1\n";
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": content, "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    labelled_deployment(&client, &ns, "worker", "default").await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Snapshotted",
+        "False",
+        Some("SnapshotFailed"),
+        T,
+    )
+    .await;
+    let (_, _, message) = condition(&obj, "Snapshotted").unwrap();
+    eprintln!("Snapshotted=False: {message}");
+    assert!(
+        message.contains("default-requirements") && message.contains("quota"),
+        "the API server's message is missing: {message}"
+    );
+    let (ready, _, ready_message) = condition(&obj, "Ready").unwrap();
+    assert_eq!(ready, "False");
+    assert!(ready_message.contains("quota"), "{ready_message}");
+    let status = obj.status.clone().unwrap();
+    assert_eq!(status.observed_generation, obj.metadata.generation);
+    assert_eq!(
+        status.content_hash.as_deref(),
+        Some(content_hash(content).as_str())
+    );
+    wait_for("the SnapshotFailed Event", T, || async {
+        events(&ns).contains("SnapshotFailed").then_some(())
+    })
+    .await;
+    // Nothing rolled while the fallback is missing.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    assert_eq!(
+        template_hash(&deployments.get("worker").await.unwrap()),
+        None
+    );
+
+    quotas
+        .delete("no-configmaps", &Default::default())
+        .await
+        .unwrap();
+    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt("default-requirements")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// The install container's argv, as the webhook builds it for a Redis key and an index URL that
+/// look like flags, is parsed by the installer as values (it used to exit 2 on argument parsing).
+#[test]
+fn values_that_look_like_flags_reach_the_installer_as_values() {
+    use bifrost_requirements::webhook::inject::{self, INSTALL_CONTAINER, Settings};
+    let spec = json!({
+        "content": "a==1\n",
+        "cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": "--bifrost-requirements"}},
+        "install": {"onFailure": "Continue", "indexUrls": ["https://-i.example/simple"]},
+    });
+    let mut r: WorkspaceRequirements = serde_json::from_value(json!({
+        "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
+        "metadata": {"name": "default", "namespace": "bifrost"}, "spec": spec,
+    }))
+    .unwrap();
+    r.metadata.namespace = Some("bifrost".into());
+    bifrost_requirements::spec::validate(&r).expect("a valid spec");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"labels": {OPT_IN_LABEL: "default"}},
+        "spec": {"containers": [{"name": "worker", "image": "w"}]}
+    }))
+    .unwrap();
+    let plan = inject::plan(&pod, &r, &Settings::default()).unwrap();
+    let mut doc = serde_json::to_value(&pod).unwrap();
+    json_patch::patch(&mut doc, &plan.patch.0).unwrap();
+    let injected: Pod = serde_json::from_value(doc).unwrap();
+    let install = injected.spec.unwrap().init_containers.unwrap();
+    let install = install
+        .iter()
+        .find(|c| c.name == INSTALL_CONTAINER)
+        .unwrap();
+    // The container's paths, moved to this machine.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("site-packages");
+    let args: Vec<String> = install
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| match a.split_once('=') {
+            Some(("--target", _)) => format!("--target={}", target.display()),
+            Some(("--uv", _)) => "--uv=uv".into(),
+            Some(("--fallback-file", _)) => {
+                format!("--fallback-file={}", dir.path().join("none.json").display())
+            }
+            _ => a,
+        })
+        .collect();
+    assert!(
+        args.contains(&"--redis-key=--bifrost-requirements".to_string()),
+        "{args:?}"
+    );
+    let dead = common::services::dead_url("redis");
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::cli(&arg_refs, &[("REDIS_URL", &dead)]);
+    let stderr = common::stderr(&out);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "argument parsing failed: {stderr}"
+    );
+    assert!(stderr.contains("key --bifrost-requirements"), "{stderr}");
+}
