@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The main job: a local demo of the whole flow on a real control plane, cleaned up on exit/Ctrl-C.
+# The main job: a local demo of the whole flow on a real one-node cluster, cleaned up on exit/Ctrl-C.
 #
-#   real kube-apiserver + kube-controller-manager + etcd, PostgreSQL, Redis (all ephemeral)
+#   a real node (scripts/node.sh: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+#   containerd, runc, kubelet 1.20.2), PostgreSQL, Redis (all ephemeral), images built here
 #   → the CRD → the operator (controller, database mirror, admission webhook)
 #   → a WorkspaceRequirements mirroring Bifrost's database row → a labelled worker Deployment
-#   → status, the injected pod spec, the Redis payload
-#   → `requirements add` → the rollout (new ReplicaSet with the new hash)
-#   → the injected init containers run as the kubelet would, and the worker imports the packages.
+#   → real pods: the injected init containers install the packages, the worker starts,
+#     `kubectl exec` imports them
+#   → `requirements add` → the rolling update → the new pod imports the new package.
 #
-# Packages come from a local PEP 503 index of wheels built here, so no network is needed.
+# Packages come from a local PEP 503 index of wheels built here, served on the node's bridge
+# address (10.244.0.1, the only host address pods can reach), so no network is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -24,28 +26,35 @@ BIN="$ROOT/target/debug/bifrost-requirements"
 K8S_BIN=$(bash scripts/k8s-binaries.sh | tail -n 1)
 KUBECTL="$K8S_BIN/kubectl"; [ -x "$KUBECTL" ] || KUBECTL=kubectl
 export KUBECTL
-UV=$(command -v uv)
-if head -c2 "$UV" | grep -q '#!' && command -v pyenv >/dev/null; then UV=$(pyenv which uv); fi
+bold "images for the node (built here, cached in ~/.cache: the operator image as the Dockerfile's final stage, a python3 worker, pause)"
+IMAGES=$(bash scripts/node-images.sh all | tail -n 1)
+# shellcheck disable=SC1091
+. "$IMAGES/images.env"
+note "$OPERATOR_IMAGE, $WORKER_IMAGE, $PAUSE_IMAGE"
 
 # shellcheck source=scripts/lib/services.sh
 . scripts/lib/services.sh
 services_init
-CP_DIR="$SERVICES_DIR/k8s"
+NODE_DIR="$SERVICES_DIR/node"
+HOST_IP=10.244.0.1
 cleanup_all() {
-  [ -d "$CP_DIR" ] && bash scripts/control-plane.sh stop "$CP_DIR" >/dev/null 2>&1 || true
+  # The node first: its workloads are deleted while the kubelet runs, then everything it made.
+  [ -d "$NODE_DIR" ] && bash scripts/node.sh stop "$NODE_DIR" || true
   services_cleanup
 }
 trap cleanup_all EXIT
 
-bold "starting a real control plane (etcd, kube-apiserver, kube-controller-manager 1.20.2)"
-bash scripts/control-plane.sh start "$CP_DIR" >/dev/null
-export KUBECONFIG="$CP_DIR/kubeconfig"
+bold "starting a real node (control plane, kube-scheduler, containerd, bridge CNI, kubelet 1.20.2)"
+bash scripts/node.sh start "$NODE_DIR" >/dev/null
+export KUBECONFIG="$NODE_DIR/cp/kubeconfig"
 k() { "$KUBECTL" "$@"; }
 k version --short 2>/dev/null | sed 's/^/   /' || true
+k get nodes -o wide | sed 's/^/   /'
 
 bold "starting PostgreSQL and Redis on free ports"
 start_postgres
-start_redis
+# Redis serves the operator (host) and the install containers (pods): on the bridge address too.
+REDIS_BIND="127.0.0.1 $HOST_IP" REDIS_HOST=$HOST_IP start_redis
 export DATABASE_URL REDIS_URL
 note "DATABASE_URL=$DATABASE_URL"
 note "REDIS_URL=$REDIS_URL"
@@ -68,10 +77,10 @@ wheel(sys.argv[1], "bifrost-hello", "1.0", {"bifrost_hello/__init__.py": "GREETI
 wheel(sys.argv[1], "bifrost-extra", "2.0", {"bifrost_extra/__init__.py": "from bifrost_hello import GREETING\nVALUE = GREETING + ' and bifrost-extra 2.0'\n"}, ["bifrost-hello"])
 PY
 INDEX_PORT=$(free_port)
-python3 -m http.server "$INDEX_PORT" --bind 127.0.0.1 --directory "$INDEX_DIR" >"$SERVICES_DIR/index.log" 2>&1 &
+python3 -m http.server "$INDEX_PORT" --bind "$HOST_IP" --directory "$INDEX_DIR" >"$SERVICES_DIR/index.log" 2>&1 &
 SERVICES_PIDS+=($!)
-wait_port "$INDEX_PORT" "package index"
-INDEX_URL="http://127.0.0.1:$INDEX_PORT/"
+WAIT_HOST=$HOST_IP wait_port "$INDEX_PORT" "package index"
+INDEX_URL="http://$HOST_IP:$INDEX_PORT/"
 note "index: $INDEX_URL"
 
 bold "Bifrost's database: migrate, then a package install (requirements add bifrost-hello==1.0)"
@@ -110,7 +119,7 @@ EOF
   --metrics-addr "127.0.0.1:$METRICS_PORT" --webhook-addr "127.0.0.1:$WEBHOOK_PORT" \
   --webhook-service-namespace bifrost --webhook-extra-san 127.0.0.1 \
   --webhook-config-name bifrost-requirements-demo \
-  --operator-image bifrost-requirements:demo >"$SERVICES_DIR/operator.log" 2>&1 &
+  --operator-image "$OPERATOR_IMAGE" --operator-image-pull-policy Never >"$SERVICES_DIR/operator.log" 2>&1 &
 SERVICES_PIDS+=($!)
 wait_port "$METRICS_PORT" "operator metrics"
 for _ in $(seq 1 150); do
@@ -122,7 +131,7 @@ done
 note "operator log: $SERVICES_DIR/operator.log; metrics: http://127.0.0.1:$METRICS_PORT/metrics"
 note "webhook: https://127.0.0.1:$WEBHOOK_PORT/mutate (self-managed CA, caBundle patched)"
 
-bold "a WorkspaceRequirements mirroring the database row, and a labelled worker Deployment"
+bold "a WorkspaceRequirements mirroring the database row, and a labelled worker Deployment (shaped like Bifrost's)"
 k apply -f - <<EOF | sed 's/^/   /'
 apiVersion: bifrost.io/v1alpha1
 kind: WorkspaceRequirements
@@ -142,14 +151,23 @@ metadata: {name: worker, namespace: bifrost}
 spec:
   replicas: 1
   selector: {matchLabels: {app: worker}}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}
   template:
     metadata:
       labels: {app: worker, bifrost.io/requirements: default}
     spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 1
+      securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000, runAsNonRoot: true}
+      volumes: [{name: home, emptyDir: {}}, {name: tmp, emptyDir: {}}]
       containers:
         - name: worker
-          image: python:3.11-slim
-          command: ["python3", "-m", "bifrost_worker"]
+          image: $WORKER_IMAGE
+          imagePullPolicy: Never
+          command: ["python3", "-c", "import time\nwhile True: time.sleep(3600)"]
+          env: [{name: HOME, value: /home/bifrost}, {name: PYTHONPATH, value: /app}]
+          securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}
+          volumeMounts: [{name: home, mountPath: /home/bifrost}, {name: tmp, mountPath: /tmp}]
 EOF
 k -n bifrost wait --for=condition=Ready wsreq/default --timeout=90s >/dev/null \
   || { k -n bifrost get wsreq default -o yaml; die "the resource did not become Ready"; }
@@ -166,18 +184,26 @@ bold "kubectl get wsreq -n bifrost"
 k -n bifrost get wsreq | sed 's/^/   /'
 bold "status conditions"
 k -n bifrost get wsreq default -o json | python3 scripts/lib/show.py status
-
-newest_pod() { # hash -> name of a pod injected for that hash
-  k -n bifrost get pods -l app=worker -o json | python3 scripts/lib/show.py injected-pod "$1"
+running_pod() { # hash -> name of the one Running, ready, injected pod of that hash, once the others are gone
+  k -n bifrost get pods -l app=worker -o json | python3 scripts/lib/show.py running-pod "$1"
 }
 wait_pod() {
   local p=""
-  for _ in $(seq 1 150); do p=$(newest_pod "$1"); [ -n "$p" ] && { echo "$p"; return 0; }; sleep 0.2; done
-  die "no pod injected for hash $1"
+  for _ in $(seq 1 600); do p=$(running_pod "$1"); [ -n "$p" ] && { echo "$p"; return 0; }; sleep 0.2; done
+  k -n bifrost get pods -o wide >&2
+  die "no Running pod injected for hash $1"
+}
+imports() { # pod module
+  k -n bifrost exec "$1" -c worker -- python3 -c "import $2, os; print('   $1 (uid', os.getuid(), 'read-only /usr:', not os.access('/usr', os.W_OK), ') imports', $2.__name__, 'from', $2.__file__)"
 }
 POD=$(wait_pod "$HASH1")
-bold "the worker pod as the webhook injected it ($POD; no kubelet here, so it stays Pending)"
+bold "the worker pod, injected by the webhook and Running ($POD)"
+k -n bifrost get pods -o wide | sed 's/^/   /'
 k -n bifrost get pod "$POD" -o json | python3 scripts/lib/show.py pod
+bold "the install container's log (kubectl logs $POD -c bifrost-requirements-install)"
+k -n bifrost logs "$POD" -c bifrost-requirements-install | sed 's/^/   /'
+bold "kubectl exec: the worker imports the package"
+imports "$POD" bifrost_hello
 
 bold "the Redis payload Bifrost's workers read"
 note "$(redis-cli -u "$REDIS_URL" GET bifrost:requirements:content)"
@@ -197,11 +223,14 @@ k -n bifrost get rs -l app=worker -o json | python3 scripts/lib/show.py replicas
 k -n bifrost get rs -l app=worker -o jsonpath='{.items[*].spec.template.metadata.annotations.bifrost\.io/requirements-hash}' | grep -q "$HASH2" \
   || die "no ReplicaSet with the new hash"
 
+k -n bifrost rollout status deploy/worker --timeout=180s | sed 's/^/   /'
 POD2=$(wait_pod "$HASH2")
-bold "the new pod's init containers, run as the kubelet would ($POD2)"
-k -n bifrost get pod "$POD2" -o json >"$SERVICES_DIR/pod.json"
-python3 scripts/lib/play_kubelet.py "$SERVICES_DIR/pod.json" "$BIN" "$UV" \
-  "import bifrost_extra; print('   worker says:', bifrost_extra.VALUE)"
+bold "the rolled pod is Running ($POD2); the old one ($POD) is gone"
+k -n bifrost get pods -o wide | sed 's/^/   /'
+k -n bifrost get pod "$POD" >/dev/null 2>&1 && die "the old pod $POD is still there"
+bold "kubectl exec: the new pod imports the new package"
+k -n bifrost exec "$POD2" -c worker -- python3 -c "import bifrost_extra; print('   worker says:', bifrost_extra.VALUE)"
+imports "$POD2" bifrost_extra
 
 bold "the operator's Events (kubectl get events.events.k8s.io -n bifrost)"
 k -n bifrost get events.events.k8s.io -o json | python3 scripts/lib/show.py events

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Provide etcd, kube-apiserver, kube-controller-manager (and kubectl) for tests and the demo.
+# Provide etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (and kubectl) for
+# tests and the demo (the last two run the node: scripts/node.sh).
 #
 # The last line of stdout is the folder holding the binaries. Idempotent:
 #   - if KUBEBUILDER_ASSETS names a folder with the binaries, print it and stop;
@@ -13,8 +14,8 @@ set -euo pipefail
 K8S_VERSION=1.20.2
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/bifrost-requirements
 DEST=$CACHE/k8s-$K8S_VERSION/bin
-BINARIES=(etcd kube-apiserver kube-controller-manager)
-MAKE_WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl"
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+MAKE_WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl cmd/kube-scheduler cmd/kubelet"
 
 log() { echo "k8s-binaries: $*" >&2; }
 
@@ -118,7 +119,7 @@ OUT=$SRC/_output/local/bin/linux/amd64
 [[ -d $OUT ]] || OUT=$(dirname "$(find "$SRC/_output" -type f -name kube-apiserver | head -n1)")
 STAGE=$WORK/bin
 mkdir -p "$STAGE"
-for b in kube-apiserver kube-controller-manager kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
   if [[ -x $OUT/$b ]]; then
     cp "$OUT/$b" "$STAGE/$b"
   elif [[ $b != kubectl ]]; then
@@ -127,9 +128,16 @@ for b in kube-apiserver kube-controller-manager kubectl; do
 done
 cp "$(command -v etcd || echo /usr/bin/etcd)" "$STAGE/etcd"
 complete "$STAGE"
+# The node's pause image is built from this source tree's pause.c (scripts/node-images.sh).
+mkdir -p "$CACHE/k8s-$K8S_VERSION/src"
+cp "$SRC/build/pause/linux/pause.c" "$CACHE/k8s-$K8S_VERSION/src/pause.c"
 
-mkdir -p "$(dirname "$DEST")"
-rm -rf "$DEST"
-mv "$STAGE" "$DEST"
+# File by file, each replaced atomically: a cache that lacked only the node's binaries may be in
+# use by running tests while it is completed.
+mkdir -p "$DEST"
+for f in "$STAGE"/*; do
+  cp "$f" "$DEST/.$(basename "$f").tmp"
+  mv -f "$DEST/.$(basename "$f").tmp" "$DEST/$(basename "$f")"
+done
 log "done in $(($(date +%s) - start))s: $DEST"
 echo "$DEST"

@@ -9,6 +9,9 @@ APT_PACKAGES=(
   golang-go rsync jq dpkg-dev                  # building kube-apiserver/kube-controller-manager from Debian's source
   golang-github-modern-go-reflect2-dev         # the reflect2 fix design.md describes
   musl-tools                                   # static (musl) build of the binary for the init container
+  containerd runc containernetworking-plugins  # the node (scripts/node.sh): real pods in tests and the demo
+  iproute2 util-linux                          # the node's bridge (ip), its teardown watcher (setsid)
+  umoci skopeo debootstrap                     # the node's images, built without registry or engine
   ca-certificates curl
 )
 

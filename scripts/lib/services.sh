@@ -29,7 +29,7 @@ services_cleanup() {
 wait_port() { # port what
   local i
   for i in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    (exec 3<>"/dev/tcp/${WAIT_HOST:-127.0.0.1}/$1") 2>/dev/null && return 0
     sleep 0.1
   done
   echo "$2 did not start on port $1" >&2
@@ -65,12 +65,14 @@ start_postgres() {
   DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 }
 
-# Sets REDIS_PORT and REDIS_URL.
+# Sets REDIS_PORT and REDIS_URL. REDIS_BIND: the addresses to listen on (default loopback);
+# REDIS_HOST: the one REDIS_URL names (e.g. the node's bridge address, which pods can reach).
 start_redis() {
   REDIS_PORT=$(free_port)
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  # shellcheck disable=SC2086
+  redis-server --port "$REDIS_PORT" --bind ${REDIS_BIND:-127.0.0.1} --protected-mode no --save "" --appendonly no \
     --dir "$SERVICES_DIR" >"$SERVICES_DIR/redis.log" 2>&1 &
   SERVICES_PIDS+=($!)
   wait_port "$REDIS_PORT" Redis
-  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  REDIS_URL="redis://${REDIS_HOST:-127.0.0.1}:$REDIS_PORT/0"
 }

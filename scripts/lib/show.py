@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Pretty-print Kubernetes JSON (from stdin) for the demo.
 
-usage: show.py status | pod | injected-pod HASH | events | replicasets
+usage: show.py status | pod | injected-pod HASH | running-pod HASH | events | replicasets
 """
 import json
 import sys
@@ -34,6 +34,16 @@ elif what == "injected-pod":
         if p["metadata"].get("annotations", {}).get("bifrost.io/injected-hash") == sys.argv[2]:
             print(p["metadata"]["name"])
             break
+elif what == "running-pod":
+    # The pod of that hash once it is the only one left and Running with every container ready.
+    pods = obj["items"]
+    if len(pods) == 1:
+        p = pods[0]
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        if (p["metadata"].get("annotations", {}).get("bifrost.io/injected-hash") == sys.argv[2]
+                and p["status"].get("phase") == "Running" and ready
+                and not p["metadata"].get("deletionTimestamp")):
+            print(p["metadata"]["name"])
 elif what == "events":
     # Events the operator published (Normal and Warning), oldest first.
     mine = [e for e in obj["items"] if e.get("reportingController") == "bifrost-requirements"]

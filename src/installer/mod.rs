@@ -447,6 +447,14 @@ impl Run {
         {
             push(&mut args, &[&"--extra-index-url", &url]);
         }
+        // pip ignores a plain-HTTP index on any host but localhost unless told to trust it
+        // ("not a trusted or secure host"); these URLs are the ones the administrator allowed.
+        if a.installer == InstallerKind::Pip {
+            let urls = a.index_url.iter().chain(a.extra_index_url.iter());
+            for host in urls.filter_map(|u| http_host(u)) {
+                push(&mut args, &[&"--trusted-host", &host]);
+            }
+        }
         for link in a
             .find_links
             .iter()
@@ -795,8 +803,31 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
+/// `host[:port]` of a plain-HTTP URL (credentials dropped), for pip's `--trusted-host`.
+fn http_host(url: &str) -> Option<String> {
+    let rest = url.trim().strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    (!host.is_empty()).then(|| host.to_string())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn http_index_hosts_for_pip() {
+        use super::http_host;
+        assert_eq!(
+            http_host("http://10.244.0.1:8080/simple/").as_deref(),
+            Some("10.244.0.1:8080")
+        );
+        assert_eq!(
+            http_host("http://user:pw@index.local?x").as_deref(),
+            Some("index.local")
+        );
+        assert_eq!(http_host("https://pypi.org/simple/"), None);
+        assert_eq!(http_host("http://"), None);
+    }
+
     use super::*;
 
     #[test]

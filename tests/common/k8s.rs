@@ -31,8 +31,42 @@ const COMPONENTS: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manage
 /// The control plane of this test binary, started on first use. Panics with the log tail if it
 /// does not come up.
 pub fn control_plane() -> &'static ControlPlane {
-    static CP: OnceLock<ControlPlane> = OnceLock::new();
     CP.get_or_init(ControlPlane::start)
+}
+
+static CP: OnceLock<ControlPlane> = OnceLock::new();
+
+/// Make the control plane that `scripts/node.sh` started in `dir` (its `cp/` folder) the one
+/// [`control_plane`] returns, so every helper works against the node's cluster. Panics if this
+/// test binary already started a control plane of its own.
+pub fn attach_control_plane(dir: &Path, bin: PathBuf) -> &'static ControlPlane {
+    let cp = CP.get_or_init(|| {
+        let ports = std::fs::read_to_string(dir.join("ports.env")).expect("read ports.env");
+        let port = ports
+            .lines()
+            .find_map(|l| l.strip_prefix("APISERVER_PORT="))
+            .expect("APISERVER_PORT in ports.env")
+            .trim()
+            .to_string();
+        let kubeconfig = dir.join("kubeconfig");
+        let config = futures::executor::block_on(load_config(&kubeconfig));
+        ControlPlane {
+            kubeconfig,
+            server: format!("https://127.0.0.1:{port}"),
+            token: std::fs::read_to_string(dir.join("token"))
+                .expect("read token")
+                .trim()
+                .to_string(),
+            dir: dir.to_path_buf(),
+            config,
+            bin,
+        }
+    });
+    assert_eq!(
+        cp.dir, dir,
+        "this test binary already runs another control plane"
+    );
+    cp
 }
 
 fn manifest_dir() -> &'static Path {

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod k8s;
+pub mod node;
 pub mod operator;
 pub mod proc;
 pub mod services;

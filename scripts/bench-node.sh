@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# What injection costs a worker pod on a real node (scripts/node.sh): `kubectl apply` → Running,
+# median of N (default 10) new pods each, for
+#   - an unlabelled worker pod (no injection: the baseline),
+#   - a labelled worker pod whose resource lists no package (bootstrap copy + an empty install),
+#   - a labelled worker pod with the demo's packages (bifrost-hello, bifrost-extra from a local
+#     index), every pod new, so every install is cold.
+# Prints the overhead over the baseline, the bytes the bootstrap init container copies (the
+# static binary and uv), and how long that copy takes on this machine.
+#
+#   scripts/bench-node.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N=${1:-10}
+HOST_IP=10.244.0.1
+
+log() { echo "bench-node: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+cargo build --locked --quiet
+BIN="$ROOT/target/debug/bifrost-requirements"
+K8S_BIN=$(bash scripts/k8s-binaries.sh | tail -n 1)
+IMAGES=$(bash scripts/node-images.sh all | tail -n 1)
+# shellcheck disable=SC1091
+. "$IMAGES/images.env"
+STATIC=$ROOT/target/static
+
+# shellcheck source=scripts/lib/services.sh
+. scripts/lib/services.sh
+services_init
+NODE_DIR="$SERVICES_DIR/node"
+cleanup_all() {
+  [ -d "$NODE_DIR" ] && bash scripts/node.sh stop "$NODE_DIR" || true
+  services_cleanup
+}
+trap cleanup_all EXIT
+
+t=$(date +%s.%N)
+bash scripts/node.sh start "$NODE_DIR" >/dev/null
+NODE_START=$(python3 -c "import time; print(f'{time.time() - $t:.1f}')")
+export KUBECONFIG="$NODE_DIR/cp/kubeconfig"
+k() { "$K8S_BIN/kubectl" "$@"; }
+
+REDIS_BIND="127.0.0.1 $HOST_IP" REDIS_HOST=$HOST_IP start_redis
+INDEX_DIR="$SERVICES_DIR/index"
+python3 - "$INDEX_DIR" <<'PY'
+import base64, hashlib, os, sys, zipfile
+def wheel(out, name, version, files, requires=()):
+    dist = name.replace("-", "_"); info = f"{dist}-{version}.dist-info"
+    entries = dict(files)
+    entries[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    entries[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: bifrost-bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},{len(t.encode())}" for p, t in entries.items()]
+    entries[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
+    d = os.path.join(out, name); os.makedirs(d, exist_ok=True)
+    with zipfile.ZipFile(os.path.join(d, f"{dist}-{version}-py3-none-any.whl"), "w") as z:
+        for p, t in entries.items(): z.writestr(p, t)
+wheel(sys.argv[1], "bifrost-hello", "1.0", {"bifrost_hello/__init__.py": "GREETING = 'hello'\n"})
+wheel(sys.argv[1], "bifrost-extra", "2.0", {"bifrost_extra/__init__.py": "VALUE = 2\n"}, ["bifrost-hello"])
+PY
+INDEX_PORT=$(free_port)
+python3 -m http.server "$INDEX_PORT" --bind "$HOST_IP" --directory "$INDEX_DIR" >"$SERVICES_DIR/index.log" 2>&1 &
+SERVICES_PIDS+=($!)
+WAIT_HOST=$HOST_IP wait_port "$INDEX_PORT" "package index"
+
+k apply --server-side -f crds/ >/dev/null
+k create namespace bench >/dev/null
+k -n bench create secret generic bifrost-redis --from-literal=url="$REDIS_URL" >/dev/null
+METRICS_PORT=$(free_port)
+WEBHOOK_PORT=$(free_port)
+k apply -f - >/dev/null <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: bifrost-requirements-bench}
+webhooks:
+  - name: inject.requirements.bifrost.io
+    clientConfig: {url: "https://127.0.0.1:$WEBHOOK_PORT/mutate"}
+    rules: [{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"]}]
+    objectSelector: {matchExpressions: [{key: bifrost.io/requirements, operator: Exists}]}
+    failurePolicy: Fail
+    sideEffects: None
+    timeoutSeconds: 5
+    admissionReviewVersions: ["v1"]
+EOF
+"$BIN" operator --namespace bench --lease-namespace bench \
+  --metrics-addr "127.0.0.1:$METRICS_PORT" --webhook-addr "127.0.0.1:$WEBHOOK_PORT" \
+  --webhook-service-namespace bench --webhook-extra-san 127.0.0.1 \
+  --webhook-config-name bifrost-requirements-bench \
+  --operator-image "$OPERATOR_IMAGE" --operator-image-pull-policy Never >"$SERVICES_DIR/operator.log" 2>&1 &
+SERVICES_PIDS+=($!)
+wait_port "$METRICS_PORT" "operator metrics"
+
+resource() { # name content
+  k -n bench apply -f - >/dev/null <<EOF
+apiVersion: bifrost.io/v1alpha1
+kind: WorkspaceRequirements
+metadata: {name: $1}
+spec:
+  content: "$2"
+  cache: {redis: {urlSecretRef: {name: bifrost-redis, key: url}}}
+  install: {indexUrls: ["http://$HOST_IP:$INDEX_PORT/"]}
+EOF
+  k -n bench wait --for=condition=CacheWarmed "wsreq/$1" --timeout=60s >/dev/null
+}
+resource empty '# no packages\n'
+resource demo 'bifrost-extra==2.0\nbifrost-hello==1.0\n'
+for _ in $(seq 1 150); do
+  [ -n "$(k get mutatingwebhookconfiguration bifrost-requirements-bench -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] && break
+  sleep 0.2
+done
+
+pod_yaml() { # name label
+  local labels="{app: bench}"
+  [ -n "$2" ] && labels="{app: bench, bifrost.io/requirements: $2}"
+  cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: bench, labels: $labels}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 0
+  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000, runAsNonRoot: true}
+  volumes: [{name: home, emptyDir: {}}, {name: tmp, emptyDir: {}}]
+  containers:
+    - name: worker
+      image: $WORKER_IMAGE
+      imagePullPolicy: Never
+      command: ["python3", "-c", "import time\\nwhile True: time.sleep(3600)"]
+      securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}
+      volumeMounts: [{name: home, mountPath: /home/bifrost}, {name: tmp, mountPath: /tmp}]
+EOF
+}
+
+# Seconds from `kubectl apply` to Running (polling every 50 ms).
+measure() { # name label
+  local start phase
+  pod_yaml "$1" "$2" >"$SERVICES_DIR/pod.yaml"
+  start=$(date +%s.%N)
+  k apply -f "$SERVICES_DIR/pod.yaml" >/dev/null
+  for _ in $(seq 1 1200); do
+    phase=$(k -n bench get pod "$1" -o jsonpath='{.status.phase}')
+    [ "$phase" = Running ] && break
+    [ "$phase" = Failed ] && die "pod $1 failed"
+    sleep 0.05
+  done
+  [ "$phase" = Running ] || die "pod $1 not Running"
+  python3 -c "import time; print(f'{time.time() - $start:.3f}')"
+  k -n bench delete pod "$1" --grace-period=0 --wait=true >/dev/null 2>&1
+}
+
+declare -A RESULTS
+for kind in unlabelled empty demo; do
+  label=""
+  [ "$kind" != unlabelled ] && label=$kind
+  measure "warmup-$kind" "$label" >/dev/null # the first pod of a kind also warms page caches
+  times=()
+  for i in $(seq 1 "$N"); do times+=("$(measure "bench-$kind-$i" "$label")"); done
+  RESULTS[$kind]="${times[*]}"
+  log "$kind: ${times[*]}"
+done
+
+BYTES=$(($(stat -c %s "$STATIC/bifrost-requirements") + $(stat -c %s "$STATIC/uv")))
+COPY=$(python3 - "$STATIC/bifrost-requirements" <<'PY'
+import statistics, subprocess, sys, tempfile, time
+runs = []
+for _ in range(10):
+    with tempfile.TemporaryDirectory() as d:
+        t = time.time()
+        subprocess.run([sys.argv[1], "bootstrap", "--to", d + "/bin"], check=True, capture_output=True)
+        runs.append(time.time() - t)
+print(f"{statistics.median(runs):.3f}")
+PY
+)
+python3 - "$N" "$NODE_START" "$BYTES" "$COPY" "${RESULTS[unlabelled]}" "${RESULTS[empty]}" "${RESULTS[demo]}" <<'PY'
+import statistics, sys
+n, node_start, nbytes, copy = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+med = {k: statistics.median(map(float, v.split())) for k, v in zip(["unlabelled", "empty", "demo"], sys.argv[5:8])}
+print(f"node start (node.sh start): {node_start} s")
+print(f"apply -> Running, median of {n} new pods each:")
+for k, v in med.items():
+    print(f"  {k:<11} {v:.3f} s")
+print(f"overhead, no packages:      {med['empty'] - med['unlabelled']:+.3f} s")
+print(f"overhead, demo's packages:  {med['demo'] - med['unlabelled']:+.3f} s  (target <= 1.5 s)")
+print(f"bootstrap copy: {nbytes} bytes (bifrost-requirements + uv), {copy:.3f} s on this machine's disk")
+PY

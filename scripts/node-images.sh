@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The node's container images, built here without any registry or container engine, cached as
+# docker archives under ~/.cache/bifrost-requirements/images (scripts/node.sh imports them into
+# its containerd; pods use them with imagePullPolicy: Never).
+#
+#   node-images.sh operator   localhost/bifrost-requirements:<version>: what the Dockerfile's final
+#                             stage holds (scripts/build-static.sh's static binary at
+#                             /usr/local/bin/bifrost-requirements, static uv next to it, uid 65532,
+#                             no shell, nothing else)
+#   node-images.sh worker     localhost/bifrost-worker:bookworm: Debian's python3 and pip from
+#                             `debootstrap --variant=minbase` (trimmed), standing in for Bifrost's
+#                             worker image
+#   node-images.sh pause      localhost/pause:3.2: build/pause/linux/pause.c of the Kubernetes
+#                             source, built with musl-gcc -static
+#   node-images.sh all        the three (default)
+#
+# Each archive is rebuilt only when its inputs change (the operator's: the two static binaries).
+# The last line of stdout is the cache folder; `images.env` there names the archives and tags.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/bifrost-requirements
+IMAGES=$CACHE/images
+K8S_SRC=$CACHE/k8s-1.20.2/src
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+OPERATOR_TAG=localhost/bifrost-requirements:$VERSION
+WORKER_TAG=localhost/bifrost-worker:bookworm
+PAUSE_TAG=localhost/pause:3.2
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+log() { echo "node-images: $*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+
+need() {
+  local missing=() p
+  for p in umoci skopeo debootstrap musl-gcc; do
+    command -v "$p" >/dev/null || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) || die "missing ${missing[*]}: run scripts/setup.sh"
+}
+
+mkdir -p "$IMAGES"
+exec 8>"$IMAGES/.lock"
+flock 8
+
+# An OCI layout holding one image whose single layer is the folder $2; then a docker archive.
+# umoci + skopeo, so no daemon and no registry are involved.
+pack() { # tag, rootfs folder, archive, umoci config args...
+  local tag=$1 rootfs=$2 out=$3
+  shift 3
+  local tmp
+  tmp=$(mktemp -d "$IMAGES/.build.XXXXXX")
+  umoci init --layout "$tmp/oci"
+  umoci new --image "$tmp/oci:img"
+  umoci unpack --image "$tmp/oci:img" "$tmp/bundle" >/dev/null
+  cp -a "$rootfs/." "$tmp/bundle/rootfs/"
+  umoci repack --image "$tmp/oci:img" "$tmp/bundle"
+  umoci config --image "$tmp/oci:img" "$@"
+  rm -f "$out.tmp"
+  skopeo copy --quiet "oci:$tmp/oci:img" "docker-archive:$out.tmp:$tag" >&2
+  mv -f "$out.tmp" "$out"
+  rm -rf "$tmp"
+}
+
+operator() {
+  local static
+  static=$(bash scripts/build-static.sh all | tail -n1)
+  local key
+  key=$(cat "$static/bifrost-requirements" "$static/uv" | sha256sum | cut -c1-16)
+  local out=$IMAGES/operator-$VERSION-$key.tar
+  if [[ ! -s $out ]]; then
+    log "building $OPERATOR_TAG ($key)"
+    local root
+    root=$(mktemp -d "$IMAGES/.root.XXXXXX")
+    install -D -m 0755 "$static/bifrost-requirements" "$root/usr/local/bin/bifrost-requirements"
+    install -D -m 0755 "$static/uv" "$root/usr/local/bin/uv"
+    # No shell, no libc: the two static binaries are the whole image (as distroless/static,
+    # minus its CA bundle and passwd files, which neither binary reads).
+    pack "$OPERATOR_TAG" "$root" "$out" \
+      --config.user 65532:65532 \
+      --config.entrypoint /usr/local/bin/bifrost-requirements \
+      --config.cmd operator \
+      --config.exposedports 8080/tcp --config.exposedports 8443/tcp
+    rm -rf "$root"
+    find "$IMAGES" -maxdepth 1 -name "operator-*.tar" ! -name "$(basename "$out")" -delete
+  fi
+  echo "OPERATOR_IMAGE=$OPERATOR_TAG" >"$IMAGES/operator.env"
+  echo "OPERATOR_ARCHIVE=$out" >>"$IMAGES/operator.env"
+}
+
+worker() {
+  local out=$IMAGES/worker-bookworm-pip.tar
+  if [[ ! -s $out ]]; then
+    log "building $WORKER_TAG (debootstrap --variant=minbase --include=python3,python3-pip bookworm, ~2 min)"
+    local root
+    root=$(mktemp -d "$IMAGES/.root.XXXXXX")
+    debootstrap --variant=minbase --include=python3,python3-pip bookworm "$root" "$MIRROR" >"$IMAGES/debootstrap.log" 2>&1 \
+      || { tail -n 20 "$IMAGES/debootstrap.log" >&2; rm -rf "$root"; die "debootstrap failed"; }
+    # A worker image, not a system: no package manager state, docs or caches.
+    rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+      "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
+      "$root"/var/log/* "$root"/proc/* "$root"/sys/* "$root"/dev/*
+    find "$root/usr/lib/python3" -name __pycache__ -prune -exec rm -rf {} + 2>/dev/null || true
+    pack "$WORKER_TAG" "$root" "$out" --config.cmd python3 --config.env LANG=C.UTF-8
+    rm -rf "$root"
+  fi
+  echo "WORKER_IMAGE=$WORKER_TAG" >"$IMAGES/worker.env"
+  echo "WORKER_ARCHIVE=$out" >>"$IMAGES/worker.env"
+}
+
+pause() {
+  local out=$IMAGES/pause-3.2.tar
+  if [[ ! -s $out ]]; then
+    local src=$K8S_SRC/pause.c
+    if [[ ! -s $src ]]; then
+      # Only the one file is needed from the source package k8s-binaries.sh builds from.
+      log "fetching build/pause/linux/pause.c from Debian's kubernetes source package"
+      local tmp
+      tmp=$(mktemp -d)
+      (cd "$tmp" && apt-get source --download-only -qq kubernetes >&2)
+      mkdir -p "$K8S_SRC"
+      tar -xOf "$(ls "$tmp"/kubernetes_*.orig.tar.* | head -n1)" --wildcards '*/build/pause/linux/pause.c' >"$src.tmp"
+      mv "$src.tmp" "$src"
+      rm -rf "$tmp"
+    fi
+    log "building $PAUSE_TAG (musl-gcc -static pause.c)"
+    local root
+    root=$(mktemp -d "$IMAGES/.root.XXXXXX")
+    musl-gcc -Os -static -DVERSION=v3.2-bifrost -o "$root/pause" "$src"
+    strip "$root/pause"
+    pack "$PAUSE_TAG" "$root" "$out" --config.user 65535:65535 --config.entrypoint /pause
+    rm -rf "$root"
+  fi
+  echo "PAUSE_IMAGE=$PAUSE_TAG" >"$IMAGES/pause.env"
+  echo "PAUSE_ARCHIVE=$out" >>"$IMAGES/pause.env"
+}
+
+need
+case ${1:-all} in
+  operator) operator ;;
+  worker) worker ;;
+  pause) pause ;;
+  all)
+    pause
+    worker
+    operator
+    ;;
+  *)
+    echo "usage: $0 [operator|worker|pause|all]" >&2
+    exit 2
+    ;;
+esac
+cat "$IMAGES"/*.env >"$IMAGES/images.env" 2>/dev/null || true
+echo "$IMAGES"

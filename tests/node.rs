@@ -1,0 +1,833 @@
+//! End to end on a real node (kubelet + containerd + runc, scripts/node.sh): the images built
+//! here, real pods, real init containers, real restarts and rolling updates.
+//!
+//! One node per test binary; tests run one at a time (the machine is small and some tests stop
+//! shared servers). Pods reach only the bridge's host address (10.244.0.1), where the package
+//! index and Redis for them listen.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bifrost_requirements::crd::{HASH_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
+use bifrost_requirements::requirements::content_hash;
+use bifrost_requirements::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
+use common::node::{HOST_IP, assert_routed_via_bridge, node};
+use common::operator::{Operator, namespace, secret, wait_for};
+use common::proc::{free_port, spawn_guarded, wait_for_port};
+use common::wheels::Wheel;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(120);
+
+/// One test at a time on the node.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Wait until the pod is Running with every container ready; panics with its status otherwise.
+async fn wait_running(api: &Api<Pod>, name: &str) -> Pod {
+    let n = node();
+    let deadline = Instant::now() + T;
+    loop {
+        let p = api.get(name).await.unwrap();
+        let status = p.status.clone().unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if status.phase.as_deref() == Some("Running") && ready {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {name} not Running after {T:?}: {}\n--- kubelet ---\n{}",
+            serde_json::to_string_pretty(&status).unwrap(),
+            n.log_tail("kubelet", 30)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
+    let _serial = serial().await;
+    let n = node();
+    let (client, ns) = namespace("node-smoke").await;
+    let out = n.kubectl(&[
+        "get",
+        "node",
+        "127.0.0.1",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(text(&out).trim(), "True", "node Ready");
+
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "smoke"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+            "initContainers": [
+                {"name": "first", "image": n.worker_image, "imagePullPolicy": "Never",
+                 "command": ["python3", "-c", "open('/shared/order','a').write('first\\n')"],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+                {"name": "second", "image": n.worker_image, "imagePullPolicy": "Never",
+                 "command": ["python3", "-c", "open('/shared/order','a').write('second\\n')"],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+            ],
+            "containers": [
+                {"name": "main", "image": n.worker_image, "imagePullPolicy": "Never",
+                 "command": ["python3", "-c", "import time\nwhile True: time.sleep(3600)"],
+                 "securityContext": {"readOnlyRootFilesystem": true},
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+            ]
+        }
+    }))
+    .unwrap();
+    let api = Api::<Pod>::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    api.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_running(&api, "smoke").await;
+    eprintln!(
+        "pod with two init containers Running in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let ip = p.status.as_ref().unwrap().pod_ip.clone().expect("pod IP");
+    assert!(
+        ip.starts_with("10.244.0."),
+        "pod IP {ip} on the bridge's subnet"
+    );
+    assert_routed_via_bridge(&ip);
+
+    // Both init containers ran, in order, as uid 1000 on a volume the pod's fsGroup owns.
+    let out = n.exec(&ns, "smoke", "main", &["python3", "-c", "import os; print(open('/shared/order').read().split()); print(os.getuid(), os.getgid(), os.stat('/shared').st_gid)"]);
+    assert!(out.status.success(), "exec: {}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["['first', 'second']", "1000 1000 1000"],
+    );
+    // The pod has no default route: nothing it sends can leave the machine.
+    let out = n.exec(
+        &ns,
+        "smoke",
+        "main",
+        &["python3", "-c", "print(open('/proc/net/route').read())"],
+    );
+    let routes = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !routes
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+        "pod has a default route:\n{routes}"
+    );
+    wait_for("namespace deleted", T, || async {
+        let out = n.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+        out.status.success().then_some(())
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator and its servers, as pods see them.
+
+/// A Redis for the operator and the pods: on the bridge's host address (pods reach nothing
+/// else), stoppable. Its watchdog stops it with the test binary.
+struct PodRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl PodRedis {
+    fn start() -> PodRedis {
+        let r = PodRedis {
+            port: free_port(),
+            dir: tempfile::Builder::new()
+                .prefix("bifrost-pod-redis-")
+                .tempdir()
+                .unwrap(),
+            child: Mutex::new(None),
+        };
+        r.start_again();
+        r
+    }
+
+    fn start_again(&self) {
+        let log = self.dir.path().join("redis.log");
+        let port = self.port.to_string();
+        let child = spawn_guarded(
+            "redis-server",
+            &[
+                "--port",
+                &port,
+                "--bind",
+                HOST_IP,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                self.dir.path().to_str().unwrap(),
+            ],
+            &[],
+            &log,
+        );
+        wait_for_addr(HOST_IP, self.port, &log);
+        *self.child.lock().unwrap() = Some(child);
+    }
+
+    fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((HOST_IP, self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "Redis did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{HOST_IP}:{}/0", self.port)
+    }
+}
+
+impl Drop for PodRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for_addr(host: &str, port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect((host, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {host}:{port}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A PEP 503 index (python3 -m http.server's folder listings are valid index pages) of wheels
+/// built here, on the bridge's host address. Wheels may be added while it serves.
+struct PodIndex {
+    url: String,
+    dir: tempfile::TempDir,
+    _server: std::process::Child,
+}
+
+impl PodIndex {
+    fn start(wheels: &[Wheel]) -> PodIndex {
+        let dir = tempfile::Builder::new()
+            .prefix("bifrost-pod-index-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let log = dir.path().join("http.log");
+        let server = spawn_guarded(
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "--bind",
+                HOST_IP,
+                &port.to_string(),
+                "--directory",
+                dir.path().to_str().unwrap(),
+            ],
+            &[],
+            &log,
+        );
+        wait_for_addr(HOST_IP, port, &log);
+        let index = PodIndex {
+            url: format!("http://{HOST_IP}:{port}/"),
+            dir,
+            _server: server,
+        };
+        for w in wheels {
+            index.add(w);
+        }
+        index
+    }
+
+    fn add(&self, w: &Wheel) {
+        let project = self.dir.path().join(w.name.replace('_', "-"));
+        std::fs::create_dir_all(&project).unwrap();
+        w.build(&project);
+    }
+}
+
+/// The operator (controller + webhook on a free loopback port, as the API server calls it),
+/// with the node's image for the bootstrap container, never pulled.
+fn start_operator(ns: &str, webhook_port: u16, config: &str) -> Operator {
+    let n = node();
+    let addr = format!("127.0.0.1:{webhook_port}");
+    let op = Operator::start(
+        ns,
+        "node",
+        &[
+            "--webhook-addr",
+            &addr,
+            "--webhook-config-name",
+            config,
+            "--webhook-extra-san",
+            "127.0.0.1",
+            "--operator-image",
+            &n.operator_image,
+            "--operator-image-pull-policy",
+            "Never",
+        ],
+    );
+    wait_for_port(
+        webhook_port,
+        "the admission webhook",
+        &op.log,
+        Duration::from_secs(30),
+    );
+    op
+}
+
+/// Deletes the (cluster-scoped) webhook configuration when the test ends.
+struct Registration(String);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = node().kubectl(&[
+            "delete",
+            "mutatingwebhookconfiguration",
+            &self.0,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// The shipped webhook configuration, narrowed to `ns`, calling `url`.
+async fn register(client: &Client, name: &str, ns: &str, url: &str) -> Registration {
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"bifrost-node-test": ns}}})),
+        )
+        .await
+        .unwrap();
+    let mut config =
+        bifrost_requirements::webhook::webhook_configuration().expect("deploy/webhook.yaml");
+    config.metadata.name = Some(name.to_string());
+    let hook = &mut config.webhooks.as_mut().unwrap()[0];
+    hook.client_config.service = None;
+    hook.client_config.url = Some(url.to_string());
+    hook.namespace_selector
+        .get_or_insert_with(Default::default)
+        .match_labels = Some(BTreeMap::from([(
+        "bifrost-node-test".to_string(),
+        ns.to_string(),
+    )]));
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    wait_for("caBundle patched by the operator", T, || async {
+        let c = api.get(name).await.ok()?;
+        let b = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
+        (!b.0.is_empty()).then_some(())
+    })
+    .await;
+    Registration(name.to_string())
+}
+
+/// Everything one end-to-end case needs: a namespace, Redis and an index for its pods, the
+/// operator with its webhook registered, and a WorkspaceRequirements `default`.
+struct Case {
+    client: Client,
+    ns: String,
+    redis: PodRedis,
+    _index: PodIndex,
+    op: Option<Operator>,
+    webhook_port: u16,
+    config: String,
+    _registration: Registration,
+}
+
+impl Case {
+    async fn start(prefix: &str, content: &str, install: Value) -> Case {
+        let n = node();
+        let (client, ns) = namespace(prefix).await;
+        let redis = PodRedis::start();
+        let index = PodIndex::start(&[
+            Wheel::new("bifrost_hello", "1.0"),
+            Wheel::new("bifrost_extra", "2.0").requires("bifrost-hello"),
+        ]);
+        secret(&client, &ns, "bifrost-redis", "url", &redis.url()).await;
+        let webhook_port = free_port();
+        let config = format!("bifrost-node-{ns}");
+        let op = start_operator(&ns, webhook_port, &config);
+        let registration = register(
+            &client,
+            &config,
+            &ns,
+            &format!("https://127.0.0.1:{webhook_port}/mutate"),
+        )
+        .await;
+        let mut install = install;
+        install["indexUrls"] = json!([index.url]);
+        let obj: WorkspaceRequirements = serde_json::from_value(json!({
+            "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
+            "metadata": {"name": "default"},
+            "spec": {
+                "content": content,
+                "cache": {"redis": {"urlSecretRef": {"name": "bifrost-redis", "key": "url"}}},
+                "install": install,
+                "rollout": {"debounceSeconds": 1}
+            }
+        }))
+        .unwrap();
+        Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap();
+        let _ = n;
+        Case {
+            client,
+            ns,
+            redis,
+            _index: index,
+            op: Some(op),
+            webhook_port,
+            config,
+            _registration: registration,
+        }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn wsreq(&self) -> Api<WorkspaceRequirements> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The hash the controller computed for the current content, once it is Ready.
+    async fn ready_hash(&self, content: &str) -> String {
+        let want = content_hash(content);
+        let api = self.wsreq();
+        wait_for("the resource Ready with the content's hash", T, || async {
+            let r = api.get("default").await.ok()?;
+            let s = r.status?;
+            (s.content_hash.as_deref() == Some(want.as_str())
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "CacheWarmed" && c.status == "True"))
+            .then_some(())
+        })
+        .await;
+        want
+    }
+
+    /// A worker shaped like Bifrost's own k8s/worker/deployment.yaml: uid/gid/fsGroup 1000,
+    /// read-only root filesystem, emptyDirs at /home/bifrost and /tmp, no service-account token;
+    /// rolling updates that never take the serving pod down first.
+    async fn worker(&self, name: &str, labelled: bool) {
+        let mut labels = json!({"app": name});
+        if labelled {
+            labels[OPT_IN_LABEL] = json!("default");
+        }
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": worker_pod_spec(&node().worker_image)
+                }
+            }
+        }))
+        .unwrap();
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+
+    /// The Running, ready, not-terminating pods of `app` once there are exactly `n` and every
+    /// one carries `hash` (None: any). Panics with the pods' states otherwise.
+    async fn running(&self, app: &str, n: usize, hash: Option<&str>) -> Vec<Pod> {
+        let api = self.pods();
+        let lp = ListParams::default().labels(&format!("app={app}"));
+        let deadline = Instant::now() + T;
+        loop {
+            let list = api.list(&lp).await.unwrap().items;
+            let ok = list.len() == n
+                && list.iter().all(|p| {
+                    is_ready(p)
+                        && p.metadata.deletion_timestamp.is_none()
+                        && hash.is_none_or(|h| pod_hash(p).as_deref() == Some(h))
+                });
+            if ok {
+                for p in &list {
+                    assert_routed_via_bridge(p.status.as_ref().unwrap().pod_ip.as_deref().unwrap());
+                }
+                return list;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pods of {app} not {n} Running with hash {hash:?}: {}\n--- kubelet ---\n{}",
+                describe(&list),
+                node().log_tail("kubelet", 20)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn set_content(&self, content: &str) {
+        self.wsreq()
+            .patch(
+                "default",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"content": content}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn import(&self, pod: &str, module: &str) -> String {
+        let out = node().exec(
+            &self.ns,
+            pod,
+            "worker",
+            &[
+                "python3",
+                "-c",
+                &format!("import {module}; print({module}.VERSION)"),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "import {module} in {pod}: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+fn worker_pod_spec(image: &str) -> Value {
+    json!({
+        "automountServiceAccountToken": false,
+        "terminationGracePeriodSeconds": 1,
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000, "runAsNonRoot": true},
+        "volumes": [{"name": "home", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "containers": [{
+            "name": "worker", "image": image, "imagePullPolicy": "Never",
+            "command": ["python3", "-c", "import time\nwhile True: time.sleep(3600)"],
+            "env": [{"name": "HOME", "value": "/home/bifrost"}, {"name": "PYTHONPATH", "value": "/app"}],
+            "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
+            "volumeMounts": [
+                {"name": "home", "mountPath": "/home/bifrost"},
+                {"name": "tmp", "mountPath": "/tmp"}
+            ]
+        }]
+    })
+}
+
+fn is_ready(p: &Pod) -> bool {
+    let Some(s) = p.status.as_ref() else {
+        return false;
+    };
+    s.phase.as_deref() == Some("Running")
+        && s.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn pod_hash(p: &Pod) -> Option<String> {
+    p.metadata
+        .annotations
+        .as_ref()?
+        .get(HASH_ANNOTATION)
+        .cloned()
+}
+
+fn describe(pods: &[Pod]) -> String {
+    pods.iter()
+        .map(|p| {
+            format!(
+                "{} hash={:?} deleting={} status={}",
+                p.name_any(),
+                pod_hash(p).map(|h| h[..12.min(h.len())].to_string()),
+                p.metadata.deletion_timestamp.is_some(),
+                serde_json::to_string(&p.status).unwrap()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn container_status(p: &Pod, name: &str) -> ContainerStatus {
+    let s = p.status.as_ref().unwrap();
+    s.init_container_statuses
+        .iter()
+        .flatten()
+        .chain(s.container_statuses.iter().flatten())
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no status of {name}: {}", describe(std::slice::from_ref(p))))
+        .clone()
+}
+
+fn init_names(p: &Pod) -> Vec<String> {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|c| c.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The install container's exit, once it has failed (now or in an earlier run).
+fn install_failure(p: &Pod) -> Option<(i32, String)> {
+    let s = p
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == INSTALL_CONTAINER)?
+        .clone();
+    [
+        s.state.and_then(|s| s.terminated),
+        s.last_state.and_then(|s| s.terminated),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|t| t.exit_code != 0)
+    .map(|t| (t.exit_code, t.message.unwrap_or_default()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases.
+
+/// A labelled worker shaped like Bifrost's: the init containers run before it, as uid 1000 with
+/// a read-only root filesystem, and the worker imports the packages.
+async fn labelled_worker_imports(case: &Case, installer: &str, hash: &str) -> Pod {
+    let n = node();
+    case.worker("worker", true).await;
+    let pods = case.running("worker", 1, Some(hash)).await;
+    let p = pods.into_iter().next().unwrap();
+    let pod = p.name_any();
+    assert_eq!(init_names(&p), [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER]);
+    for c in [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER] {
+        let t = container_status(&p, c)
+            .state
+            .and_then(|s| s.terminated)
+            .unwrap_or_else(|| panic!("{c} did not run to completion"));
+        assert_eq!(t.exit_code, 0, "{c}: {t:?}");
+    }
+    assert_eq!(case.import(&pod, "bifrost_hello"), "1.0");
+    let out = n.exec(
+        &case.ns,
+        &pod,
+        "worker",
+        &["python3", "-c", "import os, bifrost_hello; print(os.getuid(), os.getgid(), os.access('/usr', os.W_OK), bifrost_hello.__file__)"],
+    );
+    let who = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        who.starts_with("1000 1000 False /"),
+        "worker identity: {}",
+        text(&out)
+    );
+    let log = n.logs(&case.ns, &pod, INSTALL_CONTAINER);
+    assert!(
+        log.contains("installed: 1 package(s)")
+            && log.contains(hash)
+            && log.contains("from the Redis key")
+            && log.contains(installer),
+        "install log names the hash, the source and {installer}:\n{log}"
+    );
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() {
+    let _serial = serial().await;
+    let n = node();
+    let content = "bifrost-hello==1.0\n";
+    let case = Case::start("node-e2e", content, json!({})).await;
+    let hash = case.ready_hash(content).await;
+    let p = labelled_worker_imports(&case, "uv", &hash).await;
+    let pod = p.name_any();
+
+    // A crash of the main process: the kubelet restarts the container in the same pod; the
+    // emptyDir keeps the packages and the init containers do not run again.
+    let installed_at = container_status(&p, INSTALL_CONTAINER)
+        .state
+        .unwrap()
+        .terminated
+        .unwrap()
+        .finished_at;
+    let id = container_status(&p, "worker")
+        .container_id
+        .expect("container id");
+    n.kill_container(&id);
+    let api = case.pods();
+    let restarted = wait_for("the worker container restarted", T, || async {
+        let p = api.get(&pod).await.ok()?;
+        (container_status(&p, "worker").restart_count >= 1 && is_ready(&p)).then_some(p)
+    })
+    .await;
+    assert_eq!(case.import(&pod, "bifrost_hello"), "1.0");
+    let install = container_status(&restarted, INSTALL_CONTAINER);
+    assert_eq!(install.restart_count, 0);
+    assert_eq!(
+        install.state.unwrap().terminated.unwrap().finished_at,
+        installed_at
+    );
+    let log = n.logs(&case.ns, &pod, INSTALL_CONTAINER);
+    assert_eq!(
+        log.matches("installed:").count(),
+        1,
+        "installed once:\n{log}"
+    );
+
+    // New content: a rolling update to pods with the new package; the old pod goes.
+    let content2 = "bifrost-extra==2.0\nbifrost-hello==1.0\n";
+    case.set_content(content2).await;
+    let hash2 = case.ready_hash(content2).await;
+    let pods = case.running("worker", 1, Some(&hash2)).await;
+    let pod2 = pods[0].name_any();
+    assert_ne!(pod2, pod);
+    assert_eq!(case.import(&pod2, "bifrost_extra"), "2.0");
+    assert!(
+        api.get_opt(&pod).await.unwrap().is_none(),
+        "the old pod is gone"
+    );
+
+    // A requirement that cannot install: the new pod's install container fails, the rollout
+    // halts, the old pod keeps serving.
+    let content3 = "bifrost-extra==2.0\nbifrost-hello==1.0\nbifrost-missing==9.9\n";
+    case.set_content(content3).await;
+    let hash3 = case.ready_hash(content3).await;
+    let lp = ListParams::default().labels("app=worker");
+    let (failed, code, message) =
+        wait_for("the new pod's install container to fail", T, || async {
+            let list = api.list(&lp).await.ok()?.items;
+            list.iter()
+                .filter(|p| pod_hash(p).as_deref() == Some(hash3.as_str()))
+                .find_map(|p| install_failure(p).map(|(c, m)| (p.name_any(), c, m)))
+        })
+        .await;
+    assert!(
+        message.contains("bifrost-missing"),
+        "termination message names the package: {message}"
+    );
+    eprintln!("install container of {failed} exited {code}: {message}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let old = api.get(&pod2).await.unwrap();
+    assert!(
+        is_ready(&old) && old.metadata.deletion_timestamp.is_none(),
+        "the old pod keeps serving"
+    );
+    assert_eq!(case.import(&pod2, "bifrost_extra"), "2.0");
+    let newer = api.get(&failed).await.unwrap();
+    assert!(!is_ready(&newer), "the failing pod never became ready");
+    drop(case);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_without_the_operator() {
+    let _serial = serial().await;
+    let n = node();
+    let content = "bifrost-hello==1.0\n";
+    let mut case = Case::start("node-fallback", content, json!({})).await;
+    let hash = case.ready_hash(content).await;
+    let p = labelled_worker_imports(&case, "uv", &hash).await;
+    let api = case.pods();
+
+    // Redis down: a new pod installs from the ConfigMap snapshot the controller wrote.
+    case.redis.stop();
+    api.delete(&p.name_any(), &Default::default())
+        .await
+        .unwrap();
+    let pods = case.running("worker", 1, Some(&hash)).await;
+    let pod = pods[0].name_any();
+    assert_ne!(pod, p.name_any());
+    assert_eq!(case.import(&pod, "bifrost_hello"), "1.0");
+    let log = n.logs(&case.ns, &pod, INSTALL_CONTAINER);
+    assert!(
+        log.contains("from the fallback file") && log.contains(&hash),
+        "{log}"
+    );
+
+    // Operator down: the webhook is unreachable (failurePolicy Ignore), the pod starts without
+    // the packages; once the operator is back it counts the pod.
+    drop(case.op.take());
+    api.delete(&pod, &Default::default()).await.unwrap();
+    let pods = case.running("worker", 1, None).await;
+    let bare = &pods[0];
+    assert_ne!(bare.name_any(), pod);
+    assert!(
+        init_names(bare).is_empty(),
+        "uninjected: {:?}",
+        init_names(bare)
+    );
+    let out = n.exec(
+        &case.ns,
+        &bare.name_any(),
+        "worker",
+        &["python3", "-c", "import bifrost_hello"],
+    );
+    assert!(!out.status.success(), "an uninjected pod has no packages");
+    case.op = Some(start_operator(&case.ns, case.webhook_port, &case.config));
+    let wsreq = case.wsreq();
+    wait_for("uninjectedPods = 1 for the worker", T, || async {
+        let r = wsreq.get("default").await.ok()?;
+        let w = r
+            .status?
+            .workloads
+            .into_iter()
+            .find(|w| w.name == "worker")?;
+        (w.uninjected_pods == Some(1)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_pods_run_the_packages_installed_with_pip() {
+    let _serial = serial().await;
+    let content = "bifrost-hello==1.0\n";
+    let case = Case::start("node-pip", content, json!({"installer": "pip"})).await;
+    let hash = case.ready_hash(content).await;
+    labelled_worker_imports(&case, "pip", &hash).await;
+}
