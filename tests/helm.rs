@@ -18,7 +18,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bifrost_requirements::cache::Payload;
@@ -80,10 +79,10 @@ fn tool(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}); run scripts/setup.sh"))
 }
 
-/// Helm, with its cache/config/data folders in a private temporary folder.
+/// Helm, with its cache/config/data folders in a private folder under cargo's target (a
+/// temporary folder in a static would never be removed: statics are not dropped).
 fn helm(args: &[&str]) -> Output {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let home = HOME.get_or_init(|| tempfile::tempdir().unwrap()).path();
+    let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
     let dirs: Vec<(String, String)> = ["CACHE", "CONFIG", "DATA"]
         .iter()
         .map(|d| {

@@ -25,7 +25,7 @@ use bifrost_requirements::webhook::inject::{
 };
 use common::k8s::control_plane;
 use common::operator::{Operator, namespace, secret, wait_for};
-use common::proc::{free_port, spawn_guarded, wait_for_port};
+use common::proc::{free_port, spawn_guarded_in, wait_for_port};
 use common::services::{fresh_key, redis_url};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -88,11 +88,13 @@ wheel(out, "bifrost-extra", "2.0",
         let port = free_port();
         let port_s = port.to_string();
         let log = dir.join("http.log");
-        let server = spawn_guarded(
+        // The watchdog removes the folder once the test binary is gone (statics never drop).
+        let server = spawn_guarded_in(
             "python3",
             &["-m", "http.server", "--bind", "127.0.0.1", &port_s, "--directory", dir.to_str().unwrap()],
             &[],
             &log,
+            Some(&dir),
         );
         wait_for_port(port, "package index", &log, Duration::from_secs(30));
         (

@@ -30,7 +30,8 @@ pub fn spawn_guarded_in(
         while kill -0 "$owner" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
         if ! kill -0 "$owner" 2>/dev/null && kill -0 "$child" 2>/dev/null; then
           kill -TERM "$child" 2>/dev/null
-          for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$child" 2>/dev/null || exit 0; sleep 0.5; done
+          # `break`, not `exit`: the folder below must still be removed.
+          for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$child" 2>/dev/null || break; sleep 0.5; done
           kill -KILL "$child" 2>/dev/null
         fi
         wait $child
