@@ -98,19 +98,23 @@ impl Stop {
 /// Raise the returned signal on SIGTERM or SIGINT (the operator's only shutdown path, besides a
 /// fatal task via [`Supervisor`]).
 pub fn on_signals() -> (Arc<StopHandle>, Stop) {
+    use tokio::signal::unix::{SignalKind, signal};
     let (handle, stop) = stop_pair();
     let handle = Arc::new(handle);
     let h = handle.clone();
+    // Installed before returning, not inside the task (which may run late): a SIGTERM that
+    // arrives early then stops the operator cleanly instead of killing it.
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
                 _ = term.recv() => info!("SIGTERM: shutting down"),
-                _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
             },
-            Err(e) => {
-                warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the operator");
-                let _ = tokio::signal::ctrl_c().await;
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot watch SIGTERM/SIGINT; stopping only on a fatal task");
+                std::future::pending::<()>().await;
             }
         }
         h.stop();

@@ -72,15 +72,18 @@ pub async fn interrupted(rx: &mut watch::Receiver<Option<i32>>) -> i32 {
 
 /// Listen for SIGTERM and SIGINT for the rest of the process' life; the receiver sees the first.
 pub fn listen_for_signals() -> watch::Receiver<Option<i32>> {
+    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(None);
+    // The handlers are installed here, before returning, not inside the task: a spawned task may
+    // not have run yet when a signal arrives (under load it did not), and the default action of
+    // SIGTERM would then kill the process instead of stopping it cleanly.
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return rx;
+    };
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
         let sig = tokio::select! {
             _ = term.recv() => Signal::SIGTERM as i32,
             _ = int.recv() => Signal::SIGINT as i32,
