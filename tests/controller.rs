@@ -11,8 +11,8 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::operator::{
-    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, secret,
-    template_hash, wait_condition, wait_for,
+    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, redis_cache,
+    secret, template_hash, wait_condition, wait_for,
 };
 use common::services::{PgServer, RedisServer, fresh_key, redis_get, redis_set, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -65,10 +65,6 @@ async fn replicaset_hashes(client: &Client, ns: &str, app: &str) -> Vec<Option<S
                 .cloned()
         })
         .collect()
-}
-
-fn redis_cache(key: &str) -> serde_json::Value {
-    json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

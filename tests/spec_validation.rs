@@ -14,21 +14,17 @@ use bifrost_requirements::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequ
 use bifrost_requirements::requirements::content_hash;
 use common::admission::{Webhook, webhook_namespace};
 use common::operator::{
-    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, secret,
-    template_hash, wait_condition, wait_for,
+    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, redis_cache,
+    secret, template_hash, wait_condition, wait_for,
 };
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-
-fn redis_cache(key: &str) -> Value {
-    json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}})
-}
 
 async fn pods_of(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
     let pods = Api::<Pod>::namespaced(client.clone(), ns);

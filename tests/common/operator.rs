@@ -396,3 +396,8 @@ pub async fn wait_condition(
         )
     })
 }
+
+/// `spec.cache` naming Redis through the Secret `redis` (key `url`), as the tests create it.
+pub fn redis_cache(key: &str) -> serde_json::Value {
+    json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}})
+}
