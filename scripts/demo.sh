@@ -60,27 +60,7 @@ note "DATABASE_URL=$DATABASE_URL"
 note "REDIS_URL=$REDIS_URL"
 
 bold "a local package index (wheels built here: bifrost-hello 1.0, bifrost-extra 2.0)"
-INDEX_DIR="$SERVICES_DIR/index"
-python3 - "$INDEX_DIR" <<'PY'
-import base64, hashlib, os, sys, zipfile
-def wheel(out, name, version, files, requires=()):
-    dist = name.replace("-", "_"); info = f"{dist}-{version}.dist-info"
-    entries = dict(files)
-    entries[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
-    entries[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: bifrost-demo\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},{len(t.encode())}" for p, t in entries.items()]
-    entries[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
-    d = os.path.join(out, name); os.makedirs(d, exist_ok=True)
-    with zipfile.ZipFile(os.path.join(d, f"{dist}-{version}-py3-none-any.whl"), "w") as z:
-        for p, t in entries.items(): z.writestr(p, t)
-wheel(sys.argv[1], "bifrost-hello", "1.0", {"bifrost_hello/__init__.py": "GREETING = 'hello from bifrost-hello 1.0'\n"})
-wheel(sys.argv[1], "bifrost-extra", "2.0", {"bifrost_extra/__init__.py": "from bifrost_hello import GREETING\nVALUE = GREETING + ' and bifrost-extra 2.0'\n"}, ["bifrost-hello"])
-PY
-INDEX_PORT=$(free_port)
-python3 -m http.server "$INDEX_PORT" --bind "$HOST_IP" --directory "$INDEX_DIR" >"$SERVICES_DIR/index.log" 2>&1 &
-SERVICES_PIDS+=($!)
-WAIT_HOST=$HOST_IP wait_port "$INDEX_PORT" "package index"
-INDEX_URL="http://$HOST_IP:$INDEX_PORT/"
+BIND_HOST=$HOST_IP start_package_index
 note "index: $INDEX_URL"
 
 bold "Bifrost's database: migrate, then a package install (requirements add bifrost-hello==1.0)"

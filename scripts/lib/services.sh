@@ -76,3 +76,30 @@ start_redis() {
   wait_port "$REDIS_PORT" Redis
   REDIS_URL="redis://${REDIS_HOST:-127.0.0.1}:$REDIS_PORT/0"
 }
+
+# A PEP 503 index of two wheels built here (bifrost-hello 1.0; bifrost-extra 2.0, which needs it),
+# served on BIND_HOST (default 127.0.0.1); sets INDEX_PORT and INDEX_URL.
+start_package_index() {
+  local host=${BIND_HOST:-127.0.0.1}
+  INDEX_DIR="$SERVICES_DIR/index"
+  python3 - "$INDEX_DIR" <<'PY'
+import base64, hashlib, os, sys, zipfile
+def wheel(out, name, version, files, requires=()):
+    dist = name.replace("-", "_"); info = f"{dist}-{version}.dist-info"
+    entries = dict(files)
+    entries[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    entries[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: bifrost-local-index\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},{len(t.encode())}" for p, t in entries.items()]
+    entries[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
+    d = os.path.join(out, name); os.makedirs(d, exist_ok=True)
+    with zipfile.ZipFile(os.path.join(d, f"{dist}-{version}-py3-none-any.whl"), "w") as z:
+        for p, t in entries.items(): z.writestr(p, t)
+wheel(sys.argv[1], "bifrost-hello", "1.0", {"bifrost_hello/__init__.py": "GREETING = 'hello from bifrost-hello 1.0'\n"})
+wheel(sys.argv[1], "bifrost-extra", "2.0", {"bifrost_extra/__init__.py": "from bifrost_hello import GREETING\nVALUE = GREETING + ' and bifrost-extra 2.0'\n"}, ["bifrost-hello"])
+PY
+  INDEX_PORT=$(free_port)
+  python3 -m http.server "$INDEX_PORT" --bind "$host" --directory "$INDEX_DIR" >"$SERVICES_DIR/index.log" 2>&1 &
+  SERVICES_PIDS+=($!)
+  WAIT_HOST=$host wait_port "$INDEX_PORT" "package index"
+  INDEX_URL="http://$host:$INDEX_PORT/"
+}
