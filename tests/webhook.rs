@@ -23,14 +23,15 @@ use bifrost_requirements::webhook::inject::{
     BIN_VOLUME, BOOTSTRAP_CONTAINER, INSTALL_CONTAINER, OPERATOR_BINARY, SITE_PACKAGES_VOLUME,
     SNAPSHOT_VOLUME, WORK_VOLUME,
 };
+use common::admission::webhook_namespace;
 use common::k8s::control_plane;
-use common::operator::{Operator, namespace, secret, wait_for};
+use common::operator::{Operator, secret, wait_for};
 use common::proc::{free_port, spawn_guarded_in, wait_for_port};
 use common::services::{fresh_key, redis_url};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -103,20 +104,6 @@ wheel(out, "bifrost-extra", "2.0",
         )
     })
     .0
-}
-
-/// A test namespace labelled so that only this test's webhook configuration selects it.
-async fn test_namespace(prefix: &str) -> (Client, String) {
-    let (client, ns) = namespace(prefix).await;
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"bifrost-webhook-test": ns}}})),
-        )
-        .await
-        .unwrap();
-    (client, ns)
 }
 
 /// The operator with its webhook on a free loopback port.
@@ -534,7 +521,7 @@ impl Kubelet {
 /// Python imports them.
 #[tokio::test]
 async fn labelled_deployment_pods_are_injected_and_their_install_works() {
-    let (client, ns) = test_namespace("wh-e2e").await;
+    let (client, ns) = webhook_namespace("wh-e2e").await;
     let redis = redis_url();
     let key = fresh_key();
     secret(&client, &ns, "bifrost-redis", "url", &redis).await;
@@ -714,7 +701,7 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
 /// operator's own pods — and malformed bodies and wrong methods/paths sent directly.
 #[tokio::test]
 async fn admission_cases_behave_as_specified() {
-    let (client, ns) = test_namespace("wh-cases").await;
+    let (client, ns) = webhook_namespace("wh-cases").await;
     create_wsreq(&client, &ns, "default", json!({"content": CONTENT})).await;
     let wh = Webhook::start(&ns, &[]);
     let _reg = register(&client, &wh.config, &ns, &wh.url()).await;
@@ -933,7 +920,7 @@ async fn admission_cases_behave_as_specified() {
 /// marker — and the controller's status counts them.
 #[tokio::test]
 async fn webhook_down_pods_still_start_and_are_counted() {
-    let (client, ns) = test_namespace("wh-down").await;
+    let (client, ns) = webhook_namespace("wh-down").await;
     create_wsreq(&client, &ns, "default", json!({"content": CONTENT})).await;
     let mut wh = Webhook::start(&ns, &[]);
     let _reg = register(&client, &wh.config, &ns, &wh.url()).await;
@@ -964,7 +951,7 @@ async fn webhook_down_pods_still_start_and_are_counted() {
 /// while the API server keeps calling the webhook; not a single request may miss injection.
 #[tokio::test]
 async fn certificate_rotation_keeps_requests_succeeding() {
-    let (client, ns) = test_namespace("wh-rotate").await;
+    let (client, ns) = webhook_namespace("wh-rotate").await;
     create_wsreq(&client, &ns, "default", json!({"content": CONTENT})).await;
     let wh = Webhook::start(&ns, &["--cert-validity", "30s"]);
     let _reg = register(&client, &wh.config, &ns, &wh.url()).await;
@@ -1075,7 +1062,7 @@ async fn served_certificate(port: u16, bundle: &[u8]) -> Option<Vec<u8>> {
 /// cert-manager mode: the mounted files are served and swapped in when they change.
 #[tokio::test]
 async fn cert_manager_mode_serves_and_reloads_mounted_files() {
-    let (_client, ns) = test_namespace("wh-files").await;
+    let (_client, ns) = webhook_namespace("wh-files").await;
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let names = vec!["127.0.0.1".to_string()];
