@@ -244,19 +244,11 @@ pub struct WebhookArgs {
 }
 
 fn parse_validity(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_secs(10) {
-        return Err(format!("`{s}` is too short (at least 10s)"));
-    }
-    Ok(d)
+    crate::duration::at_least(s, Duration::from_secs(10), "10s")
 }
 
 fn parse_check_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_millis(100) {
-        return Err(format!("`{s}` is too short (at least 100ms)"));
-    }
-    Ok(d)
+    crate::duration::at_least(s, Duration::from_millis(100), "100ms")
 }
 
 /// `bootstrap`: copy the binary and uv into the shared volume.
@@ -419,31 +411,9 @@ impl PolicyArgs {
     }
 }
 
-/// `1500ms`, `3s`, `2m`, `1h`, or plain seconds.
+/// Go's duration syntax (`1500ms`, `3s`, `1h30m`) or plain seconds: see [`crate::duration`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: 500ms, 3s, 2m)"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "`{s}` has an unknown unit `{unit}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(format!("`{s}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    crate::duration::parse(s)
 }
 
 /// `install`: flags of the worker's start-up step; every flag has a `BIFROST_INSTALL_*`

@@ -25,6 +25,7 @@ pub mod commands;
 pub mod controller;
 pub mod crd;
 pub mod database;
+pub mod duration;
 pub mod error;
 pub mod installer;
 pub mod metrics;

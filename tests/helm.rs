@@ -515,6 +515,26 @@ fn deployment_runs_two_locked_down_replicas_of_its_own_image() {
         "policy/v1/PodDisruptionBudget",
     ])));
     assert_eq!(one(&v1, "PodDisruptionBudget")["apiVersion"], "policy/v1");
+    // Offline (no cluster, no --api-versions) the Kubernetes version decides: a chart rendered
+    // for 1.25, where policy/v1beta1 is gone, must not carry it.
+    for (kube, want) in [
+        ("1.20.2", "policy/v1beta1"),
+        ("1.21.0", "policy/v1"),
+        ("1.25.0", "policy/v1"),
+    ] {
+        let out = docs(&ok(helm(&[
+            "template",
+            "r",
+            &chart,
+            "--kube-version",
+            kube,
+        ])));
+        assert_eq!(
+            one(&out, "PodDisruptionBudget")["apiVersion"],
+            want,
+            "Kubernetes {kube}"
+        );
+    }
     // Leader election off needs exactly one replica.
     let out = helm(&[
         "template",
@@ -922,6 +942,141 @@ fn chart_environment_is_accepted_by_the_operator() {
             text(&out)
         );
         assert!(text(&out).contains("kubeconfig"), "{name}: {}", text(&out));
+    }
+}
+
+/// The durations the chart passes to the operator: a value the chart accepts is one the binary
+/// accepts and vice versa (one grammar, the same minimum and maximum), so a values mistake fails
+/// `helm install` with the value's path instead of crash-looping the operator.
+#[test]
+fn chart_and_operator_accept_the_same_durations() {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap())
+            .unwrap();
+    let tls = &schema["properties"]["webhook"]["properties"]["tls"]["properties"];
+    for pattern in [
+        &tls["checkInterval"]["pattern"],
+        &tls["selfManaged"]["properties"]["certValidity"]["pattern"],
+    ] {
+        assert_eq!(pattern, bifrost_requirements::duration::PATTERN);
+    }
+    let chart = chart_arg();
+    let values = [
+        ("webhook.tls.checkInterval", "BIFROST_TLS_CHECK_INTERVAL"),
+        (
+            "webhook.tls.selfManaged.certValidity",
+            "BIFROST_CERT_VALIDITY",
+        ),
+    ];
+    let samples = [
+        "30s",
+        "100ms",
+        "99ms",
+        "0.1",
+        "0.05",
+        "10s",
+        "9s",
+        "9.999s",
+        "10",
+        "1h30m",
+        "8760h",
+        "8760h1s",
+        "525600m",
+        "5",
+        "1.5h",
+        "2h45m30s500ms",
+        "1s500000us",
+        "1.s",
+        ".5s",
+        "1d",
+        "1 s",
+        "-10s",
+        "1e3",
+        "",
+        "10S",
+        "ten",
+    ];
+    let mut disagreements = Vec::new();
+    for (path, var) in values {
+        for sample in samples {
+            let set = format!("{path}={sample}");
+            let chart_ok = helm(&["template", "r", &chart, "--set-string", &set])
+                .status
+                .success();
+            // No kubeconfig: the operator stops right after parsing its flags (exit 1); exit 2
+            // is clap refusing a value.
+            let out = Command::new(common::bin())
+                .arg("operator")
+                .env(var, sample)
+                .env("KUBECONFIG", "/nonexistent/kubeconfig")
+                .env("KUBERNETES_SERVICE_HOST", "")
+                .env("BIFROST_METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let binary_ok = out.status.code() != Some(2);
+            if chart_ok != binary_ok {
+                disagreements.push(format!(
+                    "{path}={sample:?}: chart {chart_ok}, operator {binary_ok} ({})",
+                    text(&out).lines().next().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+    // The chart's refusal names the value and the limit.
+    let out = helm(&[
+        "template",
+        "r",
+        &chart,
+        "--set-string",
+        "webhook.tls.selfManaged.certValidity=5s",
+    ]);
+    assert!(
+        text(&out)
+            .contains(r#"webhook.tls.selfManaged.certValidity: "5s" is too short (at least 10s)"#),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The example resource lands where pods are injected: `example.namespace`, else
+/// `watchNamespace`; in the release namespace (never injected) the chart refuses with a message.
+#[test]
+fn example_resource_goes_where_pods_are_injected() {
+    let ns_of = |sets: &[&str]| {
+        let objects = docs(&render("r", "ops", sets));
+        one(&objects, "WorkspaceRequirements")["metadata"]["namespace"].clone()
+    };
+    assert_eq!(
+        ns_of(&["example.enabled=true", "example.namespace=workers"]),
+        "workers"
+    );
+    assert_eq!(
+        ns_of(&["example.enabled=true", "watchNamespace=team"]),
+        "team"
+    );
+    let chart = chart_arg();
+    for sets in [
+        vec!["example.enabled=true"],
+        vec!["example.enabled=true", "example.namespace=kube-system"],
+        vec![
+            "example.enabled=true",
+            "example.namespace=batch",
+            "webhook.excludeNamespaces={batch}",
+        ],
+    ] {
+        let mut args = vec!["template", "r", chart.as_str(), "--namespace", "ops"];
+        for s in &sets {
+            args.extend_from_slice(&["--set", s]);
+        }
+        let out = helm(&args);
+        assert!(!out.status.success(), "{sets:?} rendered");
+        assert!(
+            text(&out).contains("is never injected") && text(&out).contains("example.namespace"),
+            "{sets:?}: {}",
+            text(&out)
+        );
     }
 }
 
