@@ -1040,6 +1040,61 @@ fn chart_and_operator_accept_the_same_durations() {
     );
 }
 
+/// The supported range in Chart.yaml (`kubeVersion`) and README: every object the chart renders,
+/// in every variant, for the oldest and the newest version of the range, uses an API version
+/// that Kubernetes serves in that version (the table: Kubernetes' API removal guide; the
+/// operator's own client types are k8s-openapi's `v1_33`). The oldest is the one every other test
+/// runs on.
+#[test]
+fn every_rendered_api_is_served_across_the_supported_range() {
+    let chart_yaml = std::fs::read_to_string(chart().join("Chart.yaml")).unwrap();
+    assert!(
+        chart_yaml.contains(r#"kubeVersion: ">=1.20.0-0 <1.34.0-0""#),
+        "Chart.yaml's kubeVersion changed: update this test's range and README"
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains("Kubernetes 1.20 to 1.33"),
+        "README must state the supported range"
+    );
+    // (apiVersion, kind) → the minor versions that serve it; None: a CRD of another project.
+    let served = |api: &str, kind: &str, minor: u32| -> Option<bool> {
+        Some(match (api, kind) {
+            ("v1", _) | ("apps/v1", _) | ("rbac.authorization.k8s.io/v1", _) => true,
+            ("admissionregistration.k8s.io/v1", _) => minor >= 16,
+            ("policy/v1", "PodDisruptionBudget") => minor >= 21,
+            ("policy/v1beta1", "PodDisruptionBudget") => minor <= 24,
+            ("bifrost.io/v1alpha1", "WorkspaceRequirements") => true,
+            ("cert-manager.io/v1", _) | ("monitoring.coreos.com/v1", _) => return None,
+            _ => false,
+        })
+    };
+    let chart = chart_arg();
+    for (kube, minor) in [("1.20.2", 20), ("1.33.0", 33)] {
+        for (name, sets) in VARIANTS {
+            let mut args = vec!["template", "r", chart.as_str(), "--kube-version", kube];
+            for s in sets.iter() {
+                args.extend_from_slice(&["--set", s]);
+            }
+            for o in docs(&ok(helm(&args))) {
+                let (api, kind) = (
+                    o["apiVersion"].as_str().unwrap(),
+                    o["kind"].as_str().unwrap(),
+                );
+                assert_ne!(
+                    served(api, kind, minor),
+                    Some(false),
+                    "{name}: {api} {kind} is not served by Kubernetes {kube}"
+                );
+            }
+        }
+    }
+    // Outside the range, Helm refuses the chart.
+    let out = helm(&["template", "r", &chart, "--kube-version", "1.19.9"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("kubeVersion"), "{}", text(&out));
+}
+
 /// The example resource lands where pods are injected: `example.namespace`, else
 /// `watchNamespace`; in the release namespace (never injected) the chart refuses with a message.
 #[test]
