@@ -286,7 +286,7 @@ fn chart_app_version_is_the_crate_version() {
     );
 }
 
-const VARIANTS: [(&str, &[&str]); 7] = [
+const VARIANTS: [(&str, &[&str]); 8] = [
     ("defaults", &[]),
     ("selfManaged", &["webhook.tls.mode=selfManaged"]),
     ("certManager", &["webhook.tls.mode=certManager"]),
@@ -302,6 +302,13 @@ const VARIANTS: [(&str, &[&str]); 7] = [
     (
         "example and watchNamespace",
         &["example.enabled=true", "watchNamespace=team"],
+    ),
+    (
+        "migrate hook",
+        &[
+            "migrate.enabled=true",
+            "migrate.databaseUrlSecretRef.name=bifrost-secrets",
+        ],
     ),
     (
         "one replica, no webhook, no leader election",
@@ -1093,6 +1100,89 @@ fn every_rendered_api_is_served_across_the_supported_range() {
     let out = helm(&["template", "r", &chart, "--kube-version", "1.19.9"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("kubeVersion"), "{}", text(&out));
+}
+
+/// The opt-in migrate hook: a Job before install and upgrade whose container, run as rendered
+/// (its args, its environment with the Secret's URL filled in) against a real PostgreSQL, creates
+/// the NOTIFY trigger the database mirror listens to. Without the Secret's name the chart refuses.
+#[tokio::test]
+async fn migrate_hook_job_creates_the_notify_trigger() {
+    let objects = docs(&render(
+        "r",
+        "ops",
+        &[
+            "migrate.enabled=true",
+            "migrate.databaseUrlSecretRef.name=bifrost-secrets",
+            "migrate.databaseUrlSecretRef.key=BIFROST_DATABASE_URL",
+        ],
+    ));
+    let job = one(&objects, "Job");
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-install,pre-upgrade"
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    // Its pods are not the operator's: the Deployment and the PDB must not select them.
+    let selector = &one(&objects, "Deployment")["spec"]["selector"]["matchLabels"];
+    let labels = &job["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        selector
+            .as_object()
+            .unwrap()
+            .iter()
+            .any(|(k, v)| &labels[k] != v),
+        "the operator's selector {selector} matches the migrate pod's labels {labels}"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["image"], container(&objects)["image"]);
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let url = fresh_database().await;
+    let mut cmd = Command::new(common::bin());
+    cmd.args(&args).stdin(Stdio::null());
+    for e in c["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        match e["value"].as_str() {
+            Some(v) => cmd.env(name, v),
+            None => {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                assert_eq!(r["name"], "bifrost-secrets");
+                assert_eq!(r["key"], "BIFROST_DATABASE_URL");
+                cmd.env(name, &url)
+            }
+        };
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'workspace_files'::regclass AND NOT tgisinternal",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        triggers >= 1,
+        "no trigger on workspace_files after the Job's command"
+    );
+
+    let chart = chart_arg();
+    let out = helm(&["template", "r", &chart, "--set", "migrate.enabled=true"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("migrate.enabled needs migrate.databaseUrlSecretRef.name"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// The example resource lands where pods are injected: `example.namespace`, else
