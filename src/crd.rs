@@ -130,24 +130,9 @@ pub struct RedisCache {
     pub ttl_seconds: u64,
 }
 
-/// Which installer runs inside the worker's image.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Installer {
-    #[default]
-    Uv,
-    Pip,
-}
-
-/// What a failed install does to the pod.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum OnFailure {
-    /// The init container fails: the rolling update halts and old pods keep serving.
-    #[default]
-    Fail,
-    /// Log and start the worker anyway (Bifrost's own behaviour).
-    Continue,
-}
+// One enum each for the flag, the resource field and the webhook's argv: the installer owns
+// them (clap's value names and serde's spellings sit side by side there).
+pub use crate::installer::{Installer, OnFailure};
 
 /// Installation settings for the injected init container.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -16,12 +16,13 @@
 //! [`webhook::inject`] are pure; [`database`], [`cache`] and the Kubernetes calls are the I/O
 //! edges. [`packages`] is the `warm`/`requirements` flow of hosts without Kubernetes;
 //! [`operator`] wires the controller, webhook, leader election and [`server`] (metrics, health),
-//! each long-running part under [`supervise`];
-//! [`cli`] and [`commands`] map it all to the command line.
+//! each long-running part under [`supervise`] and one [`shutdown`] token;
+//! [`cli`] maps it all to the command line: clap stops there, every other module takes typed
+//! options of its own.
 
+pub mod bootstrap;
 pub mod cache;
 pub mod cli;
-pub mod commands;
 pub mod controller;
 pub mod crd;
 pub mod database;
@@ -35,6 +36,7 @@ pub mod policy;
 pub mod redact;
 pub mod requirements;
 pub mod server;
+pub mod shutdown;
 pub mod spec;
 pub mod supervise;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use bifrost_requirements::{cli::Cli, commands, telemetry};
+use bifrost_requirements::{cli, cli::Cli, telemetry};
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli.command)) {
+    match runtime.block_on(cli::run(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Errors are built redacted; this is the last line of defence for the CLI.

@@ -100,7 +100,7 @@ mod tests {
     use crate::webhook::tls;
 
     fn tasks() -> Supervisor {
-        let (root, stop) = crate::supervise::stop_pair();
+        let (root, stop) = crate::shutdown::stop_pair();
         Supervisor::new(Default::default(), Arc::new(root), stop)
     }
 

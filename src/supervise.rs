@@ -1,4 +1,4 @@
-//! Supervision of the operator's long-running tasks, and its one shutdown signal.
+//! Supervision of the operator's long-running tasks.
 //!
 //! A task that panics, fails or simply returns while the operator is still meant to run is a
 //! dead component: the controller stops reconciling, the webhook stops answering, and a process
@@ -10,7 +10,7 @@
 //! - restarts it after an exponential backoff ([`OnExit::Restart`]), or shuts the whole process
 //!   down with a non-zero exit ([`OnExit::Exit`]) where a restart cannot help.
 //!
-//! Tasks watch the same [`Stop`] the supervisor watches, and finish their own way (graceful
+//! Tasks watch the same [`Stop`] (from [`crate::shutdown`]) the supervisor watches, and finish their own way (graceful
 //! HTTP shutdown, lease release); a task that ignores it is dropped after [`STOP_GRACE`].
 
 use std::any::Any;
@@ -24,10 +24,11 @@ use futures::FutureExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
+
+use crate::shutdown::{Stop, StopHandle};
 
 /// How long a task may take to finish after the stop signal before it is dropped.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -40,87 +41,6 @@ pub struct TaskLabels {
 /// Restarts per task kind (the part of a task name before the first `/`, so per-resource tasks
 /// share one series).
 pub type RestartCounter = Family<TaskLabels, Counter>;
-
-/// The receiving side of a stop signal. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Stop(watch::Receiver<bool>);
-
-/// The sending side of a stop signal.
-#[derive(Debug)]
-pub struct StopHandle(watch::Sender<bool>);
-
-/// A fresh stop signal.
-pub fn stop_pair() -> (StopHandle, Stop) {
-    let (tx, rx) = watch::channel(false);
-    (StopHandle(tx), Stop(rx))
-}
-
-impl StopHandle {
-    pub fn stop(&self) {
-        self.0.send_replace(true);
-    }
-}
-
-impl Stop {
-    pub fn is_stopped(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once stopped (or once the sender is gone: nobody can keep us running then).
-    pub fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static + use<> {
-        let mut rx = self.0.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    }
-
-    /// The raw receiver, for functions that take one.
-    pub fn receiver(&self) -> watch::Receiver<bool> {
-        self.0.clone()
-    }
-
-    /// A narrower signal: fires when this one does or when its own handle is used (e.g. the
-    /// controller's term as leader).
-    pub fn child(&self) -> (StopHandle, Stop) {
-        let (handle, child) = stop_pair();
-        let parent = self.stopped();
-        let tx = handle.0.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = parent => { tx.send_replace(true); }
-                _ = tx.closed() => {}
-            }
-        });
-        (handle, child)
-    }
-}
-
-/// Raise the returned signal on SIGTERM or SIGINT (the operator's only shutdown path, besides a
-/// fatal task via [`Supervisor`]).
-pub fn on_signals() -> (Arc<StopHandle>, Stop) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (handle, stop) = stop_pair();
-    let handle = Arc::new(handle);
-    let h = handle.clone();
-    // Installed before returning, not inside the task (which may run late): a SIGTERM that
-    // arrives early then stops the operator cleanly instead of killing it.
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    tokio::spawn(async move {
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => info!("SIGTERM: shutting down"),
-                _ = int.recv() => info!("SIGINT: shutting down"),
-            },
-            (Err(e), _) | (_, Err(e)) => {
-                warn!(error = %e, "cannot watch SIGTERM/SIGINT; stopping only on a fatal task");
-                std::future::pending::<()>().await;
-            }
-        }
-        h.stop();
-    });
-    (handle, stop)
-}
 
 /// Restart delays: `initial`, doubled after each failure up to `max`; a run that lasted
 /// `reset_after` starts the sequence again.
@@ -206,7 +126,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// `root`/`stop`: the process-wide signal (see [`on_signals`]).
+    /// `root`/`stop`: the process-wide signal (see [`crate::shutdown::on_signals`]).
     pub fn new(restarts: RestartCounter, root: Arc<StopHandle>, stop: Stop) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -372,6 +292,7 @@ impl Drop for ClearOnDrop {
 mod tests {
     use super::*;
     use crate::error::{Error, Result};
+    use crate::shutdown::stop_pair;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn supervisor() -> (Supervisor, RestartCounter, Arc<StopHandle>) {

@@ -1,8 +1,14 @@
 //! Logging set-up: `tracing` to stderr, text for people or JSON for log pipelines.
 
+use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Install the global subscriber. A bad filter falls back to `info` (and says so).
 pub fn init(format: LogFormat, filter: &str) {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use bifrost_requirements::controller::{self, Scope};
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::metrics::Metrics;
-use bifrost_requirements::supervise::{self, Backoff, OnExit, Supervisor};
+use bifrost_requirements::shutdown;
+use bifrost_requirements::supervise::{Backoff, OnExit, Supervisor};
 use common::operator::{condition, create_wsreq, namespace, wait_for};
 use k8s_openapi::api::core::v1::Event;
 use kube::Client;
@@ -35,7 +36,7 @@ async fn wait_ready(client: &Client, ns: &str, name: &str, status: &str, reason:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_reconcile_fails_only_its_resource() {
     let (client, ns) = namespace("panic").await;
-    let (root, stop) = supervise::stop_pair();
+    let (root, stop) = shutdown::stop_pair();
     let root = Arc::new(root);
     let metrics = Arc::new(Metrics::new());
     let tasks = Supervisor::new(metrics.task_restarts.clone(), root.clone(), stop);

@@ -19,7 +19,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::watch;
+
+use crate::shutdown::Stop;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
@@ -54,54 +55,11 @@ pub enum RunFailure {
     Spawn(std::io::Error),
     Exited { status: ExitStatus, tail: String },
     TimedOut { after: Duration, tail: String },
-    Interrupted { signal: i32 },
-}
-
-/// Resolves when the process was asked to stop; yields the signal number.
-pub async fn interrupted(rx: &mut watch::Receiver<Option<i32>>) -> i32 {
-    loop {
-        if let Some(sig) = *rx.borrow_and_update() {
-            return sig;
-        }
-        if rx.changed().await.is_err() {
-            // The signal listener is gone: never resolve.
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// Listen for SIGTERM and SIGINT for the rest of the process' life; the receiver sees the first.
-pub fn listen_for_signals() -> watch::Receiver<Option<i32>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (tx, rx) = watch::channel(None);
-    // The handlers are installed here, before returning, not inside the task: a spawned task may
-    // not have run yet when a signal arrives (under load it did not), and the default action of
-    // SIGTERM would then kill the process instead of stopping it cleanly.
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return rx;
-    };
-    tokio::spawn(async move {
-        let sig = tokio::select! {
-            _ = term.recv() => Signal::SIGTERM as i32,
-            _ = int.recv() => Signal::SIGINT as i32,
-        };
-        let _ = tx.send(Some(sig));
-        // Keep the handlers (and the sender) alive so a second signal is ignored, not fatal,
-        // while the child's process group is being stopped.
-        std::future::pending::<()>().await;
-    });
-    rx
+    Interrupted { signal: Signal },
 }
 
 /// Run to completion, or until `timeout`, or until a stop signal.
-pub async fn run(
-    inv: &Invocation,
-    timeout: Duration,
-    stop: &mut watch::Receiver<Option<i32>>,
-) -> Result<(), RunFailure> {
+pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(), RunFailure> {
     let mut cmd = guarded(inv);
     cmd.current_dir(&inv.cwd)
         .stdin(Stdio::null())
@@ -129,12 +87,12 @@ pub async fn run(
     enum End {
         Exited(std::io::Result<ExitStatus>),
         TimedOut,
-        Signal(i32),
+        Signal(Signal),
     }
     let end = tokio::select! {
         status = child.wait() => End::Exited(status),
         _ = tokio::time::sleep(timeout) => End::TimedOut,
-        sig = interrupted(stop) => End::Signal(sig),
+        sig = stop.signalled() => End::Signal(sig),
     };
     if !matches!(end, End::Exited(_)) {
         stop_group(&mut child, pgid, inv.label).await;

@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
-use crate::crd::{INJECTED_ANNOTATION, Installer, OPT_IN_LABEL, OnFailure, WorkspaceRequirements};
+use crate::crd::{INJECTED_ANNOTATION, Installer, OPT_IN_LABEL, WorkspaceRequirements};
 
 /// Init container that copies the static binary and `uv` into [`BIN_VOLUME`].
 pub const BOOTSTRAP_CONTAINER: &str = "bifrost-requirements-bootstrap";
@@ -534,26 +534,14 @@ fn install_args(
     let mut args: Vec<String> = vec![
         "install".into(),
         flag("target", target),
-        flag(
-            "installer",
-            match install.installer {
-                Installer::Uv => "uv",
-                Installer::Pip => "pip",
-            },
-        ),
+        flag("installer", install.installer.name()),
     ];
     if install.installer == Installer::Uv {
         args.push(flag("uv", &format!("{BIN_DIR}/uv")));
     }
     args.extend([
         flag("expected-hash", hash),
-        flag(
-            "on-failure",
-            match install.on_failure {
-                OnFailure::Fail => "fail",
-                OnFailure::Continue => "continue",
-            },
-        ),
+        flag("on-failure", install.on_failure.name()),
         flag(
             "fallback-file",
             &format!("{SNAPSHOT_DIR}/{SNAPSHOT_PAYLOAD_KEY}"),
@@ -687,7 +675,9 @@ pub fn valid_quantity(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{CacheSpec, CacheVolume, RedisCache, SecretKeyRef, WorkspaceRequirementsSpec};
+    use crate::crd::{
+        CacheSpec, CacheVolume, OnFailure, RedisCache, SecretKeyRef, WorkspaceRequirementsSpec,
+    };
     use serde_json::json;
 
     const HASH_OF_REQUESTS: &str = "requests==2.32.3\n";

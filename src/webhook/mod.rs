@@ -15,7 +15,6 @@
 //! `caBundle` patched into the webhook configuration, rotated before expiry and hot-swapped) or
 //! mounted files (cert-manager).
 
-pub mod bootstrap;
 pub mod inject;
 pub mod tls;
 

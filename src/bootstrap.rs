@@ -10,17 +10,25 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::cli::BootstrapArgs;
 use crate::error::{Error, Result};
 
-/// Copy this executable and uv into `args.to`; returns the exit code.
-pub fn run(args: BootstrapArgs) -> Result<u8> {
-    let to = &args.to;
+/// What `bootstrap` copies where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Folder to copy into (created if missing).
+    pub to: PathBuf,
+    /// The uv executable to copy; `None`: the one shipped with this binary.
+    pub uv: Option<PathBuf>,
+}
+
+/// Copy this executable and uv into `options.to`; returns the exit code.
+pub fn run(options: Options) -> Result<u8> {
+    let to = &options.to;
     fs::create_dir_all(to).map_err(|e| Error::io("creating", to, e))?;
     let me = std::env::current_exe().map_err(|e| Error::io("locating", "this executable", e))?;
-    let uv = match &args.uv {
+    let uv = match &options.uv {
         Some(p) => p.clone(),
-        None => find_uv(&me).ok_or_else(|| {
+        None => crate::installer::shipped_uv().ok_or_else(|| {
             Error::Config(format!(
                 "uv not found next to {} nor on PATH; pass --uv PATH",
                 me.display()
@@ -37,19 +45,6 @@ pub fn run(args: BootstrapArgs) -> Result<u8> {
         );
     }
     Ok(0)
-}
-
-/// `uv` next to `exe` (the image layout), else on PATH.
-fn find_uv(exe: &Path) -> Option<PathBuf> {
-    let beside = exe.parent()?.join("uv");
-    if beside.is_file() {
-        return Some(beside);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("uv"))
-            .find(|p| p.is_file())
-    })
 }
 
 fn copy_executable(from: &Path, dest: &Path) -> Result<u64> {

@@ -1,9 +1,10 @@
-//! Runs each CLI command: connects what it needs and reports in plain words on stderr.
+//! Runs each CLI command: turns its flags into the domain's typed options, connects what it
+//! needs and reports in plain words on stderr.
 
 use std::io::Read;
 
+use super::{Command, DatabaseArgs, RedisArgs, RequirementsCommand};
 use crate::cache::Cache;
-use crate::cli::{Command, DatabaseArgs, RedisArgs, RequirementsCommand};
 use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
 use crate::packages::{self, Change, WarmOutcome};
@@ -41,13 +42,13 @@ pub async fn run(command: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Requirements { command } => requirements(command).await,
-        Command::Operator(args) => crate::operator::run(args).await,
+        Command::Operator(args) => crate::operator::run(args.into()).await,
         Command::Crd => {
             print!("{}", crate::crd::crd_yaml());
             Ok(0)
         }
-        Command::Install(args) => crate::installer::run(args).await,
-        Command::Bootstrap(args) => crate::webhook::bootstrap::run(args),
+        Command::Install(args) => crate::installer::run(args.into()).await,
+        Command::Bootstrap(args) => crate::bootstrap::run(args.into()),
         Command::InstallerGuard(args) => {
             let mut command = args.command.into_iter();
             let program = command.next().unwrap_or_default();

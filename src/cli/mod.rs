@@ -1,0 +1,149 @@
+//! Command-line interface: typed arguments, each with an environment-variable fallback.
+
+//!
+//! Clap stops here: [`commands`] destructures the parsed command and hands each domain module its
+//! own typed options (`installer::Options`, `operator::Config`, …); no module outside `cli`
+//! sees a clap type.
+
+mod commands;
+mod install;
+mod operator;
+pub mod parse;
+mod shared;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use commands::run;
+pub use install::{BootstrapArgs, GuardArgs, InstallArgs};
+pub use operator::{OperatorArgs, TlsMode, WebhookArgs};
+pub use shared::{DatabaseArgs, PolicyArgs, RedisArgs};
+
+use crate::telemetry::LogFormat;
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 internal or I/O error; 2 invalid input \
+(bad requirement, policy violation, bad flag); 3 PostgreSQL unreachable or failing; \
+4 Redis unreachable, failing or holding a corrupt value; 5 installation failed.";
+
+/// Persist Bifrost's Python requirements across container restarts.
+///
+/// The requirements.txt row in PostgreSQL (`workspace_files`) is the source of truth; Redis
+/// (`bifrost:requirements:content`) caches it for workers; every worker installs it before it
+/// starts. On Kubernetes run `operator`; on hosts without Kubernetes use `warm` as the one-shot
+/// init step and `install` as the worker's start-up step.
+#[derive(Debug, Parser)]
+#[command(name = "bifrost-requirements", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "BIFROST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,bifrost_requirements=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create Bifrost's `workspace_files` table where it is missing and install the NOTIFY
+    /// trigger the operator listens to. Never alters an existing table; safe to run every start.
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Copy the requirements row from PostgreSQL into Redis (the one-shot init step of a
+    /// docker-compose deployment). Exits 0 when warmed or when there is no row (and says which).
+    Warm {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Show or change requirements.txt the way Bifrost's package install does: read the row,
+    /// merge, validate, save with compare-and-swap, refresh Redis. Invalid input changes nothing.
+    Requirements {
+        #[command(subcommand)]
+        command: RequirementsCommand,
+    },
+    /// Run the Kubernetes operator: the controller (validate, warm Redis, snapshot, roll out), the
+    /// database mirror, leader election, and the metrics/health endpoints. Needs only a
+    /// kubeconfig (in-cluster or KUBECONFIG); every flag has a default.
+    Operator(OperatorArgs),
+    /// Print the `WorkspaceRequirements` CustomResourceDefinition as YAML
+    /// (`crds/workspacerequirements.bifrost.io.yaml` is this output).
+    Crd,
+    /// Install requirements.txt into a folder on PYTHONPATH before the worker starts (the init
+    /// container's command; under docker compose, run it before the worker's own command).
+    /// Reads Redis, then --fallback-file; checks the hash and the policy; installs with uv (or
+    /// pip) into a staging folder and swaps it in; skips when the marker has the same hash.
+    #[command(after_help = install::EXIT_CODES)]
+    Install(InstallArgs),
+    /// Copy this binary and `uv` into a folder (the injected bootstrap init container's command:
+    /// the operator image has no shell, so the binary copies itself).
+    Bootstrap(BootstrapArgs),
+    /// Internal: run the installer so that it and its descendants die with `install` (see
+    /// `installer::guard`).
+    #[command(name = crate::installer::guard::SUBCOMMAND, hide = true)]
+    InstallerGuard(GuardArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequirementsCommand {
+    /// Print requirements.txt exactly as stored.
+    Show {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Add requirements (`flask==3.0`, `requests[socks]>=2`); an entry of the same normalized
+    /// name is replaced, never duplicated.
+    Add {
+        /// PEP 508 requirements, one per argument.
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Remove packages by name (PEP 503 normalized comparison).
+    Remove {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Replace requirements.txt with the content of a file (`-` for standard input).
+    Set {
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

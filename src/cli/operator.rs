@@ -1,0 +1,178 @@
+//! Flags of the `operator` command and their conversion into [`crate::operator::Config`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::parse;
+
+/// Settings of the `operator` command.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Address of the plain-HTTP endpoints /metrics, /healthz and /readyz.
+    #[arg(long, env = "BIFROST_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Disable leader election (run exactly one replica then).
+    #[arg(long, env = "BIFROST_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+
+    /// Name of the coordination.k8s.io/v1 Lease used for leader election.
+    #[arg(
+        long,
+        env = "BIFROST_LEASE_NAME",
+        default_value = "bifrost-requirements-operator"
+    )]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// This replica's identity in the Lease (default: POD_NAME, else hostname and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// How long a Lease is valid without renewal; a new leader takes over after it expires.
+    #[arg(long, env = "BIFROST_LEASE_DURATION_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_duration_seconds: u64,
+
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+/// Where the admission webhook's serving certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsMode {
+    /// The operator issues a CA and certificate, keeps them in a Secret, patches `caBundle` into
+    /// the MutatingWebhookConfiguration and rotates them before expiry.
+    SelfManaged,
+    /// Serve the mounted certificate files (issued by cert-manager, which also injects the CA);
+    /// they are reloaded when they change.
+    CertManager,
+}
+
+/// Settings of the mutating admission webhook (served by every operator replica).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Address of the HTTPS admission webhook (`POST /mutate`). A taken port is logged and
+    /// retried, never fatal.
+    #[arg(long, env = "BIFROST_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: std::net::SocketAddr,
+
+    /// Do not serve the admission webhook (labelled pods are then created without the installer).
+    #[arg(long, env = "BIFROST_NO_WEBHOOK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_webhook: bool,
+
+    /// Where the serving certificate comes from.
+    #[arg(long, env = "BIFROST_TLS_MODE", value_enum, default_value_t = TlsMode::SelfManaged)]
+    pub tls_mode: TlsMode,
+
+    /// cert-manager mode: the certificate file (PEM chain), reloaded when it changes.
+    #[arg(
+        long,
+        env = "BIFROST_TLS_CERT_FILE",
+        default_value = "/etc/bifrost-requirements/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+
+    /// cert-manager mode: the private key file (PEM), reloaded when it changes.
+    #[arg(
+        long,
+        env = "BIFROST_TLS_KEY_FILE",
+        default_value = "/etc/bifrost-requirements/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+
+    /// Self-managed mode: the Secret holding the CA bundle and serving certificate (in the
+    /// webhook Service's namespace).
+    #[arg(
+        long,
+        env = "BIFROST_TLS_SECRET_NAME",
+        default_value = "bifrost-requirements-webhook-tls"
+    )]
+    pub tls_secret_name: String,
+
+    /// Name of the webhook Service; the certificate covers `<name>`, `<name>.<ns>`,
+    /// `<name>.<ns>.svc` and `<name>.<ns>.svc.cluster.local`.
+    #[arg(
+        long,
+        env = "BIFROST_WEBHOOK_SERVICE_NAME",
+        default_value = "bifrost-requirements-webhook"
+    )]
+    pub webhook_service_name: String,
+
+    /// Namespace of the webhook Service and the certificate Secret (default: POD_NAMESPACE /
+    /// --lease-namespace, else --namespace, else `default`).
+    #[arg(long, env = "BIFROST_WEBHOOK_SERVICE_NAMESPACE")]
+    pub webhook_service_namespace: Option<String>,
+
+    /// More DNS names or IP addresses for the serving certificate (repeat, or comma-separate in
+    /// the variable), e.g. when the API server reaches the webhook by URL.
+    #[arg(
+        long,
+        env = "BIFROST_WEBHOOK_EXTRA_SANS",
+        value_delimiter = ',',
+        value_name = "NAME|IP"
+    )]
+    pub webhook_extra_san: Vec<String>,
+
+    /// Self-managed mode: the MutatingWebhookConfiguration whose webhooks get the `caBundle`
+    /// (a missing one is logged and retried).
+    #[arg(
+        long,
+        env = "BIFROST_WEBHOOK_CONFIG_NAME",
+        default_value = "bifrost-requirements"
+    )]
+    pub webhook_config_name: String,
+
+    /// Image of the injected bootstrap init container: this operator's own image (it holds the
+    /// static binary and uv at /usr/local/bin).
+    #[arg(long, env = "OPERATOR_IMAGE",
+          default_value = concat!("bifrost-requirements:", env!("CARGO_PKG_VERSION")))]
+    pub operator_image: String,
+
+    /// imagePullPolicy of the bootstrap init container.
+    #[arg(long, env = "BIFROST_OPERATOR_IMAGE_PULL_POLICY", default_value = "IfNotPresent",
+          value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub operator_image_pull_policy: String,
+
+    /// Self-managed mode: validity of the CA and serving certificate; they are renewed when a
+    /// third of it is left (`8760h` = one year; at least `10s`).
+    #[arg(long, env = "BIFROST_CERT_VALIDITY", default_value = "8760h", value_parser = parse::validity)]
+    pub cert_validity: Duration,
+
+    /// Longest time between two checks of the certificate (files, Secret, caBundle).
+    #[arg(long, env = "BIFROST_TLS_CHECK_INTERVAL", default_value = "30s", value_parser = parse::check_interval)]
+    pub tls_check_interval: Duration,
+}
+
+impl From<OperatorArgs> for crate::operator::Config {
+    fn from(args: OperatorArgs) -> Self {
+        let webhook = crate::webhook::WebhookConfig::from_args(&args);
+        let lease = (!args.no_leader_election).then(|| crate::operator::LeaseConfig {
+            name: args.lease_name,
+            namespace: args
+                .lease_namespace
+                .or_else(|| args.namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+            duration_seconds: args.lease_duration_seconds,
+        });
+        Self {
+            identity: args
+                .identity
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(crate::operator::default_identity),
+            namespace: args.namespace,
+            metrics_addr: args.metrics_addr,
+            lease,
+            webhook,
+        }
+    }
+}

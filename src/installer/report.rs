@@ -1,0 +1,245 @@
+//! How `install` ends: the failure text of an installer run, the line on stderr, the exit code
+//! and the `--json` object.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use super::options::OnFailure;
+use super::process::{Invocation, RunFailure};
+use super::source::Origin;
+use super::target::{self, Marker};
+use super::{Outcome, Run};
+use crate::error::{Error, Result};
+
+/// The one `--json` object.
+#[derive(Serialize)]
+struct Report {
+    /// `installed`, `unchanged`, `empty`, `absent` or `failed`.
+    status: &'static str,
+    exit_code: u8,
+    target: String,
+    hash: Option<String>,
+    expected_hash: Option<String>,
+    /// `redis`, `fallback-file` or `marker`.
+    source: Option<&'static str>,
+    source_detail: Option<String>,
+    package_count: Option<usize>,
+    distribution_count: Option<usize>,
+    installer: Option<String>,
+    /// Whether uv/pip ran in this invocation.
+    installer_run: bool,
+    python: Option<String>,
+    duration_ms: u64,
+    /// `fail` or `continue`, as the flag spells it.
+    on_failure: &'static str,
+    marker: Option<String>,
+    warnings: Vec<String>,
+    error: Option<ErrorReport>,
+}
+
+#[derive(Serialize)]
+struct ErrorReport {
+    reason: &'static str,
+    message: String,
+}
+
+impl Run {
+    /// Report the result; return the exit code.
+    pub(super) fn finish(&mut self, result: Result<Outcome>) -> u8 {
+        let mut report = self.report();
+        match result {
+            Ok(outcome) => self.succeeded(&mut report, outcome),
+            Err(e) => self.failed(&mut report, &e),
+        }
+        if self.options.json {
+            match serde_json::to_string(&report) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("error: cannot print the JSON report: {e}"),
+            }
+        }
+        report.exit_code
+    }
+
+    /// What is known whatever the outcome; `failed` until said otherwise.
+    fn report(&mut self) -> Report {
+        let target = self.facts.target.as_ref().unwrap_or(&self.options.target);
+        let origin = self.facts.origin.as_ref();
+        Report {
+            status: "failed",
+            exit_code: 0,
+            target: target.display().to_string(),
+            hash: self.facts.hash.clone(),
+            expected_hash: self.options.expected_hash.clone(),
+            source: origin.map(Origin::kind),
+            source_detail: origin.map(Origin::describe),
+            package_count: self.facts.package_count,
+            distribution_count: None,
+            installer: None,
+            installer_run: false,
+            python: self.facts.python.as_ref().map(|p| p.display().to_string()),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            on_failure: self.options.on_failure.name(),
+            marker: None,
+            warnings: std::mem::take(&mut self.warnings),
+            error: None,
+        }
+    }
+
+    fn succeeded(&self, report: &mut Report, outcome: Outcome) {
+        let target = report.target.clone();
+        let secs = report.duration_ms as f64 / 1000.0;
+        let origin = self
+            .facts
+            .origin
+            .as_ref()
+            .map(Origin::describe)
+            .unwrap_or_default();
+        report.marker = Some(
+            Path::new(&target)
+                .join(target::MARKER)
+                .display()
+                .to_string(),
+        );
+        let summary = |report: &mut Report, status, m: &Marker| {
+            report.status = status;
+            report.installer = Some(m.installer.clone());
+            report.distribution_count = Some(m.distribution_count);
+        };
+        match outcome {
+            Outcome::Installed(m) => {
+                summary(report, "installed", &m);
+                report.installer_run = true;
+                eprintln!(
+                    "installed: {} package(s) ({} distribution(s)) from the {origin}, sha256 {}, \
+                     with {} in {secs:.2} s into {target}",
+                    m.package_count, m.distribution_count, m.hash, m.installer
+                );
+            }
+            Outcome::Unchanged {
+                marker: m,
+                by_expected_hash,
+            } => {
+                summary(report, "unchanged", &m);
+                if by_expected_hash {
+                    report.source = Some("marker");
+                    report.source_detail = Some("--expected-hash matches the marker".into());
+                }
+                let how = if by_expected_hash {
+                    " (matched --expected-hash; no source read)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "already installed: {target} holds sha256 {} ({} package(s), installed {} with {}); \
+                     skipped, installer not run{how}",
+                    m.hash, m.package_count, m.installed_at, m.installer,
+                );
+            }
+            Outcome::Empty { marker: m, removed } => {
+                summary(report, "empty", &m);
+                let removed = match removed {
+                    Some(h) => format!("; removed the previous install (sha256 {h}) from {target}"),
+                    None => String::new(),
+                };
+                eprintln!(
+                    "nothing to install: requirements.txt from the {origin} (sha256 {}) lists no packages{removed}",
+                    m.hash,
+                );
+            }
+            Outcome::Absent { why } => {
+                report.status = "absent";
+                report.marker = None;
+                eprintln!(
+                    "nothing to install: no requirements found ({why}); {target} left as it is"
+                );
+            }
+        }
+    }
+
+    fn failed(&self, report: &mut Report, e: &Error) {
+        // A signal wins over --on-failure: the pod is going away, its caller must see why.
+        let code = if let Some(sig) = self.interrupted {
+            128u8.saturating_add(sig as i32 as u8)
+        } else if matches!(e, Error::Config(_)) || self.options.on_failure == OnFailure::Fail {
+            e.exit_code()
+        } else {
+            0
+        };
+        let note = self
+            .target_note
+            .as_ref()
+            .map(|n| format!("\n{n}"))
+            .unwrap_or_default();
+        if code == 0 {
+            eprintln!(
+                "warning: install failed; continuing because of --on-failure continue: {e}{note}"
+            );
+        } else {
+            eprintln!("error: {e}{note}");
+        }
+        report.exit_code = code;
+        report.error = Some(ErrorReport {
+            reason: e.reason(),
+            message: e.to_string(),
+        });
+    }
+
+    /// The error of a failed installer run, with the tail of its output.
+    pub(super) fn failure(&mut self, failure: RunFailure, inv: &Invocation) -> Error {
+        let label = inv.label;
+        let with_tail = |msg: String, tail: &str| {
+            if tail.is_empty() {
+                msg
+            } else {
+                format!("{msg}; its last output:\n{tail}")
+            }
+        };
+        match failure {
+            RunFailure::Spawn(e) => {
+                Error::Install(format!("cannot run {}: {e}", inv.program.display()))
+            }
+            RunFailure::Exited { status, tail } => {
+                let how = match (status.code(), status.signal()) {
+                    (Some(code), _) => format!("exit status {code}"),
+                    (None, Some(sig)) => format!("signal {}", signal_name(sig)),
+                    _ => status.to_string(),
+                };
+                Error::Install(with_tail(format!("{label} failed ({how})"), &tail))
+            }
+            RunFailure::TimedOut { after, tail } => Error::Install(with_tail(
+                format!(
+                    "{label} did not finish within {} (--timeout); stopped its process group",
+                    human_duration(after)
+                ),
+                &tail,
+            )),
+            RunFailure::Interrupted { signal } => {
+                self.interrupted_by(signal, &format!("; stopped {label}'s process group"))
+            }
+        }
+    }
+
+    /// Record the signal that stops the install (it decides the exit code), and say so.
+    pub(super) fn interrupted_by(&mut self, signal: Signal, rest: &str) -> Error {
+        self.interrupted = Some(signal);
+        Error::Install(format!("interrupted by {}{rest}", signal.as_str()))
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+fn human_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
