@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
@@ -267,95 +267,13 @@ impl Database {
             let mut tx = sqlx::Connection::begin(&mut *order.conn)
                 .await
                 .map_err(db("starting the save"))?;
-            let outcome = match existing {
-                None => {
-                    let Some(new) = modify("")? else {
-                        return Ok((SaveOutcome::Unchanged, String::new()));
-                    };
-                    let inserted = sqlx::query(
-                        "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, \
-                         size_bytes, content_type, git_status, is_deleted, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'text/plain', 'untracked', false, \
-                         now() AT TIME ZONE 'utc', now() AT TIME ZONE 'utc') \
-                         ON CONFLICT (path) DO NOTHING",
-                    )
-                    .bind(uuid::Uuid::new_v4())
-                    .bind(&self.selector.path)
-                    .bind(&self.selector.entity_type)
-                    .bind(&new)
-                    .bind(content_hash(&new))
-                    .bind(size_i32(&new)?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("creating the requirements row"))?;
-                    (inserted.rows_affected() == 1).then_some((SaveOutcome::Created, new))
-                }
-                Some(row) => {
-                    let entity_type: String = row
-                        .try_get("entity_type")
-                        .map_err(db("reading entity_type"))?;
-                    if entity_type != self.selector.entity_type {
-                        return Err(Error::BadRow {
-                            path: self.selector.path.clone(),
-                            reason: format!(
-                                "entity_type is {entity_type:?}, expected {:?}; refusing to overwrite another kind of file",
-                                self.selector.entity_type
-                            ),
-                        });
-                    }
-                    let id: uuid::Uuid = row.try_get("id").map_err(db("reading id"))?;
-                    let deleted: bool = row
-                        .try_get("is_deleted")
-                        .map_err(db("reading is_deleted"))?;
-                    let stored_hash: Option<String> = row
-                        .try_get("content_hash")
-                        .map_err(db("reading content_hash"))?;
-                    let current: Option<String> =
-                        row.try_get("content").map_err(db("reading content"))?;
-                    // A soft-deleted file's old content is not merged into the revived one.
-                    let current = if deleted {
-                        String::new()
-                    } else {
-                        current.ok_or_else(|| Error::BadRow {
-                            path: self.selector.path.clone(),
-                            reason: "content is NULL".into(),
-                        })?
-                    };
-                    let Some(new) = modify(&current)? else {
-                        return Ok((SaveOutcome::Unchanged, current));
-                    };
-                    if !deleted
-                        && new == current
-                        && stored_hash
-                            .as_deref()
-                            .is_some_and(|h| hash_matches(&new, h))
-                    {
-                        return Ok((SaveOutcome::Unchanged, current));
-                    }
-                    let updated = sqlx::query(
-                        "UPDATE workspace_files SET content = $1, content_hash = $2, size_bytes = $3, \
-                         is_deleted = false, updated_at = now() AT TIME ZONE 'utc' \
-                         WHERE id = $4 AND content_hash IS NOT DISTINCT FROM $5 AND is_deleted = $6",
-                    )
-                    .bind(&new)
-                    .bind(content_hash(&new))
-                    .bind(size_i32(&new)?)
-                    .bind(id)
-                    .bind(&stored_hash)
-                    .bind(deleted)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("saving the requirements row"))?;
-                    let outcome = if deleted {
-                        SaveOutcome::Revived
-                    } else {
-                        SaveOutcome::Updated
-                    };
-                    (updated.rows_affected() == 1).then_some((outcome, new))
-                }
+            let attempted = match existing {
+                None => self.try_insert(&mut tx, &mut modify).await?,
+                Some(row) => self.try_update(&mut tx, &row, &mut modify).await?,
             };
-            match outcome {
-                Some((outcome, new)) => {
+            match attempted {
+                Attempt::Unchanged(content) => return Ok((SaveOutcome::Unchanged, content)),
+                Attempt::Written(outcome, new) => {
                     let key = self.order_lock_key();
                     order.locked = true;
                     sqlx::query("SELECT pg_advisory_lock($1)")
@@ -369,13 +287,154 @@ impl Database {
                     propagated?;
                     return Ok((outcome, new));
                 }
-                None => {
+                Attempt::Raced => {
                     tracing::debug!(attempt, "requirements row changed concurrently; retrying");
-                    drop(tx);
                 }
             }
         }
         Err(Error::Conflict { attempts: ATTEMPTS })
+    }
+
+    /// No row yet: insert one, unless another writer inserted it first.
+    async fn try_insert<M>(&self, tx: &mut PgConnection, modify: &mut M) -> Result<Attempt>
+    where
+        M: FnMut(&str) -> Result<Option<String>>,
+    {
+        let Some(new) = modify("")? else {
+            return Ok(Attempt::Unchanged(String::new()));
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, \
+             size_bytes, content_type, git_status, is_deleted, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'text/plain', 'untracked', false, \
+             now() AT TIME ZONE 'utc', now() AT TIME ZONE 'utc') \
+             ON CONFLICT (path) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(&self.selector.path)
+        .bind(&self.selector.entity_type)
+        .bind(&new)
+        .bind(content_hash(&new))
+        .bind(size_i32(&new)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("creating the requirements row"))?;
+        Ok(Attempt::written(
+            inserted.rows_affected(),
+            SaveOutcome::Created,
+            new,
+        ))
+    }
+
+    /// A row (live or soft-deleted): write the new content where the row is still what was read.
+    async fn try_update<M>(
+        &self,
+        tx: &mut PgConnection,
+        row: &PgRow,
+        modify: &mut M,
+    ) -> Result<Attempt>
+    where
+        M: FnMut(&str) -> Result<Option<String>>,
+    {
+        let stored = self.stored(row)?;
+        let Some(new) = modify(&stored.content)? else {
+            return Ok(Attempt::Unchanged(stored.content));
+        };
+        if !stored.deleted
+            && new == stored.content
+            && stored
+                .hash
+                .as_deref()
+                .is_some_and(|h| hash_matches(&new, h))
+        {
+            return Ok(Attempt::Unchanged(stored.content));
+        }
+        let updated = sqlx::query(
+            "UPDATE workspace_files SET content = $1, content_hash = $2, size_bytes = $3, \
+             is_deleted = false, updated_at = now() AT TIME ZONE 'utc' \
+             WHERE id = $4 AND content_hash IS NOT DISTINCT FROM $5 AND is_deleted = $6",
+        )
+        .bind(&new)
+        .bind(content_hash(&new))
+        .bind(size_i32(&new)?)
+        .bind(stored.id)
+        .bind(&stored.hash)
+        .bind(stored.deleted)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("saving the requirements row"))?;
+        let outcome = if stored.deleted {
+            SaveOutcome::Revived
+        } else {
+            SaveOutcome::Updated
+        };
+        Ok(Attempt::written(updated.rows_affected(), outcome, new))
+    }
+
+    /// The row as [`Database::update`] reads it; refuses a row of another `entity_type`.
+    fn stored(&self, row: &PgRow) -> Result<StoredRow> {
+        let entity_type: String = row
+            .try_get("entity_type")
+            .map_err(db("reading entity_type"))?;
+        if entity_type != self.selector.entity_type {
+            return Err(Error::BadRow {
+                path: self.selector.path.clone(),
+                reason: format!(
+                    "entity_type is {entity_type:?}, expected {:?}; refusing to overwrite another kind of file",
+                    self.selector.entity_type
+                ),
+            });
+        }
+        let deleted: bool = row
+            .try_get("is_deleted")
+            .map_err(db("reading is_deleted"))?;
+        let content: Option<String> = row.try_get("content").map_err(db("reading content"))?;
+        // A soft-deleted file's old content is not merged into the revived one.
+        let content = if deleted {
+            String::new()
+        } else {
+            content.ok_or_else(|| Error::BadRow {
+                path: self.selector.path.clone(),
+                reason: "content is NULL".into(),
+            })?
+        };
+        Ok(StoredRow {
+            id: row.try_get("id").map_err(db("reading id"))?,
+            deleted,
+            hash: row
+                .try_get("content_hash")
+                .map_err(db("reading content_hash"))?,
+            content,
+        })
+    }
+}
+
+/// What [`Database::update`] read: the compare-and-swap compares `hash` and `deleted`.
+struct StoredRow {
+    id: uuid::Uuid,
+    deleted: bool,
+    hash: Option<String>,
+    /// Empty for a soft-deleted row.
+    content: String,
+}
+
+/// What one attempt of [`Database::update`] did.
+enum Attempt {
+    /// Nothing to write: the content the caller gets back.
+    Unchanged(String),
+    /// Written in the open transaction, not committed yet.
+    Written(SaveOutcome, String),
+    /// Another writer changed the row between our read and our write.
+    Raced,
+}
+
+impl Attempt {
+    fn written(rows_affected: u64, outcome: SaveOutcome, new: String) -> Self {
+        if rows_affected == 1 {
+            Self::Written(outcome, new)
+        } else {
+            Self::Raced
+        }
     }
 }
 

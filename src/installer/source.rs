@@ -76,6 +76,31 @@ enum Read {
     Failed(Error),
 }
 
+/// One source's answer, and where it came from.
+struct Reading {
+    origin: Origin,
+    read: Read,
+}
+
+impl Reading {
+    fn hit(&self) -> Option<Sourced> {
+        match &self.read {
+            Read::Hit(p) => Some(Sourced {
+                payload: p.clone(),
+                origin: self.origin.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn into_error(self) -> Option<Error> {
+        match self.read {
+            Read::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Read the sources in order. `warnings` collects what the user should know (also logged).
 pub async fn fetch(sources: &Sources, warnings: &mut Vec<String>) -> Result<Fetched> {
     let mut warn = |msg: String| {
@@ -83,105 +108,99 @@ pub async fn fetch(sources: &Sources, warnings: &mut Vec<String>) -> Result<Fetc
         warnings.push(msg);
     };
     let expected = sources.expected_hash.as_deref();
-    let matches = |p: &Payload| expected.is_none_or(|e| hashes_equal(&p.hash, e));
-
     let redis = match &sources.redis {
-        Some(config) => Some((
-            config.key.clone(),
-            read_redis(config, sources.redis_deadline).await,
-        )),
+        Some(config) => Some(Reading {
+            origin: Origin::Redis {
+                key: config.key.clone(),
+            },
+            read: read_redis(config, sources.redis_deadline).await,
+        }),
         None => None,
     };
-    if let Some((key, Read::Hit(p))) = &redis
-        && matches(p)
+    // Redis holding what is expected (or anything, when nothing is): the fallback file is not
+    // even read.
+    if let Some(hit) = redis.as_ref().and_then(Reading::hit)
+        && expected.is_none_or(|e| hashes_equal(&hit.payload.hash, e))
     {
-        return Ok(Fetched::Found(Sourced {
-            payload: p.clone(),
-            origin: Origin::Redis { key: key.clone() },
-        }));
-    }
-    let file = sources
-        .fallback_file
-        .as_ref()
-        .map(|path| (path.clone(), read_fallback(path)));
-
-    let redis_hit = match &redis {
-        Some((key, Read::Hit(p))) => Some(Sourced {
-            payload: p.clone(),
-            origin: Origin::Redis { key: key.clone() },
-        }),
-        _ => None,
-    };
-    let file_hit = match &file {
-        Some((path, Read::Hit(p))) => Some(Sourced {
-            payload: p.clone(),
-            origin: Origin::Fallback { path: path.clone() },
-        }),
-        _ => None,
-    };
-    // Say what went wrong with each source that did not deliver.
-    if let Some((key, read)) = &redis {
-        match read {
-            Read::Failed(e) => warn(format!("Redis unusable: {e}")),
-            Read::Miss(why) => tracing::info!("Redis key {key}: {why}"),
-            Read::Hit(_) => {}
-        }
-    }
-    if let Some((path, read)) = &file {
-        match read {
-            Read::Failed(e) => warn(e.to_string()),
-            Read::Miss(why) => tracing::info!("fallback file {}: {why}", path.display()),
-            Read::Hit(_) => {}
-        }
-    }
-
-    if let Some(expected) = expected {
-        if let Some(f) = file_hit.as_ref().filter(|f| matches(&f.payload)) {
-            if let Some(r) = &redis_hit {
-                warn(format!(
-                    "Redis holds sha256 {}, not the expected {expected}; using the {} which holds the expected hash",
-                    r.payload.hash,
-                    f.origin.describe()
-                ));
-            }
-            return Ok(Fetched::Found(f.clone()));
-        }
-        if let Some(newest) = redis_hit.clone().or_else(|| file_hit.clone()) {
-            let mut held = Vec::new();
-            if let Some(r) = &redis_hit {
-                held.push(format!("Redis holds {}", r.payload.hash));
-            }
-            if let Some(f) = &file_hit {
-                held.push(format!("the fallback file holds {}", f.payload.hash));
-            }
-            warn(format!(
-                "no source holds the expected sha256 {expected} ({}); installing the newest, from the {}",
-                held.join(", "),
-                newest.origin.describe()
-            ));
-            return Ok(Fetched::Found(newest));
-        }
-    } else if let Some(hit) = redis_hit.or(file_hit) {
-        if let (Origin::Fallback { path }, Some(_)) = (&hit.origin, &sources.redis) {
-            warn(format!(
-                "using the fallback file {} (sha256 {}) because Redis did not provide the requirements",
-                path.display(),
-                hit.payload.hash
-            ));
-        }
         return Ok(Fetched::Found(hit));
     }
+    let file = sources.fallback_file.as_ref().map(|path| Reading {
+        origin: Origin::Fallback { path: path.clone() },
+        read: read_fallback(path),
+    });
+    for reading in redis.iter().chain(&file) {
+        say_why_not(reading, &mut warn);
+    }
+    let redis_hit = redis.as_ref().and_then(Reading::hit);
+    let file_hit = file.as_ref().and_then(Reading::hit);
+    let chosen = match expected {
+        Some(expected) => prefer_expected(expected, redis_hit, file_hit, &mut warn),
+        None => redis_hit.or(file_hit).inspect(|hit| {
+            if let (Origin::Fallback { path }, Some(_)) = (&hit.origin, &sources.redis) {
+                warn(format!(
+                    "using the fallback file {} (sha256 {}) because Redis did not provide the requirements",
+                    path.display(),
+                    hit.payload.hash
+                ));
+            }
+        }),
+    };
+    match chosen {
+        Some(found) => Ok(Fetched::Found(found)),
+        None => nothing(sources, redis, file),
+    }
+}
 
-    // Nothing usable. A failure anywhere makes this an error; otherwise there is just nothing.
-    let file_error = match file {
-        Some((_, Read::Failed(e))) => Some(e),
-        _ => None,
-    };
-    let redis_error = match redis {
-        Some((_, Read::Failed(e))) => Some(e),
-        _ => None,
-    };
-    if let Some(e) = file_error.or(redis_error) {
+/// Say what went wrong with a source that did not deliver.
+fn say_why_not(reading: &Reading, warn: &mut impl FnMut(String)) {
+    match (&reading.read, &reading.origin) {
+        (Read::Failed(e), Origin::Redis { .. }) => warn(format!("Redis unusable: {e}")),
+        (Read::Failed(e), Origin::Fallback { .. }) => warn(e.to_string()),
+        (Read::Miss(why), origin) => tracing::info!("{}: {why}", origin.describe()),
+        (Read::Hit(_), _) => {}
+    }
+}
+
+/// With an expected hash: the source holding it, else the newest (Redis), with a warning.
+fn prefer_expected(
+    expected: &str,
+    redis_hit: Option<Sourced>,
+    file_hit: Option<Sourced>,
+    warn: &mut impl FnMut(String),
+) -> Option<Sourced> {
+    if let Some(f) = file_hit
+        .as_ref()
+        .filter(|f| hashes_equal(&f.payload.hash, expected))
+    {
+        if let Some(r) = &redis_hit {
+            warn(format!(
+                "Redis holds sha256 {}, not the expected {expected}; using the {} which holds the expected hash",
+                r.payload.hash,
+                f.origin.describe()
+            ));
+        }
+        return Some(f.clone());
+    }
+    let newest = redis_hit.clone().or_else(|| file_hit.clone())?;
+    let mut held = Vec::new();
+    if let Some(r) = &redis_hit {
+        held.push(format!("Redis holds {}", r.payload.hash));
+    }
+    if let Some(f) = &file_hit {
+        held.push(format!("the fallback file holds {}", f.payload.hash));
+    }
+    warn(format!(
+        "no source holds the expected sha256 {expected} ({}); installing the newest, from the {}",
+        held.join(", "),
+        newest.origin.describe()
+    ));
+    Some(newest)
+}
+
+/// Nothing usable. A failure anywhere makes this an error; otherwise there is just nothing.
+fn nothing(sources: &Sources, redis: Option<Reading>, file: Option<Reading>) -> Result<Fetched> {
+    let file_error = file.and_then(Reading::into_error);
+    if let Some(e) = file_error.or_else(|| redis.and_then(Reading::into_error)) {
         return Err(e);
     }
     let mut why = Vec::new();
