@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use super::{Command, DatabaseArgs, RedisArgs, RequirementsCommand};
+use super::{Command, DatabaseArgs, RedisArgs, RequirementsCommand, StoreArgs};
 use crate::cache::Cache;
 use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
@@ -22,7 +22,8 @@ pub async fn run(command: Command) -> Result<u8> {
             );
             Ok(0)
         }
-        Command::Warm { db, redis, policy } => {
+        Command::Warm { store } => {
+            let StoreArgs { db, redis, policy } = store;
             let database = connect_db(&db).await?;
             let cache = connect_cache(&redis, true).await?.expect("required");
             match packages::warm(&database, &cache, &policy.policy()).await? {
@@ -58,7 +59,7 @@ pub async fn run(command: Command) -> Result<u8> {
 }
 
 async fn requirements(command: RequirementsCommand) -> Result<u8> {
-    let (db, redis, policy, change) = match command {
+    let (store, change) = match command {
         RequirementsCommand::Show { db } => {
             let database = connect_db(&db).await?;
             match database.read().await? {
@@ -67,36 +68,11 @@ async fn requirements(command: RequirementsCommand) -> Result<u8> {
             }
             return Ok(0);
         }
-        RequirementsCommand::Add {
-            specs,
-            db,
-            redis,
-            policy,
-        } => (db, redis, policy, Change::Add(specs)),
-        RequirementsCommand::Remove {
-            names,
-            db,
-            redis,
-            policy,
-        } => (db, redis, policy, Change::Remove(names)),
-        RequirementsCommand::Set {
-            file,
-            db,
-            redis,
-            policy,
-        } => {
-            let content = if file.as_os_str() == "-" {
-                let mut s = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut s)
-                    .map_err(|e| Error::io("reading", "standard input", e))?;
-                s
-            } else {
-                std::fs::read_to_string(&file).map_err(|e| Error::io("reading", &file, e))?
-            };
-            (db, redis, policy, Change::Set(content))
-        }
+        RequirementsCommand::Add { specs, store } => (store, Change::Add(specs)),
+        RequirementsCommand::Remove { names, store } => (store, Change::Remove(names)),
+        RequirementsCommand::Set { file, store } => (store, Change::Set(read_input(&file)?)),
     };
+    let StoreArgs { db, redis, policy } = store;
     let policy = policy.policy();
     // Check the arguments before connecting anywhere: bad input fails fast and touches nothing.
     packages::validate(&change, &policy)?;
@@ -132,6 +108,19 @@ async fn requirements(command: RequirementsCommand) -> Result<u8> {
         (None, _, _) => eprintln!("REDIS_URL not set: Redis not refreshed"),
     }
     Ok(0)
+}
+
+/// The content of `file`, or standard input for `-`.
+fn read_input(file: &std::path::Path) -> Result<String> {
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| Error::io("reading", "standard input", e))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| Error::io("reading", file, e))
+    }
 }
 
 async fn connect_db(args: &DatabaseArgs) -> Result<Database> {

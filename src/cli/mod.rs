@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 pub use commands::run;
 pub use install::{BootstrapArgs, GuardArgs, InstallArgs};
 pub use operator::{OperatorArgs, TlsMode, WebhookArgs};
-pub use shared::{DatabaseArgs, PolicyArgs, RedisArgs};
+pub use shared::{DatabaseArgs, PolicyArgs, RedisArgs, StoreArgs};
 
 use crate::telemetry::LogFormat;
 
@@ -59,11 +59,7 @@ pub enum Command {
     /// docker-compose deployment). Exits 0 when warmed or when there is no row (and says which).
     Warm {
         #[command(flatten)]
-        db: DatabaseArgs,
-        #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        policy: PolicyArgs,
+        store: StoreArgs,
     },
     /// Show or change requirements.txt the way Bifrost's package install does: read the row,
     /// merge, validate, save with compare-and-swap, refresh Redis. Invalid input changes nothing.
@@ -107,33 +103,21 @@ pub enum RequirementsCommand {
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<String>,
         #[command(flatten)]
-        db: DatabaseArgs,
-        #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        policy: PolicyArgs,
+        store: StoreArgs,
     },
     /// Remove packages by name (PEP 503 normalized comparison).
     Remove {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         #[command(flatten)]
-        db: DatabaseArgs,
-        #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        policy: PolicyArgs,
+        store: StoreArgs,
     },
     /// Replace requirements.txt with the content of a file (`-` for standard input).
     Set {
         #[arg(long, short = 'f', value_name = "FILE")]
         file: PathBuf,
         #[command(flatten)]
-        db: DatabaseArgs,
-        #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        policy: PolicyArgs,
+        store: StoreArgs,
     },
 }
 

@@ -9,6 +9,18 @@ use crate::cache::{CacheConfig, DEFAULT_KEY, DEFAULT_TTL_SECONDS};
 use crate::database::{DEFAULT_ENTITY_TYPE, DEFAULT_PATH, RowSelector};
 use crate::policy::Policy;
 
+/// What a command that writes needs: the row, the cache refreshed after it, the policy the
+/// content must pass.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
 /// Where the requirements row lives.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
