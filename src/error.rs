@@ -69,9 +69,22 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// Invalid configuration (flags, environment, resource fields).
+    /// Invalid configuration (flags, environment, resource fields): the user can fix it there.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// A Secret the resource refers to does not exist, or lacks the key (`secret` is
+    /// `namespace/name`).
+    #[error("Secret {secret} {}", missing_part(.key.as_deref()))]
+    SecretMissing { secret: String, key: Option<String> },
+
+    /// The webhook's serving certificate cannot be loaded, issued or stored.
+    #[error("TLS: {0}")]
+    Tls(String),
+
+    /// A broken invariant (a poisoned lock): a bug, not something configuration can fix.
+    #[error("internal error: {0}")]
+    Internal(String),
 
     #[error("installation failed: {0}")]
     Install(String),
@@ -118,6 +131,9 @@ impl Error {
             Self::NotFound { .. } => "NotFound",
             Self::Io { .. } => "IoError",
             Self::Config(_) => "InvalidConfiguration",
+            Self::SecretMissing { .. } => "SecretMissing",
+            Self::Tls(_) => "TlsError",
+            Self::Internal(_) => "InternalError",
             Self::Install(_) => "InstallFailed",
             Self::Kube { .. } => "KubernetesError",
             Self::Serialization(_) => "SerializationError",
@@ -128,13 +144,23 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Policy(_) | Self::Spec(_) | Self::Config(_) | Self::NotFound { .. } => 2,
+            // The resource names a Secret that is not there: input to fix, like a bad flag.
+            Self::SecretMissing { .. } => 2,
             Self::DatabaseConnect { .. } | Self::Database { .. } | Self::BadRow { .. } => 3,
             Self::Conflict { .. } => 3,
             Self::CacheConnect { .. } | Self::Cache { .. } | Self::CachePayload { .. } => 4,
             Self::Snapshot { .. } => 4,
             Self::Install(_) => 5,
             Self::Io { .. } | Self::Kube { .. } | Self::Serialization(_) => 1,
+            Self::Tls(_) | Self::Internal(_) => 1,
         }
+    }
+}
+
+fn missing_part(key: Option<&str>) -> String {
+    match key {
+        None => "does not exist".into(),
+        Some(key) => format!("has no key {key:?}"),
     }
 }
 
@@ -145,7 +171,32 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{Error, redact_url};
+
+    #[test]
+    fn causes_keep_their_own_reason_and_exit_code() {
+        let missing = Error::SecretMissing {
+            secret: "ns/redis".into(),
+            key: None,
+        };
+        assert_eq!(missing.to_string(), "Secret ns/redis does not exist");
+        let no_key = Error::SecretMissing {
+            secret: "ns/redis".into(),
+            key: Some("url".into()),
+        };
+        assert_eq!(no_key.to_string(), "Secret ns/redis has no key \"url\"");
+        assert_eq!((no_key.reason(), no_key.exit_code()), ("SecretMissing", 2));
+        let tls = Error::Tls("no PEM certificate found".into());
+        assert_eq!((tls.reason(), tls.exit_code()), ("TlsError", 1));
+        let bug = Error::Internal("certificate lock poisoned".into());
+        assert_eq!((bug.reason(), bug.exit_code()), ("InternalError", 1));
+        // Real configuration errors stay exit code 2.
+        let config = Error::Config("--target must not be empty".into());
+        assert_eq!(
+            (config.reason(), config.exit_code()),
+            ("InvalidConfiguration", 2)
+        );
+    }
 
     #[test]
     fn redacts_passwords_only() {

@@ -202,7 +202,10 @@ pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> R
         .get_opt(name)
         .await
         .map_err(|e| Error::kube(format!("reading Secret {ns}/{name}"), e))?
-        .ok_or_else(|| Error::Config(format!("Secret {ns}/{name} does not exist")))?;
+        .ok_or_else(|| Error::SecretMissing {
+            secret: format!("{ns}/{name}"),
+            key: None,
+        })?;
     let bytes = secret
         .data
         .as_ref()
@@ -215,7 +218,10 @@ pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> R
                 .and_then(|d| d.get(key))
                 .map(|s| s.clone().into_bytes())
         })
-        .ok_or_else(|| Error::Config(format!("Secret {ns}/{name} has no key {key:?}")))?;
+        .ok_or_else(|| Error::SecretMissing {
+            secret: format!("{ns}/{name}"),
+            key: Some(key.into()),
+        })?;
     let value = String::from_utf8(bytes)
         .map_err(|_| Error::Config(format!("Secret {ns}/{name} key {key:?} is not UTF-8")))?;
     Ok(value.trim().to_string())
