@@ -1,5 +1,5 @@
 //! What `install` is asked to do: typed values, built from the command line at the edge
-//! ([`crate::cli`]) and, for the two enums, also read from the `WorkspaceRequirements` resource.
+//! (`cli`) and, for the two enums, also read from the `WorkspaceRequirements` resource.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -25,7 +25,7 @@ use crate::shutdown::{self, Stop};
 use crate::supervise::{Backoff, OnExit, Supervisor};
 use crate::webhook::{WebhookConfig, tls::CertResolver};
 
-/// Everything the operator needs, built from the command line at the edge ([`crate::cli`]).
+/// Everything the operator needs, built from the command line at the edge (`cli`).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Watch only this namespace (None: all namespaces).
