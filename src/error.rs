@@ -35,9 +35,34 @@ pub enum Error {
     #[error("workspace_files row for path {path:?}: {reason}")]
     BadRow { path: String, reason: String },
 
-    /// Optimistic concurrency gave up (the row kept changing under us).
-    #[error("requirements row kept changing; gave up after {attempts} attempts")]
+    /// Optimistic concurrency gave up (the row or S3 object kept changing under us).
+    #[error("requirements.txt kept changing under this write; gave up after {attempts} attempts")]
     Conflict { attempts: u32 },
+
+    /// No answer from S3 (connection, DNS, TLS, timeout) or only server errors. `endpoint` is
+    /// redacted; every text from the client is scrubbed of the secret key ([`crate::s3`]).
+    #[error("cannot reach S3 at {endpoint} (bucket {bucket:?}): {reason}")]
+    S3Unreachable {
+        endpoint: String,
+        bucket: String,
+        reason: String,
+    },
+
+    /// S3 refused the credentials (unknown key id, wrong secret) or the permission.
+    #[error("S3 refused access to {location}: {reason}")]
+    S3AccessDenied { location: String, reason: String },
+
+    /// Any other S3 answer that stops the operation.
+    #[error("S3 error while {context} {location}: {reason}")]
+    S3 {
+        context: &'static str,
+        location: String,
+        reason: String,
+    },
+
+    /// A stored requirements.txt that cannot be used as it is (not UTF-8, too large).
+    #[error("{location}: {reason}")]
+    InvalidContent { location: String, reason: String },
 
     #[error("cannot connect to Redis at {url}: {reason}")]
     CacheConnect { url: String, reason: String },
@@ -124,6 +149,10 @@ impl Error {
             Self::Database { .. } => "DatabaseError",
             Self::BadRow { .. } => "BadDatabaseRow",
             Self::Conflict { .. } => "Conflict",
+            Self::S3Unreachable { .. } => "S3Unreachable",
+            Self::S3AccessDenied { .. } => "AccessDenied",
+            Self::S3 { .. } => "S3Error",
+            Self::InvalidContent { .. } => "InvalidContent",
             Self::CacheConnect { .. } => "RedisUnreachable",
             Self::Cache { .. } => "RedisError",
             Self::CachePayload { .. } => "BadRedisPayload",
@@ -148,6 +177,9 @@ impl Error {
             Self::SecretMissing { .. } => 2,
             Self::DatabaseConnect { .. } | Self::Database { .. } | Self::BadRow { .. } => 3,
             Self::Conflict { .. } => 3,
+            // S3 is the other home of the source of truth: the same code as PostgreSQL.
+            Self::S3Unreachable { .. } | Self::S3AccessDenied { .. } | Self::S3 { .. } => 3,
+            Self::InvalidContent { .. } => 3,
             Self::CacheConnect { .. } | Self::Cache { .. } | Self::CachePayload { .. } => 4,
             Self::Snapshot { .. } => 4,
             Self::Install(_) => 5,

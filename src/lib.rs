@@ -35,6 +35,7 @@ pub mod packages;
 pub mod policy;
 pub mod redact;
 pub mod requirements;
+pub mod s3;
 pub mod server;
 pub mod shutdown;
 pub mod spec;
