@@ -5,7 +5,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
   postgresql redis-server etcd-server          # real services for tests and the demo
-  python3-pip                                  # Python side of the compatibility tests
+  python3-pip python3-venv                     # Python side of the compatibility tests; the S3 test server's venv
   golang-go rsync jq dpkg-dev                  # building kube-apiserver/kube-controller-manager from Debian's source
   golang-github-modern-go-reflect2-dev         # the reflect2 fix design.md describes
   musl-tools                                   # static (musl) build of the binary for the init container
@@ -39,6 +39,20 @@ if ((${#pip_missing[@]})); then
     || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages "${pip_missing[@]}"
 fi
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+
+# The S3 test server (tests/common/s3.rs runs tests/fixtures/s3_server.py with this venv's Python):
+# moto's S3 and IAM, in a venv of its own so its pins never meet the system's packages. Pinned to
+# the version the tests are proven with (conditional PutObject with If-Match needs moto >= 5.1).
+MOTO_VERSION=5.2.5
+MOTO_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/bifrost-requirements/moto
+if ! "$MOTO_VENV/bin/python" -c "import moto, flask, flask_cors, boto3; assert moto.__version__ == '$MOTO_VERSION'" >/dev/null 2>&1; then
+  echo "setup: installing moto $MOTO_VERSION (S3 test server) into $MOTO_VENV" >&2
+  rm -rf "$MOTO_VENV"
+  "$PY" -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "moto[s3]==$MOTO_VERSION" "flask>=3,<4" "flask-cors>=5,<7" \
+    || { echo "setup: pip install of moto into $MOTO_VENV failed" >&2; rm -rf "$MOTO_VENV"; exit 1; }
+fi
 
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

@@ -6,6 +6,7 @@ pub mod k8s;
 pub mod node;
 pub mod operator;
 pub mod proc;
+pub mod s3;
 pub mod services;
 pub mod wheels;
 

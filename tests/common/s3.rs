@@ -1,0 +1,213 @@
+//! A real S3-speaking server for tests: moto's S3 and IAM (`tests/fixtures/s3_server.py`, run by
+//! the Python of the venv `scripts/setup.sh` installs moto into), on a free port in a temporary
+//! folder, under the watchdog of [`super::proc`]. Credentials are enforced: requests must be
+//! signed with a key id the server issued and its secret, and be allowed by the user's policy.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bifrost_requirements::s3::S3Config;
+use object_store::ObjectStoreExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+
+use super::proc::{free_port, spawn_guarded_in};
+
+/// The bucket every server has; tests share it and keep apart by key ([`fresh_key`]).
+pub const BUCKET: &str = "bifrost-test";
+
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// A moto server of our own.
+pub struct S3Server {
+    pub port: u16,
+    /// An IAM user allowed `s3:*`.
+    pub writer: Key,
+    /// An IAM user allowed nothing.
+    pub nobody: Key,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+/// The venv's Python: `BIFROST_S3_TEST_PYTHON`, else where `scripts/setup.sh` puts it.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("BIFROST_S3_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    let p = cache.join("bifrost-requirements/moto/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (it installs moto, the S3 test server)",
+        p.display()
+    );
+    p
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let dir = tempfile::Builder::new()
+            .prefix("bifrost-s3-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let log = dir.path().join("s3.log");
+        let keys = dir.path().join("keys.json");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/s3_server.py");
+        let python = python();
+        let port_arg = port.to_string();
+        let mut child = spawn_guarded_in(
+            python.to_str().unwrap(),
+            &[script, &port_arg, keys.to_str().unwrap(), BUCKET],
+            // No proxy may take 127.0.0.1 traffic; no AWS file may change the set-up client.
+            &[("NO_PROXY", "*"), ("AWS_CONFIG_FILE", "/dev/null")],
+            &log,
+            Some(dir.path()),
+        );
+        // Importing boto3 and moto takes seconds on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !keys.exists() {
+            let exited = child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > deadline {
+                panic!(
+                    "the S3 test server did not start ({}); log:\n{}",
+                    if exited { "it exited" } else { "timed out" },
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let parsed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&keys).unwrap()).unwrap();
+        let key = |user: &str| Key {
+            access_key_id: parsed[user]["access_key_id"].as_str().unwrap().into(),
+            secret_access_key: parsed[user]["secret_access_key"].as_str().unwrap().into(),
+        };
+        S3Server {
+            port,
+            writer: key("bifrost"),
+            nobody: key("nobody"),
+            dir,
+            child: Mutex::new(Some(child)),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The object `key` in [`BUCKET`], as the writer user, path-style on this server.
+    pub fn config(&self, key: &str) -> S3Config {
+        let mut c = S3Config::new(BUCKET)
+            .with_endpoint(self.endpoint())
+            .with_credentials(&self.writer.access_key_id, &self.writer.secret_access_key);
+        c.key = key.to_string();
+        c
+    }
+
+    /// Requests the server logged for `key` so far, as (method, status), oldest first.
+    pub fn requests_for(&self, key: &str) -> Vec<(String, u16)> {
+        let log = std::fs::read_to_string(self.dir.path().join("s3.log")).unwrap_or_default();
+        let target = format!(" /{BUCKET}/{key}");
+        log.lines()
+            .filter_map(|line| {
+                // werkzeug: `127.0.0.1 - - [date] "GET /bucket/key HTTP/1.1" 304 -`, maybe coloured.
+                let start = line.find('"')?;
+                let end = line.rfind('"')?;
+                let request = &line[start + 1..end];
+                let (method, rest) = request.split_once(' ')?;
+                let path = rest.rsplit_once(' ')?.0;
+                let path = path.split('?').next()?;
+                if format!(" {path}") != target {
+                    return None;
+                }
+                let status: String = line[end + 1..]
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
+                let method: String = method.chars().filter(|c| c.is_ascii_uppercase()).collect();
+                Some((method, status.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+static SHARED: OnceLock<S3Server> = OnceLock::new();
+
+/// One server per test binary (the watchdog stops it and removes its folder when the binary
+/// exits).
+pub fn shared() -> &'static S3Server {
+    SHARED.get_or_init(S3Server::start)
+}
+
+/// A key no other test uses.
+pub fn fresh_key() -> String {
+    format!("tests/{}/requirements.txt", uuid::Uuid::new_v4().simple())
+}
+
+/// A plain client for the same object, playing Bifrost (`put_object(Bucket, Key, Body)`: no
+/// condition, no metadata) or a person deleting the file.
+pub fn raw(config: &S3Config) -> (AmazonS3, Path) {
+    super::init_crypto();
+    let creds = config
+        .credentials
+        .as_ref()
+        .expect("test configs carry keys");
+    let store = AmazonS3Builder::new()
+        .with_bucket_name(&config.bucket)
+        .with_region(&config.region)
+        .with_endpoint(
+            config
+                .endpoint
+                .as_deref()
+                .expect("test configs name the server"),
+        )
+        .with_allow_http(true)
+        .with_access_key_id(&creds.access_key_id)
+        .with_secret_access_key(&creds.secret_access_key)
+        .build()
+        .expect("raw S3 client");
+    (store, Path::parse(&config.key).expect("test key"))
+}
+
+/// Write the object the way Bifrost does; returns the new ETag.
+pub async fn bifrost_put(config: &S3Config, bytes: &[u8]) -> String {
+    let (store, path) = raw(config);
+    store
+        .put(&path, bytes.to_vec().into())
+        .await
+        .expect("plain PutObject")
+        .e_tag
+        .expect("ETag of the put")
+}
+
+pub async fn delete(config: &S3Config) {
+    let (store, path) = raw(config);
+    store.delete(&path).await.expect("DeleteObject");
+}
