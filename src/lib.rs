@@ -13,8 +13,8 @@
 //!    uv/pip → atomic swap into a folder on `PYTHONPATH`.
 //!
 //! [`requirements`] (the file model), [`policy`] (what a file may ask for) and
-//! [`webhook::inject`] are pure; [`database`], [`cache`] and the Kubernetes calls are the I/O
-//! edges. [`packages`] is the `warm`/`requirements` flow of hosts without Kubernetes;
+//! [`webhook::inject`] are pure; [`database`], [`s3`] (where Bifrost keeps requirements.txt
+//! today), [`cache`] and the Kubernetes calls are the I/O edges. [`packages`] is the `warm`/`requirements` flow of hosts without Kubernetes;
 //! [`operator`] wires the controller, webhook, leader election and [`server`] (metrics, health),
 //! each long-running part under [`supervise`] and one [`shutdown`] token;
 //! [`cli`] maps it all to the command line: clap stops there, every other module takes typed
