@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::metrics::Metrics;
-use bifrost_requirements::webhook::{self, Admission, inject::Settings, tls};
+use bifrost_requirements::tls;
+use bifrost_requirements::webhook::{self, Admission, inject::Settings};
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use serde_json::json;

@@ -21,7 +21,7 @@ pub struct Health {
     pub ready: AtomicBool,
     /// The webhook's certificate, when this replica serves the webhook: not ready until one is
     /// loaded, so the webhook Service only routes to replicas that can answer.
-    pub webhook_tls: Option<Arc<crate::webhook::tls::CertResolver>>,
+    pub webhook_tls: Option<Arc<crate::tls::CertResolver>>,
     /// Long-running tasks: `/healthz` fails while one of them is down, so the kubelet restarts a
     /// replica whose controller or webhook died instead of trusting a live HTTP listener.
     pub tasks: Supervisor,
@@ -97,7 +97,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::tls;
+    use crate::tls;
 
     fn tasks() -> Supervisor {
         let (root, stop) = crate::shutdown::stop_pair();

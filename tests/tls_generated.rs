@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bifrost_requirements::webhook::tls::{
-    CertResolver, Issued, Policy, Step, Stored, certified_key, inspect, issue, step,
+use bifrost_requirements::tls::{
+    CertResolver, CertSpec, Issued, Step, Stored, certified_key, inspect, issue, step,
 };
 use proptest::prelude::*;
 use time::OffsetDateTime;
@@ -26,8 +26,8 @@ fn issued() -> &'static Issued {
     })
 }
 
-fn policy() -> Policy {
-    Policy {
+fn spec() -> CertSpec {
+    CertSpec {
         names: vec!["svc.ns.svc".into(), "127.0.0.1".into()],
         validity: Duration::from_secs(3600),
     }
@@ -141,7 +141,7 @@ proptest! {
         let issuer = || Ok(good.clone());
         let servable = certified_key(stored.cert.as_bytes(), stored.key.as_bytes()).is_ok()
             && inspect(stored.ca.as_bytes()).map(|c| !c.is_empty()).unwrap_or(false);
-        let (decision, next) = step(NOW, Some(&stored), &policy(), Some(&trusted), &issuer)
+        let (decision, next) = step(NOW, Some(&stored), &spec(), Some(&trusted), &issuer)
             .expect("step with a working issuer");
         prop_assert!(next >= NOW, "next look {next} is in the past");
         if !servable {

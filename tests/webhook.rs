@@ -1067,8 +1067,7 @@ async fn cert_manager_mode_serves_and_reloads_mounted_files() {
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let names = vec!["127.0.0.1".to_string()];
     let now = time::OffsetDateTime::now_utc();
-    let first =
-        bifrost_requirements::webhook::tls::issue(&names, Duration::from_secs(3600), now).unwrap();
+    let first = bifrost_requirements::tls::issue(&names, Duration::from_secs(3600), now).unwrap();
     std::fs::write(&cert, format!("{}{}", first.cert, first.ca)).unwrap();
     std::fs::write(&key, &first.key).unwrap();
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
@@ -1084,7 +1083,7 @@ async fn cert_manager_mode_serves_and_reloads_mounted_files() {
         ],
     );
     let leaf = |pem: &str| {
-        bifrost_requirements::webhook::tls::inspect(pem.as_bytes()).unwrap()[0]
+        bifrost_requirements::tls::inspect(pem.as_bytes()).unwrap()[0]
             .der
             .clone()
     };
@@ -1095,8 +1094,7 @@ async fn cert_manager_mode_serves_and_reloads_mounted_files() {
     assert_eq!(got, leaf(&first.cert));
 
     // cert-manager renews: the kubelet swaps the files; no restart needed.
-    let second =
-        bifrost_requirements::webhook::tls::issue(&names, Duration::from_secs(3600), now).unwrap();
+    let second = bifrost_requirements::tls::issue(&names, Duration::from_secs(3600), now).unwrap();
     std::fs::write(&key, &second.key).unwrap();
     std::fs::write(&cert, &second.cert).unwrap();
     let got = wait_for("the renewed certificate served", T, || async {

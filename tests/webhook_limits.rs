@@ -205,7 +205,7 @@ async fn hostile_clients_cannot_exhaust_the_webhook() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let issued = bifrost_requirements::webhook::tls::issue(
+    let issued = bifrost_requirements::tls::issue(
         &["127.0.0.1".to_string()],
         Duration::from_secs(3600),
         time::OffsetDateTime::now_utc(),

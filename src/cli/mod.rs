@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 pub use commands::run;
 pub use install::{BootstrapArgs, GuardArgs, InstallArgs};
-pub use operator::{OperatorArgs, TlsMode, WebhookArgs};
+pub use operator::{OperatorArgs, WebhookArgs};
 pub use shared::{DatabaseArgs, PolicyArgs, RedisArgs, StoreArgs};
 
 use crate::telemetry::LogFormat;

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::parse;
+use crate::{tls, webhook};
 
 /// Settings of the `operator` command.
 #[derive(Debug, Clone, Args)]
@@ -47,17 +48,6 @@ pub struct OperatorArgs {
     pub webhook: WebhookArgs,
 }
 
-/// Where the admission webhook's serving certificate comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TlsMode {
-    /// The operator issues a CA and certificate, keeps them in a Secret, patches `caBundle` into
-    /// the MutatingWebhookConfiguration and rotates them before expiry.
-    SelfManaged,
-    /// Serve the mounted certificate files (issued by cert-manager, which also injects the CA);
-    /// they are reloaded when they change.
-    CertManager,
-}
-
 /// Settings of the mutating admission webhook (served by every operator replica).
 #[derive(Debug, Clone, Args)]
 pub struct WebhookArgs {
@@ -71,8 +61,8 @@ pub struct WebhookArgs {
     pub no_webhook: bool,
 
     /// Where the serving certificate comes from.
-    #[arg(long, env = "BIFROST_TLS_MODE", value_enum, default_value_t = TlsMode::SelfManaged)]
-    pub tls_mode: TlsMode,
+    #[arg(long, env = "BIFROST_TLS_MODE", value_enum, default_value_t = tls::Mode::SelfManaged)]
+    pub tls_mode: tls::Mode,
 
     /// cert-manager mode: the certificate file (PEM chain), reloaded when it changes.
     #[arg(
@@ -155,7 +145,7 @@ pub struct WebhookArgs {
 
 impl From<OperatorArgs> for crate::operator::Config {
     fn from(args: OperatorArgs) -> Self {
-        let webhook = crate::webhook::WebhookConfig::from_args(&args);
+        let webhook = webhook_config(&args);
         let lease = (!args.no_leader_election).then(|| crate::operator::LeaseConfig {
             name: args.lease_name,
             namespace: args
@@ -175,4 +165,50 @@ impl From<OperatorArgs> for crate::operator::Config {
             webhook,
         }
     }
+}
+
+/// The webhook's configuration from the `operator` flags; `None` when the webhook is disabled.
+fn webhook_config(args: &OperatorArgs) -> Option<webhook::Config> {
+    let w = &args.webhook;
+    if w.no_webhook {
+        return None;
+    }
+    let service_namespace = w
+        .webhook_service_namespace
+        .clone()
+        .or_else(|| args.lease_namespace.clone())
+        .or_else(|| args.namespace.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let tls = match w.tls_mode {
+        tls::Mode::SelfManaged => tls::Config::SelfManaged(tls::SelfManaged {
+            cert: tls::CertSpec {
+                names: tls::service_names(
+                    &w.webhook_service_name,
+                    &service_namespace,
+                    &w.webhook_extra_san,
+                ),
+                validity: w.cert_validity,
+            },
+            namespace: service_namespace,
+            secret_name: w.tls_secret_name.clone(),
+            webhook_config: w.webhook_config_name.clone(),
+            check_interval: w.tls_check_interval,
+        }),
+        tls::Mode::CertManager => tls::Config::Files(tls::Files {
+            cert: w.tls_cert_file.clone(),
+            key: w.tls_key_file.clone(),
+            interval: w.tls_check_interval,
+        }),
+    };
+    Some(webhook::Config {
+        addr: w.webhook_addr,
+        settings: webhook::inject::Settings {
+            operator_image: w.operator_image.clone(),
+            operator_image_pull_policy: Some(w.operator_image_pull_policy.clone())
+                .filter(|p| !p.is_empty()),
+        },
+        tls,
+        namespace: args.namespace.clone(),
+    })
 }

@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 use crate::server::{self, Health};
 use crate::shutdown::{self, Stop};
 use crate::supervise::{Backoff, OnExit, Supervisor};
-use crate::webhook::{WebhookConfig, tls::CertResolver};
+use crate::tls::CertResolver;
+use crate::webhook;
 
 /// Everything the operator needs, built from the command line at the edge (`cli`).
 #[derive(Debug, Clone)]
@@ -37,7 +38,7 @@ pub struct Config {
     /// `None`: leader election is off (exactly one replica must run).
     pub lease: Option<LeaseConfig>,
     /// `None`: the admission webhook is off.
-    pub webhook: Option<WebhookConfig>,
+    pub webhook: Option<webhook::Config>,
 }
 
 /// The coordination.k8s.io/v1 Lease that elects the replica running the controller.
@@ -91,7 +92,7 @@ impl Wiring {
     /// certificate Secret converges through optimistic concurrency, so no leadership is needed.
     fn spawn_webhook(
         &self,
-        config: WebhookConfig,
+        config: webhook::Config,
         resolver: Arc<CertResolver>,
         tasks: &Supervisor,
     ) -> JoinHandle<()> {
