@@ -83,7 +83,7 @@ fn issue_ca(
 }
 
 fn fail(what: &str, e: rcgen::Error) -> Error {
-    Error::Config(format!("cannot issue the webhook {what}: {e}"))
+    Error::Tls(format!("cannot issue the webhook {what}: {e}"))
 }
 
 /// What the rotation logic needs to know about a certificate.
@@ -101,7 +101,7 @@ pub fn inspect(pem: &[u8]) -> Result<Vec<CertInfo>> {
         .into_iter()
         .map(|der| {
             let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-                .map_err(|e| Error::Config(format!("unparseable certificate: {e}")))?;
+                .map_err(|e| Error::Tls(format!("unparseable certificate: {e}")))?;
             let names = match cert.subject_alternative_name() {
                 Ok(Some(san)) => san.value.general_names.iter().filter_map(name).collect(),
                 _ => Vec::new(),

@@ -39,7 +39,7 @@ impl CertResolver {
         let mut loaded = self
             .loaded
             .lock()
-            .map_err(|_| Error::Config("certificate lock poisoned".into()))?;
+            .map_err(|_| Error::Internal("certificate lock poisoned".into()))?;
         if *loaded == both {
             return Ok(false);
         }
@@ -47,7 +47,8 @@ impl CertResolver {
         *self
             .current
             .write()
-            .map_err(|_| Error::Config("certificate lock poisoned".into()))? = Some(Arc::new(key));
+            .map_err(|_| Error::Internal("certificate lock poisoned".into()))? =
+            Some(Arc::new(key));
         *loaded = both;
         Ok(true)
     }
@@ -75,7 +76,7 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS configuration: {e}")))?
+        .map_err(|e| Error::Internal(format!("TLS configuration: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -85,17 +86,17 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>> {
 pub(crate) fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
     let certs = rustls_pemfile::certs(&mut &*pem)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config(format!("unreadable PEM certificate: {e}")))?;
+        .map_err(|e| Error::Tls(format!("unreadable PEM certificate: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::Config("no PEM certificate found".into()));
+        return Err(Error::Tls("no PEM certificate found".into()));
     }
     Ok(certs)
 }
 
 fn pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
     rustls_pemfile::private_key(&mut &*pem)
-        .map_err(|e| Error::Config(format!("unreadable PEM private key: {e}")))?
-        .ok_or_else(|| Error::Config("no PEM private key found".into()))
+        .map_err(|e| Error::Tls(format!("unreadable PEM private key: {e}")))?
+        .ok_or_else(|| Error::Tls("no PEM private key found".into()))
 }
 
 /// Parse and check a certificate chain with its key (the key must belong to the first
@@ -103,5 +104,5 @@ fn pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey> {
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(pem_certs(cert_pem)?, pem_key(key_pem)?, &provider)
-        .map_err(|e| Error::Config(format!("certificate and key do not fit together: {e}")))
+        .map_err(|e| Error::Tls(format!("certificate and key do not fit together: {e}")))
 }

@@ -116,7 +116,7 @@ impl SelfManaged {
             .await;
             return Ok(next);
         }
-        Err(Error::Config(
+        Err(Error::Tls(
             "the certificate Secret kept changing; retrying".into(),
         ))
     }
