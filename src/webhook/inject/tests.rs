@@ -1,4 +1,4 @@
-use k8s_openapi::api::core::v1::{Container, EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::json;
 
@@ -48,6 +48,16 @@ fn init<'a>(p: &'a Pod, name: &str) -> &'a Container {
         .iter()
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no init container {name}"))
+}
+
+fn volume_names(spec: &PodSpec) -> Vec<&str> {
+    let volumes = spec.volumes.as_deref().expect("volumes");
+    volumes.iter().map(|v| v.name.as_str()).collect()
+}
+
+fn init_names(spec: &PodSpec) -> Vec<&str> {
+    let inits = spec.init_containers.as_deref().expect("init containers");
+    inits.iter().map(|c| c.name.as_str()).collect()
 }
 
 #[test]
@@ -103,13 +113,7 @@ fn injects_everything_into_a_bare_pod() {
     );
     // The patch escapes the annotation key only when the map exists; here it was absent.
     let spec = p.spec.as_ref().unwrap();
-    let names: Vec<_> = spec
-        .volumes
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|v| v.name.as_str())
-        .collect();
+    let names = volume_names(spec);
     assert_eq!(
         names,
         [
@@ -131,13 +135,7 @@ fn injects_everything_into_a_bare_pod() {
     assert_eq!(snap.name, "default-requirements");
     assert_eq!(snap.optional, Some(true));
 
-    let inits: Vec<_> = spec
-        .init_containers
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let inits = init_names(spec);
     assert_eq!(inits, [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER]);
     let boot = init(&p, BOOTSTRAP_CONTAINER);
     assert_eq!(
@@ -236,13 +234,7 @@ fn patch_paths_append_and_escape_when_things_exist() {
     );
     let (p, _) = apply(&p, &resource());
     let spec = p.spec.as_ref().unwrap();
-    let inits: Vec<_> = spec
-        .init_containers
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let inits = init_names(spec);
     assert_eq!(
         inits,
         ["migrate", BOOTSTRAP_CONTAINER, INSTALL_CONTAINER],
