@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use super::{Command, DatabaseArgs, RedisArgs, RequirementsCommand, StoreArgs};
+use super::{Command, DatabaseArgs, RedisWriteArgs, RequirementsCommand, StoreArgs};
 use crate::cache::Cache;
 use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
@@ -128,7 +128,7 @@ async fn connect_db(args: &DatabaseArgs) -> Result<Database> {
 }
 
 /// Connect to Redis; `required` makes a missing URL an error.
-async fn connect_cache(args: &RedisArgs, required: bool) -> Result<Option<Cache>> {
+async fn connect_cache(args: &RedisWriteArgs, required: bool) -> Result<Option<Cache>> {
     match args.config() {
         Some(config) => {
             tracing::debug!(url = %redact::url(&config.url), key = %config.key, "connecting to Redis");

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 pub use commands::run;
 pub use install::{BootstrapArgs, GuardArgs, InstallArgs};
 pub use operator::{OperatorArgs, WebhookArgs};
-pub use shared::{DatabaseArgs, PolicyArgs, RedisArgs, StoreArgs};
+pub use shared::{DatabaseArgs, PolicyArgs, RedisArgs, RedisWriteArgs, StoreArgs};
 
 use crate::telemetry::LogFormat;
 
@@ -129,5 +129,72 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// The long flags of a (sub)command path, e.g. `["requirements", "add"]`.
+    fn long_flags(path: &[&str]) -> Vec<String> {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut sub = &cmd;
+        for name in path {
+            sub = sub
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        sub.get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `install` offers exactly what it reads (each flag is destructured into
+    /// `installer::Options` or the Redis/policy options): no `--ttl-seconds`, which only
+    /// commands that write Redis honour.
+    #[test]
+    fn install_offers_only_the_flags_it_reads() {
+        let mut flags = long_flags(&["install"]);
+        flags.sort();
+        let mut expected = vec![
+            "target",
+            "installer",
+            "python",
+            "uv",
+            "fallback-file",
+            "expected-hash",
+            "on-failure",
+            "timeout",
+            "redis-deadline",
+            "cache-dir",
+            "index-url",
+            "extra-index-url",
+            "find-links",
+            "no-index",
+            "only-binary",
+            "compile-bytecode",
+            "json",
+            "redis-url",
+            "redis-key",
+            "redis-timeout",
+            "redis-attempts",
+            "allow-index-url",
+            "policy-only-binary",
+            // global
+            "log-format",
+            "log-level",
+            "help",
+        ];
+        expected.sort();
+        assert_eq!(flags, expected);
+        for writer in [
+            &["warm"][..],
+            &["requirements", "add"],
+            &["requirements", "remove"],
+            &["requirements", "set"],
+        ] {
+            assert!(
+                long_flags(writer).iter().any(|f| f == "ttl-seconds"),
+                "{writer:?} writes Redis and must offer --ttl-seconds"
+            );
+        }
     }
 }

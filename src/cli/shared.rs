@@ -16,7 +16,7 @@ pub struct StoreArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
     #[command(flatten)]
-    pub redis: RedisArgs,
+    pub redis: RedisWriteArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -50,7 +50,7 @@ impl DatabaseArgs {
     }
 }
 
-/// How to reach the Redis cache.
+/// How to reach the Redis cache: all a reader (`install`) needs.
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis URL (`redis://[:password@]host:port/db`).
@@ -60,11 +60,6 @@ pub struct RedisArgs {
     /// Redis key holding `{"content": …, "hash": …}`.
     #[arg(long, env = "BIFROST_REQUIREMENTS_REDIS_KEY", default_value = DEFAULT_KEY)]
     pub redis_key: String,
-
-    /// TTL of the Redis key in seconds.
-    #[arg(long, env = "BIFROST_REQUIREMENTS_TTL_SECONDS", default_value_t = DEFAULT_TTL_SECONDS,
-          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
-    pub ttl_seconds: u64,
 
     /// Timeout of each Redis connect and command.
     #[arg(long, env = "BIFROST_REDIS_TIMEOUT", default_value = "3s", value_parser = parse::duration)]
@@ -77,19 +72,49 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
-    /// The cache configuration, if a URL was given.
+    /// The cache configuration, if a URL was given (with the default TTL: a reader writes
+    /// nothing, see [`RedisWriteArgs`]).
     pub fn config(&self) -> Option<CacheConfig> {
-        let url = self.redis_url.as_ref()?.trim();
+        // Destructured: a flag added here and never read fails to compile (unused binding).
+        let Self {
+            redis_url,
+            redis_key,
+            redis_timeout,
+            redis_attempts,
+        } = self;
+        let url = redis_url.as_ref()?.trim();
         if url.is_empty() {
             return None;
         }
         Some(CacheConfig {
-            key: self.redis_key.clone(),
-            ttl: Duration::from_secs(self.ttl_seconds),
-            connect_timeout: self.redis_timeout,
-            command_timeout: self.redis_timeout,
-            attempts: self.redis_attempts,
+            key: redis_key.clone(),
+            connect_timeout: *redis_timeout,
+            command_timeout: *redis_timeout,
+            attempts: *redis_attempts,
             ..CacheConfig::new(url)
+        })
+    }
+}
+
+/// The Redis cache of a command that writes it (`warm`, `requirements`): the connection and the
+/// TTL of the key it writes. `install` only reads, so it does not offer `--ttl-seconds`.
+#[derive(Debug, Clone, Args)]
+pub struct RedisWriteArgs {
+    #[command(flatten)]
+    pub connection: RedisArgs,
+
+    /// TTL of the Redis key in seconds.
+    #[arg(long, env = "BIFROST_REQUIREMENTS_TTL_SECONDS", default_value_t = DEFAULT_TTL_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub ttl_seconds: u64,
+}
+
+impl RedisWriteArgs {
+    /// The cache configuration, if a URL was given.
+    pub fn config(&self) -> Option<CacheConfig> {
+        Some(CacheConfig {
+            ttl: Duration::from_secs(self.ttl_seconds),
+            ..self.connection.config()?
         })
     }
 }
@@ -113,14 +138,17 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     pub fn policy(&self) -> Policy {
+        let Self {
+            allowed_index_urls,
+            only_binary,
+        } = self;
         Policy {
-            allowed_index_urls: self
-                .allowed_index_urls
+            allowed_index_urls: allowed_index_urls
                 .iter()
                 .map(|u| u.trim().to_string())
                 .filter(|u| !u.is_empty())
                 .collect(),
-            only_binary: self.only_binary,
+            only_binary: *only_binary,
         }
     }
 }
