@@ -41,6 +41,7 @@ pub mod shutdown;
 pub mod spec;
 pub mod supervise;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod webhook;
 

@@ -24,18 +24,7 @@ pub fn now_rfc3339() -> String {
     now().to_string()
 }
 
-/// At most `max` bytes (cut on a character boundary, `…` appended): Kubernetes limits the size of
-/// condition messages and Event notes.
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
+pub use crate::text::truncate;
 
 /// Conditions being rebuilt; `lastTransitionTime` only moves when the status value changes.
 pub struct Conditions {

@@ -351,7 +351,7 @@ impl Admission {
         Break(allow_with_warning(
             c.req,
             "invalid-resource",
-            crate::controller::status::truncate(&w, WARNING_LIMIT),
+            crate::text::truncate(&w, WARNING_LIMIT),
         ))
     }
 

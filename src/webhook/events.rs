@@ -43,7 +43,7 @@ impl Events {
             return;
         }
         let recorder = self.recorder.clone();
-        let note = crate::controller::status::truncate(&crate::redact::text(note), NOTE_LIMIT);
+        let note = crate::text::truncate(&crate::redact::text(note), NOTE_LIMIT);
         tokio::spawn(async move {
             let ev = Event {
                 type_: EventType::Warning,
