@@ -241,7 +241,7 @@ pub struct WorkspaceRequirementsStatus {
     /// RFC 3339 time of the last Redis write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_warmed_at: Option<String>,
-    /// The hash every labelled workload carries (set once all are up to date).
+    /// The hash every labelled workload's ready replicas run (set once all are rolled out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_out_hash: Option<String>,
     /// Labelled workloads and whether each is up to date.
@@ -263,13 +263,25 @@ pub struct WorkloadStatus {
     /// The hash its pod template carries (absent when none yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// Its pod template carries the current hash (its pods may still be rolling).
     pub up_to_date: bool,
+    /// Desired replicas (`spec.replicas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pods of this workload that run the current hash: created from the template carrying it
+    /// and injected with it by the webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
+    /// Of `updatedReplicas`, those that are ready (their install container succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_updated_replicas: Option<i32>,
     /// Pods of this workload (matching its selector) that lack the webhook's injection marker:
     /// they were created while the webhook was unavailable and run without the packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uninjected_pods: Option<i32>,
     /// What is wrong with this workload, when something is: its pods cannot be created (the API
-    /// server's answer), or its pod template carries a copied injection marker.
+    /// server's answer), a pod's install container fails (the pod, the container and its
+    /// termination message), or its pod template carries a copied injection marker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

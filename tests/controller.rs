@@ -196,12 +196,38 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
         rollouts_before + 1.0
     );
 
-    let obj = wait_condition(&client, &ns, "default", "RolledOut", "True", None, T).await;
+    // No kubelet here: the new pods never run, so the rollout is honestly still in progress
+    // (tests/node.rs sees RolledOut=True on real pods).
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "RolledOut",
+        "False",
+        Some("RollingOut"),
+        T,
+    )
+    .await;
+    let (_, _, message) = condition(&obj, "RolledOut").unwrap();
+    assert!(
+        message.contains("Deployment/worker")
+            && message.contains("0 of 1 replica(s) run the current hash and are ready"),
+        "{message}"
+    );
+    let (ready, reason, _) = condition(&obj, "Ready").unwrap();
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "RollingOut"));
     let status = obj.status.unwrap();
-    assert_eq!(status.rolled_out_hash.as_deref(), Some(h4.as_str()));
+    assert_eq!(status.rolled_out_hash, None, "no pod runs a hash yet");
     assert_eq!(status.workloads.len(), 1);
-    assert_eq!(status.workloads[0].name, "worker");
-    assert!(status.workloads[0].up_to_date);
+    let w = &status.workloads[0];
+    assert_eq!(w.name, "worker");
+    assert!(w.up_to_date);
+    assert_eq!(w.hash.as_deref(), Some(h4.as_str()));
+    // No webhook here: the new pod is not injected, so it does not run the hash.
+    assert_eq!(
+        (w.replicas, w.updated_replicas, w.ready_updated_replicas),
+        (Some(1), Some(0), Some(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +248,17 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
         deployment_hash(&client, &ns, "worker").await
     })
     .await;
-    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    // No kubelet: the pods never run (status settled means RollingOut, not RolledOut).
+    wait_condition(
+        &client,
+        &ns,
+        "default",
+        "RolledOut",
+        "False",
+        Some("RollingOut"),
+        T,
+    )
+    .await;
     // Let the status settle: pods appear after the rollout (no webhook is registered here, so
     // every pod counts as uninjected), and the count must have caught up before the restart.
     let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
@@ -293,7 +329,18 @@ async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
     )
     .await;
     labelled_deployment(&client, &ns, "worker", "default").await;
-    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    // Cached, snapshotted and rolling (no kubelet runs the pods here).
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "RolledOut",
+        "False",
+        Some("RollingOut"),
+        T,
+    )
+    .await;
+    assert_eq!(condition(&obj, "CacheWarmed").unwrap().0, "True");
     let good_hash = wait_for("annotation", T, || async {
         deployment_hash(&client, &ns, "worker").await
     })

@@ -1603,7 +1603,25 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         json!({"content": content, "cache": redis, "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    let obj = wait_ready(&client, &ns, "default").await;
+    // Valid, cached, snapshotted, and rolling: no kubelet runs the pods here, so RolledOut
+    // (and with it Ready) stays False with the reason.
+    let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+    let obj = wait_for("default rolling out", T, || async {
+        let obj = api.get("default").await.ok()?;
+        let conditions = &obj.status.as_ref()?.conditions;
+        let is = |t: &str, s: &str, r: Option<&str>| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == s && r.is_none_or(|r| c.reason == r))
+        };
+        (["Valid", "Synced", "CacheWarmed", "Snapshotted"]
+            .iter()
+            .all(|t| is(t, "True", None))
+            && is("RolledOut", "False", Some("RollingOut"))
+            && is("Ready", "False", Some("RollingOut")))
+        .then_some(obj)
+    })
+    .await;
     let hash = content_hash(content);
     assert_eq!(
         obj.status.as_ref().unwrap().content_hash.as_deref(),

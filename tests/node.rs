@@ -23,6 +23,7 @@ use common::wheels::Wheel;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -513,6 +514,29 @@ impl Case {
         }
     }
 
+    /// Once every replica of the worker runs `hash` and is ready: `RolledOut=True` and `Ready=True`
+    /// only then, with the counts to show it.
+    async fn rolled_out(&self, hash: &str) -> WorkspaceRequirements {
+        let api = self.wsreq();
+        let obj = wait_for("RolledOut=True with the hash", T, || async {
+            let r = api.get("default").await.ok()?;
+            let s = r.status.as_ref()?;
+            (condition(&r, "RolledOut")?.0 == "True" && s.rolled_out_hash.as_deref() == Some(hash))
+                .then_some(r)
+        })
+        .await;
+        let (_, reason, message) = condition(&obj, "RolledOut").unwrap();
+        assert_eq!(reason, "UpToDate", "{message}");
+        assert_eq!(condition(&obj, "Ready").unwrap().0, "True");
+        let w = &obj.status.as_ref().unwrap().workloads[0];
+        assert_eq!(
+            (w.replicas, w.updated_replicas, w.ready_updated_replicas),
+            (Some(1), Some(1), Some(1)),
+            "{w:?}"
+        );
+        obj
+    }
+
     async fn set_content(&self, content: &str) {
         self.wsreq()
             .patch(
@@ -542,6 +566,31 @@ impl Case {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+/// (status, reason, message) of a condition.
+fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, String, String)> {
+    obj.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The Events published on the resource with `reason`.
+async fn events(client: &Client, ns: &str, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("default")
+        })
+        .collect()
 }
 
 fn worker_pod_spec(image: &str) -> Value {
@@ -688,6 +737,7 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
     let hash = case.ready_hash(content).await;
     let p = labelled_worker_imports(&case, "uv", &hash).await;
     let pod = p.name_any();
+    case.rolled_out(&hash).await;
 
     // A crash of the main process: the kubelet restarts the container in the same pod; the
     // emptyDir keeps the packages and the init containers do not run again.
@@ -733,6 +783,7 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
         api.get_opt(&pod).await.unwrap().is_none(),
         "the old pod is gone"
     );
+    case.rolled_out(&hash2).await;
 
     // A requirement that cannot install: the new pod's install container fails, the rollout
     // halts, the old pod keeps serving.
@@ -753,6 +804,50 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
         "termination message names the package: {message}"
     );
     eprintln!("install container of {failed} exited {code}: {message}");
+    // The resource says so: the pod, the init container and its termination message.
+    let wsreq = case.wsreq();
+    let obj = wait_for("RolledOut=False InstallFailing", T, || async {
+        let r = wsreq.get("default").await.ok()?;
+        (condition(&r, "RolledOut")?.1 == "InstallFailing").then_some(r)
+    })
+    .await;
+    let (rolled, _, why) = condition(&obj, "RolledOut").unwrap();
+    eprintln!("RolledOut={rolled} InstallFailing: {why}");
+    assert_eq!(rolled, "False");
+    assert!(
+        why.contains(&format!(
+            "Deployment/worker: pod {failed}: init container {INSTALL_CONTAINER} exited {code}"
+        )) && why.contains("bifrost-missing"),
+        "{why}"
+    );
+    // The installer's report, not the log records before it (their timestamps change on every
+    // attempt, which would rewrite the status each time).
+    assert!(
+        why.contains("error: installation failed") && !why.contains(" INFO "),
+        "{why}"
+    );
+    let (ready, reason, _) = condition(&obj, "Ready").unwrap();
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "InstallFailing")
+    );
+    let status = obj.status.clone().unwrap();
+    assert_eq!(status.rolled_out_hash.as_deref(), Some(hash2.as_str()));
+    let w = &status.workloads[0];
+    assert_eq!(
+        (
+            w.up_to_date,
+            w.replicas,
+            w.updated_replicas,
+            w.ready_updated_replicas
+        ),
+        (true, Some(1), Some(1), Some(0)),
+        "{w:?}"
+    );
+    assert!(
+        w.message.as_deref().is_some_and(|m| m.contains(&failed)),
+        "{w:?}"
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let old = api.get(&pod2).await.unwrap();
     assert!(
@@ -762,6 +857,22 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
     assert_eq!(case.import(&pod2, "bifrost_extra"), "2.0");
     let newer = api.get(&failed).await.unwrap();
     assert!(!is_ready(&newer), "the failing pod never became ready");
+    // One Warning for this hash, although the install container kept failing meanwhile.
+    let restarts = container_status(&newer, INSTALL_CONTAINER).restart_count;
+    let warnings = events(&case.client, &case.ns, "InstallFailing").await;
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    let w = &warnings[0];
+    assert_eq!(w.type_.as_deref(), Some("Warning"));
+    assert!(w.series.is_none(), "published more than once: {w:#?}");
+    assert!(
+        w.note
+            .as_deref()
+            .is_some_and(|n| n.contains(&failed) && n.contains("bifrost-missing")),
+        "{w:#?}"
+    );
+    eprintln!(
+        "one InstallFailing Warning while the install container restarted {restarts} time(s)"
+    );
     drop(case);
 }
 
@@ -813,12 +924,18 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
     let wsreq = case.wsreq();
     wait_for("uninjectedPods = 1 for the worker", T, || async {
         let r = wsreq.get("default").await.ok()?;
+        let (_, reason, message) = condition(&r, "RolledOut")?;
         let w = r
             .status?
             .workloads
             .into_iter()
             .find(|w| w.name == "worker")?;
-        (w.uninjected_pods == Some(1)).then_some(())
+        // Its Deployment is done, but its pod does not run the packages: not rolled out.
+        (w.uninjected_pods == Some(1)
+            && w.updated_replicas == Some(0)
+            && reason == "PodsUninjected"
+            && message.contains("1 pod(s) started without the packages"))
+        .then_some(())
     })
     .await;
 }
@@ -830,4 +947,5 @@ async fn worker_pods_run_the_packages_installed_with_pip() {
     let case = Case::start("node-pip", content, json!({"installer": "pip"})).await;
     let hash = case.ready_hash(content).await;
     labelled_worker_imports(&case, "pip", &hash).await;
+    case.rolled_out(&hash).await;
 }

@@ -303,7 +303,25 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         "--overwrite",
     ]);
     common::assert_ok(&out);
-    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    // The pods are created and injected with the hash; no kubelet runs them here.
+    let obj = wait_for("pods created and injected, rolling", T, || async {
+        let obj = get_wsreq(&client, &ns, "default").await;
+        let rolling = condition(&obj, "RolledOut")?.1 == "RollingOut";
+        let all_injected = obj.status.as_ref()?.workloads.iter().all(|w| {
+            (w.replicas, w.updated_replicas, w.ready_updated_replicas)
+                == (Some(1), Some(1), Some(0))
+        });
+        (rolling && all_injected).then_some(obj)
+    })
+    .await;
+    let status = obj.status.as_ref().unwrap();
+    assert_eq!(status.workloads.len(), 2, "{:?}", status.workloads);
+    assert!(
+        status.workloads.iter().all(|w| w.message.is_none()),
+        "{:?}",
+        status.workloads
+    );
+    assert_eq!(condition(&obj, "Ready").unwrap().1, "RollingOut");
     drop(webhook);
 }
 
@@ -498,7 +516,18 @@ async fn absent_content_is_not_empty_requirements() {
         )
         .await
         .unwrap();
-    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    // Valid, cached, snapshotted and rolling (no kubelet runs the pods here).
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "RolledOut",
+        "False",
+        Some("RollingOut"),
+        T,
+    )
+    .await;
+    assert_eq!(condition(&obj, "Valid").unwrap().0, "True");
     assert_eq!(obj.status.unwrap().package_count, Some(0));
     assert_eq!(
         redis_get(&redis_url(), &key).await,
@@ -633,7 +662,18 @@ async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
         .delete("no-configmaps", &Default::default())
         .await
         .unwrap();
-    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Snapshotted",
+        "True",
+        Some("SnapshotApplied"),
+        T,
+    )
+    .await;
+    // Then it rolls (no kubelet here: the pods never run).
+    assert_eq!(condition(&obj, "RolledOut").unwrap().1, "RollingOut");
     assert!(
         Api::<ConfigMap>::namespaced(client.clone(), &ns)
             .get_opt("default-requirements")

@@ -9,6 +9,7 @@
 //! operator restarts and leader changes cause no rollouts.
 
 pub mod mirror;
+pub mod progress;
 pub mod rollout;
 pub mod status;
 
@@ -116,10 +117,24 @@ impl Context {
         note: String,
         action: &str,
     ) {
-        let key = (ObjectRef::from_obj(obj), reason);
+        self.warn_once_per(obj, reason, note.clone(), note, action)
+            .await;
+    }
+
+    /// Publish a Warning once per distinct `key` (e.g. a content hash, when the note names
+    /// things that change while the cause does not).
+    async fn warn_once_per(
+        &self,
+        obj: &WorkspaceRequirements,
+        reason: &'static str,
+        key: String,
+        note: String,
+        action: &str,
+    ) {
+        let id = (ObjectRef::from_obj(obj), reason);
         let fresh = {
             let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
-            warned.insert(key, note.clone()).as_deref() != Some(note.as_str())
+            warned.insert(id, key.clone()).as_deref() != Some(key.as_str())
         };
         if fresh {
             self.publish(obj, EventType::Warning, reason, note, action)
@@ -637,6 +652,18 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
             &outcome.message,
         );
         ctx.clear_warning(obj, "PodCreationFailed");
+        // Once per hash: the failing pod is re-created under new names while the cause stays.
+        // Not cleared when the pods recover, so a flapping install does not repeat it.
+        if outcome.reason == "InstallFailing" {
+            ctx.warn_once_per(
+                obj,
+                "InstallFailing",
+                payload.hash.clone(),
+                outcome.message.clone(),
+                "Rollout",
+            )
+            .await;
+        }
     } else {
         // The API server refuses the pods of a labelled workload: nothing runs the packages.
         let message = format!(
@@ -650,15 +677,21 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
 
     let ready =
         conditions.all_true(&["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"]);
+    let checked = ["Synced", "CacheWarmed", "Snapshotted", "RolledOut"];
     let (reason, message) = if ready {
-        ("Ready", "content valid, cached and rolled out".to_string())
-    } else {
         (
-            "NotReady",
-            conditions.first_problem(&["Synced", "CacheWarmed", "Snapshotted", "RolledOut"]),
+            "Ready".to_string(),
+            "content valid, cached and rolled out".to_string(),
+        )
+    } else {
+        // The first problem's own reason (e.g. InstallFailing), so `kubectl get` and alerts
+        // on Ready's reason say what is wrong without reading the other conditions.
+        (
+            conditions.first_problem_reason(&checked),
+            conditions.first_problem(&checked),
         )
     };
-    conditions.set("Ready", ready, reason, &message);
+    conditions.set("Ready", ready, &reason, &message);
     status.conditions = conditions.into_vec();
     patch_status(ctx, obj, &old_status, &status).await?;
     info!(hash = %&payload.hash[..12], ready, requeue_s = requeue.as_secs(), "reconciled {ns}/{name}");

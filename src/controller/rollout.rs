@@ -5,7 +5,7 @@
 //! content). Workloads whose template already carries the hash are never touched. Under
 //! `Automatic`, a change is applied once it has been stable for `debounceSeconds` (trailing
 //! debounce: a burst of edits produces one rollout); under `Manual`, stale workloads are only
-//! reported.
+//! reported. Whether the pods then run the hash is [`super::progress`]'s to say.
 
 use std::time::{Duration, Instant};
 
@@ -21,10 +21,11 @@ use tracing::info;
 use futures::{FutureExt, Stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::core::{PartialObjectMeta, Selector, SelectorExt};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::progress::{self, Progress, Verdict};
 use super::{Context, Pending, Scope};
 use crate::crd::INJECTED_ANNOTATION;
 use crate::crd::{
@@ -36,6 +37,8 @@ use crate::webhook::inject::INSTALL_CONTAINER;
 /// What [`roll`] found and did.
 pub struct Outcome {
     pub workloads: Vec<WorkloadStatus>,
+    /// Whether the pods of each workload run the hash (parallel to `workloads`).
+    pub verdicts: Vec<Verdict>,
     /// "Kind/name: the API server's message" for each workload whose pods cannot be created.
     pub creation_failures: Vec<String>,
     /// When to look at the workloads again even if nothing changes.
@@ -60,41 +63,36 @@ fn template_hash(t: &PodTemplateSpec, name: &str) -> Option<String> {
     )
 }
 
-/// Metadata of the pods carrying the opt-in label.
-pub type PodCache = Store<PartialObjectMeta<Pod>>;
+/// The pods carrying the opt-in label, slimmed by [`progress::slim`].
+pub type PodCache = Store<Pod>;
 
-/// The pod metadata cache and the stream that fills it. A pod reaches the stream when it appears
-/// and when its injection state changes (marker added, deletion started), which is when the
-/// `uninjectedPods` count of its workload may change.
+/// The pod cache and the stream that fills it. Only labelled pods are watched, each is cut down
+/// to what the status reads as it arrives, and a pod reaches the controller only when that
+/// changes ([`progress::digest`]: hash, injection, deletion, readiness, an init container's
+/// failure) — not on every status heartbeat.
 pub fn pod_cache(
     client: &Client,
     scope: &Scope,
 ) -> (
     PodCache,
-    impl Stream<Item = Result<PartialObjectMeta<Pod>, watcher::Error>> + Send + 'static,
+    impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
 ) {
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
         watcher(
-            scope.api::<PartialObjectMeta<Pod>>(client),
+            scope.api::<Pod>(client),
             watcher::Config::default().labels(OPT_IN_LABEL),
         )
-        .modify(|p: &mut PartialObjectMeta<Pod>| p.managed_fields_mut().clear()),
+        .modify(progress::slim),
     )
     .applied_objects()
-    .predicate_filter(injection_state, Default::default());
+    .predicate_filter(progress::digest, Default::default());
     (store, stream)
 }
 
-fn injection_state(p: &PartialObjectMeta<Pod>) -> Option<u64> {
-    let injected = p.annotations().contains_key(INJECTED_ANNOTATION);
-    let deleting = p.metadata.deletion_timestamp.is_some();
-    Some(u64::from(injected) | (u64::from(deleting) << 1))
-}
-
 /// The resource a labelled pod names.
-pub fn pod_owner(p: PartialObjectMeta<Pod>) -> Option<ObjectRef<WorkspaceRequirements>> {
+pub fn pod_owner(p: Pod) -> Option<ObjectRef<WorkspaceRequirements>> {
     let name = p.labels().get(OPT_IN_LABEL)?;
     Some(ObjectRef::new(name).within(&p.namespace()?))
 }
@@ -123,37 +121,38 @@ fn workload_selector(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<
         .filter(|s| !s.selects_all())
 }
 
-/// Metadata of a workload's pods (matching its selector, not being deleted), from the pod cache.
+/// A workload's pods (matching its selector, terminating ones included), from the pod cache.
 /// `None` until the pod cache has its first listing, or when the selector selects everything.
 fn selected_pods(
     ctx: &Context,
     ns: &str,
     kind: &str,
     name: &str,
-) -> Option<Vec<std::sync::Arc<PartialObjectMeta<Pod>>>> {
+) -> Option<Vec<std::sync::Arc<Pod>>> {
     ctx.pods.wait_until_ready().now_or_never()?.ok()?;
     let selector = workload_selector(ctx, ns, kind, name)?;
     Some(
         ctx.pods
             .state()
             .into_iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(ns)
-                    && p.metadata.deletion_timestamp.is_none()
-                    && selector.matches(p.labels())
-            })
+            .filter(|p| p.namespace().as_deref() == Some(ns) && selector.matches(p.labels()))
             .collect(),
     )
 }
 
+fn live(pods: &[std::sync::Arc<Pod>]) -> impl Iterator<Item = &Pod> {
+    pods.iter()
+        .map(|p| p.as_ref())
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+}
+
 /// Pods of a workload that lack the webhook's marker: created while the webhook was
 /// unreachable, they run without the packages.
-pub fn uninjected_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<i32> {
-    let count = selected_pods(ctx, ns, kind, name)?
-        .iter()
+pub fn uninjected_pods(pods: &[std::sync::Arc<Pod>]) -> i32 {
+    let count = live(pods)
         .filter(|p| !p.annotations().contains_key(INJECTED_ANNOTATION))
         .count();
-    Some(i32::try_from(count).unwrap_or(i32::MAX))
+    i32::try_from(count).unwrap_or(i32::MAX)
 }
 
 /// How long a StatefulSet may miss pods while all it has are ready before it counts as unable
@@ -169,7 +168,8 @@ fn statefulset_stalled(ctx: &Context, ns: &str, name: &str) -> Result<Option<Str
     let stalled = (|| {
         let sts = ctx.statefulsets.get(&ObjectRef::new(name).within(ns))?;
         let want = sts.spec.as_ref()?.replicas.unwrap_or(1);
-        let have = i32::try_from(selected_pods(ctx, ns, "StatefulSet", name)?.len()).ok()?;
+        let pods = selected_pods(ctx, ns, "StatefulSet", name)?;
+        let have = i32::try_from(live(&pods).count()).ok()?;
         let ready = sts
             .status
             .as_ref()
@@ -234,18 +234,10 @@ fn template_marked(ctx: &Context, ns: &str, kind: &str, name: &str) -> bool {
         .is_some_and(|a| a.contains_key(INJECTED_ANNOTATION))
 }
 
-/// Pods of a marked workload without the install init container: the pod cache holds metadata
-/// only, so these (rare) workloads' pods are listed in full.
-async fn uninjected_marked_pods(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<i32> {
-    let selector = workload_selector(ctx, ns, kind, name)?;
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&kube::api::ListParams::default().labels(&selector.to_string()))
-        .await
-        .ok()?;
-    let count = pods
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+/// Pods of a marked workload without the install init container (their marker was copied, not
+/// set by the webhook).
+fn uninjected_marked_pods(pods: &[std::sync::Arc<Pod>]) -> i32 {
+    let count = live(pods)
         .filter(|p| {
             !p.spec
                 .as_ref()
@@ -253,12 +245,39 @@ async fn uninjected_marked_pods(ctx: &Context, ns: &str, kind: &str, name: &str)
                 .is_some_and(|c| c.iter().any(|c| c.name == INSTALL_CONTAINER))
         })
         .count();
-    Some(i32::try_from(count).unwrap_or(i32::MAX))
+    i32::try_from(count).unwrap_or(i32::MAX)
+}
+
+/// Counts and verdict of a workload whose template carries `hash`; `None` when the workload or
+/// its pods are not known.
+fn workload_progress(
+    ctx: &Context,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    pods: &[std::sync::Arc<Pod>],
+    hash: &str,
+) -> Option<Progress> {
+    let (replicas, controller) = match kind {
+        "Deployment" => {
+            let d = ctx.deployments.get(&ObjectRef::new(name).within(ns))?;
+            (d.spec.as_ref()?.replicas, progress::deployment_rollout(&d))
+        }
+        _ => {
+            let s = ctx.statefulsets.get(&ObjectRef::new(name).within(ns))?;
+            (s.spec.as_ref()?.replicas, progress::statefulset_rollout(&s))
+        }
+    };
+    let pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
+    Some(progress::progress(replicas, controller, &pods, hash))
 }
 
 /// What [`observe`] found.
 pub struct Observed {
     pub workloads: Vec<WorkloadStatus>,
+    /// Parallel to `workloads`; a workload whose template carries another hash is `RollingOut`
+    /// until [`roll`] patches it.
+    pub verdicts: Vec<Verdict>,
     /// "Kind/name: why" for each workload whose pods cannot be created.
     pub creation_failures: Vec<String>,
     /// When to look again (a StatefulSet may be stalling).
@@ -270,15 +289,18 @@ pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> 
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let mut workloads = Vec::new();
+    let mut verdicts = Vec::new();
     let mut failures = Vec::new();
     let mut recheck: Option<Duration> = None;
     for (kind, n, h) in labelled_workloads(ctx, &ns, &name) {
         let mut message = None;
-        let mut uninjected = uninjected_pods(ctx, &ns, kind, &n);
+        let pods = selected_pods(ctx, &ns, kind, &n);
+        let mut uninjected = pods.as_deref().map(uninjected_pods);
+        let progress = pods
+            .as_deref()
+            .and_then(|pods| workload_progress(ctx, &ns, kind, &n, pods, hash));
         if template_marked(ctx, &ns, kind, &n) {
-            uninjected = uninjected_marked_pods(ctx, &ns, kind, &n)
-                .await
-                .or(uninjected);
+            uninjected = pods.as_deref().map(uninjected_marked_pods);
             message = Some(format!(
                 "the pod template carries the annotation {INJECTED_ANNOTATION} (copied from an \
                  injected pod?): the webhook takes its pods for injected and they run without \
@@ -296,17 +318,30 @@ pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> 
             failures.push(format!("{kind}/{n}: {f}"));
             message = Some(format!("cannot create pods: {f}"));
         }
+        let verdict = match &progress {
+            _ if h != hash => Verdict::RollingOut("its pod template carries an older hash".into()),
+            Some(p) => p.verdict.clone(),
+            None => Verdict::RollingOut("its pods are not known yet".into()),
+        };
+        if message.is_none() && matches!(verdict, Verdict::InstallFailing { .. }) {
+            message = Some(verdict.message());
+        }
         workloads.push(WorkloadStatus {
             kind: kind.to_string(),
             name: n.clone(),
             hash: (!h.is_empty()).then(|| h.clone()),
             up_to_date: h == hash,
+            replicas: progress.as_ref().map(|p| p.replicas),
+            updated_replicas: progress.as_ref().map(|p| p.updated),
+            ready_updated_replicas: progress.as_ref().map(|p| p.ready_updated),
             uninjected_pods: uninjected,
             message: message.map(|m| super::status::truncate(&m, 1000)),
         });
+        verdicts.push(verdict);
     }
     Observed {
         workloads,
+        verdicts,
         creation_failures: failures,
         recheck,
     }
@@ -378,6 +413,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
     let oref = ObjectRef::from_obj(obj);
     let Observed {
         mut workloads,
+        mut verdicts,
         creation_failures,
         recheck,
     } = observe(ctx, obj, hash).await;
@@ -386,19 +422,21 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         .collect();
     if stale.is_empty() {
         ctx.pending.lock().expect("lock").remove(&oref);
-        let message = if workloads.is_empty() {
-            format!(
+        let (all_up_to_date, reason, message) = if workloads.is_empty() {
+            let none = format!(
                 "no Deployment or StatefulSet has a pod template labelled {OPT_IN_LABEL}={name}"
-            )
+            );
+            (true, "UpToDate", none)
         } else {
-            format!("{} workload(s) up to date", workloads.len())
+            pods_verdict(&workloads, &verdicts)
         };
         return Ok(Outcome {
             workloads,
+            verdicts,
             creation_failures,
             recheck,
-            all_up_to_date: true,
-            reason: "UpToDate",
+            all_up_to_date,
+            reason,
             message,
             requeue_after: None,
         });
@@ -418,6 +456,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         );
         return Ok(Outcome {
             workloads,
+            verdicts,
             creation_failures,
             recheck,
             all_up_to_date: false,
@@ -452,6 +491,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         );
         return Ok(Outcome {
             workloads,
+            verdicts,
             creation_failures,
             recheck,
             all_up_to_date: false,
@@ -477,6 +517,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
     for &i in &rolled {
         workloads[i].hash = Some(hash.to_string());
         workloads[i].up_to_date = true;
+        verdicts[i] = Verdict::RollingOut("pod template patched; waiting for its new pods".into());
     }
     if !rolled.is_empty() {
         ctx.publish(
@@ -494,17 +535,14 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
     }
     if failed.is_empty() {
         ctx.pending.lock().expect("lock").remove(&oref);
-        let message = format!(
-            "{} workload(s) up to date ({} rolled now)",
-            workloads.len(),
-            rolled.len()
-        );
+        let (all_up_to_date, reason, message) = pods_verdict(&workloads, &verdicts);
         Ok(Outcome {
             workloads,
+            verdicts,
             creation_failures,
             recheck,
-            all_up_to_date: true,
-            reason: "UpToDate",
+            all_up_to_date,
+            reason,
             message,
             requeue_after: None,
         })
@@ -514,6 +552,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
             .await;
         Ok(Outcome {
             workloads,
+            verdicts,
             creation_failures,
             recheck,
             all_up_to_date: false,
@@ -522,4 +561,17 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
             requeue_after: Some(super::RETRY),
         })
     }
+}
+
+/// Whether the pods of every workload (all carrying the hash in their template) run it.
+fn pods_verdict(
+    workloads: &[WorkloadStatus],
+    verdicts: &[Verdict],
+) -> (bool, &'static str, String) {
+    let named: Vec<(String, &Verdict)> = workloads
+        .iter()
+        .zip(verdicts)
+        .map(|(w, v)| (format!("{}/{}", w.kind, w.name), v))
+        .collect();
+    progress::summarize(&named)
 }

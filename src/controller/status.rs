@@ -82,6 +82,16 @@ impl Conditions {
             .unwrap_or_default()
     }
 
+    /// The reason of the first condition (in `types` order) that is not True.
+    pub fn first_problem_reason(&self, types: &[&str]) -> String {
+        types
+            .iter()
+            .filter_map(|t| self.list.iter().find(|c| c.type_ == *t))
+            .find(|c| c.status != "True")
+            .map(|c| c.reason.clone())
+            .unwrap_or_else(|| "NotReady".into())
+    }
+
     pub fn into_vec(mut self) -> Vec<Condition> {
         self.list.sort_by_key(|c| {
             ORDER
@@ -122,6 +132,11 @@ mod tests {
             c.first_problem(&["Valid", "RolledOut"]),
             "RolledOut: waiting"
         );
+        assert_eq!(
+            c.first_problem_reason(&["Valid", "RolledOut"]),
+            "Debouncing"
+        );
+        assert_eq!(c.first_problem_reason(&["Valid"]), "NotReady");
         let types: Vec<_> = c.into_vec().into_iter().map(|c| c.type_).collect();
         assert_eq!(types, ["Valid", "RolledOut", "Ready"]);
     }
