@@ -18,7 +18,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -124,17 +124,18 @@ async fn listen(db: Database, notices: Notices) {
     }
 }
 
-/// Start, restart and stop per-resource mirror tasks as resources come and go.
+/// Start, restart and stop per-resource mirror tasks as resources come and go: the store is
+/// rescanned when the controller's watch of `WorkspaceRequirements` delivers an event (`changed`
+/// is notified for each, including the end of the first listing), not on a timer.
 pub async fn run(
     client: Client,
     store: Store<WorkspaceRequirements>,
+    changed: Arc<Notify>,
     sync: Arc<SyncStates>,
     metrics: Arc<Metrics>,
     trigger: UnboundedSender<ObjectRef<WorkspaceRequirements>>,
     supervisor: Supervisor,
 ) {
-    // The controller's own cache is polled (an empty cache just means nothing to mirror yet);
-    // `Store::wait_until_ready` on the controller's store never resolved in our tests.
     debug!("database mirror started");
     let sources = Arc::new(Sources {
         by_url: Default::default(),
@@ -179,7 +180,8 @@ pub async fn run(
             });
             tasks.insert(oref, (source, Owned(handle)));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A notification sent while scanning is kept (Notify stores one permit): none is lost.
+        changed.notified().await;
     }
 }
 

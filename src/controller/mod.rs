@@ -759,13 +759,17 @@ where
     Some(ObjectRef::new(name).within(&obj.namespace()?))
 }
 
-/// A reflector cache of `K` and the stream that feeds it (the controller polls the stream).
-/// Only template labels and annotations are read, so managedFields are dropped to keep it small.
-fn cached<K>(
+/// The one way the controller watches a kind: a reflector cache of `K` and the stream of watch
+/// events that feeds it (the controller polls the stream). `slim` cuts each object down to what
+/// is read as it arrives — at least its managedFields, a third of a typical object — so the
+/// caches stay small with thousands of objects.
+pub(crate) fn cached<K>(
     api: Api<K>,
+    config: watcher::Config,
+    slim: impl FnMut(&mut K) + Send + 'static,
 ) -> (
     Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 )
 where
     K: Resource<DynamicType = ()>
@@ -776,13 +780,14 @@ where
         + Sync
         + 'static,
 {
+    info!(kind = %K::kind(&()), "watching");
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).modify(|o: &mut K| o.managed_fields_mut().clear()),
-    )
-    .applied_objects();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(slim));
     (store, stream)
+}
+
+fn without_managed_fields<K: Resource>(o: &mut K) {
+    o.managed_fields_mut().clear();
 }
 
 /// Run the controller (and the database mirror) until the supervisor's stop signal.
@@ -810,8 +815,21 @@ pub async fn run_with<R, Fut>(
 {
     let resources = scope.api::<WorkspaceRequirements>(&client);
     // Only template labels/annotations are read: drop managedFields to keep the caches small.
-    let (deployments, deploy_stream) = cached(scope.api::<Deployment>(&client));
-    let (statefulsets, sts_stream) = cached(scope.api::<StatefulSet>(&client));
+    // Only template labels/annotations, selectors and rollout status are read.
+    let (deployments, deploy_stream) = cached(
+        scope.api::<Deployment>(&client),
+        watcher::Config::default(),
+        without_managed_fields,
+    );
+    let (statefulsets, sts_stream) = cached(
+        scope.api::<StatefulSet>(&client),
+        watcher::Config::default(),
+        without_managed_fields,
+    );
+    let (deploy_stream, sts_stream) = (
+        deploy_stream.applied_objects(),
+        sts_stream.applied_objects(),
+    );
     let (pods, pod_stream) = rollout::pod_cache(&client, &scope);
     let sync: Arc<SyncStates> = Arc::default();
     let (trigger_tx, trigger_rx) =
@@ -831,15 +849,21 @@ pub async fn run_with<R, Fut>(
         stalled: Default::default(),
     });
 
-    // The resource cache drops managedFields too (a third of each object's size).
-    let (store, writer) = reflector::store();
-    let resource_stream = reflector::reflector(
-        writer,
-        watcher(resources, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(|r: &mut WorkspaceRequirements| r.managed_fields_mut().clear()),
-    )
-    .applied_objects();
+    // The resource cache drops managedFields too (a third of each object's size). Every event
+    // (deletions and the end of a listing included) wakes the mirror, which starts and stops its
+    // per-resource tasks from the store.
+    let (store, resource_stream) = cached(
+        resources,
+        watcher::Config::default().any_semantic(),
+        without_managed_fields,
+    );
+    let resources_changed = Arc::new(tokio::sync::Notify::new());
+    let resource_stream = resource_stream
+        .inspect({
+            let changed = resources_changed.clone();
+            move |_| changed.notify_one()
+        })
+        .applied_objects();
     let controller = Controller::for_stream(resource_stream, store.clone())
         .owns(
             scope.api::<ConfigMap>(&client),
@@ -883,6 +907,7 @@ pub async fn run_with<R, Fut>(
             mirror::run(
                 client.clone(),
                 store.clone(),
+                resources_changed.clone(),
                 sync.clone(),
                 metrics.clone(),
                 trigger_tx.clone(),

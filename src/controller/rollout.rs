@@ -22,7 +22,7 @@ use futures::{FutureExt, Stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::progress::{self, Progress, Verdict};
@@ -77,17 +77,14 @@ pub fn pod_cache(
     PodCache,
     impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
 ) {
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            scope.api::<Pod>(client),
-            watcher::Config::default().labels(OPT_IN_LABEL),
-        )
-        .modify(progress::slim),
-    )
-    .applied_objects()
-    .predicate_filter(progress::digest, Default::default());
+    let (store, stream) = super::cached(
+        scope.api::<Pod>(client),
+        watcher::Config::default().labels(OPT_IN_LABEL),
+        progress::slim,
+    );
+    let stream = stream
+        .applied_objects()
+        .predicate_filter(progress::digest, Default::default());
     (store, stream)
 }
 
