@@ -38,10 +38,13 @@ pub fn run(options: Options) -> Result<u8> {
     for (from, name) in [(me.as_path(), "bifrost-requirements"), (uv.as_path(), "uv")] {
         let dest = to.join(name);
         let bytes = copy_executable(from, &dest)?;
-        eprintln!(
-            "bootstrap: copied {} to {} ({bytes} bytes)",
-            from.display(),
-            dest.display()
+        crate::telemetry::say(
+            tracing::Level::INFO,
+            &format!(
+                "bootstrap: copied {} to {} ({bytes} bytes)",
+                from.display(),
+                dest.display()
+            ),
         );
     }
     Ok(0)

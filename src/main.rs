@@ -20,14 +20,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli::run(cli.command)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // Errors are built redacted; this is the last line of defence for the CLI.
-            eprintln!(
-                "error: {}",
-                bifrost_requirements::redact::text(&e.to_string())
-            );
+            // Errors are built redacted; `say` redacts again, the last line of defence.
+            telemetry::say(tracing::Level::ERROR, &format!("error: {e}"));
             ExitCode::from(e.exit_code())
         }
     }

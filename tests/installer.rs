@@ -1177,3 +1177,127 @@ fn waiting_for_another_install_stays_interruptible() {
     assert!(w.marker_bytes().is_none());
     drop(lock);
 }
+
+/// `install` as a pod runs it: stderr a pipe, the given log format (none: the default), no
+/// colour or format settings inherited from the test's environment.
+fn install_piped(w: &World, format: Option<&str>, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(common::bin());
+    for var in ["NO_COLOR", "BIFROST_LOG_FORMAT", "RUST_LOG", "REDIS_URL"] {
+        cmd.env_remove(var);
+    }
+    if let Some(f) = format {
+        cmd.args(["--log-format", f]);
+    }
+    cmd.args(w.args(Some(&w.redis_url), extra))
+        // Debug: every kind of line there is, including the installer's command line.
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Every stderr line as a JSON object (panics naming the line that is not one).
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    let err = stderr(o);
+    err.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {l:?}\n{err}"));
+            assert!(
+                v["level"].is_string() && v["fields"]["message"].is_string(),
+                "{l}"
+            );
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn logs_carry_no_colour_codes_on_a_pipe_and_json_is_json_throughout() {
+    let w = World::new();
+    w.put(&format!("{ALPHA}==1.0\n"));
+    let text = install_piped(&w, None, &[]);
+    assert_ok(&text);
+    let err = stderr(&text);
+    assert!(!err.contains("\x1b["), "colour codes on a pipe:\n{err}");
+    assert!(err.contains("  uv | "), "uv's lines are relayed:\n{err}");
+
+    // A new world: the second run would only find the marker.
+    let w = World::new();
+    w.put(&format!("{ALPHA}==1.0\n"));
+    let json = install_piped(&w, Some("json"), &["--json"]);
+    assert_ok(&json);
+    let lines = json_lines(&json);
+    assert!(!stderr(&json).contains("\x1b["));
+    let message = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap().to_string();
+    assert!(
+        lines.iter().any(|v| v["fields"]["program"] == "uv"),
+        "uv's lines are JSON objects too:\n{}",
+        stderr(&json)
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|v| message(v).starts_with("installed: 1 package(s)") && v["level"] == "INFO"),
+        "the summary is a JSON object:\n{}",
+        stderr(&json)
+    );
+    // stdout keeps the one --json report.
+    assert_eq!(self::json(&json)["status"], "installed");
+}
+
+#[test]
+fn installer_output_is_redacted_and_uncoloured_in_both_formats() {
+    let w = World::new();
+    w.put(&format!("{ALPHA}==1.0\n"));
+    // A stand-in uv that says what it was told and fails with a credentialled index URL in
+    // colour, as uv does when an index refuses it.
+    let fake = w.file("fake-uv");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n\
+         echo \"args: $*\" >&2\n\
+         echo \"NO_COLOR=$NO_COLOR\" >&2\n\
+         printf '\\033[1;31merror\\033[0m: Failed to fetch: https://alice:hunter2@pkgs.example.com/simple/x/\\n' >&2\n\
+         exit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = fake.display().to_string();
+    for format in ["text", "json"] {
+        let out = install_piped(&w, Some(format), &["--uv", &fake]);
+        assert_eq!(code(&out), 5, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            !err.contains("hunter2"),
+            "{format}: the password leaked:\n{err}"
+        );
+        assert!(
+            err.contains("alice:***@pkgs.example.com"),
+            "{format}:\n{err}"
+        );
+        assert!(
+            !err.contains("\x1b[") && !err.contains("\\u001b"),
+            "{format}:\n{err}"
+        );
+        assert!(
+            err.contains("--color never"),
+            "{format}: uv told no colour:\n{err}"
+        );
+        assert!(err.contains("NO_COLOR=1"), "{format}:\n{err}");
+        if format == "json" {
+            let lines = json_lines(&out);
+            let last = lines.last().unwrap();
+            assert_eq!(last["level"], "ERROR", "{err}");
+            let msg = last["fields"]["message"].as_str().unwrap();
+            assert!(
+                msg.starts_with("error: installation failed: uv failed"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("alice:***@"),
+                "the tail is redacted too: {msg}"
+            );
+        }
+    }
+}

@@ -3,15 +3,20 @@
 
 use std::io::Read;
 
-use super::{Command, DatabaseArgs, RedisWriteArgs, RequirementsCommand, StoreArgs};
+use super::{Cli, Command, DatabaseArgs, RedisWriteArgs, RequirementsCommand, StoreArgs};
 use crate::cache::Cache;
 use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
 use crate::packages::{self, Change, WarmOutcome};
 use crate::redact;
 
-/// Run one command; `Ok(code)` is the process exit code.
-pub async fn run(command: Command) -> Result<u8> {
+/// Run the parsed command line; `Ok(code)` is the process exit code.
+pub async fn run(cli: Cli) -> Result<u8> {
+    let Cli {
+        log_format,
+        log_level: _,
+        command,
+    } = cli;
     match command {
         Command::Migrate { db } => {
             let db = connect_db(&db).await?;
@@ -43,7 +48,7 @@ pub async fn run(command: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Requirements { command } => requirements(command).await,
-        Command::Operator(args) => crate::operator::run(args.into()).await,
+        Command::Operator(args) => crate::operator::run(args.config(log_format)).await,
         Command::Crd => {
             print!("{}", crate::crd::crd_yaml());
             Ok(0)

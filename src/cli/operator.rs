@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::parse;
+use crate::telemetry::LogFormat;
 use crate::{tls, webhook};
 
 /// Settings of the `operator` command.
@@ -143,9 +144,12 @@ pub struct WebhookArgs {
     pub tls_check_interval: Duration,
 }
 
-impl From<OperatorArgs> for crate::operator::Config {
-    fn from(args: OperatorArgs) -> Self {
-        let webhook = webhook_config(&args);
+impl OperatorArgs {
+    /// The operator's configuration; `log_format` is the process's own (`--log-format`), which
+    /// the webhook passes on to the containers it injects.
+    pub fn config(self, log_format: LogFormat) -> crate::operator::Config {
+        let args = self;
+        let webhook = webhook_config(&args, log_format);
         let lease = (!args.no_leader_election).then(|| crate::operator::LeaseConfig {
             name: args.lease_name,
             namespace: args
@@ -154,7 +158,7 @@ impl From<OperatorArgs> for crate::operator::Config {
                 .unwrap_or_else(|| "default".into()),
             duration_seconds: args.lease_duration_seconds,
         });
-        Self {
+        crate::operator::Config {
             identity: args
                 .identity
                 .filter(|s| !s.is_empty())
@@ -168,7 +172,7 @@ impl From<OperatorArgs> for crate::operator::Config {
 }
 
 /// The webhook's configuration from the `operator` flags; `None` when the webhook is disabled.
-fn webhook_config(args: &OperatorArgs) -> Option<webhook::Config> {
+fn webhook_config(args: &OperatorArgs, log_format: LogFormat) -> Option<webhook::Config> {
     let w = &args.webhook;
     if w.no_webhook {
         return None;
@@ -207,6 +211,7 @@ fn webhook_config(args: &OperatorArgs) -> Option<webhook::Config> {
             operator_image: w.operator_image.clone(),
             operator_image_pull_policy: Some(w.operator_image_pull_policy.clone())
                 .filter(|p| !p.is_empty()),
+            log_format,
         },
         tls,
         namespace: args.namespace.clone(),

@@ -37,6 +37,13 @@ pub(super) fn invocation(options: &Options, program: PathBuf, paths: &Paths) -> 
         Installer::Uv => uv_args(&mut args, options, paths),
         Installer::Pip => pip_args(&mut args, options, paths),
     }
+    if !crate::telemetry::output().colour {
+        // Their lines are relayed into our log (a pipe, `kubectl logs`): no colour codes.
+        match options.installer {
+            Installer::Uv => args.push(&[&"--color", &"never"]),
+            Installer::Pip => args.push(&[&"--no-color"]),
+        }
+    }
     index_args(&mut args, options)?;
     if let Some(cache) = &options.cache_dir {
         cache_args(&mut args, options, cache, paths.target)?;

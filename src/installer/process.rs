@@ -70,6 +70,11 @@ pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(),
     for var in &inv.env_remove {
         cmd.env_remove(var);
     }
+    if !crate::telemetry::output().colour {
+        // Their output is relayed into our log; uv and pip honour NO_COLOR (the flags in
+        // `command` say the same to versions that do not).
+        cmd.env("NO_COLOR", "1");
+    }
     let mut child = cmd.spawn().map_err(RunFailure::Spawn)?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
@@ -175,12 +180,16 @@ async fn forward(
                 if line.is_empty() {
                     continue;
                 }
-                eprintln!("  {label} | {line}");
+                // Redacted and without escape sequences (uv and pip are told not to colour, a
+                // stand-in may anyway) here: the tail ends up in the error message, the `--json`
+                // report and the termination message too.
+                let line = crate::telemetry::strip_ansi(&crate::redact::text(line));
+                crate::telemetry::relay(label, &line);
                 let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
                 if t.len() == TAIL_LINES {
                     t.pop_front();
                 }
-                t.push_back(line.to_string());
+                t.push_back(line);
             }
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
+use tracing::Level;
 
 use super::options::OnFailure;
 use super::process::{Invocation, RunFailure};
@@ -14,6 +15,7 @@ use super::source::Origin;
 use super::target::{self, Marker};
 use super::{Outcome, Run};
 use crate::error::{Error, Result};
+use crate::telemetry::say;
 
 /// The one `--json` object.
 #[derive(Serialize)]
@@ -58,7 +60,10 @@ impl Run {
         if self.options.json {
             match serde_json::to_string(&report) {
                 Ok(json) => println!("{json}"),
-                Err(e) => eprintln!("error: cannot print the JSON report: {e}"),
+                Err(e) => say(
+                    Level::ERROR,
+                    &format!("error: cannot print the JSON report: {e}"),
+                ),
             }
         }
         report.exit_code
@@ -113,10 +118,13 @@ impl Run {
             Outcome::Installed(m) => {
                 summary(report, "installed", &m);
                 report.installer_run = true;
-                eprintln!(
-                    "installed: {} package(s) ({} distribution(s)) from the {origin}, sha256 {}, \
+                say(
+                    Level::INFO,
+                    &format!(
+                        "installed: {} package(s) ({} distribution(s)) from the {origin}, sha256 {}, \
                      with {} in {secs:.2} s into {target}",
-                    m.package_count, m.distribution_count, m.hash, m.installer
+                        m.package_count, m.distribution_count, m.hash, m.installer
+                    ),
                 );
             }
             Outcome::Unchanged {
@@ -133,10 +141,13 @@ impl Run {
                 } else {
                     ""
                 };
-                eprintln!(
-                    "already installed: {target} holds sha256 {} ({} package(s), installed {} with {}); \
+                say(
+                    Level::INFO,
+                    &format!(
+                        "already installed: {target} holds sha256 {} ({} package(s), installed {} with {}); \
                      skipped, installer not run{how}",
-                    m.hash, m.package_count, m.installed_at, m.installer,
+                        m.hash, m.package_count, m.installed_at, m.installer,
+                    ),
                 );
             }
             Outcome::Empty { marker: m, removed } => {
@@ -145,16 +156,22 @@ impl Run {
                     Some(h) => format!("; removed the previous install (sha256 {h}) from {target}"),
                     None => String::new(),
                 };
-                eprintln!(
-                    "nothing to install: requirements.txt from the {origin} (sha256 {}) lists no packages{removed}",
-                    m.hash,
+                say(
+                    Level::INFO,
+                    &format!(
+                        "nothing to install: requirements.txt from the {origin} (sha256 {}) lists no packages{removed}",
+                        m.hash,
+                    ),
                 );
             }
             Outcome::Absent { why } => {
                 report.status = "absent";
                 report.marker = None;
-                eprintln!(
-                    "nothing to install: no requirements found ({why}); {target} left as it is"
+                say(
+                    Level::INFO,
+                    &format!(
+                        "nothing to install: no requirements found ({why}); {target} left as it is"
+                    ),
                 );
             }
         }
@@ -175,11 +192,14 @@ impl Run {
             .map(|n| format!("\n{n}"))
             .unwrap_or_default();
         if code == 0 {
-            eprintln!(
-                "warning: install failed; continuing because of --on-failure continue: {e}{note}"
+            say(
+                Level::WARN,
+                &format!(
+                    "warning: install failed; continuing because of --on-failure continue: {e}{note}"
+                ),
             );
         } else {
-            eprintln!("error: {e}{note}");
+            say(Level::ERROR, &format!("error: {e}{note}"));
         }
         report.exit_code = code;
         report.error = Some(ErrorReport {

@@ -60,6 +60,7 @@ pub(super) fn bootstrap(settings: &Settings, user: RunAs) -> Container {
         image_pull_policy: settings.operator_image_pull_policy.clone(),
         command: Some(vec![OPERATOR_BINARY.into()]),
         args: Some(vec!["bootstrap".into(), "--to".into(), BIN_DIR.into()]),
+        env: Some(vec![log_format(settings)]),
         volume_mounts: Some(vec![mount(BIN_VOLUME, BIN_DIR, false)]),
         resources: Some(bootstrap_resources()),
         security_context: Some(restricted(user)),
@@ -80,7 +81,7 @@ pub(super) fn install(
     resource: &WorkspaceRequirements,
     worker: &Container,
     target: &InstallTarget<'_>,
-    user: RunAs,
+    (settings, user): (&Settings, RunAs),
     warnings: &mut Vec<String>,
 ) -> Container {
     let install = &resource.spec.install;
@@ -100,7 +101,7 @@ pub(super) fn install(
         image_pull_policy,
         command: Some(vec![format!("{BIN_DIR}/bifrost-requirements")]),
         args: Some(install_args(resource, target)),
-        env: Some(install_env(resource, worker, target.cache)),
+        env: Some(install_env(resource, worker, target.cache, settings)),
         volume_mounts: Some(mounts),
         resources: Some(resources_or_default(install, warnings)),
         security_context: Some(restricted(user)),
@@ -179,7 +180,22 @@ fn install_args(resource: &WorkspaceRequirements, target: &InstallTarget<'_>) ->
     args
 }
 
-fn install_env(resource: &WorkspaceRequirements, worker: &Container, cache: bool) -> Vec<EnvVar> {
+/// `BIFROST_LOG_FORMAT`: the operator's own format (the container's stderr is not a terminal,
+/// so it writes no colour codes either way).
+fn log_format(settings: &Settings) -> EnvVar {
+    EnvVar {
+        name: "BIFROST_LOG_FORMAT".into(),
+        value: Some(settings.log_format.name().into()),
+        value_from: None,
+    }
+}
+
+fn install_env(
+    resource: &WorkspaceRequirements,
+    worker: &Container,
+    cache: bool,
+    settings: &Settings,
+) -> Vec<EnvVar> {
     let literal = |name: &str, value: String| EnvVar {
         name: name.into(),
         value: Some(value),
@@ -202,6 +218,7 @@ fn install_env(resource: &WorkspaceRequirements, worker: &Container, cache: bool
         });
     }
     // The root filesystem is read-only: everything the installer writes goes to volumes.
+    env.push(log_format(settings));
     env.push(literal("HOME", WORK_DIR.into()));
     env.push(literal("TMPDIR", WORK_DIR.into()));
     env.push(literal("XDG_CACHE_HOME", format!("{WORK_DIR}/cache")));

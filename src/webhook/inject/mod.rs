@@ -27,6 +27,7 @@ use json_patch::Patch;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
 use crate::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
+use crate::telemetry::LogFormat;
 use containers::{InstallTarget, RunAs};
 pub use containers::{bootstrap_resources, install_resources};
 
@@ -78,6 +79,9 @@ pub struct Settings {
     pub operator_image: String,
     /// `imagePullPolicy` of the bootstrap init container (None: the cluster's default).
     pub operator_image_pull_policy: Option<String>,
+    /// The operator's own log format, passed to both init containers (`BIFROST_LOG_FORMAT`):
+    /// one log pipeline reads the operator and the pods it injected alike.
+    pub log_format: LogFormat,
 }
 
 impl Default for Settings {
@@ -85,6 +89,7 @@ impl Default for Settings {
         Self {
             operator_image: format!("bifrost-requirements:{}", env!("CARGO_PKG_VERSION")),
             operator_image_pull_policy: Some("IfNotPresent".into()),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -206,7 +211,13 @@ pub fn plan(
     };
     let init_containers = [
         containers::bootstrap(settings, pod_user),
-        containers::install(resource, worker, &target, worker_user, &mut warnings),
+        containers::install(
+            resource,
+            worker,
+            &target,
+            (settings, worker_user),
+            &mut warnings,
+        ),
     ];
 
     let mut ops = Vec::new();

@@ -5,6 +5,7 @@ use serde_json::json;
 use super::containers::quantities;
 use super::*;
 use crate::crd::{CacheVolume, Installer, OnFailure};
+use crate::telemetry::LogFormat;
 use crate::webhook::fixtures::{CONTENT, pod};
 
 fn resource() -> WorkspaceRequirements {
@@ -19,6 +20,7 @@ fn settings() -> Settings {
     Settings {
         operator_image: "ghcr.io/example/bifrost-requirements:0.1.0".into(),
         operator_image_pull_policy: Some("IfNotPresent".into()),
+        log_format: LogFormat::Json,
     }
 }
 
@@ -477,6 +479,30 @@ fn a_container_using_our_name_is_not_injected() {
             err.contains(name) && err.contains("already has a container"),
             "{err}"
         );
+    }
+}
+
+/// Both init containers log in the operator's own format: one pipeline parses the operator
+/// and the pods it injected.
+#[test]
+fn init_containers_log_in_the_operators_format() {
+    for format in [LogFormat::Json, LogFormat::Text] {
+        let settings = Settings {
+            log_format: format,
+            ..settings()
+        };
+        let plan = plan(&pod(worker()), &resource(), &settings).expect("plan");
+        let mut doc = serde_json::to_value(pod(worker())).unwrap();
+        json_patch::patch(&mut doc, &plan.patch.0).unwrap();
+        let p: Pod = serde_json::from_value(doc).unwrap();
+        for name in [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER] {
+            let c = init(&p, name);
+            assert_eq!(
+                env(c, "BIFROST_LOG_FORMAT").and_then(|e| e.value.as_deref()),
+                Some(format.name()),
+                "{name} with {format:?}"
+            );
+        }
     }
 }
 
