@@ -117,16 +117,14 @@ pub fn strip_ansi(s: &str) -> String {
             out.push(c);
             continue;
         }
-        match chars.next() {
-            // Parameters and intermediates up to the final byte (`@` to `~`).
-            Some('[') => {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
+        // A CSI runs through parameters and intermediates to its final byte (`@` to `~`); any
+        // other escape is two characters.
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
                 }
             }
-            Some(_) | None => {}
         }
     }
     out
