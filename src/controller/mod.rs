@@ -394,59 +394,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     let mut requeue = REFRESH_INTERVAL;
 
     // Synced: what the database mirror last saw (it never writes status itself).
-    if obj
-        .spec
-        .source
-        .as_ref()
-        .and_then(|s| s.database.as_ref())
-        .is_some()
-    {
-        let state = ctx
-            .sync
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&oref)
-            .cloned();
-        match state {
-            Some(SyncState::Synced { at }) => {
-                status.last_synced_from_database = Some(at);
-                conditions.set(
-                    "Synced",
-                    true,
-                    "DatabaseRowMirrored",
-                    "spec.content mirrors the database row",
-                );
-                ctx.clear_warning(obj, "DatabaseUnavailable");
-            }
-            Some(SyncState::Failed { reason, message }) => {
-                conditions.set(
-                    "Synced",
-                    false,
-                    &reason,
-                    &format!("{message}; keeping the last known content"),
-                );
-                ctx.warn_once(obj, "DatabaseUnavailable", message, "SyncFromDatabase")
-                    .await;
-                requeue = requeue.min(RETRY);
-            }
-            None => {
-                conditions.set_unknown(
-                    "Synced",
-                    "Pending",
-                    "waiting for the first read of the database row",
-                );
-                requeue = requeue.min(RETRY);
-            }
-        }
-    } else {
-        conditions.set(
-            "Synced",
-            true,
-            "SpecIsSource",
-            "spec.content is the source (no database configured)",
-        );
-    }
-
+    check_synced(ctx, obj, &oref, &mut conditions, &mut status, &mut requeue).await;
     // A mirrored resource whose row was never read yet has no content of its own: writing its
     // empty spec to Redis would wipe Bifrost's cache, so wait for the first sync.
     let mirrored = obj
@@ -530,67 +478,15 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
 
     // CacheWarmed: a failure is reported and retried, but does not stop the rollout — the
     // installer falls back to the ConfigMap snapshot.
-    match obj.spec.cache.as_ref().and_then(|c| c.redis.as_ref()) {
-        Some(redis) => {
-            match ctx.warm(&ns, redis, &payload).await {
-                Ok((w, cache)) => {
-                    if let Warmed::Written(before) = w {
-                        status.cache_warmed_at = Some(now_rfc3339());
-                        ctx.metrics.redis_warm(true);
-                        info!(key = %redis.key, hash = %payload.hash, before, "Redis warmed");
-                        ctx.publish(
-                            obj,
-                            EventType::Normal,
-                            "CacheWarmed",
-                            format!(
-                                "Redis key {} holds sha256 {} (it held {before})",
-                                redis.key,
-                                &payload.hash[..12]
-                            ),
-                            "WarmCache",
-                        )
-                        .await;
-                    }
-                    ctx.watched.lock().expect("lock").insert(
-                        oref.clone(),
-                        Watched {
-                            cache,
-                            ttl: redis.ttl_seconds,
-                        },
-                    );
-                    ctx.clear_warning(obj, "RedisUnavailable");
-                    let ttl = redis.ttl_seconds;
-                    conditions.set(
-                        "CacheWarmed",
-                        true,
-                        "RedisWarmed",
-                        &format!("Redis key {} holds the content (TTL {ttl} s, refreshed before half of it)", redis.key),
-                    );
-                    requeue = requeue.min(Duration::from_secs((ttl / 4).max(30)));
-                }
-                Err(e) => {
-                    ctx.unwatch(&oref);
-                    ctx.metrics.redis_warm(false);
-                    let message = e.to_string();
-                    warn!(error = %message, "Redis warm failed");
-                    conditions.set("CacheWarmed", false, e.reason(), &message);
-                    ctx.warn_once(obj, "RedisUnavailable", message, "WarmCache")
-                        .await;
-                    requeue = requeue.min(RETRY);
-                }
-            }
-        }
-        None => {
-            ctx.unwatch(&oref);
-            conditions.set(
-                "CacheWarmed",
-                true,
-                "NotConfigured",
-                "no Redis cache configured",
-            )
-        }
-    }
-
+    check_cache(
+        ctx,
+        obj,
+        &payload,
+        &mut conditions,
+        &mut status,
+        &mut requeue,
+    )
+    .await;
     // Snapshotted: the installer's fallback. A refused write is reported (with the API server's
     // message) and retried, and nothing rolls until it is in place.
     match apply_snapshot(ctx, obj, &payload).await {
@@ -631,7 +527,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
         }
     }
 
-    // RolledOut.
+    // RolledOut: the templates carry the hash and the pods run it (or why not).
     let outcome = rollout::roll(ctx, obj, &payload.hash).await?;
     for after in [outcome.requeue_after, outcome.recheck]
         .into_iter()
@@ -639,41 +535,19 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     {
         requeue = requeue.min(after);
     }
-    status.workloads = outcome.workloads;
     status.rolled_out_hash = outcome
         .all_up_to_date
         .then(|| payload.hash.clone())
         .or(old_status.rolled_out_hash.clone());
-    if outcome.creation_failures.is_empty() {
-        conditions.set(
-            "RolledOut",
-            outcome.all_up_to_date,
-            outcome.reason,
-            &outcome.message,
-        );
-        ctx.clear_warning(obj, "PodCreationFailed");
-        // Once per hash: the failing pod is re-created under new names while the cause stays.
-        // Not cleared when the pods recover, so a flapping install does not repeat it.
-        if outcome.reason == "InstallFailing" {
-            ctx.warn_once_per(
-                obj,
-                "InstallFailing",
-                payload.hash.clone(),
-                outcome.message.clone(),
-                "Rollout",
-            )
-            .await;
-        }
-    } else {
-        // The API server refuses the pods of a labelled workload: nothing runs the packages.
-        let message = format!(
-            "pods cannot be created: {}",
-            outcome.creation_failures.join("; ")
-        );
-        conditions.set("RolledOut", false, "PodCreationFailed", &message);
-        ctx.warn_once(obj, "PodCreationFailed", message, "Rollout")
-            .await;
-    }
+    record_rollout(
+        ctx,
+        obj,
+        &payload.hash,
+        outcome,
+        &mut conditions,
+        &mut status,
+    )
+    .await;
 
     let ready =
         conditions.all_true(&["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"]);
@@ -696,6 +570,184 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     patch_status(ctx, obj, &old_status, &status).await?;
     info!(hash = %&payload.hash[..12], ready, requeue_s = requeue.as_secs(), "reconciled {ns}/{name}");
     Ok(Action::requeue(requeue))
+}
+
+/// The RolledOut condition and its Warnings from what [`rollout::roll`] found.
+async fn record_rollout(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+    outcome: rollout::Outcome,
+    conditions: &mut Conditions,
+    status: &mut crate::crd::WorkspaceRequirementsStatus,
+) {
+    status.workloads = outcome.workloads;
+    if outcome.creation_failures.is_empty() {
+        conditions.set(
+            "RolledOut",
+            outcome.all_up_to_date,
+            outcome.reason,
+            &outcome.message,
+        );
+        ctx.clear_warning(obj, "PodCreationFailed");
+        // Once per hash: the failing pod is re-created under new names while the cause stays.
+        // Not cleared when the pods recover, so a flapping install does not repeat it.
+        if outcome.reason == "InstallFailing" {
+            ctx.warn_once_per(
+                obj,
+                "InstallFailing",
+                hash.to_string(),
+                outcome.message.clone(),
+                "Rollout",
+            )
+            .await;
+        }
+    } else {
+        // The API server refuses the pods of a labelled workload: nothing runs the packages.
+        let message = format!(
+            "pods cannot be created: {}",
+            outcome.creation_failures.join("; ")
+        );
+        conditions.set("RolledOut", false, "PodCreationFailed", &message);
+        ctx.warn_once(obj, "PodCreationFailed", message, "Rollout")
+            .await;
+    }
+}
+
+/// Synced: what the database mirror last saw (it never writes status itself).
+async fn check_synced(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    oref: &ObjectRef<WorkspaceRequirements>,
+    conditions: &mut Conditions,
+    status: &mut crate::crd::WorkspaceRequirementsStatus,
+    requeue: &mut Duration,
+) {
+    if obj
+        .spec
+        .source
+        .as_ref()
+        .and_then(|s| s.database.as_ref())
+        .is_some()
+    {
+        let state = ctx
+            .sync
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(oref)
+            .cloned();
+        match state {
+            Some(SyncState::Synced { at }) => {
+                status.last_synced_from_database = Some(at);
+                conditions.set(
+                    "Synced",
+                    true,
+                    "DatabaseRowMirrored",
+                    "spec.content mirrors the database row",
+                );
+                ctx.clear_warning(obj, "DatabaseUnavailable");
+            }
+            Some(SyncState::Failed { reason, message }) => {
+                conditions.set(
+                    "Synced",
+                    false,
+                    &reason,
+                    &format!("{message}; keeping the last known content"),
+                );
+                ctx.warn_once(obj, "DatabaseUnavailable", message, "SyncFromDatabase")
+                    .await;
+                *requeue = (*requeue).min(RETRY);
+            }
+            None => {
+                conditions.set_unknown(
+                    "Synced",
+                    "Pending",
+                    "waiting for the first read of the database row",
+                );
+                *requeue = (*requeue).min(RETRY);
+            }
+        }
+    } else {
+        conditions.set(
+            "Synced",
+            true,
+            "SpecIsSource",
+            "spec.content is the source (no database configured)",
+        );
+    }
+}
+
+/// CacheWarmed: Redis holds the payload (or why not); the watchdog is told which key to check.
+async fn check_cache(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    payload: &Payload,
+    conditions: &mut Conditions,
+    status: &mut crate::crd::WorkspaceRequirementsStatus,
+    requeue: &mut Duration,
+) {
+    let ns = obj.namespace().unwrap_or_default();
+    let oref = ObjectRef::from_obj(obj);
+    match obj.spec.cache.as_ref().and_then(|c| c.redis.as_ref()) {
+        Some(redis) => {
+            match ctx.warm(&ns, redis, payload).await {
+                Ok((w, cache)) => {
+                    if let Warmed::Written(before) = w {
+                        status.cache_warmed_at = Some(now_rfc3339());
+                        ctx.metrics.redis_warm(true);
+                        info!(key = %redis.key, hash = %payload.hash, before, "Redis warmed");
+                        ctx.publish(
+                            obj,
+                            EventType::Normal,
+                            "CacheWarmed",
+                            format!(
+                                "Redis key {} holds sha256 {} (it held {before})",
+                                redis.key,
+                                &payload.hash[..12]
+                            ),
+                            "WarmCache",
+                        )
+                        .await;
+                    }
+                    ctx.watched.lock().expect("lock").insert(
+                        oref.clone(),
+                        Watched {
+                            cache,
+                            ttl: redis.ttl_seconds,
+                        },
+                    );
+                    ctx.clear_warning(obj, "RedisUnavailable");
+                    let ttl = redis.ttl_seconds;
+                    conditions.set(
+                        "CacheWarmed",
+                        true,
+                        "RedisWarmed",
+                        &format!("Redis key {} holds the content (TTL {ttl} s, refreshed before half of it)", redis.key),
+                    );
+                    *requeue = (*requeue).min(Duration::from_secs((ttl / 4).max(30)));
+                }
+                Err(e) => {
+                    ctx.unwatch(&oref);
+                    ctx.metrics.redis_warm(false);
+                    let message = e.to_string();
+                    warn!(error = %message, "Redis warm failed");
+                    conditions.set("CacheWarmed", false, e.reason(), &message);
+                    ctx.warn_once(obj, "RedisUnavailable", message, "WarmCache")
+                        .await;
+                    *requeue = (*requeue).min(RETRY);
+                }
+            }
+        }
+        None => {
+            ctx.unwatch(&oref);
+            conditions.set(
+                "CacheWarmed",
+                true,
+                "NotConfigured",
+                "no Redis cache configured",
+            )
+        }
+    }
 }
 
 async fn patch_status(
