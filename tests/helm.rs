@@ -300,8 +300,12 @@ const VARIANTS: [(&str, &[&str]); 8] = [
     ),
     ("serviceMonitor", &["serviceMonitor.enabled=true"]),
     (
-        "example and watchNamespace",
-        &["example.enabled=true", "watchNamespace=team"],
+        "example, watchNamespace and excluded namespaces",
+        &[
+            "example.enabled=true",
+            "watchNamespace=team",
+            "webhook.excludeNamespaces={infra,batch}",
+        ],
     ),
     (
         "migrate hook",
@@ -638,6 +642,40 @@ fn webhook_configuration_is_the_shipped_one() {
     assert_eq!(
         w["namespaceSelector"]["matchExpressions"][0]["values"],
         json!(["kube-system", "ops", "infra"])
+    );
+    // The selector works from Kubernetes 1.21 only: the operator is told the namespaces too and
+    // skips them itself (its own namespace comes from POD_NAMESPACE).
+    assert_eq!(
+        env_value(&objects, "BIFROST_WEBHOOK_EXCLUDE_NAMESPACES").as_deref(),
+        Some("infra")
+    );
+    let objects = docs(&render(
+        "r",
+        "ops",
+        &[
+            "webhook.excludeNamespaces={infra,batch}",
+            "watchNamespace=team",
+        ],
+    ));
+    assert_eq!(
+        env_value(&objects, "BIFROST_WEBHOOK_EXCLUDE_NAMESPACES").as_deref(),
+        Some("infra,batch")
+    );
+    assert_eq!(
+        env_value(&objects, "WATCH_NAMESPACE").as_deref(),
+        Some("team")
+    );
+    assert!(
+        env_of(&objects)
+            .iter()
+            .any(|(k, v)| k == "POD_NAMESPACE" && v.is_none()),
+        "POD_NAMESPACE from the Downward API"
+    );
+    // Nothing to exclude: no variable.
+    let objects = docs(&render("r", "ops", &[]));
+    assert_eq!(
+        env_value(&objects, "BIFROST_WEBHOOK_EXCLUDE_NAMESPACES"),
+        None
     );
 }
 
@@ -1325,7 +1363,9 @@ async fn every_rendered_object_passes_a_server_side_dry_run() {
         match name {
             "certManager" => assert!(kinds.contains("Certificate") && kinds.contains("Issuer")),
             "serviceMonitor" => assert!(kinds.contains("ServiceMonitor")),
-            "example and watchNamespace" => assert!(kinds.contains("WorkspaceRequirements")),
+            "example, watchNamespace and excluded namespaces" => {
+                assert!(kinds.contains("WorkspaceRequirements"))
+            }
             _ => {}
         }
     }

@@ -30,7 +30,7 @@ use common::proc::{free_port, spawn_guarded_in, wait_for_port};
 use common::services::{fresh_key, redis_url};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -1105,5 +1105,70 @@ async fn cert_manager_mode_serves_and_reloads_mounted_files() {
     assert!(
         !wh.op.log_text().contains("MutatingWebhookConfiguration"),
         "cert-manager mode leaves the configuration alone"
+    );
+}
+
+/// Namespaces the webhook must leave alone although the API server sends their pods: on 1.20
+/// (this control plane) namespaces have no `kubernetes.io/metadata.name` label, so the chart's
+/// selector cannot exclude them and the operator decides itself. Here: an excluded namespace
+/// holding the resource (which was injected before), and, with the operator watching one
+/// namespace, a labelled namespace elsewhere.
+#[tokio::test]
+async fn excluded_and_unwatched_namespaces_are_not_injected_on_1_20() {
+    let (client, ns) = common::admission::webhook_namespace("wh-scope").await;
+    // Sent to this test's webhook like `ns` (same selector label), but not watched.
+    let other = format!("{ns}-other");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": other, "labels": {"bifrost-webhook-test": ns}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let spec = json!({"content": "requests==2.32.3\n"});
+    create_wsreq(&client, &ns, "default", spec.clone()).await;
+    create_wsreq(&client, &other, "default", spec).await;
+    // The watched namespace itself is excluded: whether the webhook is called at all is told
+    // by its `excluded` count.
+    let hook = common::admission::Webhook::start_with(
+        &client,
+        &ns,
+        &["--webhook-exclude-namespace", &format!("unrelated,{ns}")],
+    )
+    .await;
+    let excluded = || {
+        let (_, body) = hook.op.http_get("/metrics");
+        body.lines()
+            .find(|l| l.contains("admissions_total{") && l.contains("result=\"excluded\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    for namespace in [&ns, &other] {
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+        let before = excluded();
+        let pod = pod_json("scoped", Some("default"), worker_container());
+        let created = wait_for(
+            "the API server to call the webhook",
+            Duration::from_secs(60),
+            || async {
+                let p = pods.create(&dry, &pod).await.ok()?;
+                (excluded() > before).then_some(p)
+            },
+        )
+        .await;
+        assert_eq!(annotation(&created), None, "{namespace}: not injected");
+        assert!(init_names(&created).is_empty(), "{namespace}");
+    }
+    assert!(
+        !hook.op.log_text().contains("RequirementsNotFound"),
+        "excluded pods are no Event's business:\n{}",
+        hook.op.log_text()
     );
 }

@@ -36,6 +36,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
+    /// The namespace this operator runs in (the Downward API's POD_NAMESPACE): the webhook never
+    /// injects pods there.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+
     /// This replica's identity in the Lease (default: POD_NAME, else hostname and process id).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -113,6 +118,17 @@ pub struct WebhookArgs {
         value_name = "NAME|IP"
     )]
     pub webhook_extra_san: Vec<String>,
+
+    /// Namespace whose pods are never injected (repeat, or comma-separate in the variable);
+    /// kube-system, the operator's own namespace (--pod-namespace) and, with --namespace, every
+    /// other namespace are never injected either.
+    #[arg(
+        long = "webhook-exclude-namespace",
+        env = "BIFROST_WEBHOOK_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    pub webhook_exclude_namespaces: Vec<String>,
 
     /// Self-managed mode: the MutatingWebhookConfiguration whose webhooks get the `caBundle`
     /// (a missing one is logged and retried).
@@ -212,6 +228,16 @@ fn webhook_config(args: &OperatorArgs, log_format: LogFormat) -> Option<webhook:
             operator_image_pull_policy: Some(w.operator_image_pull_policy.clone())
                 .filter(|p| !p.is_empty()),
             log_format,
+            scope: webhook::inject::Scope {
+                own: args.pod_namespace.clone().filter(|n| !n.is_empty()),
+                excluded: w
+                    .webhook_exclude_namespaces
+                    .iter()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+                watched: args.namespace.clone().filter(|n| !n.is_empty()),
+            },
         },
         tls,
         namespace: args.namespace.clone(),

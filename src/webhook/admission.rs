@@ -234,7 +234,7 @@ impl Admission {
     /// none (not labelled, excluded, already injected, not a name).
     fn requested<'a>(&self, c: &PodCreate<'a>) -> ControlFlow<Decision, &'a str> {
         let namespace = c.namespace.as_str();
-        match inject::opt_in(c.pod, namespace) {
+        match inject::opt_in(c.pod, namespace, &self.settings.scope) {
             OptIn::NotLabelled => Break(allow(c.req, "not-labelled")),
             OptIn::Excluded(why) => {
                 debug!(namespace, why, "not mutating");

@@ -160,6 +160,79 @@ async fn malformed_bodies_get_400() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
 
+/// The webhook decides the namespaces itself: the chart's selector works only from Kubernetes
+/// 1.21 (the `kubernetes.io/metadata.name` label), so the API server may send anything.
+#[tokio::test]
+async fn excluded_and_unwatched_namespaces_are_admitted_unchanged() {
+    let in_ns = |ns: &str| {
+        let mut r = review(worker(Some("default")));
+        r["request"]["namespace"] = json!(ns);
+        r["request"]["object"]["metadata"]["namespace"] = json!(ns);
+        serde_json::to_vec(&r).unwrap()
+    };
+    let scope = inject::Scope {
+        own: Some("bifrost-system".into()),
+        excluded: vec!["infra".into(), "batch".into()],
+        watched: None,
+    };
+    // Every namespace has the resource: only the scope decides.
+    let everywhere = |scope: inject::Scope| {
+        let mut a = admission(
+            [
+                "bifrost",
+                "bifrost-system",
+                "infra",
+                "batch",
+                "team",
+                "kube-system",
+            ]
+            .into_iter()
+            .map(|ns| resource(ns, "default"))
+            .collect(),
+        );
+        a.settings.scope = scope;
+        a
+    };
+    let a = everywhere(scope.clone());
+    for (ns, result) in [
+        ("kube-system", "excluded"),
+        ("bifrost-system", "excluded"),
+        ("infra", "excluded"),
+        ("batch", "excluded"),
+        ("bifrost", "injected"),
+        ("team", "injected"),
+    ] {
+        let (reply, v) = answer(&a, &in_ns(ns)).await;
+        assert_eq!(
+            (reply.status, reply.result),
+            (StatusCode::OK, result),
+            "{ns}"
+        );
+        assert_eq!(v["response"]["allowed"], true, "{ns}");
+        assert_eq!(
+            v["response"].get("patch").is_some(),
+            result == "injected",
+            "{ns}: {v}"
+        );
+        // Excluded is quiet: no warning for the pod's creator (and no Event).
+        assert!(v["response"].get("warnings").is_none(), "{ns}: {v}");
+    }
+    // Watching one namespace: every other one is excluded, even with the resource there.
+    let a = everywhere(inject::Scope {
+        watched: Some("team".into()),
+        ..scope
+    });
+    for (ns, result) in [
+        ("team", "injected"),
+        ("bifrost", "excluded"),
+        ("infra", "excluded"),
+        ("bifrost-system", "excluded"),
+    ] {
+        let (reply, _) = answer(&a, &in_ns(ns)).await;
+        assert_eq!(reply.result, result, "{ns}");
+    }
+}
+
 #[tokio::test]
 async fn cache_not_ready_admits_with_a_warning() {
     let (store, _writer) = reflector::store::<WorkspaceRequirements>();

@@ -42,25 +42,28 @@ pub struct Webhook {
 
 impl Webhook {
     pub async fn start(client: &Client, ns: &str) -> Webhook {
+        Self::start_with(client, ns, &[]).await
+    }
+
+    /// [`Webhook::start`] with more `operator` flags.
+    pub async fn start_with(client: &Client, ns: &str, extra: &[&str]) -> Webhook {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = format!("bifrost-test-{ns}");
-        let op = Operator::start(
-            ns,
-            "webhook",
-            &[
-                "--webhook-addr",
-                &addr,
-                "--webhook-config-name",
-                &config,
-                "--webhook-extra-san",
-                "127.0.0.1",
-                "--operator-image",
-                "registry.example/bifrost-requirements:test",
-                "--tls-check-interval",
-                "1s",
-            ],
-        );
+        let mut args = vec![
+            "--webhook-addr",
+            &addr,
+            "--webhook-config-name",
+            &config,
+            "--webhook-extra-san",
+            "127.0.0.1",
+            "--operator-image",
+            "registry.example/bifrost-requirements:test",
+            "--tls-check-interval",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        let op = Operator::start(ns, "webhook", &args);
         wait_for_port(
             port,
             "the admission webhook",

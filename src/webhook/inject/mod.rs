@@ -69,8 +69,41 @@ pub const NON_ROOT_UID: i64 = 65532;
 /// Pods carrying this label with value [`OPERATOR_NAME`] are the operator's own: never mutated.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const OPERATOR_NAME: &str = "bifrost-requirements";
-/// Namespaces whose pods are never mutated.
+/// Namespaces whose pods are never mutated, whatever the configuration.
 pub const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
+
+/// The namespaces whose pods the webhook may inject. The chart's `namespaceSelector` says the
+/// same, but on the `kubernetes.io/metadata.name` label, which namespaces carry only from
+/// Kubernetes 1.21: before that the API server sends every labelled pod, so the webhook decides
+/// itself (on every version; the selector only spares the calls).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The operator's own namespace (its pods and the release's are never workers).
+    pub own: Option<String>,
+    /// More namespaces never injected (`--webhook-exclude-namespace`).
+    pub excluded: Vec<String>,
+    /// The one namespace the operator watches (None: all): pods elsewhere name resources the
+    /// operator neither sees nor is allowed to read.
+    pub watched: Option<String>,
+}
+
+impl Scope {
+    /// Why pods in `namespace` are not injected, or None when they may be.
+    pub fn excludes(&self, namespace: &str) -> Option<&'static str> {
+        let named = |n: &Option<String>| n.as_deref().is_some_and(|n| !n.is_empty());
+        if EXCLUDED_NAMESPACES.contains(&namespace) {
+            Some("pods in kube-system are never mutated")
+        } else if named(&self.own) && self.own.as_deref() == Some(namespace) {
+            Some("pods in the operator's own namespace are never mutated")
+        } else if self.excluded.iter().any(|n| n.trim() == namespace) {
+            Some("the namespace is excluded (--webhook-exclude-namespace)")
+        } else if named(&self.watched) && self.watched.as_deref() != Some(namespace) {
+            Some("the operator watches another namespace only (--namespace)")
+        } else {
+            None
+        }
+    }
+}
 
 /// Operator-wide injection settings (from the `operator` command's flags).
 #[derive(Debug, Clone)]
@@ -82,6 +115,8 @@ pub struct Settings {
     /// The operator's own log format, passed to both init containers (`BIFROST_LOG_FORMAT`):
     /// one log pipeline reads the operator and the pods it injected alike.
     pub log_format: LogFormat,
+    /// Where pods may be injected.
+    pub scope: Scope,
 }
 
 impl Default for Settings {
@@ -90,6 +125,7 @@ impl Default for Settings {
             operator_image: format!("bifrost-requirements:{}", env!("CARGO_PKG_VERSION")),
             operator_image_pull_policy: Some("IfNotPresent".into()),
             log_format: LogFormat::Text,
+            scope: Scope::default(),
         }
     }
 }
@@ -109,13 +145,13 @@ pub enum OptIn<'a> {
 }
 
 /// Decide whether `pod` (in `namespace`) is to be injected.
-pub fn opt_in<'a>(pod: &'a Pod, namespace: &str) -> OptIn<'a> {
+pub fn opt_in<'a>(pod: &'a Pod, namespace: &str, scope: &Scope) -> OptIn<'a> {
     let meta = &pod.metadata;
     let Some(name) = meta.labels.as_ref().and_then(|l| l.get(OPT_IN_LABEL)) else {
         return OptIn::NotLabelled;
     };
-    if EXCLUDED_NAMESPACES.contains(&namespace) {
-        return OptIn::Excluded("pods in kube-system are never mutated");
+    if let Some(why) = scope.excludes(namespace) {
+        return OptIn::Excluded(why);
     }
     if meta
         .labels

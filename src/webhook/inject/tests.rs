@@ -21,6 +21,7 @@ fn settings() -> Settings {
         operator_image: "ghcr.io/example/bifrost-requirements:0.1.0".into(),
         operator_image_pull_policy: Some("IfNotPresent".into()),
         log_format: LogFormat::Json,
+        scope: Scope::default(),
     }
 }
 
@@ -66,34 +67,40 @@ fn init_names(spec: &PodSpec) -> Vec<&str> {
 fn opt_in_rules() {
     let mut unlabelled = worker();
     unlabelled["metadata"]["labels"] = json!({"app": "worker"});
-    assert_eq!(opt_in(&pod(unlabelled), "bifrost"), OptIn::NotLabelled);
+    assert_eq!(
+        opt_in(&pod(unlabelled), "bifrost", &Scope::default()),
+        OptIn::NotLabelled
+    );
     let labelled = pod(worker());
-    assert_eq!(opt_in(&labelled, "bifrost"), OptIn::Requested("default"));
+    assert_eq!(
+        opt_in(&labelled, "bifrost", &Scope::default()),
+        OptIn::Requested("default")
+    );
     assert!(matches!(
-        opt_in(&labelled, "kube-system"),
+        opt_in(&labelled, "kube-system", &Scope::default()),
         OptIn::Excluded(_)
     ));
     let mut operator = worker();
     operator["metadata"]["labels"][NAME_LABEL] = json!(OPERATOR_NAME);
     assert!(matches!(
-        opt_in(&pod(operator), "bifrost"),
+        opt_in(&pod(operator), "bifrost", &Scope::default()),
         OptIn::Excluded(_)
     ));
     let mut marked = worker();
     marked["metadata"]["annotations"] = json!({INJECTED_ANNOTATION: "abc"});
     assert_eq!(
-        opt_in(&pod(marked), "bifrost"),
+        opt_in(&pod(marked), "bifrost", &Scope::default()),
         OptIn::AlreadyInjected { warning: None }
     );
     let mut with_init = worker();
     with_init["spec"]["initContainers"] = json!([{"name": INSTALL_CONTAINER, "image": "x"}]);
     assert_eq!(
-        opt_in(&pod(with_init), "bifrost"),
+        opt_in(&pod(with_init), "bifrost", &Scope::default()),
         OptIn::AlreadyInjected { warning: None }
     );
     let mut with_volume = worker();
     with_volume["spec"]["volumes"] = json!([{"name": SITE_PACKAGES_VOLUME, "emptyDir": {}}]);
-    match opt_in(&pod(with_volume), "bifrost") {
+    match opt_in(&pod(with_volume), "bifrost", &Scope::default()) {
         OptIn::AlreadyInjected { warning: Some(w) } => {
             assert!(w.contains(SITE_PACKAGES_VOLUME), "{w}")
         }
@@ -254,14 +261,14 @@ fn idempotent_on_resubmission() {
     let r = resource();
     let (once, _) = apply(&pod(worker()), &r);
     assert_eq!(
-        opt_in(&once, "bifrost"),
+        opt_in(&once, "bifrost", &Scope::default()),
         OptIn::AlreadyInjected { warning: None }
     );
     // Even without the annotation (stripped by someone), the init containers are recognized.
     let mut stripped = once.clone();
     stripped.metadata.annotations = None;
     assert_eq!(
-        opt_in(&stripped, "bifrost"),
+        opt_in(&stripped, "bifrost", &Scope::default()),
         OptIn::AlreadyInjected { warning: None }
     );
 }
@@ -480,6 +487,66 @@ fn a_container_using_our_name_is_not_injected() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn scope_excludes_system_own_configured_and_unwatched_namespaces() {
+    let labelled = pod(worker());
+    let all = Scope::default();
+    assert!(matches!(
+        opt_in(&labelled, "kube-system", &all),
+        OptIn::Excluded(_)
+    ));
+    assert_eq!(
+        opt_in(&labelled, "anything", &all),
+        OptIn::Requested("default")
+    );
+    let scope = Scope {
+        own: Some("ops".into()),
+        excluded: vec![" infra ".into()],
+        watched: None,
+    };
+    for ns in ["kube-system", "ops", "infra"] {
+        assert!(
+            matches!(opt_in(&labelled, ns, &scope), OptIn::Excluded(_)),
+            "{ns}"
+        );
+    }
+    assert_eq!(
+        opt_in(&labelled, "team", &scope),
+        OptIn::Requested("default")
+    );
+    let watched = Scope {
+        watched: Some("team".into()),
+        ..scope
+    };
+    assert_eq!(
+        opt_in(&labelled, "team", &watched),
+        OptIn::Requested("default")
+    );
+    assert_eq!(
+        opt_in(&labelled, "other", &watched),
+        OptIn::Excluded("the operator watches another namespace only (--namespace)")
+    );
+    // Empty names (an empty environment variable) exclude nothing.
+    let empty = Scope {
+        own: Some(String::new()),
+        excluded: vec![String::new()],
+        watched: Some(String::new()),
+    };
+    assert_eq!(
+        opt_in(&labelled, "team", &empty),
+        OptIn::Requested("default")
+    );
+    // Unlabelled pods stay "not labelled" wherever they are.
+    assert_eq!(
+        opt_in(
+            &pod(crate::webhook::fixtures::worker(None)),
+            "ops",
+            &watched
+        ),
+        OptIn::NotLabelled
+    );
 }
 
 /// Both init containers log in the operator's own format: one pipeline parses the operator
