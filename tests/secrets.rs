@@ -268,7 +268,7 @@ async fn the_operator_never_prints_planted_secrets() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(
-        events.contains("RedisUnavailable"),
+        events.contains("RedisUnreachable"),
         "no Event was published: {events}"
     );
     assert!(log.contains("127.0.0.1"), "the log names no host");

@@ -645,7 +645,7 @@ async fn check_synced(
                     "DatabaseRowMirrored",
                     "spec.content mirrors the database row",
                 );
-                ctx.clear_warning(obj, "DatabaseUnavailable");
+                ctx.clear_warning(obj, "DatabaseUnreachable");
             }
             Some(SyncState::Failed { reason, message }) => {
                 conditions.set(
@@ -654,7 +654,7 @@ async fn check_synced(
                     &reason,
                     &format!("{message}; keeping the last known content"),
                 );
-                ctx.warn_once(obj, "DatabaseUnavailable", message, "SyncFromDatabase")
+                ctx.warn_once(obj, "DatabaseUnreachable", message, "SyncFromDatabase")
                     .await;
                 *requeue = (*requeue).min(RETRY);
             }
@@ -716,7 +716,7 @@ async fn check_cache(
                             ttl: redis.ttl_seconds,
                         },
                     );
-                    ctx.clear_warning(obj, "RedisUnavailable");
+                    ctx.clear_warning(obj, "RedisUnreachable");
                     let ttl = redis.ttl_seconds;
                     conditions.set(
                         "CacheWarmed",
@@ -732,7 +732,7 @@ async fn check_cache(
                     let message = e.to_string();
                     warn!(error = %message, "Redis warm failed");
                     conditions.set("CacheWarmed", false, e.reason(), &message);
-                    ctx.warn_once(obj, "RedisUnavailable", message, "WarmCache")
+                    ctx.warn_once(obj, "RedisUnreachable", message, "WarmCache")
                         .await;
                     *requeue = (*requeue).min(RETRY);
                 }
