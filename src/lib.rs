@@ -14,7 +14,8 @@
 //!
 //! [`requirements`] (the file model), [`policy`] (what a file may ask for) and
 //! [`webhook::inject`] are pure; [`database`], [`s3`] (where Bifrost keeps requirements.txt
-//! today), [`cache`] and the Kubernetes calls are the I/O edges. [`packages`] is the `warm`/`requirements` flow of hosts without Kubernetes;
+//! today), [`cache`] and the Kubernetes calls are the I/O edges. [`packages`] is the
+//! `warm`/`requirements` flow of hosts without Kubernetes, on either [`store`] (row or object);
 //! [`operator`] wires the controller, webhook, leader election and [`server`] (metrics, health),
 //! each long-running part under [`supervise`] and one [`shutdown`] token;
 //! [`cli`] maps it all to the command line: clap stops there, every other module takes typed
@@ -39,6 +40,7 @@ pub mod s3;
 pub mod server;
 pub mod shutdown;
 pub mod spec;
+pub mod store;
 pub mod supervise;
 pub mod telemetry;
 pub mod text;

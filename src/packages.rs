@@ -1,37 +1,40 @@
 //! The package flows of hosts without Kubernetes: `warm` and `requirements show|add|remove|set`.
 //!
-//! A package install in Bifrost is: read the requirements row, merge the new requirement, save
-//! the row (compare-and-swap on `content_hash`), refresh Redis. These functions do the same, with
-//! the policy checked before anything is written, so invalid input changes nothing anywhere.
-//! Redis is refreshed only after the database committed, in commit order: a failed commit leaves
-//! Redis as it was, and a Redis failure after the commit keeps the row (the source of truth) and
-//! is reported, to be repaired by the controller or the next `warm`.
+//! A package install in Bifrost is: read requirements.txt, merge the new requirement, save it
+//! (compare-and-swap on the row's `content_hash`, or a conditional `PutObject` on the S3 object's
+//! ETag), refresh Redis. These functions do the same on either [`Store`], with the policy checked
+//! before anything is written, so invalid input changes nothing anywhere. Redis is refreshed only
+//! after the source kept the content, in the order the source kept it: a failed save leaves Redis
+//! as it was, and a Redis failure after the save keeps the source of truth and is reported, to be
+//! repaired by the controller or the next `warm`.
 
 use crate::cache::{Cache, Payload};
-use crate::database::{Database, SaveOutcome};
+use crate::database::SaveOutcome;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::requirements::{MergeOutcome, RequirementsFile};
+use crate::store::Store;
 
 /// What `warm` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WarmOutcome {
     Warmed(Payload),
-    /// The database has no live requirements row; Redis was not touched.
+    /// The store holds no requirements.txt (no live row, no object); Redis was not touched.
     NoRow,
 }
 
-/// DB row → Redis, as Bifrost's init step does. Invalid content is refused (never cached).
-pub async fn warm(db: &Database, cache: &Cache, policy: &Policy) -> Result<WarmOutcome> {
-    db.read_in_order(|row| async move {
-        let Some(row) = row else {
-            return Ok(WarmOutcome::NoRow);
-        };
-        policy.check_content(&row.content)?;
-        let payload = cache.put(&row.content).await?;
-        Ok(WarmOutcome::Warmed(payload))
-    })
-    .await
+/// Source → Redis, as Bifrost's init step does. Invalid content is refused (never cached).
+pub async fn warm(store: &Store, cache: &Cache, policy: &Policy) -> Result<WarmOutcome> {
+    store
+        .read_in_order(|content| async move {
+            let Some(content) = content else {
+                return Ok(WarmOutcome::NoRow);
+            };
+            policy.check_content(&content)?;
+            let payload = cache.put(&content).await?;
+            Ok(WarmOutcome::Warmed(payload))
+        })
+        .await
 }
 
 /// One change to apply to requirements.txt.
@@ -52,7 +55,7 @@ pub struct Applied {
     /// Human-readable notes per requirement ("added flask==3.0", …).
     pub notes: Vec<String>,
     pub cache_refreshed: bool,
-    /// Redis could not be refreshed after the row was committed (the row is saved).
+    /// Redis could not be refreshed after the source kept the content (the source is saved).
     pub cache_error: Option<Error>,
 }
 
@@ -83,7 +86,7 @@ pub fn validate(change: &Change, policy: &Policy) -> Result<()> {
 /// Every spec, name and the resulting file are checked inside the read–modify–write, before
 /// anything is written; call [`validate`] first to fail before connecting anywhere.
 pub async fn apply(
-    db: &Database,
+    store: &Store,
     cache: Option<&Cache>,
     policy: &Policy,
     change: &Change,
@@ -128,6 +131,16 @@ pub async fn apply(
     let after_commit = |content: String| {
         let refreshed = &refreshed;
         async move {
+            // Only S3 hands on content this run did not check: a newer object another writer
+            // (Bifrost's plain PutObject) put there. What the policy refuses never reaches Redis;
+            // the operator's controller reports it.
+            if policy.check_content(&content).is_err() {
+                tracing::warn!(
+                    location = %store.location(),
+                    "a concurrent writer stored requirements the policy refuses; Redis keeps the last valid content"
+                );
+                return Ok(());
+            }
             if let Some(cache) = cache {
                 let result = cache.put(&content).await.map(drop);
                 *refreshed.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
@@ -135,7 +148,7 @@ pub async fn apply(
             Ok(())
         }
     };
-    let (outcome, content) = db.update(modify, after_commit).await?;
+    let (outcome, content) = store.update(modify, after_commit).await?;
     let refreshed = refreshed.into_inner().unwrap_or_else(|p| p.into_inner());
     let package_count = RequirementsFile::parse(&content).package_count();
     Ok(Applied {

@@ -19,6 +19,7 @@ use bifrost_requirements::database::{Database, RowSelector};
 use bifrost_requirements::packages::{self, WarmOutcome};
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::requirements::content_hash;
+use bifrost_requirements::store::Store;
 use clap::Parser;
 use common::services::{fresh_database, fresh_key, redis_get, redis_url};
 use futures::FutureExt;
@@ -81,6 +82,9 @@ impl Sub {
                 "--redis-timeout",
                 "--redis-attempts",
                 "--ttl-seconds",
+                "--store",
+                "--s3-timeout",
+                "--s3-force-path-style",
             ],
         }
     }
@@ -108,6 +112,12 @@ impl Sub {
                 "--database-url",
                 "--redis-url",
                 "--redis-key",
+                "--s3-bucket",
+                "--s3-key",
+                "--s3-endpoint-url",
+                "--s3-region",
+                "--s3-access-key",
+                "--s3-secret-key",
                 "--path",
                 "--allowed-index-url",
                 "--policy-only-binary",
@@ -526,9 +536,10 @@ async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
                     }
                     other => prop_assert!(false, "unexpected read {:?} for {:?}", other, row),
                 }
-                let warmed = AssertUnwindSafe(packages::warm(&db, &cache, &policy))
-                    .catch_unwind()
-                    .await;
+                let warmed =
+                    AssertUnwindSafe(packages::warm(&Store::from(db.clone()), &cache, &policy))
+                        .catch_unwind()
+                        .await;
                 let warmed = match warmed {
                     Ok(w) => w,
                     Err(panic) => {

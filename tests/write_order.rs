@@ -11,6 +11,7 @@ use bifrost_requirements::cache::{Cache, CacheConfig};
 use bifrost_requirements::database::{Database, RowSelector};
 use bifrost_requirements::packages::{self, WarmOutcome};
 use bifrost_requirements::policy::Policy;
+use bifrost_requirements::store::Store;
 use common::services::{fresh_database, fresh_key, redis_get, redis_set, redis_url};
 use common::{assert_ok, cli, stderr};
 use futures::FutureExt;
@@ -210,7 +211,9 @@ async fn warm_waits_for_a_save_between_its_commit_and_its_redis_write() {
     committed_rx.await.unwrap();
     let warm = {
         let (db, cache) = (db.clone(), cache.clone());
-        tokio::spawn(async move { packages::warm(&db, &cache, &Policy::default()).await })
+        tokio::spawn(
+            async move { packages::warm(&Store::from(db), &cache, &Policy::default()).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(

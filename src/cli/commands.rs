@@ -3,12 +3,15 @@
 
 use std::io::Read;
 
+use super::shared::SourceArgs;
 use super::{Cli, Command, DatabaseArgs, RedisWriteArgs, RequirementsCommand, StoreArgs};
 use crate::cache::Cache;
 use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
 use crate::packages::{self, Change, WarmOutcome};
 use crate::redact;
+use crate::s3::S3Store;
+use crate::store::{Store, StoreKind};
 
 /// Run the parsed command line; `Ok(code)` is the process exit code.
 pub async fn run(cli: Cli) -> Result<u8> {
@@ -28,21 +31,25 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Warm { store } => {
-            let StoreArgs { db, redis, policy } = store;
-            let database = connect_db(&db).await?;
+            let StoreArgs {
+                source,
+                redis,
+                policy,
+            } = store;
+            let store = open_store(&source).await?;
             let cache = connect_cache(&redis, true).await?.expect("required");
-            match packages::warm(&database, &cache, &policy.policy()).await? {
+            match packages::warm(&store, &cache, &policy.policy()).await? {
                 WarmOutcome::Warmed(p) => eprintln!(
                     "warmed: Redis key {} now holds {} ({} bytes, sha256 {}), TTL {} s",
                     cache.key(),
-                    db.path,
+                    store.location(),
                     p.content.len(),
                     p.hash,
                     redis.ttl_seconds
                 ),
                 WarmOutcome::NoRow => eprintln!(
-                    "nothing to warm: no live {} row (entity_type {}) in workspace_files; Redis untouched",
-                    db.path, db.entity_type
+                    "nothing to warm: {}; Redis untouched",
+                    absent(&source, &store)
                 ),
             }
             Ok(0)
@@ -65,11 +72,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
 
 async fn requirements(command: RequirementsCommand) -> Result<u8> {
     let (store, change) = match command {
-        RequirementsCommand::Show { db } => {
-            let database = connect_db(&db).await?;
-            match database.read().await? {
-                Some(row) => print!("{}", row.content),
-                None => eprintln!("no live {} row in workspace_files", db.path),
+        RequirementsCommand::Show { source } => {
+            let store = open_store(&source).await?;
+            match store.read().await? {
+                Some(content) => print!("{content}"),
+                None => eprintln!("{}", absent(&source, &store)),
             }
             return Ok(0);
         }
@@ -77,14 +84,18 @@ async fn requirements(command: RequirementsCommand) -> Result<u8> {
         RequirementsCommand::Remove { names, store } => (store, Change::Remove(names)),
         RequirementsCommand::Set { file, store } => (store, Change::Set(read_input(&file)?)),
     };
-    let StoreArgs { db, redis, policy } = store;
+    let StoreArgs {
+        source,
+        redis,
+        policy,
+    } = store;
     let policy = policy.policy();
     // Check the arguments before connecting anywhere: bad input fails fast and touches nothing.
     packages::validate(&change, &policy)?;
     // Connect to both before writing either, so an unreachable Redis changes nothing.
-    let database = connect_db(&db).await?;
+    let store = open_store(&source).await?;
     let cache = connect_cache(&redis, false).await?;
-    let applied = packages::apply(&database, cache.as_ref(), &policy, &change).await?;
+    let applied = packages::apply(&store, cache.as_ref(), &policy, &change).await?;
     for note in &applied.notes {
         eprintln!("{note}");
     }
@@ -96,23 +107,51 @@ async fn requirements(command: RequirementsCommand) -> Result<u8> {
     };
     eprintln!(
         "{} {what}: {} package(s), sha256 {}",
-        db.path, applied.package_count, applied.hash
+        store.location(),
+        applied.package_count,
+        applied.hash
     );
     match (&cache, applied.cache_refreshed, &applied.cache_error) {
         (Some(c), _, Some(e)) => {
             eprintln!(
-                "error: {e}\n{} is saved in PostgreSQL, but Redis key {} still holds the previous \
-                 content: the operator's controller repairs it, or run `bifrost-requirements warm`",
-                db.path,
+                "error: {e}\n{} is saved, but Redis key {} still holds the previous content: the \
+                 operator's controller repairs it, or run `bifrost-requirements warm`",
+                store.location(),
                 c.key()
             );
             return Ok(e.exit_code());
         }
         (Some(c), true, None) => eprintln!("Redis key {} refreshed", c.key()),
         (Some(_), false, None) => eprintln!("Redis not touched (nothing changed)"),
-        (None, _, _) => eprintln!("REDIS_URL not set: Redis not refreshed"),
+        (None, _, _) => {
+            eprintln!("no Redis URL (REDIS_URL or BIFROST_REDIS_URL): Redis not refreshed")
+        }
     }
     Ok(0)
+}
+
+/// Connect to the store `--store` names. S3 sends no request yet: an unreachable server shows
+/// on the first read, named with its endpoint and bucket.
+async fn open_store(source: &SourceArgs) -> Result<Store> {
+    match source.kind {
+        StoreKind::Database => Ok(connect_db(&source.db).await?.into()),
+        StoreKind::S3 => {
+            let config = source.s3.config()?;
+            tracing::debug!(?config, "using the S3 object");
+            Ok(S3Store::new(config)?.into())
+        }
+    }
+}
+
+/// Why there is nothing to show or warm, in the store's own words.
+fn absent(source: &SourceArgs, store: &Store) -> String {
+    match source.kind {
+        StoreKind::Database => format!(
+            "no live {:?} row (entity_type {:?}) in workspace_files",
+            source.db.path, source.db.entity_type
+        ),
+        StoreKind::S3 => format!("no object {}", store.location()),
+    }
 }
 
 /// The content of `file`, or standard input for `-`.
@@ -129,7 +168,7 @@ fn read_input(file: &std::path::Path) -> Result<String> {
 }
 
 async fn connect_db(args: &DatabaseArgs) -> Result<Database> {
-    Database::connect(&args.database_url, args.selector(), args.database_timeout).await
+    Database::connect(args.url()?, args.selector(), args.database_timeout).await
 }
 
 /// Connect to Redis; `required` makes a missing URL an error.
@@ -140,7 +179,7 @@ async fn connect_cache(args: &RedisWriteArgs, required: bool) -> Result<Option<C
             Ok(Some(Cache::connect(config).await?))
         }
         None if required => Err(Error::Config(
-            "a Redis URL is required (--redis-url or REDIS_URL)".into(),
+            "a Redis URL is required (--redis-url, REDIS_URL or BIFROST_REDIS_URL)".into(),
         )),
         None => Ok(None),
     }

@@ -18,17 +18,22 @@ use clap::{Parser, Subcommand};
 pub use commands::run;
 pub use install::{BootstrapArgs, GuardArgs, InstallArgs};
 pub use operator::{OperatorArgs, WebhookArgs};
-pub use shared::{DatabaseArgs, PolicyArgs, RedisArgs, RedisWriteArgs, StoreArgs};
+pub use shared::{
+    DatabaseArgs, PolicyArgs, RedisArgs, RedisWriteArgs, S3Args, SourceArgs, StoreArgs,
+};
 
 use crate::telemetry::LogFormat;
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 internal or I/O error; 2 invalid input \
-(bad requirement, policy violation, bad flag); 3 PostgreSQL unreachable or failing; \
-4 Redis unreachable, failing or holding a corrupt value; 5 installation failed.";
+(bad requirement, policy violation, bad flag, missing bucket); 3 the store of requirements.txt \
+unreachable, refusing the credentials or failing (PostgreSQL or S3), or holding content that is \
+not a requirements file; 4 Redis unreachable, failing or holding a corrupt value; 5 installation \
+failed.";
 
 /// Persist Bifrost's Python requirements across container restarts.
 ///
-/// The requirements.txt row in PostgreSQL (`workspace_files`) is the source of truth; Redis
+/// requirements.txt is kept in a store, the source of truth: the `workspace_files` row in
+/// PostgreSQL, or the S3 object `_repo/requirements.txt` of Bifrost today (`--store s3`); Redis
 /// (`bifrost:requirements:content`) caches it for workers; every worker installs it before it
 /// starts. On Kubernetes run `operator`; on hosts without Kubernetes use `warm` as the one-shot
 /// init step and `install` as the worker's start-up step.
@@ -55,14 +60,16 @@ pub enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// Copy the requirements row from PostgreSQL into Redis (the one-shot init step of a
-    /// docker-compose deployment). Exits 0 when warmed or when there is no row (and says which).
+    /// Copy requirements.txt from its store (the PostgreSQL row, or the S3 object with
+    /// `--store s3`) into Redis (the one-shot init step of a docker-compose deployment). Exits 0
+    /// when warmed or when there is no row or object (and says which).
     Warm {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Show or change requirements.txt the way Bifrost's package install does: read the row,
-    /// merge, validate, save with compare-and-swap, refresh Redis. Invalid input changes nothing.
+    /// Show or change requirements.txt the way Bifrost's package install does: read it, merge,
+    /// validate, save with compare-and-swap (the row's hash, or the S3 object's ETag), refresh
+    /// Redis. Invalid input changes nothing.
     Requirements {
         #[command(subcommand)]
         command: RequirementsCommand,
@@ -94,7 +101,7 @@ pub enum RequirementsCommand {
     /// Print requirements.txt exactly as stored.
     Show {
         #[command(flatten)]
-        db: DatabaseArgs,
+        source: SourceArgs,
     },
     /// Add requirements (`flask==3.0`, `requests[socks]>=2`); an entry of the same normalized
     /// name is replaced, never duplicated.

@@ -1,0 +1,473 @@
+//! The CLI on Bifrost's S3 object (`--store s3`): the real binary against a real S3 server (moto,
+//! credentials enforced) and a real Redis. `requirements show|add|remove|set` and `warm` keep the
+//! bytes, write S3 with conditional PUTs and then Redis, lose nothing under concurrent writers,
+//! read Bifrost's own environment names (`BIFROST_S3_*`, `BIFROST_REDIS_URL`), and refuse bad
+//! input with a message naming it, writing nothing.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use bifrost_requirements::cache::Payload;
+use bifrost_requirements::s3::{DEFAULT_KEY, Poll, S3Config, S3Store};
+use common::s3::{BUCKET, bifrost_put, fresh_key as fresh_s3_key, shared};
+use common::services::{dead_url, fresh_key as fresh_redis_key, redis_get, redis_url};
+use common::wheels::{Wheel, Wheelhouse};
+use common::{assert_ok, cli, stderr, stdout};
+
+/// One object in the shared bucket and one Redis key, no other test uses.
+struct World {
+    s3: S3Config,
+    redis_key: String,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            s3: shared().config(&fresh_s3_key()),
+            redis_key: fresh_redis_key(),
+        }
+    }
+
+    /// Bifrost's environment names for the object, plus ours for the key and the store.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let creds = self.s3.credentials.clone().unwrap();
+        vec![
+            ("BIFROST_REQUIREMENTS_STORE", "s3".into()),
+            ("BIFROST_S3_ENDPOINT_URL", shared().endpoint()),
+            ("BIFROST_S3_BUCKET", BUCKET.into()),
+            ("BIFROST_S3_ACCESS_KEY", creds.access_key_id),
+            ("BIFROST_S3_SECRET_KEY", creds.secret_access_key),
+            ("BIFROST_REQUIREMENTS_S3_KEY", self.s3.key.clone()),
+            ("BIFROST_REQUIREMENTS_REDIS_KEY", self.redis_key.clone()),
+            ("REDIS_URL", redis_url()),
+        ]
+    }
+
+    /// Run the CLI with [`World::env`], `changes` replacing or (with an empty value) blanking
+    /// entries.
+    fn run(&self, args: &[&str], changes: &[(&'static str, &str)]) -> Output {
+        let mut env = self.env();
+        for (name, value) in changes {
+            env.retain(|(n, _)| n != name);
+            env.push((name, value.to_string()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        cli(args, &env)
+    }
+
+    async fn object(&self) -> Option<(String, String)> {
+        match S3Store::new(self.s3.clone())
+            .unwrap()
+            .read_if_changed(None)
+            .await
+            .unwrap()
+        {
+            Poll::Changed(v) => Some((v.content, v.etag)),
+            Poll::NotFound => None,
+            Poll::NotModified => unreachable!("no condition was sent"),
+        }
+    }
+
+    async fn redis(&self) -> Option<String> {
+        redis_get(&redis_url(), &self.redis_key).await
+    }
+
+    /// S3 holds `content` and Redis holds Bifrost's payload of exactly that.
+    async fn assert_both(&self, content: &str) {
+        assert_eq!(self.object().await.map(|o| o.0).as_deref(), Some(content));
+        assert_eq!(
+            self.redis().await,
+            Some(Payload::new(content).to_json()),
+            "Redis must hold Bifrost's payload of the object"
+        );
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+#[tokio::test]
+async fn add_remove_set_and_show_keep_the_bytes_and_refresh_redis() {
+    let w = World::new();
+
+    // No object yet: show says so, add creates it (If-None-Match: *).
+    let out = w.run(&["requirements", "show"], &[]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains(&format!("no object s3://{BUCKET}/")),
+        "{}",
+        stderr(&out)
+    );
+    let out = w.run(&["requirements", "add", "requests==2.32.3"], &[]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("created"), "{}", stderr(&out));
+    w.assert_both("requests==2.32.3\n").await;
+
+    // Bifrost edits the file in its editor (CRLF, a comment): the CLI keeps those bytes.
+    bifrost_put(&w.s3, b"# team tools\r\nrequests==2.32.3\r\npandas>=2\r\n").await;
+    let out = w.run(
+        &["requirements", "add", "flask==3.0.3", "Requests==2.31"],
+        &[],
+    );
+    assert_ok(&out);
+    let (content, _) = w.object().await.unwrap();
+    assert!(
+        content.starts_with("# team tools\r\nRequests==2.31\r\npandas>=2\r\n"),
+        "{content:?}"
+    );
+    assert!(content.contains("flask==3.0.3"), "{content:?}");
+    assert_eq!(content.matches("equests").count(), 1, "{content:?}");
+    w.assert_both(&content).await;
+
+    let out = w.run(&["requirements", "show"], &[]);
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out),
+        content,
+        "show prints the object byte for byte"
+    );
+
+    let out = w.run(&["requirements", "remove", "pandas"], &[]);
+    assert_ok(&out);
+    let (content, _) = w.object().await.unwrap();
+    assert!(!content.contains("pandas"), "{content:?}");
+    assert!(
+        content.starts_with("# team tools\r\nRequests==2.31\r\n"),
+        "{content:?}"
+    );
+    w.assert_both(&content).await;
+
+    // set: exactly the file's bytes (CRLF, no trailing newline), via standard input too.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("requirements.txt");
+    std::fs::write(&file, "numpy==2.0.1\r\n# ü\r\nscipy").unwrap();
+    let out = w.run(
+        &["requirements", "set", "--file", file.to_str().unwrap()],
+        &[],
+    );
+    assert_ok(&out);
+    w.assert_both("numpy==2.0.1\r\n# ü\r\nscipy").await;
+    let out = w.run(&["requirements", "show"], &[]);
+    assert_eq!(stdout(&out), "numpy==2.0.1\r\n# ü\r\nscipy");
+
+    // Unchanged: no PUT, Redis not touched.
+    let (_, etag) = w.object().await.unwrap();
+    let out = w.run(
+        &["requirements", "set", "--file", file.to_str().unwrap()],
+        &[],
+    );
+    assert_ok(&out);
+    assert!(stderr(&out).contains("unchanged"), "{}", stderr(&out));
+    assert_eq!(w.object().await.unwrap().1, etag);
+
+    // Removing what is not there is input to fix: exit 2, nothing written.
+    let out = w.run(&["requirements", "remove", "flask"], &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("flask"), "{}", stderr(&out));
+    assert_eq!(w.object().await.unwrap().1, etag);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_adds_from_twenty_processes_keep_all_twenty() {
+    let w = World::new();
+    bifrost_put(&w.s3, b"# shared\r\n").await;
+    let env = w.env();
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let mut cmd = Command::new(common::bin());
+            cmd.args(["requirements", "add", &format!("pkg-{i:02}==1.{i}")])
+                .env_remove("RUST_LOG")
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (n, v) in &env {
+                cmd.env(n, v);
+            }
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_ok(&out);
+    }
+    let (content, _) = w.object().await.unwrap();
+    assert!(content.starts_with("# shared\r\n"), "{content:?}");
+    for i in 0..20 {
+        assert!(
+            content.contains(&format!("pkg-{i:02}==1.{i}")),
+            "pkg-{i:02} lost:\n{content}"
+        );
+    }
+    assert_eq!(content.lines().count(), 21, "{content}");
+    // The last Redis write is of the last object: never older over newer.
+    w.assert_both(&content).await;
+}
+
+#[tokio::test]
+async fn warm_with_only_bifrosts_environment_names_writes_bifrosts_payload() {
+    // Bifrost's Secret and ConfigMap as `envFrom` gives them; the key is Bifrost's default.
+    let mut s3 = shared().config(DEFAULT_KEY);
+    s3.region = "us-east-1".into();
+    let content = "# from Bifrost's editor\r\nhttpx==0.27.0\r\npydantic>=2";
+    bifrost_put(&s3, content.as_bytes()).await;
+    let creds = s3.credentials.clone().unwrap();
+    let redis_key = fresh_redis_key();
+    let endpoint = shared().endpoint();
+    let redis = redis_url();
+    let out = cli(
+        &["warm", "--store", "s3", "--redis-key", &redis_key],
+        &[
+            ("BIFROST_S3_ENDPOINT_URL", &endpoint),
+            ("BIFROST_S3_BUCKET", BUCKET),
+            ("BIFROST_S3_ACCESS_KEY", &creds.access_key_id),
+            ("BIFROST_S3_SECRET_KEY", &creds.secret_access_key),
+            ("BIFROST_S3_REGION", "us-east-1"),
+            ("BIFROST_REDIS_URL", &redis),
+        ],
+    );
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains(&format!("s3://{BUCKET}/{DEFAULT_KEY}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        redis_get(&redis, &redis_key).await,
+        Some(Payload::new(content).to_json())
+    );
+    assert!(!stderr(&out).contains(&creds.secret_access_key));
+
+    // No object: exit 0, says so, Redis untouched.
+    let w = World::new();
+    let out = w.run(&["warm"], &[]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("no object"), "{}", stderr(&out));
+    assert_eq!(w.redis().await, None);
+}
+
+#[tokio::test]
+async fn a_policy_violation_changes_neither_s3_nor_redis() {
+    let w = World::new();
+    assert_ok(&w.run(&["requirements", "add", "requests==2.32.3"], &[]));
+    let (before, etag) = w.object().await.unwrap();
+    let cached = w.redis().await;
+
+    // Refused arguments, before anything is contacted.
+    for args in [
+        &["requirements", "add", "git+https://evil.example/x.git"][..],
+        &["requirements", "add", "-e", "."],
+    ] {
+        let out = w.run(args, &[]);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(
+        &bad,
+        "flask\n--extra-index-url https://evil.example/simple\n",
+    )
+    .unwrap();
+    let out = w.run(
+        &["requirements", "set", "--file", bad.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    assert_eq!(w.object().await.unwrap().1, etag);
+    assert_eq!(w.redis().await, cached);
+
+    // Someone put a forbidden line into the object: an add refuses the result, writes nothing.
+    let hostile = format!("{before}-i https://evil.example/simple\n");
+    let hostile_etag = bifrost_put(&w.s3, hostile.as_bytes()).await;
+    let out = w.run(&["requirements", "add", "flask==3.0.3"], &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("evil.example"), "{}", stderr(&out));
+    assert_eq!(w.object().await, Some((hostile.clone(), hostile_etag)));
+    assert_eq!(w.redis().await, cached);
+    // warm refuses it too.
+    let out = w.run(&["warm"], &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(w.redis().await, cached);
+}
+
+#[tokio::test]
+async fn bifrost_redis_url_is_read_and_redis_url_wins() {
+    let w = World::new();
+    let dead = dead_url("redis");
+
+    // Only Bifrost's name: used.
+    let out = w.run(
+        &["requirements", "add", "requests==2.32.3"],
+        &[("REDIS_URL", ""), ("BIFROST_REDIS_URL", &redis_url())],
+    );
+    assert_ok(&out);
+    w.assert_both("requests==2.32.3\n").await;
+
+    // Both: REDIS_URL wins (Bifrost's points nowhere).
+    let out = w.run(
+        &["requirements", "add", "flask==3.0.3"],
+        &[("BIFROST_REDIS_URL", &dead)],
+    );
+    assert_ok(&out);
+    w.assert_both("requests==2.32.3\nflask==3.0.3\n").await;
+
+    // Only Bifrost's name, pointing nowhere: Redis is required to be reachable before S3 is
+    // written, so nothing changes (exit 4, Redis's code).
+    let (_, etag) = w.object().await.unwrap();
+    let out = w.run(
+        &["requirements", "add", "numpy==2.0.1"],
+        &[("REDIS_URL", ""), ("BIFROST_REDIS_URL", &dead)],
+    );
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(w.object().await.unwrap().1, etag);
+}
+
+#[test]
+fn install_reads_bifrost_redis_url_alone_and_redis_url_wins() {
+    let wheels = Wheelhouse::new(&[Wheel::new("bifrost_t_s3cli", "1.0")]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = fresh_redis_key();
+    let redis = redis_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(common::services::redis_set(
+        &redis,
+        &key,
+        &Payload::new("bifrost_t_s3cli==1.0\n").to_json(),
+    ));
+    let dead = dead_url("redis");
+    for (n, env) in [
+        (1, vec![("BIFROST_REDIS_URL", redis.as_str())]),
+        (
+            2,
+            vec![("REDIS_URL", redis.as_str()), ("BIFROST_REDIS_URL", &dead)],
+        ),
+    ] {
+        let target = dir.path().join(format!("target-{n}"));
+        let mut env = env;
+        env.push(("BIFROST_REQUIREMENTS_REDIS_KEY", &key));
+        let out = cli(
+            &[
+                "install",
+                "--target",
+                target.to_str().unwrap(),
+                "--no-index",
+                "--find-links",
+                wheels.path_str(),
+                "--redis-timeout",
+                "1s",
+                "--json",
+            ],
+            &env,
+        );
+        assert_ok(&out);
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(report["status"], "installed", "{env:?}: {}", stderr(&out));
+        assert!(target.join("bifrost_t_s3cli/__init__.py").exists());
+    }
+}
+
+/// Environment changes, the exit code they give, and what the message must name.
+type Case<'a> = (&'a [(&'static str, &'a str)], i32, &'a [&'a str]);
+
+#[tokio::test]
+async fn bad_s3_input_names_what_is_wrong_and_writes_nothing() {
+    let w = World::new();
+    assert_ok(&w.run(&["requirements", "add", "requests==2.32.3"], &[]));
+    let before = w.object().await;
+    let cached = w.redis().await;
+    let dead_endpoint = format!("http://127.0.0.1:{}", common::proc::free_port());
+    let cases: &[Case] = &[
+        (
+            &[("BIFROST_S3_BUCKET", "")],
+            2,
+            &["--s3-bucket", "BIFROST_S3_BUCKET"],
+        ),
+        (
+            &[("BIFROST_S3_BUCKET", "Bad_Bucket")],
+            2,
+            &["--s3-bucket", "\"Bad_Bucket\""],
+        ),
+        (
+            &[("BIFROST_S3_BUCKET", "other/../bucket")],
+            2,
+            &["--s3-bucket", "'/'"],
+        ),
+        (
+            &[("BIFROST_S3_ENDPOINT_URL", "seaweedfs:8333")],
+            2,
+            &["--s3-endpoint-url", "BIFROST_S3_ENDPOINT_URL", "http://"],
+        ),
+        (
+            &[(
+                "BIFROST_S3_ENDPOINT_URL",
+                "http://u:pw-in-url-123@127.0.0.1:1",
+            )],
+            2,
+            &["--s3-endpoint-url", "holds credentials"],
+        ),
+        (
+            &[("BIFROST_REQUIREMENTS_S3_KEY", "_repo/../secrets.txt")],
+            2,
+            &["--s3-key", "\"..\""],
+        ),
+        (
+            &[("BIFROST_S3_REGION", "us east")],
+            2,
+            &["--s3-region", "\"us east\""],
+        ),
+        (
+            &[("BIFROST_S3_SECRET_KEY", "")],
+            2,
+            &["BIFROST_S3_SECRET_KEY", "set both"],
+        ),
+        (
+            &[("BIFROST_REQUIREMENTS_STORE", "s4")],
+            2,
+            &["--store", "s4"],
+        ),
+        (
+            &[("BIFROST_S3_ENDPOINT_URL", &dead_endpoint)],
+            3,
+            &["cannot reach S3", &dead_endpoint, BUCKET],
+        ),
+        (
+            &[("BIFROST_S3_SECRET_KEY", "wrong-secret-not-shown-42")],
+            3,
+            &["S3 refused access", "SignatureDoesNotMatch", BUCKET],
+        ),
+        (
+            &[("BIFROST_S3_ACCESS_KEY", "AKIAUNKNOWN0000")],
+            3,
+            &["S3 refused access", "InvalidAccessKeyId"],
+        ),
+    ];
+    for (changes, want, names) in cases {
+        for args in [
+            &["requirements", "add", "flask==3.0.3"][..],
+            &["requirements", "show"],
+            &["warm"],
+        ] {
+            let out = w.run(args, changes);
+            let err = stderr(&out);
+            assert_eq!(code(&out), *want, "{changes:?} {args:?}:\n{err}");
+            for name in *names {
+                assert!(
+                    err.contains(name),
+                    "{changes:?} {args:?}: {name:?} not in\n{err}"
+                );
+            }
+            assert!(!err.contains("panicked"), "{err}");
+            for secret in ["wrong-secret-not-shown-42", "pw-in-url-123"] {
+                assert!(!err.contains(secret), "{changes:?}: secret shown:\n{err}");
+            }
+            let real = w.s3.credentials.as_ref().unwrap();
+            assert!(!err.contains(&real.secret_access_key), "{err}");
+            assert!(!stdout(&out).contains(&real.secret_access_key));
+        }
+        assert_eq!(w.object().await, before, "{changes:?} changed S3");
+        assert_eq!(w.redis().await, cached, "{changes:?} changed Redis");
+    }
+}
