@@ -114,9 +114,13 @@ async fn requirements(command: RequirementsCommand) -> Result<u8> {
     match (&cache, applied.cache_refreshed, &applied.cache_error) {
         (Some(c), _, Some(e)) => {
             eprintln!(
-                "error: {e}\n{} is saved, but Redis key {} still holds the previous content: the \
-                 operator's controller repairs it, or run `bifrost-requirements warm`",
+                "error: {e}\n{} is saved in {}, but Redis key {} still holds the previous \
+                 content: the operator's controller repairs it, or run `bifrost-requirements warm`",
                 store.location(),
+                match source.kind {
+                    StoreKind::Database => "PostgreSQL",
+                    StoreKind::S3 => "S3",
+                },
                 c.key()
             );
             return Ok(e.exit_code());
