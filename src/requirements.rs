@@ -220,6 +220,17 @@ impl Line {
     }
 }
 
+/// One requirement with the file's options, as [`RequirementsFile::installer_texts_each`] renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Single {
+    /// PEP 503 normalized name.
+    pub name: String,
+    /// The requirement without options, e.g. `flask[async]>=3.0`.
+    pub spec: String,
+    /// What the installer reads.
+    pub text: String,
+}
+
 /// A parsed requirements file that renders back to its exact bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequirementsFile {
@@ -290,6 +301,33 @@ impl RequirementsFile {
             }
         }
         out
+    }
+
+    /// One installer text per named requirement, to install each on its own: every option line
+    /// of the file (index URLs, `--only-binary`, …) and that one requirement with its own options
+    /// (`--hash=…`), in file order and the spelling of [`Self::installer_text`].
+    pub fn installer_texts_each(&self) -> Vec<Single> {
+        let mut each = Vec::new();
+        for (i, line) in self.lines.iter().enumerate() {
+            let Entry::Requirement { name, spec, .. } = &line.entry else {
+                continue;
+            };
+            let alone = RequirementsFile {
+                lines: self
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, l)| *j == i || matches!(l.entry, Entry::Options(_)))
+                    .map(|(_, l)| l.clone())
+                    .collect(),
+            };
+            each.push(Single {
+                name: name.clone(),
+                spec: spec.clone(),
+                text: alone.installer_text(),
+            });
+        }
+        each
     }
 
     pub fn lines(&self) -> &[Line] {
@@ -643,5 +681,29 @@ mod tests {
         assert!(hashes_equal(&h.to_uppercase(), &h));
         assert!(hash_matches("x", &format!("sha256:{h}")));
         assert!(!hash_matches("y", &h));
+    }
+
+    #[test]
+    fn each_requirement_alone_keeps_every_option_line_and_its_own_hashes() {
+        let file = RequirementsFile::parse(
+            "# tools\n--index-url https://idx.example/simple\nFlask_Login==0.6 --hash=sha256:aa\n\
+             --only-binary :all:\nrequests>=2  # http\n",
+        );
+        let each = file.installer_texts_each();
+        let names: Vec<_> = each.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["flask-login", "requests"]);
+        assert_eq!(each[0].spec, "Flask_Login==0.6");
+        assert_eq!(
+            each[0].text,
+            "--index-url=https://idx.example/simple\nFlask_Login==0.6 --hash=sha256:aa\n\
+             --only-binary=:all:\n"
+        );
+        assert_eq!(
+            each[1].text,
+            "--index-url=https://idx.example/simple\n--only-binary=:all:\nrequests>=2\n"
+        );
+        assert!(RequirementsFile::parse("# none\n-i https://x/\n")
+            .installer_texts_each()
+            .is_empty());
     }
 }

@@ -131,6 +131,12 @@ pub struct InstallArgs {
     #[arg(long, env = "BIFROST_INSTALL_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
 
+    /// File for a one-line summary (`installed 12/13; failed: NAME (REASON)`, or the error's
+    /// first line) that Kubernetes shows as the container's termination message. Default:
+    /// /dev/termination-log when it exists and is writable (the kubelet mounts it).
+    #[arg(long, env = "BIFROST_INSTALL_TERMINATION_LOG", value_name = "FILE")]
+    pub termination_log: Option<PathBuf>,
+
     #[command(flatten)]
     pub redis: RedisArgs,
 
@@ -183,6 +189,7 @@ impl From<InstallArgs> for installer::Options {
             only_binary,
             compile_bytecode,
             json,
+            termination_log,
             redis,
             policy,
         } = a;
@@ -206,6 +213,7 @@ impl From<InstallArgs> for installer::Options {
             only_binary,
             compile_bytecode,
             json,
+            termination_log,
         }
     }
 }

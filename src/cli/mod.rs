@@ -179,6 +179,7 @@ mod tests {
             "only-binary",
             "compile-bytecode",
             "json",
+            "termination-log",
             "redis-url",
             "redis-key",
             "redis-timeout",

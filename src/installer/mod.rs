@@ -12,11 +12,21 @@
 //!    install never leaves a marker that claims success, and leaves the previous install
 //!    importable.
 //!
+//!    When the batch fails, each requirement is installed on its own into the same staging
+//!    folder, within what is left of the same deadline ([`each`]): one bad package fails only
+//!    itself. The failures go into the marker, the `--json` report and the termination message
+//!    ([`failures`]); a marker that lists failures makes the next run of the same hash retry
+//!    those only, keeping what installed.
+//!
 //! Failures follow `--on-failure`: `fail` (default, for init containers: a broken change halts
-//! the rolling update) exits non-zero; `continue` (Bifrost's worker behaviour) warns and exits 0
-//! with the target as it was. Invalid flags and configuration always fail (exit 2).
+//! the rolling update) exits non-zero and swaps nothing in, not even the packages that did
+//! install; `continue` (Bifrost's worker behaviour) warns and exits 0, swapping in what
+//! installed (or, when nothing did, leaving the target as it was). Invalid flags and
+//! configuration always fail (exit 2).
 
 mod command;
+mod each;
+pub mod failures;
 pub mod guard;
 mod options;
 mod process;
@@ -32,7 +42,7 @@ use nix::sys::signal::Signal;
 use crate::error::{Error, Result};
 use crate::policy::{Accepted, Policy};
 use crate::shutdown::{self, Stop};
-use command::Paths;
+use failures::FailedPackage;
 pub use command::{shipped_uv, which};
 pub use options::{Installer, OnFailure, Options};
 use source::{Fetched, Sourced, Sources};
@@ -77,6 +87,10 @@ struct Facts {
     origin: Option<source::Origin>,
     package_count: Option<usize>,
     python: Option<PathBuf>,
+    /// Packages of this hash the target holds after the run, when packages were installed.
+    installed_count: Option<usize>,
+    /// Requirements that did not install in this run.
+    failed: Vec<FailedPackage>,
 }
 
 /// One `install`, from the flags to the report.
@@ -147,11 +161,12 @@ impl Run {
             }
             Err(why) => tracing::info!("{why}: installing sha256 {hash}"),
         }
+        let partial = target.partial(hash, python.real.as_deref()).cloned();
         let marker = new_marker(&sourced, &accepted, &python);
         if accepted.package_count == 0 {
             return self.empty(&mut target, marker);
         }
-        self.install_packages(&mut target, &accepted, python.found, marker)
+        self.install_packages(&mut target, &accepted, python.found, marker, partial)
             .await
     }
 
@@ -264,70 +279,79 @@ impl Run {
         Ok(Outcome::Empty { marker, removed })
     }
 
-    /// Run uv or pip into a staging folder and swap it in.
+    /// Run uv or pip into a staging folder and swap it in; `partial`: the marker of an earlier
+    /// run of this hash whose failed packages are retried, alone.
     async fn install_packages(
         &mut self,
         target: &mut Target,
         accepted: &Accepted,
         python: Option<PathBuf>,
         mut marker: Marker,
+        partial: Option<Marker>,
     ) -> Result<Outcome> {
-        let o = &self.options;
+        let o = self.options.clone();
+        // One deadline for the batch and every per-package attempt after it.
+        let deadline = Instant::now() + o.timeout;
         let python = command::require_python(&o.python, python)?;
         let version = command::python_version(&python).await?;
         let program = match o.installer {
             Installer::Uv => command::find_uv(o.uv.as_deref())?,
             Installer::Pip => python.clone(),
         };
+        let name = o.installer.name();
         let staging = target.staging()?;
-        let requirements = staging.root().join("requirements.txt");
-        let paths = Paths {
+        let run = each::Runner {
+            program,
             python: &python,
             staging: &staging,
-            requirements: &requirements,
             target: target.dir(),
+            deadline,
         };
-        // The installers read the text rendered from the checked model, never the stored bytes:
-        // what the policy counted is byte-for-byte what uv or pip reads.
-        let invocation = std::fs::write(&requirements, &accepted.installer_text)
-            .map_err(|e| Error::io("writing", &requirements, e))
-            .and_then(|()| command::invocation(o, program, &paths));
-        let invocation = match invocation {
-            Ok(inv) => inv,
+        let ran = Instant::now();
+        let attempted = match self.attempt(&run, accepted, partial.as_ref(), &version).await {
+            Ok(a) => a,
             Err(e) => {
                 staging.discard();
                 return Err(e);
             }
         };
-        let name = o.installer.name();
-        tracing::info!(
-            "installing {} package(s) with {name} for Python {version} ({})",
-            accepted.package_count,
-            python.display()
-        );
-        tracing::debug!("running {}", invocation.display());
-        let ran = Instant::now();
-        if let Err(failure) = process::run(&invocation, o.timeout, &self.stop).await {
-            staging.discard();
-            return Err(self.failure(failure, &invocation));
-        }
         if o.installer == Installer::Uv {
             // uv's own lock for the folder it installed into: meaningless once swapped in.
             let _ = std::fs::remove_file(staging.site.join(".lock"));
         }
-        let entries = staging.entries()?;
+        let installed = accepted.package_count - attempted.failed.len();
+        self.facts.failed = attempted.failed.clone();
+        let nothing_new = partial.is_none() && installed == 0;
+        if !attempted.failed.is_empty() && (o.on_failure == OnFailure::Fail || nothing_new) {
+            staging.discard();
+            self.facts.installed_count = Some(partial.as_ref().map_or(0, |_| installed));
+            return Err(each::failed_error(
+                &attempted.failed,
+                installed,
+                accepted.package_count,
+                partial.is_some(),
+            ));
+        }
         marker.installer = name.into();
         marker.python_version = Some(version);
         marker.compile_bytecode = o.compile_bytecode;
-        marker.distribution_count = entries.iter().filter(|e| e.ends_with(".dist-info")).count();
+        marker.failed = attempted.failed;
+        stamp(&mut marker, self.started);
+        let staged = staging.entries()?.len();
         tracing::info!(
-            "{name} finished in {:.2} s ({} distribution(s)); swapping into {}",
+            "{name} finished in {:.2} s ({staged} new entries); swapping into {}",
             ran.elapsed().as_secs_f64(),
-            marker.distribution_count,
             target.dir().display()
         );
-        stamp(&mut marker, self.started);
-        target.commit(staging, marker.clone())?;
+        match partial {
+            Some(_) => target.commit_adding(staging, marker)?,
+            None => target.commit(staging, marker)?,
+        }
+        let marker = target
+            .marker()
+            .cloned()
+            .ok_or_else(|| Error::Internal("the marker just written is gone".into()))?;
+        self.facts.installed_count = Some(installed);
         Ok(Outcome::Installed(marker))
     }
 }
@@ -348,6 +372,7 @@ fn new_marker(sourced: &Sourced, accepted: &Accepted, python: &Python) -> Marker
         source: sourced.origin.kind().into(),
         compile_bytecode: false,
         entries: Vec::new(),
+        failed: Vec::new(),
     }
 }
 

@@ -87,6 +87,8 @@ pub struct Options {
     pub compile_bytecode: bool,
     /// Print the result as one JSON object on stdout.
     pub json: bool,
+    /// The termination message file; `None`: `/dev/termination-log` when it is writable.
+    pub termination_log: Option<PathBuf>,
     /// `None`: no Redis configured.
     pub redis: Option<CacheConfig>,
     /// The administrator's policy; the installer adds its own index URLs to it.

@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use tracing::Level;
 
+use super::failures::{self, FailedPackage};
 use super::options::OnFailure;
 use super::process::{Invocation, RunFailure};
 use super::source::Origin;
@@ -20,7 +21,8 @@ use crate::telemetry::say;
 /// The one `--json` object.
 #[derive(Serialize)]
 struct Report {
-    /// `installed`, `unchanged`, `empty`, `absent` or `failed`.
+    /// `installed`, `partial` (some packages failed, `--on-failure continue`), `unchanged`,
+    /// `empty`, `absent` or `failed`.
     status: &'static str,
     exit_code: u8,
     target: String,
@@ -30,6 +32,10 @@ struct Report {
     source: Option<&'static str>,
     source_detail: Option<String>,
     package_count: Option<usize>,
+    /// Packages of this requirements.txt the target holds after the run.
+    installed_count: Option<usize>,
+    /// Requirements that did not install, each with the first lines of its error.
+    failed_packages: Vec<FailedPackage>,
     distribution_count: Option<usize>,
     installer: Option<String>,
     /// Whether uv/pip ran in this invocation.
@@ -41,6 +47,8 @@ struct Report {
     marker: Option<String>,
     warnings: Vec<String>,
     error: Option<ErrorReport>,
+    /// The one-line summary, as written to the termination message file.
+    summary: String,
 }
 
 #[derive(Serialize)]
@@ -53,6 +61,8 @@ impl Run {
     /// Report the result; return the exit code.
     pub(super) fn finish(&mut self, result: Result<Outcome>) -> u8 {
         let mut report = self.report();
+        report.summary = self.summary(&result);
+        self.write_termination(&report.summary);
         match result {
             Ok(outcome) => self.succeeded(&mut report, outcome),
             Err(e) => self.failed(&mut report, &e),
@@ -82,6 +92,8 @@ impl Run {
             source: origin.map(Origin::kind),
             source_detail: origin.map(Origin::describe),
             package_count: self.facts.package_count,
+            installed_count: self.facts.installed_count,
+            failed_packages: self.facts.failed.clone(),
             distribution_count: None,
             installer: None,
             installer_run: false,
@@ -91,6 +103,47 @@ impl Run {
             marker: None,
             warnings: std::mem::take(&mut self.warnings),
             error: None,
+            summary: String::new(),
+        }
+    }
+
+    /// The termination message: `installed K/N[; failed: …]`, or the error's first line.
+    fn summary(&self, result: &Result<Outcome>) -> String {
+        match result {
+            Ok(Outcome::Installed(m)) => failures::summary(
+                m.package_count - m.failed.len(),
+                m.package_count,
+                &m.failed,
+                false,
+            ),
+            Ok(Outcome::Unchanged { marker: m, .. }) => {
+                failures::summary(m.package_count, m.package_count, &[], false)
+            }
+            Ok(Outcome::Empty { .. }) => failures::summary(0, 0, &[], false),
+            Ok(Outcome::Absent { why }) => {
+                failures::one_line(&format!("nothing to install: no requirements found ({why})"))
+            }
+            Err(_) if !self.facts.failed.is_empty() => failures::summary(
+                self.facts.installed_count.unwrap_or(0),
+                self.facts.package_count.unwrap_or(self.facts.failed.len()),
+                &self.facts.failed,
+                true,
+            ),
+            Err(e) => failures::one_line(&e.to_string()),
+        }
+    }
+
+    /// Best effort: a termination message that cannot be written must not change the outcome.
+    fn write_termination(&self, line: &str) {
+        let Some(path) = failures::termination_path(self.options.termination_log.as_deref())
+        else {
+            return;
+        };
+        if let Err(e) = failures::write_termination(&path, line) {
+            eprintln!(
+                "warning: cannot write the termination message to {}: {e}",
+                path.display()
+            );
         }
     }
 
@@ -115,6 +168,18 @@ impl Run {
             report.distribution_count = Some(m.distribution_count);
         };
         match outcome {
+            Outcome::Installed(m) if !m.failed.is_empty() => {
+                summary(report, "partial", &m);
+                report.installer_run = true;
+                eprintln!(
+                    "warning: {} from the {origin}, sha256 {}, with {} in {secs:.2} s into \
+                     {target}; continuing because of --on-failure continue",
+                    report.summary, m.hash, m.installer
+                );
+                for f in &m.failed {
+                    eprintln!("  {}: {}", f.requirement, f.error.replace('\n', " / "));
+                }
+            }
             Outcome::Installed(m) => {
                 summary(report, "installed", &m);
                 report.installer_run = true;

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::failures::FailedPackage;
 use crate::error::{Error, Result};
 
 /// File name of the marker inside the target.
@@ -76,6 +77,10 @@ pub struct Marker {
     /// Top-level names this install owns in the target.
     #[serde(default)]
     pub entries: Vec<String>,
+    /// Requirements that did not install (`--on-failure continue`): the install is partial, and
+    /// the next run with the same hash retries these only. Absent in older markers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedPackage>,
 }
 
 /// Written before a swap touches anything; its presence without a marker means "roll back".
@@ -160,8 +165,30 @@ impl Target {
     }
 
     /// `Ok(marker)` when the target already holds a complete install of `hash` for this
-    /// interpreter; `Err(why not)` otherwise.
+    /// interpreter, with no failed package; `Err(why not)` otherwise.
     pub fn current(&self, hash: &str, python_realpath: Option<&str>) -> Result<&Marker, String> {
+        let m = self.installed(hash, python_realpath)?;
+        if !m.failed.is_empty() {
+            let names: Vec<&str> = m.failed.iter().map(|f| f.name.as_str()).collect();
+            return Err(format!(
+                "{} package(s) of sha256 {hash} failed last time ({}); retrying them",
+                names.len(),
+                names.join(", ")
+            ));
+        }
+        Ok(m)
+    }
+
+    /// The marker of a partial install of `hash` for this interpreter whose installed entries
+    /// are all present: only its failed packages need another attempt.
+    pub fn partial(&self, hash: &str, python_realpath: Option<&str>) -> Option<&Marker> {
+        self.installed(hash, python_realpath)
+            .ok()
+            .filter(|m| !m.failed.is_empty())
+    }
+
+    /// The marker when it names `hash` for this interpreter and every entry it lists is present.
+    fn installed(&self, hash: &str, python_realpath: Option<&str>) -> Result<&Marker, String> {
         let Some(m) = &self.marker else {
             return Err("nothing installed yet".into());
         };
@@ -202,7 +229,14 @@ impl Target {
 
     /// Swap the staged entries in and write `marker` (with its `entries` filled in).
     pub fn commit(&mut self, staging: Staging, marker: Marker) -> Result<()> {
-        self.swap(staging, marker, None)
+        self.swap(staging, marker, None, false)
+    }
+
+    /// Like [`Self::commit`], but the previous install's entries stay: the staged ones are
+    /// added (replacing entries of the same name, e.g. a dependency installed again), and the
+    /// marker lists both. For retrying the failed packages of a partial install.
+    pub fn commit_adding(&mut self, staging: Staging, marker: Marker) -> Result<()> {
+        self.swap(staging, marker, None, true)
     }
 
     /// `fault = Some((n, crash))`: stop after `n` renames — as a kill would (`crash`, no roll
@@ -212,12 +246,27 @@ impl Target {
         staging: Staging,
         mut marker: Marker,
         fault: Option<(usize, bool)>,
+        adding: bool,
     ) -> Result<()> {
         let new = staging.entries()?;
-        marker.entries = new.clone();
         let previous = self.marker.clone();
+        let kept = previous.iter().filter(|_| adding).flat_map(|m| &m.entries);
+        marker.entries = kept
+            .chain(&new)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        marker.distribution_count = marker
+            .entries
+            .iter()
+            .filter(|e| e.ends_with(".dist-info"))
+            .count();
+        // The entries that leave the target: the previous install's (all of them, unless
+        // adding), and whatever a new entry's name replaces. The journal restores exactly these.
         let owned: BTreeSet<&str> = previous
             .iter()
+            .filter(|_| !adding)
             .flat_map(|m| m.entries.iter().map(String::as_str))
             .chain(new.iter().map(String::as_str))
             .collect();
@@ -497,6 +546,79 @@ mod tests {
             source: "redis".into(),
             compile_bytecode: false,
             entries: vec![],
+            failed: vec![],
+        }
+    }
+
+    fn failure(name: &str) -> FailedPackage {
+        FailedPackage {
+            name: name.into(),
+            requirement: format!("{name}==1"),
+            reason: "not found on the index".into(),
+            error: "error: No solution found".into(),
+        }
+    }
+
+    #[test]
+    fn an_old_marker_without_failures_reads_as_before() {
+        let old = r#"{"hash":"h1","installer":"uv","package_count":1,"distribution_count":1,
+            "duration_ms":5,"installed_at":"2025-01-01T00:00:00Z","python":null,
+            "python_realpath":null,"python_version":"3.11.7","source":"redis",
+            "compile_bytecode":false,"entries":[]}"#;
+        let m: Marker = serde_json::from_str(old).unwrap();
+        assert!(m.failed.is_empty());
+        // And a complete install still writes no `failed` field (older readers see no change).
+        let json = serde_json::to_value(marker("h1")).unwrap();
+        assert!(json.get("failed").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_marker_with_failures_is_partial_not_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Target::open(dir.path()).unwrap();
+        let s = stage(&t, &["a", "a-1.dist-info"], "1");
+        let mut m = marker("h1");
+        m.failed = vec![failure("b")];
+        t.commit(s, m).unwrap();
+        let why = t.current("h1", None).unwrap_err();
+        assert!(why.contains("failed last time (b)"), "{why}");
+        assert_eq!(t.partial("h1", None).unwrap().failed, vec![failure("b")]);
+        assert!(t.partial("h2", None).is_none());
+        drop(t);
+        let t = Target::open(dir.path()).unwrap();
+        assert_eq!(t.marker().unwrap().failed, vec![failure("b")]);
+    }
+
+    #[test]
+    fn commit_adding_keeps_the_installed_entries_and_rolls_back_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = installed_v1(dir.path());
+        // A retry that stages one new package and a dependency the target already holds.
+        let mut t = Target::open(dir.path()).unwrap();
+        let s = stage(&t, &["b", "b-1.dist-info", "shared"], "2");
+        t.commit_adding(s, marker("h1")).unwrap();
+        let m = t.marker().unwrap().clone();
+        assert_eq!(
+            m.entries,
+            ["a", "a-1.dist-info", "b", "b-1.dist-info", "shared"]
+        );
+        assert_eq!(m.distribution_count, 2);
+        drop(t);
+        let st = state(dir.path());
+        assert!(st.contains(&("a".into(), "1".into())), "{st:?}");
+        assert!(st.contains(&("shared".into(), "2".into())), "{st:?}");
+
+        // Killed after each rename: the next open restores the install before the retry.
+        for n in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            installed_v1(dir.path());
+            let mut t = Target::open(dir.path()).unwrap();
+            let s = stage(&t, &["b", "shared"], "2");
+            assert!(t.swap(s, marker("h1"), Some((n, true)), true).is_err());
+            drop(t);
+            let t = Target::open(dir.path()).unwrap();
+            drop(t);
+            assert_eq!(state(dir.path()), before, "killed after {n} rename(s)");
         }
     }
 
@@ -560,7 +682,7 @@ mod tests {
         for n in 0..6 {
             let mut t = Target::open(dir.path()).unwrap();
             let s = stage(&t, &["b", "shared", "a"], "2");
-            assert!(t.swap(s, marker("h2"), Some((n, false))).is_err());
+            assert!(t.swap(s, marker("h2"), Some((n, false)), false).is_err());
             assert_eq!(state(dir.path()), before, "fault after {n} renames");
             assert_eq!(t.marker().unwrap().hash, "h1");
         }
@@ -574,7 +696,7 @@ mod tests {
             {
                 let mut t = Target::open(dir.path()).unwrap();
                 let s = stage(&t, &["b", "shared", "a"], "2");
-                assert!(t.swap(s, marker("h2"), Some((n, true))).is_err());
+                assert!(t.swap(s, marker("h2"), Some((n, true)), false).is_err());
                 // Killed here: whatever the state, no marker claims success.
                 assert!(!dir.path().join(MARKER).exists(), "after {n} renames");
             }
@@ -597,7 +719,7 @@ mod tests {
         {
             let mut t = Target::open(dir.path()).unwrap();
             let s = stage(&t, &["a", "b"], "1");
-            assert!(t.swap(s, marker("h1"), Some((1, true))).is_err());
+            assert!(t.swap(s, marker("h1"), Some((1, true)), false).is_err());
         }
         let t = Target::open(dir.path()).unwrap();
         assert!(t.marker().is_none());
