@@ -702,8 +702,10 @@ mod tests {
             each[1].text,
             "--index-url=https://idx.example/simple\n--only-binary=:all:\nrequests>=2\n"
         );
-        assert!(RequirementsFile::parse("# none\n-i https://x/\n")
-            .installer_texts_each()
-            .is_empty());
+        assert!(
+            RequirementsFile::parse("# none\n-i https://x/\n")
+                .installer_texts_each()
+                .is_empty()
+        );
     }
 }

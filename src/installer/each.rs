@@ -11,12 +11,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::Run;
 use super::command::{self, Paths};
 use super::failures::FailedPackage;
 use super::options::Options;
 use super::process::{self, Invocation, RunFailure};
 use super::target::{Marker, Staging};
-use super::Run;
 use crate::error::{Error, Result};
 use crate::policy::Accepted;
 use crate::requirements::{RequirementsFile, Single};

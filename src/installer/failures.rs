@@ -101,7 +101,11 @@ fn useful(line: &str) -> bool {
 pub fn excerpt(output: &str) -> String {
     let lines: Vec<&str> = output
         .lines()
-        .map(|l| l.trim().trim_start_matches(['╰', '─', '▶', '│', '├']).trim())
+        .map(|l| {
+            l.trim()
+                .trim_start_matches(['╰', '─', '▶', '│', '├'])
+                .trim()
+        })
         .filter(|l| !l.is_empty())
         .collect();
     let picked: Vec<&str> = match lines.iter().position(|l| useful(l)) {
@@ -300,7 +304,10 @@ mod tests {
     #[test]
     fn reasons_in_a_few_words() {
         assert_eq!(reason(&excerpt(UV_MISSING)), "not found on the index");
-        assert_eq!(reason(&excerpt(UV_FANCY_SOURCE_ONLY)), "no wheel, source only");
+        assert_eq!(
+            reason(&excerpt(UV_FANCY_SOURCE_ONLY)),
+            "no wheel, source only"
+        );
         assert_eq!(reason(&excerpt(PIP_MISSING)), "no matching distribution");
         assert_eq!(reason(&excerpt(PIP_COMPILER)), "needs a C compiler");
         assert_eq!(
@@ -330,7 +337,10 @@ mod tests {
             summary(
                 0,
                 3,
-                &[failed("a", "timed out"), failed("b", "not found on the index")],
+                &[
+                    failed("a", "timed out"),
+                    failed("b", "not found on the index")
+                ],
                 true
             ),
             "installed 0/3; kept the previous install; \

@@ -42,8 +42,8 @@ use nix::sys::signal::Signal;
 use crate::error::{Error, Result};
 use crate::policy::{Accepted, Policy};
 use crate::shutdown::{self, Stop};
-use failures::FailedPackage;
 pub use command::{shipped_uv, which};
+use failures::FailedPackage;
 pub use options::{Installer, OnFailure, Options};
 use source::{Fetched, Sourced, Sources};
 use target::{Marker, Target};
@@ -308,7 +308,10 @@ impl Run {
             deadline,
         };
         let ran = Instant::now();
-        let attempted = match self.attempt(&run, accepted, partial.as_ref(), &version).await {
+        let attempted = match self
+            .attempt(&run, accepted, partial.as_ref(), &version)
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
                 staging.discard();

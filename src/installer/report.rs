@@ -120,9 +120,9 @@ impl Run {
                 failures::summary(m.package_count, m.package_count, &[], false)
             }
             Ok(Outcome::Empty { .. }) => failures::summary(0, 0, &[], false),
-            Ok(Outcome::Absent { why }) => {
-                failures::one_line(&format!("nothing to install: no requirements found ({why})"))
-            }
+            Ok(Outcome::Absent { why }) => failures::one_line(&format!(
+                "nothing to install: no requirements found ({why})"
+            )),
             Err(_) if !self.facts.failed.is_empty() => failures::summary(
                 self.facts.installed_count.unwrap_or(0),
                 self.facts.package_count.unwrap_or(self.facts.failed.len()),
@@ -135,14 +135,16 @@ impl Run {
 
     /// Best effort: a termination message that cannot be written must not change the outcome.
     fn write_termination(&self, line: &str) {
-        let Some(path) = failures::termination_path(self.options.termination_log.as_deref())
-        else {
+        let Some(path) = failures::termination_path(self.options.termination_log.as_deref()) else {
             return;
         };
         if let Err(e) = failures::write_termination(&path, line) {
-            eprintln!(
-                "warning: cannot write the termination message to {}: {e}",
-                path.display()
+            say(
+                Level::WARN,
+                &format!(
+                    "warning: cannot write the termination message to {}: {e}",
+                    path.display()
+                ),
             );
         }
     }
@@ -171,14 +173,19 @@ impl Run {
             Outcome::Installed(m) if !m.failed.is_empty() => {
                 summary(report, "partial", &m);
                 report.installer_run = true;
-                eprintln!(
+                let mut text = format!(
                     "warning: {} from the {origin}, sha256 {}, with {} in {secs:.2} s into \
                      {target}; continuing because of --on-failure continue",
                     report.summary, m.hash, m.installer
                 );
                 for f in &m.failed {
-                    eprintln!("  {}: {}", f.requirement, f.error.replace('\n', " / "));
+                    text.push_str(&format!(
+                        "\n  {}: {}",
+                        f.requirement,
+                        f.error.replace('\n', " / ")
+                    ));
                 }
+                say(Level::WARN, &text);
             }
             Outcome::Installed(m) => {
                 summary(report, "installed", &m);
