@@ -97,7 +97,8 @@ impl Run {
         );
         let inv = run.invocation(&self.options, "requirements.txt", &accepted.installer_text)?;
         tracing::debug!("running {}", inv.display());
-        match process::run(&inv, run.left(), &self.stop).await {
+        // The batch is the first attempt: the whole of --timeout (as its message says).
+        match process::run(&inv, self.options.timeout, &self.stop).await {
             Ok(()) => Ok(Attempted::default()),
             Err(RunFailure::Exited { .. }) if each.len() > 1 => {
                 tracing::warn!(

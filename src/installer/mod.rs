@@ -290,8 +290,6 @@ impl Run {
         partial: Option<Marker>,
     ) -> Result<Outcome> {
         let o = self.options.clone();
-        // One deadline for the batch and every per-package attempt after it.
-        let deadline = Instant::now() + o.timeout;
         let python = command::require_python(&o.python, python)?;
         let version = command::python_version(&python).await?;
         let program = match o.installer {
@@ -305,7 +303,8 @@ impl Run {
             python: &python,
             staging: &staging,
             target: target.dir(),
-            deadline,
+            // One deadline for the batch and every per-package attempt after it.
+            deadline: Instant::now() + o.timeout,
         };
         let ran = Instant::now();
         let attempted = match self
