@@ -15,14 +15,16 @@ use crate::installer::{self, Installer, OnFailure};
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0    installed, already installed (marker matches), nothing to install, or any failure
-       under --on-failure continue (a warning says what failed)
+       under --on-failure continue (a warning says what failed), including some packages
+       not installing (the others are installed; the next run retries the failed ones)
   1    I/O error (target not writable, …)
   2    invalid flags or configuration (always, even with --on-failure continue), or a
        requirements.txt the policy rejects (names the line)
   4    no usable source: Redis unreachable/failing/corrupt and no usable fallback file,
        or a corrupt fallback file
-  5    the installer failed, timed out (--timeout; its process group is stopped), or the
-       interpreter/uv could not be found
+  5    the installer failed, timed out (--timeout; its process group is stopped), the
+       interpreter/uv could not be found, or some packages did not install when each was
+       tried on its own (named; the ones that did are not applied)
   130  interrupted (SIGINT), 143 terminated (SIGTERM): the installer was stopped first
 In every failure case the target is left as it was: the previous install stays importable
 and its marker unchanged.";
@@ -67,13 +69,15 @@ pub struct InstallArgs {
     pub expected_hash: Option<String>,
 
     /// What a failure does: `fail` exits non-zero (halts a rolling update), `continue` warns and
-    /// exits 0 so the worker starts with the target as it was. Invalid flags always fail.
+    /// exits 0 so the worker starts with the target as it was, or, when only some packages
+    /// failed, with the ones that installed. Invalid flags always fail.
     #[arg(long, env = "BIFROST_INSTALL_ON_FAILURE", value_enum,
           default_value_t = OnFailure::Fail)]
     pub on_failure: OnFailure,
 
-    /// Deadline for the installer process (`300`, `90s`, `5m`); on expiry its whole process
-    /// group is stopped (SIGTERM, then SIGKILL).
+    /// Deadline for the installer (`300`, `90s`, `5m`), shared by the batch and, when it fails,
+    /// the per-package attempts; on expiry the running installer's whole process group is
+    /// stopped (SIGTERM, then SIGKILL).
     #[arg(long, env = "BIFROST_INSTALL_TIMEOUT", default_value = "300s", allow_hyphen_values = true,
           value_parser = parse::timeout, value_name = "DURATION")]
     pub timeout: Duration,
