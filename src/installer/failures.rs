@@ -199,10 +199,19 @@ pub fn summary(installed: usize, total: usize, failed: &[FailedPackage], kept: b
 }
 
 /// One line fit for the termination message: the first line of `text`, secrets masked, at most
-/// [`TERMINATION_LIMIT`] bytes.
+/// [`TERMINATION_LIMIT`] bytes. A first line that announces more (`…; its last output:`) is
+/// followed by the [`excerpt`] of the rest, joined with ` / `: the file replaces the log tail
+/// the kubelet would otherwise show.
 pub fn one_line(text: &str) -> String {
-    let first = text.lines().next().unwrap_or_default().trim();
-    let masked = redact::text(first);
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default().trim();
+    let rest = lines.collect::<Vec<_>>().join("\n");
+    let line = if first.ends_with(':') && !rest.trim().is_empty() {
+        format!("{first} {}", excerpt(&rest).replace('\n', " / "))
+    } else {
+        first.to_string()
+    };
+    let masked = redact::text(&line);
     if masked.len() <= TERMINATION_LIMIT {
         return masked;
     }
@@ -368,6 +377,14 @@ mod tests {
         assert_eq!(
             one_line("cannot read redis://:pw@cache:6379/0\nmore"),
             "cannot read redis://:***@cache:6379/0"
+        );
+        assert_eq!(
+            one_line(
+                "installation failed: uv failed (exit status 2); its last output:\n\
+                      Using CPython 3.11\nerror: No solution found\n  cause: Because x was not found"
+            ),
+            "installation failed: uv failed (exit status 2); its last output: \
+             error: No solution found / cause: Because x was not found"
         );
         let wide = "é".repeat(5000);
         let line = one_line(&wide);
