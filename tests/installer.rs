@@ -1300,6 +1300,107 @@ fn installer_output_is_redacted_and_uncoloured_in_both_formats() {
             );
         }
     }
+
+/// `--user-base BASE` installs into the user site the real python3 reports for
+/// `PYTHONUSERBASE=BASE`, so a worker with that variable imports the packages while its own
+/// `PYTHONPATH` (here an `/app`-like folder) keeps working, and its own `pip install -r` finds
+/// them already satisfied without an index.
+#[test]
+fn user_base_installs_into_the_interpreters_user_site_and_leaves_pythonpath_alone() {
+    let w = World::new();
+    let base = w.file("userbase");
+    let content = format!("{ALPHA}==1.0\n{GAMMA}>=2\n");
+    let hash = w.put(&content);
+    let mut args = w.args(Some(&w.redis_url), &["--json"]);
+    args[1] = "--user-base".into();
+    args[2] = base.display().to_string();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::cli(&args, &[]);
+    assert_ok(&out);
+
+    let python = |args: &[&str]| {
+        Command::new("python3")
+            .args(args)
+            .env("PYTHONUSERBASE", &base)
+            .env("PYTHONPATH", w.file("app"))
+            .env_remove("PYTHONNOUSERSITE")
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .output()
+            .unwrap()
+    };
+    let site = stdout(&python(&[
+        "-c",
+        "import site; print(site.getusersitepackages())",
+    ]));
+    let site = PathBuf::from(site.trim());
+    assert!(
+        site.starts_with(&base) && site != base,
+        "{}",
+        site.display()
+    );
+    let report = json(&out);
+    assert_eq!(report["target"], site.display().to_string());
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(site.join(MARKER)).expect("marker in the user site"))
+            .unwrap();
+    assert_eq!(marker["hash"], hash.as_str());
+
+    std::fs::create_dir_all(w.file("app/appmod")).unwrap();
+    std::fs::write(w.file("app/appmod/__init__.py"), "WHERE = 'app'\n").unwrap();
+    std::fs::write(
+        w.file("app/appmod/__main__.py"),
+        format!("import {ALPHA}, {GAMMA}\nprint('main', {ALPHA}.VERSION, {GAMMA}.VERSION)\n"),
+    )
+    .unwrap();
+    let both = python(&[
+        "-c",
+        &format!("import appmod, {ALPHA}, {BETA}; print(appmod.WHERE, {ALPHA}.VERSION)"),
+    ]);
+    assert_eq!(stdout(&both).trim(), "app 1.0", "{}", stderr(&both));
+    let main = python(&["-m", "appmod"]);
+    assert_eq!(stdout(&main).trim(), "main 1.0 2.0", "{}", stderr(&main));
+    std::fs::write(w.file("requirements.txt"), &content).unwrap();
+    let pip = python(&[
+        "-m",
+        "pip",
+        "install",
+        "-r",
+        &w.file("requirements.txt").display().to_string(),
+    ]);
+    assert!(pip.status.success(), "{}", stderr(&pip));
+    let said = stdout(&pip);
+    for name in [ALPHA, GAMMA] {
+        assert!(
+            said.contains(&format!("Requirement already satisfied: {name}")),
+            "{said}"
+        );
+    }
+
+    // A restart with the same base resolves the same folder and finds its marker.
+    let again = common::cli(&args, &[]);
+    assert_ok(&again);
+    assert_eq!(json(&again)["status"], "unchanged");
+    assert_eq!(json(&again)["target"], site.display().to_string());
+    assert!(
+        std::fs::read_dir(&base).unwrap().count() == 1,
+        "only lib/ under the base"
+    );
+
+    // One destination only.
+    let both_flags = common::cli(
+        &[
+            "install",
+            "--target",
+            "/tmp/x",
+            "--user-base",
+            "/tmp/y",
+            "--fallback-file",
+            "/tmp/z",
+        ],
+        &[],
+    );
+    assert_eq!(code(&both_flags), 2, "{}", stderr(&both_flags));
 }
 
 // ---------------------------------------------------------------------------------------------

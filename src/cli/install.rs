@@ -35,8 +35,22 @@ and its marker unchanged.";
 pub struct InstallArgs {
     /// Folder to install into; put it on the worker's PYTHONPATH. Created if missing; may be a
     /// mount point (an emptyDir). Holds `.bifrost-requirements.json`, the marker.
-    #[arg(long, env = "BIFROST_INSTALL_TARGET", value_name = "DIR")]
-    pub target: PathBuf,
+    #[arg(
+        long,
+        env = "BIFROST_INSTALL_TARGET",
+        value_name = "DIR",
+        required_unless_present = "user_base",
+        conflicts_with = "user_base"
+    )]
+    pub target: Option<PathBuf>,
+
+    /// Install into the user site of the worker's interpreter under this base instead of
+    /// `--target`: the folder `PYTHON` reports as `site.getusersitepackages()` with
+    /// `PYTHONUSERBASE=DIR` (e.g. `DIR/lib/python3.11/site-packages`). Set `PYTHONUSERBASE=DIR`
+    /// in the worker and Python puts the packages on `sys.path` by itself, leaving `PYTHONPATH`
+    /// alone.
+    #[arg(long, env = "BIFROST_INSTALL_USER_BASE", value_name = "DIR")]
+    pub user_base: Option<PathBuf>,
 
     /// Which program installs the packages.
     #[arg(long, env = "BIFROST_INSTALL_INSTALLER", value_enum,
@@ -177,6 +191,7 @@ impl From<InstallArgs> for installer::Options {
         // binding), so `install --help` lists only what it honours.
         let InstallArgs {
             target,
+            user_base,
             installer,
             python,
             uv,
@@ -200,7 +215,10 @@ impl From<InstallArgs> for installer::Options {
         Self {
             redis: redis.config(),
             policy: policy.policy(),
-            target,
+            target: match user_base {
+                Some(base) => installer::InstallTarget::UserBase(base),
+                None => installer::InstallTarget::Dir(target.unwrap_or_default()),
+            },
             installer,
             python,
             uv,

@@ -163,6 +163,7 @@ mod tests {
         flags.sort();
         let mut expected = vec![
             "target",
+            "user-base",
             "installer",
             "python",
             "uv",

@@ -229,21 +229,52 @@ pub(super) fn require_python(name: &str, found: Option<PathBuf>) -> Result<PathB
 
 /// `3.11.7`: asks the interpreter itself (isolated mode: no PYTHONPATH, no user site).
 pub(super) async fn python_version(python: &Path) -> Result<String> {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(python)
-            .args([
-                "-I",
-                "-c",
-                "import sys; print('%d.%d.%d' % sys.version_info[:3])",
-            ])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
+    ask(
+        python,
+        "import sys; print('%d.%d.%d' % sys.version_info[:3])",
+        None,
     )
     .await
-    .map_err(|_| Error::Install(format!("{} did not answer within 60 s", python.display())))?
-    .map_err(|e| Error::Install(format!("cannot run {}: {e}", python.display())))?;
+}
+
+/// The user site the interpreter puts on `sys.path` when run with `PYTHONUSERBASE=base`
+/// (`base/lib/python3.11/site-packages` on Linux): asked, not guessed, since the layout belongs
+/// to the interpreter (its version, a distribution's patches). `site` reads `PYTHONUSERBASE`
+/// from the environment even in isolated mode, so the answer is the worker's.
+pub(super) async fn user_site(python: &Path, base: &Path) -> Result<PathBuf> {
+    let site = PathBuf::from(
+        ask(
+            python,
+            "import site; print(site.getusersitepackages())",
+            Some(("PYTHONUSERBASE", base)),
+        )
+        .await?,
+    );
+    if !site.is_absolute() || !site.starts_with(base) || site == base {
+        return Err(Error::Install(format!(
+            "{} reports the user site {} for PYTHONUSERBASE={}, which is not a folder inside \
+             it; use --target instead",
+            python.display(),
+            site.display(),
+            base.display()
+        )));
+    }
+    Ok(site)
+}
+
+/// Run `python -I -c code` and return its trimmed stdout.
+async fn ask(python: &Path, code: &str, env: Option<(&str, &Path)>) -> Result<String> {
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.args(["-I", "-c", code])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .map_err(|_| Error::Install(format!("{} did not answer within 60 s", python.display())))?
+        .map_err(|e| Error::Install(format!("cannot run {}: {e}", python.display())))?;
     if !out.status.success() {
         return Err(Error::Install(format!(
             "{} does not run ({}): {}",

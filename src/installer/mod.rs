@@ -44,7 +44,7 @@ use crate::policy::{Accepted, Policy};
 use crate::shutdown::{self, Stop};
 pub use command::{shipped_uv, which};
 use failures::FailedPackage;
-pub use options::{Installer, OnFailure, Options};
+pub use options::{Installer, OnFailure, Options, Target as InstallTarget};
 use source::{Fetched, Sourced, Sources};
 use target::{Marker, Target};
 
@@ -115,7 +115,8 @@ struct Python {
 
 impl Run {
     async fn install(&mut self) -> Result<Outcome> {
-        let dir = self.target_dir()?;
+        let found = which(&self.options.python);
+        let dir = self.target_dir(found.as_deref()).await?;
         self.facts.target = Some(dir.clone());
         let sources = Sources {
             redis: self.options.redis.clone(),
@@ -124,7 +125,6 @@ impl Run {
             expected_hash: self.options.expected_hash.clone(),
         };
         let policy = self.policy();
-        let found = which(&self.options.python);
         let python = Python {
             real: found
                 .as_ref()
@@ -171,7 +171,8 @@ impl Run {
     }
 
     /// The target folder, absolute; invalid flags are configuration errors (always exit 2).
-    fn target_dir(&self) -> Result<PathBuf> {
+    /// With `--user-base` it is the interpreter's user site under that base, created if missing.
+    async fn target_dir(&self, python: Option<&Path>) -> Result<PathBuf> {
         let o = &self.options;
         if o.redis.is_none() && o.fallback_file.is_none() {
             return Err(Error::Config(
@@ -180,17 +181,31 @@ impl Run {
                     .into(),
             ));
         }
-        if o.target.as_os_str().is_empty() {
-            return Err(Error::Config("--target must not be empty".into()));
+        let (flag, path) = match &o.target {
+            options::Target::Dir(p) => ("--target", p),
+            options::Target::UserBase(p) => ("--user-base", p),
+        };
+        if path.as_os_str().is_empty() {
+            return Err(Error::Config(format!("{flag} must not be empty")));
         }
-        let dir =
-            std::path::absolute(&o.target).map_err(|e| Error::io("resolving", &o.target, e))?;
+        let dir = std::path::absolute(path).map_err(|e| Error::io("resolving", path, e))?;
         if dir.parent().is_none() {
-            return Err(Error::Config(
-                "--target / would mix packages into the root folder; use a dedicated folder".into(),
-            ));
+            return Err(Error::Config(format!(
+                "{flag} / would mix packages into the root folder; use a dedicated folder"
+            )));
         }
-        Ok(dir)
+        let options::Target::UserBase(_) = &o.target else {
+            return Ok(dir);
+        };
+        let python = command::require_python(&o.python, python.map(Path::to_path_buf))?;
+        let site = command::user_site(&python, &dir).await?;
+        std::fs::create_dir_all(&site).map_err(|e| Error::io("creating", &site, e))?;
+        tracing::info!(
+            "PYTHONUSERBASE={}: installing into the user site {}",
+            dir.display(),
+            site.display()
+        );
+        Ok(site)
     }
 
     /// The administrator's policy, plus the indexes this install was itself told to use: a

@@ -61,10 +61,29 @@ impl OnFailure {
     }
 }
 
+/// Where the packages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `--target DIR`: this folder (the worker puts it on `PYTHONPATH`).
+    Dir(PathBuf),
+    /// `--user-base DIR`: the user site of the worker's interpreter under this base (the worker
+    /// sets `PYTHONUSERBASE=DIR`).
+    UserBase(PathBuf),
+}
+
+impl Target {
+    /// The folder the flag names (the base, for `--user-base`).
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Dir(p) | Self::UserBase(p) => p,
+        }
+    }
+}
+
 /// Everything `install` needs; see `bifrost-requirements install --help` for each field.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub target: PathBuf,
+    pub target: Target,
     pub installer: Installer,
     /// The worker's interpreter: a name on PATH or a path.
     pub python: String,

@@ -81,7 +81,11 @@ impl Run {
 
     /// What is known whatever the outcome; `failed` until said otherwise.
     fn report(&mut self) -> Report {
-        let target = self.facts.target.as_ref().unwrap_or(&self.options.target);
+        let target = self
+            .facts
+            .target
+            .as_deref()
+            .unwrap_or(self.options.target.path());
         let origin = self.facts.origin.as_ref();
         Report {
             status: "failed",
