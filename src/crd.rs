@@ -21,6 +21,8 @@ pub const OPT_IN_LABEL: &str = "bifrost.io/requirements";
 pub const HASH_ANNOTATION: &str = "bifrost.io/requirements-hash";
 /// Pod annotation set by the webhook: the hash the pod was admitted for.
 pub const INJECTED_ANNOTATION: &str = "bifrost.io/injected-hash";
+/// Pod annotation naming the [`InstallMode`] the webhook injected (`UserBase` or `PythonPath`).
+pub const INJECTED_MODE_ANNOTATION: &str = "bifrost.io/injected-mode";
 /// Field manager of the controller's writes.
 pub const MANAGER: &str = "bifrost-requirements";
 /// Field manager of the database mirror's writes to `spec.content`.
@@ -142,9 +144,21 @@ pub struct InstallSpec {
     pub installer: Installer,
     #[serde(default)]
     pub on_failure: OnFailure,
-    /// Where the installed packages are mounted in every app container (added to PYTHONPATH).
+    /// How the worker's Python finds the installed packages: `UserBase` (default) sets
+    /// `PYTHONUSERBASE` and leaves `PYTHONPATH` alone; `PythonPath` prepends the mount to
+    /// `PYTHONPATH`.
+    #[serde(default)]
+    pub mode: InstallMode,
+    /// Where the installed packages' volume is mounted in every app container: the
+    /// `PYTHONUSERBASE` (the packages go to its user site, e.g. `lib/python3.11/site-packages`),
+    /// or the folder put on `PYTHONPATH` in `PythonPath` mode.
     #[serde(default = "default_mount_path")]
     pub mount_path: String,
+    /// `PythonPath` mode only: folders kept on `PYTHONPATH` after the installed packages, e.g.
+    /// `/app` when the image sets `ENV PYTHONPATH=/app` (image environment is invisible to the
+    /// webhook, so the injected `PYTHONPATH` would hide it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub python_path: Vec<String>,
     /// Index URLs the administrator allows (passed to the installer; requirements.txt may select
     /// only these).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -171,13 +185,38 @@ impl Default for InstallSpec {
         Self {
             installer: Installer::default(),
             on_failure: OnFailure::default(),
+            mode: InstallMode::default(),
             mount_path: default_mount_path(),
+            python_path: Vec::new(),
             index_urls: Vec::new(),
             only_binary: false,
             image: None,
             size_limit: default_size_limit(),
             resources: None,
             cache_volume: None,
+        }
+    }
+}
+
+/// How the worker's Python finds the installed packages (`bifrost.io/injected-mode` on the pod
+/// says which one it got).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum InstallMode {
+    /// `PYTHONUSERBASE=<mountPath>`; packages go to that interpreter's user site, which Python
+    /// adds to `sys.path` itself; `PYTHONPATH` (e.g. an image's `ENV PYTHONPATH=/app`) is kept.
+    #[default]
+    UserBase,
+    /// `PYTHONPATH=<mountPath>[:pythonPath…][:the container's literal PYTHONPATH]`; hides an
+    /// image's `ENV PYTHONPATH` unless `pythonPath` lists it again.
+    PythonPath,
+}
+
+impl InstallMode {
+    /// The value of the `bifrost.io/injected-mode` annotation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UserBase => "UserBase",
+            Self::PythonPath => "PythonPath",
         }
     }
 }

@@ -191,6 +191,12 @@ pub fn validate_spec(name: &str, spec: &WorkspaceRequirementsSpec) -> Result<(),
     for (i, url) in install.index_urls.iter().enumerate() {
         c.check(format!("spec.install.indexUrls[{i}]"), index_url(url));
     }
+    for (i, entry) in install.python_path.iter().enumerate() {
+        c.check(
+            format!("spec.install.pythonPath[{i}]"),
+            python_path_entry(entry),
+        );
+    }
     if let Some(image) = &install.image
         && !image.is_empty()
     {
@@ -586,6 +592,24 @@ pub fn index_url(s: &str) -> Result<(), String> {
 /// An image reference (no whitespace; the API server refuses surrounding spaces).
 pub fn image_reference(s: &str) -> Result<(), String> {
     no_space(s, "image reference")
+}
+
+/// A `spec.install.pythonPath` entry: an absolute folder, without `:` (the separator) or
+/// whitespace.
+pub fn python_path_entry(entry: &str) -> Result<(), String> {
+    if !entry.starts_with('/') {
+        return Err(format!("{entry:?} must be an absolute path (e.g. /app)"));
+    }
+    match entry
+        .chars()
+        .find(|c| *c == ':' || c.is_control() || c.is_whitespace())
+    {
+        Some(c) => Err(format!(
+            "{entry:?} must not contain {c:?} (':' separates PYTHONPATH entries; whitespace and \
+             control characters are refused)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `mountPath`: absolute, normalised (no `.`, `..` or empty components; one trailing `/` is

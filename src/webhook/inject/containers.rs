@@ -15,7 +15,7 @@ use super::{
     NON_ROOT_UID, OPERATOR_BINARY, SITE_PACKAGES_VOLUME, SNAPSHOT_DIR, SNAPSHOT_PAYLOAD_KEY,
     SNAPSHOT_VOLUME, Settings, WORK_DIR, WORK_VOLUME,
 };
-use crate::crd::{InstallSpec, Installer, WorkspaceRequirements};
+use crate::crd::{InstallMode, InstallSpec, Installer, WorkspaceRequirements};
 
 /// Environment variables copied from the worker container into the install container, so it
 /// reaches the package index the same way the worker would.
@@ -141,9 +141,14 @@ fn resources_or_default(install: &InstallSpec, warnings: &mut Vec<String>) -> Re
 fn install_args(resource: &WorkspaceRequirements, target: &InstallTarget<'_>) -> Vec<String> {
     let install = &resource.spec.install;
     let flag = |name: &str, value: &str| format!("--{name}={value}");
+    let into = match install.mode {
+        // The install container asks the worker's interpreter for its user site under the base.
+        InstallMode::UserBase => "user-base",
+        InstallMode::PythonPath => "target",
+    };
     let mut args: Vec<String> = vec![
         "install".into(),
-        flag("target", target.mount_path),
+        flag(into, target.mount_path),
         flag("installer", install.installer.name()),
     ];
     if install.installer == Installer::Uv {

@@ -4,8 +4,10 @@
 //! - [`opt_in`] decides whether a pod is ours at all (opt-in label, excluded namespaces and the
 //!   operator's own pods, already-injected pods);
 //! - [`plan`] builds the RFC 6902 patch that adds the volumes, the two init containers, the
-//!   site-packages mount and `PYTHONPATH` in every app container, and the
-//!   `bifrost.io/injected-hash` annotation.
+//!   packages' mount and `PYTHONUSERBASE` (mode `UserBase`, the default: the image's
+//!   `PYTHONPATH`, which a webhook never sees, stays intact) or `PYTHONPATH` (mode `PythonPath`)
+//!   in every app container, and the `bifrost.io/injected-hash` and `bifrost.io/injected-mode`
+//!   annotations.
 //!
 //! The patch is written for the pod exactly as submitted: arrays and maps that are absent are
 //! added whole (`/spec/initContainers`, `/metadata/annotations`, …), existing ones get `/-`
@@ -14,7 +16,7 @@
 //! (`reinvocationPolicy: IfNeeded`) and re-submission never duplicate anything.
 //!
 //! The parts of a plan: `volumes` (what is added to the pod), `containers` (the two init
-//! containers), `patch` (the operations, including the app containers' mount and `PYTHONPATH`).
+//! containers), `patch` (the operations, including the app containers' mount and variable).
 
 mod containers;
 mod patch;
@@ -200,7 +202,7 @@ pub struct Plan {
     pub patch: Patch,
     /// The content hash the pod is admitted for (the annotation's value).
     pub hash: String,
-    /// Names of the app containers that got the mount and `PYTHONPATH`.
+    /// Names of the app containers that got the mount and `PYTHONUSERBASE` or `PYTHONPATH`.
     pub containers: Vec<String>,
     /// Human-readable warnings (returned in the admission response).
     pub warnings: Vec<String>,
@@ -269,8 +271,13 @@ pub fn plan(
         spec.init_containers.is_some(),
         init_containers.iter().map(patch::to_value).collect(),
     );
-    let containers = patch::app_containers(&mut ops, spec, mount_path, &mut warnings);
-    ops.push(patch::marker(pod, &hash));
+    let how = patch::Interpreter {
+        mode: install.mode,
+        mount_path,
+        python_path: &install.python_path,
+    };
+    let containers = patch::app_containers(&mut ops, spec, &how, &mut warnings);
+    patch::marker(&mut ops, pod, &hash, install.mode);
     Ok(Plan {
         patch: Patch(ops),
         hash,

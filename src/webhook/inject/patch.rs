@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::SITE_PACKAGES_VOLUME;
 use super::volumes::mount;
-use crate::crd::INJECTED_ANNOTATION;
+use crate::crd::{INJECTED_ANNOTATION, INJECTED_MODE_ANNOTATION, InstallMode};
 
 /// Serializing k8s-openapi values into JSON cannot fail (no maps with non-string keys); this
 /// keeps the call sites free of `unwrap`.
@@ -41,48 +41,92 @@ pub(super) fn append_all(
     }
 }
 
-/// The `bifrost.io/injected-hash` annotation (the key's `/` is escaped by the pointer).
-pub(super) fn marker(pod: &Pod, hash: &str) -> PatchOperation {
+/// The `bifrost.io/injected-hash` and `bifrost.io/injected-mode` annotations (the keys' `/` is
+/// escaped by the pointer).
+pub(super) fn marker(ops: &mut Vec<PatchOperation>, pod: &Pod, hash: &str, mode: InstallMode) {
     match &pod.metadata.annotations {
-        Some(_) => add(
-            &["metadata", "annotations", INJECTED_ANNOTATION],
-            Value::String(hash.to_string()),
-        ),
-        None => add(
+        Some(_) => {
+            ops.push(add(
+                &["metadata", "annotations", INJECTED_ANNOTATION],
+                Value::String(hash.to_string()),
+            ));
+            ops.push(add(
+                &["metadata", "annotations", INJECTED_MODE_ANNOTATION],
+                Value::String(mode.name().to_string()),
+            ));
+        }
+        None => ops.push(add(
             &["metadata", "annotations"],
-            serde_json::json!({ INJECTED_ANNOTATION: hash }),
-        ),
+            serde_json::json!({ INJECTED_ANNOTATION: hash, INJECTED_MODE_ANNOTATION: mode.name() }),
+        )),
     }
 }
 
-/// Mount site-packages at `mount_path` in every app container and put it on `PYTHONPATH`.
-/// A container whose `PYTHONPATH` comes from `valueFrom`, or that mounts something else at that
-/// path, is left alone with a warning. Returns the names of the containers changed.
+/// How app containers are pointed at the installed packages.
+pub(super) struct Interpreter<'a> {
+    pub mode: InstallMode,
+    pub mount_path: &'a str,
+    /// `spec.install.pythonPath`: kept after ours in `PythonPath` mode.
+    pub python_path: &'a [String],
+}
+
+impl Interpreter<'_> {
+    /// The variable this mode sets.
+    fn variable(&self) -> &'static str {
+        match self.mode {
+            InstallMode::UserBase => "PYTHONUSERBASE",
+            InstallMode::PythonPath => "PYTHONPATH",
+        }
+    }
+}
+
+/// Mount the packages' volume at the mount path in every app container and set
+/// `PYTHONUSERBASE` to it (`UserBase`) or put it first on `PYTHONPATH` (`PythonPath`).
+/// A container whose variable comes from `valueFrom`, that sets `PYTHONUSERBASE` to another
+/// folder itself, or that mounts something else at that path, is left alone with a warning.
+/// Returns the names of the containers changed.
 pub(super) fn app_containers(
     ops: &mut Vec<PatchOperation>,
     spec: &PodSpec,
-    mount_path: &str,
+    how: &Interpreter<'_>,
     warnings: &mut Vec<String>,
 ) -> Vec<String> {
+    let mount_path = how.mount_path;
+    let var = how.variable();
     let mut changed = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
         let env = c.env.as_deref().unwrap_or_default();
         // Kubernetes uses the last definition of a variable.
-        let python_path = env.iter().rposition(|e| e.name == "PYTHONPATH");
-        if let Some(j) = python_path
+        let at = env.iter().rposition(|e| e.name == var);
+        if let Some(j) = at
             && env[j].value_from.is_some()
         {
             warnings.push(format!(
-                "container {:?} sets PYTHONPATH with valueFrom; the installed packages were not \
-                 added to it (set PYTHONPATH literally, or add {mount_path} yourself)",
+                "container {:?} sets {var} with valueFrom; the installed packages were not \
+                 made visible to it (set {var} literally, or add {mount_path} yourself)",
                 c.name
             ));
             continue;
         }
-        if python_path.is_none() && c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+        let literal = at.and_then(|j| env[j].value.as_deref()).unwrap_or("");
+        if how.mode == InstallMode::UserBase
+            && !literal.is_empty()
+            && literal.trim_end_matches('/') != mount_path
+        {
+            // Replacing it would hide whatever the worker keeps in its own user site; the
+            // container's choice wins and the creator is told how to get both.
             warnings.push(format!(
-                "container {:?} takes variables from envFrom, which may define PYTHONPATH; the \
-                 injected PYTHONPATH={mount_path} replaces it (set PYTHONPATH in env to keep both)",
+                "container {:?} sets PYTHONUSERBASE={literal:?} itself; kept, so the installed \
+                 packages (under {mount_path}) were not made visible to it (remove it, or use \
+                 spec.install.mode PythonPath)",
+                c.name
+            ));
+            continue;
+        }
+        if at.is_none() && c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+            warnings.push(format!(
+                "container {:?} takes variables from envFrom, which may define {var}; the \
+                 injected {var}={mount_path} replaces it (set {var} in env to keep both)",
                 c.name
             ));
         }
@@ -100,6 +144,9 @@ pub(super) fn app_containers(
             ));
             continue;
         }
+        if how.mode == InstallMode::UserBase {
+            user_site_warnings(c, warnings);
+        }
         let idx = i.to_string();
         append_all(
             ops,
@@ -107,51 +154,113 @@ pub(super) fn app_containers(
             c.volume_mounts.is_some(),
             vec![to_value(&mount(SITE_PACKAGES_VOLUME, mount_path, false))],
         );
-        python_path_op(ops, &idx, c, python_path, mount_path);
+        let value = match how.mode {
+            InstallMode::UserBase => (literal.is_empty()).then(|| mount_path.to_string()),
+            InstallMode::PythonPath => python_path(literal, how),
+        };
+        if let Some(value) = value {
+            set_env(ops, &idx, c, var, at, value);
+        }
         changed.push(c.name.clone());
     }
     changed
 }
 
-/// Put `mount_path` first on the container's `PYTHONPATH` (entry `at` of its env, when it has
-/// one), unless it is there already.
-fn python_path_op(
+/// What Python would skip the user site for, as far as the pod shows it (an image's own
+/// `ENV` or entrypoint is invisible here): `PYTHONNOUSERSITE`, or `-s`, `-I` or `-E` given to a
+/// `python` command.
+fn user_site_warnings(c: &Container, warnings: &mut Vec<String>) {
+    let env = c.env.as_deref().unwrap_or_default();
+    if let Some(e) = env.iter().rfind(|e| e.name == "PYTHONNOUSERSITE")
+        && (e.value_from.is_some() || e.value.as_deref().is_some_and(|v| !v.is_empty()))
+    {
+        warnings.push(format!(
+            "container {:?} sets PYTHONNOUSERSITE, which keeps Python from adding the user site: \
+             the installed packages will not import (remove it, or use spec.install.mode \
+             PythonPath)",
+            c.name
+        ));
+    }
+    let words: Vec<&str> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    let Some(p) = words.iter().position(|w| {
+        w.rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with("python"))
+    }) else {
+        return;
+    };
+    // Interpreter options come before the script, `-c` or `-m`.
+    let skip = words[p + 1..]
+        .iter()
+        .take_while(|w| w.starts_with('-') && !matches!(**w, "-c" | "-m" | "-" | "--"))
+        .find(|w| {
+            // Short-option clusters only; `-W` and `-X` take a value that may hold any letter.
+            let cluster = &w[1..];
+            !cluster.starts_with(['W', 'X'])
+                && cluster.chars().all(|ch| ch.is_ascii_alphabetic())
+                && cluster.contains(['s', 'I', 'E'])
+        });
+    if let Some(flag) = skip {
+        warnings.push(format!(
+            "container {:?} runs {} with {flag}, which ignores the user site or \
+             PYTHONUSERBASE: the installed packages will not import (drop the option, or use \
+             spec.install.mode PythonPath)",
+            c.name, words[p]
+        ));
+    }
+}
+
+/// `mount_path`, then `spec.install.pythonPath`, then the container's own literal `PYTHONPATH`;
+/// `None` when the mount is on it already (a re-submitted pod).
+fn python_path(old: &str, how: &Interpreter<'_>) -> Option<String> {
+    let has = |list: &str, entry: &str| {
+        list.split(':')
+            .any(|p| p.trim_end_matches('/') == entry.trim_end_matches('/'))
+    };
+    if has(old, how.mount_path) {
+        return None;
+    }
+    let mut parts = vec![how.mount_path.to_string()];
+    for entry in how.python_path {
+        if !has(old, entry) && !parts.iter().any(|p| has(p, entry)) {
+            parts.push(entry.clone());
+        }
+    }
+    if !old.is_empty() {
+        parts.push(old.to_string());
+    }
+    Some(parts.join(":"))
+}
+
+/// Set `name=value` on the container: entry `at` of its env when it has one, else appended.
+fn set_env(
     ops: &mut Vec<PatchOperation>,
     idx: &str,
     c: &Container,
+    name: &str,
     at: Option<usize>,
-    mount_path: &str,
+    value: String,
 ) {
-    let Some(j) = at else {
-        append_all(
+    match at {
+        Some(j) => ops.push(add(
+            &["spec", "containers", idx, "env", &j.to_string(), "value"],
+            Value::String(value),
+        )),
+        None => append_all(
             ops,
             &["spec", "containers", idx, "env"],
             c.env.is_some(),
             vec![to_value(&EnvVar {
-                name: "PYTHONPATH".into(),
-                value: Some(mount_path.to_string()),
+                name: name.into(),
+                value: Some(value),
                 value_from: None,
             })],
-        );
-        return;
-    };
-    let old = c.env.as_deref().unwrap_or_default()[j]
-        .value
-        .as_deref()
-        .unwrap_or("");
-    if old
-        .split(':')
-        .any(|p| p.trim_end_matches('/') == mount_path)
-    {
-        return;
+        ),
     }
-    let new = if old.is_empty() {
-        mount_path.to_string()
-    } else {
-        format!("{mount_path}:{old}")
-    };
-    ops.push(add(
-        &["spec", "containers", idx, "env", &j.to_string(), "value"],
-        Value::String(new),
-    ));
 }

@@ -4,12 +4,18 @@ use serde_json::json;
 
 use super::containers::quantities;
 use super::*;
-use crate::crd::{CacheVolume, Installer, OnFailure};
+use crate::crd::{CacheVolume, INJECTED_MODE_ANNOTATION, InstallMode, Installer, OnFailure};
 use crate::telemetry::LogFormat;
 use crate::webhook::fixtures::{CONTENT, pod};
 
 fn resource() -> WorkspaceRequirements {
     crate::webhook::fixtures::resource("bifrost", "default")
+}
+
+fn python_path_mode() -> WorkspaceRequirements {
+    let mut r = resource();
+    r.spec.install.mode = InstallMode::PythonPath;
+    r
 }
 
 fn worker() -> serde_json::Value {
@@ -116,10 +122,9 @@ fn injects_everything_into_a_bare_pod() {
     assert_eq!(plan.hash, hash);
     assert_eq!(plan.containers, ["worker"]);
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
-    assert_eq!(
-        p.metadata.annotations.as_ref().unwrap()[INJECTED_ANNOTATION],
-        hash
-    );
+    let annotations = p.metadata.annotations.as_ref().unwrap();
+    assert_eq!(annotations[INJECTED_ANNOTATION], hash);
+    assert_eq!(annotations[INJECTED_MODE_ANNOTATION], "UserBase");
     // The patch escapes the annotation key only when the map exists; here it was absent.
     let spec = p.spec.as_ref().unwrap();
     let names = volume_names(spec);
@@ -168,7 +173,7 @@ fn injects_everything_into_a_bare_pod() {
     assert_eq!(
         args,
         format!(
-            "install --target=/opt/bifrost/site-packages --installer=uv --uv={BIN_DIR}/uv \
+            "install --user-base=/opt/bifrost/site-packages --installer=uv --uv={BIN_DIR}/uv \
              --expected-hash={hash} --on-failure=fail --fallback-file={SNAPSHOT_DIR}/payload.json \
              --redis-key=bifrost:requirements:content"
         )
@@ -197,9 +202,10 @@ fn injects_everything_into_a_bare_pod() {
 
     let app = &spec.containers[0];
     assert_eq!(
-        env(app, "PYTHONPATH").unwrap().value.as_deref(),
+        env(app, "PYTHONUSERBASE").unwrap().value.as_deref(),
         Some("/opt/bifrost/site-packages")
     );
+    assert!(env(app, "PYTHONPATH").is_none(), "PYTHONPATH is left alone");
     let m = &app.volume_mounts.as_ref().unwrap()[0];
     assert_eq!(
         (m.name.as_str(), m.mount_path.as_str()),
@@ -224,10 +230,12 @@ fn patch_paths_append_and_escape_when_things_exist() {
         .iter()
         .map(|op| op.path().to_string())
         .collect();
-    assert!(
-        paths.contains(&"/metadata/annotations/bifrost.io~1injected-hash".to_string()),
-        "{paths:?}"
-    );
+    for key in ["injected-hash", "injected-mode"] {
+        assert!(
+            paths.contains(&format!("/metadata/annotations/bifrost.io~1{key}")),
+            "{paths:?}"
+        );
+    }
     assert!(paths.contains(&"/spec/volumes/-".to_string()), "{paths:?}");
     assert!(
         paths.contains(&"/spec/initContainers/-".to_string()),
@@ -283,7 +291,7 @@ fn pythonpath_is_prepended_kept_or_skipped() {
         {"name": "already", "image": "w", "env": [{"name": "PYTHONPATH", "value": "/opt/bifrost/site-packages:/app"}]},
         {"name": "plain", "image": "w"}
     ]);
-    let (p, plan) = apply(&pod(v), &resource());
+    let (p, plan) = apply(&pod(v), &python_path_mode());
     assert_eq!(plan.containers, ["literal", "empty", "already", "plain"]);
     assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
     assert!(plan.warnings[0].contains("from-secret") && plan.warnings[0].contains("valueFrom"));
@@ -326,7 +334,7 @@ fn last_pythonpath_definition_wins() {
         {"name": "PYTHONPATH", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
         {"name": "PYTHONPATH", "value": "/app"}
     ]);
-    let (p, plan) = apply(&pod(v), &resource());
+    let (p, plan) = apply(&pod(v), &python_path_mode());
     assert!(plan.warnings.is_empty());
     let e = &p.spec.as_ref().unwrap().containers[0].env.as_ref().unwrap()[1];
     assert_eq!(e.value.as_deref(), Some("/opt/bifrost/site-packages:/app"));
@@ -344,7 +352,7 @@ fn conflicting_mount_path_skips_the_container() {
         "{:?}",
         plan.warnings
     );
-    assert!(env(&p.spec.as_ref().unwrap().containers[0], "PYTHONPATH").is_none());
+    assert!(env(&p.spec.as_ref().unwrap().containers[0], "PYTHONUSERBASE").is_none());
 }
 
 #[test]
@@ -374,7 +382,7 @@ fn user_ids() {
 
 #[test]
 fn spec_settings_reach_the_install_container() {
-    let mut r = resource();
+    let mut r = python_path_mode();
     r.spec.cache = None;
     r.spec.install.installer = Installer::Pip;
     r.spec.install.on_failure = OnFailure::Continue;
@@ -581,7 +589,7 @@ fn env_from_gets_the_pythonpath_warning() {
         {"name": "explicit", "image": "w", "envFrom": [{"configMapRef": {"name": "c"}}],
          "env": [{"name": "PYTHONPATH", "value": "/app"}]}
     ]);
-    let (p, plan) = apply(&pod(v), &resource());
+    let (p, plan) = apply(&pod(v), &python_path_mode());
     assert_eq!(plan.containers, ["from-config", "explicit"]);
     assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
     assert!(
@@ -625,4 +633,123 @@ fn quantities_grammar() {
     ] {
         assert!(!valid_quantity(bad), "{bad}");
     }
+}
+
+#[test]
+fn python_path_mode_keeps_the_listed_entries_after_ours() {
+    let mut r = python_path_mode();
+    r.spec.install.python_path = vec!["/app".into(), "/lib".into()];
+    let mut v = worker();
+    v["spec"]["containers"] = json!([
+        {"name": "plain", "image": "w"},
+        {"name": "literal", "image": "w", "env": [{"name": "PYTHONPATH", "value": "/lib:/srv"}]}
+    ]);
+    let (p, plan) = apply(&pod(v), &r);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let cs = &p.spec.as_ref().unwrap().containers;
+    let pp = |i: usize| env(&cs[i], "PYTHONPATH").unwrap().value.clone().unwrap();
+    assert_eq!(pp(0), "/opt/bifrost/site-packages:/app:/lib");
+    assert_eq!(
+        pp(1),
+        "/opt/bifrost/site-packages:/app:/lib:/srv",
+        "no duplicate /lib"
+    );
+    assert!(env(&cs[0], "PYTHONUSERBASE").is_none());
+    assert_eq!(
+        p.metadata.annotations.as_ref().unwrap()[INJECTED_MODE_ANNOTATION],
+        "PythonPath"
+    );
+    let args = init(&p, INSTALL_CONTAINER).args.as_ref().unwrap().join(" ");
+    assert!(
+        args.starts_with("install --target=/opt/bifrost/site-packages "),
+        "{args}"
+    );
+    // Entries listed for PythonPath mode do not leak into UserBase mode.
+    r.spec.install.mode = InstallMode::UserBase;
+    let (p, _) = apply(&pod(worker()), &r);
+    assert!(env(&p.spec.as_ref().unwrap().containers[0], "PYTHONPATH").is_none());
+}
+
+#[test]
+fn user_base_keeps_the_containers_own_variables() {
+    let mut v = worker();
+    v["spec"]["containers"] = json!([
+        {"name": "app-path", "image": "w", "env": [{"name": "PYTHONPATH", "value": "/app"}]},
+        {"name": "own-base", "image": "w", "env": [{"name": "PYTHONUSERBASE", "value": "/home/u/.local"}]},
+        {"name": "same-base", "image": "w", "env": [{"name": "PYTHONUSERBASE", "value": "/opt/bifrost/site-packages/"}]},
+        {"name": "empty-base", "image": "w", "env": [{"name": "PYTHONUSERBASE", "value": ""}]},
+        {"name": "from-secret", "image": "w", "env": [{"name": "PYTHONUSERBASE", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]},
+        {"name": "from-config", "image": "w", "envFrom": [{"configMapRef": {"name": "c"}}]}
+    ]);
+    let (p, plan) = apply(&pod(v), &resource());
+    assert_eq!(
+        plan.containers,
+        ["app-path", "same-base", "empty-base", "from-config"]
+    );
+    let said = |who: &str, what: &str| {
+        plan.warnings
+            .iter()
+            .any(|w| w.contains(&format!("{who:?}")) && w.contains(what))
+    };
+    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
+    assert!(
+        said("own-base", "PYTHONUSERBASE=\"/home/u/.local\" itself; kept"),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(said("from-secret", "valueFrom"), "{:?}", plan.warnings);
+    assert!(said("from-config", "envFrom"), "{:?}", plan.warnings);
+    let cs = &p.spec.as_ref().unwrap().containers;
+    let base = |i: usize| env(&cs[i], "PYTHONUSERBASE").and_then(|e| e.value.clone());
+    assert_eq!(
+        env(&cs[0], "PYTHONPATH").unwrap().value.as_deref(),
+        Some("/app")
+    );
+    assert_eq!(base(0).as_deref(), Some("/opt/bifrost/site-packages"));
+    assert_eq!(base(1).as_deref(), Some("/home/u/.local"), "theirs kept");
+    assert!(
+        cs[1].volume_mounts.is_none(),
+        "a skipped container gets no mount"
+    );
+    assert_eq!(
+        base(2).as_deref(),
+        Some("/opt/bifrost/site-packages/"),
+        "already ours"
+    );
+    assert_eq!(base(3).as_deref(), Some("/opt/bifrost/site-packages"));
+    assert!(cs[4].volume_mounts.is_none());
+    assert_eq!(base(5).as_deref(), Some("/opt/bifrost/site-packages"));
+}
+
+#[test]
+fn user_base_warns_when_python_would_skip_the_user_site() {
+    let mut v = worker();
+    v["spec"]["containers"] = json!([
+        {"name": "no-user-site", "image": "w", "env": [{"name": "PYTHONNOUSERSITE", "value": "1"}]},
+        {"name": "dash-s", "image": "w", "command": ["/usr/local/bin/python3", "-u", "-s", "-m", "bifrost"]},
+        {"name": "isolated", "image": "w", "command": ["python"], "args": ["-I", "main.py"]},
+        {"name": "fine", "image": "w", "command": ["python3", "-u", "-m", "bifrost", "-s"],
+         "env": [{"name": "PYTHONNOUSERSITE", "value": ""}]}
+    ]);
+    let (_, plan) = apply(&pod(v), &resource());
+    assert_eq!(plan.containers.len(), 4, "warned, still injected");
+    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
+    for (who, what) in [
+        ("no-user-site", "PYTHONNOUSERSITE"),
+        ("dash-s", "with -s"),
+        ("isolated", "with -I"),
+    ] {
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w.contains(&format!("{who:?}")) && w.contains(what)),
+            "{who}: {:?}",
+            plan.warnings
+        );
+    }
+    // PythonPath mode does not depend on the user site.
+    let mut v = worker();
+    v["spec"]["containers"][0]["command"] = json!(["python3", "-s", "-m", "bifrost"]);
+    let (_, plan) = apply(&pod(v), &python_path_mode());
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
 }
