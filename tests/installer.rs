@@ -1300,6 +1300,7 @@ fn installer_output_is_redacted_and_uncoloured_in_both_formats() {
             );
         }
     }
+}
 
 /// `--user-base BASE` installs into the user site the real python3 reports for
 /// `PYTHONUSERBASE=BASE`, so a worker with that variable imports the packages while its own

@@ -533,7 +533,9 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
         json!({
             "content": CONTENT,
             "cache": {"redis": {"urlSecretRef": {"name": "bifrost-redis", "key": "url"}, "key": key}},
-            "install": {"indexUrls": [index], "sizeLimit": "1Gi"},
+            // The PYTHONPATH route end to end; UserBase (the default) is proven by
+            // inject's unit tests and tests/installer.rs.
+            "install": {"indexUrls": [index], "sizeLimit": "1Gi", "mode": "PythonPath"},
         }),
     )
     .await;
@@ -702,7 +704,13 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
 #[tokio::test]
 async fn admission_cases_behave_as_specified() {
     let (client, ns) = webhook_namespace("wh-cases").await;
-    create_wsreq(&client, &ns, "default", json!({"content": CONTENT})).await;
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": CONTENT, "install": {"mode": "PythonPath"}}),
+    )
+    .await;
     let wh = Webhook::start(&ns, &[]);
     let _reg = register(&client, &wh.config, &ns, &wh.url()).await;
     let bundle = ca_bundle(&client, &wh.config).await;
