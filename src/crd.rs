@@ -72,13 +72,75 @@ pub struct WorkspaceRequirementsSpec {
     pub rollout: RolloutSpec,
 }
 
-/// The source of `spec.content`.
+/// The source of `spec.content`: at most one of `database` and `s3`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Kubernetes 1.20 has no CEL; a structural schema may carry `maxProperties`, which is how the
+// API server itself refuses both sources at once.
+#[schemars(extend("maxProperties" = 1))]
 pub struct Source {
     /// Mirror Bifrost's `workspace_files` row into `spec.content`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSource>,
+    /// Mirror Bifrost's S3 object (`_repo/requirements.txt`) into `spec.content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Source>,
+}
+
+/// Bifrost's requirements object in S3 (Bifrost today).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Source {
+    /// Bucket (Bifrost's `BIFROST_S3_BUCKET`).
+    pub bucket: String,
+    /// Object key.
+    #[serde(default = "default_s3_key")]
+    pub key: String,
+    /// Endpoint URL (Bifrost's `BIFROST_S3_ENDPOINT_URL`, e.g. `http://seaweedfs:8333`); omit for
+    /// AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region (Bifrost's `BIFROST_S3_REGION`).
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Path-style addressing; default: true when `endpoint` is set, false on AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+    /// Static credentials from a Secret; omit to use the default AWS credential chain (e.g. a
+    /// pod identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<S3CredentialsRef>,
+    /// Conditional poll interval (an unchanged object costs one `304`).
+    #[serde(default = "default_s3_poll")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub poll_interval_seconds: u32,
+}
+
+impl S3Source {
+    /// Path-style addressing as resolved: explicit, else on exactly when an endpoint is set.
+    pub fn path_style(&self) -> bool {
+        self.force_path_style
+            .unwrap_or_else(|| self.endpoint.as_deref().is_some_and(|e| !e.is_empty()))
+    }
+
+    /// `s3://bucket/key`, for messages.
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// A Secret holding S3 keys, by default under Bifrost's own names (`bifrost-secrets`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3CredentialsRef {
+    /// Secret name in the resource's namespace.
+    pub name: String,
+    /// Key of the access key id.
+    #[serde(default = "default_access_key_key")]
+    pub access_key_id_key: String,
+    /// Key of the secret access key.
+    #[serde(default = "default_secret_key_key")]
+    pub secret_access_key_key: String,
 }
 
 /// Bifrost's PostgreSQL row.
@@ -277,6 +339,9 @@ pub struct WorkspaceRequirementsStatus {
     /// RFC 3339 time of the last successful read of the database row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_from_database: Option<String>,
+    /// RFC 3339 time of the last successful read of the source (database row or S3 object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced: Option<String>,
     /// RFC 3339 time of the last Redis write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_warmed_at: Option<String>,
@@ -344,6 +409,21 @@ fn default_entity_type() -> String {
 }
 fn default_poll() -> u32 {
     30
+}
+fn default_s3_key() -> String {
+    crate::s3::DEFAULT_KEY.into()
+}
+fn default_s3_region() -> String {
+    crate::s3::DEFAULT_REGION.into()
+}
+fn default_s3_poll() -> u32 {
+    10
+}
+fn default_access_key_key() -> String {
+    crate::s3::ENV_ACCESS_KEY.into()
+}
+fn default_secret_key_key() -> String {
+    crate::s3::ENV_SECRET_KEY.into()
 }
 fn default_key() -> String {
     DEFAULT_KEY.into()

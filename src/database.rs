@@ -154,6 +154,19 @@ impl Database {
         Ok(())
     }
 
+    /// Whether the migration's NOTIFY trigger is installed on `workspace_files` (without it,
+    /// changes reach the mirror only by polling). A missing table has no trigger either.
+    pub async fn has_notify_trigger(&self) -> Result<bool> {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger \
+             WHERE tgname = 'bifrost_requirements_notify' \
+               AND tgrelid = to_regclass('workspace_files'))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("looking for the NOTIFY trigger"))
+    }
+
     /// The live (not soft-deleted) requirements row, if any.
     pub async fn read(&self) -> Result<Option<RequirementsRow>> {
         let mut conn = self

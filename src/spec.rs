@@ -171,6 +171,35 @@ pub fn validate_spec(name: &str, spec: &WorkspaceRequirementsSpec) -> Result<(),
         c.check(format!("{f}.name"), dns_subdomain(&db.url_secret_ref.name));
         c.check(format!("{f}.key"), config_key(&db.url_secret_ref.key));
     }
+    if let Some(source) = &spec.source
+        && source.database.is_some()
+        && source.s3.is_some()
+    {
+        c.invalid(
+            "spec.source",
+            "has both database and s3: set exactly one (the mirror follows one source of truth)",
+        );
+    }
+    if let Some(s3) = spec.source.as_ref().and_then(|s| s.s3.as_ref()) {
+        let f = "spec.source.s3";
+        if let Err(e) = s3_config(s3, None).validate() {
+            c.invalid(f, e.to_string());
+        }
+        if let Some(r) = &s3.credentials_secret_ref {
+            c.check(
+                format!("{f}.credentialsSecretRef.name"),
+                dns_subdomain(&r.name),
+            );
+            c.check(
+                format!("{f}.credentialsSecretRef.accessKeyIdKey"),
+                config_key(&r.access_key_id_key),
+            );
+            c.check(
+                format!("{f}.credentialsSecretRef.secretAccessKeyKey"),
+                config_key(&r.secret_access_key_key),
+            );
+        }
+    }
     if let Some(redis) = spec.cache.as_ref().and_then(|c| c.redis.as_ref()) {
         let f = "spec.cache.redis";
         c.check(
@@ -235,8 +264,25 @@ pub fn validate_spec(name: &str, spec: &WorkspaceRequirementsSpec) -> Result<(),
     }
 }
 
+/// The S3 client configuration a `spec.source.s3` asks for (credentials read from its Secret).
+pub fn s3_config(
+    s3: &crate::crd::S3Source,
+    credentials: Option<crate::s3::Credentials>,
+) -> crate::s3::S3Config {
+    let mut config = crate::s3::S3Config::new(s3.bucket.clone());
+    config.key = s3.key.clone();
+    config.region = s3.region.clone();
+    config.endpoint = s3.endpoint.clone().filter(|e| !e.trim().is_empty());
+    config.force_path_style = s3.path_style();
+    config.credentials = credentials;
+    config
+}
+
 fn content(c: &mut Collector, spec: &WorkspaceRequirementsSpec) {
-    let has_source = spec.source.as_ref().is_some_and(|s| s.database.is_some());
+    let has_source = spec
+        .source
+        .as_ref()
+        .is_some_and(|s| s.database.is_some() || s.s3.is_some());
     if !has_source && spec.content.trim().is_empty() {
         c.push(
             Reason::NoContent,

@@ -489,6 +489,12 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
     .await;
     let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     assert_eq!(obj.spec.content, "requests==2.32.3\n");
+    // The migration installed the trigger: nothing to warn about.
+    assert!(
+        !condition(&obj, "Synced").unwrap().2.contains("NOTIFY"),
+        "{:?}",
+        condition(&obj, "Synced")
+    );
     assert!(obj.status.unwrap().last_synced_from_database.is_some());
 
     // Bifrost updates the row with plain SQL: NOTIFY brings it well before the 60 s poll.
@@ -529,6 +535,50 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
         let obj = get_wsreq(&client, &ns, "default").await;
         (obj.spec.content == newer && condition(&obj, "Synced").is_some_and(|c| c.0 == "True"))
             .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_notify_trigger_is_said_in_synced_and_an_event() {
+    let (client, ns) = namespace("notrigger").await;
+    let db = common::services::fresh_database().await;
+    assert_ok_cli(&["migrate"], &db);
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    // Bifrost's own table, without our migration's trigger.
+    sqlx::query("DROP TRIGGER bifrost_requirements_notify ON workspace_files")
+        .execute(&pool)
+        .await
+        .unwrap();
+    common::services::write_bifrost_row(&pool, "requests\n").await;
+    pool.close().await;
+    secret(&client, &ns, "db", "url", &db).await;
+    let _op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 7}}}),
+    )
+    .await;
+    let obj = wait_condition(&client, &ns, "default", "Synced", "True", None, T).await;
+    assert_eq!(obj.spec.content, "requests\n");
+    let (_, _, message) = condition(&obj, "Synced").unwrap();
+    assert!(
+        message.contains("no NOTIFY trigger: changes arrive by polling every 7 s")
+            && message.contains("bifrost-requirements migrate"),
+        "{message}"
+    );
+    wait_for("a NotifyTriggerMissing Warning", T, || async {
+        let events = common::stdout(&common::k8s::control_plane().kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &ns,
+            "-o",
+            "json",
+        ]));
+        (events.matches("NotifyTriggerMissing").count() >= 1).then_some(())
     })
     .await;
 }

@@ -37,11 +37,18 @@ use crate::metrics::Metrics;
 use crate::supervise::{Backoff, OnExit, Supervisor};
 use status::{Conditions, now_rfc3339, truncate};
 
-/// What the database mirror last saw for one resource (the reconciler owns the status).
+/// What the source mirror last saw for one resource (the reconciler owns the status).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncState {
-    Synced { at: String },
-    Failed { reason: String, message: String },
+    /// `note`: something the status should say although the sync works (e.g. no NOTIFY trigger).
+    Synced {
+        at: String,
+        note: Option<String>,
+    },
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 /// Shared between the mirror (writer) and the reconciler (reader).
@@ -393,21 +400,25 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     status.short_hash = Some(payload.hash[..12].to_string());
     let mut requeue = REFRESH_INTERVAL;
 
-    // Synced: what the database mirror last saw (it never writes status itself).
+    // Synced: what the source mirror last saw (it never writes status itself).
     check_synced(ctx, obj, &oref, &mut conditions, &mut status, &mut requeue).await;
-    // A mirrored resource whose row was never read yet has no content of its own: writing its
-    // empty spec to Redis would wipe Bifrost's cache, so wait for the first sync.
-    let mirrored = obj
-        .spec
-        .source
-        .as_ref()
-        .and_then(|s| s.database.as_ref())
-        .is_some();
-    if mirrored && status.last_synced_from_database.is_none() {
-        let why = "waiting for the first read of the database row";
-        conditions.set_unknown("Valid", "WaitingForDatabase", why);
-        conditions.set_unknown("CacheWarmed", "WaitingForDatabase", why);
-        conditions.set_unknown("RolledOut", "WaitingForDatabase", why);
+    // A mirrored resource whose source was never read yet has no content of its own: writing
+    // its empty spec to Redis would wipe Bifrost's cache, so wait for the first sync. (A status
+    // written before `lastSynced` existed has only the database's field.)
+    let source = obj.spec.source.as_ref();
+    let s3 = source.and_then(|s| s.s3.as_ref()).is_some();
+    let mirrored = source.is_some_and(|s| s.database.is_some() || s.s3.is_some());
+    let synced_once =
+        status.last_synced.is_some() || (!s3 && status.last_synced_from_database.is_some());
+    if mirrored && !synced_once {
+        let SourceNames {
+            waiting_reason,
+            waiting: why,
+            ..
+        } = SourceNames::of(s3);
+        conditions.set_unknown("Valid", waiting_reason, why);
+        conditions.set_unknown("CacheWarmed", waiting_reason, why);
+        conditions.set_unknown("RolledOut", waiting_reason, why);
         let message = conditions.first_problem(&["Synced"]);
         conditions.set("Ready", false, "WaitingForDatabase", &message);
         status.package_count = None;
@@ -623,57 +634,96 @@ async fn check_synced(
     status: &mut crate::crd::WorkspaceRequirementsStatus,
     requeue: &mut Duration,
 ) {
-    if obj
-        .spec
-        .source
-        .as_ref()
-        .and_then(|s| s.database.as_ref())
-        .is_some()
-    {
-        let state = ctx
-            .sync
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(oref)
-            .cloned();
-        match state {
-            Some(SyncState::Synced { at }) => {
-                status.last_synced_from_database = Some(at);
-                conditions.set(
-                    "Synced",
-                    true,
-                    "DatabaseRowMirrored",
-                    "spec.content mirrors the database row",
-                );
-                ctx.clear_warning(obj, "DatabaseUnreachable");
-            }
-            Some(SyncState::Failed { reason, message }) => {
-                conditions.set(
-                    "Synced",
-                    false,
-                    &reason,
-                    &format!("{message}; keeping the last known content"),
-                );
-                ctx.warn_once(obj, "DatabaseUnreachable", message, "SyncFromDatabase")
-                    .await;
-                *requeue = (*requeue).min(RETRY);
-            }
-            None => {
-                conditions.set_unknown(
-                    "Synced",
-                    "Pending",
-                    "waiting for the first read of the database row",
-                );
-                *requeue = (*requeue).min(RETRY);
-            }
-        }
-    } else {
+    let source = obj.spec.source.as_ref();
+    let s3 = source.and_then(|s| s.s3.as_ref()).is_some();
+    if !source.is_some_and(|s| s.database.is_some() || s.s3.is_some()) {
         conditions.set(
             "Synced",
             true,
             "SpecIsSource",
-            "spec.content is the source (no database configured)",
+            "spec.content is the source (no database or S3 source configured)",
         );
+        return;
+    }
+    let names = SourceNames::of(s3);
+    let state = ctx
+        .sync
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(oref)
+        .cloned();
+    match state {
+        Some(SyncState::Synced { at, note }) => {
+            if !s3 {
+                status.last_synced_from_database = Some(at.clone());
+            }
+            status.last_synced = Some(at);
+            let message = match &note {
+                Some(n) => format!("{}; {n}", names.mirrored_message),
+                None => names.mirrored_message.to_string(),
+            };
+            conditions.set("Synced", true, names.mirrored_reason, &message);
+            ctx.clear_warning(obj, names.unreachable);
+            match note {
+                Some(n) => {
+                    ctx.warn_once(obj, "NotifyTriggerMissing", n, names.action)
+                        .await
+                }
+                None => {
+                    ctx.clear_warning(obj, "NotifyTriggerMissing");
+                }
+            }
+        }
+        Some(SyncState::Failed { reason, message }) => {
+            conditions.set(
+                "Synced",
+                false,
+                &reason,
+                &format!("{message}; keeping the last known content"),
+            );
+            ctx.warn_once(obj, names.unreachable, message, names.action)
+                .await;
+            *requeue = (*requeue).min(RETRY);
+        }
+        None => {
+            conditions.set_unknown("Synced", "Pending", names.waiting);
+            *requeue = (*requeue).min(RETRY);
+        }
+    }
+}
+
+/// What the status says about each source: the reason of Synced=True, the Warning Event, what
+/// is being waited for.
+struct SourceNames {
+    mirrored_reason: &'static str,
+    mirrored_message: &'static str,
+    unreachable: &'static str,
+    action: &'static str,
+    waiting_reason: &'static str,
+    waiting: &'static str,
+}
+
+impl SourceNames {
+    fn of(s3: bool) -> Self {
+        if s3 {
+            Self {
+                mirrored_reason: "S3ObjectMirrored",
+                mirrored_message: "spec.content mirrors the S3 object",
+                unreachable: "S3Unreachable",
+                action: "SyncFromS3",
+                waiting_reason: "WaitingForS3",
+                waiting: "waiting for the first read of the S3 object",
+            }
+        } else {
+            Self {
+                mirrored_reason: "DatabaseRowMirrored",
+                mirrored_message: "spec.content mirrors the database row",
+                unreachable: "DatabaseUnreachable",
+                action: "SyncFromDatabase",
+                waiting_reason: "WaitingForDatabase",
+                waiting: "waiting for the first read of the database row",
+            }
+        }
     }
 }
 

@@ -326,12 +326,91 @@ fn absent_content_is_not_empty_requirements() {
             entity_type: "requirements".into(),
             poll_interval_seconds: 30,
         }),
+        s3: None,
+    });
+    assert_eq!(validate_spec("x", &s), Ok(()));
+    // So is an empty S3 object's.
+    let mut s = spec("");
+    s.source = Some(Source {
+        database: None,
+        s3: Some(s3_source("bifrost")),
     });
     assert_eq!(validate_spec("x", &s), Ok(()));
     // An empty source object is no source.
     let mut s = spec("");
-    s.source = Some(Source { database: None });
+    s.source = Some(Source {
+        database: None,
+        s3: None,
+    });
     assert_eq!(problems(&s).reason(), Reason::NoContent);
+}
+
+fn s3_source(bucket: &str) -> crate::crd::S3Source {
+    serde_json::from_value(serde_json::json!({
+        "bucket": bucket,
+        "endpoint": "http://seaweedfs:8333",
+        "credentialsSecretRef": {"name": "bifrost-secrets"},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn s3_source_defaults_follow_bifrost() {
+    let s3 = s3_source("bifrost");
+    assert_eq!(s3.key, "_repo/requirements.txt");
+    assert_eq!(s3.region, "us-east-1");
+    assert_eq!(s3.poll_interval_seconds, 10);
+    let r = s3.credentials_secret_ref.as_ref().unwrap();
+    assert_eq!(
+        (
+            r.access_key_id_key.as_str(),
+            r.secret_access_key_key.as_str()
+        ),
+        ("BIFROST_S3_ACCESS_KEY", "BIFROST_S3_SECRET_KEY")
+    );
+    // Path style follows the endpoint unless said otherwise.
+    assert!(s3.path_style());
+    let aws: crate::crd::S3Source =
+        serde_json::from_value(serde_json::json!({"bucket": "b"})).unwrap();
+    assert!(!aws.path_style());
+    let explicit = crate::crd::S3Source {
+        force_path_style: Some(false),
+        ..s3
+    };
+    assert!(!explicit.path_style());
+}
+
+#[test]
+fn database_and_s3_together_are_refused() {
+    let mut s = spec("requests\n");
+    s.source = Some(
+        serde_json::from_value(serde_json::json!({
+            "database": {"urlSecretRef": {"name": "db", "key": "url"}},
+            "s3": {"bucket": "bifrost"},
+        }))
+        .unwrap(),
+    );
+    let p = problems(&s);
+    assert_eq!(p.0[0].field, "spec.source");
+    assert!(p.to_string().contains("both database and s3"), "{p}");
+}
+
+#[test]
+fn s3_source_fields_are_checked() {
+    let mut s = spec("requests\n");
+    let mut bad = s3_source("Not_A_Bucket");
+    bad.credentials_secret_ref.as_mut().unwrap().name = "Bad Name".into();
+    s.source = Some(Source {
+        database: None,
+        s3: Some(bad),
+    });
+    let p = problems(&s);
+    let fields: Vec<&str> = p.0.iter().map(|x| x.field.as_str()).collect();
+    assert!(fields.contains(&"spec.source.s3"), "{p}");
+    assert!(
+        fields.contains(&"spec.source.s3.credentialsSecretRef.name"),
+        "{p}"
+    );
 }
 
 #[test]
