@@ -383,6 +383,11 @@ pub struct WorkloadStatus {
     /// they were created while the webhook was unavailable and run without the packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uninjected_pods: Option<i32>,
+    /// Packages that the install containers of this workload's current pods could not install
+    /// (`name (why)`, from their termination messages): under `onFailure: Continue` the workers
+    /// run without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_packages: Option<Vec<String>>,
     /// What is wrong with this workload, when something is: its pods cannot be created (the API
     /// server's answer), a pod's install container fails (the pod, the container and its
     /// termination message), or its pod template carries a copied injection marker.

@@ -560,14 +560,29 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     )
     .await;
 
-    let ready =
+    let rolled_out =
         conditions.all_true(&["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"]);
+    let failed = packages_failed(&status.workloads);
+    if let Some(message) = &failed {
+        // Once per hash: every new pod of the hash reports the same packages.
+        ctx.warn_once_per(
+            obj,
+            "PackagesFailed",
+            payload.hash.clone(),
+            message.clone(),
+            "Install",
+        )
+        .await;
+    }
+    let ready = rolled_out && failed.is_none();
     let checked = ["Synced", "CacheWarmed", "Snapshotted", "RolledOut"];
     let (reason, message) = if ready {
         (
             "Ready".to_string(),
             "content valid, cached and rolled out".to_string(),
         )
+    } else if let (true, Some(message)) = (rolled_out, failed) {
+        ("PackagesFailed".to_string(), message)
     } else {
         // The first problem's own reason (e.g. InstallFailing), so `kubectl get` and alerts
         // on Ready's reason say what is wrong without reading the other conditions.
@@ -581,6 +596,23 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     patch_status(ctx, obj, &old_status, &status).await?;
     info!(hash = %&payload.hash[..12], ready, requeue_s = requeue.as_secs(), "reconciled {ns}/{name}");
     Ok(Action::requeue(requeue))
+}
+
+/// "the workers run without …" naming each workload's failed packages, when any failed.
+fn packages_failed(workloads: &[crate::crd::WorkloadStatus]) -> Option<String> {
+    let each: Vec<String> = workloads
+        .iter()
+        .filter_map(|w| {
+            let failed = w.failed_packages.as_ref()?;
+            Some(format!("{}/{}: {}", w.kind, w.name, failed.join(", ")))
+        })
+        .collect();
+    (!each.is_empty()).then(|| {
+        format!(
+            "rolled out, but packages failed to install and the workers run without them: {}",
+            each.join("; ")
+        )
+    })
 }
 
 /// The RolledOut condition and its Warnings from what [`rollout::roll`] found.
@@ -1072,5 +1104,41 @@ async fn watch_caches(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod ready_tests {
+    use super::packages_failed;
+    use crate::crd::WorkloadStatus;
+
+    fn workload(name: &str, failed: Option<Vec<&str>>) -> WorkloadStatus {
+        WorkloadStatus {
+            kind: "Deployment".into(),
+            name: name.into(),
+            hash: None,
+            up_to_date: true,
+            replicas: None,
+            updated_replicas: None,
+            ready_updated_replicas: None,
+            uninjected_pods: None,
+            failed_packages: failed.map(|f| f.into_iter().map(String::from).collect()),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn failed_packages_name_each_workload() {
+        assert_eq!(packages_failed(&[workload("a", None)]), None);
+        assert_eq!(
+            packages_failed(&[
+                workload("a", Some(vec!["x (no wheel)", "y (not found)"])),
+                workload("b", None),
+                workload("c", Some(vec!["x (no wheel)"])),
+            ])
+            .unwrap(),
+            "rolled out, but packages failed to install and the workers run without them: \
+             Deployment/a: x (no wheel), y (not found); Deployment/c: x (no wheel)"
+        );
     }
 }

@@ -70,6 +70,9 @@ pub struct Progress {
     /// Of those, the ready ones.
     pub ready_updated: i32,
     pub verdict: Verdict,
+    /// Packages the install containers of those pods could not install (`name (why)`, sorted,
+    /// each once): under `onFailure: Continue` the workers run without them.
+    pub failed_packages: Vec<String>,
 }
 
 /// What the workload's own controller reports: `None` when its rollout is complete, else what
@@ -168,11 +171,18 @@ pub fn progress(
     let ready_updated = updated.iter().filter(|p| is_ready(p)).count();
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     let (updated_n, ready_n) = (count(updated.len()), count(ready_updated));
+    let failed: Vec<String> = updated
+        .iter()
+        .flat_map(|p| install_report(p).map(failed_packages).unwrap_or_default())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let done = |verdict| Progress {
         replicas,
         updated: updated_n,
         ready_updated: ready_n,
         verdict,
+        failed_packages: failed.clone(),
     };
 
     // A failing install container halts the rollout whatever else is going on.
@@ -285,6 +295,54 @@ fn container_failure(c: &ContainerStatus) -> Option<String> {
         "cannot start: {reason}: {}",
         waiting.message.unwrap_or_default()
     ))
+}
+
+/// The termination message of the pod's install container when it succeeded: its summary line
+/// (`installed 12/13; failed: …`).
+fn install_report(p: &Pod) -> Option<&str> {
+    let c = p
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == INSTALL_CONTAINER)?;
+    let t = c.state.as_ref()?.terminated.as_ref()?;
+    (t.exit_code == 0).then_some(t.message.as_deref()?)
+}
+
+/// The packages an install container reports as failed in its termination message
+/// (`installed 12/13; failed: xhtml2pdf (needs a C compiler), foo (not on the index)`, written by
+/// `installer::failures::summary`), each as `name (why)`. Empty for any other message.
+pub fn failed_packages(message: &str) -> Vec<String> {
+    let Some(line) = message.lines().find(|l| l.starts_with("installed ")) else {
+        return Vec::new();
+    };
+    let Some((_, list)) = line.split_once("; failed: ") else {
+        return Vec::new();
+    };
+    // Split on ", " outside parentheses: a reason may hold commas.
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    let bytes = list.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 && bytes.get(i + 1) == Some(&b' ') => {
+                items.push(&list[start..i]);
+                start = i + 2;
+            }
+            _ => {}
+        }
+    }
+    items.push(&list[start..]);
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !s.starts_with("… and "))
+        .map(String::from)
+        .collect()
 }
 
 /// The part of a termination message that says why. The injected containers' policy is
@@ -424,6 +482,7 @@ pub fn digest(p: &Pod) -> Option<u64> {
     p.metadata.deletion_timestamp.is_some().hash(&mut h);
     is_ready(p).hash(&mut h);
     init_failure(p).map(|v| v.message()).hash(&mut h);
+    install_report(p).hash(&mut h);
     Some(h.finish())
 }
 

@@ -332,6 +332,10 @@ pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> 
             updated_replicas: progress.as_ref().map(|p| p.updated),
             ready_updated_replicas: progress.as_ref().map(|p| p.ready_updated),
             uninjected_pods: uninjected,
+            failed_packages: progress
+                .as_ref()
+                .map(|p| p.failed_packages.clone())
+                .filter(|f| !f.is_empty() && h == hash),
             message: message.map(|m| super::status::truncate(&m, 1000)),
         });
         verdicts.push(verdict);

@@ -135,7 +135,8 @@ fn up_to_date_only_when_every_replica_runs_the_hash_and_is_ready() {
             replicas: 2,
             updated: 2,
             ready_updated: 2,
-            verdict: Verdict::UpToDate
+            verdict: Verdict::UpToDate,
+            failed_packages: vec![],
         }
     );
     // The controller still waiting wins over ready pods.
@@ -400,5 +401,69 @@ fn a_termination_message_from_the_log_keeps_the_report_not_the_timestamps() {
     assert_eq!(
         termination_text("cannot install bifrost-missing==9.9\n"),
         "cannot install bifrost-missing==9.9"
+    );
+}
+
+#[test]
+fn failed_packages_come_from_the_install_containers_summary() {
+    assert_eq!(
+        failed_packages(
+            "installed 11/13; failed: xhtml2pdf (needs a C compiler), nope (not on the index, checked twice)"
+        ),
+        [
+            "xhtml2pdf (needs a C compiler)",
+            "nope (not on the index, checked twice)"
+        ]
+    );
+    assert_eq!(
+        failed_packages("installed 1/40; failed: a (x), b (y), … and 37 more"),
+        ["a (x)", "b (y)"]
+    );
+    for none in [
+        "installed 13/13",
+        "installed 0/0",
+        "error: no usable source",
+        "",
+        "; failed: a (x)",
+    ] {
+        assert!(failed_packages(none).is_empty(), "{none:?}");
+    }
+    // Per pod of the current hash, each package once, sorted; pods of an older hash and failed
+    // containers do not count.
+    let with = |name: &str, hash: &str, message: &str| {
+        pod(
+            name,
+            hash,
+            Some(hash),
+            true,
+            Some(json!({"state": {"terminated": {"exitCode": 0, "message": message}}})),
+        )
+    };
+    let pods = [
+        with("a", H, "installed 2/3; failed: zed (no wheel)"),
+        with(
+            "b",
+            H,
+            "installed 1/3; failed: zed (no wheel), alpha (not found)",
+        ),
+        with("c", "old", "installed 0/1; failed: old (gone)"),
+        ok("d"),
+    ];
+    let refs: Vec<&Pod> = pods.iter().collect();
+    let p = progress(Some(4), None, &refs, H);
+    assert_eq!(p.failed_packages, ["alpha (not found)", "zed (no wheel)"]);
+    let mut slimmed = pods[1].clone();
+    slim(&mut slimmed);
+    assert_eq!(
+        install_report(&slimmed),
+        Some("installed 1/3; failed: zed (no wheel), alpha (not found)")
+    );
+    assert_ne!(
+        digest(&slimmed),
+        digest(&{
+            let mut d = ok("b");
+            slim(&mut d);
+            d
+        })
     );
 }
