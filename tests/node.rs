@@ -820,10 +820,11 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
         )) && why.contains("bifrost-missing"),
         "{why}"
     );
-    // The installer's report, not the log records before it (their timestamps change on every
-    // attempt, which would rewrite the status each time).
+    // The installer's report (its summary line: what installed, what failed and why), not the
+    // log records before it (their timestamps change on every attempt, which would rewrite the
+    // status each time).
     assert!(
-        why.contains("error: installation failed") && !why.contains(" INFO "),
+        why.contains("failed: bifrost-missing (not found on the index)") && !why.contains(" INFO "),
         "{why}"
     );
     let (ready, reason, _) = condition(&obj, "Ready").unwrap();
