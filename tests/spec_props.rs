@@ -278,7 +278,12 @@ fn plan_and_check(s: &WorkspaceRequirementsSpec, app_name: &str) {
         assert!(!value.chars().any(char::is_whitespace), "{args:?}");
     }
     let mount = spec::mount_path(&s.install.mount_path).unwrap();
-    assert!(args.contains(&format!("--target={mount}")), "{args:?}");
+    // UserBase: the installer resolves the interpreter's user site under the mount itself.
+    let flag = match s.install.mode {
+        bifrost_requirements::crd::InstallMode::UserBase => "--user-base",
+        bifrost_requirements::crd::InstallMode::PythonPath => "--target",
+    };
+    assert!(args.contains(&format!("{flag}={mount}")), "{args:?}");
 }
 
 proptest! {
