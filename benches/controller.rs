@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
+use common::bench::{print_latencies, until_redis_and_template};
 use common::operator::{
     Operator, create_wsreq, labelled_deployment, namespace, secret, template_hash, wait_for,
 };
@@ -22,11 +23,6 @@ use common::services::{PgServer, fresh_key, redis_url, write_bifrost_row};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -109,45 +105,24 @@ async fn main() {
         let expected = Payload::new(content.clone()).to_json();
         let t0 = Instant::now();
         write_bifrost_row(&pool, &content).await;
-        let (mut redis_done, mut deploy_done) = (false, false);
-        while !(redis_done && deploy_done) {
-            if !redis_done {
-                let v: Option<String> = redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                redis_done = v.as_deref() == Some(expected.as_str());
-            }
-            if !deploy_done {
-                deploy_done = deployments
-                    .get("worker")
-                    .await
-                    .ok()
-                    .and_then(|d| template_hash(&d))
-                    .as_deref()
-                    == Some(hash.as_str());
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "change {i} did not arrive"
-            );
-            if !(redis_done && deploy_done) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-        latencies.push(t0.elapsed().as_secs_f64());
+        latencies.push(
+            until_redis_and_template(
+                t0,
+                &mut conn,
+                &key,
+                &expected,
+                &deployments,
+                "worker",
+                &hash,
+            )
+            .await,
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let median = percentile(&latencies, 0.5);
-    let p95 = percentile(&latencies, 0.95);
-    println!("db row update -> Redis + template annotation, 20 changes:");
-    println!(
-        "  median {:.0} ms, p95 {:.0} ms, max {:.0} ms (target <= 1000 ms)",
-        median * 1e3,
-        p95 * 1e3,
-        latencies[latencies.len() - 1] * 1e3
+    print_latencies(
+        "db row update -> Redis + template annotation",
+        &mut latencies,
+        1000,
     );
 
     // 2. RSS with 1,000 resources.

@@ -14,28 +14,14 @@ use common::operator::{
     Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, redis_cache,
     secret, template_hash, wait_condition, wait_for,
 };
-use common::s3::{BUCKET, S3Server, bifrost_put, delete, fresh_key};
+use common::s3::{BUCKET, S3Server, bifrost_put, bifrost_secrets, delete, fresh_key};
 use common::services::{redis_get, redis_url};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
-
-/// Bifrost's Secret `bifrost-secrets` with its own key names.
-async fn bifrost_secrets(client: &Client, ns: &str, id: &str, secret_key: &str) {
-    let s: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "bifrost-secrets"},
-        "stringData": {"BIFROST_S3_ACCESS_KEY": id, "BIFROST_S3_SECRET_KEY": secret_key},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &s)
-        .await
-        .unwrap();
-}
 
 fn s3_source(server: &S3Server, key: &str) -> serde_json::Value {
     json!({"s3": {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod admission;
+pub mod bench;
 pub mod k8s;
 pub mod node;
 pub mod operator;

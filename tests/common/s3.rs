@@ -10,9 +10,13 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::s3::S3Config;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, PostParams};
 use object_store::ObjectStoreExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
+use serde_json::json;
 
 use super::proc::{free_port, spawn_guarded_in};
 
@@ -210,4 +214,17 @@ pub async fn bifrost_put(config: &S3Config, bytes: &[u8]) -> String {
 pub async fn delete(config: &S3Config) {
     let (store, path) = raw(config);
     store.delete(&path).await.expect("DeleteObject");
+}
+
+/// Bifrost's Secret `bifrost-secrets` with its own key names.
+pub async fn bifrost_secrets(client: &Client, ns: &str, id: &str, secret_key: &str) {
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "bifrost-secrets"},
+        "stringData": {"BIFROST_S3_ACCESS_KEY": id, "BIFROST_S3_SECRET_KEY": secret_key},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
 }

@@ -1,0 +1,59 @@
+//! What the benchmarks (`benches/`) share: percentiles, and the wait for a change to have
+//! arrived both in Redis and in a labelled Deployment's pod template.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+
+use super::operator::template_hash;
+
+/// The value at fraction `p` of an ascending slice (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+/// Median, p95 and max of `samples` (seconds), printed in milliseconds against a target.
+pub fn print_latencies(what: &str, samples: &mut [f64], target_ms: u32) {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("{what}, {} changes:", samples.len());
+    println!(
+        "  median {:.0} ms, p95 {:.0} ms, max {:.0} ms (target p95 <= {target_ms} ms)",
+        percentile(samples, 0.5) * 1e3,
+        percentile(samples, 0.95) * 1e3,
+        samples[samples.len() - 1] * 1e3
+    );
+}
+
+/// Seconds from `t0` until Redis `key` holds `payload` and Deployment `name`'s template carries
+/// `hash`, polled every 5 ms (a change that takes over 30 s fails the benchmark).
+pub async fn until_redis_and_template(
+    t0: Instant,
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    payload: &str,
+    deployments: &Api<Deployment>,
+    name: &str,
+    hash: &str,
+) -> f64 {
+    let (mut redis_done, mut deploy_done) = (false, false);
+    while !(redis_done && deploy_done) {
+        if !redis_done {
+            let v: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+            redis_done = v.as_deref() == Some(payload);
+        }
+        if !deploy_done {
+            let d = deployments.get(name).await.ok();
+            deploy_done = d.as_ref().and_then(template_hash).as_deref() == Some(hash);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the change to {hash} did not arrive (Redis: {redis_done}, template: {deploy_done})"
+        );
+        if !(redis_done && deploy_done) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    t0.elapsed().as_secs_f64()
+}
