@@ -16,6 +16,7 @@
 # it is. Pods can reach only the bridge's host address: a package index or Redis meant for them
 # listens on NODE_HOST_IP (10.244.0.1).
 set -euo pipefail
+shopt -s globstar
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 BRIDGE=bifrost0
@@ -37,16 +38,19 @@ die() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 alive() { # pidfile
-  local pid
-  pid=$(cat "$1" 2>/dev/null) && kill -0 "$pid" 2>/dev/null
+  local pid state
+  pid=$(cat "$1" 2>/dev/null) && kill -0 "$pid" 2>/dev/null || return 1
+  # A killed process not yet reaped (its parent is gone) is a zombie: not alive.
+  state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ ${state%% *} != Z ]]
 }
 
 stop_pid() { # pidfile [seconds]
   local f=$1 wait=${2:-20} pid
   pid=$(cat "$f" 2>/dev/null) || return 0
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$f"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 $((wait * 2))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 1 $((wait * 2))); do alive "$f" || break; sleep 0.5; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
@@ -233,9 +237,38 @@ start() {
   echo "export KUBECONFIG=$kc"
 }
 
+# The processes in any kubepods cgroup (of every hierarchy: each lists its own).
+kubepods_pids() {
+  cat /sys/fs/cgroup/*/kubepods/**/cgroup.procs 2>/dev/null | sort -un | xargs
+}
+
+# SIGKILL every process in the kubepods cgroups and wait until they are gone (10 s at most).
+kill_kubepods() {
+  local f pids
+  # A frozen process gets its SIGKILL only once thawed (v1 freezer.state, v2 cgroup.freeze).
+  for f in /sys/fs/cgroup/*/kubepods/**/freezer.state /sys/fs/cgroup/*/kubepods/**/cgroup.freeze; do
+    [[ -f $f ]] || continue
+    case $f in
+      *freezer.state) grep -q FROZEN "$f" && echo THAWED >"$f" ;;
+      *) echo 0 >"$f" ;;
+    esac 2>/dev/null || true
+  done
+  for _ in $(seq 1 40); do
+    pids=$(kubepods_pids)
+    [[ -z $pids ]] && return 0
+    # shellcheck disable=SC2086 # one word per pid
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.25
+  done
+  log "still in kubepods cgroups after SIGKILL: $pids"
+}
+
 # Everything this machine could hold of a node (any DIR): used by stop and `check`.
 leftovers() { # [dir]
-  local dir=${1:-}
+  local dir=${1:-} p
+  for p in $(kubepods_pids); do
+    echo "process $p in kubepods: $(tr '\0\n' '  ' <"/proc/$p/cmdline" 2>/dev/null)"
+  done
   pgrep -x kubelet | sed 's/^/process kubelet /' || true
   pgrep -x containerd | sed 's/^/process containerd /' || true
   pgrep -x containerd-shim | sed 's/^/process shim /' || true
@@ -296,6 +329,9 @@ stop() {
     cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
     [[ $cmd == *containerd-shim* && $cmd == *"$dir/"* ]] && kill -KILL "${p#/proc/}" 2>/dev/null || true
   done
+  # What still runs in the pod cgroups: containers whose shim died with a killed run live on,
+  # reparented to init, and hold their mounts and cgroups (a cgroup with a process cannot go).
+  kill_kubepods
   [[ -d $dir/cp ]] && bash "$HERE/control-plane.sh" stop "$dir/cp" >/dev/null 2>&1 || true
   log "processes stopped ($((SECONDS - t0))s)"
 
@@ -307,7 +343,7 @@ stop() {
     for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
   done
 
-  # 4. Pod cgroups, deepest first (processes are gone, so they are empty).
+  # 4. Pod cgroups, deepest first (their processes were killed above, so they are empty).
   local cg
   for cg in /sys/fs/cgroup/*/kubepods; do
     [[ -d $cg ]] || continue
