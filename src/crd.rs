@@ -38,15 +38,23 @@ pub const MIRROR_MANAGER: &str = "bifrost-requirements-mirror";
     shortname = "wsreq",
     namespaced,
     status = "WorkspaceRequirementsStatus",
+    category = "bifrost",
+    doc = "Bifrost's requirements.txt, mirrored into the cluster: the controller caches it in \
+           Redis, snapshots it into a ConfigMap and rolls the Deployments and StatefulSets whose \
+           pod template carries the label bifrost.io/requirements=<this name>; their pods get an \
+           init container that installs the packages before the worker starts.",
     printcolumn = r#"{"name":"Hash","type":"string","jsonPath":".status.shortHash","description":"First 12 hex digits of the content's SHA-256"}"#,
     printcolumn = r#"{"name":"Packages","type":"integer","jsonPath":".status.packageCount"}"#,
+    printcolumn = r#"{"name":"Workloads","type":"string","jsonPath":".status.workloadsUpToDate","description":"Labelled workloads whose replicas all run the current hash, of all labelled workloads"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","description":"Why Ready is what it is (e.g. NoWorkloads, RollingOut, InstallFailing)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceRequirementsSpec {
-    /// requirements.txt. Written by the mirror when `source.database` is set; otherwise this
-    /// field itself is the source (GitOps).
+    /// The requirements.txt the workers install, byte for byte. With `source` set the mirror
+    /// writes it (edits are overwritten by the next change of the source); without, this field
+    /// is the source (GitOps).
     #[serde(
         default,
         deserialize_with = "null_as_empty",
@@ -55,19 +63,22 @@ pub struct WorkspaceRequirementsSpec {
     #[schemars(transform = nullable_without_default)]
     pub content: String,
 
-    /// Where the content comes from. Omit to make `spec.content` the source.
+    /// Where `content` comes from: Bifrost's database row or its S3 object (at most one). Omit
+    /// to make `content` itself the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
 
-    /// The Redis cache the workers read.
+    /// The Redis cache Bifrost and the workers read (`bifrost:requirements:content`). Omit to
+    /// write no cache: workers then install from the ConfigMap snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
 
-    /// How the injected init container installs the packages.
+    /// How the injected init containers install the packages and how the worker's Python
+    /// finds them.
     #[serde(default)]
     pub install: InstallSpec,
 
-    /// How labelled workloads are rolled when the content changes.
+    /// When labelled workloads are rolled after the content changes.
     #[serde(default)]
     pub rollout: RolloutSpec,
 }
@@ -91,26 +102,29 @@ pub struct Source {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Source {
-    /// Bucket (Bifrost's `BIFROST_S3_BUCKET`).
+    /// Bucket name (Bifrost's `BIFROST_S3_BUCKET`).
     pub bucket: String,
-    /// Object key.
+    /// Object key of requirements.txt (default `_repo/requirements.txt`, where Bifrost keeps
+    /// it).
     #[serde(default = "default_s3_key")]
     pub key: String,
     /// Endpoint URL (Bifrost's `BIFROST_S3_ENDPOINT_URL`, e.g. `http://seaweedfs:8333`); omit for
     /// AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Region (Bifrost's `BIFROST_S3_REGION`).
+    /// Region (Bifrost's `BIFROST_S3_REGION`; default `us-east-1`).
     #[serde(default = "default_s3_region")]
     pub region: String,
-    /// Path-style addressing; default: true when `endpoint` is set, false on AWS.
+    /// Path-style addressing (`endpoint/bucket/key`, as SeaweedFS and MinIO need); default:
+    /// true when `endpoint` is set, false on AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
     /// Static credentials from a Secret; omit to use the default AWS credential chain (e.g. a
     /// pod identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<S3CredentialsRef>,
-    /// Conditional poll interval (an unchanged object costs one `304`).
+    /// Seconds between conditional reads of the object (an unchanged object costs one `304`);
+    /// default 10.
     #[serde(default = "default_s3_poll")]
     #[schemars(range(min = 1, max = 86400))]
     pub poll_interval_seconds: u32,
@@ -135,10 +149,10 @@ impl S3Source {
 pub struct S3CredentialsRef {
     /// Secret name in the resource's namespace.
     pub name: String,
-    /// Key of the access key id.
+    /// Key of the access key id in the Secret (default `BIFROST_S3_ACCESS_KEY`).
     #[serde(default = "default_access_key_key")]
     pub access_key_id_key: String,
-    /// Key of the secret access key.
+    /// Key of the secret access key in the Secret (default `BIFROST_S3_SECRET_KEY`).
     #[serde(default = "default_secret_key_key")]
     pub secret_access_key_key: String,
 }
@@ -149,13 +163,14 @@ pub struct S3CredentialsRef {
 pub struct DatabaseSource {
     /// Secret key holding the PostgreSQL URL (`postgresql://…`; `postgresql+asyncpg://…` works).
     pub url_secret_ref: SecretKeyRef,
-    /// `workspace_files.path` of the row.
+    /// `workspace_files.path` of the row (default `requirements.txt`).
     #[serde(default = "default_path")]
     pub path: String,
-    /// `workspace_files.entity_type` of the row.
+    /// `workspace_files.entity_type` of the row (default `requirements`).
     #[serde(default = "default_entity_type")]
     pub entity_type: String,
-    /// Safety-net polling interval; changes normally arrive at once through LISTEN/NOTIFY.
+    /// Seconds between safety-net reads of the row (default 30); changes arrive at once
+    /// through LISTEN/NOTIFY when the trigger of `bifrost-requirements migrate` exists.
     #[serde(default = "default_poll")]
     #[schemars(range(min = 1, max = 86400))]
     pub poll_interval_seconds: u32,
@@ -164,9 +179,9 @@ pub struct DatabaseSource {
 /// A key of a Secret in the resource's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub struct SecretKeyRef {
-    /// Secret name.
+    /// Name of the Secret, in the resource's namespace.
     pub name: String,
-    /// Key inside the Secret's data.
+    /// Key inside the Secret's data whose value is used.
     pub key: String,
 }
 
@@ -174,7 +189,8 @@ pub struct SecretKeyRef {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheSpec {
-    /// Bifrost's Redis.
+    /// Bifrost's Redis: where the controller writes `{"content", "hash"}` and the install
+    /// container reads it first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisCache>,
 }
@@ -185,10 +201,11 @@ pub struct CacheSpec {
 pub struct RedisCache {
     /// Secret key holding the Redis URL (`redis://[:password@]host:port/db`).
     pub url_secret_ref: SecretKeyRef,
-    /// Redis key.
+    /// Redis key (default `bifrost:requirements:content`, Bifrost's).
     #[serde(default = "default_key")]
     pub key: String,
-    /// TTL of the key; the controller refreshes it well before it expires.
+    /// Seconds the key lives (default 86400, Bifrost's); the controller rewrites it before
+    /// half of it has passed.
     #[serde(default = "default_ttl")]
     #[schemars(range(min = 60, max = 31536000))]
     pub ttl_seconds: u64,
@@ -202,8 +219,13 @@ pub use crate::installer::{Installer, OnFailure};
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstallSpec {
+    /// `uv` (default; bundled, fast) or `pip` (the worker's own `python3 -m pip`, as Bifrost's
+    /// worker installs).
     #[serde(default)]
     pub installer: Installer,
+    /// `Fail` (default): a failed install fails the init container, so a rolling update halts
+    /// and the old pods keep serving. `Continue`: the worker starts with what did install.
+    /// Either way one bad package fails only itself.
     #[serde(default)]
     pub on_failure: OnFailure,
     /// How the worker's Python finds the installed packages: `UserBase` (default) sets
@@ -221,23 +243,30 @@ pub struct InstallSpec {
     /// webhook, so the injected `PYTHONPATH` would hide it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub python_path: Vec<String>,
-    /// Index URLs the administrator allows (passed to the installer; requirements.txt may select
-    /// only these).
+    /// Package index URLs the administrator allows: passed to the installer, and the only ones
+    /// requirements.txt may select (`--index-url` lines naming another are refused). Empty: the
+    /// installer's default index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub index_urls: Vec<String>,
-    /// Only binary wheels (no source builds).
+    /// Install binary wheels only (`--only-binary :all:`): no source distribution is built in
+    /// the pod.
     #[serde(default)]
     pub only_binary: bool,
-    /// Image of the install container; default: the first app container's image.
+    /// Image of the install container; default: the first app container's image (its
+    /// `python3` must be the worker's, so the packages fit its ABI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Size limit of the site-packages volume.
+    /// Size limit of the `emptyDir` holding the installed packages (a quantity, default
+    /// `2Gi`).
     #[serde(default = "default_size_limit")]
     pub size_limit: String,
-    /// Resources of the init containers (defaults are applied when omitted).
+    /// Requests and limits of the install container (the one that runs the installer; the
+    /// bootstrap container that copies the binary keeps its small fixed ones). Omitted:
+    /// requests cpu 100m, memory 256Mi; limits cpu 2, memory 2Gi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// A volume for the installer's download cache (e.g. a PVC shared by the workers).
+    /// A PersistentVolumeClaim for the installer's download cache, shared by the workers'
+    /// pods so each does not download every package again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_volume: Option<CacheVolume>,
 }
@@ -287,7 +316,7 @@ impl InstallMode {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheVolume {
-    /// Name of a PersistentVolumeClaim in the pod's namespace.
+    /// Name of the PersistentVolumeClaim, in the pod's namespace.
     pub claim_name: String,
 }
 
@@ -305,9 +334,13 @@ pub enum RolloutStrategy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
+    /// `Automatic` (default): patch the pod-template annotation `bifrost.io/requirements-hash`
+    /// of labelled workloads, which makes Kubernetes roll them. `Manual`: only report stale
+    /// workloads in status.
     #[serde(default)]
     pub strategy: RolloutStrategy,
-    /// Changes arriving within this window produce one rollout.
+    /// Seconds a new content must stay unchanged before workloads roll (default 5): a burst of
+    /// edits produces one rollout.
     #[serde(default = "default_debounce")]
     #[schemars(range(min = 0, max = 3600))]
     pub debounce_seconds: u32,
@@ -326,6 +359,7 @@ impl Default for RolloutSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceRequirementsStatus {
+    /// The `metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// SHA-256 of `spec.content` (lowercase hex).
@@ -334,6 +368,7 @@ pub struct WorkspaceRequirementsStatus {
     /// First 12 hex digits of `contentHash`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_hash: Option<String>,
+    /// Requirement lines in `spec.content` (absent while it is invalid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package_count: Option<i64>,
     /// RFC 3339 time of the last successful read of the database row.
@@ -348,10 +383,16 @@ pub struct WorkspaceRequirementsStatus {
     /// The hash every labelled workload's ready replicas run (set once all are rolled out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_out_hash: Option<String>,
-    /// Labelled workloads and whether each is up to date.
+    /// Labelled workloads whose replicas all run the current hash and are ready, of all
+    /// labelled workloads (e.g. `1/2`), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads_up_to_date: Option<String>,
+    /// The Deployments and StatefulSets whose pod template carries the label
+    /// `bifrost.io/requirements=<this name>`, and how far each is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadStatus>,
-    /// Valid, Synced, CacheWarmed, Snapshotted, RolledOut, Ready.
+    /// `Valid`, `Synced`, `CacheWarmed`, `Snapshotted`, `RolledOut` and `Ready` (all of them
+    /// True; its reason says what is wrong otherwise, e.g. `NoWorkloads`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -363,6 +404,7 @@ pub struct WorkspaceRequirementsStatus {
 pub struct WorkloadStatus {
     /// `Deployment` or `StatefulSet`.
     pub kind: String,
+    /// Its name, in the resource's namespace.
     pub name: String,
     /// The hash its pod template carries (absent when none yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -383,6 +425,11 @@ pub struct WorkloadStatus {
     /// they were created while the webhook was unavailable and run without the packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uninjected_pods: Option<i32>,
+    /// How its injected pods find the packages, from their `bifrost.io/injected-mode`
+    /// annotation: `UserBase` or `PythonPath` (`PythonPath, UserBase` while pods of both run,
+    /// e.g. after `spec.install.mode` changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// Packages that the install containers of this workload's current pods could not install
     /// (`name (why)`, from their termination messages): under `onFailure: Continue` the workers
     /// run without them.

@@ -38,5 +38,53 @@ fn crd_names_follow_the_contract() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Hash", "Packages", "Ready", "Age"]);
+    assert_eq!(
+        columns,
+        ["Hash", "Packages", "Workloads", "Ready", "Reason", "Age"]
+    );
+    assert_eq!(yaml["spec"]["names"]["categories"][0], "bifrost");
+}
+
+/// Every field `kubectl explain` can show has a description written for it (none empty, none
+/// of the derive's boilerplate), including the fields' items.
+#[test]
+fn every_field_is_described_for_kubectl_explain() {
+    fn walk(node: &serde_yaml::Value, path: &str, missing: &mut Vec<String>) {
+        let text = node["description"].as_str().unwrap_or("");
+        if text.trim().is_empty() || text.contains("Auto-generated") {
+            missing.push(path.to_string());
+        }
+        if let Some(props) = node["properties"].as_mapping() {
+            for (name, child) in props {
+                walk(
+                    child,
+                    &format!("{path}.{}", name.as_str().unwrap()),
+                    missing,
+                );
+            }
+        }
+        if node["items"]["properties"].is_mapping() {
+            walk(&node["items"], &format!("{path}[]"), missing);
+        }
+    }
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&crd_yaml()).unwrap();
+    let schema = &yaml["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut missing = Vec::new();
+    walk(schema, "", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
+    let spec = &schema["properties"]["spec"]["properties"];
+    // It sets the install container's resources; the bootstrap container keeps its own.
+    let resources = spec["install"]["properties"]["resources"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        resources.contains("of the install container") && !resources.contains("init containers"),
+        "{resources}"
+    );
+    let status = &schema["properties"]["status"]["properties"];
+    assert!(status["workloadsUpToDate"]["type"] == "string");
+    assert!(status["workloads"]["items"]["properties"]["mode"]["description"].is_string());
 }
