@@ -117,7 +117,10 @@ pub async fn run(config: Config) -> Result<u8> {
     let (root, stop) = shutdown::on_signals();
     let metrics = Arc::new(Metrics::new());
     let tasks = Supervisor::new(metrics.task_restarts.clone(), root, stop.clone());
-    let webhook_tls = config.webhook.as_ref().map(|_| CertResolver::new());
+    let webhook_tls = config
+        .webhook
+        .as_ref()
+        .map(|_| CertResolver::reporting_expiry(metrics.webhook_certificate_expiry.clone()));
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         ready: false.into(),

@@ -15,6 +15,9 @@ pub struct CertResolver {
     current: RwLock<Option<Arc<CertifiedKey>>>,
     /// The PEM last loaded (certificate then key), to tell a change from a re-read.
     loaded: Mutex<Vec<u8>>,
+    /// Set to the served certificate's `notAfter` (unix seconds) whenever one is loaded, which
+    /// covers issue, rotation and reload from files alike: each of them ends here.
+    expiry: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl std::fmt::Debug for CertResolver {
@@ -28,6 +31,14 @@ impl std::fmt::Debug for CertResolver {
 impl CertResolver {
     pub fn new() -> Arc<Self> {
         Arc::default()
+    }
+
+    /// A resolver that reports the served certificate's expiry to `gauge`.
+    pub fn reporting_expiry(gauge: prometheus_client::metrics::gauge::Gauge) -> Arc<Self> {
+        Arc::new(Self {
+            expiry: Some(gauge),
+            ..Self::default()
+        })
     }
 
     /// Load a PEM certificate chain and key; `Ok(true)` when it differs from what was served.
@@ -50,6 +61,11 @@ impl CertResolver {
             .map_err(|_| Error::Internal("certificate lock poisoned".into()))? =
             Some(Arc::new(key));
         *loaded = both;
+        if let Some(gauge) = &self.expiry
+            && let Some(leaf) = super::inspect(cert_pem)?.first()
+        {
+            gauge.set(leaf.not_after);
+        }
         Ok(true)
     }
 

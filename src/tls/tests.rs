@@ -80,6 +80,24 @@ fn resolver_swaps_in_place() {
 }
 
 #[test]
+fn resolver_reports_the_served_certificates_expiry() {
+    let now = OffsetDateTime::now_utc();
+    let gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    let r = CertResolver::reporting_expiry(gauge.clone());
+    let a = issue(&["a".into()], Duration::from_secs(600), now).unwrap();
+    let b = issue(&["b".into()], Duration::from_secs(6000), now).unwrap();
+    assert!(r.set_pem(a.cert.as_bytes(), a.key.as_bytes()).unwrap());
+    let expiry = |pem: &str| crate::tls::inspect(pem.as_bytes()).unwrap()[0].not_after;
+    assert_eq!(gauge.get(), expiry(&a.cert));
+    assert!((gauge.get() - (now.unix_timestamp() + 600)).abs() <= 1);
+    // A rotation (or a reloaded file) moves it; a pair that does not load leaves it.
+    assert!(r.set_pem(b"garbage", b.key.as_bytes()).is_err());
+    assert_eq!(gauge.get(), expiry(&a.cert));
+    assert!(r.set_pem(b.cert.as_bytes(), b.key.as_bytes()).unwrap());
+    assert_eq!(gauge.get(), expiry(&b.cert));
+}
+
+#[test]
 fn full_rotation_cycle() {
     let p = spec(300); // renew 100 s before expiry, grace 15 s
     let t0 = 1_000_000;
