@@ -8,6 +8,7 @@
 //! is what makes Kubernetes roll them. A workload already carrying the hash is never touched, so
 //! operator restarts and leader changes cause no rollouts.
 
+pub mod coverage;
 pub mod mirror;
 pub mod progress;
 pub mod rollout;
@@ -1122,6 +1123,7 @@ mod ready_tests {
             updated_replicas: None,
             ready_updated_replicas: None,
             uninjected_pods: None,
+            mode: None,
             failed_packages: failed.map(|f| f.into_iter().map(String::from).collect()),
             message: None,
         }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::ResourceExt;
 
-use crate::crd::{HASH_ANNOTATION, INJECTED_ANNOTATION};
+use crate::crd::{HASH_ANNOTATION, INJECTED_ANNOTATION, INJECTED_MODE_ANNOTATION};
 use crate::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
 
 /// Where a workload whose template carries the current hash stands.
@@ -405,7 +405,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// What the pod cache keeps of a labelled pod: what [`progress`], the selector match and the
-/// uninjected count read — labels, the two annotations, deletion, the init containers' names,
+/// uninjected count read — labels, the three annotations, deletion, the init containers' names,
 /// the Ready condition and the injected init containers' states. Everything else (most of a
 /// pod's size: its spec, managedFields, other containers' statuses) is dropped as it arrives.
 pub fn slim(p: &mut Pod) {
@@ -417,7 +417,14 @@ pub fn slim(p: &mut Pod) {
     m.creation_timestamp = None;
     m.annotations = m.annotations.take().map(|a| {
         a.into_iter()
-            .filter(|(k, _)| k == HASH_ANNOTATION || k == INJECTED_ANNOTATION)
+            .filter(|(k, _)| {
+                [
+                    HASH_ANNOTATION,
+                    INJECTED_ANNOTATION,
+                    INJECTED_MODE_ANNOTATION,
+                ]
+                .contains(&k.as_str())
+            })
             .collect::<BTreeMap<_, _>>()
     });
     p.spec = p.spec.take().map(|s| PodSpec {
@@ -479,6 +486,7 @@ pub fn digest(p: &Pod) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     annotation(p, HASH_ANNOTATION).hash(&mut h);
     annotation(p, INJECTED_ANNOTATION).hash(&mut h);
+    annotation(p, INJECTED_MODE_ANNOTATION).hash(&mut h);
     p.metadata.deletion_timestamp.is_some().hash(&mut h);
     is_ready(p).hash(&mut h);
     init_failure(p).map(|v| v.message()).hash(&mut h);

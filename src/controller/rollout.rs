@@ -332,6 +332,9 @@ pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> 
             updated_replicas: progress.as_ref().map(|p| p.updated),
             ready_updated_replicas: progress.as_ref().map(|p| p.ready_updated),
             uninjected_pods: uninjected,
+            mode: pods
+                .as_deref()
+                .and_then(|pods| super::coverage::injected_mode(pods.iter().map(|p| p.as_ref()))),
             failed_packages: progress
                 .as_ref()
                 .map(|p| p.failed_packages.clone())
