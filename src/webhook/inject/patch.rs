@@ -83,7 +83,8 @@ impl Interpreter<'_> {
 /// Mount the packages' volume at the mount path in every app container and set
 /// `PYTHONUSERBASE` to it (`UserBase`) or put it first on `PYTHONPATH` (`PythonPath`).
 /// A container whose variable comes from `valueFrom`, that sets `PYTHONUSERBASE` to another
-/// folder itself, or that mounts something else at that path, is left alone with a warning.
+/// folder itself, or that mounts something else at that path, is left alone with a warning; one
+/// with `envFrom` is injected, with a warning in `PythonPath` mode only.
 /// Returns the names of the containers changed.
 pub(super) fn app_containers(
     ops: &mut Vec<PatchOperation>,
@@ -123,7 +124,14 @@ pub(super) fn app_containers(
             ));
             continue;
         }
-        if at.is_none() && c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+        // The webhook cannot see into envFrom's Secrets and ConfigMaps, and every Bifrost
+        // worker uses them: a warning on each pod would be noise. Only a PYTHONPATH is worth
+        // one — a ConfigMap commonly sets it, and the injected value would hide it — so only
+        // PythonPath mode warns.
+        if how.mode == InstallMode::PythonPath
+            && at.is_none()
+            && c.env_from.as_ref().is_some_and(|e| !e.is_empty())
+        {
             warnings.push(format!(
                 "container {:?} takes variables from envFrom, which may define {var}; the \
                  injected {var}={mount_path} replaces it (set {var} in env to keep both)",

@@ -691,14 +691,16 @@ fn user_base_keeps_the_containers_own_variables() {
             .iter()
             .any(|w| w.contains(&format!("{who:?}")) && w.contains(what))
     };
-    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
+    // envFrom (Bifrost's own workers use it for bifrost-secrets and bifrost-config) is no
+    // warning in UserBase mode: the webhook cannot see into it, and PYTHONPATH is not touched.
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
     assert!(
         said("own-base", "PYTHONUSERBASE=\"/home/u/.local\" itself; kept"),
         "{:?}",
         plan.warnings
     );
     assert!(said("from-secret", "valueFrom"), "{:?}", plan.warnings);
-    assert!(said("from-config", "envFrom"), "{:?}", plan.warnings);
+    assert!(!said("from-config", "envFrom"), "{:?}", plan.warnings);
     let cs = &p.spec.as_ref().unwrap().containers;
     let base = |i: usize| env(&cs[i], "PYTHONUSERBASE").and_then(|e| e.value.clone());
     assert_eq!(
