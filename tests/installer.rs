@@ -1043,7 +1043,8 @@ fn malformed_arguments_exit_2_and_touch_nothing() {
     );
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("nothing to install from"),
+        stderr(&out).contains("nothing to install from")
+            && stderr(&out).contains("(REDIS_URL or BIFROST_REDIS_URL)"),
         "{}",
         stderr(&out)
     );

@@ -176,8 +176,8 @@ impl Run {
         let o = &self.options;
         if o.redis.is_none() && o.fallback_file.is_none() {
             return Err(Error::Config(
-                "nothing to install from: set --redis-url (REDIS_URL) and/or --fallback-file \
-                 (BIFROST_INSTALL_FALLBACK_FILE)"
+                "nothing to install from: set --redis-url (REDIS_URL or BIFROST_REDIS_URL) and/or \
+                 --fallback-file (BIFROST_INSTALL_FALLBACK_FILE)"
                     .into(),
             ));
         }
