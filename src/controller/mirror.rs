@@ -29,7 +29,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::{SyncState, SyncStates, secret_value};
+use super::context::{SyncState, SyncStates, secret_value};
 use crate::crd::{DatabaseSource, MIRROR_MANAGER, S3Source, WorkspaceRequirements};
 use crate::database::{Database, NOTIFY_CHANNEL, RowSelector};
 use crate::error::{Error, Result};

@@ -25,8 +25,9 @@ use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::context::{Context, Pending};
 use super::progress::{self, Progress, Verdict};
-use super::{Context, Pending, Scope};
+use super::watch::Scope;
 use crate::crd::INJECTED_ANNOTATION;
 use crate::crd::{
     HASH_ANNOTATION, MANAGER, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus, WorkspaceRequirements,
@@ -77,7 +78,7 @@ pub fn pod_cache(
     PodCache,
     impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
 ) {
-    let (store, stream) = super::cached(
+    let (store, stream) = super::watch::cached(
         scope.api::<Pod>(client),
         watcher::Config::default().labels(OPT_IN_LABEL),
         progress::slim,
@@ -562,7 +563,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
             all_up_to_date: false,
             reason: "PatchFailed",
             message,
-            requeue_after: Some(super::RETRY),
+            requeue_after: Some(super::status::RETRY),
         })
     }
 }

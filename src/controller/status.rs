@@ -1,7 +1,21 @@
-//! Status conditions: Valid, Synced, CacheWarmed, Snapshotted, RolledOut, Ready.
+//! The status a reconcile writes: conditions (Valid, Synced, CacheWarmed, Snapshotted,
+//! RolledOut, Ready) and the [`Draft`] each step of a reconcile adds to.
+
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{WorkspaceRequirements, WorkspaceRequirementsStatus};
+use crate::error::{Error, Result};
+
+/// How often Redis is checked (and refreshed when needed) at the latest.
+pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// Retry delay after a failed reconcile step.
+pub(super) const RETRY: Duration = Duration::from_secs(5);
 
 /// The order conditions are listed in.
 const ORDER: [&str; 6] = [
@@ -100,6 +114,59 @@ impl Conditions {
                 .unwrap_or(ORDER.len())
         });
         self.list
+    }
+}
+
+/// The status one reconcile builds: what was read, what will be written, and when to look
+/// again. Each step adds its condition; [`Draft::write`] patches it only when it changed.
+pub(super) struct Draft {
+    pub(super) old: WorkspaceRequirementsStatus,
+    pub(super) status: WorkspaceRequirementsStatus,
+    pub(super) conditions: Conditions,
+    pub(super) requeue: Duration,
+}
+
+impl Draft {
+    pub(super) fn of(obj: &WorkspaceRequirements) -> Self {
+        let old = obj.status.clone().unwrap_or_default();
+        let mut status = old.clone();
+        let conditions = Conditions::new(
+            std::mem::take(&mut status.conditions),
+            obj.metadata.generation,
+        );
+        Self {
+            old,
+            status,
+            conditions,
+            requeue: REFRESH_INTERVAL,
+        }
+    }
+
+    /// Look again within `after` at the latest.
+    pub(super) fn recheck_within(&mut self, after: Duration) {
+        self.requeue = self.requeue.min(after);
+    }
+
+    /// Patch the status when it differs from what was read.
+    pub(super) async fn write(
+        mut self,
+        client: &Client,
+        obj: &WorkspaceRequirements,
+    ) -> Result<()> {
+        self.status.conditions = self.conditions.into_vec();
+        if self.old == self.status {
+            return Ok(());
+        }
+        let ns = obj.namespace().unwrap_or_default();
+        let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": self.status })),
+        )
+        .await
+        .map_err(|e| Error::kube("patching status", e))?;
+        Ok(())
     }
 }
 

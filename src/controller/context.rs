@@ -1,0 +1,208 @@
+//! What every reconcile shares: the API client, the caches it reads, and the bookkeeping that
+//! keeps it quiet (Warnings once, debounce windows, stalled StatefulSets, warmed Redis keys).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::{Client, Resource};
+use tracing::warn;
+
+use super::rollout;
+use super::status::truncate;
+use crate::cache::Cache;
+use crate::crd::WorkspaceRequirements;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// What the source mirror last saw for one resource (the reconciler owns the status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncState {
+    /// `note`: something the status should say although the sync works (e.g. no NOTIFY trigger).
+    Synced {
+        at: String,
+        note: Option<String>,
+    },
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+/// Shared between the mirror (writer) and the reconciler (reader).
+pub type SyncStates = Mutex<HashMap<ObjectRef<WorkspaceRequirements>, SyncState>>;
+
+/// A content change waiting out its debounce window.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) hash: String,
+    pub(super) since: Instant,
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub sync: Arc<SyncStates>,
+    pub deployments: Store<Deployment>,
+    pub statefulsets: Store<StatefulSet>,
+    /// Metadata of pods labelled with the opt-in label (for `uninjectedPods`).
+    pub pods: rollout::PodCache,
+    /// Redis connections by (URL, key, TTL), reused across reconciles (see `warm`).
+    pub(super) caches: tokio::sync::Mutex<HashMap<String, Cache>>,
+    pub(super) pending: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Pending>>,
+    /// Last Warning event per (resource, reason) so trouble is reported once, not every retry.
+    warned: Mutex<HashMap<(ObjectRef<WorkspaceRequirements>, &'static str), String>>,
+    /// Redis keys the cache watchdog checks between reconciles (see `warm::watch_caches`).
+    pub(super) watched: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Watched>>,
+    /// Since when each (namespace, name) StatefulSet has been missing pods (see `rollout`).
+    pub(super) stalled: Mutex<HashMap<(String, String), Instant>>,
+}
+
+/// A warmed Redis key: its connection and configured TTL.
+pub(super) struct Watched {
+    pub(super) cache: Cache,
+    pub(super) ttl: u64,
+}
+
+impl Context {
+    /// A context with empty bookkeeping, reading the given caches.
+    pub(super) fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        sync: Arc<SyncStates>,
+        deployments: Store<Deployment>,
+        statefulsets: Store<StatefulSet>,
+        pods: rollout::PodCache,
+    ) -> Self {
+        Self {
+            client,
+            metrics,
+            recorder,
+            sync,
+            deployments,
+            statefulsets,
+            pods,
+            caches: Default::default(),
+            pending: Default::default(),
+            warned: Default::default(),
+            watched: Default::default(),
+            stalled: Default::default(),
+        }
+    }
+
+    pub(super) async fn publish(
+        &self,
+        obj: &WorkspaceRequirements,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(&crate::redact::text(&note), 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+
+    /// Publish a Warning once per distinct message; cleared by [`Context::clear_warning`].
+    pub(super) async fn warn_once(
+        &self,
+        obj: &WorkspaceRequirements,
+        reason: &'static str,
+        note: String,
+        action: &str,
+    ) {
+        self.warn_once_per(obj, reason, note.clone(), note, action)
+            .await;
+    }
+
+    /// Publish a Warning once per distinct `key` (e.g. a content hash, when the note names
+    /// things that change while the cause does not).
+    pub(super) async fn warn_once_per(
+        &self,
+        obj: &WorkspaceRequirements,
+        reason: &'static str,
+        key: String,
+        note: String,
+        action: &str,
+    ) {
+        let id = (ObjectRef::from_obj(obj), reason);
+        let fresh = {
+            let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+            warned.insert(id, key.clone()).as_deref() != Some(key.as_str())
+        };
+        if fresh {
+            self.publish(obj, EventType::Warning, reason, note, action)
+                .await;
+        }
+    }
+
+    pub(super) fn clear_warning(&self, obj: &WorkspaceRequirements, reason: &'static str) -> bool {
+        let key = (ObjectRef::from_obj(obj), reason);
+        self.warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key)
+            .is_some()
+    }
+
+    /// Whether the workload and pod caches have their first complete listing.
+    pub(super) fn caches_ready(&self) -> bool {
+        let ready =
+            |r: Option<Result<(), reflector::store::WriterDropped>>| matches!(r, Some(Ok(())));
+        ready(self.deployments.wait_until_ready().now_or_never())
+            && ready(self.statefulsets.wait_until_ready().now_or_never())
+            && ready(self.pods.wait_until_ready().now_or_never())
+    }
+
+    /// Stop watching this resource's Redis key (it is no longer warmed from this resource).
+    pub(super) fn unwatch(&self, oref: &ObjectRef<WorkspaceRequirements>) {
+        self.watched.lock().expect("lock").remove(oref);
+    }
+}
+
+/// Read one key of a Secret; errors name the Secret and key.
+pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> Result<String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Secret {ns}/{name}"), e))?
+        .ok_or_else(|| Error::SecretMissing {
+            secret: format!("{ns}/{name}"),
+            key: None,
+        })?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        })
+        .ok_or_else(|| Error::SecretMissing {
+            secret: format!("{ns}/{name}"),
+            key: Some(key.into()),
+        })?;
+    let value = String::from_utf8(bytes)
+        .map_err(|_| Error::Config(format!("Secret {ns}/{name} key {key:?} is not UTF-8")))?;
+    Ok(value.trim().to_string())
+}

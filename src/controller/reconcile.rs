@@ -1,0 +1,251 @@
+//! One reconcile: Synced → Valid → CacheWarmed → Snapshotted → RolledOut → Ready, each step in
+//! its own module adding its condition to one [`Draft`] that is written once at the end (or
+//! where a step stops the reconcile).
+
+use std::ops::ControlFlow;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use tracing::{info, instrument, warn};
+
+use super::context::Context;
+use super::rollout;
+use super::status::{Conditions, Draft, RETRY};
+use super::{snapshot, synced, valid, warm};
+use crate::cache::Payload;
+use crate::crd::{WorkloadStatus, WorkspaceRequirements};
+use crate::error::{Error, Result};
+
+/// Reconcile one resource.
+#[instrument(skip(obj, ctx), fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
+pub async fn reconcile(obj: Arc<WorkspaceRequirements>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
+    result
+}
+
+/// How long a resource whose reconcile panicked waits before the next attempt (a change to it
+/// triggers one at once): a panic on its content is deterministic, retrying fast only spams.
+const PANIC_RETRY: Duration = Duration::from_secs(60);
+
+/// Run `reconcile`, turning a panic into that resource's failure: kube's controller polls every
+/// reconcile inside its own stream, so an uncaught panic would end the stream — and with it the
+/// reconciliation of every resource.
+pub(super) async fn guarded<R, Fut>(
+    reconcile: R,
+    obj: Arc<WorkspaceRequirements>,
+    ctx: Arc<Context>,
+) -> Result<Action>
+where
+    R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action>>,
+{
+    let started = Instant::now();
+    let panic = match AssertUnwindSafe(reconcile(obj.clone(), ctx.clone()))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => {
+            ctx.clear_warning(&obj, "ReconcilePanicked");
+            return result;
+        }
+        Err(panic) => crate::supervise::panic_message(panic.as_ref()),
+    };
+    ctx.metrics
+        .reconciled(started.elapsed(), Some("ReconcilePanicked"));
+    tracing::error!(name = %obj.name_any(), panic = %panic, "reconcile panicked");
+    let message = format!("the reconcile panicked (a bug; please report it): {panic}");
+    let mut draft = Draft::of(&obj);
+    draft
+        .conditions
+        .set("Ready", false, "ReconcilePanicked", &message);
+    ctx.warn_once(&obj, "ReconcilePanicked", message, "Reconcile")
+        .await;
+    if let Err(e) = draft.write(&ctx.client, &obj).await {
+        warn!(error = %e, "cannot record the panic in the status");
+    }
+    Ok(Action::requeue(PANIC_RETRY))
+}
+
+async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<Action> {
+    // Status is computed from the workload and pod caches: until their first listing is in,
+    // it would flap (workloads missing, counts unknown) — a spurious write after every restart.
+    if !ctx.caches_ready() {
+        return Ok(Action::requeue(Duration::from_millis(300)));
+    }
+    let payload = Payload::new(obj.spec.content.clone());
+    let mut draft = Draft::of(obj);
+    draft.status.observed_generation = obj.metadata.generation;
+    draft.status.content_hash = Some(payload.hash.clone());
+    draft.status.short_hash = Some(payload.hash[..12].to_string());
+    if let ControlFlow::Break(action) = prepare(ctx, obj, &payload, &mut draft).await {
+        draft.write(&ctx.client, obj).await?;
+        return Ok(action);
+    }
+    roll_out(ctx, obj, &payload.hash, &mut draft).await?;
+    let ready = set_ready(ctx, obj, &payload.hash, &mut draft).await;
+    let requeue = draft.requeue;
+    draft.write(&ctx.client, obj).await?;
+    info!(hash = %&payload.hash[..12], ready, requeue_s = requeue.as_secs(), "reconciled {}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    Ok(Action::requeue(requeue))
+}
+
+/// Everything before the rollout; `Break` when a step stops the reconcile (its conditions say
+/// why and the action says when to come back).
+async fn prepare(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    payload: &Payload,
+    draft: &mut Draft,
+) -> ControlFlow<Action> {
+    synced::check_synced(ctx, obj, draft).await;
+    synced::wait_for_first_sync(obj, draft)?;
+    valid::check_spec(ctx, obj, &payload.hash, draft).await?;
+    valid::check_content(ctx, obj, draft).await?;
+    // A failure is reported and retried, but does not stop the rollout: the installer falls
+    // back to the ConfigMap snapshot.
+    warm::check_cache(ctx, obj, payload, draft).await;
+    snapshot::check_snapshot(ctx, obj, payload, draft).await
+}
+
+/// RolledOut: the templates carry the hash and the pods run it (or why not).
+async fn roll_out(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+    draft: &mut Draft,
+) -> Result<()> {
+    let outcome = rollout::roll(ctx, obj, hash).await?;
+    for after in [outcome.requeue_after, outcome.recheck]
+        .into_iter()
+        .flatten()
+    {
+        draft.recheck_within(after);
+    }
+    draft.status.rolled_out_hash = outcome
+        .all_up_to_date
+        .then(|| hash.to_string())
+        .or(draft.old.rolled_out_hash.clone());
+    record_rollout(ctx, obj, hash, outcome, draft).await;
+    Ok(())
+}
+
+/// Ready: every condition True and no package failed; a PackagesFailed Warning once per hash
+/// (every new pod of the hash reports the same packages). Returns whether it is ready.
+async fn set_ready(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+    draft: &mut Draft,
+) -> bool {
+    let failed = packages_failed(&draft.status.workloads);
+    if let Some(message) = &failed {
+        ctx.warn_once_per(
+            obj,
+            "PackagesFailed",
+            hash.to_string(),
+            message.clone(),
+            "Install",
+        )
+        .await;
+    }
+    let (ready, reason, message) = readiness(&draft.conditions, failed);
+    draft.conditions.set("Ready", ready, &reason, &message);
+    ready
+}
+
+/// Ready's value, reason and message from the other conditions and the failed packages.
+fn readiness(conditions: &Conditions, failed: Option<String>) -> (bool, String, String) {
+    let rolled_out =
+        conditions.all_true(&["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"]);
+    let checked = ["Synced", "CacheWarmed", "Snapshotted", "RolledOut"];
+    match (rolled_out, failed) {
+        (true, None) => (
+            true,
+            "Ready".to_string(),
+            "content valid, cached and rolled out".to_string(),
+        ),
+        (true, Some(message)) => (false, "PackagesFailed".to_string(), message),
+        // The first problem's own reason (e.g. InstallFailing), so `kubectl get` and alerts
+        // on Ready's reason say what is wrong without reading the other conditions.
+        (false, _) => (
+            false,
+            conditions.first_problem_reason(&checked),
+            conditions.first_problem(&checked),
+        ),
+    }
+}
+
+/// "the workers run without …" naming each workload's failed packages, when any failed.
+fn packages_failed(workloads: &[WorkloadStatus]) -> Option<String> {
+    let each: Vec<String> = workloads
+        .iter()
+        .filter_map(|w| {
+            let failed = w.failed_packages.as_ref()?;
+            Some(format!("{}/{}: {}", w.kind, w.name, failed.join(", ")))
+        })
+        .collect();
+    (!each.is_empty()).then(|| {
+        format!(
+            "rolled out, but packages failed to install and the workers run without them: {}",
+            each.join("; ")
+        )
+    })
+}
+
+/// The RolledOut condition and its Warnings from what [`rollout::roll`] found.
+async fn record_rollout(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+    outcome: rollout::Outcome,
+    draft: &mut Draft,
+) {
+    draft.status.workloads = outcome.workloads;
+    let conditions = &mut draft.conditions;
+    if outcome.creation_failures.is_empty() {
+        conditions.set(
+            "RolledOut",
+            outcome.all_up_to_date,
+            outcome.reason,
+            &outcome.message,
+        );
+        ctx.clear_warning(obj, "PodCreationFailed");
+        // Once per hash: the failing pod is re-created under new names while the cause stays.
+        // Not cleared when the pods recover, so a flapping install does not repeat it.
+        if outcome.reason == "InstallFailing" {
+            ctx.warn_once_per(
+                obj,
+                "InstallFailing",
+                hash.to_string(),
+                outcome.message.clone(),
+                "Rollout",
+            )
+            .await;
+        }
+    } else {
+        // The API server refuses the pods of a labelled workload: nothing runs the packages.
+        let message = format!(
+            "pods cannot be created: {}",
+            outcome.creation_failures.join("; ")
+        );
+        conditions.set("RolledOut", false, "PodCreationFailed", &message);
+        ctx.warn_once(obj, "PodCreationFailed", message, "Rollout")
+            .await;
+    }
+}
+
+/// On error: log, count, and retry with a short delay.
+pub fn error_policy(obj: Arc<WorkspaceRequirements>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(name = %obj.name_any(), error = %error, "reconcile failed");
+    Action::requeue(RETRY)
+}
+
+#[cfg(test)]
+mod tests;

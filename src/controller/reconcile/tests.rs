@@ -1,0 +1,66 @@
+//! The pure decisions of a reconcile: Ready from the other conditions and failed packages.
+
+use super::{packages_failed, readiness};
+use crate::controller::status::Conditions;
+use crate::crd::WorkloadStatus;
+
+fn workload(name: &str, failed: Option<Vec<&str>>) -> WorkloadStatus {
+    WorkloadStatus {
+        kind: "Deployment".into(),
+        name: name.into(),
+        hash: None,
+        up_to_date: true,
+        replicas: None,
+        updated_replicas: None,
+        ready_updated_replicas: None,
+        uninjected_pods: None,
+        mode: None,
+        failed_packages: failed.map(|f| f.into_iter().map(String::from).collect()),
+        message: None,
+    }
+}
+
+#[test]
+fn failed_packages_name_each_workload() {
+    assert_eq!(packages_failed(&[workload("a", None)]), None);
+    assert_eq!(
+        packages_failed(&[
+            workload("a", Some(vec!["x (no wheel)", "y (not found)"])),
+            workload("b", None),
+            workload("c", Some(vec!["x (no wheel)"])),
+        ])
+        .unwrap(),
+        "rolled out, but packages failed to install and the workers run without them: \
+         Deployment/a: x (no wheel), y (not found); Deployment/c: x (no wheel)"
+    );
+}
+
+#[test]
+fn ready_names_the_first_problem_or_the_failed_packages() {
+    let mut conditions = Conditions::new(Vec::new(), Some(1));
+    for type_ in ["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"] {
+        conditions.set(type_, true, "Fine", "fine");
+    }
+    assert_eq!(
+        readiness(&conditions, None),
+        (
+            true,
+            "Ready".into(),
+            "content valid, cached and rolled out".into()
+        )
+    );
+    assert_eq!(
+        readiness(&conditions, Some("x failed".into())),
+        (false, "PackagesFailed".into(), "x failed".into())
+    );
+    conditions.set("Snapshotted", false, "SnapshotFailed", "refused");
+    conditions.set("RolledOut", false, "InstallFailing", "crashing");
+    assert_eq!(
+        readiness(&conditions, Some("x failed".into())),
+        (
+            false,
+            "SnapshotFailed".into(),
+            "Snapshotted: refused".into()
+        )
+    );
+}

@@ -1,0 +1,238 @@
+//! The controller's run: its watches, the reconcile loop, the Redis watchdog and the source
+//! mirror, until the supervisor's stop signal.
+
+use std::sync::Arc;
+
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info};
+
+use super::context::{Context, SyncStates};
+use super::reconcile::{error_policy, guarded, reconcile};
+use super::watch::{Scope, cached, without_managed_fields};
+use super::{mirror, rollout, warm};
+use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::supervise::{Backoff, OnExit, Supervisor};
+
+/// Reconciles asked for outside the watches (the mirror's writes, the watchdog's findings).
+type Trigger = UnboundedSender<ObjectRef<WorkspaceRequirements>>;
+
+/// Run the controller (and the database mirror) until the supervisor's stop signal.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    metrics: Arc<Metrics>,
+    reporter: Reporter,
+    tasks: Supervisor,
+) {
+    run_with(client, scope, metrics, reporter, tasks, reconcile).await
+}
+
+/// [`run`] with another reconcile function (tests wrap [`reconcile`] to inject failures).
+pub async fn run_with<R, Fut>(
+    client: Client,
+    scope: Scope,
+    metrics: Arc<Metrics>,
+    reporter: Reporter,
+    tasks: Supervisor,
+    reconcile: R,
+) where
+    R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
+{
+    // Only template labels/annotations, selectors and rollout status are read: drop
+    // managedFields to keep the caches small.
+    let (deployments, deploy_stream) = cached(
+        scope.api::<Deployment>(&client),
+        watcher::Config::default(),
+        without_managed_fields,
+    );
+    let (statefulsets, sts_stream) = cached(
+        scope.api::<StatefulSet>(&client),
+        watcher::Config::default(),
+        without_managed_fields,
+    );
+    let (pods, pod_stream) = rollout::pod_cache(&client, &scope);
+    let sync: Arc<SyncStates> = Arc::default();
+    let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        Recorder::new(client.clone(), reporter),
+        sync.clone(),
+        deployments,
+        statefulsets,
+        pods,
+    ));
+
+    let (store, resources_changed, resource_stream) = watch_resources(&client, &scope);
+    let controller = controller(
+        &client,
+        &scope,
+        (store.clone(), resource_stream),
+        deploy_stream.applied_objects(),
+        sts_stream.applied_objects(),
+        pod_stream,
+        triggered,
+    );
+    let watchdog = spawn_watchdog(&tasks, ctx.clone(), store.clone(), trigger.clone());
+    let mirror = spawn_mirror(
+        &tasks,
+        client,
+        store,
+        resources_changed,
+        sync,
+        metrics,
+        trigger,
+    );
+    drive(controller, &tasks, reconcile, ctx).await;
+    mirror.abort();
+    watchdog.abort();
+    info!("controller stopped");
+}
+
+/// The resource cache and its applied objects. The cache drops managedFields too (a third of
+/// each object's size). Every event (deletions and the end of a listing included) wakes the
+/// mirror through the returned [`Notify`]; it starts and stops its per-resource tasks from the
+/// store.
+fn watch_resources(
+    client: &Client,
+    scope: &Scope,
+) -> (
+    Store<WorkspaceRequirements>,
+    Arc<Notify>,
+    impl Stream<Item = Result<WorkspaceRequirements, watcher::Error>> + Send + 'static,
+) {
+    let (store, stream) = cached(
+        scope.api::<WorkspaceRequirements>(client),
+        watcher::Config::default().any_semantic(),
+        without_managed_fields,
+    );
+    let changed = Arc::new(Notify::new());
+    let stream = stream
+        .inspect({
+            let changed = changed.clone();
+            move |_| changed.notify_one()
+        })
+        .applied_objects();
+    (store, changed, stream)
+}
+
+/// The controller, woken by: its resources, the ConfigMaps it owns, the labelled workloads and
+/// pods (mapped to the resource they name), and explicit triggers.
+fn controller(
+    client: &Client,
+    scope: &Scope,
+    (store, resources): (
+        Store<WorkspaceRequirements>,
+        impl Stream<Item = Result<WorkspaceRequirements, watcher::Error>> + Send + 'static,
+    ),
+    deployments: impl Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
+    statefulsets: impl Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
+    pods: impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+    triggered: UnboundedReceiver<ObjectRef<WorkspaceRequirements>>,
+) -> Controller<WorkspaceRequirements> {
+    Controller::for_stream(resources, store)
+        .owns(
+            scope.api::<ConfigMap>(client),
+            watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}")),
+        )
+        .watches_stream(deployments, |d: Deployment| {
+            template_owner(&d, d.spec.as_ref().map(|s| &s.template))
+        })
+        .watches_stream(statefulsets, |s: StatefulSet| {
+            template_owner(&s, s.spec.as_ref().map(|s| &s.template))
+        })
+        .watches_stream(pods, rollout::pod_owner)
+        .reconcile_on(triggered)
+}
+
+/// Reconcile until the supervisor's stop signal; each reconcile is [`guarded`] against panics.
+async fn drive<R, Fut>(
+    controller: Controller<WorkspaceRequirements>,
+    tasks: &Supervisor,
+    reconcile: R,
+    ctx: Arc<Context>,
+) where
+    R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
+{
+    controller
+        .graceful_shutdown_on(tasks.stop().stopped())
+        .run(
+            move |obj, ctx| guarded(reconcile.clone(), obj, ctx),
+            error_policy,
+            ctx,
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile loop");
+            }
+        })
+        .await;
+}
+
+/// Map a labelled workload to the resource its pod template names.
+fn template_owner<K: ResourceExt>(
+    obj: &K,
+    template: Option<&PodTemplateSpec>,
+) -> Option<ObjectRef<WorkspaceRequirements>> {
+    let labels = template?.metadata.as_ref()?.labels.as_ref()?;
+    let name = labels.get(OPT_IN_LABEL)?;
+    Some(ObjectRef::new(name).within(&obj.namespace()?))
+}
+
+/// The Redis watchdog ([`warm::watch_caches`]) as a supervised task.
+fn spawn_watchdog(
+    tasks: &Supervisor,
+    ctx: Arc<Context>,
+    store: Store<WorkspaceRequirements>,
+    trigger: Trigger,
+) -> JoinHandle<()> {
+    tasks.spawn(
+        "cache-watchdog",
+        OnExit::Restart(Backoff::default()),
+        move || {
+            warm::watch_caches(ctx.clone(), store.clone(), trigger.clone())
+                .instrument(tracing::info_span!("cache-watchdog"))
+                .map(Ok::<(), std::convert::Infallible>)
+        },
+    )
+}
+
+/// The source mirror ([`mirror::run`]) as a supervised task, woken by every resource event.
+fn spawn_mirror(
+    tasks: &Supervisor,
+    client: Client,
+    store: Store<WorkspaceRequirements>,
+    changed: Arc<Notify>,
+    sync: Arc<SyncStates>,
+    metrics: Arc<Metrics>,
+    trigger: Trigger,
+) -> JoinHandle<()> {
+    let sub = tasks.clone();
+    tasks.spawn("mirror", OnExit::Restart(Backoff::default()), move || {
+        mirror::run(
+            client.clone(),
+            store.clone(),
+            changed.clone(),
+            sync.clone(),
+            metrics.clone(),
+            trigger.clone(),
+            sub.clone(),
+        )
+        .instrument(tracing::info_span!("mirror"))
+        .map(Ok::<(), std::convert::Infallible>)
+    })
+}
