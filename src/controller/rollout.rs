@@ -413,170 +413,193 @@ async fn patch_workload(
 
 /// Bring labelled workloads to `hash` (or report them), honouring strategy and debounce.
 pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Result<Outcome> {
-    let ns = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
     let oref = ObjectRef::from_obj(obj);
-    let Observed {
-        mut workloads,
-        mut verdicts,
-        creation_failures,
-        recheck,
-    } = observe(ctx, obj, hash).await;
-    let stale: Vec<usize> = (0..workloads.len())
-        .filter(|i| !workloads[*i].up_to_date)
+    let mut observed = observe(ctx, obj, hash).await;
+    let stale: Vec<usize> = (0..observed.workloads.len())
+        .filter(|i| !observed.workloads[*i].up_to_date)
         .collect();
     if stale.is_empty() {
         ctx.pending.lock().expect("lock").remove(&oref);
-        let (all_up_to_date, reason, message) = if workloads.is_empty() {
-            let none = format!(
-                "no Deployment or StatefulSet has a pod template labelled {OPT_IN_LABEL}={name}"
-            );
-            (true, "UpToDate", none)
-        } else {
-            pods_verdict(&workloads, &verdicts)
-        };
-        return Ok(Outcome {
-            workloads,
-            verdicts,
-            creation_failures,
-            recheck,
+        let said = settled(&observed, &obj.name_any());
+        return Ok(Outcome::new(observed, said));
+    }
+    if obj.spec.rollout.strategy == RolloutStrategy::Manual {
+        let said = manual(&observed.workloads, &stale, hash);
+        return Ok(Outcome::new(observed, said));
+    }
+    let debounce = Duration::from_secs(obj.spec.rollout.debounce_seconds.into());
+    if let Some(said) = debouncing(debounce, pending_for(ctx, &oref, hash), stale.len()) {
+        return Ok(Outcome::new(observed, said));
+    }
+    let failed = patch_stale(ctx, obj, hash, &mut observed, &stale).await;
+    if failed.is_empty() {
+        ctx.pending.lock().expect("lock").remove(&oref);
+        let said = pods_verdict(&observed.workloads, &observed.verdicts);
+        return Ok(Outcome::new(observed, said));
+    }
+    let message = format!("cannot patch {}", failed.join("; "));
+    ctx.warn_once(obj, "RolloutFailed", message.clone(), "Rollout")
+        .await;
+    let said = Said {
+        requeue_after: Some(super::status::RETRY),
+        ..Said::waiting("PatchFailed", message)
+    };
+    Ok(Outcome::new(observed, said))
+}
+
+/// What the rollout says in RolledOut, and when it wants to look again.
+struct Said {
+    all_up_to_date: bool,
+    reason: &'static str,
+    message: String,
+    requeue_after: Option<Duration>,
+}
+
+impl Said {
+    fn waiting(reason: &'static str, message: String) -> Self {
+        Self {
+            all_up_to_date: false,
+            reason,
+            message,
+            requeue_after: None,
+        }
+    }
+}
+
+impl From<(bool, &'static str, String)> for Said {
+    fn from((all_up_to_date, reason, message): (bool, &'static str, String)) -> Self {
+        Self {
             all_up_to_date,
             reason,
             message,
             requeue_after: None,
-        });
+        }
     }
-    let names = |idx: &[usize], w: &[WorkloadStatus]| {
-        idx.iter()
-            .map(|i| format!("{}/{}", w[*i].kind, w[*i].name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+}
 
-    if obj.spec.rollout.strategy == RolloutStrategy::Manual {
-        let message = format!(
-            "strategy Manual: {} workload(s) carry an older hash ({}); set their pod-template annotation {HASH_ANNOTATION}={hash} to roll them",
-            stale.len(),
-            names(&stale, &workloads)
+impl Outcome {
+    fn new(observed: Observed, said: Said) -> Self {
+        Self {
+            workloads: observed.workloads,
+            verdicts: observed.verdicts,
+            creation_failures: observed.creation_failures,
+            recheck: observed.recheck,
+            all_up_to_date: said.all_up_to_date,
+            reason: said.reason,
+            message: said.message,
+            requeue_after: said.requeue_after,
+        }
+    }
+}
+
+/// Every template carries the hash: whether the pods run it (or that nothing is labelled).
+fn settled(observed: &Observed, name: &str) -> Said {
+    if observed.workloads.is_empty() {
+        let none = format!(
+            "no Deployment or StatefulSet has a pod template labelled {OPT_IN_LABEL}={name}"
         );
-        return Ok(Outcome {
-            workloads,
-            verdicts,
-            creation_failures,
-            recheck,
-            all_up_to_date: false,
-            reason: "ManualRolloutPending",
-            message,
-            requeue_after: None,
-        });
+        return (true, "UpToDate", none).into();
     }
+    pods_verdict(&observed.workloads, &observed.verdicts)
+}
 
-    let debounce = Duration::from_secs(obj.spec.rollout.debounce_seconds.into());
-    let waited = {
-        let mut pending = ctx.pending.lock().expect("lock");
-        let p = pending.entry(oref.clone()).or_insert_with(|| Pending {
+/// Strategy Manual: the stale workloads are reported, never patched.
+fn manual(workloads: &[WorkloadStatus], stale: &[usize], hash: &str) -> Said {
+    let message = format!(
+        "strategy Manual: {} workload(s) carry an older hash ({}); set their pod-template annotation {HASH_ANNOTATION}={hash} to roll them",
+        stale.len(),
+        names(stale, workloads)
+    );
+    Said::waiting("ManualRolloutPending", message)
+}
+
+/// Within the debounce window of a change (`waited` since it was first seen): wait out the
+/// rest, unless the content changes again.
+fn debouncing(debounce: Duration, waited: Duration, stale: usize) -> Option<Said> {
+    let left = debounce.checked_sub(waited).filter(|l| !l.is_zero())?;
+    let message = format!(
+        "rolling {stale} workload(s) in {:.1} s unless the content changes again (debounce {} s)",
+        left.as_secs_f64(),
+        debounce.as_secs()
+    );
+    Some(Said {
+        requeue_after: Some(left),
+        ..Said::waiting("Debouncing", message)
+    })
+}
+
+/// How long `hash` has been this resource's content (the debounce clock restarts on a change).
+fn pending_for(ctx: &Context, oref: &ObjectRef<WorkspaceRequirements>, hash: &str) -> Duration {
+    let mut pending = ctx.pending.lock().expect("lock");
+    let p = pending.entry(oref.clone()).or_insert_with(|| Pending {
+        hash: hash.to_string(),
+        since: Instant::now(),
+    });
+    if p.hash != hash {
+        *p = Pending {
             hash: hash.to_string(),
             since: Instant::now(),
-        });
-        if p.hash != hash {
-            *p = Pending {
-                hash: hash.to_string(),
-                since: Instant::now(),
-            };
-        }
-        p.since.elapsed()
-    };
-    if waited < debounce {
-        let left = debounce - waited;
-        let message = format!(
-            "rolling {} workload(s) in {:.1} s unless the content changes again (debounce {} s)",
-            stale.len(),
-            left.as_secs_f64(),
-            debounce.as_secs()
-        );
-        return Ok(Outcome {
-            workloads,
-            verdicts,
-            creation_failures,
-            recheck,
-            all_up_to_date: false,
-            reason: "Debouncing",
-            message,
-            requeue_after: Some(left),
-        });
+        };
     }
+    p.since.elapsed()
+}
 
+/// Patch the stale workloads' templates; the patched ones now wait for their new pods, with one
+/// RollingOut Event naming them. Returns "Kind/name: error" for each refused patch.
+async fn patch_stale(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+    observed: &mut Observed,
+    stale: &[usize],
+) -> Vec<String> {
+    let ns = obj.namespace().unwrap_or_default();
     let mut failed = Vec::new();
     let mut rolled = Vec::new();
-    for &i in &stale {
-        let w = &workloads[i];
+    for &i in stale {
+        let w = &mut observed.workloads[i];
         match patch_workload(ctx, &ns, &w.kind, &w.name, hash).await {
             Ok(()) => {
                 ctx.metrics.rollouts.inc();
                 info!(kind = %w.kind, workload = %w.name, hash = %&hash[..12], "rolling out");
+                w.hash = Some(hash.to_string());
+                w.up_to_date = true;
+                observed.verdicts[i] =
+                    Verdict::RollingOut("pod template patched; waiting for its new pods".into());
                 rolled.push(i);
             }
             Err(e) => failed.push(format!("{}/{}: {e}", w.kind, w.name)),
         }
     }
-    for &i in &rolled {
-        workloads[i].hash = Some(hash.to_string());
-        workloads[i].up_to_date = true;
-        verdicts[i] = Verdict::RollingOut("pod template patched; waiting for its new pods".into());
-    }
     if !rolled.is_empty() {
-        ctx.publish(
-            obj,
-            EventType::Normal,
-            "RollingOut",
-            format!(
-                "patched {HASH_ANNOTATION}={} on {}",
-                &hash[..12],
-                names(&rolled, &workloads)
-            ),
-            "Rollout",
-        )
-        .await;
-    }
-    if failed.is_empty() {
-        ctx.pending.lock().expect("lock").remove(&oref);
-        let (all_up_to_date, reason, message) = pods_verdict(&workloads, &verdicts);
-        Ok(Outcome {
-            workloads,
-            verdicts,
-            creation_failures,
-            recheck,
-            all_up_to_date,
-            reason,
-            message,
-            requeue_after: None,
-        })
-    } else {
-        let message = format!("cannot patch {}", failed.join("; "));
-        ctx.warn_once(obj, "RolloutFailed", message.clone(), "Rollout")
+        let note = format!(
+            "patched {HASH_ANNOTATION}={} on {}",
+            &hash[..12],
+            names(&rolled, &observed.workloads)
+        );
+        ctx.publish(obj, EventType::Normal, "RollingOut", note, "Rollout")
             .await;
-        Ok(Outcome {
-            workloads,
-            verdicts,
-            creation_failures,
-            recheck,
-            all_up_to_date: false,
-            reason: "PatchFailed",
-            message,
-            requeue_after: Some(super::status::RETRY),
-        })
     }
+    failed
+}
+
+/// "Kind/name, …" of the workloads at `idx`.
+fn names(idx: &[usize], workloads: &[WorkloadStatus]) -> String {
+    idx.iter()
+        .map(|i| format!("{}/{}", workloads[*i].kind, workloads[*i].name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether the pods of every workload (all carrying the hash in their template) run it.
-fn pods_verdict(
-    workloads: &[WorkloadStatus],
-    verdicts: &[Verdict],
-) -> (bool, &'static str, String) {
+fn pods_verdict(workloads: &[WorkloadStatus], verdicts: &[Verdict]) -> Said {
     let named: Vec<(String, &Verdict)> = workloads
         .iter()
         .zip(verdicts)
         .map(|(w, v)| (format!("{}/{}", w.kind, w.name), v))
         .collect();
-    progress::summarize(&named)
+    progress::summarize(&named).into()
 }
+
+#[cfg(test)]
+mod tests;
