@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::cache::Payload;
-use crate::crd::{WorkspaceRequirements, WorkspaceRequirementsSpec};
+use crate::crd::{InstallSpec, WorkspaceRequirements, WorkspaceRequirementsSpec};
 
 /// Largest `spec.content`. The ConfigMap snapshot holds the content twice (`requirements.txt`
 /// and the JSON payload, which escapes non-ASCII characters up to six bytes each) and will also
@@ -165,7 +165,18 @@ pub fn validate_spec(name: &str, spec: &WorkspaceRequirementsSpec) -> Result<(),
         );
     }
     content(&mut c, spec);
+    source(&mut c, spec);
+    cache(&mut c, spec);
+    install(&mut c, &spec.install);
+    if c.0.is_empty() {
+        Ok(())
+    } else {
+        Err(Problems(c.0))
+    }
+}
 
+/// `spec.source`: one source at most, its Secret references and S3 settings.
+fn source(c: &mut Collector, spec: &WorkspaceRequirementsSpec) {
     if let Some(db) = spec.source.as_ref().and_then(|s| s.database.as_ref()) {
         let f = "spec.source.database.urlSecretRef";
         c.check(format!("{f}.name"), dns_subdomain(&db.url_secret_ref.name));
@@ -200,6 +211,10 @@ pub fn validate_spec(name: &str, spec: &WorkspaceRequirementsSpec) -> Result<(),
             );
         }
     }
+}
+
+/// `spec.cache.redis`: its Secret reference and key.
+fn cache(c: &mut Collector, spec: &WorkspaceRequirementsSpec) {
     if let Some(redis) = spec.cache.as_ref().and_then(|c| c.redis.as_ref()) {
         let f = "spec.cache.redis";
         c.check(
@@ -212,8 +227,10 @@ pub fn validate_spec(name: &str, spec: &WorkspaceRequirementsSpec) -> Result<(),
         );
         c.check(format!("{f}.key"), redis_key(&redis.key));
     }
+}
 
-    let install = &spec.install;
+/// `spec.install`: what the webhook puts in the pod and the installer reads.
+fn install(c: &mut Collector, install: &InstallSpec) {
     if let Err(m) = mount_path(&install.mount_path) {
         c.invalid("spec.install.mountPath", m);
     }
@@ -256,11 +273,6 @@ pub fn validate_spec(name: &str, spec: &WorkspaceRequirementsSpec) -> Result<(),
             "spec.install.cacheVolume.claimName",
             dns_subdomain(&v.claim_name),
         );
-    }
-    if c.0.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems(c.0))
     }
 }
 
@@ -339,9 +351,32 @@ const MAX_NANO: i128 = (i64::MAX as i128) * 1_000_000_000;
 /// an exponent must fit 32 bits (the API server wraps it around), and the magnitude must not
 /// exceed 2⁶³−1.
 pub fn parse_quantity(s: &str) -> Result<ParsedQuantity, String> {
-    let fail = |why: &str| Err(format!("{s:?} is not a Kubernetes quantity: {why}"));
+    let fail = |why: &str| format!("{s:?} is not a Kubernetes quantity: {why}");
+    let number = split_quantity(s).map_err(fail)?;
+    let (exp10, exp2) = suffix_scale(number.suffix).map_err(fail)?;
+    let digits = format!("{}{}", number.int_digits, number.frac_digits);
+    let digits = digits.trim_start_matches('0');
+    let exp10 = exp10 - number.frac_digits.len() as i64;
+    match to_nano(digits, exp10, exp2) {
+        Some(n) if n <= MAX_NANO => Ok(ParsedQuantity {
+            nano: if number.negative { -n } else { n },
+        }),
+        _ => Err(fail("larger than 2^63-1")),
+    }
+}
+
+/// A quantity cut into its parts, not yet scaled.
+struct QuantityParts<'a> {
+    negative: bool,
+    int_digits: &'a str,
+    frac_digits: &'a str,
+    suffix: &'a str,
+}
+
+/// Sign, digits and suffix of a quantity; the error says what is wrong with it.
+fn split_quantity(s: &str) -> Result<QuantityParts<'_>, &'static str> {
     if s.is_empty() {
-        return fail("empty");
+        return Err("empty");
     }
     let b = s.as_bytes();
     let mut pos = 0;
@@ -372,7 +407,7 @@ pub fn parse_quantity(s: &str) -> Result<ParsedQuantity, String> {
         pos = frac_end;
     }
     if int_digits.is_empty() && frac_digits.is_empty() {
-        return fail("no digits before the suffix");
+        return Err("no digits before the suffix");
     }
     // The API server's scanner: letters from this set, an optional sign, digits, the end.
     let suffix = &s[pos..];
@@ -383,9 +418,19 @@ pub fn parse_quantity(s: &str) -> Result<ParsedQuantity, String> {
     let rest = &suffix[letters..];
     let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
     if !rest.bytes().all(|c| c.is_ascii_digit()) {
-        return fail("unexpected characters (spaces, units such as GB, …)");
+        return Err("unexpected characters (spaces, units such as GB, …)");
     }
-    let (exp10, exp2): (i64, u32) = match suffix {
+    Ok(QuantityParts {
+        negative,
+        int_digits,
+        frac_digits,
+        suffix,
+    })
+}
+
+/// The power of ten and of two a suffix stands for.
+fn suffix_scale(suffix: &str) -> Result<(i64, u32), &'static str> {
+    Ok(match suffix {
         "n" => (-9, 0),
         "u" => (-6, 0),
         "m" => (-3, 0),
@@ -406,28 +451,19 @@ pub fn parse_quantity(s: &str) -> Result<ParsedQuantity, String> {
             let exp = &e[1..];
             let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
             if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-                return fail("the exponent is not an integer");
+                return Err("the exponent is not an integer");
             }
             match exp.parse::<i32>() {
                 Ok(v) => (i64::from(v), 0),
-                Err(_) => return fail("the exponent is out of range"),
+                Err(_) => return Err("the exponent is out of range"),
             }
         }
         _ => {
-            return fail(
+            return Err(
                 "unknown suffix (use Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E or e<exp>)",
             );
         }
-    };
-    let digits = format!("{int_digits}{frac_digits}");
-    let digits = digits.trim_start_matches('0');
-    let exp10 = exp10 - frac_digits.len() as i64;
-    match to_nano(digits, exp10, exp2) {
-        Some(n) if n <= MAX_NANO => Ok(ParsedQuantity {
-            nano: if negative { -n } else { n },
-        }),
-        _ => fail("larger than 2^63-1"),
-    }
+    })
 }
 
 /// `digits × 10^exp10 × 2^exp2` in nano units, rounded up; `None` when far too large.
