@@ -154,8 +154,6 @@ impl Run {
     }
 
     fn succeeded(&self, report: &mut Report, outcome: Outcome) {
-        let target = report.target.clone();
-        let secs = report.duration_ms as f64 / 1000.0;
         let origin = self
             .facts
             .origin
@@ -163,94 +161,14 @@ impl Run {
             .map(Origin::describe)
             .unwrap_or_default();
         report.marker = Some(
-            Path::new(&target)
+            Path::new(&report.target)
                 .join(target::MARKER)
                 .display()
                 .to_string(),
         );
-        let summary = |report: &mut Report, status, m: &Marker| {
-            report.status = status;
-            report.installer = Some(m.installer.clone());
-            report.distribution_count = Some(m.distribution_count);
-        };
-        match outcome {
-            Outcome::Installed(m) if !m.failed.is_empty() => {
-                summary(report, "partial", &m);
-                report.installer_run = true;
-                let mut text = format!(
-                    "warning: {} from the {origin}, sha256 {}, with {} in {secs:.2} s into \
-                     {target}; continuing because of --on-failure continue",
-                    report.summary, m.hash, m.installer
-                );
-                for f in &m.failed {
-                    text.push_str(&format!(
-                        "\n  {}: {}",
-                        f.requirement,
-                        f.error.replace('\n', " / ")
-                    ));
-                }
-                say(Level::WARN, &text);
-            }
-            Outcome::Installed(m) => {
-                summary(report, "installed", &m);
-                report.installer_run = true;
-                say(
-                    Level::INFO,
-                    &format!(
-                        "installed: {} package(s) ({} distribution(s)) from the {origin}, sha256 {}, \
-                     with {} in {secs:.2} s into {target}",
-                        m.package_count, m.distribution_count, m.hash, m.installer
-                    ),
-                );
-            }
-            Outcome::Unchanged {
-                marker: m,
-                by_expected_hash,
-            } => {
-                summary(report, "unchanged", &m);
-                if by_expected_hash {
-                    report.source = Some("marker");
-                    report.source_detail = Some("--expected-hash matches the marker".into());
-                }
-                let how = if by_expected_hash {
-                    " (matched --expected-hash; no source read)"
-                } else {
-                    ""
-                };
-                say(
-                    Level::INFO,
-                    &format!(
-                        "already installed: {target} holds sha256 {} ({} package(s), installed {} with {}); \
-                     skipped, installer not run{how}",
-                        m.hash, m.package_count, m.installed_at, m.installer,
-                    ),
-                );
-            }
-            Outcome::Empty { marker: m, removed } => {
-                summary(report, "empty", &m);
-                let removed = match removed {
-                    Some(h) => format!("; removed the previous install (sha256 {h}) from {target}"),
-                    None => String::new(),
-                };
-                say(
-                    Level::INFO,
-                    &format!(
-                        "nothing to install: requirements.txt from the {origin} (sha256 {}) lists no packages{removed}",
-                        m.hash,
-                    ),
-                );
-            }
-            Outcome::Absent { why } => {
-                report.status = "absent";
-                report.marker = None;
-                say(
-                    Level::INFO,
-                    &format!(
-                        "nothing to install: no requirements found ({why}); {target} left as it is"
-                    ),
-                );
-            }
-        }
+        record(report, &outcome);
+        let (level, text) = success_line(report, &outcome, &origin);
+        say(level, &text);
     }
 
     fn failed(&self, report: &mut Report, e: &Error) {
@@ -337,5 +255,105 @@ fn human_duration(d: Duration) -> String {
         format!("{} s", d.as_secs())
     } else {
         format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// The report's fields that say how the install ended.
+fn record(report: &mut Report, outcome: &Outcome) {
+    let mut from_marker = |status, m: &Marker| {
+        report.status = status;
+        report.installer = Some(m.installer.clone());
+        report.distribution_count = Some(m.distribution_count);
+    };
+    match outcome {
+        Outcome::Installed(m) if !m.failed.is_empty() => {
+            from_marker("partial", m);
+            report.installer_run = true;
+        }
+        Outcome::Installed(m) => {
+            from_marker("installed", m);
+            report.installer_run = true;
+        }
+        Outcome::Unchanged {
+            marker: m,
+            by_expected_hash,
+        } => {
+            from_marker("unchanged", m);
+            if *by_expected_hash {
+                report.source = Some("marker");
+                report.source_detail = Some("--expected-hash matches the marker".into());
+            }
+        }
+        Outcome::Empty { marker: m, .. } => from_marker("empty", m),
+        Outcome::Absent { .. } => {
+            report.status = "absent";
+            report.marker = None;
+        }
+    }
+}
+
+/// The line on stderr of an install that ended well, and its level (a partial install warns).
+fn success_line(report: &Report, outcome: &Outcome, origin: &str) -> (Level, String) {
+    let target = &report.target;
+    let secs = report.duration_ms as f64 / 1000.0;
+    match outcome {
+        Outcome::Installed(m) if !m.failed.is_empty() => {
+            let mut text = format!(
+                "warning: {} from the {origin}, sha256 {}, with {} in {secs:.2} s into \
+                 {target}; continuing because of --on-failure continue",
+                report.summary, m.hash, m.installer
+            );
+            for f in &m.failed {
+                text.push_str(&format!(
+                    "\n  {}: {}",
+                    f.requirement,
+                    f.error.replace('\n', " / ")
+                ));
+            }
+            (Level::WARN, text)
+        }
+        Outcome::Installed(m) => (
+            Level::INFO,
+            format!(
+                "installed: {} package(s) ({} distribution(s)) from the {origin}, sha256 {}, \
+                 with {} in {secs:.2} s into {target}",
+                m.package_count, m.distribution_count, m.hash, m.installer
+            ),
+        ),
+        Outcome::Unchanged {
+            marker: m,
+            by_expected_hash,
+        } => {
+            let how = if *by_expected_hash {
+                " (matched --expected-hash; no source read)"
+            } else {
+                ""
+            };
+            (
+                Level::INFO,
+                format!(
+                    "already installed: {target} holds sha256 {} ({} package(s), installed {} with {}); \
+                     skipped, installer not run{how}",
+                    m.hash, m.package_count, m.installed_at, m.installer,
+                ),
+            )
+        }
+        Outcome::Empty { marker: m, removed } => {
+            let removed = match removed {
+                Some(h) => format!("; removed the previous install (sha256 {h}) from {target}"),
+                None => String::new(),
+            };
+            (
+                Level::INFO,
+                format!(
+                    "nothing to install: requirements.txt from the {origin} (sha256 {}) lists no packages{removed}",
+                    m.hash,
+                ),
+            )
+        }
+        Outcome::Absent { why } => (
+            Level::INFO,
+            format!("nothing to install: no requirements found ({why}); {target} left as it is"),
+        ),
     }
 }

@@ -248,6 +248,29 @@ impl Target {
         fault: Option<(usize, bool)>,
         adding: bool,
     ) -> Result<()> {
+        let journal = self.journal(&staging, &mut marker, adding)?;
+        write_json_atomic(&self.dir.join(JOURNAL), &journal)?;
+        let mut renames = 0usize;
+        match self.move_entries(&journal, &staging, &marker, fault, &mut renames) {
+            Ok(()) => {
+                remove_if_exists(&self.dir.join(JOURNAL))?;
+                remove_tree(&self.dir.join(&journal.trash));
+                staging.discard();
+                self.marker = Some(marker);
+                Ok(())
+            }
+            Err(e) if matches!(fault, Some((_, true))) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "swap failed after {renames} move(s); rolling back");
+                self.rollback(&journal)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// What a swap will do, before it touches anything; fills in `marker`'s entries (the staged
+    /// ones, plus the previous install's when `adding`) and its distribution count.
+    fn journal(&self, staging: &Staging, marker: &mut Marker, adding: bool) -> Result<Journal> {
         let new = staging.entries()?;
         let previous = self.marker.clone();
         let kept = previous.iter().filter(|_| adding).flat_map(|m| &m.entries);
@@ -275,63 +298,53 @@ impl Target {
             .filter(|e| fs::symlink_metadata(self.dir.join(e)).is_ok())
             .map(str::to_string)
             .collect();
-        let staging_name = file_name(&staging.root);
-        let trash_name = format!("{TRASH_PREFIX}{}", std::process::id());
-        let journal = Journal {
+        Ok(Journal {
             previous_marker: previous,
             moved,
             new,
-            trash: trash_name.clone(),
-            staging: staging_name,
-        };
-        write_json_atomic(&self.dir.join(JOURNAL), &journal)?;
+            trash: format!("{TRASH_PREFIX}{}", std::process::id()),
+            staging: file_name(&staging.root),
+        })
+    }
 
-        let mut renames = 0usize;
-        let result = (|| -> Result<()> {
-            remove_if_exists(&self.dir.join(MARKER))?;
-            let trash = self.dir.join(&trash_name);
-            fs::create_dir(&trash).map_err(|e| Error::io("creating", &trash, e))?;
-            let moves = journal
-                .moved
-                .iter()
-                .map(|e| (self.dir.join(e), trash.join(e)))
-                .chain(
-                    journal
-                        .new
-                        .iter()
-                        .map(|e| (staging.site.join(e), self.dir.join(e))),
-                );
-            for (from, to) in moves {
-                if let Some((n, _)) = fault
-                    && renames == n
-                {
-                    return Err(Error::io(
-                        "moving (injected fault)",
-                        &from,
-                        std::io::Error::other("injected"),
-                    ));
-                }
-                fs::rename(&from, &to).map_err(|e| Error::io("moving into place", &from, e))?;
-                renames += 1;
+    /// The swap's moves, once its journal is written: remove the marker, move the leaving
+    /// entries into the trash and the staged ones into the target, write the new marker.
+    /// `renames` counts the moves done (`fault`: see [`Self::swap`]).
+    fn move_entries(
+        &self,
+        journal: &Journal,
+        staging: &Staging,
+        marker: &Marker,
+        fault: Option<(usize, bool)>,
+        renames: &mut usize,
+    ) -> Result<()> {
+        remove_if_exists(&self.dir.join(MARKER))?;
+        let trash = self.dir.join(&journal.trash);
+        fs::create_dir(&trash).map_err(|e| Error::io("creating", &trash, e))?;
+        let moves = journal
+            .moved
+            .iter()
+            .map(|e| (self.dir.join(e), trash.join(e)))
+            .chain(
+                journal
+                    .new
+                    .iter()
+                    .map(|e| (staging.site.join(e), self.dir.join(e))),
+            );
+        for (from, to) in moves {
+            if let Some((n, _)) = fault
+                && *renames == n
+            {
+                return Err(Error::io(
+                    "moving (injected fault)",
+                    &from,
+                    std::io::Error::other("injected"),
+                ));
             }
-            write_json_atomic(&self.dir.join(MARKER), &marker)?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                remove_if_exists(&self.dir.join(JOURNAL))?;
-                remove_tree(&self.dir.join(&trash_name));
-                staging.discard();
-                self.marker = Some(marker);
-                Ok(())
-            }
-            Err(e) if matches!(fault, Some((_, true))) => Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "swap failed after {renames} move(s); rolling back");
-                self.rollback(&journal)?;
-                Err(e)
-            }
+            fs::rename(&from, &to).map_err(|e| Error::io("moving into place", &from, e))?;
+            *renames += 1;
         }
+        write_json_atomic(&self.dir.join(MARKER), marker)
     }
 
     /// Finish what an interrupted swap left behind: with a marker, the swap either had not
