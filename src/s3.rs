@@ -502,82 +502,101 @@ impl S3Store {
                 ))
                 .await;
             }
-            let current = match self.read_if_changed(None).await? {
-                Poll::Changed(v) => Some(v),
-                Poll::NotFound => None,
-                Poll::NotModified => {
-                    return Err(self.failed(
-                        "reading",
-                        "answered 304 Not Modified to a read without a condition".into(),
-                    ));
-                }
-            };
-            let text = current.as_ref().map_or("", |v| v.content.as_str());
-            let unchanged = |current: Option<Versioned>| {
-                let (content, etag) =
-                    current.map_or((String::new(), None), |v| (v.content, Some(v.etag)));
-                Saved {
-                    outcome: UpdateOutcome::Unchanged,
-                    content,
-                    etag,
-                    retries: attempt,
-                }
-            };
-            let Some(new) = modify(text)? else {
-                return Ok(unchanged(current));
-            };
-            if current.as_ref().is_some_and(|v| v.content == new) {
-                return Ok(unchanged(current));
-            }
-            if new.len() as u64 > MAX_OBJECT_BYTES {
-                return Err(self.invalid(format!(
-                    "the new content is {} bytes, over the limit of {MAX_OBJECT_BYTES} bytes (1 MiB); \
-                     nothing was written",
-                    new.len()
-                )));
-            }
-            let (mode, outcome) = match &current {
-                Some(v) => (
-                    PutMode::Update(UpdateVersion {
-                        e_tag: Some(v.etag.clone()),
-                        version: None,
-                    }),
-                    UpdateOutcome::Updated,
-                ),
-                None => (PutMode::Create, UpdateOutcome::Created),
-            };
-            let options = PutOptions {
-                mode,
-                ..PutOptions::default()
-            };
-            // Bifrost's `put_object(Bucket, Key, Body)`: the bytes, no metadata, no content type.
-            let payload = PutPayload::from(new.clone().into_bytes());
-            match self.store.put_opts(&self.path, payload, options).await {
-                Ok(put) => {
-                    return Ok(Saved {
-                        outcome,
-                        content: new,
-                        etag: put.e_tag,
-                        retries: attempt,
-                    });
-                }
-                // Someone else wrote (or deleted, or created) the object since it was read.
-                Err(
-                    object_store::Error::Precondition { .. }
-                    | object_store::Error::AlreadyExists { .. },
-                ) => {
-                    tracing::debug!(
-                        attempt,
-                        location = %self.config.location(),
-                        "S3 object changed concurrently; reading again"
-                    );
-                }
-                Err(e) => return Err(self.classify("writing", e)),
+            if let Some(saved) = self.try_update(&mut modify, attempt).await? {
+                return Ok(saved);
             }
         }
         Err(Error::Conflict {
             attempts: UPDATE_ATTEMPTS,
         })
+    }
+
+    /// One read–modify–write; `None` when someone else wrote (or deleted, or created) the
+    /// object since it was read.
+    async fn try_update<M>(&self, modify: &mut M, attempt: u32) -> Result<Option<Saved>>
+    where
+        M: FnMut(&str) -> Result<Option<String>>,
+    {
+        let current = match self.read_if_changed(None).await? {
+            Poll::Changed(v) => Some(v),
+            Poll::NotFound => None,
+            Poll::NotModified => {
+                return Err(self.failed(
+                    "reading",
+                    "answered 304 Not Modified to a read without a condition".into(),
+                ));
+            }
+        };
+        let text = current.as_ref().map_or("", |v| v.content.as_str());
+        let unchanged = |current: Option<Versioned>| {
+            let (content, etag) =
+                current.map_or((String::new(), None), |v| (v.content, Some(v.etag)));
+            Saved {
+                outcome: UpdateOutcome::Unchanged,
+                content,
+                etag,
+                retries: attempt,
+            }
+        };
+        let Some(new) = modify(text)? else {
+            return Ok(Some(unchanged(current)));
+        };
+        if current.as_ref().is_some_and(|v| v.content == new) {
+            return Ok(Some(unchanged(current)));
+        }
+        if new.len() as u64 > MAX_OBJECT_BYTES {
+            return Err(self.invalid(format!(
+                "the new content is {} bytes, over the limit of {MAX_OBJECT_BYTES} bytes (1 MiB); \
+                 nothing was written",
+                new.len()
+            )));
+        }
+        let outcome = match current {
+            Some(_) => UpdateOutcome::Updated,
+            None => UpdateOutcome::Created,
+        };
+        match self.put_if_unchanged(current.as_ref(), &new).await {
+            Ok(put) => Ok(Some(Saved {
+                outcome,
+                content: new,
+                etag: put.e_tag,
+                retries: attempt,
+            })),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => {
+                tracing::debug!(
+                    attempt,
+                    location = %self.config.location(),
+                    "S3 object changed concurrently; reading again"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(self.classify("writing", e)),
+        }
+    }
+
+    /// `PutObject` of `new`, on condition that the object is still `current` (or still absent).
+    async fn put_if_unchanged(
+        &self,
+        current: Option<&Versioned>,
+        new: &str,
+    ) -> object_store::Result<object_store::PutResult> {
+        let mode = match current {
+            Some(v) => PutMode::Update(UpdateVersion {
+                e_tag: Some(v.etag.clone()),
+                version: None,
+            }),
+            None => PutMode::Create,
+        };
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        // Bifrost's `put_object(Bucket, Key, Body)`: the bytes, no metadata, no content type.
+        let payload = PutPayload::from(new.to_string().into_bytes());
+        self.store.put_opts(&self.path, payload, options).await
     }
 
     fn classify(&self, doing: &'static str, e: object_store::Error) -> Error {
