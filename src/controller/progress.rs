@@ -149,79 +149,96 @@ pub fn progress(
     hash: &str,
 ) -> Progress {
     let replicas = desired(replicas);
-    let live: Vec<&Pod> = {
+    let pods = PodsByHash::of(pods, hash);
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let ready_updated = count(pods.updated.iter().filter(|p| is_ready(p)).count());
+    let failed_packages: Vec<String> = pods
+        .updated
+        .iter()
+        .flat_map(|p| install_report(p).map(failed_packages).unwrap_or_default())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Progress {
+        replicas,
+        updated: count(pods.updated.len()),
+        ready_updated,
+        verdict: verdict(&pods, controller, replicas, ready_updated),
+        failed_packages,
+    }
+}
+
+/// A workload's pods by what they run.
+struct PodsByHash<'a> {
+    /// Not terminating, sorted by name.
+    live: Vec<&'a Pod>,
+    /// Of those, the ones whose template carries the hash.
+    new: Vec<&'a Pod>,
+    /// Of those, the ones injected with the hash.
+    updated: Vec<&'a Pod>,
+}
+
+impl<'a> PodsByHash<'a> {
+    fn of(pods: &[&'a Pod], hash: &str) -> Self {
         let mut live: Vec<&Pod> = pods
             .iter()
             .copied()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
         live.sort_by_key(|p| p.name_any());
-        live
-    };
-    let new: Vec<&Pod> = live
-        .iter()
-        .copied()
-        .filter(|p| annotation(p, HASH_ANNOTATION) == Some(hash))
-        .collect();
-    let updated: Vec<&Pod> = new
-        .iter()
-        .copied()
-        .filter(|p| annotation(p, INJECTED_ANNOTATION) == Some(hash))
-        .collect();
-    let ready_updated = updated.iter().filter(|p| is_ready(p)).count();
-    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let (updated_n, ready_n) = (count(updated.len()), count(ready_updated));
-    let failed: Vec<String> = updated
-        .iter()
-        .flat_map(|p| install_report(p).map(failed_packages).unwrap_or_default())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let done = |verdict| Progress {
-        replicas,
-        updated: updated_n,
-        ready_updated: ready_n,
-        verdict,
-        failed_packages: failed.clone(),
-    };
+        let new: Vec<&Pod> = live
+            .iter()
+            .copied()
+            .filter(|p| annotation(p, HASH_ANNOTATION) == Some(hash))
+            .collect();
+        let updated = new
+            .iter()
+            .copied()
+            .filter(|p| annotation(p, INJECTED_ANNOTATION) == Some(hash))
+            .collect();
+        Self { live, new, updated }
+    }
+}
 
+/// Where the workload stands, `ready_n` of its `replicas` running the hash and ready.
+fn verdict(pods: &PodsByHash, controller: Option<String>, replicas: i32, ready_n: i32) -> Verdict {
     // A failing install container halts the rollout whatever else is going on.
-    if let Some(v) = new
+    if let Some(v) = pods
+        .new
         .iter()
         .filter(|p| !is_ready(p))
         .find_map(|p| init_failure(p))
     {
-        return done(v);
+        return v;
     }
     if let Some(why) = controller {
-        return done(Verdict::RollingOut(format!(
+        return Verdict::RollingOut(format!(
             "{why}; {ready_n} of {replicas} replica(s) run the current hash and are ready"
-        )));
+        ));
     }
-    let uninjected = new
+    let uninjected = pods
+        .new
         .iter()
         .filter(|p| annotation(p, INJECTED_ANNOTATION).is_none())
         .count();
     if ready_n >= replicas {
         // Old pods still running beside enough new ones: the controller is scaling them down.
-        let old = live.len() - new.len();
+        let old = pods.live.len() - pods.new.len();
         if old == 0 {
-            return done(Verdict::UpToDate);
+            return Verdict::UpToDate;
         }
-        return done(Verdict::RollingOut(format!(
-            "{old} pod(s) with an older hash still running"
-        )));
+        return Verdict::RollingOut(format!("{old} pod(s) with an older hash still running"));
     }
     if uninjected > 0 {
-        return done(Verdict::PodsUninjected(format!(
+        return Verdict::PodsUninjected(format!(
             "{uninjected} pod(s) started without the packages (the webhook was unreachable when \
              they were created); delete them so they are re-created injected; {ready_n} of \
              {replicas} replica(s) run the current hash and are ready"
-        )));
+        ));
     }
-    done(Verdict::RollingOut(format!(
+    Verdict::RollingOut(format!(
         "{ready_n} of {replicas} replica(s) run the current hash and are ready"
-    )))
+    ))
 }
 
 fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
