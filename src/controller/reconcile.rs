@@ -67,7 +67,7 @@ where
         .set("Ready", false, "ReconcilePanicked", &message);
     ctx.warn_once(&obj, "ReconcilePanicked", message, "Reconcile")
         .await;
-    if let Err(e) = draft.write(&ctx.client, &obj).await {
+    if let Err(e) = draft.write(&ctx, &obj).await {
         warn!(error = %e, "cannot record the panic in the status");
     }
     Ok(Action::requeue(PANIC_RETRY))
@@ -85,13 +85,13 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     draft.status.content_hash = Some(payload.hash.clone());
     draft.status.short_hash = Some(payload.hash[..12].to_string());
     if let ControlFlow::Break(action) = prepare(ctx, obj, &payload, &mut draft).await {
-        draft.write(&ctx.client, obj).await?;
+        draft.write(ctx, obj).await?;
         return Ok(action);
     }
     roll_out(ctx, obj, &payload.hash, &mut draft).await?;
     let ready = set_ready(ctx, obj, &payload.hash, &mut draft).await;
     let requeue = draft.requeue;
-    draft.write(&ctx.client, obj).await?;
+    draft.write(ctx, obj).await?;
     info!(hash = %&payload.hash[..12], ready, requeue_s = requeue.as_secs(), "reconciled {}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     Ok(Action::requeue(requeue))
 }
@@ -155,26 +155,34 @@ async fn set_ready(
         )
         .await;
     }
-    let (ready, reason, message) = readiness(&draft.conditions, failed);
+    let unreached = rollout::no_workloads(ctx, obj);
+    let (ready, reason, message) = readiness(&draft.conditions, failed, unreached);
     draft.conditions.set("Ready", ready, &reason, &message);
     ready
 }
 
-/// Ready's value, reason and message from the other conditions and the failed packages.
-fn readiness(conditions: &Conditions, failed: Option<String>) -> (bool, String, String) {
+/// Ready's value, reason and message from the other conditions, the failed packages and, when
+/// no workload opts in, why (see [`super::coverage::no_workloads`]): content that reaches no
+/// pod is not ready, however well it is cached.
+fn readiness(
+    conditions: &Conditions,
+    failed: Option<String>,
+    no_workloads: Option<String>,
+) -> (bool, String, String) {
     let rolled_out =
         conditions.all_true(&["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"]);
     let checked = ["Synced", "CacheWarmed", "Snapshotted", "RolledOut"];
-    match (rolled_out, failed) {
-        (true, None) => (
+    match (rolled_out, failed, no_workloads) {
+        (true, _, Some(message)) => (false, "NoWorkloads".to_string(), message),
+        (true, None, None) => (
             true,
             "Ready".to_string(),
             "content valid, cached and rolled out".to_string(),
         ),
-        (true, Some(message)) => (false, "PackagesFailed".to_string(), message),
+        (true, Some(message), None) => (false, "PackagesFailed".to_string(), message),
         // The first problem's own reason (e.g. InstallFailing), so `kubectl get` and alerts
         // on Ready's reason say what is wrong without reading the other conditions.
-        (false, _) => (
+        (false, _, _) => (
             false,
             conditions.first_problem_reason(&checked),
             conditions.first_problem(&checked),
@@ -207,7 +215,7 @@ async fn record_rollout(
     outcome: rollout::Outcome,
     draft: &mut Draft,
 ) {
-    draft.status.workloads = outcome.workloads;
+    draft.set_workloads(outcome.workloads, &outcome.verdicts);
     let conditions = &mut draft.conditions;
     if outcome.creation_failures.is_empty() {
         conditions.set(

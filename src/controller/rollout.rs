@@ -7,6 +7,7 @@
 //! debounce: a burst of edits produces one rollout); under `Manual`, stale workloads are only
 //! reported. Whether the pods then run the hash is [`super::progress`]'s to say.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -26,6 +27,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::context::{Context, Pending};
+use super::coverage;
 use super::progress::{self, Progress, Verdict};
 use super::watch::Scope;
 use crate::crd::INJECTED_ANNOTATION;
@@ -335,7 +337,7 @@ pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> 
             uninjected_pods: uninjected,
             mode: pods
                 .as_deref()
-                .and_then(|pods| super::coverage::injected_mode(pods.iter().map(|p| p.as_ref()))),
+                .and_then(|pods| coverage::injected_mode(pods.iter().map(|p| p.as_ref()))),
             failed_packages: progress
                 .as_ref()
                 .map(|p| p.failed_packages.clone())
@@ -350,6 +352,40 @@ pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> 
         creation_failures: failures,
         recheck,
     }
+}
+
+/// Why no workload opts in to this resource, when none does: every Deployment and StatefulSet
+/// of its namespace, from the reflector caches, judged by [`coverage::no_workloads`].
+pub fn no_workloads(ctx: &Context, obj: &WorkspaceRequirements) -> Option<String> {
+    let ns = obj.namespace();
+    let deployments = ctx.deployments.state();
+    let statefulsets = ctx.statefulsets.state();
+    let workloads: Vec<coverage::Workload<'_>> = deployments
+        .iter()
+        .filter(|d| d.namespace() == ns)
+        .map(|d| coverage::Workload {
+            kind: "Deployment",
+            name: d.metadata.name.as_deref().unwrap_or_default(),
+            labels: d.metadata.labels.as_ref(),
+            template_labels: d.spec.as_ref().and_then(|s| template_labels(&s.template)),
+        })
+        .chain(
+            statefulsets
+                .iter()
+                .filter(|s| s.namespace() == ns)
+                .map(|s| coverage::Workload {
+                    kind: "StatefulSet",
+                    name: s.metadata.name.as_deref().unwrap_or_default(),
+                    labels: s.metadata.labels.as_ref(),
+                    template_labels: s.spec.as_ref().and_then(|s| template_labels(&s.template)),
+                }),
+        )
+        .collect();
+    coverage::no_workloads(&obj.name_any(), &workloads)
+}
+
+fn template_labels(t: &PodTemplateSpec) -> Option<&BTreeMap<String, String>> {
+    t.metadata.as_ref()?.labels.as_ref()
 }
 
 /// Labelled workloads of this resource, from the reflector caches: (kind, name, current hash).

@@ -76,7 +76,7 @@ pub async fn run_with<R, Fut>(
         pods,
     ));
 
-    let (store, resources_changed, resource_stream) = watch_resources(&client, &scope);
+    let (store, resources_changed, resource_stream) = watch_resources(&client, &scope, &metrics);
     let controller = controller(
         &client,
         &scope,
@@ -93,22 +93,26 @@ pub async fn run_with<R, Fut>(
         store,
         resources_changed,
         sync,
-        metrics,
+        metrics.clone(),
         trigger,
     );
     drive(controller, &tasks, reconcile, ctx).await;
     mirror.abort();
     watchdog.abort();
+    // Another replica reconciles now and exports the resources' gauges; ours would be stale.
+    metrics.retain_resources(|_, _| false);
     info!("controller stopped");
 }
 
 /// The resource cache and its applied objects. The cache drops managedFields too (a third of
 /// each object's size). Every event (deletions and the end of a listing included) wakes the
 /// mirror through the returned [`Notify`]; it starts and stops its per-resource tasks from the
-/// store.
+/// store. A deleted resource's gauges go at once (the Redis watchdog sweeps what a reconcile
+/// finishing after the deletion may have set again).
 fn watch_resources(
     client: &Client,
     scope: &Scope,
+    metrics: &Arc<Metrics>,
 ) -> (
     Store<WorkspaceRequirements>,
     Arc<Notify>,
@@ -122,8 +126,14 @@ fn watch_resources(
     let changed = Arc::new(Notify::new());
     let stream = stream
         .inspect({
-            let changed = changed.clone();
-            move |_| changed.notify_one()
+            let (changed, metrics) = (changed.clone(), metrics.clone());
+            move |event| {
+                changed.notify_one();
+                if let Ok(watcher::Event::Delete(gone)) = event {
+                    let (ns, name) = (gone.namespace().unwrap_or_default(), gone.name_any());
+                    metrics.retain_resources(|n, m| n != ns || m != name);
+                }
+            }
         })
         .applied_objects();
     (store, changed, stream)
@@ -149,10 +159,10 @@ fn controller(
             watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}")),
         )
         .watches_stream(deployments, |d: Deployment| {
-            template_owner(&d, d.spec.as_ref().map(|s| &s.template))
+            owners(&d, d.spec.as_ref().map(|s| &s.template))
         })
         .watches_stream(statefulsets, |s: StatefulSet| {
-            template_owner(&s, s.spec.as_ref().map(|s| &s.template))
+            owners(&s, s.spec.as_ref().map(|s| &s.template))
         })
         .watches_stream(pods, rollout::pod_owner)
         .reconcile_on(triggered)
@@ -183,14 +193,29 @@ async fn drive<R, Fut>(
         .await;
 }
 
-/// Map a labelled workload to the resource its pod template names.
-fn template_owner<K: ResourceExt>(
+/// Map a labelled workload to the resources its pod template and its own metadata name: the
+/// label on its metadata opts nothing in, but `Ready`'s `NoWorkloads` message names it, so a
+/// change to it must reach that resource too.
+fn owners<K: ResourceExt>(
     obj: &K,
     template: Option<&PodTemplateSpec>,
-) -> Option<ObjectRef<WorkspaceRequirements>> {
-    let labels = template?.metadata.as_ref()?.labels.as_ref()?;
-    let name = labels.get(OPT_IN_LABEL)?;
-    Some(ObjectRef::new(name).within(&obj.namespace()?))
+) -> Vec<ObjectRef<WorkspaceRequirements>> {
+    let template = template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref());
+    let Some(ns) = obj.namespace() else {
+        return Vec::new();
+    };
+    let mut names: Vec<&String> = [template, Some(obj.labels())]
+        .into_iter()
+        .flatten()
+        .filter_map(|labels| labels.get(OPT_IN_LABEL))
+        .collect();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| ObjectRef::new(name).within(&ns))
+        .collect()
 }
 
 /// The Redis watchdog ([`warm::watch_caches`]) as a supervised task.

@@ -55,7 +55,8 @@ pub(super) async fn check_snapshot(
                 "SnapshotFailed",
                 &format!("Snapshotted: {message}"),
             );
-            draft.status.workloads = rollout::observe(ctx, obj, &payload.hash).await.workloads;
+            let observed = rollout::observe(ctx, obj, &payload.hash).await;
+            draft.set_workloads(observed.workloads, &observed.verdicts);
             ctx.warn_once(obj, "SnapshotFailed", message, "Snapshot")
                 .await;
             ControlFlow::Break(Action::requeue(RETRY))

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{WorkspaceRequirements, WorkspaceRequirementsStatus};
+use super::context::Context;
+use super::progress::Verdict;
+use crate::crd::{WorkloadStatus, WorkspaceRequirements, WorkspaceRequirementsStatus};
 use crate::error::{Error, Result};
 
 /// How often Redis is checked (and refreshed when needed) at the latest.
@@ -147,18 +149,23 @@ impl Draft {
         self.requeue = self.requeue.min(after);
     }
 
-    /// Patch the status when it differs from what was read.
-    pub(super) async fn write(
-        mut self,
-        client: &Client,
-        obj: &WorkspaceRequirements,
-    ) -> Result<()> {
+    /// The labelled workloads as found, and how many of them run the current hash.
+    pub(super) fn set_workloads(&mut self, workloads: Vec<WorkloadStatus>, verdicts: &[Verdict]) {
+        self.status.workloads_up_to_date = Some(super::coverage::up_to_date(verdicts));
+        self.status.workloads = workloads;
+    }
+
+    /// Patch the status when it differs from what was read; the resource's gauges follow it
+    /// either way (after a restart or a leader change nothing differs, yet they must be set).
+    pub(super) async fn write(mut self, ctx: &Context, obj: &WorkspaceRequirements) -> Result<()> {
         self.status.conditions = self.conditions.into_vec();
+        let ns = obj.namespace().unwrap_or_default();
+        ctx.metrics
+            .resource_status(&ns, &obj.name_any(), &self.status);
         if self.old == self.status {
             return Ok(());
         }
-        let ns = obj.namespace().unwrap_or_default();
-        let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+        let api = Api::<WorkspaceRequirements>::namespaced(ctx.client.clone(), &ns);
         api.patch_status(
             &obj.name_any(),
             &PatchParams::default(),

@@ -45,7 +45,9 @@ pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, dra
                 None => names.mirrored_message.to_string(),
             };
             conditions.set("Synced", true, names.mirrored_reason, &message);
-            ctx.clear_warning(obj, names.unreachable);
+            for reason in FAILURE_WARNINGS {
+                ctx.clear_warning(obj, reason);
+            }
             match note {
                 Some(n) => {
                     ctx.warn_once(obj, "NotifyTriggerMissing", n, names.action)
@@ -63,8 +65,8 @@ pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, dra
                 &reason,
                 &format!("{message}; keeping the last known content"),
             );
-            ctx.warn_once(obj, names.unreachable, message, names.action)
-                .await;
+            let warning = failure_warning(&reason, names.unreachable);
+            ctx.warn_once(obj, warning, message, names.action).await;
             draft.recheck_within(RETRY);
         }
         None => {
@@ -72,6 +74,33 @@ pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, dra
             draft.recheck_within(RETRY);
         }
     }
+}
+
+/// The Warnings a source that cannot be read gets, named like `Synced`'s reason (what an
+/// `Error` of the mirror reports: [`crate::error::Error::reason`]), so an alert or a reader of
+/// Events tells a denial from an outage; each is published once per distinct problem and all
+/// are cleared once the source reads again.
+const FAILURE_WARNINGS: [&str; 11] = [
+    "S3Unreachable",
+    "AccessDenied",
+    "NotFound",
+    "InvalidContent",
+    "S3Error",
+    "DatabaseUnreachable",
+    "DatabaseError",
+    "BadDatabaseRow",
+    "SecretMissing",
+    "InvalidConfiguration",
+    "KubernetesError",
+];
+
+/// The Warning for a read that failed with `reason`: its own name, or the source's
+/// `…Unreachable` for a reason the list does not know.
+fn failure_warning(reason: &str, unreachable: &'static str) -> &'static str {
+    FAILURE_WARNINGS
+        .into_iter()
+        .find(|w| *w == reason)
+        .unwrap_or(unreachable)
 }
 
 /// What the status says about each source: the reason of Synced=True, the Warning Event, what
@@ -138,4 +167,29 @@ pub(super) fn wait_for_first_sync(
     conditions.set("Ready", false, "WaitingForDatabase", &message);
     status.package_count = None;
     ControlFlow::Break(Action::requeue(RETRY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_read_is_warned_about_under_its_own_reason() {
+        for reason in [
+            "S3Unreachable",
+            "AccessDenied",
+            "NotFound",
+            "InvalidContent",
+        ] {
+            assert_eq!(failure_warning(reason, "S3Unreachable"), reason);
+        }
+        assert_eq!(
+            failure_warning("DatabaseUnreachable", "DatabaseUnreachable"),
+            "DatabaseUnreachable"
+        );
+        assert_eq!(
+            failure_warning("SomethingNew", "DatabaseUnreachable"),
+            "DatabaseUnreachable"
+        );
+    }
 }

@@ -31,7 +31,8 @@ pub(super) async fn check_spec(
     draft.status.package_count = None;
     spec_invalid(&mut draft.conditions, reason, &message);
     ctx.unwatch(&ObjectRef::from_obj(obj));
-    draft.status.workloads = rollout::observe(ctx, obj, hash).await.workloads;
+    let observed = rollout::observe(ctx, obj, hash).await;
+    draft.set_workloads(observed.workloads, &observed.verdicts);
     ctx.warn_once(obj, reason, message, "Validate").await;
     ControlFlow::Break(Action::await_change())
 }

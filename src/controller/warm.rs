@@ -165,7 +165,8 @@ async fn warm(cache: &Cache, payload: &Payload) -> Result<Warmed> {
 /// Between reconciles, check every warmed Redis key with one cheap `TTL` command: a key that is
 /// gone (FLUSHALL, a restart without persistence, eviction), past half its TTL, or unreachable
 /// triggers a reconcile at once, which rewrites it or reports `CacheWarmed=False`. The value is
-/// not read here; reconciles do that at their own pace.
+/// not read here; reconciles do that at their own pace. Each round also drops the gauges of
+/// resources that are gone, the other leftover of a deleted resource.
 pub(super) async fn watch_caches(
     ctx: Arc<Context>,
     resources: Store<WorkspaceRequirements>,
@@ -175,6 +176,10 @@ pub(super) async fn watch_caches(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Gauges of resources that are gone: a reconcile that finished after the deletion (its
+        // event already removed them) may have set them again.
+        ctx.metrics
+            .retain_resources(|ns, name| resources.get(&ObjectRef::new(name).within(ns)).is_some());
         let entries: Vec<_> = ctx
             .watched
             .lock()

@@ -42,7 +42,7 @@ fn ready_names_the_first_problem_or_the_failed_packages() {
         conditions.set(type_, true, "Fine", "fine");
     }
     assert_eq!(
-        readiness(&conditions, None),
+        readiness(&conditions, None, None),
         (
             true,
             "Ready".into(),
@@ -50,17 +50,36 @@ fn ready_names_the_first_problem_or_the_failed_packages() {
         )
     );
     assert_eq!(
-        readiness(&conditions, Some("x failed".into())),
+        readiness(&conditions, Some("x failed".into()), None),
         (false, "PackagesFailed".into(), "x failed".into())
     );
     conditions.set("Snapshotted", false, "SnapshotFailed", "refused");
     conditions.set("RolledOut", false, "InstallFailing", "crashing");
     assert_eq!(
-        readiness(&conditions, Some("x failed".into())),
+        readiness(&conditions, Some("x failed".into()), None),
         (
             false,
             "SnapshotFailed".into(),
             "Snapshotted: refused".into()
         )
+    );
+}
+
+#[test]
+fn no_workloads_is_not_ready_once_everything_else_is() {
+    let mut conditions = Conditions::new(Vec::new(), Some(1));
+    for type_ in ["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"] {
+        conditions.set(type_, true, "Fine", "fine");
+    }
+    let none = || Some("no Deployment or StatefulSet … Deployment/worker …".to_string());
+    assert_eq!(
+        readiness(&conditions, None, none()),
+        (false, "NoWorkloads".into(), none().unwrap())
+    );
+    // An earlier problem is still the one Ready names.
+    conditions.set("CacheWarmed", false, "RedisUnreachable", "down");
+    assert_eq!(
+        readiness(&conditions, None, none()).1,
+        "RedisUnreachable".to_string()
     );
 }
