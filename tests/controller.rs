@@ -11,8 +11,8 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::operator::{
-    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, redis_cache,
-    secret, template_hash, wait_condition, wait_for,
+    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, labelled_deployment_with,
+    namespace, redis_cache, secret, template_hash, wait_condition, wait_for,
 };
 use common::services::{PgServer, RedisServer, fresh_key, redis_get, redis_set, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -72,18 +72,22 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
     let (client, ns) = namespace("ready").await;
     let key = fresh_key();
     secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let _op = Operator::start(&ns, "a", &[]);
+    let op = Operator::start(&ns, "a", &[]);
     let content = "requests==2.32.3\nflask[async]>=3 ; python_version >= \"3.9\"\n";
     create_wsreq(
         &client,
         &ns,
         "default",
-        json!({"content": content, "cache": redis_cache(&key)}),
+        json!({"content": content, "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
+    // A labelled workload (scaled to zero: no node runs pods here), without which Ready would
+    // say NoWorkloads.
+    labelled_deployment_with(&client, &ns, "worker", "default", 0).await;
 
     let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
     let status = obj.status.unwrap();
+    assert_eq!(status.workloads_up_to_date.as_deref(), Some("1/1"));
     let hash = content_hash(content);
     assert_eq!(status.content_hash.as_deref(), Some(hash.as_str()));
     assert_eq!(status.short_hash.as_deref(), Some(&hash[..12]));
@@ -112,13 +116,134 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
     assert_eq!(data["payload.json"], raw);
     assert_eq!(cm.owner_references()[0].name, "default");
     assert_eq!(cm.owner_references()[0].controller, Some(true));
-    // kubectl shows the printer columns.
-    let out = common::k8s::control_plane().kubectl(&["get", "wsreq", "-n", &ns]);
-    let table = common::stdout(&out);
-    assert!(
-        table.contains("HASH") && table.contains(&hash[..12]) && table.contains("True"),
-        "{table}"
+    // kubectl shows the printer columns, also under the category.
+    for kind in ["wsreq", "bifrost"] {
+        let out = common::k8s::control_plane().kubectl(&["get", kind, "-n", &ns]);
+        let table = common::stdout(&out);
+        let line = |i: usize| -> Vec<&str> {
+            table
+                .lines()
+                .nth(i)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect()
+        };
+        assert_eq!(
+            line(0),
+            [
+                "NAME",
+                "HASH",
+                "PACKAGES",
+                "WORKLOADS",
+                "READY",
+                "REASON",
+                "AGE"
+            ],
+            "{table}"
+        );
+        assert_eq!(
+            line(1)[..6],
+            ["default", &hash[..12], "2", "1/1", "True", "Ready"],
+            "{table}"
+        );
+    }
+
+    // The gauges an operator alerts on, scraped from the leader.
+    let ready =
+        format!("bifrost_requirements_resource_ready{{namespace=\"{ns}\",name=\"default\"}}");
+    let uninjected = format!(
+        "bifrost_requirements_uninjected_pods{{namespace=\"{ns}\",name=\"default\",workload=\"Deployment/worker\"}}"
     );
+    assert_eq!(op.metric(&ready), Some(1.0));
+    assert_eq!(op.metric(&uninjected), Some(0.0));
+    // Deleted, its series go.
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+        .delete("default", &Default::default())
+        .await
+        .unwrap();
+    wait_for("the deleted resource's series removed", T, || async {
+        let (_, body) = op.http_get("/metrics");
+        (!body.contains(&format!("namespace=\"{ns}\""))).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
+    let (client, ns) = namespace("noworkloads").await;
+    let op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "default",
+        json!({"content": "requests==2.32.3\n", "rollout": {"debounceSeconds": 0}}),
+    )
+    .await;
+    // What Reloader users do: the label on the Deployment's own metadata, not its pod template.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "worker", "labels": {"bifrost.io/requirements": "default"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "worker"}},
+            "template": {
+                "metadata": {"labels": {"app": "worker"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim"}]}
+            }
+        }
+    }))
+    .unwrap();
+    deployments.create(&Default::default(), &d).await.unwrap();
+    let obj = wait_for(
+        "Ready=False NoWorkloads naming Deployment/worker",
+        T,
+        || async {
+            let obj = get_wsreq(&client, &ns, "default").await;
+            let (status, reason, message) = condition(&obj, "Ready")?;
+            (status == "False" && reason == "NoWorkloads" && message.contains("Deployment/worker"))
+                .then_some(obj)
+        },
+    )
+    .await;
+    let (_, _, message) = condition(&obj, "Ready").unwrap();
+    assert!(
+        message.contains("pod template labelled bifrost.io/requirements=default")
+            && message.contains("carries the label on its own metadata only"),
+        "{message}"
+    );
+    // Everything else is fine, and says so.
+    for t in ["Valid", "Synced", "Snapshotted", "RolledOut"] {
+        assert_eq!(condition(&obj, t).unwrap().0, "True", "{t}");
+    }
+    let status = obj.status.clone().unwrap();
+    assert_eq!(status.workloads_up_to_date.as_deref(), Some("0/0"));
+    let ready =
+        format!("bifrost_requirements_resource_ready{{namespace=\"{ns}\",name=\"default\"}}");
+    assert_eq!(op.metric(&ready), Some(0.0));
+    // It does not flap: periodic reconciles and the Deployment's own status updates leave the
+    // resource untouched.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = get_wsreq(&client, &ns, "default").await;
+    assert_eq!(later.resource_version(), obj.resource_version());
+
+    // Labelling the pod template fixes it: rolled out (no replicas to wait for) and Ready.
+    deployments
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"labels": {"bifrost.io/requirements": "default"}}}}})),
+        )
+        .await
+        .unwrap();
+    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    assert_eq!(
+        obj.status.unwrap().workloads_up_to_date.as_deref(),
+        Some("1/1")
+    );
+    wait_for("resource_ready 1", T, || async {
+        (op.metric(&ready) == Some(1.0)).then_some(())
+    })
+    .await;
 }
 
 fn condition_of(
@@ -487,7 +612,17 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
         }),
     )
     .await;
-    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    // No workload is labelled: everything but that is done (issue 15: it is not Ready).
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Ready",
+        "False",
+        Some("NoWorkloads"),
+        T,
+    )
+    .await;
     assert_eq!(obj.spec.content, "requests==2.32.3\n");
     // The migration installed the trigger: nothing to warn about.
     assert!(
@@ -600,7 +735,16 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
         json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Ready",
+        "False",
+        Some("NoWorkloads"),
+        T,
+    )
+    .await;
     let leaders: BTreeMap<&str, f64> = [("op-a", &a), ("op-b", &b)]
         .into_iter()
         .map(|(n, o)| (n, o.metric("bifrost_requirements_leader").unwrap_or(-1.0)))
@@ -663,6 +807,19 @@ async fn health_and_metrics_endpoints() {
     })
     .await;
     assert_eq!(op.http_get("/healthz"), (200, "ok".to_string()));
+    // Ready means the webhook serves a certificate: its expiry is exported (self-managed,
+    // valid for a year by default).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = op
+        .metric("bifrost_requirements_webhook_certificate_expiry_timestamp_seconds")
+        .expect("the certificate's expiry");
+    assert!(
+        expiry > now + 300.0 * 86400.0 && expiry < now + 400.0 * 86400.0,
+        "{expiry} vs now {now}"
+    );
     let (code, body) = op.http_get("/metrics");
     assert_eq!(code, 200);
     for name in [

@@ -1561,17 +1561,23 @@ fn can_i(verb_resource: &[&str], ns: Option<&str>) -> bool {
     }
 }
 
-async fn wait_ready(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
+/// Reconciled through to the end for a resource no workload opts in to: `Ready=False`
+/// `NoWorkloads` (issue 15: it is not Ready) after every other condition came out True.
+async fn wait_reconciled(client: &Client, ns: &str, name: &str) -> WorkspaceRequirements {
     let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), ns);
-    wait_for(&format!("{ns}/{name} Ready=True"), T, || async {
-        let obj = api.get(name).await.ok()?;
-        obj.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(obj)
-    })
+    wait_for(
+        &format!("{ns}/{name} Ready=False NoWorkloads"),
+        T,
+        || async {
+            let obj = api.get(name).await.ok()?;
+            obj.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "NoWorkloads")
+                .then_some(obj)
+        },
+    )
     .await
 }
 
@@ -1742,7 +1748,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         }),
     )
     .await;
-    let mirrored = wait_ready(&client, &ns, "mirrored").await;
+    let mirrored = wait_reconciled(&client, &ns, "mirrored").await;
     assert_eq!(mirrored.spec.content, "rich==13.7.1\n");
     assert!(
         mirrored

@@ -83,7 +83,8 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
         json!({"content": "requests==2.32.3\n"}),
     )
     .await;
-    wait_ready(&client, &ns, "good", "True", "Ready").await;
+    // Reconciled through to the end: no workload is labelled, which is not Ready (issue 15).
+    wait_ready(&client, &ns, "good", "False", "NoWorkloads").await;
 
     let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
     let bad = api.get("bad").await.unwrap();
@@ -135,7 +136,7 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
     )
     .await
     .unwrap();
-    wait_ready(&client, &ns, "bad", "True", "Ready").await;
+    wait_ready(&client, &ns, "bad", "False", "NoWorkloads").await;
 
     let text = metrics.encode();
     assert!(

@@ -87,10 +87,22 @@ pub async fn labelled_deployment(
     name: &str,
     wsreq: &str,
 ) -> k8s_openapi::api::apps::v1::Deployment {
+    labelled_deployment_with(client, ns, name, wsreq, 1).await
+}
+
+/// [`labelled_deployment`] with `replicas` (0: rolled out as soon as its template carries the
+/// hash, without a node to run pods).
+pub async fn labelled_deployment_with(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    wsreq: &str,
+    replicas: i32,
+) -> k8s_openapi::api::apps::v1::Deployment {
     let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name, "bifrost.io/requirements": wsreq}},
