@@ -25,7 +25,7 @@ use bifrost_requirements::webhook::inject::{
 };
 use common::admission::webhook_namespace;
 use common::k8s::control_plane;
-use common::operator::{Operator, secret, wait_for};
+use common::operator::{Operator, get_wsreq, secret, wait_for};
 use common::proc::{free_port, spawn_guarded_in, wait_for_port};
 use common::services::{fresh_key, redis_url};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -690,11 +690,18 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
             .is_file()
     );
 
-    // The controller sees both pods injected.
+    // The controller sees both pods injected, and says in which mode (from their annotation).
     wait_for("uninjectedPods = 0", T, || async {
         (uninjected(&client, &ns, "default", "worker").await == Some(0)).then_some(())
     })
     .await;
+    let status = get_wsreq(&client, &ns, "default").await.status.unwrap();
+    let worker = status
+        .workloads
+        .iter()
+        .find(|w| w.name == "worker")
+        .unwrap();
+    assert_eq!(worker.mode.as_deref(), Some("PythonPath"), "{worker:?}");
     drop(wh);
 }
 
