@@ -7,11 +7,11 @@
 //! debounce: a burst of edits produces one rollout); under `Manual`, stale workloads are only
 //! reported. Whether the pods then run the hash is [`super::progress`]'s to say.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -360,32 +360,40 @@ pub fn no_workloads(ctx: &Context, obj: &WorkspaceRequirements) -> Option<String
     let ns = obj.namespace();
     let deployments = ctx.deployments.state();
     let statefulsets = ctx.statefulsets.state();
-    let workloads: Vec<coverage::Workload<'_>> = deployments
-        .iter()
-        .filter(|d| d.namespace() == ns)
-        .map(|d| coverage::Workload {
-            kind: "Deployment",
-            name: d.metadata.name.as_deref().unwrap_or_default(),
-            labels: d.metadata.labels.as_ref(),
-            template_labels: d.spec.as_ref().and_then(|s| template_labels(&s.template)),
-        })
-        .chain(
-            statefulsets
-                .iter()
-                .filter(|s| s.namespace() == ns)
-                .map(|s| coverage::Workload {
-                    kind: "StatefulSet",
-                    name: s.metadata.name.as_deref().unwrap_or_default(),
-                    labels: s.metadata.labels.as_ref(),
-                    template_labels: s.spec.as_ref().and_then(|s| template_labels(&s.template)),
-                }),
+    let deployed = deployments.iter().filter(|d| d.namespace() == ns).map(|d| {
+        opt_in(
+            "Deployment",
+            &d.metadata,
+            d.spec.as_ref().map(|s| &s.template),
         )
-        .collect();
+    });
+    let stateful = statefulsets
+        .iter()
+        .filter(|s| s.namespace() == ns)
+        .map(|s| {
+            opt_in(
+                "StatefulSet",
+                &s.metadata,
+                s.spec.as_ref().map(|s| &s.template),
+            )
+        });
+    let workloads: Vec<coverage::Workload<'_>> = deployed.chain(stateful).collect();
     coverage::no_workloads(&obj.name_any(), &workloads)
 }
 
-fn template_labels(t: &PodTemplateSpec) -> Option<&BTreeMap<String, String>> {
-    t.metadata.as_ref()?.labels.as_ref()
+fn opt_in<'a>(
+    kind: &'static str,
+    meta: &'a ObjectMeta,
+    template: Option<&'a PodTemplateSpec>,
+) -> coverage::Workload<'a> {
+    coverage::Workload {
+        kind,
+        name: meta.name.as_deref().unwrap_or_default(),
+        labels: meta.labels.as_ref(),
+        template_labels: template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref()),
+    }
 }
 
 /// Labelled workloads of this resource, from the reflector caches: (kind, name, current hash).
