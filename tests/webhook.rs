@@ -928,6 +928,47 @@ async fn admission_cases_behave_as_specified() {
     assert_eq!(curl("GET", "/", "").0, 404);
     // The operator is still serving after all of that.
     wait_until_injecting(&client, &ns, "default").await;
+
+    // envFrom, as every Bifrost worker takes bifrost-secrets and bifrost-config: injected
+    // either way, but a RequirementsPartiallyInjected Warning only in PythonPath mode (where a
+    // PYTHONPATH from the ConfigMap would be hidden), none in UserBase mode.
+    create_wsreq(&client, &ns, "userbase", json!({"content": CONTENT})).await;
+    wait_until_injecting(&client, &ns, "userbase").await;
+    let bifrost_worker = json!([{"name": "worker", "image": "python:3.11-slim", "envFrom": [
+        {"secretRef": {"name": "bifrost-secrets"}}, {"configMapRef": {"name": "bifrost-config"}}
+    ]}]);
+    for (pod, resource) in [
+        ("envfrom-userbase", "userbase"),
+        ("envfrom-path", "default"),
+    ] {
+        let p = pods
+            .create(&pp, &pod_json(pod, Some(resource), bifrost_worker.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            init_names(&p),
+            [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER],
+            "{pod}"
+        );
+    }
+    let partial = |list: &[k8s_openapi::api::events::v1::Event], pod: &str| {
+        list.iter().any(|e| {
+            e.reason.as_deref() == Some("RequirementsPartiallyInjected")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
+        })
+    };
+    wait_for(
+        "the PythonPath pod's RequirementsPartiallyInjected",
+        T,
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?.items;
+            partial(&list, "envfrom-path").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let list = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(!partial(&list, "envfrom-userbase"), "{list:#?}");
     drop(wh);
 }
 
