@@ -10,9 +10,14 @@
 #   node-images.sh worker     localhost/bifrost-worker:bookworm: Debian's python3 and pip from
 #                             `debootstrap --variant=minbase` (trimmed), standing in for Bifrost's
 #                             worker image
+#   node-images.sh worker-app localhost/bifrost-worker:app: the worker plus what Bifrost's own image
+#                             does to it (python:3.x-slim + its Dockerfile): ENV PYTHONPATH=/app, a
+#                             package in /app (bifrost_app, `python -m bifrost_app`), WORKDIR /app,
+#                             `python` on PATH, no PEP 668 EXTERNALLY-MANAGED marker (so its own
+#                             `pip install -r` runs, as in Bifrost's worker)
 #   node-images.sh pause      localhost/pause:3.2: build/pause/linux/pause.c of the Kubernetes
 #                             source, built with musl-gcc -static
-#   node-images.sh all        the three (default)
+#   node-images.sh all        the four (default)
 #
 # Each archive is rebuilt only when its inputs change (the operator's: the two static binaries).
 # The last line of stdout is the cache folder; `images.env` there names the archives and tags.
@@ -26,6 +31,7 @@ K8S_SRC=$CACHE/k8s-1.20.2/src
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 OPERATOR_TAG=localhost/bifrost-requirements:$VERSION
 WORKER_TAG=localhost/bifrost-worker:bookworm
+WORKER_APP_TAG=localhost/bifrost-worker:app
 PAUSE_TAG=localhost/pause:3.2
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -112,6 +118,53 @@ worker() {
   echo "WORKER_ARCHIVE=$out" >>"$IMAGES/worker.env"
 }
 
+# /app of the worker-app image: a package that stands in for Bifrost's /app/bifrost (found
+# only through the image's ENV PYTHONPATH=/app).
+app_files() { # dir
+  mkdir -p "$1/bifrost_app"
+  cat >"$1/bifrost_app/__init__.py" <<'PY'
+"""Stands in for Bifrost's /app/bifrost: importable only through the image's PYTHONPATH=/app."""
+WHERE = "app"
+PY
+  cat >"$1/bifrost_app/__main__.py" <<'PY'
+"""python -m bifrost_app [MODULE...]: imports each module and prints its VERSION, as Bifrost's
+python -m bifrost runs code that imports the user's packages."""
+import importlib
+import sys
+
+print("bifrost_app", *(f"{m}={importlib.import_module(m).VERSION}" for m in sys.argv[1:]))
+PY
+}
+
+# The worker image plus one layer: Bifrost's additions (see the usage above).
+worker_app() {
+  local tmp key out
+  tmp=$(mktemp -d "$IMAGES/.build.XXXXXX")
+  app_files "$tmp/app"
+  key=$( (basename "$WORKER_ARCHIVE" && cat "$tmp/app/bifrost_app/"*.py) | sha256sum | cut -c1-16)
+  out=$IMAGES/worker-app-$key.tar
+  if [[ ! -s $out ]]; then
+    log "building $WORKER_APP_TAG ($key)"
+    skopeo copy --quiet "docker-archive:$WORKER_ARCHIVE" "oci:$tmp/oci:img" >&2
+    umoci unpack --image "$tmp/oci:img" "$tmp/bundle" >/dev/null
+    local rootfs=$tmp/bundle/rootfs
+    cp -a "$tmp/app" "$rootfs/app"
+    # python:3.x-slim has `python` and no EXTERNALLY-MANAGED (Debian's python3 refuses a plain
+    # `pip install` with it, whatever our injection does).
+    ln -sf python3 "$rootfs/usr/bin/python"
+    rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
+    umoci repack --image "$tmp/oci:img" "$tmp/bundle"
+    umoci config --image "$tmp/oci:img" --config.env PYTHONPATH=/app --config.workingdir /app
+    rm -f "$out.tmp"
+    skopeo copy --quiet "oci:$tmp/oci:img" "docker-archive:$out.tmp:$WORKER_APP_TAG" >&2
+    mv -f "$out.tmp" "$out"
+    find "$IMAGES" -maxdepth 1 -name "worker-app-*.tar" ! -name "$(basename "$out")" -delete
+  fi
+  rm -rf "$tmp"
+  echo "WORKER_APP_IMAGE=$WORKER_APP_TAG" >"$IMAGES/worker-app.env"
+  echo "WORKER_APP_ARCHIVE=$out" >>"$IMAGES/worker-app.env"
+}
+
 pause() {
   local out=$IMAGES/pause-3.2.tar
   if [[ ! -s $out ]]; then
@@ -143,14 +196,23 @@ need
 case ${1:-all} in
   operator) operator ;;
   worker) worker ;;
+  worker-app)
+    worker
+    # shellcheck disable=SC1091
+    . "$IMAGES/worker.env"
+    worker_app
+    ;;
   pause) pause ;;
   all)
     pause
     worker
+    # shellcheck disable=SC1091
+    . "$IMAGES/worker.env"
+    worker_app
     operator
     ;;
   *)
-    echo "usage: $0 [operator|worker|pause|all]" >&2
+    echo "usage: $0 [operator|worker|worker-app|pause|all]" >&2
     exit 2
     ;;
 esac

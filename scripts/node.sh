@@ -210,7 +210,7 @@ start() {
   local sock=$dir/containerd/containerd.sock
   for _ in $(seq 1 60); do ctr -a "$sock" version >/dev/null 2>&1 && break; alive "$dir/pids/containerd.pid" || break; sleep 0.5; done
   ctr -a "$sock" version >/dev/null 2>&1 || { tail -n 30 "$dir/logs/containerd.log" >&2; die "containerd did not start"; }
-  for a in "$PAUSE_ARCHIVE" "$WORKER_ARCHIVE" "$OPERATOR_ARCHIVE"; do
+  for a in "$PAUSE_ARCHIVE" "$WORKER_ARCHIVE" "$WORKER_APP_ARCHIVE" "$OPERATOR_ARCHIVE"; do
     ctr -a "$sock" -n k8s.io images import "$a" >/dev/null
   done
   log "containerd ready, images imported ($((SECONDS - t0))s)"

@@ -13,7 +13,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bifrost_requirements::crd::{HASH_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
+use bifrost_requirements::crd::{
+    HASH_ANNOTATION, INJECTED_MODE_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements,
+};
 use bifrost_requirements::requirements::content_hash;
 use bifrost_requirements::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
 use common::node::{HOST_IP, assert_routed_via_bridge, node};
@@ -375,7 +377,7 @@ struct Case {
     client: Client,
     ns: String,
     redis: PodRedis,
-    _index: PodIndex,
+    index: PodIndex,
     op: Option<Operator>,
     webhook_port: u16,
     config: String,
@@ -424,7 +426,7 @@ impl Case {
             client,
             ns,
             redis,
-            _index: index,
+            index,
             op: Some(op),
             webhook_port,
             config,
@@ -461,6 +463,12 @@ impl Case {
     /// read-only root filesystem, emptyDirs at /home/bifrost and /tmp, no service-account token;
     /// rolling updates that never take the serving pod down first.
     async fn worker(&self, name: &str, labelled: bool) {
+        self.deploy(name, labelled, worker_pod_spec(&node().worker_image))
+            .await;
+    }
+
+    /// A one-replica Deployment `name` of pods with `spec`, labelled for `default` or not.
+    async fn deploy(&self, name: &str, labelled: bool, spec: Value) {
         let mut labels = json!({"app": name});
         if labelled {
             labels[OPT_IN_LABEL] = json!("default");
@@ -473,7 +481,7 @@ impl Case {
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": worker_pod_spec(&node().worker_image)
+                    "spec": spec
                 }
             }
         }))
@@ -549,21 +557,20 @@ impl Case {
     }
 
     fn import(&self, pod: &str, module: &str) -> String {
-        let out = node().exec(
-            &self.ns,
+        self.run(
             pod,
-            "worker",
             &[
                 "python3",
                 "-c",
                 &format!("import {module}; print({module}.VERSION)"),
             ],
-        );
-        assert!(
-            out.status.success(),
-            "import {module} in {pod}: {}",
-            text(&out)
-        );
+        )
+    }
+
+    /// `kubectl exec` in the pod's worker container; its trimmed stdout, once it succeeded.
+    fn run(&self, pod: &str, args: &[&str]) -> String {
+        let out = node().exec(&self.ns, pod, "worker", args);
+        assert!(out.status.success(), "{args:?} in {pod}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -610,6 +617,25 @@ fn worker_pod_spec(image: &str) -> Value {
             ]
         }]
     })
+}
+
+/// A worker as Bifrost's own k8s/worker/deployment.yaml runs its image (here the worker-app
+/// image: `ENV PYTHONPATH=/app`, a package in /app): no PYTHONPATH of its own, `HOME` on the
+/// emptyDir, `PIP_NO_CACHE_DIR`, `python` (not python3), its container hardening.
+fn bifrost_worker_pod_spec(image: &str) -> Value {
+    let mut spec = worker_pod_spec(image);
+    let c = &mut spec["containers"][0];
+    c["command"] = json!(["python", "-c", "import time\nwhile True: time.sleep(3600)"]);
+    c["env"] = json!([
+        {"name": "PIP_NO_CACHE_DIR", "value": "1"},
+        {"name": "HOME", "value": "/home/bifrost"}
+    ]);
+    c["securityContext"] = json!({
+        "allowPrivilegeEscalation": false, "runAsNonRoot": true,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        "readOnlyRootFilesystem": true
+    });
+    spec
 }
 
 fn is_ready(p: &Pod) -> bool {
@@ -949,4 +975,137 @@ async fn worker_pods_run_the_packages_installed_with_pip() {
     let hash = case.ready_hash(content).await;
     labelled_worker_imports(&case, "pip", &hash).await;
     case.rolled_out(&hash).await;
+}
+
+/// Issue 15 item 1 on real pods: the default mode (UserBase) leaves the image's own
+/// `ENV PYTHONPATH=/app` alone, so Bifrost's /app package and the installed packages both import,
+/// `python -m` of the /app package sees them, and Bifrost's own start-up
+/// `pip install -r requirements.txt` finds them already satisfied in the user site (and a package
+/// it installs itself lands in the same volume).
+#[tokio::test(flavor = "multi_thread")]
+async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_site() {
+    let _serial = serial().await;
+    let n = node();
+    let content = "bifrost-extra==2.0\nbifrost-hello==1.0\n";
+    let case = Case::start("node-app", content, json!({})).await;
+    let hash = case.ready_hash(content).await;
+    case.deploy("worker", true, bifrost_worker_pod_spec(&n.worker_app_image))
+        .await;
+    let p = case.running("worker", 1, Some(&hash)).await.remove(0);
+    let pod = p.name_any();
+    assert_eq!(
+        p.annotations()
+            .get(INJECTED_MODE_ANNOTATION)
+            .map(String::as_str),
+        Some("UserBase")
+    );
+    let worker = &p.spec.as_ref().unwrap().containers[0];
+    let env: BTreeMap<&str, Option<&str>> = worker
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert_eq!(
+        env.get("PYTHONUSERBASE"),
+        Some(&Some("/opt/bifrost/site-packages"))
+    );
+    assert!(!env.contains_key("PYTHONPATH"), "{env:?}");
+    let log = n.logs(&case.ns, &pod, INSTALL_CONTAINER);
+    assert!(log.contains("installed: 2 package(s)"), "{log}");
+
+    // The image's PYTHONPATH and the user site, side by side in one interpreter.
+    let seen = case.run(
+        &pod,
+        &[
+            "python",
+            "-c",
+            "import os, site, bifrost_app, bifrost_hello, bifrost_extra\n\
+             print(os.environ['PYTHONPATH']); print(site.getusersitepackages())\n\
+             print(bifrost_app.__file__); print(bifrost_hello.__file__)",
+        ],
+    );
+    let lines: Vec<&str> = seen.lines().collect();
+    let [path, user_site, app, hello] = lines[..] else {
+        panic!("{seen}");
+    };
+    assert_eq!(path, "/app");
+    assert!(
+        user_site.starts_with("/opt/bifrost/site-packages/lib/python3"),
+        "{user_site}"
+    );
+    assert_eq!(app, "/app/bifrost_app/__init__.py");
+    assert!(hello.starts_with(&format!("{user_site}/")), "{hello}");
+    assert_eq!(
+        case.run(
+            &pod,
+            &[
+                "python",
+                "-m",
+                "bifrost_app",
+                "bifrost_hello",
+                "bifrost_extra"
+            ]
+        ),
+        "bifrost_app bifrost_hello=1.0 bifrost_extra=2.0"
+    );
+
+    // Bifrost's start-up install (python -m pip install -r <the requirements>, no --user: pip
+    // falls back to the user site, the root filesystem being read-only): nothing to do, no
+    // index asked (the pod could reach none but ours, and pip is not pointed at it).
+    case.run(
+        &pod,
+        &[
+            "python",
+            "-c",
+            &format!("open('/tmp/requirements.txt', 'w').write({content:?})"),
+        ],
+    );
+    let pip = case.run(
+        &pod,
+        &[
+            "python",
+            "-m",
+            "pip",
+            "install",
+            "-r",
+            "/tmp/requirements.txt",
+        ],
+    );
+    for req in ["bifrost-extra==2.0", "bifrost-hello==1.0"] {
+        assert!(
+            pip.contains(&format!(
+                "Requirement already satisfied: {req} in {user_site}"
+            )),
+            "{pip}"
+        );
+    }
+    assert!(!pip.contains("Successfully installed"), "{pip}");
+
+    // A package Bifrost installs itself (its packages API) lands in the same volume.
+    case.index.add(&Wheel::new("bifrost_late", "3.0"));
+    let index = format!("--index-url={}", case.index.url);
+    let trusted = format!("--trusted-host={HOST_IP}");
+    case.run(
+        &pod,
+        &[
+            "python",
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            &index,
+            &trusted,
+            "bifrost-late==3.0",
+        ],
+    );
+    let late = case.run(
+        &pod,
+        &[
+            "python",
+            "-c",
+            "import bifrost_late; print(bifrost_late.__file__)",
+        ],
+    );
+    assert!(late.starts_with(&format!("{user_site}/")), "{late}");
 }

@@ -25,6 +25,9 @@ pub struct Node {
     pub operator_image: String,
     /// `localhost/bifrost-worker:bookworm` (Debian's python3).
     pub worker_image: String,
+    /// `localhost/bifrost-worker:app`: the worker plus Bifrost's image's own set-up
+    /// (`ENV PYTHONPATH=/app`, a package `bifrost_app` in /app, `python`, no PEP 668 marker).
+    pub worker_app_image: String,
     /// containerd's socket, for `ctr`.
     pub socket: PathBuf,
 }
@@ -117,6 +120,7 @@ impl Node {
         Node {
             operator_image: image("OPERATOR_IMAGE"),
             worker_image: image("WORKER_IMAGE"),
+            worker_app_image: image("WORKER_APP_IMAGE"),
             socket: dir.join("containerd/containerd.sock"),
             cp,
             dir,
