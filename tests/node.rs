@@ -1109,3 +1109,83 @@ async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_si
     );
     assert!(late.starts_with(&format!("{user_site}/")), "{late}");
 }
+
+/// Issue 11 end to end: with `onFailure: Continue`, one package the index lacks fails only itself.
+/// The pod runs with the others, the resource names the missing one per workload, `Ready=False`
+/// says so (reason `PackagesFailed`), and the Warning is published once for the hash, however
+/// many pods report it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_package_fails_only_itself_and_the_resource_names_it() {
+    let _serial = serial().await;
+    let n = node();
+    let content = "bifrost-extra==2.0\nbifrost-hello==1.0\nbifrost-missing==9.9\n";
+    let case = Case::start("node-partial", content, json!({"onFailure": "Continue"})).await;
+    let hash = case.ready_hash(content).await;
+    case.worker("worker", true).await;
+    let p = case.running("worker", 1, Some(&hash)).await.remove(0);
+    let pod = p.name_any();
+    let t = container_status(&p, INSTALL_CONTAINER)
+        .state
+        .and_then(|s| s.terminated)
+        .expect("the install container ran to completion");
+    let summary = t.message.clone().unwrap_or_default();
+    assert_eq!(t.exit_code, 0, "{summary}");
+    assert!(
+        summary.starts_with("installed 2/3")
+            && summary.contains("failed: bifrost-missing (not found on the index)"),
+        "{summary}"
+    );
+    assert_eq!(case.import(&pod, "bifrost_hello"), "1.0");
+    assert_eq!(case.import(&pod, "bifrost_extra"), "2.0");
+    let out = n.exec(
+        &case.ns,
+        &pod,
+        "worker",
+        &["python3", "-c", "import bifrost_missing"],
+    );
+    assert!(!out.status.success(), "bifrost_missing imports?");
+
+    let wsreq = case.wsreq();
+    let obj = wait_for("Ready=False PackagesFailed", T, || async {
+        let r = wsreq.get("default").await.ok()?;
+        (condition(&r, "Ready")?.1 == "PackagesFailed").then_some(r)
+    })
+    .await;
+    let (ready, _, message) = condition(&obj, "Ready").unwrap();
+    eprintln!("Ready={ready} PackagesFailed: {message}");
+    assert_eq!(ready, "False");
+    assert!(
+        message.contains("Deployment/worker: bifrost-missing (not found on the index)"),
+        "{message}"
+    );
+    // The pods do run the hash: rolled out, with a package short.
+    assert_eq!(condition(&obj, "RolledOut").unwrap().0, "True");
+    let status = obj.status.clone().unwrap();
+    assert_eq!(status.rolled_out_hash.as_deref(), Some(hash.as_str()));
+    let w = &status.workloads[0];
+    assert_eq!(
+        w.failed_packages.as_deref(),
+        Some(&["bifrost-missing (not found on the index)".to_string()][..]),
+        "{w:?}"
+    );
+
+    // A second pod of the same hash reports the same package: still one Warning.
+    case.pods().delete(&pod, &Default::default()).await.unwrap();
+    let again = case.running("worker", 1, Some(&hash)).await.remove(0);
+    assert_ne!(again.name_any(), pod);
+    assert_eq!(case.import(&again.name_any(), "bifrost_hello"), "1.0");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let r = wsreq.get("default").await.unwrap();
+    assert_eq!(condition(&r, "Ready").unwrap().1, "PackagesFailed");
+    let warnings = events(&case.client, &case.ns, "PackagesFailed").await;
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    let e = &warnings[0];
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    assert!(e.series.is_none(), "published more than once: {e:#?}");
+    assert!(
+        e.note
+            .as_deref()
+            .is_some_and(|note| note.contains("bifrost-missing")),
+        "{e:#?}"
+    );
+}
