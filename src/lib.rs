@@ -45,6 +45,7 @@ pub mod supervise;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
+pub mod watch;
 pub mod webhook;
 
 pub use error::{Error, Result};

@@ -246,6 +246,44 @@ async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
     .await;
 }
 
+/// The leader opens one watch per kind (issue 10): the webhook's cache and the controller share
+/// the `WorkspaceRequirements` watch. The operator logs `watching kind=…` for each watch it opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_watches_each_kind_once() {
+    let (client, ns) = namespace("watches").await;
+    let op = Operator::start(&ns, "a", &[]);
+    create_wsreq(
+        &client,
+        &ns,
+        "one",
+        json!({"content": "requests==2.32.3\n"}),
+    )
+    .await;
+    wait_condition(&client, &ns, "one", "Ready", "True", None, T).await;
+    let log = op.log_text();
+    let mut watches = BTreeMap::<&str, usize>::new();
+    for line in log.lines().filter(|l| l.contains("watching")) {
+        if let Some(kind) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("kind="))
+        {
+            *watches.entry(kind).or_default() += 1;
+        }
+    }
+    let once = |kinds: &[&'static str]| kinds.iter().map(|k| (*k, 1)).collect::<BTreeMap<_, _>>();
+    assert_eq!(
+        watches,
+        once(&[
+            "ConfigMap",
+            "Deployment",
+            "Pod",
+            "StatefulSet",
+            "WorkspaceRequirements"
+        ]),
+        "{log}"
+    );
+}
+
 fn condition_of(
     conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     t: &str,

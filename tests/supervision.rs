@@ -8,11 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bifrost_requirements::controller::{self, Scope};
+use bifrost_requirements::controller;
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::metrics::Metrics;
 use bifrost_requirements::shutdown;
 use bifrost_requirements::supervise::{Backoff, OnExit, Supervisor};
+use bifrost_requirements::watch::{Resources, Scope};
 use common::operator::{condition, create_wsreq, namespace, wait_for};
 use k8s_openapi::api::core::v1::Event;
 use kube::Client;
@@ -47,6 +48,16 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
     let scope = Scope {
         namespace: Some(ns.clone()),
     };
+    // The operator's shared WorkspaceRequirements watch, which the controller subscribes to.
+    let resources = Resources::default();
+    let watch = {
+        let (r, api, stop) = (
+            resources.clone(),
+            scope.api(&client),
+            tasks.stop().receiver(),
+        );
+        tokio::spawn(async move { r.feed(api, stop).await })
+    };
     let (c, m, sub) = (client.clone(), metrics.clone(), tasks.clone());
     let handle = tasks.spawn(
         "controller",
@@ -61,6 +72,7 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
             let run = controller::run_with(
                 c.clone(),
                 scope.clone(),
+                resources.clone(),
                 m.clone(),
                 reporter.clone(),
                 sub.clone(),
@@ -151,4 +163,9 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
     );
     root.stop();
     tokio::time::timeout(T, handle).await.unwrap().unwrap();
+    tokio::time::timeout(T, watch)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

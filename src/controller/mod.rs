@@ -20,9 +20,7 @@ pub mod status;
 mod synced;
 mod valid;
 mod warm;
-mod watch;
 
 pub use context::{Context, SyncState, SyncStates, secret_value};
 pub use reconcile::{error_policy, reconcile};
 pub use run::{run, run_with};
-pub use watch::Scope;

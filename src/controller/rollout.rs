@@ -29,12 +29,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use super::context::{Context, Pending};
 use super::coverage;
 use super::progress::{self, Progress, Verdict};
-use super::watch::Scope;
 use crate::crd::INJECTED_ANNOTATION;
 use crate::crd::{
     HASH_ANNOTATION, MANAGER, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus, WorkspaceRequirements,
 };
 use crate::error::Result;
+use crate::watch::Scope;
 use crate::webhook::inject::INSTALL_CONTAINER;
 
 /// What [`roll`] found and did.
@@ -80,7 +80,7 @@ pub fn pod_cache(
     PodCache,
     impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
 ) {
-    let (store, stream) = super::watch::cached(
+    let (store, stream) = crate::watch::cached(
         scope.api::<Pod>(client),
         watcher::Config::default().labels(OPT_IN_LABEL),
         progress::slim,

@@ -12,37 +12,43 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info};
 
 use super::context::{Context, SyncStates};
 use super::reconcile::{error_policy, guarded, reconcile};
-use super::watch::{Scope, cached, without_managed_fields};
 use super::{mirror, rollout, warm};
 use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::supervise::{Backoff, OnExit, Supervisor};
+use crate::watch::{Resources, Scope, cached, without_managed_fields};
 
 /// Reconciles asked for outside the watches (the mirror's writes, the watchdog's findings).
 type Trigger = UnboundedSender<ObjectRef<WorkspaceRequirements>>;
 
-/// Run the controller (and the database mirror) until the supervisor's stop signal.
+/// Run the controller (and the source mirror) on the shared `resources` watch until the
+/// supervisor's stop signal.
 pub async fn run(
     client: Client,
     scope: Scope,
+    resources: Resources,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     tasks: Supervisor,
 ) {
-    run_with(client, scope, metrics, reporter, tasks, reconcile).await
+    run_with(
+        client, scope, resources, metrics, reporter, tasks, reconcile,
+    )
+    .await
 }
 
 /// [`run`] with another reconcile function (tests wrap [`reconcile`] to inject failures).
 pub async fn run_with<R, Fut>(
     client: Client,
     scope: Scope,
+    resources: Resources,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     tasks: Supervisor,
@@ -76,11 +82,11 @@ pub async fn run_with<R, Fut>(
         pods,
     ));
 
-    let (store, resources_changed, resource_stream) = watch_resources(&client, &scope, &metrics);
+    let store = resources.store();
     let controller = controller(
         &client,
         &scope,
-        (store.clone(), resource_stream),
+        (store.clone(), resources.subscribe()),
         deploy_stream.applied_objects(),
         sts_stream.applied_objects(),
         pod_stream,
@@ -91,12 +97,23 @@ pub async fn run_with<R, Fut>(
         &tasks,
         client,
         store,
-        resources_changed,
+        resources.changed(),
         sync,
         metrics.clone(),
         trigger,
     );
-    drive(controller, &tasks, reconcile, ctx).await;
+    // kube's runner waits for the store to be ready, and wakes only if it is the sole waiter
+    // (see `Resources`): start it once the listing is in.
+    let run = async {
+        tokio::select! {
+            _ = resources.listed() => drive(controller, &tasks, reconcile, ctx).await,
+            _ = tasks.stop().stopped() => {}
+        }
+    };
+    tokio::select! {
+        _ = run => {}
+        _ = forget_deleted(resources.deleted(), &metrics) => {}
+    }
     mirror.abort();
     watchdog.abort();
     // Another replica reconciles now and exports the resources' gauges; ours would be stale.
@@ -104,39 +121,23 @@ pub async fn run_with<R, Fut>(
     info!("controller stopped");
 }
 
-/// The resource cache and its applied objects. The cache drops managedFields too (a third of
-/// each object's size). Every event (deletions and the end of a listing included) wakes the
-/// mirror through the returned [`Notify`]; it starts and stops its per-resource tasks from the
-/// store. A deleted resource's gauges go at once (the Redis watchdog sweeps what a reconcile
-/// finishing after the deletion may have set again).
-fn watch_resources(
-    client: &Client,
-    scope: &Scope,
-    metrics: &Arc<Metrics>,
-) -> (
-    Store<WorkspaceRequirements>,
-    Arc<Notify>,
-    impl Stream<Item = Result<WorkspaceRequirements, watcher::Error>> + Send + 'static,
+/// A deleted resource's gauges go at once (the Redis watchdog sweeps what a reconcile finishing
+/// after the deletion may have set again).
+async fn forget_deleted(
+    mut deleted: broadcast::Receiver<ObjectRef<WorkspaceRequirements>>,
+    metrics: &Metrics,
 ) {
-    let (store, stream) = cached(
-        scope.api::<WorkspaceRequirements>(client),
-        watcher::Config::default().any_semantic(),
-        without_managed_fields,
-    );
-    let changed = Arc::new(Notify::new());
-    let stream = stream
-        .inspect({
-            let (changed, metrics) = (changed.clone(), metrics.clone());
-            move |event| {
-                changed.notify_one();
-                if let Ok(watcher::Event::Delete(gone)) = event {
-                    let (ns, name) = (gone.namespace().unwrap_or_default(), gone.name_any());
-                    metrics.retain_resources(|n, m| n != ns || m != name);
-                }
+    loop {
+        match deleted.recv().await {
+            Ok(gone) => {
+                let ns = gone.namespace.unwrap_or_default();
+                metrics.retain_resources(|n, m| n != ns || m != gone.name);
             }
-        })
-        .applied_objects();
-    (store, changed, stream)
+            // Missed deletions are the watchdog's to sweep.
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
 }
 
 /// The controller, woken by: its resources, the ConfigMaps it owns, the labelled workloads and
@@ -146,14 +147,16 @@ fn controller(
     scope: &Scope,
     (store, resources): (
         Store<WorkspaceRequirements>,
-        impl Stream<Item = Result<WorkspaceRequirements, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Arc<WorkspaceRequirements>> + Send + 'static,
     ),
     deployments: impl Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
     statefulsets: impl Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
     pods: impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
     triggered: UnboundedReceiver<ObjectRef<WorkspaceRequirements>>,
 ) -> Controller<WorkspaceRequirements> {
-    Controller::for_stream(resources, store)
+    // kube's controller opens this watch when it runs.
+    crate::watch::opening::<ConfigMap>();
+    Controller::for_shared_stream(resources, store)
         .owns(
             scope.api::<ConfigMap>(client),
             watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}")),

@@ -17,13 +17,14 @@ use kube::runtime::events::Reporter;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::controller::{self, Scope};
+use crate::controller;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
 use crate::shutdown::{self, Stop};
 use crate::supervise::{Backoff, OnExit, Supervisor};
 use crate::tls::CertResolver;
+use crate::watch::{Resources, Scope};
 use crate::webhook;
 
 /// Everything the operator needs, built from the command line at the edge (`cli`).
@@ -64,11 +65,27 @@ pub fn default_identity() -> String {
 struct Wiring {
     client: Client,
     scope: Scope,
+    /// The one `WorkspaceRequirements` watch of this replica (webhook and controller share it).
+    resources: Resources,
     metrics: Arc<Metrics>,
     reporter: Reporter,
 }
 
 impl Wiring {
+    /// The shared `WorkspaceRequirements` watch as a supervised task of `tasks`; it runs on
+    /// every replica, as the webhook does, and a restart resumes feeding the same store.
+    fn spawn_resource_watch(&self, tasks: &Supervisor) -> JoinHandle<()> {
+        let (w, stop) = (self.clone(), tasks.stop().receiver());
+        let restart = OnExit::Restart(Backoff::default());
+        tasks.spawn("resource-watch", restart, move || {
+            let (w, stop) = (w.clone(), stop.clone());
+            async move {
+                let api = w.scope.api(&w.client);
+                w.resources.feed(api, stop).await
+            }
+        })
+    }
+
     /// The controller as a supervised task of `tasks` (ends with `tasks`' stop).
     fn spawn_controller(&self, tasks: &Supervisor) -> JoinHandle<()> {
         let (w, sub) = (self.clone(), tasks.clone());
@@ -79,6 +96,7 @@ impl Wiring {
                 controller::run(
                     w.client.clone(),
                     w.scope.clone(),
+                    w.resources.clone(),
                     w.metrics.clone(),
                     w.reporter.clone(),
                     sub.clone(),
@@ -102,6 +120,7 @@ impl Wiring {
             crate::webhook::run(
                 w.client.clone(),
                 config.clone(),
+                w.resources.store(),
                 w.metrics.clone(),
                 w.reporter.clone(),
                 resolver.clone(),
@@ -138,12 +157,14 @@ pub async fn run(config: Config) -> Result<u8> {
         scope: Scope {
             namespace: config.namespace.clone(),
         },
+        resources: Resources::default(),
         metrics: metrics.clone(),
         reporter: Reporter {
             controller: "bifrost-requirements".into(),
             instance: Some(config.identity.clone()),
         },
     };
+    handles.push(wiring.spawn_resource_watch(&tasks));
     match (config.webhook, webhook_tls) {
         (Some(webhook), Some(resolver)) => {
             handles.push(wiring.spawn_webhook(webhook, resolver, &tasks));

@@ -29,13 +29,11 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
+use kube::Client;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
-use tokio::sync::{Mutex, watch};
-use tracing::{info, warn};
+use kube::runtime::reflector::Store;
+use tracing::info;
 
 use crate::crd::WorkspaceRequirements;
 use crate::error::{Error, Result};
@@ -60,15 +58,18 @@ pub struct Config {
     pub addr: SocketAddr,
     pub settings: inject::Settings,
     pub tls: tls::Config,
-    /// Only resources in this namespace are visible (None: all namespaces).
+    /// The namespace the operator watches (None: all), for messages: only its resources are
+    /// in the shared cache.
     pub namespace: Option<String>,
 }
 
-/// Run the webhook (certificates, resource cache, HTTPS server) until the supervisor's stop
-/// signal; each part is a supervised task (restarted when it dies, reported on `/healthz`).
+/// Run the webhook (certificates, HTTPS server) until the supervisor's stop signal; each part
+/// is a supervised task (restarted when it dies, reported on `/healthz`). `resources` is the
+/// replica's shared `WorkspaceRequirements` cache ([`crate::watch::Resources`]).
 pub async fn run(
     client: Client,
     config: Config,
+    resources: Store<WorkspaceRequirements>,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     resolver: Arc<tls::CertResolver>,
@@ -86,23 +87,8 @@ pub async fn run(
         })
     };
 
-    let api: Api<WorkspaceRequirements> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let (store, writer) = reflector::store();
-    // A restarted cache task resumes feeding the same store (its writer is shared), so requests
-    // keep reading it meanwhile.
-    let writer = Arc::new(Mutex::new(writer));
-    let cache = {
-        let stop = stop_rx.clone();
-        tasks.spawn("webhook-cache", restart, move || {
-            feed_cache(api.clone(), writer.clone(), stop.clone())
-        })
-    };
-
     let app = router(Arc::new(Admission {
-        resources: store,
+        resources,
         settings: config.settings,
         metrics,
         events: Some(Events::new(client, reporter)),
@@ -120,34 +106,9 @@ pub async fn run(
         }
     });
     let _ = server.await;
-    let _ = cache.await;
     let _ = certs.await;
     info!("admission webhook stopped");
     Ok(())
-}
-
-/// Watch `WorkspaceRequirements` into the admission cache until `stop`; a watch error is
-/// retried by the watcher's own backoff, an ended stream is this task's failure.
-async fn feed_cache(
-    api: Api<WorkspaceRequirements>,
-    writer: Arc<Mutex<Writer<WorkspaceRequirements>>>,
-    mut stop: watch::Receiver<bool>,
-) -> std::result::Result<(), &'static str> {
-    let mut writer = writer.lock().await;
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|r: &mut WorkspaceRequirements| r.managed_fields_mut().clear());
-    let mut stream = std::pin::pin!(stream);
-    loop {
-        tokio::select! {
-            ev = stream.next() => match ev {
-                Some(Ok(ev)) => writer.apply_watcher_event(&ev),
-                Some(Err(e)) => warn!(error = %e, "webhook: watching WorkspaceRequirements failed; retrying"),
-                None => return Err("the WorkspaceRequirements watch ended"),
-            },
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-        }
-    }
 }
 
 /// The shipped MutatingWebhookConfiguration, parsed (for tests and tools).
