@@ -259,7 +259,8 @@ async fn the_leader_watches_each_kind_once() {
         json!({"content": "requests==2.32.3\n"}),
     )
     .await;
-    wait_condition(&client, &ns, "one", "Ready", "True", None, T).await;
+    // Reconciled: the controller's watches are open.
+    wait_condition(&client, &ns, "one", "Snapshotted", "True", None, T).await;
     let log = op.log_text();
     let mut watches = BTreeMap::<&str, usize>::new();
     for line in log.lines().filter(|l| l.contains("watching")) {
