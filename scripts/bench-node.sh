@@ -6,9 +6,11 @@
 #   - a labelled worker pod with the demo's packages (bifrost-hello, bifrost-extra from a local
 #     index), every pod new, so every install is cold.
 # Prints the overhead over the baseline, the bytes the bootstrap init container copies (the
-# static binary and uv), and how long that copy takes on this machine.
+# static binary and uv), how long that copy takes on this machine, and where each kind of pod
+# spends its time (scripts/lib/pod_timeline.py: containerd's CRI log against the apply and
+# Running times; the kubelet notices a container's exit only at its next 1 s PLEG relist).
 #
-#   scripts/bench-node.sh [N]
+#   scripts/bench-node.sh [N]     BENCH_LOGS=DIR keeps the node's logs, pods and install logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,6 +33,9 @@ STATIC=$ROOT/target/static
 services_init
 NODE_DIR="$SERVICES_DIR/node"
 cleanup_all() {
+  if [ -n "${BENCH_LOGS:-}" ] && [ -d "$NODE_DIR/logs" ]; then
+    mkdir -p "$BENCH_LOGS" && cp -r "$NODE_DIR/logs" "$SERVICES_DIR/pods" "$SERVICES_DIR/operator.log" "$BENCH_LOGS/" 2>/dev/null || true
+  fi
   [ -d "$NODE_DIR" ] && bash scripts/node.sh stop "$NODE_DIR" || true
   services_cleanup
 }
@@ -126,7 +131,11 @@ measure() { # name label
     sleep 0.05
   done
   [ "$phase" = Running ] || die "pod $1 not Running"
-  python3 -c "import time; print(f'{time.time() - $start:.3f}')"
+  mkdir -p "$SERVICES_DIR/pods"
+  echo "$start" >"$SERVICES_DIR/pods/$1.applied"
+  python3 -c "import time; print(f'{time.time() - $start:.3f}')" | tee "$SERVICES_DIR/pods/$1.seconds"
+  k -n bench get pod "$1" -o json >"$SERVICES_DIR/pods/$1.json"
+  [ -n "$2" ] && k -n bench logs "$1" -c bifrost-requirements-install --timestamps >"$SERVICES_DIR/pods/$1.install.log" 2>&1
   k -n bench delete pod "$1" --grace-period=0 --wait=true >/dev/null 2>&1
 }
 
@@ -165,3 +174,5 @@ print(f"overhead, no packages:      {med['empty'] - med['unlabelled']:+.3f} s")
 print(f"overhead, demo's packages:  {med['demo'] - med['unlabelled']:+.3f} s  (target <= 1.5 s)")
 print(f"bootstrap copy: {nbytes} bytes (bifrost-requirements + uv), {copy:.3f} s on this machine's disk")
 PY
+echo "where the time goes (median per phase; gap: an init container's exit -> the next container):"
+python3 scripts/lib/pod_timeline.py "$NODE_DIR/logs/containerd.log" "$SERVICES_DIR/pods" bench- | sed 's/^/  /'
