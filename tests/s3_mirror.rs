@@ -10,6 +10,7 @@ use std::time::Duration;
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
+use common::fixtures::events;
 use common::operator::{
     Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, redis_cache,
     secret, template_hash, wait_condition, wait_for,
@@ -35,17 +36,6 @@ fn s3_source(server: &S3Server, key: &str) -> serde_json::Value {
 
 fn generation(obj: &WorkspaceRequirements) -> i64 {
     obj.metadata.generation.unwrap()
-}
-
-fn events(ns: &str) -> String {
-    common::stdout(&common::k8s::control_plane().kubectl(&[
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        ns,
-        "-o",
-        "json",
-    ]))
 }
 
 /// Whether a Warning Event named `reason` was published in `ns`.

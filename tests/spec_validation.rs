@@ -13,6 +13,7 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::admission::{Webhook, webhook_namespace};
+use common::fixtures::{events, pods_of, uninjected};
 use common::operator::{
     Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, redis_cache,
     secret, template_hash, wait_condition, wait_for,
@@ -20,46 +21,11 @@ use common::operator::{
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-
-async fn pods_of(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    wait_for(&format!("{n} pod(s) of {app}"), T, || async {
-        let list = pods
-            .list(&ListParams::default().labels(&format!("app={app}")))
-            .await
-            .ok()?;
-        (list.items.len() >= n).then_some(list.items)
-    })
-    .await
-}
-
-/// The Events of a namespace (both APIs' views, as JSON text).
-fn events(ns: &str) -> String {
-    let out = common::k8s::control_plane().kubectl(&[
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        ns,
-        "-o",
-        "json",
-    ]);
-    common::stdout(&out)
-}
-
-async fn uninjected(client: &Client, ns: &str, resource: &str, workload: &str) -> Option<i32> {
-    get_wsreq(client, ns, resource)
-        .await
-        .status?
-        .workloads
-        .iter()
-        .find(|w| w.name == workload)?
-        .uninjected_pods
-}
 
 fn replica_failure(d: &Deployment) -> Option<String> {
     d.status

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -23,8 +23,8 @@ use bifrost_requirements::webhook::inject::{
     BIN_VOLUME, BOOTSTRAP_CONTAINER, INSTALL_CONTAINER, OPERATOR_BINARY, SITE_PACKAGES_VOLUME,
     SNAPSHOT_VOLUME, WORK_VOLUME,
 };
-use common::admission::webhook_namespace;
-use common::k8s::control_plane;
+use common::admission::{Webhook, ca_bundle, webhook_namespace};
+use common::fixtures::{pods_of, uninjected};
 use common::operator::{Operator, get_wsreq, secret, wait_for};
 use common::proc::{free_port, spawn_guarded_in, wait_for_port};
 use common::services::{fresh_key, redis_url};
@@ -104,93 +104,6 @@ wheel(out, "bifrost-extra", "2.0",
         )
     })
     .0
-}
-
-/// The operator with its webhook on a free loopback port.
-struct Webhook {
-    op: Operator,
-    port: u16,
-    config: String,
-}
-
-impl Webhook {
-    fn start(ns: &str, extra: &[&str]) -> Webhook {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = format!("bifrost-test-{ns}");
-        let mut args = vec![
-            "--webhook-addr",
-            &addr,
-            "--webhook-config-name",
-            &config,
-            "--webhook-extra-san",
-            "127.0.0.1",
-            "--operator-image",
-            "registry.example/bifrost-requirements:test",
-            "--tls-check-interval",
-            "1s",
-        ];
-        args.extend_from_slice(extra);
-        let op = Operator::start(ns, "webhook", &args);
-        wait_for_port(
-            port,
-            "the admission webhook",
-            &op.log,
-            Duration::from_secs(30),
-        );
-        Webhook { op, port, config }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}/mutate", self.port)
-    }
-}
-
-/// Deletes the (cluster-scoped) webhook configuration when the test ends.
-struct Registration(String);
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let _ = control_plane().kubectl(&[
-            "delete",
-            "mutatingwebhookconfiguration",
-            &self.0,
-            "--ignore-not-found",
-        ]);
-    }
-}
-
-/// Register the shipped webhook configuration for `ns`, pointing at `url`. The operator named
-/// `name` fills in the caBundle.
-async fn register(client: &Client, name: &str, ns: &str, url: &str) -> Registration {
-    let mut config =
-        bifrost_requirements::webhook::webhook_configuration().expect("deploy/webhook.yaml");
-    config.metadata.name = Some(name.to_string());
-    let hook = &mut config.webhooks.as_mut().unwrap()[0];
-    hook.client_config.service = None;
-    hook.client_config.url = Some(url.to_string());
-    hook.namespace_selector
-        .get_or_insert_with(Default::default)
-        .match_labels = Some(BTreeMap::from([(
-        "bifrost-webhook-test".to_string(),
-        ns.to_string(),
-    )]));
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), &config)
-        .await
-        .expect("the API server accepts the shipped webhook configuration");
-    Registration(name.to_string())
-}
-
-/// The caBundle the operator patched into the configuration.
-async fn ca_bundle(client: &Client, name: &str) -> Vec<u8> {
-    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    wait_for("caBundle patched by the operator", T, || async {
-        let c = api.get(name).await.ok()?;
-        let b = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
-        (!b.0.is_empty()).then_some(b.0)
-    })
-    .await
 }
 
 fn pod_json(name: &str, label: Option<&str>, containers: Value) -> Pod {
@@ -301,31 +214,6 @@ async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32, resour
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
-}
-
-async fn pods_of(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    wait_for(&format!("{n} pod(s) of {app}"), T, || async {
-        let list = pods
-            .list(&ListParams::default().labels(&format!("app={app}")))
-            .await
-            .ok()?;
-        (list.items.len() >= n).then_some(list.items)
-    })
-    .await
-}
-
-/// `uninjectedPods` the controller reports for a workload.
-async fn uninjected(client: &Client, ns: &str, resource: &str, workload: &str) -> Option<i32> {
-    let r = Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
-        .get(resource)
-        .await
-        .ok()?;
-    r.status?
-        .workloads
-        .iter()
-        .find(|w| w.name == workload)?
-        .uninjected_pods
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,9 +427,7 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
         }),
     )
     .await;
-    let wh = Webhook::start(&ns, &[]);
-    let _reg = register(&client, &wh.config, &ns, &wh.url()).await;
-    ca_bundle(&client, &wh.config).await;
+    let wh = Webhook::start(&client, &ns).await;
     wait_until_injecting(&client, &ns, "default").await;
 
     deployment(&client, &ns, "worker", 2, "default").await;
@@ -718,8 +604,7 @@ async fn admission_cases_behave_as_specified() {
         json!({"content": CONTENT, "install": {"mode": "PythonPath"}}),
     )
     .await;
-    let wh = Webhook::start(&ns, &[]);
-    let _reg = register(&client, &wh.config, &ns, &wh.url()).await;
+    let wh = Webhook::start(&client, &ns).await;
     let bundle = ca_bundle(&client, &wh.config).await;
     wait_until_injecting(&client, &ns, "default").await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
@@ -978,9 +863,7 @@ async fn admission_cases_behave_as_specified() {
 async fn webhook_down_pods_still_start_and_are_counted() {
     let (client, ns) = webhook_namespace("wh-down").await;
     create_wsreq(&client, &ns, "default", json!({"content": CONTENT})).await;
-    let mut wh = Webhook::start(&ns, &[]);
-    let _reg = register(&client, &wh.config, &ns, &wh.url()).await;
-    ca_bundle(&client, &wh.config).await;
+    let mut wh = Webhook::start(&client, &ns).await;
     wait_until_injecting(&client, &ns, "default").await;
     deployment(&client, &ns, "served", 1, "default").await;
     let served = pods_of(&client, &ns, "served", 1).await;
@@ -1009,9 +892,7 @@ async fn webhook_down_pods_still_start_and_are_counted() {
 async fn certificate_rotation_keeps_requests_succeeding() {
     let (client, ns) = webhook_namespace("wh-rotate").await;
     create_wsreq(&client, &ns, "default", json!({"content": CONTENT})).await;
-    let wh = Webhook::start(&ns, &["--cert-validity", "30s"]);
-    let _reg = register(&client, &wh.config, &ns, &wh.url()).await;
-    ca_bundle(&client, &wh.config).await;
+    let wh = Webhook::start_with(&client, &ns, &["--cert-validity", "30s"]).await;
     wait_until_injecting(&client, &ns, "default").await;
 
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
@@ -1127,7 +1008,7 @@ async fn cert_manager_mode_serves_and_reloads_mounted_files() {
     std::fs::write(&cert, format!("{}{}", first.cert, first.ca)).unwrap();
     std::fs::write(&key, &first.key).unwrap();
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let wh = Webhook::start(
+    let wh = Webhook::serve(
         &ns,
         &[
             "--tls-mode",
@@ -1189,7 +1070,7 @@ async fn excluded_and_unwatched_namespaces_are_not_injected_on_1_20() {
     create_wsreq(&client, &other, "default", spec).await;
     // The watched namespace itself is excluded: whether the webhook is called at all is told
     // by its `excluded` count.
-    let hook = common::admission::Webhook::start_with(
+    let hook = Webhook::start_with(
         &client,
         &ns,
         &["--webhook-exclude-namespace", &format!("unrelated,{ns}")],

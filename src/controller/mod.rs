@@ -10,6 +10,8 @@
 
 mod context;
 pub mod coverage;
+#[cfg(test)]
+mod fixtures;
 pub mod mirror;
 pub mod progress;
 mod reconcile;

@@ -33,20 +33,31 @@ pub async fn webhook_namespace(prefix: &str) -> (Client, String) {
     (client, ns)
 }
 
-/// The operator (controller and webhook) for `ns`, its webhook registered with the API server.
-/// Dropping it stops the operator and deletes the registration.
+/// The operator (controller and webhook) for `ns`, its webhook on a free loopback port.
+/// Dropping it stops the operator and deletes the webhook configuration named `config`.
 pub struct Webhook {
     pub op: Operator,
+    pub port: u16,
     pub config: String,
 }
 
 impl Webhook {
+    /// The operator serving its webhook, registered with the API server.
     pub async fn start(client: &Client, ns: &str) -> Webhook {
         Self::start_with(client, ns, &[]).await
     }
 
     /// [`Webhook::start`] with more `operator` flags.
     pub async fn start_with(client: &Client, ns: &str, extra: &[&str]) -> Webhook {
+        let webhook = Self::serve(ns, extra);
+        webhook.register(client, ns).await;
+        ca_bundle(client, &webhook.config).await;
+        webhook
+    }
+
+    /// The operator serving its webhook, which the API server does not call (nothing
+    /// registered).
+    pub fn serve(ns: &str, extra: &[&str]) -> Webhook {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = format!("bifrost-test-{ns}");
@@ -70,30 +81,32 @@ impl Webhook {
             &op.log,
             Duration::from_secs(30),
         );
+        Webhook { op, port, config }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/mutate", self.port)
+    }
+
+    /// Register the shipped webhook configuration for `ns`, pointing at this webhook; the
+    /// operator fills in the caBundle.
+    async fn register(&self, client: &Client, ns: &str) {
         let mut hook_config =
             bifrost_requirements::webhook::webhook_configuration().expect("deploy/webhook.yaml");
-        hook_config.metadata.name = Some(config.clone());
+        hook_config.metadata.name = Some(self.config.clone());
         let hook = &mut hook_config.webhooks.as_mut().unwrap()[0];
         hook.client_config.service = None;
-        hook.client_config.url = Some(format!("https://127.0.0.1:{port}/mutate"));
+        hook.client_config.url = Some(self.url());
         hook.namespace_selector
             .get_or_insert_with(Default::default)
             .match_labels = Some(BTreeMap::from([(
             "bifrost-webhook-test".to_string(),
             ns.to_string(),
         )]));
-        let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
-        api.create(&PostParams::default(), &hook_config)
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .create(&PostParams::default(), &hook_config)
             .await
             .expect("the API server accepts the shipped webhook configuration");
-        let webhook = Webhook { op, config };
-        wait_for("caBundle patched by the operator", T, || async {
-            let c = api.get(&webhook.config).await.ok()?;
-            let b = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
-            (!b.0.is_empty()).then_some(())
-        })
-        .await;
-        webhook
     }
 
     /// Wait until the API server calls the webhook and injects a dry-run pod labelled for the
@@ -118,6 +131,17 @@ impl Webhook {
         })
         .await;
     }
+}
+
+/// The caBundle the operator patched into the configuration `name`, once it is there.
+pub async fn ca_bundle(client: &Client, name: &str) -> Vec<u8> {
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    wait_for("caBundle patched by the operator", T, || async {
+        let c = api.get(name).await.ok()?;
+        let b = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
+        (!b.0.is_empty()).then_some(b.0)
+    })
+    .await
 }
 
 impl Drop for Webhook {

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod bench;
+pub mod fixtures;
 pub mod k8s;
 pub mod node;
 pub mod operator;

@@ -1,22 +1,14 @@
 //! The pure decisions of a reconcile: Ready from the other conditions and failed packages.
 
 use super::{packages_failed, readiness};
+use crate::controller::fixtures;
 use crate::controller::status::Conditions;
 use crate::crd::WorkloadStatus;
 
 fn workload(name: &str, failed: Option<Vec<&str>>) -> WorkloadStatus {
     WorkloadStatus {
-        kind: "Deployment".into(),
-        name: name.into(),
-        hash: None,
-        up_to_date: true,
-        replicas: None,
-        updated_replicas: None,
-        ready_updated_replicas: None,
-        uninjected_pods: None,
-        mode: None,
         failed_packages: failed.map(|f| f.into_iter().map(String::from).collect()),
-        message: None,
+        ..fixtures::workload("Deployment", name)
     }
 }
 

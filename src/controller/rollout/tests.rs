@@ -3,23 +3,7 @@
 use std::time::Duration;
 
 use super::{debouncing, manual};
-use crate::crd::WorkloadStatus;
-
-fn workload(kind: &str, name: &str) -> WorkloadStatus {
-    WorkloadStatus {
-        kind: kind.into(),
-        name: name.into(),
-        hash: Some("old".into()),
-        up_to_date: false,
-        replicas: None,
-        updated_replicas: None,
-        ready_updated_replicas: None,
-        uninjected_pods: None,
-        mode: None,
-        failed_packages: None,
-        message: None,
-    }
-}
+use crate::controller::fixtures::workload;
 
 #[test]
 fn debounce_waits_out_the_rest_of_the_window() {
