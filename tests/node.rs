@@ -545,6 +545,32 @@ impl Case {
         obj
     }
 
+    /// The resource once its condition `type_` has `reason`.
+    async fn wait_reason(&self, type_: &str, reason: &str) -> WorkspaceRequirements {
+        let api = self.wsreq();
+        wait_for(&format!("{type_} with reason {reason}"), T, || async {
+            let r = api.get("default").await.ok()?;
+            (condition(&r, type_)?.1 == reason).then_some(r)
+        })
+        .await
+    }
+
+    /// The resource's one Warning `reason`, published once (no series), its note naming each of
+    /// `names`.
+    async fn one_warning(&self, reason: &str, names: &[&str]) {
+        let warnings = events(&self.client, &self.ns, reason).await;
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        let w = &warnings[0];
+        assert_eq!(w.type_.as_deref(), Some("Warning"));
+        assert!(w.series.is_none(), "published more than once: {w:#?}");
+        assert!(
+            w.note
+                .as_deref()
+                .is_some_and(|n| names.iter().all(|name| n.contains(name))),
+            "{w:#?}"
+        );
+    }
+
     async fn set_content(&self, content: &str) {
         self.wsreq()
             .patch(
@@ -831,12 +857,7 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
     );
     eprintln!("install container of {failed} exited {code}: {message}");
     // The resource says so: the pod, the init container and its termination message.
-    let wsreq = case.wsreq();
-    let obj = wait_for("RolledOut=False InstallFailing", T, || async {
-        let r = wsreq.get("default").await.ok()?;
-        (condition(&r, "RolledOut")?.1 == "InstallFailing").then_some(r)
-    })
-    .await;
+    let obj = case.wait_reason("RolledOut", "InstallFailing").await;
     let (rolled, _, why) = condition(&obj, "RolledOut").unwrap();
     eprintln!("RolledOut={rolled} InstallFailing: {why}");
     assert_eq!(rolled, "False");
@@ -886,17 +907,8 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
     assert!(!is_ready(&newer), "the failing pod never became ready");
     // One Warning for this hash, although the install container kept failing meanwhile.
     let restarts = container_status(&newer, INSTALL_CONTAINER).restart_count;
-    let warnings = events(&case.client, &case.ns, "InstallFailing").await;
-    assert_eq!(warnings.len(), 1, "{warnings:#?}");
-    let w = &warnings[0];
-    assert_eq!(w.type_.as_deref(), Some("Warning"));
-    assert!(w.series.is_none(), "published more than once: {w:#?}");
-    assert!(
-        w.note
-            .as_deref()
-            .is_some_and(|n| n.contains(&failed) && n.contains("bifrost-missing")),
-        "{w:#?}"
-    );
+    case.one_warning("InstallFailing", &[&failed, "bifrost-missing"])
+        .await;
     eprintln!(
         "one InstallFailing Warning while the install container restarted {restarts} time(s)"
     );
@@ -1145,12 +1157,7 @@ async fn a_missing_package_fails_only_itself_and_the_resource_names_it() {
     );
     assert!(!out.status.success(), "bifrost_missing imports?");
 
-    let wsreq = case.wsreq();
-    let obj = wait_for("Ready=False PackagesFailed", T, || async {
-        let r = wsreq.get("default").await.ok()?;
-        (condition(&r, "Ready")?.1 == "PackagesFailed").then_some(r)
-    })
-    .await;
+    let obj = case.wait_reason("Ready", "PackagesFailed").await;
     let (ready, _, message) = condition(&obj, "Ready").unwrap();
     eprintln!("Ready={ready} PackagesFailed: {message}");
     assert_eq!(ready, "False");
@@ -1175,17 +1182,8 @@ async fn a_missing_package_fails_only_itself_and_the_resource_names_it() {
     assert_ne!(again.name_any(), pod);
     assert_eq!(case.import(&again.name_any(), "bifrost_hello"), "1.0");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let r = wsreq.get("default").await.unwrap();
+    let r = case.wsreq().get("default").await.unwrap();
     assert_eq!(condition(&r, "Ready").unwrap().1, "PackagesFailed");
-    let warnings = events(&case.client, &case.ns, "PackagesFailed").await;
-    assert_eq!(warnings.len(), 1, "{warnings:#?}");
-    let e = &warnings[0];
-    assert_eq!(e.type_.as_deref(), Some("Warning"));
-    assert!(e.series.is_none(), "published more than once: {e:#?}");
-    assert!(
-        e.note
-            .as_deref()
-            .is_some_and(|note| note.contains("bifrost-missing")),
-        "{e:#?}"
-    );
+    case.one_warning("PackagesFailed", &["bifrost-missing"])
+        .await;
 }
