@@ -21,8 +21,8 @@ use common::operator::{
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);

@@ -1,6 +1,6 @@
 //! Supervision on a real control plane: a reconcile that panics is that resource's failure, and
 //! every other resource keeps being reconciled. The controller runs in this test process (the
-//! real `controller::run_with`), with a reconcile that panics for one resource and is the real
+//! real `controller::run`), with a reconcile that panics for one resource and is the real
 //! one for the others — the mechanism, whatever makes a reconcile panic.
 
 mod common;
@@ -69,7 +69,7 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
                 }
                 controller::reconcile(obj, ctx).await
             };
-            let run = controller::run_with(
+            let run = controller::run(
                 c.clone(),
                 scope.clone(),
                 resources.clone(),

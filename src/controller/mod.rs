@@ -25,4 +25,4 @@ mod warm;
 
 pub use context::{Context, SyncState, SyncStates, secret_value};
 pub use reconcile::{error_policy, reconcile};
-pub use run::{run, run_with};
+pub use run::run;

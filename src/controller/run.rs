@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info};
 
 use super::context::{Context, SyncStates};
-use super::reconcile::{error_policy, guarded, reconcile};
+use super::reconcile::{error_policy, guarded};
 use super::{mirror, rollout, warm};
 use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::error::Result;
@@ -29,23 +29,9 @@ use crate::watch::{Resources, Scope, cached, without_managed_fields};
 type Trigger = UnboundedSender<ObjectRef<WorkspaceRequirements>>;
 
 /// Run the controller (and the source mirror) on the shared `resources` watch until the
-/// supervisor's stop signal.
-pub async fn run(
-    client: Client,
-    scope: Scope,
-    resources: Resources,
-    metrics: Arc<Metrics>,
-    reporter: Reporter,
-    tasks: Supervisor,
-) {
-    run_with(
-        client, scope, resources, metrics, reporter, tasks, reconcile,
-    )
-    .await
-}
-
-/// [`run`] with another reconcile function (tests wrap [`reconcile`] to inject failures).
-pub async fn run_with<R, Fut>(
+/// supervisor's stop signal. `reconcile` is [`super::reconcile()`], or a wrapper of it (tests inject
+/// failures that way).
+pub async fn run<R, Fut>(
     client: Client,
     scope: Scope,
     resources: Resources,

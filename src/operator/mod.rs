@@ -100,6 +100,7 @@ impl Wiring {
                     w.metrics.clone(),
                     w.reporter.clone(),
                     sub.clone(),
+                    controller::reconcile,
                 )
                 .map(Ok::<(), Infallible>)
             },
