@@ -148,10 +148,11 @@ async fn main() {
     for t in tasks {
         t.await.unwrap();
     }
-    // All 1,001 reconciled: the 1,000 new ones Ready, `default` rolling (no kubelet runs the
-    // pods of its Deployment, so it is honestly not rolled out).
+    // All 1,001 reconciled: the 1,000 new ones Ready except that no workload opts in
+    // (NoWorkloads, the only condition not True), `default` rolling (no kubelet runs the pods of
+    // its Deployment, so it is honestly not rolled out).
     let ready = wait_for(
-        "1,000 resources Ready",
+        "1,000 resources reconciled",
         Duration::from_secs(600),
         || async {
             let list = wsreqs.list(&ListParams::default()).await.ok()?;
@@ -162,8 +163,23 @@ async fn main() {
                         .any(|c| c.type_ == "Ready" && c.status == status)
                 })
             };
-            let ready = list.items.iter().filter(|o| ready_is(o, "True")).count();
-            let rolling = list.items.iter().filter(|o| ready_is(o, "False")).count();
+            let no_workloads = |o: &WorkspaceRequirements| {
+                o.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.reason == "NoWorkloads")
+                })
+            };
+            let ready = list
+                .items
+                .iter()
+                .filter(|o| ready_is(o, "True") || no_workloads(o))
+                .count();
+            let rolling = list
+                .items
+                .iter()
+                .filter(|o| ready_is(o, "False") && !no_workloads(o))
+                .count();
             (ready == n && rolling == 1).then_some(ready + rolling)
         },
     )
