@@ -225,6 +225,7 @@ async fn run(rate: u64, seconds: u64) -> Duration {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(Admission {
         resources: store,
+        listed: tokio::sync::watch::channel(true).1,
         settings: Settings::default(),
         metrics: metrics.clone(),
         events: None,

@@ -127,6 +127,12 @@ impl Resources {
         self.changed.clone()
     }
 
+    /// True once the store holds its first complete listing, for readers that wait with their
+    /// own deadline.
+    pub fn listed_signal(&self) -> watch::Receiver<bool> {
+        self.listed.subscribe()
+    }
+
     /// Wait until the store holds its first complete listing.
     pub async fn listed(&self) {
         let _ = self.listed.subscribe().wait_for(|l| *l).await;

@@ -121,7 +121,7 @@ impl Wiring {
             crate::webhook::run(
                 w.client.clone(),
                 config.clone(),
-                w.resources.store(),
+                w.resources.clone(),
                 w.metrics.clone(),
                 w.reporter.clone(),
                 resolver.clone(),

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::FutureExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
+use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::events::Events;
@@ -30,6 +30,10 @@ const WARNING_LIMIT: usize = 500;
 /// Shared state of the admission handler.
 pub struct Admission {
     pub resources: Store<WorkspaceRequirements>,
+    /// True once `resources` holds its first listing ([`crate::watch::Resources::listed_signal`]):
+    /// every concurrent request waits on it, which kube's `Store::wait_until_ready` cannot offer
+    /// (it wakes only the last of several waiters, the others would time out).
+    pub listed: watch::Receiver<bool>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub events: Option<Events>,
@@ -286,12 +290,10 @@ impl Admission {
     }
 
     async fn cache_ready(&self) -> bool {
-        match self.resources.wait_until_ready().now_or_never() {
-            Some(r) => r.is_ok(),
-            None => tokio::time::timeout(CACHE_WAIT, self.resources.wait_until_ready())
-                .await
-                .is_ok_and(|r| r.is_ok()),
-        }
+        let mut listed = self.listed.clone();
+        tokio::time::timeout(CACHE_WAIT, listed.wait_for(|l| *l))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The patch for the pod, or why it gets none.

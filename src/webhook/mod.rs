@@ -32,14 +32,13 @@ use std::sync::Arc;
 use futures::FutureExt;
 use kube::Client;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::Store;
 use tracing::info;
 
-use crate::crd::WorkspaceRequirements;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::supervise::{Backoff, OnExit, Supervisor};
 use crate::tls;
+use crate::watch::Resources;
 pub use admission::{Admission, Reply};
 pub use events::Events;
 pub use serve::{
@@ -69,7 +68,7 @@ pub struct Config {
 pub async fn run(
     client: Client,
     config: Config,
-    resources: Store<WorkspaceRequirements>,
+    resources: Resources,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     resolver: Arc<tls::CertResolver>,
@@ -88,7 +87,8 @@ pub async fn run(
     };
 
     let app = router(Arc::new(Admission {
-        resources,
+        resources: resources.store(),
+        listed: resources.listed_signal(),
         settings: config.settings,
         metrics,
         events: Some(Events::new(client, reporter)),

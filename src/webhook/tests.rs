@@ -11,7 +11,7 @@ use super::events::regarding;
 use super::fixtures::{REVIEW_UID, resource, review, worker};
 use super::inject::Settings;
 use super::*;
-use crate::crd::OPT_IN_LABEL;
+use crate::crd::{OPT_IN_LABEL, WorkspaceRequirements};
 
 pub(super) fn admission(resources: Vec<WorkspaceRequirements>) -> Admission {
     let (store, mut writer) = reflector::store();
@@ -22,6 +22,7 @@ pub(super) fn admission(resources: Vec<WorkspaceRequirements>) -> Admission {
     writer.apply_watcher_event(&WatchEvent::InitDone);
     Admission {
         resources: store,
+        listed: tokio::sync::watch::channel(true).1,
         settings: Settings::default(),
         metrics: Arc::new(Metrics::new()),
         events: None,
@@ -236,8 +237,10 @@ async fn excluded_and_unwatched_namespaces_are_admitted_unchanged() {
 #[tokio::test]
 async fn cache_not_ready_admits_with_a_warning() {
     let (store, _writer) = reflector::store::<WorkspaceRequirements>();
+    let (_listing, listed) = tokio::sync::watch::channel(false);
     let a = Admission {
         resources: store,
+        listed,
         settings: Settings::default(),
         metrics: Arc::new(Metrics::new()),
         events: None,
@@ -257,6 +260,45 @@ async fn cache_not_ready_admits_with_a_warning() {
             .as_str()
             .unwrap()
             .contains("not ready")
+    );
+}
+
+/// Requests that arrive before the first listing all wait for it and are all answered as soon as
+/// it is in — none is left waiting for its deadline (kube's `Store::wait_until_ready` wakes only
+/// the last waiter; the others were answered only when their timeout polled them again). Paused
+/// time makes that deterministic: a request left waiting shows up as CACHE_WAIT elapsed.
+#[tokio::test(start_paused = true)]
+async fn concurrent_requests_before_the_first_listing_are_all_injected() {
+    let (store, mut writer) = reflector::store::<WorkspaceRequirements>();
+    let (listing, listed) = tokio::sync::watch::channel(false);
+    let a = Arc::new(Admission {
+        resources: store,
+        listed,
+        settings: Settings::default(),
+        metrics: Arc::new(Metrics::new()),
+        events: None,
+        namespace: None,
+    });
+    let body = serde_json::to_vec(&review(worker(Some("default")))).unwrap();
+    let waiting: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, body) = (a.clone(), body.clone());
+            tokio::spawn(async move { answer(&a, &body).await.0.result })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.apply_watcher_event(&WatchEvent::Init);
+    writer.apply_watcher_event(&WatchEvent::InitApply(resource("bifrost", "default")));
+    writer.apply_watcher_event(&WatchEvent::InitDone);
+    let listed_at = tokio::time::Instant::now();
+    listing.send_replace(true);
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), "injected");
+    }
+    assert!(
+        listed_at.elapsed() < Duration::from_millis(100),
+        "a request waited {:?} after the listing was in",
+        listed_at.elapsed()
     );
 }
 
