@@ -99,31 +99,11 @@ pub(super) fn app_containers(
         let env = c.env.as_deref().unwrap_or_default();
         // Kubernetes uses the last definition of a variable.
         let at = env.iter().rposition(|e| e.name == var);
-        if let Some(j) = at
-            && env[j].value_from.is_some()
-        {
-            warnings.push(format!(
-                "container {:?} sets {var} with valueFrom; the installed packages were not \
-                 made visible to it (set {var} literally, or add {mount_path} yourself)",
-                c.name
-            ));
+        if let Some(warning) = own_variable(c, at, how) {
+            warnings.push(warning);
             continue;
         }
         let literal = at.and_then(|j| env[j].value.as_deref()).unwrap_or("");
-        if how.mode == InstallMode::UserBase
-            && !literal.is_empty()
-            && literal.trim_end_matches('/') != mount_path
-        {
-            // Replacing it would hide whatever the worker keeps in its own user site; the
-            // container's choice wins and the creator is told how to get both.
-            warnings.push(format!(
-                "container {:?} sets PYTHONUSERBASE={literal:?} itself; kept, so the installed \
-                 packages (under {mount_path}) were not made visible to it (remove it, or use \
-                 spec.install.mode PythonPath)",
-                c.name
-            ));
-            continue;
-        }
         // The webhook cannot see into envFrom's Secrets and ConfigMaps, and every Bifrost
         // worker uses them: a warning on each pod would be noise. Only a PYTHONPATH is worth
         // one — a ConfigMap commonly sets it, and the injected value would hide it — so only
@@ -172,6 +152,35 @@ pub(super) fn app_containers(
         changed.push(c.name.clone());
     }
     changed
+}
+
+/// Why the container's own definition of the variable (`env[at]`) keeps the packages from it:
+/// a `valueFrom` the webhook cannot read, or, in UserBase mode, a `PYTHONUSERBASE` of its own.
+/// `None`: the variable is absent, or one the injection can extend.
+fn own_variable(c: &Container, at: Option<usize>, how: &Interpreter<'_>) -> Option<String> {
+    let (mount_path, var) = (how.mount_path, how.variable());
+    let defined = &c.env.as_deref().unwrap_or_default()[at?];
+    if defined.value_from.is_some() {
+        return Some(format!(
+            "container {:?} sets {var} with valueFrom; the installed packages were not \
+             made visible to it (set {var} literally, or add {mount_path} yourself)",
+            c.name
+        ));
+    }
+    let literal = defined.value.as_deref().unwrap_or("");
+    // Replacing it would hide whatever the worker keeps in its own user site; the container's
+    // choice wins and the creator is told how to get both.
+    (how.mode == InstallMode::UserBase
+        && !literal.is_empty()
+        && literal.trim_end_matches('/') != mount_path)
+        .then(|| {
+            format!(
+                "container {:?} sets PYTHONUSERBASE={literal:?} itself; kept, so the installed \
+                 packages (under {mount_path}) were not made visible to it (remove it, or use \
+                 spec.install.mode PythonPath)",
+                c.name
+            )
+        })
 }
 
 /// What Python would skip the user site for, as far as the pod shows it (an image's own
