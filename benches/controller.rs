@@ -15,12 +15,9 @@ use std::time::{Duration, Instant};
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
-use common::bench::{print_latencies, until_redis_and_template};
-use common::operator::{
-    Operator, create_wsreq, labelled_deployment, namespace, secret, template_hash, wait_for,
-};
+use common::bench::{print_latencies, rolled_out_worker, until_redis_and_template};
+use common::operator::{Operator, create_wsreq, namespace, secret, wait_for};
 use common::services::{PgServer, fresh_key, redis_url, write_bifrost_row};
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
@@ -86,16 +83,7 @@ async fn main() {
         }),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    let redis = redis::Client::open(redis_url()).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-
-    let h0 = content_hash("bench-0==1.0\n");
-    wait_for("initial rollout", Duration::from_secs(60), || async {
-        (template_hash(&deployments.get("worker").await.ok()?)? == h0).then_some(())
-    })
-    .await;
+    let (deployments, mut conn) = rolled_out_worker(&client, &ns, "bench-0==1.0\n").await;
 
     // 1. Latency over 20 changes.
     let mut latencies = Vec::new();

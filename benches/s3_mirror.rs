@@ -15,15 +15,10 @@ use std::time::{Duration, Instant};
 
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::requirements::content_hash;
-use common::bench::{print_latencies, until_redis_and_template};
-use common::operator::{
-    Operator, create_wsreq, labelled_deployment, namespace, redis_cache, secret, template_hash,
-    wait_for,
-};
+use common::bench::{print_latencies, rolled_out_worker, until_redis_and_template};
+use common::operator::{Operator, create_wsreq, namespace, redis_cache, secret};
 use common::s3::{BUCKET, S3Server, bifrost_put, bifrost_secrets, fresh_key};
 use common::services::redis_url;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
 use serde_json::json;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -67,15 +62,7 @@ async fn main() {
         }),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    let redis = redis::Client::open(redis_url()).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    let h0 = content_hash("bench-0==1.0\n");
-    wait_for("initial rollout", Duration::from_secs(60), || async {
-        (template_hash(&deployments.get("worker").await.ok()?)? == h0).then_some(())
-    })
-    .await;
+    let (deployments, mut conn) = rolled_out_worker(&client, &ns, "bench-0==1.0\n").await;
 
     // An unchanged object: the polls over 10 s.
     let before = server.requests_for(&key).len();

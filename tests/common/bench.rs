@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 
-use super::operator::template_hash;
+use super::operator::{labelled_deployment, template_hash, wait_for};
+use super::services::redis_url;
 
 /// The value at fraction `p` of an ascending slice (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -56,4 +57,23 @@ pub async fn until_redis_and_template(
         }
     }
     t0.elapsed().as_secs_f64()
+}
+
+/// The labelled Deployment `worker` of resource `default` in `ns`, once its template carries
+/// the hash of `content` (the first rollout), and a connection to the test Redis.
+pub async fn rolled_out_worker(
+    client: &kube::Client,
+    ns: &str,
+    content: &str,
+) -> (Api<Deployment>, redis::aio::MultiplexedConnection) {
+    labelled_deployment(client, ns, "worker", "default").await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let redis = redis::Client::open(redis_url()).unwrap();
+    let conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let hash = bifrost_requirements::requirements::content_hash(content);
+    wait_for("initial rollout", Duration::from_secs(60), || async {
+        (template_hash(&deployments.get("worker").await.ok()?)? == hash).then_some(())
+    })
+    .await;
+    (deployments, conn)
 }
