@@ -234,10 +234,15 @@ async fn excluded_and_unwatched_namespaces_are_admitted_unchanged() {
     }
 }
 
-#[tokio::test]
-async fn cache_not_ready_admits_with_a_warning() {
-    let (store, _writer) = reflector::store::<WorkspaceRequirements>();
-    let (_listing, listed) = tokio::sync::watch::channel(false);
+/// An admission handler whose cache has not listed yet, with the cache's writer and the
+/// `listed` signal to complete it.
+fn before_the_first_listing() -> (
+    Admission,
+    reflector::store::Writer<WorkspaceRequirements>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let (store, writer) = reflector::store::<WorkspaceRequirements>();
+    let (listing, listed) = tokio::sync::watch::channel(false);
     let a = Admission {
         resources: store,
         listed,
@@ -246,6 +251,12 @@ async fn cache_not_ready_admits_with_a_warning() {
         events: None,
         namespace: None,
     };
+    (a, writer, listing)
+}
+
+#[tokio::test]
+async fn cache_not_ready_admits_with_a_warning() {
+    let (a, _writer, _listing) = before_the_first_listing();
     let started = Instant::now();
     let (reply, v) = answer(
         &a,
@@ -269,16 +280,8 @@ async fn cache_not_ready_admits_with_a_warning() {
 /// time makes that deterministic: a request left waiting shows up as CACHE_WAIT elapsed.
 #[tokio::test(start_paused = true)]
 async fn concurrent_requests_before_the_first_listing_are_all_injected() {
-    let (store, mut writer) = reflector::store::<WorkspaceRequirements>();
-    let (listing, listed) = tokio::sync::watch::channel(false);
-    let a = Arc::new(Admission {
-        resources: store,
-        listed,
-        settings: Settings::default(),
-        metrics: Arc::new(Metrics::new()),
-        events: None,
-        namespace: None,
-    });
+    let (a, mut writer, listing) = before_the_first_listing();
+    let a = Arc::new(a);
     let body = serde_json::to_vec(&review(worker(Some("default")))).unwrap();
     let waiting: Vec<_> = (0..8)
         .map(|_| {
