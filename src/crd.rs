@@ -269,6 +269,30 @@ pub struct InstallSpec {
     /// pods so each does not download every package again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_volume: Option<CacheVolume>,
+    /// Where requirements.txt is resolved into exact, hash-checked distributions: `Controller`
+    /// (default) resolves each content once, for `python`, into the lock every pod installs
+    /// (`requirements.lock` in the ConfigMap snapshot), and nothing rolls out while it cannot be
+    /// resolved; `Pod` lets every pod resolve on its own (for clusters where only the workers
+    /// reach the index).
+    #[serde(default)]
+    pub resolve: Resolve,
+    /// The workers' interpreter the lock is resolved for; required when the controller
+    /// resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<Interpreter>,
+}
+
+pub use crate::lock::Interpreter;
+
+/// Who resolves requirements.txt into the distributions that are installed.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Resolve {
+    /// The controller, once per content and interpreter, against the index URLs the operator
+    /// allows; pods install the lock with `--no-deps --require-hashes`.
+    #[default]
+    Controller,
+    /// Each pod, when it installs (every pod may get different versions).
+    Pod,
 }
 
 impl Default for InstallSpec {
@@ -285,6 +309,8 @@ impl Default for InstallSpec {
             size_limit: default_size_limit(),
             resources: None,
             cache_volume: None,
+            resolve: Resolve::default(),
+            python: None,
         }
     }
 }
@@ -377,6 +403,9 @@ pub struct WorkspaceRequirementsStatus {
     /// RFC 3339 time of the last successful read of the source (database row or S3 object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced: Option<String>,
+    /// The lock of the current content, when the controller resolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockStatus>,
     /// RFC 3339 time of the last Redis write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_warmed_at: Option<String>,
@@ -391,11 +420,23 @@ pub struct WorkspaceRequirementsStatus {
     /// `bifrost.io/requirements=<this name>`, and how far each is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadStatus>,
-    /// `Valid`, `Synced`, `CacheWarmed`, `Snapshotted`, `RolledOut` and `Ready` (all of them
-    /// True; its reason says what is wrong otherwise, e.g. `NoWorkloads`).
+    /// `Valid`, `Synced`, `Resolved`, `CacheWarmed`, `Snapshotted`, `RolledOut` and `Ready`
+    /// (all of them True; its reason says what is wrong otherwise, e.g. `NoWorkloads`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The lock in the ConfigMap snapshot (`requirements.lock`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockStatus {
+    /// SHA-256 of the content it was resolved from.
+    pub content_hash: String,
+    /// Distributions it pins (the whole dependency closure).
+    pub packages: i64,
+    /// RFC 3339 time it was resolved.
+    pub resolved_at: String,
 }
 
 /// One labelled Deployment or StatefulSet.

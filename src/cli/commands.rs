@@ -65,7 +65,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::InstallerGuard(args) => {
             let mut command = args.command.into_iter();
             let program = command.next().unwrap_or_default();
-            crate::installer::guard::run(args.parent, program, command.collect()).await
+            crate::installer::guard::run(
+                args.parent,
+                args.address_space_limit,
+                program,
+                command.collect(),
+            )
+            .await
         }
     }
 }

@@ -168,6 +168,9 @@ pub struct GuardArgs {
     /// The `install` process the guard belongs to.
     #[arg(long)]
     pub parent: i32,
+    /// Address-space limit of the program, in bytes (the resolver's memory limit).
+    #[arg(long, value_name = "BYTES")]
+    pub address_space_limit: Option<u64>,
     /// The installer and its arguments (after `--`).
     #[arg(required = true, num_args = 1.., last = true)]
     pub command: Vec<OsString>,

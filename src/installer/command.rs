@@ -56,6 +56,8 @@ pub(super) fn invocation(options: &Options, program: PathBuf, paths: &Paths) -> 
         // clean interpreter, not the packages it is about to replace.
         // RUST_LOG is ours: uv would honour it too and flood the log.
         env_remove: vec!["PYTHONPATH", "RUST_LOG"],
+        clean_env: None,
+        memory_limit: None,
         cwd: paths.staging.root().to_path_buf(),
     })
 }

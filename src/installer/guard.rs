@@ -40,7 +40,14 @@ pub const SUBCOMMAND: &str = "installer-guard";
 const ORPHANED: u8 = 128 + 9;
 
 /// Run `program args` under the guard; returns our exit code.
-pub async fn run(parent: i32, program: OsString, args: Vec<OsString>) -> Result<u8> {
+/// `address_space`: RLIMIT_AS of the installer (and of the guard, which has allocated what it
+/// needs by then), set before it starts — safe Rust cannot set it in the child alone.
+pub async fn run(
+    parent: i32,
+    address_space: Option<u64>,
+    program: OsString,
+    args: Vec<OsString>,
+) -> Result<u8> {
     let setup = |what: &'static str| {
         move |e: nix::Error| Error::Install(format!("installer guard: cannot {what}: {e}"))
     };
@@ -61,6 +68,10 @@ pub async fn run(parent: i32, program: OsString, args: Vec<OsString>) -> Result<
         setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(setup("start a process group"))?;
     }
 
+    if let Some(limit) = address_space {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit)
+            .map_err(setup("limit the address space"))?;
+    }
     let mut child = tokio::process::Command::new(&program)
         .args(&args)
         .spawn()

@@ -29,7 +29,7 @@ mod each;
 pub mod failures;
 pub mod guard;
 mod options;
-mod process;
+pub(crate) mod process;
 mod report;
 pub mod source;
 pub mod target;

@@ -26,6 +26,9 @@ use crate::shutdown::Stop;
 const GRACE: Duration = Duration::from_secs(3);
 /// Lines of output kept for the error message.
 const TAIL_LINES: usize = 25;
+/// What a clean environment keeps: where programs are, and which CAs an index's TLS is checked
+/// against.
+const KEPT_IN_CLEAN_ENV: [&str; 3] = ["PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"];
 
 /// One command to run.
 #[derive(Debug, Clone)]
@@ -35,6 +38,11 @@ pub struct Invocation {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env_remove: Vec<&'static str>,
+    /// Run with an empty environment but `PATH`, the TLS trust variables and `HOME` set to this
+    /// folder (the resolver: no credential of ours reaches it).
+    pub clean_env: Option<PathBuf>,
+    /// Address-space limit of the child (bytes), applied by the guard before it starts it.
+    pub memory_limit: Option<u64>,
     pub cwd: PathBuf,
 }
 
@@ -69,6 +77,14 @@ pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(),
         .kill_on_drop(true);
     for var in &inv.env_remove {
         cmd.env_remove(var);
+    }
+    if let Some(home) = &inv.clean_env {
+        cmd.env_clear().env("HOME", home);
+        for var in KEPT_IN_CLEAN_ENV {
+            if let Some(value) = std::env::var_os(var) {
+                cmd.env(var, value);
+            }
+        }
     }
     if !crate::telemetry::output().colour {
         // Their output is relayed into our log; uv and pip honour NO_COLOR (the flags in
@@ -134,10 +150,11 @@ fn guarded(inv: &Invocation) -> tokio::process::Command {
             let mut cmd = tokio::process::Command::new(me);
             cmd.arg(super::guard::SUBCOMMAND)
                 .arg("--parent")
-                .arg(std::process::id().to_string())
-                .arg("--")
-                .arg(&inv.program)
-                .args(&inv.args);
+                .arg(std::process::id().to_string());
+            if let Some(limit) = inv.memory_limit {
+                cmd.arg("--address-space-limit").arg(limit.to_string());
+            }
+            cmd.arg("--").arg(&inv.program).args(&inv.args);
             cmd
         }
         Err(e) => {

@@ -1,0 +1,449 @@
+//! The lock: requirements.txt resolved once, by the controller, for the workers' interpreter,
+//! into exactly the distributions (name, version, sha256) every pod of that content installs.
+//!
+//! A lock is a requirements file (`name==version --hash=sha256:…` per distribution, the whole
+//! closure) behind a header of comments that says what it was resolved from and for: the
+//! content's hash, the interpreter (`spec.install.python`), the indexes and whether only wheels
+//! were allowed. The installer uses it only when the content hash and the interpreter match and
+//! installs it with `--no-deps --require-hashes`; the controller reuses it (from its ConfigMap)
+//! while all of the header matches, so a restart does not resolve again.
+//!
+//! Resolution runs the bundled `uv pip compile --generate-hashes` ([`Resolver`]) with a deadline,
+//! an address-space limit, a clean environment (no credentials but what the index URL carries)
+//! and `--no-build`: metadata comes from wheels (or static sdist metadata), never from running a
+//! build backend inside the operator.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::installer::process::{self, Invocation, RunFailure};
+use crate::requirements::hashes_equal;
+use crate::shutdown::Stop;
+
+/// Key of the lock in the ConfigMap snapshot, and its file name beside the mounted payload.
+pub const LOCK_FILE: &str = "requirements.lock";
+/// The index uv and pip use when none is given.
+pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
+
+const MAGIC: &str = "# bifrost-requirements lock";
+
+/// The workers' interpreter a lock is resolved for (`spec.install.python`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub struct Interpreter {
+    /// The workers' Python version, `3.11` (any 3.11.x) or `3.11.7`.
+    pub version: String,
+    /// The workers' platform as uv names it: `x86_64-manylinux_2_28` (glibc 2.28 or newer),
+    /// `aarch64-manylinux_2_28`, `x86_64-unknown-linux-gnu` (glibc 2.17 or newer) or
+    /// `aarch64-unknown-linux-gnu`.
+    pub platform: String,
+}
+
+/// What a worker's `python3` says about itself, to compare with a lock's [`Interpreter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    /// `3.11.2`.
+    pub version: String,
+    /// `platform.machine()`: `x86_64`, `aarch64`.
+    pub machine: String,
+    /// `platform.libc_ver()`'s version when the libc is glibc (`2.36`); `None` otherwise (musl).
+    pub glibc: Option<String>,
+}
+
+impl Interpreter {
+    /// Why the fields cannot name an interpreter, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        let parts: Vec<&str> = self.version.split('.').collect();
+        let numeric = parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+        if !(2..=3).contains(&parts.len()) || !numeric || parts[0] != "3" {
+            return Err(format!(
+                "spec.install.python.version {:?} is not a Python 3 version such as \"3.11\" or \"3.11.7\"",
+                self.version
+            ));
+        }
+        self.platform_parts().map(|_| ())
+    }
+
+    /// (machine, minimum glibc) of the platform, or why it is not one this knows.
+    fn platform_parts(&self) -> Result<(&str, (u32, u32)), String> {
+        let bad = || {
+            format!(
+                "spec.install.python.platform {:?} is not one of <arch>-manylinux_2_<minor> or \
+                 <arch>-unknown-linux-gnu with arch x86_64 or aarch64",
+                self.platform
+            )
+        };
+        let (arch, rest) = self.platform.split_once('-').ok_or_else(bad)?;
+        if !matches!(arch, "x86_64" | "aarch64") {
+            return Err(bad());
+        }
+        if rest == "unknown-linux-gnu" {
+            return Ok((arch, (2, 17)));
+        }
+        let minor = rest
+            .strip_prefix("manylinux_2_")
+            .filter(|m| !m.is_empty() && m.len() <= 3 && m.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(bad)?;
+        Ok((arch, (2, minor.parse().map_err(|_| bad())?)))
+    }
+
+    /// `CPython 3.11 x86_64-manylinux_2_28`, for messages.
+    pub fn describe(&self) -> String {
+        format!("Python {} {}", self.version, self.platform)
+    }
+
+    /// Why a worker's interpreter cannot use a lock resolved for this one (`None`: it can).
+    pub fn mismatch(&self, worker: &Worker) -> Option<String> {
+        let given: Vec<&str> = self.version.split('.').collect();
+        let has: Vec<&str> = worker.version.split('.').collect();
+        if has.len() < given.len() || has[..given.len()] != given[..] {
+            return Some(format!(
+                "the lock is for Python {}, the worker's python3 is {}",
+                self.version, worker.version
+            ));
+        }
+        let (arch, (major, minor)) = match self.platform_parts() {
+            Ok(p) => p,
+            Err(e) => return Some(e),
+        };
+        if worker.machine != arch {
+            return Some(format!(
+                "the lock is for {}, the worker's machine is {}",
+                self.platform, worker.machine
+            ));
+        }
+        let glibc = worker.glibc.as_deref().and_then(|v| {
+            let (a, b) = v.split_once('.')?;
+            Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))
+        });
+        match glibc {
+            Some(have) if have >= (major, minor) => None,
+            Some(_) | None => Some(format!(
+                "the lock is for {} (glibc {major}.{minor} or newer), the worker's libc is {}",
+                self.platform,
+                worker
+                    .glibc
+                    .as_deref()
+                    .map_or("not glibc".to_string(), |v| format!("glibc {v}"))
+            )),
+        }
+    }
+}
+
+/// A resolved lock: what it was resolved from and for, and uv's pinned, hashed requirements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    /// SHA-256 of the requirements.txt it was resolved from (lowercase hex).
+    pub content_hash: String,
+    pub interpreter: Interpreter,
+    /// The indexes it was resolved against (what the installers are given too).
+    pub index_urls: Vec<String>,
+    pub only_binary: bool,
+    /// `name==version \ --hash=sha256:…` per distribution, as uv wrote it.
+    pub body: String,
+}
+
+/// What a lock was (or is to be) resolved from and for: equal keys, same lock.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub content_hash: String,
+    pub interpreter: Interpreter,
+    pub index_urls: Vec<String>,
+    pub only_binary: bool,
+}
+
+impl Lock {
+    pub fn key(&self) -> Key {
+        Key {
+            content_hash: self.content_hash.clone(),
+            interpreter: self.interpreter.clone(),
+            index_urls: self.index_urls.clone(),
+            only_binary: self.only_binary,
+        }
+    }
+
+    /// The lock file: the header, then uv's lines.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{MAGIC}: install with --no-deps --require-hashes\n\
+             # content-sha256: {}\n\
+             # python-version: {}\n\
+             # python-platform: {}\n",
+            self.content_hash, self.interpreter.version, self.interpreter.platform
+        );
+        for url in &self.index_urls {
+            out.push_str(&format!("# index-url: {}\n", crate::redact::url(url)));
+        }
+        out.push_str(&format!("# only-binary: {}\n", self.only_binary));
+        out.push_str(&self.body);
+        if !self.body.ends_with('\n') {
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A lock file as [`Lock::render`] wrote it; the error says what is missing or wrong.
+    /// Index URLs are kept as written (redacted): they are compared, never fetched from here.
+    pub fn parse(text: &str) -> Result<Lock, String> {
+        let mut lines = text.lines();
+        if !lines.next().is_some_and(|l| l.starts_with(MAGIC)) {
+            return Err(format!("it does not start with {MAGIC:?}"));
+        }
+        let (mut hash, mut version, mut platform, mut only_binary) = (None, None, None, None);
+        let mut index_urls = Vec::new();
+        let mut header_lines = 1;
+        for line in lines {
+            let Some((field, value)) = line
+                .strip_prefix("# ")
+                .and_then(|l| l.split_once(": "))
+                .filter(|(f, _)| !f.contains(' '))
+            else {
+                break;
+            };
+            header_lines += 1;
+            let value = value.trim().to_string();
+            match field {
+                "content-sha256" => hash = Some(value),
+                "python-version" => version = Some(value),
+                "python-platform" => platform = Some(value),
+                "index-url" => index_urls.push(value),
+                "only-binary" => only_binary = Some(value == "true"),
+                _ => return Err(format!("unknown header field {field:?}")),
+            }
+        }
+        let missing = |f: &str| format!("the header has no {f}");
+        let content_hash = hash.ok_or_else(|| missing("content-sha256"))?;
+        if content_hash.len() != 64 || !content_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("content-sha256 {content_hash:?} is not a SHA-256"));
+        }
+        let interpreter = Interpreter {
+            version: version.ok_or_else(|| missing("python-version"))?,
+            platform: platform.ok_or_else(|| missing("python-platform"))?,
+        };
+        interpreter.check()?;
+        let body: String = text
+            .split_inclusive('\n')
+            .skip(header_lines)
+            .collect::<String>();
+        Ok(Lock {
+            content_hash: content_hash.to_ascii_lowercase(),
+            interpreter,
+            index_urls,
+            only_binary: only_binary.ok_or_else(|| missing("only-binary"))?,
+            body,
+        })
+    }
+
+    /// Whether this lock was resolved from `hash`.
+    pub fn resolves(&self, hash: &str) -> bool {
+        hashes_equal(&self.content_hash, hash)
+    }
+
+    /// The pinned distributions (`name==version`), in the lock's order.
+    pub fn pins(&self) -> Vec<String> {
+        self.body
+            .lines()
+            .filter(|l| !l.starts_with([' ', '\t', '#', '-']) && !l.trim().is_empty())
+            .map(|l| l.trim_end_matches('\\').trim().to_string())
+            .collect()
+    }
+}
+
+/// The indexes a resource resolves against: its own, or the installers' default.
+pub fn effective_index_urls(index_urls: &[String]) -> Vec<String> {
+    let given: Vec<String> = index_urls
+        .iter()
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if given.is_empty() {
+        vec![DEFAULT_INDEX.to_string()]
+    } else {
+        given
+    }
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/')
+}
+
+/// How the operator resolves: the bundled uv, under limits, against the indexes its own
+/// configuration allows (never one that only a resource names).
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    pub uv: PathBuf,
+    /// The interpreter uv queries for its environment (it runs no package code with
+    /// `--no-build`); a name on PATH or a path.
+    pub python: String,
+    /// Index URLs the operator may fetch from.
+    pub allowed_index_urls: Vec<String>,
+    pub timeout: Duration,
+    /// Address-space limit of uv (bytes).
+    pub memory_limit: u64,
+    /// uv's cache (metadata, downloaded wheels), reused across resolutions.
+    pub cache_dir: PathBuf,
+}
+
+/// One resolution: a content and everything its lock depends on.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub content: &'a str,
+    pub key: &'a Key,
+}
+
+/// Why no lock came out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The resolver ran and says the requirements cannot be satisfied (its message names the
+    /// requirement): retrying the same content gives the same answer until the index changes.
+    Unresolvable(String),
+    /// The resolver could not do its job (not found, timed out, out of memory, index
+    /// unreachable): worth retrying.
+    Failed(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unresolvable(m) | Failure::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl Resolver {
+    /// The first of `index_urls` the operator may not fetch from, if any.
+    pub fn refused_index(&self, index_urls: &[String]) -> Option<String> {
+        index_urls
+            .iter()
+            .find(|u| !self.allowed_index_urls.iter().any(|a| same_url(a, u)))
+            .map(|u| crate::redact::url(u))
+    }
+
+    /// Resolve `request.content` into a lock; `stop` ends uv early (the operator shutting
+    /// down).
+    pub async fn resolve(&self, request: &Request<'_>, stop: &Stop) -> Result<Lock, Failure> {
+        let key = request.key;
+        if let Some(url) = self.refused_index(&key.index_urls) {
+            return Err(Failure::Failed(format!(
+                "index {url} is not among the operator's resolver index URLs"
+            )));
+        }
+        let work = tempfile::Builder::new()
+            .prefix("bifrost-resolve-")
+            .tempdir()
+            .map_err(|e| Failure::Failed(format!("cannot create a working folder: {e}")))?;
+        let input = work.path().join("requirements.txt");
+        let output = work.path().join(LOCK_FILE);
+        std::fs::write(&input, request.content)
+            .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", input.display())))?;
+        let invocation = self.invocation(key, work.path(), &input, &output);
+        tracing::info!(
+            hash = %&key.content_hash[..12.min(key.content_hash.len())],
+            "resolving for {}: {}",
+            key.interpreter.describe(),
+            crate::redact::text(&invocation.display())
+        );
+        match process::run(&invocation, self.timeout, stop).await {
+            Ok(()) => {}
+            Err(RunFailure::Exited { status, tail }) if status.code() == Some(1) => {
+                return Err(Failure::Unresolvable(resolver_message(&tail)));
+            }
+            Err(e) => return Err(Failure::Failed(describe_failure(e, self.timeout))),
+        }
+        let body = std::fs::read_to_string(&output)
+            .map_err(|e| Failure::Failed(format!("uv wrote no lock: {e}")))?;
+        Ok(Lock {
+            content_hash: key.content_hash.clone(),
+            interpreter: key.interpreter.clone(),
+            index_urls: key.index_urls.clone(),
+            only_binary: key.only_binary,
+            body,
+        })
+    }
+
+    fn invocation(&self, key: &Key, work: &Path, input: &Path, output: &Path) -> Invocation {
+        let mut args: Vec<OsString> = [
+            "pip",
+            "compile",
+            "--no-config",
+            "--no-header",
+            "--generate-hashes",
+            "--no-build",
+            "--no-python-downloads",
+            "--color",
+            "never",
+            "--python",
+            &self.python,
+            "--python-version",
+            &key.interpreter.version,
+            "--python-platform",
+            &key.interpreter.platform,
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        for (i, url) in key.index_urls.iter().enumerate() {
+            args.push(
+                if i == 0 {
+                    "--index-url"
+                } else {
+                    "--extra-index-url"
+                }
+                .into(),
+            );
+            args.push(url.into());
+        }
+        if key.only_binary {
+            args.extend(["--only-binary".into(), ":all:".into()]);
+        }
+        args.extend([
+            "--cache-dir".into(),
+            self.cache_dir.clone().into_os_string(),
+            "-o".into(),
+            output.as_os_str().to_owned(),
+            input.file_name().unwrap_or_default().to_owned(),
+        ]);
+        Invocation {
+            label: "uv",
+            program: self.uv.clone(),
+            args,
+            env_remove: Vec::new(),
+            clean_env: Some(work.to_path_buf()),
+            memory_limit: Some(self.memory_limit),
+            cwd: work.to_path_buf(),
+        }
+    }
+}
+
+/// uv's own explanation from its output: from `error:` on (the solver's "Because …" lines name
+/// the requirement), without the progress lines before it.
+fn resolver_message(tail: &str) -> String {
+    let from = tail.find("error:").unwrap_or(0);
+    let message = tail[from..].trim();
+    if message.is_empty() {
+        "uv could not resolve the requirements (no message)".into()
+    } else {
+        message.to_string()
+    }
+}
+
+fn describe_failure(failure: RunFailure, timeout: Duration) -> String {
+    match failure {
+        RunFailure::Spawn(e) => format!("cannot run uv: {e}"),
+        RunFailure::Exited { status, tail } => {
+            format!("uv failed ({status}): {}", resolver_message(&tail))
+        }
+        RunFailure::TimedOut { .. } => {
+            format!("uv did not finish within the {timeout:?} deadline")
+        }
+        RunFailure::Interrupted { signal } => format!("interrupted by {signal}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+use super::*;
+
+fn interpreter() -> Interpreter {
+    Interpreter {
+        version: "3.11".into(),
+        platform: "x86_64-manylinux_2_28".into(),
+    }
+}
+
+fn lock() -> Lock {
+    Lock {
+        content_hash: "ab".repeat(32),
+        interpreter: interpreter(),
+        index_urls: vec!["http://127.0.0.1:9/simple".into()],
+        only_binary: true,
+        body: "alpha==1.0 \\\n    --hash=sha256:00\n    # via -r requirements.txt\nbeta==2.0 \\\n    --hash=sha256:11\n".into(),
+    }
+}
+
+fn worker(version: &str, machine: &str, glibc: Option<&str>) -> Worker {
+    Worker {
+        version: version.into(),
+        machine: machine.into(),
+        glibc: glibc.map(Into::into),
+    }
+}
+
+#[test]
+fn a_rendered_lock_parses_back_and_lists_its_pins() {
+    let lock = lock();
+    let text = lock.render();
+    assert!(text.starts_with("# bifrost-requirements lock"), "{text}");
+    assert_eq!(Lock::parse(&text).unwrap(), lock);
+    assert_eq!(lock.pins(), ["alpha==1.0", "beta==2.0"]);
+    assert!(lock.resolves(&format!("sha256:{}", "AB".repeat(32))));
+    assert!(!lock.resolves(&"cd".repeat(32)));
+}
+
+#[test]
+fn a_damaged_lock_says_what_is_wrong() {
+    let good = lock().render();
+    let cases = [
+        ("alpha==1.0\n".to_string(), "does not start with"),
+        (
+            good.replace("# content-sha256", "# content-sha1"),
+            "unknown header field",
+        ),
+        (good.replace(&"ab".repeat(32), "xyz"), "is not a SHA-256"),
+        (
+            good.replace("# python-version: 3.11\n", ""),
+            "no python-version",
+        ),
+        (good.replace("3.11", "2.7"), "not a Python 3 version"),
+        (
+            good.replace("x86_64-manylinux_2_28", "win_amd64"),
+            "platform",
+        ),
+        (good.replace("# only-binary: true\n", ""), "no only-binary"),
+    ];
+    for (text, expected) in cases {
+        let err = Lock::parse(&text).unwrap_err();
+        assert!(err.contains(expected), "{expected:?} not in {err:?}");
+    }
+}
+
+#[test]
+fn interpreters_are_checked_field_by_field() {
+    assert!(interpreter().check().is_ok());
+    for (version, platform, field) in [
+        ("3", "x86_64-manylinux_2_28", "version"),
+        ("3.11.7.1", "x86_64-manylinux_2_28", "version"),
+        ("3.x", "x86_64-manylinux_2_28", "version"),
+        ("", "x86_64-manylinux_2_28", "version"),
+        ("3.11", "x86_64", "platform"),
+        ("3.11", "riscv64-manylinux_2_28", "platform"),
+        ("3.11", "x86_64-manylinux_2_", "platform"),
+        ("3.11", "x86_64-manylinux2014", "platform"),
+        ("3.11", "x86_64-unknown-linux-musl", "platform"),
+    ] {
+        let err = Interpreter {
+            version: version.into(),
+            platform: platform.into(),
+        }
+        .check()
+        .unwrap_err();
+        assert!(
+            err.contains(&format!("spec.install.python.{field}")),
+            "{version} {platform}: {err}"
+        );
+    }
+    let gnu = Interpreter {
+        version: "3.12.1".into(),
+        platform: "aarch64-unknown-linux-gnu".into(),
+    };
+    assert!(gnu.check().is_ok());
+}
+
+#[test]
+fn a_worker_matches_a_lock_by_version_machine_and_glibc() {
+    let i = interpreter();
+    assert_eq!(i.mismatch(&worker("3.11.2", "x86_64", Some("2.36"))), None);
+    assert_eq!(i.mismatch(&worker("3.11.2", "x86_64", Some("2.28"))), None);
+    let cases = [
+        (
+            worker("3.12.0", "x86_64", Some("2.36")),
+            "Python 3.11, the worker's python3 is 3.12.0",
+        ),
+        (worker("3.1.0", "x86_64", Some("2.36")), "python3 is 3.1.0"),
+        (
+            worker("3.11.2", "aarch64", Some("2.36")),
+            "machine is aarch64",
+        ),
+        (worker("3.11.2", "x86_64", Some("2.17")), "glibc 2.17"),
+        (worker("3.11.2", "x86_64", None), "not glibc"),
+    ];
+    for (w, expected) in cases {
+        let why = i.mismatch(&w).unwrap_or_default();
+        assert!(why.contains(expected), "{w:?}: {why:?}");
+    }
+    let patch = Interpreter {
+        version: "3.11.7".into(),
+        ..interpreter()
+    };
+    assert_eq!(
+        patch.mismatch(&worker("3.11.7", "x86_64", Some("2.36"))),
+        None
+    );
+    assert!(
+        patch
+            .mismatch(&worker("3.11.2", "x86_64", Some("2.36")))
+            .is_some()
+    );
+}
+
+#[test]
+fn the_operator_fetches_only_the_indexes_it_allows() {
+    let r = Resolver {
+        uv: "uv".into(),
+        python: "python3".into(),
+        allowed_index_urls: vec![DEFAULT_INDEX.into(), "http://index.local/simple/".into()],
+        timeout: Duration::from_secs(1),
+        memory_limit: 1 << 30,
+        cache_dir: "/tmp".into(),
+    };
+    assert_eq!(r.refused_index(&effective_index_urls(&[])), None);
+    assert_eq!(
+        r.refused_index(&["http://index.local/simple".into()]),
+        None,
+        "a trailing slash is the same index"
+    );
+    assert_eq!(
+        r.refused_index(&[
+            "http://index.local/simple".into(),
+            "http://user:pw@10.0.0.1/simple".into()
+        ])
+        .as_deref(),
+        Some("http://user:***@10.0.0.1/simple")
+    );
+    assert_eq!(
+        effective_index_urls(&[" ".into(), " http://a/simple ".into()]),
+        ["http://a/simple"]
+    );
+}
+
+#[test]
+fn the_resolver_message_starts_at_uvs_error() {
+    let tail = "Resolved 3 packages\nerror: No solution found when resolving dependencies\n  cause: Because nosuch was not found";
+    assert_eq!(
+        resolver_message(tail),
+        "error: No solution found when resolving dependencies\n  cause: Because nosuch was not found"
+    );
+    assert!(resolver_message("").contains("no message"));
+}
