@@ -56,25 +56,40 @@ pub struct Worker {
 impl Interpreter {
     /// Why the fields cannot name an interpreter, naming the field.
     pub fn check(&self) -> Result<(), String> {
+        match self.problems().into_iter().next() {
+            Some((field, message)) => Err(format!("spec.install.python.{field}: {message}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Each field that names no interpreter (`version`, `platform`) and why.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
         let parts: Vec<&str> = self.version.split('.').collect();
         let numeric = parts
             .iter()
             .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+        let mut problems = Vec::new();
         if !(2..=3).contains(&parts.len()) || !numeric || parts[0] != "3" {
-            return Err(format!(
-                "spec.install.python.version {:?} is not a Python 3 version such as \"3.11\" or \"3.11.7\"",
-                self.version
+            problems.push((
+                "version",
+                format!(
+                    "{:?} is not a Python 3 version such as \"3.11\" or \"3.11.7\"",
+                    self.version
+                ),
             ));
         }
-        self.platform_parts().map(|_| ())
+        if let Err(m) = self.platform_parts() {
+            problems.push(("platform", m));
+        }
+        problems
     }
 
     /// (machine, minimum glibc) of the platform, or why it is not one this knows.
     fn platform_parts(&self) -> Result<(&str, (u32, u32)), String> {
         let bad = || {
             format!(
-                "spec.install.python.platform {:?} is not one of <arch>-manylinux_2_<minor> or \
-                 <arch>-unknown-linux-gnu with arch x86_64 or aarch64",
+                "{:?} is not one of <arch>-manylinux_2_<minor> or <arch>-unknown-linux-gnu with \
+                 arch x86_64 or aarch64",
                 self.platform
             )
         };

@@ -268,6 +268,11 @@ fn install(c: &mut Collector, install: &InstallSpec) {
             c.invalid(format!("spec.install.resources{field}"), message);
         }
     }
+    if let Some(python) = &install.python {
+        for (field, message) in python.problems() {
+            c.invalid(format!("spec.install.python.{field}"), message);
+        }
+    }
     if let Some(v) = &install.cache_volume {
         c.check(
             "spec.install.cacheVolume.claimName",
