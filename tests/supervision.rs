@@ -74,7 +74,11 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
                 scope.clone(),
                 resources.clone(),
                 m.clone(),
-                reporter.clone(),
+                controller::Settings {
+                    reporter: reporter.clone(),
+                    // Resources here name no interpreter: their pods resolve.
+                    resolver: None,
+                },
                 sub.clone(),
                 reconcile,
             );

@@ -52,6 +52,67 @@ pub struct OperatorArgs {
 
     #[command(flatten)]
     pub webhook: WebhookArgs,
+
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
+}
+
+/// How the controller resolves each content into the lock the pods install.
+#[derive(Debug, Clone, Args)]
+pub struct ResolverArgs {
+    /// Index URLs the controller may resolve against (repeat, or comma-separated). A resource
+    /// whose `spec.install.indexUrls` (default: the public index) names another is resolved by
+    /// its pods instead: a resource never makes the operator fetch from an address of its
+    /// choosing.
+    #[arg(long = "resolver-index-url", env = "BIFROST_RESOLVER_INDEX_URLS", value_delimiter = ',',
+          default_value = crate::lock::DEFAULT_INDEX)]
+    pub index_urls: Vec<String>,
+
+    /// Resolve nothing in the operator: every resource is resolved by its pods.
+    #[arg(long, env = "BIFROST_NO_RESOLVER", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_resolver: bool,
+
+    /// Deadline of one resolution.
+    #[arg(long, env = "BIFROST_RESOLVER_TIMEOUT", default_value = "120s", value_parser = parse::duration)]
+    pub resolver_timeout: Duration,
+
+    /// Address-space limit of the resolver (uv), in bytes.
+    #[arg(long, env = "BIFROST_RESOLVER_MEMORY_LIMIT", default_value_t = 1 << 30)]
+    pub resolver_memory_limit: u64,
+
+    /// The interpreter uv queries for its own environment (with `--no-build` it runs no
+    /// package's code): a name on PATH or a path.
+    #[arg(long, env = "BIFROST_RESOLVER_PYTHON", default_value = "python3")]
+    pub resolver_python: String,
+
+    /// uv's cache for resolutions (default: `bifrost-resolver` in the temporary folder).
+    #[arg(long, env = "BIFROST_RESOLVER_CACHE_DIR")]
+    pub resolver_cache_dir: Option<PathBuf>,
+}
+
+impl ResolverArgs {
+    /// The resolver, or `None` with `--no-resolver`.
+    pub fn resolver(self) -> Option<crate::lock::Resolver> {
+        if self.no_resolver {
+            return None;
+        }
+        Some(crate::lock::Resolver {
+            // Not found: each resolution then says so (ResolverFailed), naming uv.
+            uv: crate::installer::shipped_uv().unwrap_or_else(|| "uv".into()),
+            python: self.resolver_python,
+            allowed_index_urls: self
+                .index_urls
+                .into_iter()
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            timeout: self.resolver_timeout,
+            memory_limit: self.resolver_memory_limit,
+            cache_dir: self
+                .resolver_cache_dir
+                .unwrap_or_else(|| std::env::temp_dir().join("bifrost-resolver")),
+        })
+    }
 }
 
 /// Settings of the mutating admission webhook (served by every operator replica).
@@ -183,6 +244,7 @@ impl OperatorArgs {
             metrics_addr: args.metrics_addr,
             lease,
             webhook,
+            resolver: args.resolver.resolver(),
         }
     }
 }

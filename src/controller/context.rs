@@ -14,12 +14,15 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, Resource};
 use tracing::warn;
 
+use super::lock::{Outcome, Resolution};
 use super::rollout;
 use super::status::truncate;
 use crate::cache::Cache;
 use crate::crd::WorkspaceRequirements;
 use crate::error::{Error, Result};
+use crate::lock::{Key, Resolver};
 use crate::metrics::Metrics;
+use crate::shutdown::Stop;
 
 /// What the source mirror last saw for one resource (the reconciler owns the status).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,12 @@ pub struct Context {
     pub(super) watched: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Watched>>,
     /// Since when each (namespace, name) StatefulSet has been missing pods (see `rollout`).
     pub(super) stalled: Mutex<HashMap<(String, String), Instant>>,
+    /// How locks are resolved; `None`: this operator resolves nothing (pods do).
+    pub resolver: Option<Resolver>,
+    /// The last resolution of each resource (see `lock`).
+    resolutions: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Resolution>>,
+    /// The operator's stop: ends a running resolution.
+    pub(super) stop: Option<Stop>,
 }
 
 /// A warmed Redis key: its connection and configured TTL.
@@ -96,7 +105,43 @@ impl Context {
             warned: Default::default(),
             watched: Default::default(),
             stalled: Default::default(),
+            resolver: None,
+            resolutions: Default::default(),
+            stop: None,
         }
+    }
+
+    /// The same context resolving locks with `resolver` (`stop` ends a running resolution).
+    pub(super) fn resolving_with(mut self, resolver: Option<Resolver>, stop: Stop) -> Self {
+        self.resolver = resolver;
+        self.stop = Some(stop);
+        self
+    }
+
+    /// The remembered resolution of `at` when it answers for `key`.
+    pub(super) fn resolution(
+        &self,
+        at: &ObjectRef<WorkspaceRequirements>,
+        key: &Key,
+    ) -> Option<Outcome> {
+        let known = self
+            .resolutions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.get(at)?.answer(key)
+    }
+
+    /// Remember `at`'s resolution for `key` (replacing the one for its previous content).
+    pub(super) fn remember(
+        &self,
+        at: ObjectRef<WorkspaceRequirements>,
+        key: Key,
+        outcome: Outcome,
+    ) {
+        self.resolutions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(at, Resolution::new(key, outcome));
     }
 
     pub(super) async fn publish(

@@ -1,7 +1,8 @@
 //! The controller: `WorkspaceRequirements` → validated content → Redis → ConfigMap → rollout.
 //!
 //! Each reconcile is idempotent and cheap when nothing changed: it validates `spec.content` with
-//! the policy (invalid content never reaches Redis and never rolls anything), makes sure Redis
+//! the policy (invalid content never reaches Redis and never rolls anything), resolves it once
+//! into the lock the pods install (unresolvable content stops there too), makes sure Redis
 //! holds Bifrost's payload (rewriting it only when missing, different, or past half its TTL),
 //! server-side-applies the ConfigMap snapshot the installer falls back to, and patches the
 //! pod-template hash annotation of labelled Deployments/StatefulSets whose hash differs — which
@@ -12,6 +13,7 @@ mod context;
 pub mod coverage;
 #[cfg(test)]
 mod fixtures;
+mod lock;
 pub mod mirror;
 pub mod progress;
 mod reconcile;
@@ -25,4 +27,4 @@ mod warm;
 
 pub use context::{Context, SyncState, SyncStates, secret_value};
 pub use reconcile::{error_policy, reconcile};
-pub use run::run;
+pub use run::{Settings, run};

@@ -1,4 +1,4 @@
-//! One reconcile: Synced → Valid → CacheWarmed → Snapshotted → RolledOut → Ready, each step in
+//! One reconcile: Synced → Valid → Resolved → CacheWarmed → Snapshotted → RolledOut → Ready, each step in
 //! its own module adding its condition to one [`Draft`] that is written once at the end (or
 //! where a step stops the reconcile).
 
@@ -15,7 +15,7 @@ use tracing::{info, instrument, warn};
 use super::context::Context;
 use super::rollout;
 use super::status::{Conditions, Draft, RETRY};
-use super::{snapshot, synced, valid, warm};
+use super::{lock, snapshot, synced, valid, warm};
 use crate::cache::Payload;
 use crate::crd::{WorkloadStatus, WorkspaceRequirements};
 use crate::error::{Error, Result};
@@ -108,6 +108,7 @@ async fn prepare(
     synced::wait_for_first_sync(obj, draft)?;
     valid::check_spec(ctx, obj, &payload.hash, draft).await?;
     valid::check_content(ctx, obj, draft).await?;
+    lock::check_lock(ctx, obj, payload, draft).await?;
     // A failure is reported and retried, but does not stop the rollout: the installer falls
     // back to the ConfigMap snapshot.
     warm::check_cache(ctx, obj, payload, draft).await;
@@ -169,9 +170,21 @@ fn readiness(
     failed: Option<String>,
     no_workloads: Option<String>,
 ) -> (bool, String, String) {
-    let rolled_out =
-        conditions.all_true(&["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"]);
-    let checked = ["Synced", "CacheWarmed", "Snapshotted", "RolledOut"];
+    let rolled_out = conditions.all_true(&[
+        "Valid",
+        "Synced",
+        "Resolved",
+        "CacheWarmed",
+        "Snapshotted",
+        "RolledOut",
+    ]);
+    let checked = [
+        "Synced",
+        "Resolved",
+        "CacheWarmed",
+        "Snapshotted",
+        "RolledOut",
+    ];
     match (rolled_out, failed, no_workloads) {
         (true, _, Some(message)) => (false, "NoWorkloads".to_string(), message),
         (true, None, None) => (

@@ -21,12 +21,22 @@ use super::reconcile::{error_policy, guarded};
 use super::{mirror, rollout, warm};
 use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::error::Result;
+use crate::lock::Resolver;
 use crate::metrics::Metrics;
 use crate::supervise::{Backoff, OnExit, Supervisor};
 use crate::watch::{Resources, Scope, cached, without_managed_fields};
 
 /// Reconciles asked for outside the watches (the mirror's writes, the watchdog's findings).
 type Trigger = UnboundedSender<ObjectRef<WorkspaceRequirements>>;
+
+/// How the controller presents itself and resolves locks.
+#[derive(Clone)]
+pub struct Settings {
+    /// Who its Events come from.
+    pub reporter: Reporter,
+    /// `None`: it resolves nothing (pods do).
+    pub resolver: Option<Resolver>,
+}
 
 /// Run the controller (and the source mirror) on the shared `resources` watch until the
 /// supervisor's stop signal. `reconcile` is [`super::reconcile()`], or a wrapper of it (tests inject
@@ -36,7 +46,7 @@ pub async fn run<R, Fut>(
     scope: Scope,
     resources: Resources,
     metrics: Arc<Metrics>,
-    reporter: Reporter,
+    settings: Settings,
     tasks: Supervisor,
     reconcile: R,
 ) where
@@ -58,15 +68,18 @@ pub async fn run<R, Fut>(
     let (pods, pod_stream) = rollout::pod_cache(&client, &scope);
     let sync: Arc<SyncStates> = Arc::default();
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        Recorder::new(client.clone(), reporter),
-        sync.clone(),
-        deployments,
-        statefulsets,
-        pods,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics.clone(),
+            Recorder::new(client.clone(), settings.reporter),
+            sync.clone(),
+            deployments,
+            statefulsets,
+            pods,
+        )
+        .resolving_with(settings.resolver, tasks.stop().clone()),
+    );
 
     let store = resources.store();
     let controller = controller(

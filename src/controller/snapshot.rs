@@ -15,6 +15,7 @@ use super::rollout;
 use super::status::{Draft, RETRY};
 use crate::cache::Payload;
 use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
+use crate::lock::{LOCK_FILE, Lock};
 
 /// Write the snapshot; a refused write is reported (with the API server's message) and
 /// retried, and stops the reconcile before the rollout.
@@ -25,16 +26,21 @@ pub(super) async fn check_snapshot(
     draft: &mut Draft,
 ) -> ControlFlow<Action> {
     let conditions = &mut draft.conditions;
-    match apply_snapshot(ctx, obj, payload).await {
+    match apply_snapshot(ctx, obj, payload, draft.lock.as_ref()).await {
         Ok(()) => {
             conditions.set(
                 "Snapshotted",
                 true,
                 "SnapshotApplied",
                 &format!(
-                    "ConfigMap {} holds sha256 {}",
+                    "ConfigMap {} holds sha256 {}{}",
                     obj.snapshot_name(),
-                    &payload.hash[..12]
+                    &payload.hash[..12],
+                    if draft.lock.is_some() {
+                        " and its lock"
+                    } else {
+                        ""
+                    }
                 ),
             );
             ctx.clear_warning(obj, "SnapshotFailed");
@@ -70,12 +76,22 @@ async fn apply_snapshot(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     payload: &Payload,
+    lock: Option<&Lock>,
 ) -> Result<(), String> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.snapshot_name();
     let owner = obj
         .controller_owner_ref(&())
         .ok_or_else(|| "the resource has no uid yet; cannot own its ConfigMap".to_string())?;
+    let mut data = json!({
+        "requirements.txt": payload.content,
+        "hash": payload.hash,
+        "payload.json": payload.to_json(),
+    });
+    // Applied without the key when the pods resolve: the apply removes a lock it wrote before.
+    if let Some(lock) = lock {
+        data[LOCK_FILE] = lock.render().into();
+    }
     let cm = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -88,11 +104,7 @@ async fn apply_snapshot(
             },
             "ownerReferences": [owner],
         },
-        "data": {
-            "requirements.txt": payload.content,
-            "hash": payload.hash,
-            "payload.json": payload.to_json(),
-        }
+        "data": data,
     });
     Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
         .patch(

@@ -1,5 +1,5 @@
-//! The status a reconcile writes: conditions (Valid, Synced, CacheWarmed, Snapshotted,
-//! RolledOut, Ready) and the [`Draft`] each step of a reconcile adds to.
+//! The status a reconcile writes: conditions (Valid, Synced, Resolved, CacheWarmed,
+//! Snapshotted, RolledOut, Ready) and the [`Draft`] each step of a reconcile adds to.
 
 use std::time::Duration;
 
@@ -20,9 +20,10 @@ pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 pub(super) const RETRY: Duration = Duration::from_secs(5);
 
 /// The order conditions are listed in.
-const ORDER: [&str; 6] = [
+const ORDER: [&str; 7] = [
     "Valid",
     "Synced",
+    "Resolved",
     "CacheWarmed",
     "Snapshotted",
     "RolledOut",
@@ -126,6 +127,8 @@ pub(super) struct Draft {
     pub(super) status: WorkspaceRequirementsStatus,
     pub(super) conditions: Conditions,
     pub(super) requeue: Duration,
+    /// The content's lock, when the controller resolved it (the snapshot carries it).
+    pub(super) lock: Option<crate::lock::Lock>,
 }
 
 impl Draft {
@@ -141,6 +144,7 @@ impl Draft {
             status,
             conditions,
             requeue: REFRESH_INTERVAL,
+            lock: None,
         }
     }
 

@@ -41,6 +41,7 @@ pub(super) async fn check_spec(
 fn spec_invalid(conditions: &mut Conditions, reason: &str, message: &str) {
     conditions.set("Valid", false, reason, message);
     let not_written = format!("not written: {reason} (see Valid)");
+    conditions.set_unknown("Resolved", reason, "not resolved: the spec is invalid");
     conditions.set_unknown("CacheWarmed", reason, &not_written);
     conditions.set_unknown("Snapshotted", reason, &not_written);
     conditions.set_unknown("RolledOut", reason, "no rollout: the spec is invalid");
@@ -80,6 +81,11 @@ pub(super) async fn check_content(
 /// The conditions of content the policy refuses.
 fn content_invalid(conditions: &mut Conditions, message: &str) {
     conditions.set("Valid", false, "InvalidRequirements", message);
+    conditions.set_unknown(
+        "Resolved",
+        "InvalidRequirements",
+        "not resolved: content is invalid",
+    );
     conditions.set_unknown(
         "CacheWarmed",
         "InvalidRequirements",

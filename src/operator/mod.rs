@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::controller;
 use crate::error::{Error, Result};
+use crate::lock::Resolver;
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
 use crate::shutdown::{self, Stop};
@@ -40,6 +41,8 @@ pub struct Config {
     pub lease: Option<LeaseConfig>,
     /// `None`: the admission webhook is off.
     pub webhook: Option<webhook::Config>,
+    /// How the controller resolves locks; `None`: it resolves nothing (pods do).
+    pub resolver: Option<Resolver>,
 }
 
 /// The coordination.k8s.io/v1 Lease that elects the replica running the controller.
@@ -69,6 +72,7 @@ struct Wiring {
     resources: Resources,
     metrics: Arc<Metrics>,
     reporter: Reporter,
+    resolver: Option<Resolver>,
 }
 
 impl Wiring {
@@ -98,7 +102,10 @@ impl Wiring {
                     w.scope.clone(),
                     w.resources.clone(),
                     w.metrics.clone(),
-                    w.reporter.clone(),
+                    controller::Settings {
+                        reporter: w.reporter.clone(),
+                        resolver: w.resolver.clone(),
+                    },
                     sub.clone(),
                     controller::reconcile,
                 )
@@ -164,6 +171,7 @@ pub async fn run(config: Config) -> Result<u8> {
             controller: "bifrost-requirements".into(),
             instance: Some(config.identity.clone()),
         },
+        resolver: config.resolver.clone(),
     };
     handles.push(wiring.spawn_resource_watch(&tasks));
     match (config.webhook, webhook_tls) {

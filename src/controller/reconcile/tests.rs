@@ -30,7 +30,14 @@ fn failed_packages_name_each_workload() {
 #[test]
 fn ready_names_the_first_problem_or_the_failed_packages() {
     let mut conditions = Conditions::new(Vec::new(), Some(1));
-    for type_ in ["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"] {
+    for type_ in [
+        "Valid",
+        "Synced",
+        "Resolved",
+        "CacheWarmed",
+        "Snapshotted",
+        "RolledOut",
+    ] {
         conditions.set(type_, true, "Fine", "fine");
     }
     assert_eq!(
@@ -60,7 +67,14 @@ fn ready_names_the_first_problem_or_the_failed_packages() {
 #[test]
 fn no_workloads_is_not_ready_once_everything_else_is() {
     let mut conditions = Conditions::new(Vec::new(), Some(1));
-    for type_ in ["Valid", "Synced", "CacheWarmed", "Snapshotted", "RolledOut"] {
+    for type_ in [
+        "Valid",
+        "Synced",
+        "Resolved",
+        "CacheWarmed",
+        "Snapshotted",
+        "RolledOut",
+    ] {
         conditions.set(type_, true, "Fine", "fine");
     }
     let none = || Some("no Deployment or StatefulSet … Deployment/worker …".to_string());

@@ -1,0 +1,280 @@
+//! Resolved: each content is resolved once, for the workers' interpreter, into the lock every
+//! pod installs (`requirements.lock` in the ConfigMap snapshot). Content that cannot be resolved
+//! stops the reconcile before Redis and the rollout: the running workers keep the last good
+//! content and lock.
+//!
+//! A lock is reused while its [`Key`] holds: from memory, else from the ConfigMap (after a
+//! restart or a leader change), so a reconcile triggered by a pod event never runs uv again.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{info, warn};
+
+use super::context::Context;
+use super::rollout;
+use super::status::{Conditions, Draft, now_rfc3339};
+use crate::cache::Payload;
+use crate::crd::{LockStatus, Resolve, WorkspaceRequirements};
+use crate::lock::{Failure, Key, LOCK_FILE, Lock, Request, Resolver, effective_index_urls};
+
+/// When unresolvable content is tried again (the index may have gained what was missing).
+const UNRESOLVABLE_RETRY: Duration = Duration::from_secs(300);
+/// When a resolver that could not run (index unreachable, deadline) is tried again.
+const FAILED_RETRY: Duration = Duration::from_secs(30);
+
+/// Who resolves this resource's content, decided from its spec and the operator's resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// The controller resolves for this key.
+    Controller(Key),
+    /// Each pod resolves; the reason says why (asked for, or the operator may not).
+    Pods(String),
+    /// The controller should resolve but the resource does not say for which interpreter.
+    NoInterpreter,
+}
+
+/// The plan for `obj`'s content hashed `hash` (pure).
+pub(super) fn plan(obj: &WorkspaceRequirements, hash: &str, resolver: Option<&Resolver>) -> Plan {
+    let install = &obj.spec.install;
+    if install.resolve == Resolve::Pod {
+        return Plan::Pods("spec.install.resolve is Pod".into());
+    }
+    let Some(resolver) = resolver else {
+        return Plan::Pods("this operator resolves nothing (started with --no-resolver)".into());
+    };
+    let index_urls = effective_index_urls(&install.index_urls);
+    if let Some(url) = resolver.refused_index(&index_urls) {
+        return Plan::Pods(format!(
+            "the operator may not fetch from {url} (not among its --resolver-index-url)"
+        ));
+    }
+    match &install.python {
+        None => Plan::NoInterpreter,
+        Some(interpreter) => Plan::Controller(Key {
+            content_hash: hash.to_string(),
+            interpreter: interpreter.clone(),
+            index_urls,
+            only_binary: install.only_binary,
+        }),
+    }
+}
+
+/// Resolve (or reuse) the lock of the content; `Break` when there is none to roll out.
+pub(super) async fn check_lock(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    payload: &Payload,
+    draft: &mut Draft,
+) -> ControlFlow<Action> {
+    let key = match plan(obj, &payload.hash, ctx.resolver.as_ref()) {
+        Plan::Pods(why) => {
+            draft.conditions.set(
+                "Resolved",
+                true,
+                "PodsResolve",
+                &format!("{why}: each pod resolves requirements.txt when it installs"),
+            );
+            draft.status.lock = None;
+            ctx.clear_warning(obj, "ResolutionFailed");
+            return ControlFlow::Continue(());
+        }
+        Plan::NoInterpreter => {
+            let message = "spec.install.python is required when the controller resolves \
+                           (spec.install.resolve: Controller, the default): set it to the \
+                           workers' interpreter, e.g. {version: \"3.11\", platform: \
+                           \"x86_64-manylinux_2_28\"}, or set spec.install.resolve: Pod";
+            return blocked(ctx, obj, payload, draft, "PythonNotSet", message, None).await;
+        }
+        Plan::Controller(key) => key,
+    };
+    match lock_for(ctx, obj, payload, &key).await {
+        Ok((lock, resolved_at)) => {
+            let pins = lock.pins().len();
+            draft.conditions.set(
+                "Resolved",
+                true,
+                "Resolved",
+                &format!(
+                    "{pins} distribution(s) pinned for {}",
+                    key.interpreter.describe()
+                ),
+            );
+            draft.status.lock = Some(LockStatus {
+                content_hash: payload.hash.clone(),
+                packages: pins as i64,
+                resolved_at,
+            });
+            draft.lock = Some(lock);
+            ctx.clear_warning(obj, "ResolutionFailed");
+            ControlFlow::Continue(())
+        }
+        Err((failure, retry)) => {
+            let (reason, what) = match &failure {
+                Failure::Unresolvable(_) => ("ResolutionFailed", "cannot be resolved"),
+                Failure::Failed(_) => ("ResolverFailed", "could not be resolved"),
+            };
+            let message = format!(
+                "requirements.txt (sha256 {}) {what} for {}: {failure}",
+                &payload.hash[..12],
+                key.interpreter.describe()
+            );
+            blocked(ctx, obj, payload, draft, reason, &message, Some(retry)).await
+        }
+    }
+}
+
+/// Nothing downstream happens for this content: the conditions say why, a Warning is sent once
+/// per content, and the reconcile stops (to come back after `retry`, or on a change).
+async fn blocked(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    payload: &Payload,
+    draft: &mut Draft,
+    reason: &str,
+    message: &str,
+    retry: Option<Duration>,
+) -> ControlFlow<Action> {
+    unresolved(&mut draft.conditions, reason, message);
+    let observed = rollout::observe(ctx, obj, &payload.hash).await;
+    draft.set_workloads(observed.workloads, &observed.verdicts);
+    ctx.warn_once_per(
+        obj,
+        "ResolutionFailed",
+        payload.hash.clone(),
+        message.to_string(),
+        "Resolve",
+    )
+    .await;
+    ControlFlow::Break(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The conditions of content without a lock: not cached, not snapshotted, not rolled out.
+fn unresolved(conditions: &mut Conditions, reason: &str, message: &str) {
+    conditions.set("Resolved", false, reason, message);
+    let not_written = format!("not written: {reason} (see Resolved)");
+    conditions.set_unknown("CacheWarmed", reason, &not_written);
+    conditions.set_unknown("Snapshotted", reason, &not_written);
+    conditions.set_unknown(
+        "RolledOut",
+        reason,
+        "no rollout: the running workers keep the last resolved content",
+    );
+    conditions.set("Ready", false, reason, &format!("Resolved: {message}"));
+}
+
+/// The lock for `key` and when it was resolved: remembered, else the snapshot's, else a new
+/// resolution (also remembered, failures too, until their retry time).
+async fn lock_for(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    payload: &Payload,
+    key: &Key,
+) -> Outcome {
+    let at = ObjectRef::from_obj(obj);
+    if let Some(known) = ctx.resolution(&at, key) {
+        return known;
+    }
+    if let Some(lock) = snapshot_lock(ctx, obj, key).await {
+        let resolved_at = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.lock.as_ref())
+            .filter(|l| lock.resolves(&l.content_hash))
+            .map_or_else(now_rfc3339, |l| l.resolved_at.clone());
+        let found = Ok((lock, resolved_at));
+        ctx.remember(at, key.clone(), found.clone());
+        return found;
+    }
+    let (Some(resolver), Some(stop)) = (ctx.resolver.as_ref(), ctx.stop.as_ref()) else {
+        return Err((Failure::Failed("no resolver".into()), FAILED_RETRY));
+    };
+    let started = Instant::now();
+    let request = Request {
+        content: &payload.content,
+        key,
+    };
+    let outcome = match resolver.resolve(&request, stop).await {
+        Ok(lock) => Ok((lock, now_rfc3339())),
+        Err(f @ Failure::Unresolvable(_)) => Err((f, UNRESOLVABLE_RETRY)),
+        Err(f @ Failure::Failed(_)) => Err((f, FAILED_RETRY)),
+    };
+    info!(
+        hash = %&payload.hash[..12],
+        ok = outcome.is_ok(),
+        seconds = started.elapsed().as_secs_f64(),
+        "resolved {}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
+    ctx.remember(at, key.clone(), outcome.clone());
+    outcome
+}
+
+/// The lock in the resource's ConfigMap snapshot, when it was resolved for `key` (index URLs
+/// compared as the lock records them: without credentials).
+async fn snapshot_lock(ctx: &Context, obj: &WorkspaceRequirements, key: &Key) -> Option<Lock> {
+    let ns = obj.namespace().unwrap_or_default();
+    let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&obj.snapshot_name())
+        .await
+        .inspect_err(|e| warn!(error = %e, "cannot read the snapshot's lock"))
+        .ok()??;
+    let text = cm.data?.remove(LOCK_FILE)?;
+    let lock = Lock::parse(&text)
+        .inspect_err(|e| warn!("the snapshot's lock is unusable ({e}); resolving again"))
+        .ok()?;
+    let recorded = Key {
+        index_urls: key
+            .index_urls
+            .iter()
+            .map(|u| crate::redact::url(u))
+            .collect(),
+        ..key.clone()
+    };
+    (lock.key() == recorded).then(|| Lock {
+        index_urls: key.index_urls.clone(),
+        ..lock
+    })
+}
+
+/// What a lock lookup gives: the lock and when it was resolved, or why none and when to retry.
+pub(super) type Outcome = Result<(Lock, String), (Failure, Duration)>;
+
+/// A remembered resolution, valid for its key until its retry time (failures) or for good.
+#[derive(Debug, Clone)]
+pub(super) struct Resolution {
+    key: Key,
+    outcome: Outcome,
+    at: Instant,
+}
+
+impl Resolution {
+    pub(super) fn new(key: Key, outcome: Outcome) -> Self {
+        Resolution {
+            key,
+            outcome,
+            at: Instant::now(),
+        }
+    }
+
+    /// The outcome when it still answers for `key`.
+    pub(super) fn answer(&self, key: &Key) -> Option<Outcome> {
+        if &self.key != key {
+            return None;
+        }
+        match &self.outcome {
+            Err((_, retry)) if self.at.elapsed() >= *retry => None,
+            Err((f, retry)) => Some(Err((f.clone(), retry.saturating_sub(self.at.elapsed())))),
+            Ok(found) => Some(Ok(found.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
