@@ -70,9 +70,14 @@ pub fn free_port() -> u16 {
 
 /// Wait until something accepts TCP connections on `port`, or panic with the log's tail.
 pub fn wait_for_port(port: u16, what: &str, log: &Path, timeout: std::time::Duration) {
+    wait_for_addr("127.0.0.1", port, what, log, timeout)
+}
+
+/// [`wait_for_port`] on another address (a bridge's host address).
+pub fn wait_for_addr(host: &str, port: u16, what: &str, log: &Path, timeout: std::time::Duration) {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect((host, port)).is_ok() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -87,5 +92,5 @@ pub fn wait_for_port(port: u16, what: &str, log: &Path, timeout: std::time::Dura
         .rev()
         .collect::<Vec<_>>()
         .join("\n");
-    panic!("{what} did not listen on port {port} within {timeout:?}; log tail:\n{tail}");
+    panic!("{what} did not listen on {host}:{port} within {timeout:?}; log tail:\n{tail}");
 }

@@ -16,6 +16,10 @@ pub struct Wheel {
     pub name: String,
     pub version: String,
     pub requires: Vec<String>,
+    /// The compatibility tag of its file name and `WHEEL` (`py3-none-any` unless set).
+    pub tag: String,
+    /// Python appended to the module after `VERSION` (another body, same file name).
+    pub extra: String,
 }
 
 impl Wheel {
@@ -24,7 +28,26 @@ impl Wheel {
             name: name.into(),
             version: version.into(),
             requires: Vec::new(),
+            tag: "py3-none-any".into(),
+            extra: String::new(),
         }
+    }
+
+    /// Another compatibility tag, e.g. `py3-none-win_amd64` (a wheel no Linux worker can use).
+    pub fn tag(mut self, tag: &str) -> Self {
+        self.tag = tag.into();
+        self
+    }
+
+    /// Append `code` to the module: the same file name with other bytes (a tampered wheel).
+    pub fn extra(mut self, code: &str) -> Self {
+        self.extra.push_str(code);
+        self
+    }
+
+    /// `<name>-<version>-<tag>.whl`.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}-{}.whl", self.name, self.version, self.tag)
     }
 
     /// Add a `Requires-Dist` (a PEP 508 requirement).
@@ -33,7 +56,7 @@ impl Wheel {
         self
     }
 
-    /// Write `<name>-<version>-py3-none-any.whl` into `dir`; returns its path.
+    /// Write [`Self::file_name`] into `dir`; returns its path.
     pub fn build(&self, dir: &Path) -> PathBuf {
         let dist_info = format!("{}-{}.dist-info", self.name, self.version);
         let mut metadata = format!(
@@ -46,13 +69,15 @@ impl Wheel {
         let files: Vec<(String, String)> = vec![
             (
                 format!("{}/__init__.py", self.name),
-                format!("VERSION = \"{}\"\n", self.version),
+                format!("VERSION = \"{}\"\n{}", self.version, self.extra),
             ),
             (format!("{dist_info}/METADATA"), metadata),
             (
                 format!("{dist_info}/WHEEL"),
-                "Wheel-Version: 1.0\nGenerator: bifrost-requirements-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-                    .into(),
+                format!(
+                    "Wheel-Version: 1.0\nGenerator: bifrost-requirements-tests\nRoot-Is-Purelib: true\nTag: {}\n",
+                    self.tag
+                ),
             ),
         ];
         let mut record = String::new();
@@ -65,7 +90,7 @@ impl Wheel {
         }
         record.push_str(&format!("{dist_info}/RECORD,,\n"));
 
-        let path = dir.join(format!("{}-{}-py3-none-any.whl", self.name, self.version));
+        let path = dir.join(self.file_name());
         let file = std::fs::File::create(&path).expect("create wheel");
         let mut zip = zip::ZipWriter::new(file);
         let options = zip::write::SimpleFileOptions::default()

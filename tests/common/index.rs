@@ -1,0 +1,170 @@
+//! A PEP 503 package index of wheels built in the test, served over HTTP.
+//!
+//! `python3 -m http.server` serves a folder per normalized project name; its folder listings
+//! (`<a href="file.whl">`) are valid "simple" index pages, so uv and pip resolve against it as
+//! against PyPI: versions, dependencies, hashes (computed from the downloaded bytes, the
+//! listing carries none). Wheels may be published or replaced while it serves, which is what a
+//! lock must survive: a newer release, or other bytes under the same file name.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::proc::{free_port, spawn_guarded_in, wait_for_addr};
+use super::wheels::Wheel;
+
+/// A running index; stopped and its folder removed on drop.
+pub struct Index {
+    host: String,
+    port: u16,
+    /// `root/` is served; the server's log sits beside it, not in a listing.
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+}
+
+impl Index {
+    /// An index of `wheels` on 127.0.0.1.
+    pub fn start(wheels: &[Wheel]) -> Index {
+        Index::start_on("127.0.0.1", wheels)
+    }
+
+    /// An index of `wheels` listening on `host` (e.g. a bridge's host address, for pods).
+    pub fn start_on(host: &str, wheels: &[Wheel]) -> Index {
+        let dir = tempfile::Builder::new()
+            .prefix("bifrost-index-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("create the index root");
+        let port = free_port();
+        let log = dir.path().join("http.log");
+        let server = spawn_guarded_in(
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "--bind",
+                host,
+                &port.to_string(),
+                "--directory",
+                root.to_str().expect("utf-8 temp path"),
+            ],
+            &[],
+            &log,
+            Some(dir.path()),
+        );
+        let index = Index {
+            host: host.into(),
+            port,
+            dir,
+            server: Some(server),
+        };
+        wait_for_addr(
+            host,
+            port,
+            "the package index",
+            &log,
+            Duration::from_secs(30),
+        );
+        for w in wheels {
+            index.publish(w);
+        }
+        index
+    }
+
+    /// The index URL for `--index-url` (`http://127.0.0.1:PORT/`).
+    pub fn url(&self) -> String {
+        format!("http://{}:{}/", self.host, self.port)
+    }
+
+    /// The folder served (one folder per normalized project name).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Where `wheel`'s file is (or would be) served from.
+    pub fn path_of(&self, wheel: &Wheel) -> PathBuf {
+        self.root()
+            .join(normalize(&wheel.name))
+            .join(wheel.file_name())
+    }
+
+    /// Put `wheel` on the index (a new release while it serves); returns its file.
+    pub fn publish(&self, wheel: &Wheel) -> PathBuf {
+        let project = self.root().join(normalize(&wheel.name));
+        std::fs::create_dir_all(&project).expect("create the project folder");
+        wheel.build(&project)
+    }
+
+    /// Replace the published `wheel` by other bytes under the same file name (its module gains
+    /// a line): what a compromised index or mirror serves. Returns the new file's SHA-256.
+    pub fn tamper(&self, wheel: &Wheel) -> String {
+        let path = self.path_of(wheel);
+        let before = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{} is not published: {e}", path.display()));
+        self.publish(&wheel.clone().extra("TAMPERED = True\n"));
+        let after = std::fs::read(&path).expect("read the tampered wheel");
+        assert_ne!(before, after, "tampering must change the bytes");
+        hex(&after)
+    }
+
+    /// Take `wheel` off the index (a yanked or deleted release).
+    pub fn remove(&self, wheel: &Wheel) {
+        let path = self.path_of(wheel);
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+    }
+
+    /// The SHA-256 (hex) of the published `wheel`, as a lock's `--hash=sha256:` names it.
+    pub fn sha256(&self, wheel: &Wheel) -> String {
+        let path = self.path_of(wheel);
+        hex(&std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
+    }
+
+    /// The server's request log (one line per request), for tests that count fetches.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("http.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            // The watchdog stops the server on TERM and waits for it.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((self.host.as_str(), self.port)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// PEP 503: lowercase, every run of `-`, `_`, `.` one `-`.
+pub fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
