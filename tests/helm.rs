@@ -858,6 +858,7 @@ fn rbac_is_exactly_what_the_code_uses() {
             "bifrost.io/workspacerequirements watch",
             "bifrost.io/workspacerequirements patch",
             "bifrost.io/workspacerequirements/status patch",
+            "/configmaps get",
             "/configmaps list",
             "/configmaps watch",
             "/configmaps create",
@@ -1646,7 +1647,10 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         &client,
         &ns,
         "default",
-        json!({"content": content, "cache": redis, "rollout": {"debounceSeconds": 0}}),
+        // No index here: the pods resolve (the operator's own resolution under the chart's
+        // RBAC is the lock's test).
+        json!({"content": content, "cache": redis, "rollout": {"debounceSeconds": 0},
+               "install": {"resolve": "Pod"}}),
     )
     .await;
     // Valid, cached, snapshotted, and rolling: no kubelet runs the pods here, so RolledOut

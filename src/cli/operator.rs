@@ -76,8 +76,10 @@ pub struct ResolverArgs {
     #[arg(long, env = "BIFROST_RESOLVER_TIMEOUT", default_value = "120s", value_parser = parse::duration)]
     pub resolver_timeout: Duration,
 
-    /// Address-space limit of the resolver (uv), in bytes.
-    #[arg(long, env = "BIFROST_RESOLVER_MEMORY_LIMIT", default_value_t = 1 << 30)]
+    /// Address-space limit of the resolver (uv), a quantity (`512Mi`): keep it below the
+    /// operator container's memory limit minus the operator's own use, so a runaway resolution
+    /// fails alone instead of getting the operator killed.
+    #[arg(long, env = "BIFROST_RESOLVER_MEMORY_LIMIT", default_value = "512Mi", value_parser = parse::memory)]
     pub resolver_memory_limit: u64,
 
     /// The interpreter uv queries for its own environment (with `--no-build` it runs no

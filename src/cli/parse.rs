@@ -19,6 +19,20 @@ pub fn check_interval(s: &str) -> Result<Duration, String> {
     crate::duration::at_least(s, Duration::from_millis(100), "100ms")
 }
 
+/// `--resolver-memory-limit`: a Kubernetes quantity of bytes (`512Mi`, `1G`, `536870912`), at
+/// least 64Mi (uv itself needs about that much address space to start).
+pub fn memory(s: &str) -> Result<u64, String> {
+    let q = crate::spec::parse_quantity(s)?;
+    let bytes = u64::try_from(q.nano / 1_000_000_000)
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if bytes < 64 << 20 {
+        return Err(format!(
+            "`{s}` is less than 64Mi, too little for uv to start"
+        ));
+    }
+    Ok(bytes)
+}
+
 /// `--timeout`, `--redis-deadline`: a positive duration (`300`, `90s`, `5m`).
 pub fn timeout(s: &str) -> Result<Duration, String> {
     let d = duration(s)?;
