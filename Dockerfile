@@ -44,8 +44,11 @@ COPY scripts/build-static.sh ./scripts/
 RUN scripts/build-static.sh uv \
  && install -D -m 0755 target/static/uv /out/uv
 
-# --- final image: static binaries only, non-root -----------------------------------------------
-FROM gcr.io/distroless/static-debian12:nonroot
+# --- final image: static binaries and the python3 uv queries, non-root --------------------------
+# The controller resolves each requirements.txt with `uv pip compile --no-build`: uv runs no
+# package code then, but it still asks an interpreter for its environment, so the image carries
+# distroless's python3 (the worker pods get only the two static binaries, never this python3).
+FROM gcr.io/distroless/python3-debian12:nonroot
 LABEL org.opencontainers.image.title="bifrost-requirements" \
       org.opencontainers.image.description="Kubernetes operator that makes Python packages installed in Bifrost survive container restarts" \
       org.opencontainers.image.licenses="Apache-2.0"

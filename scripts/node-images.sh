@@ -3,10 +3,11 @@
 # docker archives under ~/.cache/bifrost-requirements/images (scripts/node.sh imports them into
 # its containerd; pods use them with imagePullPolicy: Never).
 #
-#   node-images.sh operator   localhost/bifrost-requirements:<version>: what the Dockerfile's final
-#                             stage holds (scripts/build-static.sh's static binary at
+#   node-images.sh operator   localhost/bifrost-requirements:<version>: what pods use of the
+#                             Dockerfile's final stage (scripts/build-static.sh's static binary at
 #                             /usr/local/bin/bifrost-requirements, static uv next to it, uid 65532,
-#                             no shell, nothing else)
+#                             no shell); without the stage's python3, which only the operator's
+#                             resolver needs, and the node tests run the operator on the host
 #   node-images.sh worker     localhost/bifrost-worker:bookworm: Debian's python3 and pip from
 #                             `debootstrap --variant=minbase` (trimmed), standing in for Bifrost's
 #                             worker image
@@ -84,8 +85,8 @@ operator() {
     root=$(mktemp -d "$IMAGES/.root.XXXXXX")
     install -D -m 0755 "$static/bifrost-requirements" "$root/usr/local/bin/bifrost-requirements"
     install -D -m 0755 "$static/uv" "$root/usr/local/bin/uv"
-    # No shell, no libc: the two static binaries are the whole image (as distroless/static,
-    # minus its CA bundle and passwd files, which neither binary reads).
+    # No shell, no libc: the two static binaries are all the bootstrap container uses of the
+    # image (distroless/python3's interpreter, CA bundle and passwd files are not read there).
     pack "$OPERATOR_TAG" "$root" "$out" \
       --config.user 65532:65532 \
       --config.entrypoint /usr/local/bin/bifrost-requirements \

@@ -81,7 +81,7 @@ pub(super) async fn check_lock(
                 &format!("{why}: each pod resolves requirements.txt when it installs"),
             );
             draft.status.lock = None;
-            ctx.clear_warning(obj, "ResolutionFailed");
+            clear_warnings(ctx, obj);
             return ControlFlow::Continue(());
         }
         Plan::NoInterpreter => {
@@ -111,7 +111,7 @@ pub(super) async fn check_lock(
                 resolved_at,
             });
             draft.lock = Some(lock);
-            ctx.clear_warning(obj, "ResolutionFailed");
+            clear_warnings(ctx, obj);
             ControlFlow::Continue(())
         }
         Err((failure, retry)) => {
@@ -129,6 +129,9 @@ pub(super) async fn check_lock(
     }
 }
 
+/// The reasons of a content without a lock (each its own Warning).
+const BLOCKED: [&str; 3] = ["ResolutionFailed", "ResolverFailed", "PythonNotSet"];
+
 /// Nothing downstream happens for this content: the conditions say why, a Warning is sent once
 /// per content, and the reconcile stops (to come back after `retry`, or on a change).
 async fn blocked(
@@ -136,7 +139,7 @@ async fn blocked(
     obj: &WorkspaceRequirements,
     payload: &Payload,
     draft: &mut Draft,
-    reason: &str,
+    reason: &'static str,
     message: &str,
     retry: Option<Duration>,
 ) -> ControlFlow<Action> {
@@ -145,13 +148,20 @@ async fn blocked(
     draft.set_workloads(observed.workloads, &observed.verdicts);
     ctx.warn_once_per(
         obj,
-        "ResolutionFailed",
+        reason,
         payload.hash.clone(),
         message.to_string(),
         "Resolve",
     )
     .await;
     ControlFlow::Break(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Forget the Warnings of a content without a lock: the next one is news again.
+fn clear_warnings(ctx: &Context, obj: &WorkspaceRequirements) {
+    for reason in BLOCKED {
+        ctx.clear_warning(obj, reason);
+    }
 }
 
 /// The conditions of content without a lock: not cached, not snapshotted, not rolled out.
