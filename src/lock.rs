@@ -366,7 +366,7 @@ impl Resolver {
         match process::run(&invocation, self.timeout, stop).await {
             Ok(()) => {}
             Err(RunFailure::Exited { status, tail }) if status.code() == Some(1) => {
-                return Err(Failure::Unresolvable(resolver_message(&tail)));
+                return Err(Failure::Unresolvable(with_hint(resolver_message(&tail))));
             }
             Err(e) => return Err(Failure::Failed(describe_failure(e, self.timeout))),
         }
@@ -388,6 +388,8 @@ impl Resolver {
             "--no-config",
             "--no-header",
             "--generate-hashes",
+            // uv's alias of `--only-binary :all:`: the lock holds wheels only, whatever the
+            // resource allows the pods to build, so nothing is ever built in the operator.
             "--no-build",
             "--no-python-downloads",
             "--color",
@@ -412,9 +414,6 @@ impl Resolver {
                 .into(),
             );
             args.push(url.into());
-        }
-        if key.only_binary {
-            args.extend(["--only-binary".into(), ":all:".into()]);
         }
         args.extend([
             "--cache-dir".into(),
@@ -444,6 +443,20 @@ fn resolver_message(tail: &str) -> String {
         "uv could not resolve the requirements (no message)".into()
     } else {
         message.to_string()
+    }
+}
+
+/// uv's message, plus what to do when it failed for want of a wheel: the operator never builds,
+/// the pods may.
+fn with_hint(message: String) -> String {
+    if message.contains("no usable wheels") || message.contains("building from source is disabled")
+    {
+        format!(
+            "{message}\n(the operator resolves from wheels only and never builds a source \
+             distribution; spec.install.resolve: Pod lets the pods resolve and build it)"
+        )
+    } else {
+        message
     }
 }
 

@@ -173,7 +173,7 @@ impl Draft {
         api.patch_status(
             &obj.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": self.status })),
+            &Patch::Merge(json!({ "status": merge_patch(&self.old, &self.status) })),
         )
         .await
         .map_err(|e| Error::kube("patching status", e))?;
@@ -181,9 +181,48 @@ impl Draft {
     }
 }
 
+/// `new` as a merge patch over `old`: a field `new` leaves out (e.g. `lock` once the pods
+/// resolve) is sent as null, which removes it; otherwise the merge would keep the old value.
+fn merge_patch(
+    old: &WorkspaceRequirementsStatus,
+    new: &WorkspaceRequirementsStatus,
+) -> serde_json::Value {
+    let mut patch = json!(new);
+    if let (serde_json::Value::Object(old), Some(patch)) = (json!(old), patch.as_object_mut()) {
+        for gone in old
+            .keys()
+            .filter(|k| !patch.contains_key(*k))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            patch.insert(gone, serde_json::Value::Null);
+        }
+    }
+    patch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_left_out_are_removed_by_the_patch() {
+        let old = WorkspaceRequirementsStatus {
+            package_count: Some(2),
+            lock: Some(Default::default()),
+            short_hash: Some("abc".into()),
+            ..Default::default()
+        };
+        let new = WorkspaceRequirementsStatus {
+            short_hash: Some("def".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"shortHash": "def", "packageCount": null, "lock": null})
+        );
+        assert_eq!(merge_patch(&new, &new), json!({"shortHash": "def"}));
+    }
 
     #[test]
     fn transition_time_moves_only_on_change() {
