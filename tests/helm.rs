@@ -23,12 +23,14 @@ use std::time::Duration;
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
+use common::index::Index;
 use common::k8s::{ControlPlane, control_plane};
 use common::operator::{
     Operator, create_wsreq, labelled_deployment, secret, template_hash, wait_crd_served, wait_for,
 };
 use common::proc::free_port;
 use common::services::{fresh_database, fresh_key, redis_get, redis_url};
+use common::wheels::Wheel;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -1618,7 +1620,11 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         };
         env.push((name, value));
     }
+    // The chart's resolver, pointed at a local index (the chart's default is the public one),
+    // with its cache in the operator's own temporary folder (the fixture's default).
+    let index = Index::start(&[Wheel::new("rich", "13.7.1")]);
     for (k, v) in [
+        ("BIFROST_RESOLVER_INDEX_URLS", index.url()),
         ("BIFROST_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
         ("BIFROST_WEBHOOK_ADDR", format!("127.0.0.1:{}", free_port())),
         ("BIFROST_LOG_FORMAT", "text".into()),
@@ -1627,6 +1633,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         env.retain(|(n, _)| n != k);
         env.push((k.to_string(), v));
     }
+    env.retain(|(n, _)| n != "BIFROST_RESOLVER_CACHE_DIR");
     assert!(
         !env.iter().any(|(k, _)| k == "WATCH_NAMESPACE"),
         "cluster-wide by default"
@@ -1749,6 +1756,9 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         json!({
             "source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 5}},
             "cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": mirror_key}},
+            // Resolved by the operator under the chart's RBAC (reads its snapshot's lock).
+            "install": {"python": {"version": "3.11", "platform": "x86_64-manylinux_2_28"},
+                        "indexUrls": [index.url()]},
         }),
     )
     .await;
@@ -1763,6 +1773,32 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
     assert_eq!(
         redis_get(&redis_url(), &mirror_key).await,
         Some(Payload::new("rich==13.7.1\n").to_json())
+    );
+    // Resolved with the chart's permissions: the lock in status and snapshot, and the snapshot's
+    // lock readable (`get`), which is how a restarted operator reuses it.
+    let lock = mirrored
+        .status
+        .as_ref()
+        .unwrap()
+        .lock
+        .clone()
+        .expect("status.lock");
+    assert_eq!(
+        (lock.packages, lock.content_hash.as_str()),
+        (1, content_hash("rich==13.7.1\n").as_str())
+    );
+    let snapshot = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("mirrored-requirements")
+        .await
+        .unwrap();
+    assert!(
+        snapshot.data.unwrap()["requirements.lock"].contains("rich==13.7.1"),
+        "the snapshot holds the lock"
+    );
+    assert!(
+        !op.log_text().contains("cannot read the snapshot's lock"),
+        "{}",
+        op.log_text()
     );
 
     // Leader election: the Lease in the release namespace, held by this "pod".
@@ -1952,9 +1988,10 @@ fn dockerfile_builds_with_the_ci_script_and_matches_the_webhook() {
     assert!(df.contains(&format!("ENTRYPOINT [\"{binary}\"]")));
     let uid = bifrost_requirements::webhook::inject::NON_ROOT_UID;
     assert!(df.contains(&format!("USER {uid}:{uid}")));
-    // The final stage holds nothing but the two static files (no shell, no package manager).
+    // The final stage adds nothing but the two static files (no shell, no package manager) to
+    // distroless's python3, which uv asks for its environment when the operator resolves.
     let last = df.rsplit("\nFROM ").next().unwrap();
-    assert!(last.starts_with("gcr.io/distroless/static"), "{last}");
+    assert!(last.starts_with("gcr.io/distroless/python3"), "{last}");
     assert!(!last.contains("RUN "), "{last}");
     // The script builds what the Dockerfile copies.
     let script = std::fs::read_to_string(root().join("scripts/build-static.sh")).unwrap();

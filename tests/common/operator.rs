@@ -250,10 +250,13 @@ impl Operator {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("operator-{id}.log"));
         let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+        // The resolver's cache goes with the operator's folder, not to the shared /tmp.
+        let cache = dir.path().join("resolver-cache");
         let mut envs = vec![
             ("KUBECONFIG", kubeconfig.as_str()),
             ("RUST_LOG", "info,bifrost_requirements=debug"),
             ("BIFROST_LOG_FORMAT", "text"),
+            ("BIFROST_RESOLVER_CACHE_DIR", cache.to_str().unwrap()),
         ];
         for (k, v) in env {
             envs.retain(|(name, _)| name != k);
