@@ -17,6 +17,8 @@ pub(super) struct Paths<'a> {
     pub requirements: &'a Path,
     /// The target folder (the cache folder's filesystem is compared with it).
     pub target: &'a Path,
+    /// The requirements are a lock: exactly these distributions, each with its hashes.
+    pub locked: bool,
 }
 
 /// An argv under construction.
@@ -43,6 +45,11 @@ pub(super) fn invocation(options: &Options, program: PathBuf, paths: &Paths) -> 
             Installer::Uv => args.push(&[&"--color", &"never"]),
             Installer::Pip => args.push(&[&"--no-color"]),
         }
+    }
+    if paths.locked {
+        // The lock is the whole closure: nothing is resolved again, and a file whose bytes
+        // differ from the locked hash is refused.
+        args.push(&[&"--no-deps", &"--require-hashes"]);
     }
     index_args(&mut args, options)?;
     if let Some(cache) = &options.cache_dir {
@@ -265,7 +272,7 @@ pub(super) async fn user_site(python: &Path, base: &Path) -> Result<PathBuf> {
 }
 
 /// Run `python -I -c code` and return its trimmed stdout.
-async fn ask(python: &Path, code: &str, env: Option<(&str, &Path)>) -> Result<String> {
+pub(super) async fn ask(python: &Path, code: &str, env: Option<(&str, &Path)>) -> Result<String> {
     let mut cmd = tokio::process::Command::new(python);
     cmd.args(["-I", "-c", code])
         .stdin(std::process::Stdio::null())

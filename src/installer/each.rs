@@ -33,6 +33,8 @@ pub(super) struct Runner<'a> {
     pub target: &'a Path,
     /// The end of `--timeout`, for the batch and every attempt after it together.
     pub deadline: Instant,
+    /// Installing a lock: `--no-deps --require-hashes`.
+    pub locked: bool,
 }
 
 impl Runner<'_> {
@@ -51,6 +53,7 @@ impl Runner<'_> {
             staging: self.staging,
             requirements: &requirements,
             target: self.target,
+            locked: self.locked,
         };
         command::invocation(options, self.program.clone(), &paths)
     }

@@ -28,6 +28,7 @@ mod command;
 mod each;
 pub mod failures;
 pub mod guard;
+mod locked;
 mod options;
 pub(crate) mod process;
 mod report;
@@ -44,6 +45,7 @@ use crate::policy::{Accepted, Policy};
 use crate::shutdown::{self, Stop};
 pub use command::{shipped_uv, which};
 use failures::FailedPackage;
+use locked::Choice;
 pub use options::{Installer, OnFailure, Options, Target as InstallTarget};
 use source::{Fetched, Sourced, Sources};
 use target::{Marker, Target};
@@ -91,6 +93,8 @@ struct Facts {
     installed_count: Option<usize>,
     /// Requirements that did not install in this run.
     failed: Vec<FailedPackage>,
+    /// Whether `requirements.lock` was installed, or why not.
+    lock: Option<locked::LockNote>,
 }
 
 /// One `install`, from the flags to the report.
@@ -161,11 +165,25 @@ impl Run {
             }
             Err(why) => tracing::info!("{why}: installing sha256 {hash}"),
         }
-        let partial = target.partial(hash, python.real.as_deref()).cloned();
-        let marker = new_marker(&sourced, &accepted, &python);
         if accepted.package_count == 0 {
-            return self.empty(&mut target, marker);
+            return self.empty(&mut target, new_marker(&sourced, &accepted, &python));
         }
+        let (accepted, from_lock) = match self
+            .choose_lock(hash, &policy, python.found.as_deref())
+            .await?
+        {
+            Choice::Lock { accepted, .. } => (accepted, true),
+            Choice::Requirements { .. } => (accepted, false),
+        };
+        self.facts.package_count = Some(accepted.package_count);
+        let mut marker = new_marker(&sourced, &accepted, &python);
+        marker.installed_from_lock = from_lock;
+        // An earlier partial run retries its failed entries only if they are entries of the
+        // same kind (locked distributions, or requirements).
+        let partial = target
+            .partial(hash, python.real.as_deref())
+            .filter(|m| m.installed_from_lock == from_lock)
+            .cloned();
         self.install_packages(&mut target, &accepted, python.found, marker, partial)
             .await
     }
@@ -320,6 +338,7 @@ impl Run {
             target: target.dir(),
             // One deadline for the batch and every per-package attempt after it.
             deadline: Instant::now() + o.timeout,
+            locked: marker.installed_from_lock,
         };
         let ran = Instant::now();
         let attempted = match self
@@ -390,6 +409,7 @@ fn new_marker(sourced: &Sourced, accepted: &Accepted, python: &Python) -> Marker
         compile_bytecode: false,
         entries: Vec::new(),
         failed: Vec::new(),
+        installed_from_lock: false,
     }
 }
 

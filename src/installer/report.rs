@@ -10,6 +10,7 @@ use serde::Serialize;
 use tracing::Level;
 
 use super::failures::{self, FailedPackage};
+use super::locked::LockNote;
 use super::options::OnFailure;
 use super::process::{Invocation, RunFailure};
 use super::source::Origin;
@@ -37,6 +38,11 @@ struct Report {
     /// Requirements that did not install, each with the first lines of its error.
     failed_packages: Vec<FailedPackage>,
     distribution_count: Option<usize>,
+    /// Whether the target's packages for this hash came from the controller's lock (the
+    /// marker's `installed_from_lock`).
+    from_lock: Option<bool>,
+    /// This run's decision about `requirements.lock`: used, or why not.
+    lock: Option<LockNote>,
     installer: Option<String>,
     /// Whether uv/pip ran in this invocation.
     installer_run: bool,
@@ -99,6 +105,8 @@ impl Run {
             installed_count: self.facts.installed_count,
             failed_packages: self.facts.failed.clone(),
             distribution_count: None,
+            from_lock: None,
+            lock: self.facts.lock.clone(),
             installer: None,
             installer_run: false,
             python: self.facts.python.as_ref().map(|p| p.display().to_string()),
@@ -264,6 +272,7 @@ fn record(report: &mut Report, outcome: &Outcome) {
         report.status = status;
         report.installer = Some(m.installer.clone());
         report.distribution_count = Some(m.distribution_count);
+        report.from_lock = Some(m.installed_from_lock);
     };
     match outcome {
         Outcome::Installed(m) if !m.failed.is_empty() => {
@@ -315,9 +324,17 @@ fn success_line(report: &Report, outcome: &Outcome, origin: &str) -> (Level, Str
         Outcome::Installed(m) => (
             Level::INFO,
             format!(
-                "installed: {} package(s) ({} distribution(s)) from the {origin}, sha256 {}, \
+                "installed: {} package(s) ({} distribution(s)) from the {origin}{}, sha256 {}, \
                  with {} in {secs:.2} s into {target}",
-                m.package_count, m.distribution_count, m.hash, m.installer
+                m.package_count,
+                m.distribution_count,
+                if m.installed_from_lock {
+                    "'s lock (hash-checked)"
+                } else {
+                    ""
+                },
+                m.hash,
+                m.installer
             ),
         ),
         Outcome::Unchanged {

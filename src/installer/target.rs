@@ -81,6 +81,11 @@ pub struct Marker {
     /// the next run with the same hash retries these only. Absent in older markers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedPackage>,
+    /// Installed from the controller's `requirements.lock` (exactly its hash-checked
+    /// distributions; `package_count` then counts those) rather than by resolving
+    /// requirements.txt. Absent in older markers.
+    #[serde(default)]
+    pub installed_from_lock: bool,
 }
 
 /// Written before a swap touches anything; its presence without a marker means "roll back".
@@ -560,6 +565,7 @@ mod tests {
             compile_bytecode: false,
             entries: vec![],
             failed: vec![],
+            installed_from_lock: false,
         }
     }
 

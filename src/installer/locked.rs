@@ -1,0 +1,186 @@
+//! Whether `install` installs the controller's lock or resolves requirements.txt itself.
+//!
+//! The lock is `requirements.lock` beside the fallback file (the ConfigMap snapshot holds both).
+//! It is used only when it parses, was resolved from the very content being installed, and was
+//! resolved for an interpreter the worker's `python3` is (asked, not assumed). Then exactly its
+//! distributions are installed, `--no-deps --require-hashes`: what the controller resolved is
+//! what every pod of that content gets, and a file whose bytes changed on the index is refused.
+//! In every other case requirements.txt is installed as before, and the reason is logged and
+//! reported: a missing lock is normal (`resolve: Pod`, docker compose), the others are not.
+//!
+//! The lock is user input too (anyone who can write the ConfigMap can write it): its text goes
+//! through the same policy as requirements.txt, and a line the policy refuses fails the install
+//! before anything runs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::Run;
+use super::command;
+use crate::error::{Error, Result};
+use crate::lock::{LOCK_FILE, Lock, Worker};
+use crate::policy::{Accepted, Policy};
+
+/// What was decided about the lock, for the log and the `--json` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(super) struct LockNote {
+    /// Whether the locked distributions were installed.
+    pub used: bool,
+    /// The lock file looked for (none without `--fallback-file`).
+    pub file: Option<PathBuf>,
+    /// Why requirements.txt was installed instead (`None` when the lock was used).
+    pub reason: Option<String>,
+}
+
+/// What to install.
+pub(super) enum Choice {
+    /// The lock's distributions, checked by the policy.
+    Lock { lock: Lock, accepted: Accepted },
+    /// requirements.txt itself, and why not the lock.
+    Requirements { why: String },
+}
+
+/// `requirements.lock` beside the fallback file.
+pub(super) fn lock_path(fallback_file: &Path) -> PathBuf {
+    fallback_file
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join(LOCK_FILE)
+}
+
+/// Decide from plain values: the lock file's text, the content hash being installed and the
+/// worker's interpreter (`Err`: why it could not be asked). A lock the policy refuses is an
+/// error naming its lines.
+pub(super) fn choose(
+    file: &Path,
+    text: &str,
+    hash: &str,
+    worker: std::result::Result<&Worker, &str>,
+    policy: &Policy,
+) -> Result<Choice> {
+    let not = |why: String| Ok(Choice::Requirements { why });
+    let shown = file.display();
+    let lock = match Lock::parse(text) {
+        Ok(lock) => lock,
+        Err(e) => return not(format!("{shown} is damaged: {e}")),
+    };
+    if !lock.resolves(hash) {
+        return not(format!(
+            "{shown} was resolved from content sha256 {}, not the sha256 {hash} being installed",
+            lock.content_hash
+        ));
+    }
+    let worker = match worker {
+        Ok(w) => w,
+        Err(why) => return not(format!("cannot ask the worker's interpreter: {why}")),
+    };
+    if let Some(why) = lock.interpreter.mismatch(worker) {
+        return not(format!("{shown} does not fit this worker: {why}"));
+    }
+    // The file as read, so that the line numbers of a refusal are the file's.
+    let accepted = policy.check_content(text).map_err(|v| Error::Snapshot {
+        path: file.to_path_buf(),
+        reason: format!("the lock is refused: {v}"),
+    })?;
+    Ok(Choice::Lock { lock, accepted })
+}
+
+/// What `python -I -c` [`PROBE`] printed: version, machine, glibc version (empty: not glibc).
+pub(super) fn parse_worker(out: &str) -> std::result::Result<Worker, String> {
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    match lines.as_slice() {
+        [version, machine, glibc] if !version.is_empty() && !machine.is_empty() => Ok(Worker {
+            version: version.to_string(),
+            machine: machine.to_string(),
+            glibc: (!glibc.is_empty()).then(|| glibc.to_string()),
+        }),
+        [version, machine] if !version.is_empty() && !machine.is_empty() => Ok(Worker {
+            version: version.to_string(),
+            machine: machine.to_string(),
+            glibc: None,
+        }),
+        _ => Err(format!("unexpected answer {out:?}")),
+    }
+}
+
+/// Asks the interpreter what a lock's header is compared with.
+const PROBE: &str = "import platform, sys\n\
+print('%d.%d.%d' % sys.version_info[:3])\n\
+print(platform.machine())\n\
+lib, version = platform.libc_ver()\n\
+print(version if lib == 'glibc' else '')";
+
+impl Run {
+    /// The lock when it can be used, else requirements.txt; either way the log says which and
+    /// why, and the report carries it.
+    pub(super) async fn choose_lock(
+        &mut self,
+        hash: &str,
+        policy: &Policy,
+        python: Option<&Path>,
+    ) -> Result<Choice> {
+        let Some(fallback) = self.options.fallback_file.clone() else {
+            let why = "no --fallback-file, so no requirements.lock beside it".to_string();
+            return Ok(self.noted(None, Choice::Requirements { why }, false));
+        };
+        let file = lock_path(&fallback);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            // Normal without a controller's lock (`resolve: Pod`, an older snapshot).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let why = format!("no {} beside the fallback file", file.display());
+                return Ok(self.noted(Some(file), Choice::Requirements { why }, false));
+            }
+            Err(e) => {
+                let why = format!("cannot read {}: {e}", file.display());
+                return Ok(self.noted(Some(file), Choice::Requirements { why }, true));
+            }
+        };
+        let worker = match python {
+            None => Err(format!("{} not found", self.options.python)),
+            Some(python) => command::ask(python, PROBE, None)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|out| parse_worker(&out)),
+        };
+        let worker = worker.as_ref().map_err(String::as_str);
+        let choice = choose(&file, &text, hash, worker, policy)?;
+        Ok(self.noted(Some(file), choice, true))
+    }
+
+    /// Log and record the choice; `warn`: not using the lock is worth a warning.
+    fn noted(&mut self, file: Option<PathBuf>, choice: Choice, warn: bool) -> Choice {
+        let reason = match &choice {
+            Choice::Lock { lock, .. } => {
+                tracing::info!(
+                    "installing the lock {} ({} distribution(s) resolved for {}) with --no-deps \
+                     --require-hashes",
+                    file.as_deref().unwrap_or(Path::new(LOCK_FILE)).display(),
+                    lock.pins().len(),
+                    lock.interpreter.describe()
+                );
+                None
+            }
+            Choice::Requirements { why } => {
+                let text = format!("not using a lock, resolving requirements.txt: {why}");
+                if warn {
+                    tracing::warn!("{text}");
+                    self.warnings.push(text);
+                } else {
+                    tracing::info!("{text}");
+                }
+                Some(why.clone())
+            }
+        };
+        self.facts.lock = Some(LockNote {
+            used: reason.is_none(),
+            file,
+            reason,
+        });
+        choice
+    }
+}
+
+#[cfg(test)]
+mod tests;
