@@ -228,25 +228,6 @@ struct Kubelet {
     image_root: PathBuf,
 }
 
-/// The real uv executable (not a pyenv shim script, which would not survive being copied).
-fn real_uv() -> PathBuf {
-    let out = Command::new("sh")
-        .args(["-c", "command -v uv"])
-        .output()
-        .unwrap();
-    let found = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let is_script = std::fs::read(&found)
-        .map(|b| b.starts_with(b"#!"))
-        .unwrap_or(false);
-    if is_script
-        && let Ok(o) = Command::new("pyenv").args(["which", "uv"]).output()
-        && o.status.success()
-    {
-        return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-    }
-    found
-}
-
 impl Kubelet {
     async fn new(client: &Client, ns: &str, pod: &Pod) -> Kubelet {
         let root = tempfile::tempdir().unwrap();
@@ -282,7 +263,7 @@ impl Kubelet {
         if std::fs::hard_link(common::bin(), &me).is_err() {
             std::fs::copy(common::bin(), &me).unwrap();
         }
-        std::fs::copy(real_uv(), bin_dir.join("uv")).unwrap();
+        std::fs::copy(common::index::real_uv(), bin_dir.join("uv")).unwrap();
         Kubelet {
             _root: root,
             volumes,

@@ -3,11 +3,13 @@
 
 use std::io::Read;
 
+use super::lock::LockArgs;
 use super::shared::SourceArgs;
 use super::{Cli, Command, DatabaseArgs, RedisWriteArgs, RequirementsCommand, StoreArgs};
 use crate::cache::Cache;
 use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
+use crate::lock::Failure;
 use crate::packages::{self, Change, WarmOutcome};
 use crate::redact;
 use crate::s3::S3Store;
@@ -78,14 +80,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
 
 async fn requirements(command: RequirementsCommand) -> Result<u8> {
     let (store, change) = match command {
-        RequirementsCommand::Show { source } => {
-            let store = open_store(&source).await?;
-            match store.read().await? {
-                Some(content) => print!("{content}"),
-                None => eprintln!("{}", absent(&source, &store)),
-            }
-            return Ok(0);
-        }
+        RequirementsCommand::Show { source, lock } => return show(source, lock).await,
         RequirementsCommand::Add { specs, store } => (store, Change::Add(specs)),
         RequirementsCommand::Remove { names, store } => (store, Change::Remove(names)),
         RequirementsCommand::Set { file, store } => (store, Change::Set(read_input(&file)?)),
@@ -138,6 +133,40 @@ async fn requirements(command: RequirementsCommand) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `requirements show`: the stored file, or the lock it resolves to (exit 1, nothing on stdout,
+/// when it does not resolve).
+async fn show(source: SourceArgs, lock: LockArgs) -> Result<u8> {
+    // Flags first: a bad interpreter fails before connecting anywhere.
+    let lock = lock.request()?;
+    let store = open_store(&source).await?;
+    let Some(content) = store.read().await? else {
+        eprintln!("{}", absent(&source, &store));
+        return Ok(0);
+    };
+    let Some(request) = lock else {
+        print!("{content}");
+        return Ok(0);
+    };
+    match request.resolve(&content).await? {
+        Ok(lock) => {
+            print!("{}", lock.render());
+            Ok(0)
+        }
+        Err(failure) => {
+            let what = match failure {
+                Failure::Unresolvable(_) => "does not resolve",
+                Failure::Failed(_) => "could not be resolved",
+            };
+            eprintln!(
+                "error: {} {what} for {}: {failure}",
+                store.location(),
+                request.interpreter.describe()
+            );
+            Ok(1)
+        }
+    }
 }
 
 /// Connect to the store `--store` names. S3 sends no request yet: an unreachable server shows

@@ -21,7 +21,7 @@ Exit codes:
   2    invalid flags or configuration (always, even with --on-failure continue), or a
        requirements.txt the policy rejects (names the line)
   4    no usable source: Redis unreachable/failing/corrupt and no usable fallback file,
-       or a corrupt fallback file
+       or a corrupt fallback file, or a requirements.lock beside it that the policy rejects
   5    the installer failed, timed out (--timeout; its process group is stopped), the
        interpreter/uv could not be found, or some packages did not install when each was
        tried on its own (named; the ones that did are not applied)
@@ -73,6 +73,9 @@ pub struct InstallArgs {
 
     /// Used when Redis is down or lacks the key: the ConfigMap snapshot, either plain
     /// requirements.txt (checked against a sibling file `hash` if present) or the JSON payload.
+    /// A `requirements.lock` beside it (the controller's lock) is installed instead of resolving
+    /// when it was resolved from the content being installed and for this worker's interpreter
+    /// (`--no-deps --require-hashes`); otherwise the log and `--json` say why not.
     #[arg(long, env = "BIFROST_INSTALL_FALLBACK_FILE", value_name = "FILE")]
     pub fallback_file: Option<PathBuf>,
 

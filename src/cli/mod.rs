@@ -7,6 +7,7 @@
 
 mod commands;
 mod install;
+mod lock;
 mod operator;
 pub mod parse;
 mod shared;
@@ -98,10 +99,12 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum RequirementsCommand {
-    /// Print requirements.txt exactly as stored.
+    /// Print requirements.txt exactly as stored, or with --lock the lock it resolves to.
     Show {
         #[command(flatten)]
         source: SourceArgs,
+        #[command(flatten)]
+        lock: lock::LockArgs,
     },
     /// Add requirements (`flask==3.0`, `requests[socks]>=2`); an entry of the same normalized
     /// name is replaced, never duplicated.

@@ -7,7 +7,10 @@
 //! 3. **Skip** when the target's marker already names this hash (a restart costs a file read).
 //! 4. **Install** with `uv pip install --target` (default) or `python -m pip install --target`
 //!    for the worker's own interpreter, into a staging folder inside the target, under a
-//!    deadline that stops the installer's whole process group ([`process`]).
+//!    deadline that stops the installer's whole process group ([`process`]). What is installed
+//!    is the controller's lock beside the fallback file when it fits the content and the
+//!    worker's interpreter (exactly its distributions, hash-checked), else requirements.txt,
+//!    saying why ([`locked`]).
 //! 5. **Swap** the staged entries in and write the marker last ([`target`]): a killed or failed
 //!    install never leaves a marker that claims success, and leaves the previous install
 //!    importable.

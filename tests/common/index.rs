@@ -147,6 +147,38 @@ impl Drop for Index {
     }
 }
 
+/// The real uv executable (not a pyenv shim script, which would not survive being copied, nor
+/// run in the resolver's clean environment, whose `HOME` is a scratch folder).
+pub fn real_uv() -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", "command -v uv"])
+        .output()
+        .unwrap();
+    let found = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let is_script = std::fs::read(&found)
+        .map(|b| b.starts_with(b"#!"))
+        .unwrap_or(false);
+    if is_script
+        && let Ok(o) = Command::new("pyenv").args(["which", "uv"]).output()
+        && o.status.success()
+    {
+        return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    }
+    found
+}
+
+/// `PATH` with the real uv's folder first (pyenv puts the real `python3` there too), for a
+/// command that runs uv in a clean environment.
+pub fn path_with_real_uv() -> String {
+    let uv = real_uv();
+    let dir = uv.parent().expect("uv's folder");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// PEP 503: lowercase, every run of `-`, `_`, `.` one `-`.
 pub fn normalize(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
