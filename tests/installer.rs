@@ -131,20 +131,7 @@ impl World {
 
     /// `import module; print(module.VERSION)` with PYTHONPATH=target, as a worker would.
     fn import(&self, module: &str) -> Result<String, String> {
-        let out = Command::new("python3")
-            .args([
-                "-s",
-                "-c",
-                &format!("import {module}; print({module}.VERSION)"),
-            ])
-            .env("PYTHONPATH", self.target())
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(stdout(&out).trim().to_string())
-        } else {
-            Err(stderr(&out))
-        }
+        common::wheels::import(&self.target(), module)
     }
 
     /// Names in the target that belong to install's own machinery (staging, trash, journal).

@@ -17,7 +17,7 @@ use bifrost_requirements::lock::Lock;
 use bifrost_requirements::requirements::content_hash;
 use common::index::{Index, path_with_real_uv};
 use common::services::{fresh_database, write_bifrost_row};
-use common::wheels::Wheel;
+use common::wheels::{Wheel, import};
 use common::{assert_ok, cli, stderr, stdout};
 
 const ALPHA: &str = "bifrost_l_alpha";
@@ -140,24 +140,6 @@ fn marker(target: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(target.join(MARKER)).expect("a marker")).unwrap()
 }
 
-/// `import module; print(module.VERSION)` with PYTHONPATH=target, as a worker would.
-fn import(target: &Path, module: &str) -> Result<String, String> {
-    let out = Command::new("python3")
-        .args([
-            "-s",
-            "-c",
-            &format!("import {module}; print({module}.VERSION)"),
-        ])
-        .env("PYTHONPATH", target)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(stdout(&out).trim().to_string())
-    } else {
-        Err(stderr(&out))
-    }
-}
-
 /// `uv pip install --target` of `spec` from `index` alone, with a fresh cache.
 fn uv_install(index: &Index, spec: &str, target: &Path) -> Output {
     let cache = tempfile::tempdir().unwrap();
@@ -254,13 +236,28 @@ async fn a_lock_keeps_installing_what_it_pinned_after_a_newer_release() {
     assert_eq!(r["from_lock"], true, "{r}");
     assert_eq!(r["package_count"], 2, "{r}");
     assert!(
-        stderr(&out).contains("--no-deps --require-hashes"),
+        stderr(&out).contains(", as locked (hash-checked)"),
         "{}",
         stderr(&out)
     );
     assert_eq!(import_version(&target, ALPHA), "1.0");
     assert_eq!(import_version(&target, BETA), "1.0");
     assert_eq!(marker(&target)["installed_from_lock"], true);
+
+    // Exactly the locked distributions: a lock without beta installs no beta (--no-deps).
+    let cut = lock.body.find("bifrost-l-beta==").unwrap();
+    let alone = Lock {
+        body: lock.body[..cut].to_string(),
+        ..lock.clone()
+    };
+    let target = w.path("alpha-alone");
+    let out = w.install(&w.snapshot(&content, Some(&alone.render())), &target, &[]);
+    assert_ok(&out);
+    assert_eq!(import_version(&target, ALPHA), "1.0");
+    assert!(
+        import(&target, BETA).is_err(),
+        "a dependency outside the lock was installed"
+    );
 
     // The same content without its lock resolves again, and gets the new release.
     let unlocked = w.path("unlocked");

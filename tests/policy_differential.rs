@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::requirements::RequirementsFile;
+use common::index::normalize;
 use common::wheels::Wheel;
 use sha2::{Digest, Sha256};
 
@@ -66,20 +67,6 @@ impl Index {
     fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
-}
-
-fn normalize(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !out.ends_with('-') {
-                out.push('-');
-            }
-        } else {
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
 }
 
 fn serve(mut stream: TcpStream, files: &[(String, Vec<u8>)], log: &Mutex<Vec<String>>) {

@@ -329,7 +329,7 @@ fn success_line(report: &Report, outcome: &Outcome, origin: &str) -> (Level, Str
                 m.package_count,
                 m.distribution_count,
                 if m.installed_from_lock {
-                    "'s lock (hash-checked)"
+                    ", as locked (hash-checked)"
                 } else {
                     ""
                 },

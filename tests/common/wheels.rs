@@ -133,6 +133,25 @@ impl Wheelhouse {
     }
 }
 
+/// `import module; print(module.VERSION)` with `PYTHONPATH=target`, as a worker would: the
+/// version of the test wheel it imports, or python's error.
+pub fn import(target: &Path, module: &str) -> Result<String, String> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-s",
+            "-c",
+            &format!("import {module}; print({module}.VERSION)"),
+        ])
+        .env("PYTHONPATH", target)
+        .output()
+        .expect("run python3");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// `base64.urlsafe_b64encode(bytes).rstrip(b"=")`, as RECORD wants it.
 fn urlsafe_b64_nopad(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
