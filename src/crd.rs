@@ -437,6 +437,10 @@ pub struct LockStatus {
     pub packages: i64,
     /// RFC 3339 time it was resolved.
     pub resolved_at: String,
+    /// SHA-256 of `requirements.lock` as the controller wrote it: after a restart the snapshot's
+    /// lock is reused only while it still hashes to this (an edited ConfigMap is resolved anew).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
 }
 
 /// One labelled Deployment or StatefulSet.

@@ -178,6 +178,35 @@ async fn a_content_is_resolved_once_and_its_lock_holds_while_the_index_moves_on(
         "the lock was reused, not resolved again"
     );
 
+    // A lock edited in the ConfigMap while no operator runs is not the one status.lock records:
+    // the next operator does not reuse it, it resolves again and writes its own.
+    let mut op = op;
+    op.stop();
+    let forged = lock.render().replace(
+        "alpha==1.0",
+        &format!("evil==6.6.6 --hash=sha256:{}\nalpha==1.0", "0".repeat(64)),
+    );
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .patch(
+            "default-requirements",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {LOCK_FILE: forged}})),
+        )
+        .await
+        .unwrap();
+    let op = operator(&ns, "c", &index);
+    wait_for("the forged lock replaced", T, || async {
+        let text = snapshot(&client, &ns).await.remove(LOCK_FILE)?;
+        (!text.contains("evil")).then_some(())
+    })
+    .await;
+    assert!(
+        op.log_text().contains("not the one status.lock records"),
+        "{}",
+        op.log_text()
+    );
+    assert!(fetches(&index, "alpha") > asked, "resolved again");
+
     // New content: resolved anew, against what the index serves now.
     let changed = "alpha>=1.0\n# pinned anew\n";
     set_spec(&client, &ns, json!({"content": changed})).await;

@@ -131,6 +131,14 @@ impl Context {
         known.get(at)?.answer(key)
     }
 
+    /// Forget what was resolved for a deleted resource.
+    pub(super) fn forget_resolution(&self, gone: &ObjectRef<WorkspaceRequirements>) {
+        self.resolutions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(gone);
+    }
+
     /// Remember `at`'s resolution for `key` (replacing the one for its previous content).
     pub(super) fn remember(
         &self,

@@ -22,6 +22,7 @@ use super::status::{Conditions, Draft, now_rfc3339};
 use crate::cache::Payload;
 use crate::crd::{LockStatus, Resolve, WorkspaceRequirements};
 use crate::lock::{Failure, Key, LOCK_FILE, Lock, Request, Resolver, effective_index_urls};
+use crate::requirements::content_hash;
 
 /// When unresolvable content is tried again (the index may have gained what was missing).
 const UNRESOLVABLE_RETRY: Duration = Duration::from_secs(300);
@@ -109,6 +110,7 @@ pub(super) async fn check_lock(
                 content_hash: payload.hash.clone(),
                 packages: pins as i64,
                 resolved_at,
+                sha256: content_hash(&lock.render()),
             });
             draft.lock = Some(lock);
             clear_warnings(ctx, obj);
@@ -193,13 +195,8 @@ async fn lock_for(
     if let Some(known) = ctx.resolution(&at, key) {
         return known;
     }
-    if let Some(lock) = snapshot_lock(ctx, obj, key).await {
-        let resolved_at = obj
-            .status
-            .as_ref()
-            .and_then(|s| s.lock.as_ref())
-            .filter(|l| lock.resolves(&l.content_hash))
-            .map_or_else(now_rfc3339, |l| l.resolved_at.clone());
+    let recorded = obj.status.as_ref().and_then(|s| s.lock.as_ref());
+    if let Some((lock, resolved_at)) = snapshot_lock(ctx, obj, key, recorded).await {
         let found = Ok((lock, resolved_at));
         ctx.remember(at, key.clone(), found.clone());
         return found;
@@ -229,9 +226,16 @@ async fn lock_for(
     outcome
 }
 
-/// The lock in the resource's ConfigMap snapshot, when it was resolved for `key` (index URLs
-/// compared as the lock records them: without credentials).
-async fn snapshot_lock(ctx: &Context, obj: &WorkspaceRequirements, key: &Key) -> Option<Lock> {
+/// The lock in the resource's ConfigMap snapshot and when it was resolved, when it is the one
+/// `status.lock` records (`recorded`: same SHA-256, so the ConfigMap was not edited since) and
+/// was resolved for `key` (index URLs compared as the lock records them: without credentials).
+async fn snapshot_lock(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    key: &Key,
+    recorded: Option<&LockStatus>,
+) -> Option<(Lock, String)> {
+    let recorded = recorded.filter(|r| !r.sha256.is_empty())?;
     let ns = obj.namespace().unwrap_or_default();
     let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&obj.snapshot_name())
@@ -239,10 +243,14 @@ async fn snapshot_lock(ctx: &Context, obj: &WorkspaceRequirements, key: &Key) ->
         .inspect_err(|e| warn!(error = %e, "cannot read the snapshot's lock"))
         .ok()??;
     let text = cm.data?.remove(LOCK_FILE)?;
+    if content_hash(&text) != recorded.sha256 {
+        warn!("the snapshot's lock is not the one status.lock records; resolving again");
+        return None;
+    }
     let lock = Lock::parse(&text)
         .inspect_err(|e| warn!("the snapshot's lock is unusable ({e}); resolving again"))
         .ok()?;
-    let recorded = Key {
+    let redacted = Key {
         index_urls: key
             .index_urls
             .iter()
@@ -250,10 +258,11 @@ async fn snapshot_lock(ctx: &Context, obj: &WorkspaceRequirements, key: &Key) ->
             .collect(),
         ..key.clone()
     };
-    (lock.key() == recorded).then(|| Lock {
+    let lock = (lock.key() == redacted).then(|| Lock {
         index_urls: key.index_urls.clone(),
         ..lock
-    })
+    })?;
+    Some((lock, recorded.resolved_at.clone()))
 }
 
 /// What a lock lookup gives: the lock and when it was resolved, or why none and when to retry.

@@ -103,6 +103,7 @@ pub async fn run<R, Fut>(
     );
     // kube's runner waits for the store to be ready, and wakes only if it is the sole waiter
     // (see `Resources`): start it once the listing is in.
+    let ctx_of_deleted = ctx.clone();
     let run = async {
         tokio::select! {
             _ = resources.listed() => drive(controller, &tasks, reconcile, ctx).await,
@@ -111,7 +112,7 @@ pub async fn run<R, Fut>(
     };
     tokio::select! {
         _ = run => {}
-        _ = forget_deleted(resources.deleted(), &metrics) => {}
+        _ = forget_deleted(resources.deleted(), &metrics, &ctx_of_deleted) => {}
     }
     mirror.abort();
     watchdog.abort();
@@ -121,14 +122,16 @@ pub async fn run<R, Fut>(
 }
 
 /// A deleted resource's gauges go at once (the Redis watchdog sweeps what a reconcile finishing
-/// after the deletion may have set again).
+/// after the deletion may have set again), and so does its remembered lock.
 async fn forget_deleted(
     mut deleted: broadcast::Receiver<ObjectRef<WorkspaceRequirements>>,
     metrics: &Metrics,
+    ctx: &Context,
 ) {
     loop {
         match deleted.recv().await {
             Ok(gone) => {
+                ctx.forget_resolution(&gone);
                 let ns = gone.namespace.unwrap_or_default();
                 metrics.retain_resources(|n, m| n != ns || m != gone.name);
             }
