@@ -437,3 +437,44 @@ async fn show_lock_of_unresolvable_content_exits_1_naming_the_requirement() {
         stderr(&out)
     );
 }
+
+/// Each lock entry is tried on its own when the batch fails: under `--on-failure continue` the
+/// good entries are swapped in, and the next run of the same content retries only the refused
+/// one, from the lock again.
+#[tokio::test]
+async fn continue_keeps_the_good_entries_and_the_next_run_retries_the_refused_one() {
+    let w = World::new(&[alpha("1.0"), Wheel::new(BETA, "1.0")]).await;
+    let content = format!("{ALPHA}>=1.0\n");
+    let lock = w.lock(&content, VERSION).await;
+    let snapshot = w.snapshot(&content, Some(&lock));
+    let good = std::fs::read(w.index.path_of(&alpha("1.0"))).unwrap();
+    w.index.tamper(&alpha("1.0"));
+    let target = w.path("site");
+    let out = w.install(&snapshot, &target, &["--on-failure", "continue"]);
+    assert_ok(&out);
+    let r = report(&out);
+    assert_eq!(r["status"], "partial", "{r}");
+    assert_eq!(
+        r["summary"],
+        "installed 1/2; failed: bifrost-l-alpha (hash mismatch)"
+    );
+    assert_eq!(import_version(&target, BETA), "1.0");
+    assert!(import(&target, ALPHA).is_err());
+    let m = marker(&target);
+    assert_eq!(m["installed_from_lock"], true);
+    assert_eq!(m["failed"][0]["name"], "bifrost-l-alpha");
+
+    std::fs::write(w.index.path_of(&alpha("1.0")), good).unwrap();
+    w.index.publish(&alpha("1.1"));
+    let out = w.install(&snapshot, &target, &["--on-failure", "continue"]);
+    assert_ok(&out);
+    let r = report(&out);
+    assert_eq!(r["status"], "installed", "{r}");
+    assert!(
+        stderr(&out).contains("retrying with uv the 1 package(s) that failed last time"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(import_version(&target, ALPHA), "1.0");
+    assert_eq!(import_version(&target, BETA), "1.0");
+}
