@@ -196,7 +196,7 @@ impl Lock {
         }
         out.push_str(&format!("# only-binary: {}\n", self.only_binary));
         out.push_str(&self.body);
-        if !self.body.ends_with('\n') {
+        if !self.body.is_empty() && !self.body.ends_with('\n') {
             out.push('\n');
         }
         out

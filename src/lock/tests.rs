@@ -171,3 +171,39 @@ fn the_resolver_message_starts_at_uvs_error() {
     );
     assert!(resolver_message("").contains("no message"));
 }
+
+proptest::proptest! {
+    /// Whatever a ConfigMap holds, reading it as a lock answers (a lock or why not), never
+    /// panics, and a lock it accepts renders back to a lock that parses to the same.
+    #[test]
+    fn any_text_parses_to_a_lock_or_a_reason(text in "(# [a-z-]{0,16}: [ -~]{0,20}\n|[ -~]{0,30}\n){0,8}") {
+        for candidate in [text.clone(), format!("{MAGIC}\n{text}")] {
+            if let Ok(lock) = Lock::parse(&candidate) {
+                proptest::prop_assert_eq!(Lock::parse(&lock.render()), Ok(lock));
+            }
+        }
+    }
+
+    /// Every lock renders to a text that parses back to it.
+    #[test]
+    fn rendered_locks_round_trip(
+        hash in "[0-9a-f]{64}",
+        minor in 8u32..20,
+        glibc in 17u32..40,
+        urls in proptest::collection::vec("https?://[a-z]{1,8}(:[0-9]{2,5})?/[a-z/]{0,10}", 0..3),
+        only_binary: bool,
+        body in "([a-z]{1,8}==[0-9]\\.[0-9] \\\\\n    --hash=sha256:[0-9a-f]{64}\n){0,4}",
+    ) {
+        let lock = Lock {
+            content_hash: hash,
+            interpreter: Interpreter {
+                version: format!("3.{minor}"),
+                platform: format!("x86_64-manylinux_2_{glibc}"),
+            },
+            index_urls: urls,
+            only_binary,
+            body,
+        };
+        proptest::prop_assert_eq!(Lock::parse(&lock.render()), Ok(lock));
+    }
+}

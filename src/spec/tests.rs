@@ -440,3 +440,25 @@ fn long_names_cannot_name_their_snapshot() {
     assert_eq!(p.0[0].field, "metadata.name");
     assert!(validate_spec(&"a".repeat(240), &spec("a\n")).is_ok());
 }
+
+#[test]
+fn the_interpreter_to_resolve_for_is_checked_field_by_field() {
+    let mut s = spec("a==1\n");
+    s.install.python = Some(crate::crd::Interpreter {
+        version: "3.11".into(),
+        platform: "x86_64-manylinux_2_28".into(),
+    });
+    assert!(validate_spec("default", &s).is_ok());
+    s.install.python = Some(crate::crd::Interpreter {
+        version: "2.7".into(),
+        platform: "win_amd64".into(),
+    });
+    let p = problems(&s);
+    assert_eq!(p.reason(), Reason::InvalidSpec);
+    let text = p.to_string();
+    assert!(
+        text.contains("spec.install.python.version: \"2.7\" is not a Python 3 version")
+            && text.contains("spec.install.python.platform: \"win_amd64\" is not one of"),
+        "{text}"
+    );
+}
