@@ -83,6 +83,11 @@ pub(super) fn choose(
         path: file.to_path_buf(),
         reason: format!("the lock is refused: {v}"),
     })?;
+    // Only called for content with packages: a lock of none would install nothing and mark the
+    // content installed.
+    if accepted.package_count == 0 {
+        return not(format!("{shown} lists no distributions"));
+    }
     Ok(Choice::Lock { lock, accepted })
 }
 

@@ -94,6 +94,13 @@ fn every_other_lock_says_why_it_is_not_used() {
     );
     assert!(damaged.contains("does not start with"), "{damaged}");
 
+    let empty = Lock {
+        body: String::new(),
+        ..Lock::parse(&lock_text(CONTENT, "3.11")).unwrap()
+    };
+    let empty = why(decide(&empty.render(), Ok(&worker())));
+    assert!(empty.contains("lists no distributions"), "{empty}");
+
     let unasked = why(decide(
         &lock_text(CONTENT, "3.11"),
         Err("python3 not found"),
