@@ -298,12 +298,13 @@ async fn unresolvable_content_is_reported_and_neither_cached_snapshotted_nor_rol
         (worker_hash(&client, &ns).await? == content_hash(fixed)).then_some(())
     })
     .await;
-    assert_eq!(
-        condition(&get_wsreq(&client, &ns, "default").await, "Resolved")
-            .unwrap()
-            .0,
-        "True"
-    );
+    // The status is written after the template is patched: the worker may roll a moment before
+    // the condition says so.
+    wait_for("Resolved=True for the fixed content", T, || async {
+        let obj = get_wsreq(&client, &ns, "default").await;
+        (condition(&obj, "Resolved")?.0 == "True").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

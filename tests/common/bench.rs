@@ -1,5 +1,6 @@
-//! What the benchmarks (`benches/`) share: percentiles, and the wait for a change to have
-//! arrived both in Redis and in a labelled Deployment's pod template.
+//! What the benchmarks (`benches/`) share: percentiles, counts from the environment, the load
+//! average, and the wait for a change to have arrived both in Redis and in a labelled
+//! Deployment's pod template.
 
 use std::time::{Duration, Instant};
 
@@ -15,16 +16,43 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
+/// Median and p95 of `samples` (sorted in place).
+pub fn median_p95(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (percentile(samples, 0.5), percentile(samples, 0.95))
+}
+
 /// Median, p95 and max of `samples` (seconds), printed in milliseconds against a target.
 pub fn print_latencies(what: &str, samples: &mut [f64], target_ms: u32) {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (median, p95) = median_p95(samples);
     println!("{what}, {} changes:", samples.len());
     println!(
         "  median {:.0} ms, p95 {:.0} ms, max {:.0} ms (target p95 <= {target_ms} ms)",
-        percentile(samples, 0.5) * 1e3,
-        percentile(samples, 0.95) * 1e3,
+        median * 1e3,
+        p95 * 1e3,
         samples[samples.len() - 1] * 1e3
     );
+}
+
+/// A positive count from the environment variable `name` (e.g. `BENCH_RUNS`), else `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{name}={v:?}: expected a positive whole number")),
+        Err(_) => default,
+    }
+}
+
+/// The 1, 5 and 15 minute load averages, printed beside figures (2 cores shared with builds
+/// make them move).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Seconds from `t0` until Redis `key` holds `payload` and Deployment `name`'s template carries

@@ -1,6 +1,6 @@
 //! A PEP 503 package index of wheels built in the test, served over HTTP.
 //!
-//! `python3 -m http.server` serves a folder per normalized project name; its folder listings
+//! Python's `http.server` serves a folder per normalized project name; its folder listings
 //! (`<a href="file.whl">`) are valid "simple" index pages, so uv and pip resolve against it as
 //! against PyPI: versions, dependencies, hashes (computed from the downloaded bytes, the
 //! listing carries none). Wheels may be published or replaced while it serves, which is what a
@@ -15,6 +15,29 @@ use sha2::{Digest, Sha256};
 
 use super::proc::{free_port, spawn_guarded_in, wait_for_addr};
 use super::wheels::Wheel;
+
+/// `http.server`'s file server on `HOST PORT ROOT`, answering each request as late as the file
+/// `LATENCY` says (milliseconds; none while it is missing). Its listen backlog is raised from
+/// socketserver's 5: uv fetches dozens of files at once, and the SYNs past the backlog were
+/// dropped and retransmitted 1, 3, 7… s later, stalls that were neither the resolver's nor the
+/// installer's.
+const SERVER: &str = r#"
+import functools, http.server, sys, time
+host, port, root, latency = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            time.sleep(int(open(latency).read()) / 1000)
+        except FileNotFoundError:
+            pass
+        super().do_GET()
+
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+
+Server((host, port), functools.partial(Handler, directory=root)).serve_forever()
+"#;
 
 /// A running index; stopped and its folder removed on drop.
 pub struct Index {
@@ -41,16 +64,16 @@ impl Index {
         std::fs::create_dir(&root).expect("create the index root");
         let port = free_port();
         let log = dir.path().join("http.log");
+        let latency = dir.path().join("latency_ms");
         let server = spawn_guarded_in(
             "python3",
             &[
-                "-m",
-                "http.server",
-                "--bind",
+                "-c",
+                SERVER,
                 host,
                 &port.to_string(),
-                "--directory",
                 root.to_str().expect("utf-8 temp path"),
+                latency.to_str().expect("utf-8 temp path"),
             ],
             &[],
             &log,
@@ -121,6 +144,14 @@ impl Index {
     pub fn sha256(&self, wheel: &Wheel) -> String {
         let path = self.path_of(wheel);
         hex(&std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
+    }
+
+    /// Answer every request `latency` late from now on (an index across a network rather than
+    /// on loopback; zero again for loopback).
+    pub fn set_latency(&self, latency: Duration) {
+        let file = self.dir.path().join("latency_ms");
+        std::fs::write(&file, latency.as_millis().to_string())
+            .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
     }
 
     /// The server's request log (one line per request), for tests that count fetches.

@@ -205,6 +205,12 @@ pub struct Operator {
 impl Operator {
     /// Start with leader election on a Lease in `ns`, identity `id`.
     pub fn start(ns: &str, id: &str, extra: &[&str]) -> Operator {
+        Self::start_in(ns, id, extra, &[])
+    }
+
+    /// [`Operator::start`] with the extra environment `env` (e.g. a `PATH` on which the
+    /// resolver finds the real uv rather than a shim).
+    pub fn start_in(ns: &str, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Operator {
         let metrics_port = free_port();
         let addr = format!("127.0.0.1:{metrics_port}");
         let mut args = vec![
@@ -234,7 +240,7 @@ impl Operator {
         {
             args.extend_from_slice(&["--webhook-addr", &webhook_addr]);
         }
-        Self::start_with(id, &control_plane().kubeconfig, &args, &[], metrics_port)
+        Self::start_with(id, &control_plane().kubeconfig, &args, env, metrics_port)
     }
 
     /// Start `bifrost-requirements ARGS` with `kubeconfig` (e.g. a ServiceAccount's token instead
