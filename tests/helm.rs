@@ -1762,7 +1762,22 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         }),
     )
     .await;
-    let mirrored = wait_reconciled(&client, &ns, "mirrored").await;
+    wait_reconciled(&client, &ns, "mirrored").await;
+    // Ready=False NoWorkloads may still be the status of the content before the mirror's write
+    // (resolving the new one takes a moment): wait for the status of the mirrored content.
+    let mirrored_hash = content_hash("rich==13.7.1\n");
+    let mirrored = wait_for("the mirrored content reconciled", T, || async {
+        let obj = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+            .get("mirrored")
+            .await
+            .ok()?;
+        let status = obj.status.as_ref()?;
+        let locked = status.lock.as_ref()?.content_hash == mirrored_hash;
+        let warmed = redis_get(&redis_url(), &mirror_key).await
+            == Some(Payload::new("rich==13.7.1\n").to_json());
+        (locked && warmed).then_some(obj)
+    })
+    .await;
     assert_eq!(mirrored.spec.content, "rich==13.7.1\n");
     assert!(
         mirrored
