@@ -14,7 +14,7 @@ use tracing::{info, instrument, warn};
 
 use super::context::Context;
 use super::rollout;
-use super::status::{Conditions, Draft, RETRY};
+use super::status::{Conditions, Draft, RETRY, STEPS};
 use super::{lock, snapshot, synced, valid, warm};
 use crate::cache::Payload;
 use crate::crd::{WorkloadStatus, WorkspaceRequirements};
@@ -170,21 +170,9 @@ fn readiness(
     failed: Option<String>,
     no_workloads: Option<String>,
 ) -> (bool, String, String) {
-    let rolled_out = conditions.all_true(&[
-        "Valid",
-        "Synced",
-        "Resolved",
-        "CacheWarmed",
-        "Snapshotted",
-        "RolledOut",
-    ]);
-    let checked = [
-        "Synced",
-        "Resolved",
-        "CacheWarmed",
-        "Snapshotted",
-        "RolledOut",
-    ];
+    let rolled_out = conditions.all_true(&STEPS);
+    // Valid's own failures stop the reconcile and set Ready themselves.
+    let checked = &STEPS[1..];
     match (rolled_out, failed, no_workloads) {
         (true, _, Some(message)) => (false, "NoWorkloads".to_string(), message),
         (true, None, None) => (
@@ -197,8 +185,8 @@ fn readiness(
         // on Ready's reason say what is wrong without reading the other conditions.
         (false, _, _) => (
             false,
-            conditions.first_problem_reason(&checked),
-            conditions.first_problem(&checked),
+            conditions.first_problem_reason(checked),
+            conditions.first_problem(checked),
         ),
     }
 }

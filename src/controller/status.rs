@@ -19,15 +19,14 @@ pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 /// Retry delay after a failed reconcile step.
 pub(super) const RETRY: Duration = Duration::from_secs(5);
 
-/// The order conditions are listed in.
-const ORDER: [&str; 7] = [
+/// The conditions Ready sums up, in the order they are listed (Ready after them).
+pub(super) const STEPS: [&str; 6] = [
     "Valid",
     "Synced",
     "Resolved",
     "CacheWarmed",
     "Snapshotted",
     "RolledOut",
-    "Ready",
 ];
 
 /// Now, to the second (Kubernetes serializes times with second precision; a finer value would
@@ -111,10 +110,10 @@ impl Conditions {
 
     pub fn into_vec(mut self) -> Vec<Condition> {
         self.list.sort_by_key(|c| {
-            ORDER
+            STEPS
                 .iter()
                 .position(|o| *o == c.type_)
-                .unwrap_or(ORDER.len())
+                .unwrap_or(STEPS.len() + usize::from(c.type_ != "Ready"))
         });
         self.list
     }

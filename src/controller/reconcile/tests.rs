@@ -2,7 +2,7 @@
 
 use super::{packages_failed, readiness};
 use crate::controller::fixtures;
-use crate::controller::status::Conditions;
+use crate::controller::status::{Conditions, STEPS};
 use crate::crd::WorkloadStatus;
 
 fn workload(name: &str, failed: Option<Vec<&str>>) -> WorkloadStatus {
@@ -30,14 +30,7 @@ fn failed_packages_name_each_workload() {
 #[test]
 fn ready_names_the_first_problem_or_the_failed_packages() {
     let mut conditions = Conditions::new(Vec::new(), Some(1));
-    for type_ in [
-        "Valid",
-        "Synced",
-        "Resolved",
-        "CacheWarmed",
-        "Snapshotted",
-        "RolledOut",
-    ] {
+    for type_ in STEPS {
         conditions.set(type_, true, "Fine", "fine");
     }
     assert_eq!(
@@ -67,14 +60,7 @@ fn ready_names_the_first_problem_or_the_failed_packages() {
 #[test]
 fn no_workloads_is_not_ready_once_everything_else_is() {
     let mut conditions = Conditions::new(Vec::new(), Some(1));
-    for type_ in [
-        "Valid",
-        "Synced",
-        "Resolved",
-        "CacheWarmed",
-        "Snapshotted",
-        "RolledOut",
-    ] {
+    for type_ in STEPS {
         conditions.set(type_, true, "Fine", "fine");
     }
     let none = || Some("no Deployment or StatefulSet … Deployment/worker …".to_string());
