@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,15 +15,17 @@ use std::time::{Duration, Instant};
 use bifrost_requirements::crd::{
     HASH_ANNOTATION, INJECTED_MODE_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements,
 };
+use bifrost_requirements::lock::{LOCK_FILE, Lock};
 use bifrost_requirements::requirements::content_hash;
 use bifrost_requirements::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
+use common::index::Index;
 use common::node::{HOST_IP, assert_routed_via_bridge, node};
 use common::operator::{Operator, namespace, secret, wait_for};
-use common::proc::{free_port, spawn_guarded, wait_for_port};
+use common::proc::{free_port, spawn_guarded, wait_for_addr, wait_for_port};
 use common::wheels::Wheel;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -201,7 +202,7 @@ impl PodRedis {
             &[],
             &log,
         );
-        wait_for_addr(HOST_IP, self.port, &log);
+        wait_for_addr(HOST_IP, self.port, "Redis", &log, Duration::from_secs(30));
         *self.child.lock().unwrap() = Some(child);
     }
 
@@ -230,88 +231,26 @@ impl Drop for PodRedis {
     }
 }
 
-fn wait_for_addr(host: &str, port: u16, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect((host, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {host}:{port}: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A PEP 503 index (python3 -m http.server's folder listings are valid index pages) of wheels
-/// built here, on the bridge's host address. Wheels may be added while it serves.
-struct PodIndex {
-    url: String,
-    dir: tempfile::TempDir,
-    _server: std::process::Child,
-}
-
-impl PodIndex {
-    fn start(wheels: &[Wheel]) -> PodIndex {
-        let dir = tempfile::Builder::new()
-            .prefix("bifrost-pod-index-")
-            .tempdir()
-            .unwrap();
-        let port = free_port();
-        let log = dir.path().join("http.log");
-        let server = spawn_guarded(
-            "python3",
-            &[
-                "-m",
-                "http.server",
-                "--bind",
-                HOST_IP,
-                &port.to_string(),
-                "--directory",
-                dir.path().to_str().unwrap(),
-            ],
-            &[],
-            &log,
-        );
-        wait_for_addr(HOST_IP, port, &log);
-        let index = PodIndex {
-            url: format!("http://{HOST_IP}:{port}/"),
-            dir,
-            _server: server,
-        };
-        for w in wheels {
-            index.add(w);
-        }
-        index
-    }
-
-    fn add(&self, w: &Wheel) {
-        let project = self.dir.path().join(w.name.replace('_', "-"));
-        std::fs::create_dir_all(&project).unwrap();
-        w.build(&project);
-    }
-}
-
 /// The operator (controller + webhook on a free loopback port, as the API server calls it),
-/// with the node's image for the bootstrap container, never pulled.
-fn start_operator(ns: &str, webhook_port: u16, config: &str) -> Operator {
+/// with the node's image for the bootstrap container, never pulled; `extra` adds flags (the
+/// resolver's: without them it resolves nothing and each pod resolves).
+fn start_operator(ns: &str, webhook_port: u16, config: &str, extra: &[String]) -> Operator {
     let n = node();
     let addr = format!("127.0.0.1:{webhook_port}");
-    let op = Operator::start(
-        ns,
-        "node",
-        &[
-            "--webhook-addr",
-            &addr,
-            "--webhook-config-name",
-            config,
-            "--webhook-extra-san",
-            "127.0.0.1",
-            "--operator-image",
-            &n.operator_image,
-            "--operator-image-pull-policy",
-            "Never",
-        ],
-    );
+    let mut args = vec![
+        "--webhook-addr",
+        &addr,
+        "--webhook-config-name",
+        config,
+        "--webhook-extra-san",
+        "127.0.0.1",
+        "--operator-image",
+        &n.operator_image,
+        "--operator-image-pull-policy",
+        "Never",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    let op = Operator::start(ns, "node", &args);
     wait_for_port(
         webhook_port,
         "the admission webhook",
@@ -377,26 +316,43 @@ struct Case {
     client: Client,
     ns: String,
     redis: PodRedis,
-    index: PodIndex,
+    index: Index,
     op: Option<Operator>,
+    /// The operator's own flags, for a restart with the same ones.
+    operator_args: Vec<String>,
     webhook_port: u16,
     config: String,
     _registration: Registration,
 }
 
 impl Case {
+    /// Each pod resolves (the operator runs without a resolver).
     async fn start(prefix: &str, content: &str, install: Value) -> Case {
+        Case::start_with(prefix, content, install, false).await
+    }
+
+    /// `resolving`: the operator may resolve against the case's index (and does, for an
+    /// `install` naming `python`).
+    async fn start_with(prefix: &str, content: &str, install: Value, resolving: bool) -> Case {
         let n = node();
         let (client, ns) = namespace(prefix).await;
         let redis = PodRedis::start();
-        let index = PodIndex::start(&[
-            Wheel::new("bifrost_hello", "1.0"),
-            Wheel::new("bifrost_extra", "2.0").requires("bifrost-hello"),
-        ]);
+        let index = Index::start_on(
+            HOST_IP,
+            &[
+                Wheel::new("bifrost_hello", "1.0"),
+                Wheel::new("bifrost_extra", "2.0").requires("bifrost-hello"),
+            ],
+        );
         secret(&client, &ns, "bifrost-redis", "url", &redis.url()).await;
         let webhook_port = free_port();
         let config = format!("bifrost-node-{ns}");
-        let op = start_operator(&ns, webhook_port, &config);
+        let operator_args = if resolving {
+            vec!["--resolver-index-url".to_string(), index.url()]
+        } else {
+            Vec::new()
+        };
+        let op = start_operator(&ns, webhook_port, &config, &operator_args);
         let registration = register(
             &client,
             &config,
@@ -405,7 +361,7 @@ impl Case {
         )
         .await;
         let mut install = install;
-        install["indexUrls"] = json!([index.url]);
+        install["indexUrls"] = json!([index.url()]);
         let obj: WorkspaceRequirements = serde_json::from_value(json!({
             "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
             "metadata": {"name": "default"},
@@ -428,6 +384,7 @@ impl Case {
             redis,
             index,
             op: Some(op),
+            operator_args,
             webhook_port,
             config,
             _registration: registration,
@@ -568,6 +525,56 @@ impl Case {
                 .as_deref()
                 .is_some_and(|n| names.iter().all(|name| n.contains(name))),
             "{w:#?}"
+        );
+    }
+
+    /// Once the controller has resolved `hash`: `Resolved=True`, `status.lock` naming it, and
+    /// the snapshot's `requirements.lock` pinning exactly `pin`, hash-checked against the bytes
+    /// the index serves.
+    async fn resolved(&self, hash: &str, pin: &Wheel) {
+        let api = self.wsreq();
+        let obj = wait_for("status.lock of the hash", T, || async {
+            let r = api.get("default").await.ok()?;
+            (r.status.as_ref()?.lock.as_ref()?.content_hash == hash).then_some(r)
+        })
+        .await;
+        let (resolved, reason, message) = condition(&obj, "Resolved").unwrap();
+        assert_eq!((resolved.as_str(), reason.as_str()), ("True", "Resolved"));
+        assert!(
+            message.contains("1 distribution(s) pinned for Python 3.11 x86_64-manylinux_2_28"),
+            "{message}"
+        );
+        assert_eq!(obj.status.unwrap().lock.unwrap().packages, 1);
+        let configmaps = Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns);
+        let lock = wait_for("the snapshot's lock of the hash", T, || async {
+            let cm = configmaps.get("default-requirements").await.ok()?;
+            let lock = Lock::parse(cm.data?.get(LOCK_FILE)?).ok()?;
+            lock.resolves(hash).then_some(lock)
+        })
+        .await;
+        assert_eq!(
+            lock.pins(),
+            [format!("{}=={}", "bifrost-hello", pin.version)]
+        );
+        assert!(
+            lock.body
+                .contains(&format!("--hash=sha256:{}", self.index.sha256(pin))),
+            "{}",
+            lock.body
+        );
+    }
+
+    /// The pod's install container installed the snapshot's lock of `hash`, hash-checked,
+    /// without resolving.
+    fn installed_from_lock(&self, pod: &str, hash: &str) {
+        let log = node().logs(&self.ns, pod, INSTALL_CONTAINER);
+        assert!(
+            log.contains("installing the lock")
+                && log.contains("--no-deps --require-hashes")
+                && log.contains("as locked (hash-checked)")
+                && log.contains(hash)
+                && !log.contains("not using a lock"),
+            "{pod} installed {hash} from the lock:\n{log}"
         );
     }
 
@@ -915,6 +922,58 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
     drop(case);
 }
 
+/// Issue 12 on real pods: the controller resolves `bifrost-hello>=1.0` once for the workers'
+/// interpreter (the worker image's python3 is Debian bookworm's 3.11, x86_64, glibc 2.36); every
+/// pod of that content installs the lock, hash-checked, even after the index publishes a newer
+/// release; a new content is resolved anew and its pods get the new release.
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_install_the_controllers_lock_which_holds_until_the_content_changes() {
+    let _serial = serial().await;
+    let content = "bifrost-hello>=1.0\n";
+    let python = json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"});
+    let case = Case::start_with("node-lock", content, json!({"python": python}), true).await;
+    let hash = case.ready_hash(content).await;
+    let hello = Wheel::new("bifrost_hello", "1.0");
+    case.resolved(&hash, &hello).await;
+    case.worker("worker", true).await;
+    let pod = case
+        .running("worker", 1, Some(&hash))
+        .await
+        .remove(0)
+        .name_any();
+    assert_eq!(case.import(&pod, "bifrost_hello"), "1.0");
+    case.installed_from_lock(&pod, &hash);
+    case.rolled_out(&hash).await;
+
+    // A newer release on the index: a new pod of the same content still installs the locked 1.0.
+    case.index.publish(&Wheel::new("bifrost_hello", "1.1"));
+    case.pods().delete(&pod, &Default::default()).await.unwrap();
+    let again = case
+        .running("worker", 1, Some(&hash))
+        .await
+        .remove(0)
+        .name_any();
+    assert_ne!(again, pod);
+    assert_eq!(case.import(&again, "bifrost_hello"), "1.0");
+    case.installed_from_lock(&again, &hash);
+
+    // A new content (the same requirement and a comment): resolved anew, the rolled pod gets 1.1.
+    let changed = "bifrost-hello>=1.0\n# resolved anew\n";
+    case.set_content(changed).await;
+    let hash2 = case.ready_hash(changed).await;
+    assert_ne!(hash2, hash);
+    case.resolved(&hash2, &Wheel::new("bifrost_hello", "1.1"))
+        .await;
+    let rolled = case
+        .running("worker", 1, Some(&hash2))
+        .await
+        .remove(0)
+        .name_any();
+    assert_eq!(case.import(&rolled, "bifrost_hello"), "1.1");
+    case.installed_from_lock(&rolled, &hash2);
+    case.rolled_out(&hash2).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_without_the_operator() {
     let _serial = serial().await;
@@ -959,7 +1018,12 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
         &["python3", "-c", "import bifrost_hello"],
     );
     assert!(!out.status.success(), "an uninjected pod has no packages");
-    case.op = Some(start_operator(&case.ns, case.webhook_port, &case.config));
+    case.op = Some(start_operator(
+        &case.ns,
+        case.webhook_port,
+        &case.config,
+        &case.operator_args,
+    ));
     let wsreq = case.wsreq();
     wait_for("uninjectedPods = 1 for the worker", T, || async {
         let r = wsreq.get("default").await.ok()?;
@@ -1095,8 +1159,8 @@ async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_si
     assert!(!pip.contains("Successfully installed"), "{pip}");
 
     // A package Bifrost installs itself (its packages API) lands in the same volume.
-    case.index.add(&Wheel::new("bifrost_late", "3.0"));
-    let index = format!("--index-url={}", case.index.url);
+    case.index.publish(&Wheel::new("bifrost_late", "3.0"));
+    let index = format!("--index-url={}", case.index.url());
     let trusted = format!("--trusted-host={HOST_IP}");
     case.run(
         &pod,
