@@ -5,8 +5,10 @@
 #   containerd, runc, kubelet 1.20.2), PostgreSQL, Redis (all ephemeral), images built here
 #   → the CRD → the operator (controller, database mirror, admission webhook)
 #   → a WorkspaceRequirements mirroring Bifrost's database row → a labelled worker Deployment
-#   → real pods: the injected init containers install the packages, the worker starts,
-#     `kubectl exec` imports them
+#   → the controller resolves the content once for the workers' interpreter (Resolved,
+#     status.lock, requirements.lock in the ConfigMap snapshot)
+#   → real pods: the injected init containers install the lock (hash-checked), the worker
+#     starts, `kubectl exec` imports the packages
 #   → `requirements add` → the rolling update → the new pod imports the new package.
 #
 # Packages come from a local PEP 503 index of wheels built here, served on the node's bridge
@@ -99,7 +101,9 @@ EOF
   --metrics-addr "127.0.0.1:$METRICS_PORT" --webhook-addr "127.0.0.1:$WEBHOOK_PORT" \
   --webhook-service-namespace bifrost --webhook-extra-san 127.0.0.1 \
   --webhook-config-name bifrost-requirements-demo \
-  --operator-image "$OPERATOR_IMAGE" --operator-image-pull-policy Never >"$SERVICES_DIR/operator.log" 2>&1 &
+  --operator-image "$OPERATOR_IMAGE" --operator-image-pull-policy Never \
+  --resolver-index-url "$INDEX_URL" --resolver-cache-dir "$SERVICES_DIR/resolver-cache" \
+  >"$SERVICES_DIR/operator.log" 2>&1 &
 SERVICES_PIDS+=($!)
 wait_port "$METRICS_PORT" "operator metrics"
 for _ in $(seq 1 150); do
@@ -110,6 +114,7 @@ done
   || { tail -20 "$SERVICES_DIR/operator.log"; die "the operator did not install its CA into the webhook configuration"; }
 note "operator log: $SERVICES_DIR/operator.log; metrics: http://127.0.0.1:$METRICS_PORT/metrics"
 note "webhook: https://127.0.0.1:$WEBHOOK_PORT/mutate (self-managed CA, caBundle patched)"
+note "resolver: the bundled uv, against $INDEX_URL only (--resolver-index-url)"
 
 bold "a WorkspaceRequirements mirroring the database row, and a labelled worker Deployment (shaped like Bifrost's)"
 k apply -f - <<EOF | sed 's/^/   /'
@@ -123,6 +128,7 @@ spec:
     redis: {urlSecretRef: {name: bifrost-redis, key: url}}
   install:
     indexUrls: ["$INDEX_URL"]
+    python: {version: "3.11", platform: x86_64-manylinux_2_28}  # the worker image's python3
   rollout: {debounceSeconds: 2}
 ---
 apiVersion: apps/v1
@@ -162,8 +168,10 @@ wait_hash "$HASH1"
 
 bold "kubectl get wsreq -n bifrost"
 k -n bifrost get wsreq | sed 's/^/   /'
-bold "status conditions"
+bold "status conditions (Resolved: the controller's lock of this content)"
 k -n bifrost get wsreq default -o json | python3 scripts/lib/show.py status
+bold "the lock in the ConfigMap snapshot (kubectl get cm default-requirements, requirements.lock)"
+k -n bifrost get cm default-requirements -o jsonpath='{.data.requirements\.lock}' | sed 's/^/   /'
 running_pod() { # hash -> name of the one Running, ready, injected pod of that hash, once the others are gone
   k -n bifrost get pods -l app=worker -o json | python3 scripts/lib/show.py running-pod "$1"
 }
@@ -181,7 +189,8 @@ bold "the worker pod, injected by the webhook and Running ($POD)"
 k -n bifrost get pods -o wide | sed 's/^/   /'
 k -n bifrost get pod "$POD" -o json | python3 scripts/lib/show.py pod
 bold "the install container's log (kubectl logs $POD -c bifrost-requirements-install)"
-k -n bifrost logs "$POD" -c bifrost-requirements-install | sed 's/^/   /'
+k -n bifrost logs "$POD" -c bifrost-requirements-install | tee "$SERVICES_DIR/install.log" | sed 's/^/   /'
+grep -q "as locked (hash-checked)" "$SERVICES_DIR/install.log" || die "the install container did not install from the lock"
 bold "kubectl exec: the worker imports the package"
 imports "$POD" bifrost_hello
 
@@ -208,6 +217,9 @@ POD2=$(wait_pod "$HASH2")
 bold "the rolled pod is Running ($POD2); the old one ($POD) is gone"
 k -n bifrost get pods -o wide | sed 's/^/   /'
 k -n bifrost get pod "$POD" >/dev/null 2>&1 && die "the old pod $POD is still there"
+bold "the new content's lock (status.lock) and how the new pod installed"
+k -n bifrost get wsreq default -o json | python3 scripts/lib/show.py lock
+k -n bifrost logs "$POD2" -c bifrost-requirements-install | grep -E "installing the lock|installed:" | sed 's/^/   /'
 bold "kubectl exec: the new pod imports the new package"
 k -n bifrost exec "$POD2" -c worker -- python3 -c "import bifrost_extra; print('   worker says:', bifrost_extra.VALUE)"
 imports "$POD2" bifrost_extra

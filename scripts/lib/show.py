@@ -1,10 +1,21 @@
 #!/usr/bin/env python3
 """Pretty-print Kubernetes JSON (from stdin) for the demo.
 
-usage: show.py status | pod | injected-pod HASH | running-pod HASH | events | replicasets
+usage: show.py status | lock | pod | injected-pod HASH | running-pod HASH | events | replicasets
 """
 import json
 import sys
+
+
+
+def show_lock(status):
+    lock = status.get("lock")
+    if lock:
+        print(f"   lock contentHash {lock['contentHash']}  packages {lock['packages']}  "
+              f"resolvedAt {lock['resolvedAt']}")
+    else:
+        print("   lock (none: the pods resolve)")
+
 
 obj = json.load(sys.stdin)
 what = sys.argv[1]
@@ -18,6 +29,9 @@ if what == "status":
     for w in s.get("workloads", []):
         print(f"   workload {w['kind']}/{w['name']} upToDate={w['upToDate']} "
               f"uninjectedPods={w.get('uninjectedPods', 0)}")
+    show_lock(s)
+elif what == "lock":
+    show_lock(obj["status"])
 elif what == "pod":
     p = obj
     print("   annotation bifrost.io/injected-hash:", p["metadata"]["annotations"]["bifrost.io/injected-hash"])
