@@ -11,10 +11,23 @@
 # Running times; the kubelet notices a container's exit only at its next 1 s PLEG relist).
 #
 #   scripts/bench-node.sh [N]     BENCH_LOGS=DIR keeps the node's logs, pods and install logs
+#
+#   scripts/bench-node.sh --unresolvable [N]   instead: how soon an edit to unresolvable content
+#     (`bifrost-no-such-package`) shows, median of N (default 5) edits each, on a labelled
+#     one-replica worker already running: today (`resolve: Pod`) the edit rolls and the new pod's
+#     install container exits non-zero; with the controller resolving (`install.python`, the
+#     operator's --resolver-index-url naming the local index) the resource says `Resolved=False`
+#     and nothing rolls. Both with debounceSeconds 0; each edit is a new content (a new hash) and
+#     is reverted, the worker back on the good content, before the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-N=${1:-10}
+MODE=pods
+if [ "${1:-}" = --unresolvable ]; then
+  MODE=unresolvable
+  shift
+fi
+if [ "$MODE" = unresolvable ]; then N=${1:-5}; else N=${1:-10}; fi
 HOST_IP=10.244.0.1
 
 log() { echo "bench-node: $*" >&2; }
@@ -69,32 +82,6 @@ webhooks:
     timeoutSeconds: 5
     admissionReviewVersions: ["v1"]
 EOF
-"$BIN" operator --namespace bench --lease-namespace bench \
-  --metrics-addr "127.0.0.1:$METRICS_PORT" --webhook-addr "127.0.0.1:$WEBHOOK_PORT" \
-  --webhook-service-namespace bench --webhook-extra-san 127.0.0.1 \
-  --webhook-config-name bifrost-requirements-bench \
-  --operator-image "$OPERATOR_IMAGE" --operator-image-pull-policy Never >"$SERVICES_DIR/operator.log" 2>&1 &
-SERVICES_PIDS+=($!)
-wait_port "$METRICS_PORT" "operator metrics"
-
-resource() { # name content
-  k -n bench apply -f - >/dev/null <<EOF
-apiVersion: bifrost.io/v1alpha1
-kind: WorkspaceRequirements
-metadata: {name: $1}
-spec:
-  content: "$2"
-  cache: {redis: {urlSecretRef: {name: bifrost-redis, key: url}}}
-  install: {indexUrls: ["http://$HOST_IP:$INDEX_PORT/"]}
-EOF
-  k -n bench wait --for=condition=CacheWarmed "wsreq/$1" --timeout=60s >/dev/null
-}
-resource empty '# no packages\n'
-resource demo 'bifrost-extra==2.0\nbifrost-hello==1.0\n'
-for _ in $(seq 1 150); do
-  [ -n "$(k get mutatingwebhookconfiguration bifrost-requirements-bench -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] && break
-  sleep 0.2
-done
 
 pod_yaml() { # name label
   local labels="{app: bench}"
@@ -117,6 +104,46 @@ spec:
       volumeMounts: [{name: home, mountPath: /home/bifrost}, {name: tmp, mountPath: /tmp}]
 EOF
 }
+
+resource() { # name content [more install fields [more spec]]
+  k -n bench apply -f - >/dev/null <<EOF
+apiVersion: bifrost.io/v1alpha1
+kind: WorkspaceRequirements
+metadata: {name: $1}
+spec:
+  content: "$2"
+  cache: {redis: {urlSecretRef: {name: bifrost-redis, key: url}}}
+  install: {indexUrls: ["http://$HOST_IP:$INDEX_PORT/"]${3:+, $3}}
+  ${4:-}
+EOF
+  k -n bench wait --for=condition=CacheWarmed "wsreq/$1" --timeout=60s >/dev/null
+}
+
+# The pod bench's resources name no interpreter: they are resolved by their pods, as before the
+# lock. The unresolvable bench lets the operator resolve against the local index.
+RESOLVER=()
+[ "$MODE" = unresolvable ] && RESOLVER=(--resolver-index-url "$INDEX_URL" --resolver-cache-dir "$SERVICES_DIR/resolver-cache")
+"$BIN" operator --namespace bench --lease-namespace bench \
+  --metrics-addr "127.0.0.1:$METRICS_PORT" --webhook-addr "127.0.0.1:$WEBHOOK_PORT" \
+  --webhook-service-namespace bench --webhook-extra-san 127.0.0.1 \
+  --webhook-config-name bifrost-requirements-bench \
+  --operator-image "$OPERATOR_IMAGE" --operator-image-pull-policy Never "${RESOLVER[@]}" \
+  >"$SERVICES_DIR/operator.log" 2>&1 &
+SERVICES_PIDS+=($!)
+wait_port "$METRICS_PORT" "operator metrics"
+for _ in $(seq 1 150); do
+  [ -n "$(k get mutatingwebhookconfiguration bifrost-requirements-bench -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] && break
+  sleep 0.2
+done
+if [ "$MODE" = unresolvable ]; then
+  # shellcheck source=scripts/lib/bench_unresolvable.sh
+  . scripts/lib/bench_unresolvable.sh
+  bench_unresolvable "$N"
+  exit 0
+fi
+
+resource empty '# no packages\n'
+resource demo 'bifrost-extra==2.0\nbifrost-hello==1.0\n'
 
 # Seconds from `kubectl apply` to Running (polling every 50 ms).
 measure() { # name label
