@@ -28,6 +28,8 @@ use crate::shutdown::Stop;
 pub const LOCK_FILE: &str = "requirements.lock";
 /// The index uv and pip use when none is given.
 pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
+/// The resolver's default address-space limit (`--resolver-memory-limit`, operator and CLI).
+pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
 
 const MAGIC: &str = "# bifrost-requirements lock";
 
@@ -331,6 +333,25 @@ impl std::fmt::Display for Failure {
 }
 
 impl Resolver {
+    /// The resolver this binary ships: the uv next to it (else on PATH; not found, each
+    /// resolution says so), its cache by default in the temporary folder.
+    pub fn bundled(
+        python: String,
+        allowed_index_urls: Vec<String>,
+        timeout: Duration,
+        memory_limit: u64,
+        cache_dir: Option<PathBuf>,
+    ) -> Self {
+        Resolver {
+            uv: crate::installer::shipped_uv().unwrap_or_else(|| "uv".into()),
+            python,
+            allowed_index_urls,
+            timeout,
+            memory_limit,
+            cache_dir: cache_dir.unwrap_or_else(|| std::env::temp_dir().join("bifrost-resolver")),
+        }
+    }
+
     /// The first of `index_urls` the operator may not fetch from, if any.
     pub fn refused_index(&self, index_urls: &[String]) -> Option<String> {
         index_urls

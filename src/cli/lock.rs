@@ -57,6 +57,11 @@ pub struct LockArgs {
     /// uv's cache for the resolution (default: `bifrost-resolver` in the temporary folder).
     #[arg(long, value_name = "DIR", requires = "lock")]
     pub resolver_cache_dir: Option<PathBuf>,
+
+    /// Address-space limit of the resolver (uv), a quantity, as the operator's.
+    #[arg(long, value_name = "QUANTITY", default_value = lock::DEFAULT_MEMORY_LIMIT,
+          value_parser = parse::memory, requires = "lock")]
+    pub resolver_memory_limit: u64,
 }
 
 /// What one `show --lock` resolves, checked before anything runs.
@@ -82,16 +87,13 @@ impl LockArgs {
             .check()
             .map_err(|e| Error::Config(e.replace("spec.install.python.", "--python-")))?;
         let index_urls = lock::effective_index_urls(&self.index_urls);
-        let resolver = Resolver {
-            uv: crate::installer::shipped_uv().unwrap_or_else(|| "uv".into()),
-            python: self.resolver_python,
-            allowed_index_urls: index_urls.clone(),
-            timeout: self.resolver_timeout,
-            memory_limit: DEFAULT_MEMORY_LIMIT,
-            cache_dir: self
-                .resolver_cache_dir
-                .unwrap_or_else(|| std::env::temp_dir().join("bifrost-resolver")),
-        };
+        let resolver = Resolver::bundled(
+            self.resolver_python,
+            index_urls.clone(),
+            self.resolver_timeout,
+            self.resolver_memory_limit,
+            self.resolver_cache_dir,
+        );
         Ok(Some(LockRequest {
             interpreter,
             index_urls,
@@ -100,9 +102,6 @@ impl LockArgs {
         }))
     }
 }
-
-/// The operator's default `--resolver-memory-limit` (512Mi).
-const DEFAULT_MEMORY_LIMIT: u64 = 512 << 20;
 
 impl LockRequest {
     /// The lock of `content`, checked by the policy first (only the given indexes allowed);

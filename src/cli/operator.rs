@@ -79,7 +79,7 @@ pub struct ResolverArgs {
     /// Address-space limit of the resolver (uv), a quantity (`512Mi`): keep it below the
     /// operator container's memory limit minus the operator's own use, so a runaway resolution
     /// fails alone instead of getting the operator killed.
-    #[arg(long, env = "BIFROST_RESOLVER_MEMORY_LIMIT", default_value = "512Mi", value_parser = parse::memory)]
+    #[arg(long, env = "BIFROST_RESOLVER_MEMORY_LIMIT", default_value = crate::lock::DEFAULT_MEMORY_LIMIT, value_parser = parse::memory)]
     pub resolver_memory_limit: u64,
 
     /// The interpreter uv queries for its own environment (with `--no-build` it runs no
@@ -98,22 +98,17 @@ impl ResolverArgs {
         if self.no_resolver {
             return None;
         }
-        Some(crate::lock::Resolver {
-            // Not found: each resolution then says so (ResolverFailed), naming uv.
-            uv: crate::installer::shipped_uv().unwrap_or_else(|| "uv".into()),
-            python: self.resolver_python,
-            allowed_index_urls: self
-                .index_urls
+        Some(crate::lock::Resolver::bundled(
+            self.resolver_python,
+            self.index_urls
                 .into_iter()
                 .map(|u| u.trim().to_string())
                 .filter(|u| !u.is_empty())
                 .collect(),
-            timeout: self.resolver_timeout,
-            memory_limit: self.resolver_memory_limit,
-            cache_dir: self
-                .resolver_cache_dir
-                .unwrap_or_else(|| std::env::temp_dir().join("bifrost-resolver")),
-        })
+            self.resolver_timeout,
+            self.resolver_memory_limit,
+            self.resolver_cache_dir,
+        ))
     }
 }
 
