@@ -284,8 +284,20 @@ async fn unresolvable_content_is_reported_and_neither_cached_snapshotted_nor_rol
             &format!("a ResolutionFailed Warning naming {named}"),
             T,
             || async {
-                let events = events(&ns);
-                (events.contains("ResolutionFailed") && events.contains(named)).then_some(())
+                // Its own Event (not folded into the first content's series), with its own note.
+                let events: Value = serde_json::from_str(&events(&ns)).ok()?;
+                events["items"]
+                    .as_array()?
+                    .iter()
+                    .any(|e| {
+                        e["reason"] == "ResolutionFailed"
+                            && e["type"] == "Warning"
+                            && e["action"]
+                                .as_str()
+                                .is_some_and(|a| a.starts_with("Resolve-"))
+                            && e["note"].as_str().is_some_and(|n| n.contains(named))
+                    })
+                    .then_some(())
             },
         )
         .await;

@@ -186,6 +186,10 @@ impl Context {
 
     /// Publish a Warning once per distinct `key` (e.g. a content hash, when the note names
     /// things that change while the cause does not).
+    ///
+    /// kube's `Recorder` folds Events of one (reason, action, object) into a series that keeps
+    /// its first note: each key gets an action of its own (`<action>-<8 hex of its digest>`),
+    /// so a new problem's Event carries its own note, and only repeats of one fold.
     pub(super) async fn warn_once_per(
         &self,
         obj: &WorkspaceRequirements,
@@ -200,7 +204,8 @@ impl Context {
             warned.insert(id, key.clone()).as_deref() != Some(key.as_str())
         };
         if fresh {
-            self.publish(obj, EventType::Warning, reason, note, action)
+            let action = format!("{action}-{}", &crate::requirements::content_hash(&key)[..8]);
+            self.publish(obj, EventType::Warning, reason, note, &action)
                 .await;
         }
     }

@@ -148,15 +148,12 @@ async fn blocked(
     unresolved(&mut draft.conditions, reason, message);
     let observed = rollout::observe(ctx, obj, &payload.hash).await;
     draft.set_workloads(observed.workloads, &observed.verdicts);
-    // kube's Recorder folds Warnings of one reason and action into a series that keeps the
-    // first note: an action per content keeps each content's own message.
-    let action = format!("Resolve-{}", &payload.hash[..12]);
     ctx.warn_once_per(
         obj,
         reason,
         payload.hash.clone(),
         message.to_string(),
-        &action,
+        "Resolve",
     )
     .await;
     ControlFlow::Break(retry.map_or_else(Action::await_change, Action::requeue))
