@@ -13,6 +13,19 @@
 #                                 itself so they die with the test binary.
 #   control-plane.sh kubeconfigs DIR  write DIR/kubeconfig and DIR/controller-manager.kubeconfig
 #                                 once the API server has written DIR/certs/apiserver.crt
+#   control-plane.sh hold-range DIR PID   make the Service range unreachable on this machine for
+#                                 the control plane in DIR, kept while PID lives (see below)
+#   control-plane.sh release-range DIR    that control plane no longer needs it
+#   control-plane.sh range-check  exit 0 when the Service range routes nowhere, 1 with the route
+#
+# Network safety: the API server dials a Service's ClusterIP (a webhook's `clientConfig.service`,
+# an aggregated API) and nothing on this machine answers there: without kube-proxy the Service
+# range follows the default route off the machine. Before any API server starts, the whole range
+# gets an `unreachable` route (a connect fails at once, locally, EHOSTUNREACH), and
+# `--enable-aggregator-routing` makes the API server call webhooks at their Service's endpoints
+# (pod addresses on the node's bridge) instead. Several control planes share one route: each
+# holds it under a file in $RANGE_HOLDERS naming its DIR and the PID that keeps it; the last one
+# released (or found dead) removes it, under a lock, so no cluster ever runs without it.
 #
 # Ports may be chosen by the caller with ETCD_PORT, ETCD_PEER_PORT and APISERVER_PORT; otherwise
 # free ones are picked. Binaries come from scripts/k8s-binaries.sh (or K8S_BIN_DIR).
@@ -22,12 +35,18 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+# The Service range: the API server's flag and the unreachable route are the same value.
+SERVICE_CIDR=10.0.0.0/24
+# Addresses of that range that must not route (the first, a typical ClusterIP, the last).
+SERVICE_PROBES=(10.0.0.1 10.0.0.111 10.0.0.254)
+RANGE_HOLDERS=/run/bifrost-service-range
+RANGE_LOCK=/run/lock/bifrost-service-range.lock
 
 log() { echo "control-plane: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  echo "usage: $0 {start|stop|env|prepare|kubeconfigs} DIR" >&2
+  echo "usage: $0 {start|stop|env|prepare|kubeconfigs|release-range} DIR | hold-range DIR PID | range-check" >&2
   exit 2
 }
 
@@ -108,7 +127,8 @@ EOF
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     "--service-account-key-file=$dir/sa.pub" \
     "--service-account-signing-key-file=$dir/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    "--service-cluster-ip-range=$SERVICE_CIDR" \
+    --enable-aggregator-routing=true \
     --allow-privileged=true \
     --endpoint-reconciler-type=none \
     --kubelet-preferred-address-types=InternalIP \
@@ -159,6 +179,67 @@ EOF
     chmod 600 "$dir/$f.tmp"
     mv "$dir/$f.tmp" "$dir/$f"
   done
+}
+
+# --- the Service range ------------------------------------------------------------------------
+
+# True when no probe address of the Service range has a route (the unreachable route answers
+# `ip route get` with an error).
+range_unreachable() {
+  local ip
+  for ip in "${SERVICE_PROBES[@]}"; do
+    ip -o route get "$ip" >/dev/null 2>&1 && return 1
+  done
+  return 0
+}
+
+range_holder() { # dir -> the holder file's name
+  printf '%s' "$1" | sha256sum | cut -c1-16
+}
+
+# Forget holders whose process is gone; remove the route when nobody holds it. Caller has the lock.
+range_prune() {
+  local f pid
+  for f in "$RANGE_HOLDERS"/*; do
+    [[ -f $f ]] || continue
+    read -r pid _ <"$f" || pid=
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && continue
+    rm -f "$f"
+  done
+  if [[ -z $(ls -A "$RANGE_HOLDERS" 2>/dev/null) ]]; then
+    ip route del unreachable "$SERVICE_CIDR" 2>/dev/null || true
+    rmdir "$RANGE_HOLDERS" 2>/dev/null || true
+  fi
+}
+
+hold_range() { # dir pid
+  local dir=$1 pid=$2
+  [[ $pid =~ ^[0-9]+$ ]] || die "hold-range: '$pid' is not a process id"
+  mkdir -p "$(dirname "$RANGE_LOCK")"
+  (
+    flock -w 120 9 || die "hold-range: $RANGE_LOCK held for more than 120 s"
+    mkdir -p "$RANGE_HOLDERS"
+    ip route replace unreachable "$SERVICE_CIDR" || die "cannot make $SERVICE_CIDR unreachable (needs root)"
+    range_unreachable || die "the Service range $SERVICE_CIDR still routes: $(ip -o route get "${SERVICE_PROBES[0]}" 2>&1): refusing to go on"
+    echo "$pid $dir" >"$RANGE_HOLDERS/$(range_holder "$dir")"
+  ) 9>"$RANGE_LOCK"
+}
+
+release_range() { # dir
+  local dir=$1
+  mkdir -p "$(dirname "$RANGE_LOCK")"
+  (
+    flock -w 120 9 || die "release-range: $RANGE_LOCK held for more than 120 s"
+    rm -f "$RANGE_HOLDERS/$(range_holder "$dir")"
+    range_prune
+  ) 9>"$RANGE_LOCK"
+}
+
+range_check() {
+  if ip route show type unreachable | grep -q "^unreachable $SERVICE_CIDR"; then
+    echo "route unreachable $SERVICE_CIDR (holders: $(cat "$RANGE_HOLDERS"/* 2>/dev/null | tr '\n' ';'))"
+    return 1
+  fi
 }
 
 read_args() { # file -> ARGS array
@@ -225,9 +306,13 @@ start() {
   # Do not leave half a control plane running when something fails.
   trap 'rc=$?; if ((rc)); then stop "$dir"; fi' EXIT
 
+  # Before any API server: the Service range is unreachable, held by this script until the API
+  # server runs, then by the API server itself.
+  hold_range "$dir" $$
   start_one "$dir" "$bin" etcd
   wait_until "etcd" 30 "$dir" etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
   start_one "$dir" "$bin" kube-apiserver
+  hold_range "$dir" "$(cat "$dir/pids/kube-apiserver.pid")"
   wait_until "the API server's serving certificate" 60 "$dir" kube-apiserver test -s "$dir/certs/apiserver.crt"
   write_kubeconfigs "$dir"
   wait_until "/readyz" 120 "$dir" kube-apiserver readyz "$dir"
@@ -240,7 +325,8 @@ start() {
 }
 
 stop() {
-  local dir=$1 c pid i
+  local dir c pid i
+  dir=$(cd "$1" && pwd)
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     c=${COMPONENTS[i]}
     pid=$(cat "$dir/pids/$c.pid" 2>/dev/null) || continue
@@ -251,9 +337,15 @@ stop() {
     fi
     rm -f "$dir/pids/$c.pid"
   done
+  release_range "$dir"
   log "stopped"
 }
 
+case ${1:-} in
+  hold-range) [[ $# -eq 3 ]] || usage; hold_range "$(cd "$2" && pwd)" "$3"; exit ;;
+  release-range) [[ $# -eq 2 ]] || usage; release_range "$(cd "$2" 2>/dev/null && pwd || echo "$2")"; exit ;;
+  range-check) [[ $# -eq 1 ]] || usage; range_check; exit ;;
+esac
 [[ $# -eq 2 ]] || usage
 case $1 in
   start) start "$2" ;;

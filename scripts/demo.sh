@@ -15,6 +15,13 @@
 # address (10.244.0.1, the only host address pods can reach), so no network is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The whole run under the egress audit: every packet for a cluster address (the Service range,
+# the pod range) that would leave the machine is dropped and counted, and a count above zero
+# fails the run (scripts/lib/egress-audit.sh).
+if [[ -z ${BIFROST_EGRESS_AUDITED:-} ]]; then
+  export BIFROST_EGRESS_AUDITED=1
+  exec bash scripts/lib/egress-audit.sh bash scripts/demo.sh "$@"
+fi
 ROOT=$PWD
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

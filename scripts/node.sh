@@ -22,6 +22,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BRIDGE=bifrost0
 HOST_IP=10.244.0.1
 SUBNET=10.244.0.0/24
+# The pod range around the bridge's subnet: nothing of it but the bridge's /24 exists here, so the
+# rest routes nowhere rather than off the machine (no component should dial it; this makes sure).
+POD_RANGE=10.244.0.0/16
 # Host paths the kubelet (or libcni) uses whatever its --root-dir; removed on stop if start
 # created them.
 HOST_PATHS=(/var/log/pods /var/log/containers /var/lib/kubelet /var/lib/cni)
@@ -61,6 +64,13 @@ check_route() { # ip
   local dev
   dev=$(ip -o route get "$1" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p')
   [[ $dev == "$BRIDGE" ]] || die "route to $1 goes through '${dev:-nothing}', not $BRIDGE: refusing to go on"
+}
+
+# An address of the Service range must route nowhere (control-plane.sh holds the route).
+check_unroutable() { # ip
+  if ip -o route get "$1" >/dev/null 2>&1; then
+    die "route to $1 exists ($(ip -o route get "$1")): the Service range must be unreachable; refusing to go on"
+  fi
 }
 
 write_configs() {
@@ -192,9 +202,12 @@ start() {
   ip link add "$BRIDGE" type bridge
   ip addr add "$HOST_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  ip route replace unreachable "$POD_RANGE"
   check_route 10.244.0.10
+  check_unroutable 10.244.1.1
 
   bash "$HERE/control-plane.sh" start "$dir/cp" >/dev/null
+  check_unroutable 10.0.0.1
   local kc=$dir/cp/kubeconfig
   KUBELET_PORT=$(free_port)
   KUBELET_HEALTHZ_PORT=$(free_port)
@@ -275,7 +288,10 @@ leftovers() { # [dir]
   ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null | sed 's/^/cgroup /' || true
   grep -E ' (/[^ ]*(kubelet|containerd)[^ ]*) ' /proc/self/mountinfo | awk '{print "mount " $5}' || true
   ip link show "$BRIDGE" >/dev/null 2>&1 && echo "bridge $BRIDGE"
+  ip route show type unreachable | grep -q "^unreachable $POD_RANGE" && echo "route unreachable $POD_RANGE"
   [[ -n $dir && -d $dir ]] && echo "folder $dir"
+  # The Service range's unreachable route (while a control plane runs, it holds it).
+  bash "$HERE/control-plane.sh" range-check || true
   return 0
 }
 
@@ -350,8 +366,9 @@ stop() {
     find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
 
-  # 5. Network: the bridge (veth ends went with the pods' namespaces).
+  # 5. Network: the bridge (veth ends went with the pods' namespaces), the pod range's route.
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
+  ip route del unreachable "$POD_RANGE" 2>/dev/null || true
 
   # 6. Host paths the kubelet and libcni created; the sysctls the kubelet changed.
   if [[ -s $dir/created ]]; then
@@ -362,8 +379,9 @@ stop() {
   fi
 
   local left
-  left=$(leftovers | grep -v '^process \(kubelet\|containerd\|shim\) ' || true)
-  # Processes of other owners are not ours to judge; mounts, cgroups and the bridge are.
+  # Other owners' processes, and the Service range's route that other control planes may still
+  # hold, are not ours to judge; mounts, cgroups and the bridge are.
+  left=$(leftovers | grep -v '^process \(kubelet\|containerd\|shim\) \|^route unreachable 10\.0\.' || true)
   mapfile -t mounts < <(awk -v d="$dir/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo)
   if ((${#mounts[@]})); then
     log "still mounted under $dir: ${mounts[*]} (folder kept)"

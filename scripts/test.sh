@@ -3,6 +3,13 @@
 # real PostgreSQL, Redis, python3/uv/pip and a real Kubernetes control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The whole run under the egress audit: every packet for a cluster address (the Service range,
+# the pod range) that would leave the machine is dropped and counted, and a count above zero
+# fails the run (scripts/lib/egress-audit.sh).
+if [[ -z ${BIFROST_EGRESS_AUDITED:-} ]]; then
+  export BIFROST_EGRESS_AUDITED=1
+  exec bash scripts/lib/egress-audit.sh bash scripts/test.sh "$@"
+fi
 
 bash scripts/setup.sh
 # kube-apiserver/kube-controller-manager: KUBEBUILDER_ASSETS, or built once and cached in ~/.cache.

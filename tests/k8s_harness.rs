@@ -130,3 +130,119 @@ async fn control_plane_runs_deployments_and_server_side_apply() {
         "deployment.apps/busybox"
     );
 }
+
+/// No packet for a cluster address leaves the machine. While a control plane runs, the Service
+/// range routes nowhere (without it, a ClusterIP follows the default route off the machine), and
+/// the API server calls a Service-based webhook at the Service's endpoints: with none, the call
+/// fails at once, locally, and the pod is admitted (`failurePolicy: Ignore`). `ip route get`
+/// sends nothing, so this test sends no packet to a cluster address either.
+#[tokio::test]
+async fn cluster_addresses_stay_on_the_machine() {
+    let cp = control_plane();
+    for ip in ["10.0.0.1", "10.0.0.111", "10.0.0.254"] {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "route", "get", ip])
+            .output()
+            .expect("run ip route get");
+        assert!(
+            !out.status.success(),
+            "the Service address {ip} routes: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let why = String::from_utf8_lossy(&out.stderr);
+        assert!(why.contains("No route to host"), "ip route get {ip}: {why}");
+    }
+    let args = std::fs::read_to_string(cp.dir.join("kube-apiserver.args")).expect("args");
+    for flag in [
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--enable-aggregator-routing=true",
+    ] {
+        assert!(args.lines().any(|l| l == flag), "{flag} missing: {args}");
+    }
+
+    let client = cp.client().await;
+    let ns = "cluster-addresses";
+    let apply = |v: serde_json::Value| serde_json::from_value(v).expect("object");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &apply(serde_json::json!({"metadata": {"name": ns}})),
+        )
+        .await
+        .expect("create namespace");
+    // The chart's shape: a Service selecting the operator's pods (here: none), and a webhook
+    // configuration calling it by `clientConfig.service`.
+    let service: k8s_openapi::api::core::v1::Service = apply(serde_json::json!({
+        "metadata": {"name": "hook", "namespace": ns},
+        "spec": {"selector": {"app": "no-such-pod"}, "ports": [{"port": 443, "targetPort": 8443}]}
+    }));
+    let service = Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create Service");
+    let cluster_ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+    assert!(cluster_ip.starts_with("10.0.0."), "{cluster_ip}");
+    let hook = "cluster-address.bifrost.io";
+    let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
+        apply(serde_json::json!({
+            "metadata": {"name": "cluster-address-test"},
+            "webhooks": [{
+                "name": hook,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Ignore",
+                "timeoutSeconds": 5,
+                "clientConfig": {"service": {"name": "hook", "namespace": ns, "path": "/mutate", "port": 443}},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "objectSelector": {"matchLabels": {"bifrost.io/requirements": "default"}},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]
+            }]
+        }));
+    let configs = Api::all(client.clone());
+    configs
+        .create(&PostParams::default(), &config)
+        .await
+        .expect("create webhook configuration");
+    // Namespaces of 1.20 carry no automatic name label: give this one the label the selector reads.
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"kubernetes.io/metadata.name": ns}}})),
+        )
+        .await
+        .expect("label namespace");
+
+    let pod: Pod = apply(serde_json::json!({
+        "metadata": {"name": "worker", "namespace": ns, "labels": {"bifrost.io/requirements": "default"}},
+        "spec": {"containers": [{"name": "worker", "image": "worker"}]}
+    }));
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("the pod is admitted (failurePolicy Ignore)");
+
+    // The API server says why it failed open: no endpoints, never a dial of the ClusterIP.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let log = std::fs::read_to_string(cp.dir.join("logs/kube-apiserver.log")).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.contains(hook) && l.contains("failing open")) {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 'failing open' line for {hook}:\n{}",
+            cp.log_tail("kube-apiserver", 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        line.contains("no endpoints available for service"),
+        "{line}"
+    );
+    assert!(!line.contains(&cluster_ip), "the ClusterIP was dialled: {line}");
+    configs
+        .delete("cluster-address-test", &Default::default())
+        .await
+        .expect("delete webhook configuration");
+}

@@ -380,7 +380,7 @@ async fn a_hostile_lock_is_refused_naming_its_lines_and_installs_nothing() {
     let w = World::new(&[alpha("1.0"), Wheel::new(BETA, "1.0")]).await;
     let content = format!("{ALPHA}>=1.0\n");
     let lock = w.lock(&content, VERSION).await;
-    let hostile = format!("{lock}--index-url http://10.0.0.1:9/simple\n-e .\n");
+    let hostile = format!("{lock}--index-url http://127.0.0.1:9/simple\n-e .\n");
     let lines = lock.lines().count();
     let target = w.path("site");
     let out = w.install(&w.snapshot(&content, Some(&hostile)), &target, &[]);
@@ -392,7 +392,7 @@ async fn a_hostile_lock_is_refused_naming_its_lines_and_installs_nothing() {
     );
     assert!(
         err.contains(&format!(
-            "line {}: `--index-url http://10.0.0.1:9/simple`",
+            "line {}: `--index-url http://127.0.0.1:9/simple`",
             lines + 1
         )),
         "{err}"

@@ -131,6 +131,19 @@ impl ControlPlane {
             .status()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
         assert!(status.success(), "{} prepare failed", script.display());
+        // Before any API server: the Service range routes nowhere (it would leave the machine
+        // through the default route), held while this test process lives.
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg("hold-range")
+            .arg(&dir)
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(status.success(), "{} hold-range failed", script.display());
+        // The watcher first: even a start that fails half-way releases the route.
+        clean_up_when_done(&dir, !keep);
 
         let mut children: Vec<(&str, Child)> = Vec::new();
         let logs = dir.join("logs");
@@ -206,9 +219,6 @@ impl ControlPlane {
             || curl("/api/v1/namespaces/default/serviceaccounts/default").is_some(),
         );
 
-        if !keep {
-            remove_when_done(&dir, &children);
-        }
         let kubeconfig = dir.join("kubeconfig");
         let config = futures::executor::block_on(load_config(&kubeconfig));
         eprintln!("control plane ready: {server} (dir {})", dir.display());
@@ -302,30 +312,28 @@ fn wait_until(
     }
 }
 
-/// Remove `dir` once this process and the servers (stopped by their watchdogs) are gone.
-/// Statics are never dropped, so a `TempDir` kept in one would leak etcd's data.
-fn remove_when_done(dir: &Path, children: &[(&str, Child)]) {
-    let pids: Vec<String> = children.iter().map(|(_, c)| c.id().to_string()).collect();
+/// Once this process and its servers (stopped by their watchdogs) are gone, release the Service
+/// range's route and, if `remove`, delete `dir`. Statics are never dropped, so a `TempDir` kept
+/// in one would leak etcd's data. The servers are found by `dir` on their command lines.
+fn clean_up_when_done(dir: &Path, remove: bool) {
     let script = r#"
-        owner=$1; dir=$2; shift 2
+        owner=$1; dir=$2; cp=$3; remove=$4
         while kill -0 "$owner" 2>/dev/null; do sleep 1; done
         for _ in $(seq 1 60); do
-          alive=0
-          for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
-          [ "$alive" = 0 ] && break
+          pgrep -f -- "$dir/" >/dev/null || break
           sleep 0.5
         done
-        rm -rf "$dir"
+        bash "$cp" release-range "$dir"
+        if [ "$remove" = 1 ]; then rm -rf "$dir"; fi
     "#;
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg("cleanup")
+    let _ = Command::new("setsid")
+        .args(["-f", "sh", "-c", script, "cleanup"])
         .arg(std::process::id().to_string())
         .arg(dir)
-        .args(&pids)
+        .arg(manifest_dir().join("scripts/control-plane.sh"))
+        .arg(if remove { "1" } else { "0" })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn();
+        .status();
 }
