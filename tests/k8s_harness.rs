@@ -162,17 +162,16 @@ async fn cluster_addresses_stay_on_the_machine() {
 
     let client = cp.client().await;
     let ns = "cluster-addresses";
-    let apply = |v: serde_json::Value| serde_json::from_value(v).expect("object");
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
-            &apply(serde_json::json!({"metadata": {"name": ns}})),
+            &object(serde_json::json!({"metadata": {"name": ns}})),
         )
         .await
         .expect("create namespace");
     // The chart's shape: a Service selecting the operator's pods (here: none), and a webhook
     // configuration calling it by `clientConfig.service`.
-    let service: k8s_openapi::api::core::v1::Service = apply(serde_json::json!({
+    let service: k8s_openapi::api::core::v1::Service = object(serde_json::json!({
         "metadata": {"name": "hook", "namespace": ns},
         "spec": {"selector": {"app": "no-such-pod"}, "ports": [{"port": 443, "targetPort": 8443}]}
     }));
@@ -184,7 +183,7 @@ async fn cluster_addresses_stay_on_the_machine() {
     assert!(cluster_ip.starts_with("10.0.0."), "{cluster_ip}");
     let hook = "cluster-address.bifrost.io";
     let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
-        apply(serde_json::json!({
+        object(serde_json::json!({
             "metadata": {"name": "cluster-address-test"},
             "webhooks": [{
                 "name": hook,
@@ -213,7 +212,7 @@ async fn cluster_addresses_stay_on_the_machine() {
         .await
         .expect("label namespace");
 
-    let pod: Pod = apply(serde_json::json!({
+    let pod: Pod = object(serde_json::json!({
         "metadata": {"name": "worker", "namespace": ns, "labels": {"bifrost.io/requirements": "default"}},
         "spec": {"containers": [{"name": "worker", "image": "worker"}]}
     }));
@@ -245,4 +244,8 @@ async fn cluster_addresses_stay_on_the_machine() {
         .delete("cluster-address-test", &Default::default())
         .await
         .expect("delete webhook configuration");
+}
+
+fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("object")
 }
