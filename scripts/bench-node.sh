@@ -12,6 +12,11 @@
 #
 #   scripts/bench-node.sh [N]     BENCH_LOGS=DIR keeps the node's logs, pods and install logs
 #
+#   scripts/bench-node.sh --operator [N]   instead: the operator as users run it (the chart on the
+#     node, 2 replicas): `helm install` -> Ready -> the first injected worker Running, median of
+#     N (default 5) installs, and the leader pod's RSS with 1 and 1,001 resources
+#     (scripts/lib/bench_operator.sh).
+#
 #   scripts/bench-node.sh --unresolvable [N]   instead: how soon an edit to unresolvable content
 #     (`bifrost-no-such-package`) shows, median of N (default 5) edits each, on a labelled
 #     one-replica worker already running: today (`resolve: Pod`) the edit rolls and the new pod's
@@ -23,11 +28,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=pods
-if [ "${1:-}" = --unresolvable ]; then
-  MODE=unresolvable
-  shift
-fi
-if [ "$MODE" = unresolvable ]; then N=${1:-5}; else N=${1:-10}; fi
+case "${1:-}" in
+  --unresolvable) MODE=unresolvable; shift ;;
+  --operator) MODE=operator; shift ;;
+esac
+case $MODE in unresolvable | operator) N=${1:-5} ;; *) N=${1:-10} ;; esac
 HOST_IP=10.244.0.1
 
 log() { echo "bench-node: $*" >&2; }
@@ -68,7 +73,8 @@ k create namespace bench >/dev/null
 k -n bench create secret generic bifrost-redis --from-literal=url="$REDIS_URL" >/dev/null
 METRICS_PORT=$(free_port)
 WEBHOOK_PORT=$(free_port)
-k apply -f - >/dev/null <<EOF
+# The host operator's webhook (the --operator bench installs the chart, which registers its own).
+[ "$MODE" = operator ] || k apply -f - >/dev/null <<EOF
 apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration
 metadata: {name: bifrost-requirements-bench}
@@ -118,6 +124,13 @@ spec:
 EOF
   k -n bench wait --for=condition=CacheWarmed "wsreq/$1" --timeout=60s >/dev/null
 }
+
+if [ "$MODE" = operator ]; then
+  # shellcheck source=scripts/lib/bench_operator.sh
+  . scripts/lib/bench_operator.sh
+  bench_operator "$N"
+  exit 0
+fi
 
 # The pod bench's resources name no interpreter: they are resolved by their pods, as before the
 # lock. The unresolvable bench lets the operator resolve against the local index.

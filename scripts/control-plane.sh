@@ -28,7 +28,9 @@
 # released (or found dead) removes it, under a lock, so no cluster ever runs without it.
 #
 # Ports may be chosen by the caller with ETCD_PORT, ETCD_PEER_PORT and APISERVER_PORT; otherwise
-# free ones are picked. Binaries come from scripts/k8s-binaries.sh (or K8S_BIN_DIR).
+# free ones are picked. APISERVER_ADDRESS (default 127.0.0.1) is where the API server binds and
+# what it advertises; the node serves it on its bridge's host address (10.244.0.1), the one
+# address pods reach, so that address is in its serving certificate and every kubeconfig. Binaries come from scripts/k8s-binaries.sh (or K8S_BIN_DIR).
 # DIR layout: etcd/ (data), certs/ (apiserver serving cert), logs/, pids/, sa.key, sa.pub,
 # tokens.csv, token, kubeconfig (admin), controller-manager.kubeconfig, ports.env, *.args.
 set -euo pipefail
@@ -84,10 +86,12 @@ prepare() {
   local etcd_port=${ETCD_PORT:-$(free_port)}
   local peer_port=${ETCD_PEER_PORT:-$(free_port)}
   local api_port=${APISERVER_PORT:-$(free_port)}
+  local api_addr=${APISERVER_ADDRESS:-127.0.0.1}
   cat >"$dir/ports.env" <<EOF
 ETCD_PORT=$etcd_port
 ETCD_PEER_PORT=$peer_port
 APISERVER_PORT=$api_port
+APISERVER_ADDRESS=$api_addr
 EOF
 
   if [[ ! -s $dir/sa.key ]]; then
@@ -119,8 +123,8 @@ EOF
     "--etcd-servers=http://127.0.0.1:$etcd_port" \
     --insecure-port=0 \
     "--secure-port=$api_port" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
+    "--bind-address=$api_addr" \
+    "--advertise-address=$api_addr" \
     "--cert-dir=$dir/certs" \
     "--token-auth-file=$dir/tokens.csv" \
     --authorization-mode=RBAC \
@@ -162,7 +166,7 @@ kind: Config
 clusters:
 - name: local
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://${APISERVER_ADDRESS:-127.0.0.1}:$APISERVER_PORT
     certificate-authority-data: $ca
 users:
 - name: admin
@@ -285,7 +289,7 @@ api_get() { # dir, path
   # shellcheck disable=SC1091
   source "$dir/ports.env"
   curl -sf --cacert "$dir/certs/apiserver.crt" -H "Authorization: Bearer $(cat "$dir/token")" \
-    "https://127.0.0.1:$APISERVER_PORT$2"
+    "https://${APISERVER_ADDRESS:-127.0.0.1}:$APISERVER_PORT$2"
 }
 
 readyz() { [[ $(api_get "$1" /readyz) == ok ]]; }
@@ -320,7 +324,7 @@ start() {
   wait_until "the default ServiceAccount" 120 "$dir" kube-controller-manager \
     api_get "$dir" /api/v1/namespaces/default/serviceaccounts/default
   trap - EXIT
-  log "ready: API server https://127.0.0.1:$APISERVER_PORT, logs in $dir/logs"
+  log "ready: API server https://${APISERVER_ADDRESS:-127.0.0.1}:$APISERVER_PORT, logs in $dir/logs"
   echo "export KUBECONFIG=$dir/kubeconfig"
 }
 

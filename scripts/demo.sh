@@ -3,7 +3,8 @@
 #
 #   a real node (scripts/node.sh: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #   containerd, runc, kubelet 1.20.2), PostgreSQL, Redis (all ephemeral), images built here
-#   → the CRD → the operator (controller, database mirror, admission webhook)
+#   → the CRD → `helm install` of the chart: the operator as pods from its image (controller,
+#     database mirror, admission webhook), watching the namespace bifrost
 #   → a WorkspaceRequirements mirroring Bifrost's database row → a labelled worker Deployment
 #   → the controller resolves the content once for the workers' interpreter (Resolved,
 #     status.lock, requirements.lock in the ConfigMap snapshot)
@@ -60,12 +61,11 @@ k() { "$KUBECTL" "$@"; }
 k version --short 2>/dev/null | sed 's/^/   /' || true
 k get nodes -o wide | sed 's/^/   /'
 
-bold "starting PostgreSQL and Redis on free ports"
-start_postgres
-# Redis serves the operator (host) and the install containers (pods): on the bridge address too.
+bold "starting PostgreSQL and Redis on free ports (on the bridge address too: the operator and the install containers are pods)"
+PG_HOST=$HOST_IP start_postgres
 REDIS_BIND="127.0.0.1 $HOST_IP" REDIS_HOST=$HOST_IP start_redis
 export DATABASE_URL REDIS_URL
-note "DATABASE_URL=$DATABASE_URL"
+note "DATABASE_URL=$(echo "$DATABASE_URL" | sed -E 's#(://[^:/@]*:)[^@]*@#\1***@#')"
 note "REDIS_URL=$REDIS_URL"
 
 bold "a local package index (wheels built here: bifrost-hello 1.0, bifrost-extra 2.0)"
@@ -82,46 +82,27 @@ k create namespace bifrost >/dev/null
 k -n bifrost create secret generic bifrost-db --from-literal=url="$DATABASE_URL" >/dev/null
 k -n bifrost create secret generic bifrost-redis --from-literal=url="$REDIS_URL" >/dev/null
 
-bold "starting the operator (controller + database mirror + admission webhook)"
-METRICS_PORT=$(free_port)
-WEBHOOK_PORT=$(free_port)
-k apply -f - >/dev/null <<EOF
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: bifrost-requirements-demo
-webhooks:
-  - name: inject.requirements.bifrost.io
-    clientConfig:
-      url: https://127.0.0.1:$WEBHOOK_PORT/mutate
-    rules:
-      - {apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"]}
-    objectSelector:
-      matchExpressions: [{key: bifrost.io/requirements, operator: Exists}]
-    failurePolicy: Ignore
-    sideEffects: None
-    timeoutSeconds: 5
-    admissionReviewVersions: ["v1"]
-    reinvocationPolicy: IfNeeded
-EOF
-"$BIN" operator --namespace bifrost --lease-namespace bifrost \
-  --metrics-addr "127.0.0.1:$METRICS_PORT" --webhook-addr "127.0.0.1:$WEBHOOK_PORT" \
-  --webhook-service-namespace bifrost --webhook-extra-san 127.0.0.1 \
-  --webhook-config-name bifrost-requirements-demo \
-  --operator-image "$OPERATOR_IMAGE" --operator-image-pull-policy Never \
-  --resolver-index-url "$INDEX_URL" --resolver-cache-dir "$SERVICES_DIR/resolver-cache" \
-  >"$SERVICES_DIR/operator.log" 2>&1 &
-SERVICES_PIDS+=($!)
-wait_port "$METRICS_PORT" "operator metrics"
+bold "helm install: the operator as a pod, from its image, watching the namespace bifrost"
+note "the README's command, plus -f charts/bifrost-requirements/ci/node-values.yaml (this node only)"
+note "and the demo's local index as the one index the operator may resolve against"
+helm install bifrost-requirements charts/bifrost-requirements \
+  --namespace bifrost-system --create-namespace \
+  --set watchNamespace=bifrost \
+  -f charts/bifrost-requirements/ci/node-values.yaml \
+  --set-string "resolver.indexUrls[0]=$INDEX_URL" >"$SERVICES_DIR/helm-install.log"
+sed -n '1,6p' "$SERVICES_DIR/helm-install.log" | sed 's/^/   /'
+k -n bifrost-system rollout status deploy/bifrost-requirements --timeout=180s | sed 's/^/   /' \
+  || { k -n bifrost-system get pods -o wide; k -n bifrost-system logs deploy/bifrost-requirements --tail=30; die "the operator did not become Ready"; }
 for _ in $(seq 1 150); do
-  [ -n "$(k get mutatingwebhookconfiguration bifrost-requirements-demo -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] && break
+  [ -n "$(k get mutatingwebhookconfiguration bifrost-requirements -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] && break
   sleep 0.2
 done
-[ -n "$(k get mutatingwebhookconfiguration bifrost-requirements-demo -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] \
-  || { tail -20 "$SERVICES_DIR/operator.log"; die "the operator did not install its CA into the webhook configuration"; }
-note "operator log: $SERVICES_DIR/operator.log; metrics: http://127.0.0.1:$METRICS_PORT/metrics"
-note "webhook: https://127.0.0.1:$WEBHOOK_PORT/mutate (self-managed CA, caBundle patched)"
-note "resolver: the bundled uv, against $INDEX_URL only (--resolver-index-url)"
+[ -n "$(k get mutatingwebhookconfiguration bifrost-requirements -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] \
+  || { k -n bifrost-system logs deploy/bifrost-requirements --tail=30; die "the operator did not install its CA into the webhook configuration"; }
+k -n bifrost-system get pods -o wide | sed 's/^/   /'
+note "leader: $(k -n bifrost-system get lease bifrost-requirements-operator -o jsonpath='{.spec.holderIdentity}')"
+note "webhook: Service bifrost-system/bifrost-requirements-webhook, called at its endpoints (self-managed CA, caBundle patched)"
+note "resolver: the bundled uv in the operator pod, against $INDEX_URL only"
 
 bold "a WorkspaceRequirements mirroring the database row, and a labelled worker Deployment (shaped like Bifrost's)"
 k apply -f - <<EOF | sed 's/^/   /'
@@ -231,6 +212,8 @@ bold "kubectl exec: the new pod imports the new package"
 k -n bifrost exec "$POD2" -c worker -- python3 -c "import bifrost_extra; print('   worker says:', bifrost_extra.VALUE)"
 imports "$POD2" bifrost_extra
 
+bold "the operator's log (kubectl logs -n bifrost-system, the leader's last lines)"
+k -n bifrost-system logs "$(k -n bifrost-system get lease bifrost-requirements-operator -o jsonpath='{.spec.holderIdentity}')" --tail=5 | sed 's/^/   /' || true
 bold "the operator's Events (kubectl get events.events.k8s.io -n bifrost)"
 k -n bifrost get events.events.k8s.io -o json | python3 scripts/lib/show.py events
 

@@ -3,11 +3,14 @@
 # docker archives under ~/.cache/bifrost-requirements/images (scripts/node.sh imports them into
 # its containerd; pods use them with imagePullPolicy: Never).
 #
-#   node-images.sh operator   localhost/bifrost-requirements:<version>: what pods use of the
-#                             Dockerfile's final stage (scripts/build-static.sh's static binary at
-#                             /usr/local/bin/bifrost-requirements, static uv next to it, uid 65532,
-#                             no shell); without the stage's python3, which only the operator's
-#                             resolver needs, and the node tests run the operator on the host
+#   node-images.sh operator   localhost/bifrost-requirements:<version>: the Dockerfile's final stage
+#                             rebuilt here: distroless/python3-debian12 is Debian 12's python3 with
+#                             no shell and the nonroot user (65532), so the image is the worker's
+#                             debootstrap rootfs (Debian 12's python3) without shells or pip, a
+#                             `nonroot` user and /home/nonroot, plus scripts/build-static.sh's
+#                             static binary at /usr/local/bin/bifrost-requirements and static uv
+#                             next to it; uid 65532. The operator runs from it as a pod (the chart)
+#                             and its resolver's uv queries that python3
 #   node-images.sh worker     localhost/bifrost-worker:bookworm: Debian's python3 and pip from
 #                             `debootstrap --variant=minbase` (trimmed), standing in for Bifrost's
 #                             worker image
@@ -73,26 +76,38 @@ pack() { # tag, rootfs folder, archive, umoci config args...
   rm -rf "$tmp"
 }
 
-operator() {
+operator() { # needs WORKER_ARCHIVE (the rootfs it starts from)
   local static
   static=$(bash scripts/build-static.sh all | tail -n1)
   local key
-  key=$(cat "$static/bifrost-requirements" "$static/uv" | sha256sum | cut -c1-16)
+  key=$( (basename "$WORKER_ARCHIVE" && cat "$static/bifrost-requirements" "$static/uv") | sha256sum | cut -c1-16)
   local out=$IMAGES/operator-$VERSION-$key.tar
   if [[ ! -s $out ]]; then
     log "building $OPERATOR_TAG ($key)"
-    local root
-    root=$(mktemp -d "$IMAGES/.root.XXXXXX")
-    install -D -m 0755 "$static/bifrost-requirements" "$root/usr/local/bin/bifrost-requirements"
-    install -D -m 0755 "$static/uv" "$root/usr/local/bin/uv"
-    # No shell, no libc: the two static binaries are all the bootstrap container uses of the
-    # image (distroless/python3's interpreter, CA bundle and passwd files are not read there).
-    pack "$OPERATOR_TAG" "$root" "$out" \
+    local tmp rootfs
+    tmp=$(mktemp -d "$IMAGES/.build.XXXXXX")
+    skopeo copy --quiet "docker-archive:$WORKER_ARCHIVE" "oci:$tmp/oci:img" >&2
+    umoci unpack --image "$tmp/oci:img" "$tmp/bundle" >/dev/null
+    rootfs=$tmp/bundle/rootfs
+    # distroless: no shell, no pip; python3, its standard library and the nonroot user stay.
+    rm -f "$rootfs"/bin/sh "$rootfs"/bin/dash "$rootfs"/bin/bash "$rootfs"/usr/bin/sh \
+      "$rootfs"/usr/bin/dash "$rootfs"/usr/bin/bash
+    rm -rf "$rootfs"/usr/lib/python3/dist-packages/pip "$rootfs"/usr/bin/pip*
+    echo "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin" >>"$rootfs/etc/passwd"
+    echo "nonroot:x:65532:" >>"$rootfs/etc/group"
+    install -d -m 0700 -o 65532 -g 65532 "$rootfs/home/nonroot"
+    install -D -m 0755 "$static/bifrost-requirements" "$rootfs/usr/local/bin/bifrost-requirements"
+    install -D -m 0755 "$static/uv" "$rootfs/usr/local/bin/uv"
+    umoci repack --image "$tmp/oci:img" "$tmp/bundle"
+    umoci config --image "$tmp/oci:img" \
       --config.user 65532:65532 \
       --config.entrypoint /usr/local/bin/bifrost-requirements \
       --config.cmd operator \
       --config.exposedports 8080/tcp --config.exposedports 8443/tcp
-    rm -rf "$root"
+    rm -f "$out.tmp"
+    skopeo copy --quiet "oci:$tmp/oci:img" "docker-archive:$out.tmp:$OPERATOR_TAG" >&2
+    mv -f "$out.tmp" "$out"
+    rm -rf "$tmp"
     find "$IMAGES" -maxdepth 1 -name "operator-*.tar" ! -name "$(basename "$out")" -delete
   fi
   echo "OPERATOR_IMAGE=$OPERATOR_TAG" >"$IMAGES/operator.env"
@@ -195,7 +210,12 @@ pause() {
 
 need
 case ${1:-all} in
-  operator) operator ;;
+  operator)
+    worker
+    # shellcheck disable=SC1091
+    . "$IMAGES/worker.env"
+    operator
+    ;;
   worker) worker ;;
   worker-app)
     worker

@@ -14,7 +14,8 @@
 # (the bridge plugin without isGateway, no routes in IPAM), no iptables rule is written (no
 # portmap/firewall plugin, ipMasq off, kubelet makeIPTablesUtilChains off), ip_forward is left as
 # it is. Pods can reach only the bridge's host address: a package index or Redis meant for them
-# listens on NODE_HOST_IP (10.244.0.1).
+# listens on NODE_HOST_IP (10.244.0.1). The API server listens there too (port 6443, in its
+# certificate), so operator pods reach it as users' clusters do; host tools use that address.
 set -euo pipefail
 shopt -s globstar
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +30,8 @@ POD_RANGE=10.244.0.0/16
 # created them.
 HOST_PATHS=(/var/log/pods /var/log/containers /var/lib/kubelet /var/lib/cni)
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
+# The API server's port on HOST_IP (ci/node-values.yaml names it as KUBERNETES_SERVICE_PORT).
+APISERVER_PORT=6443
 # Held by stop for its whole run, so a start never records sysctls or host paths half-restored.
 LOCK=/run/lock/bifrost-node.lock
 
@@ -206,7 +209,9 @@ start() {
   check_route 10.244.0.10
   check_unroutable 10.244.1.1
 
-  bash "$HERE/control-plane.sh" start "$dir/cp" >/dev/null
+  # The API server on the bridge's host address (pods reach nothing else), on a fixed port so
+  # that charts/bifrost-requirements/ci/node-values.yaml can point in-cluster clients at it.
+  APISERVER_ADDRESS=$HOST_IP APISERVER_PORT=$APISERVER_PORT bash "$HERE/control-plane.sh" start "$dir/cp" >/dev/null
   check_unroutable 10.0.0.1
   local kc=$dir/cp/kubeconfig
   KUBELET_PORT=$(free_port)

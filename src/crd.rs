@@ -21,6 +21,10 @@ pub const OPT_IN_LABEL: &str = "bifrost.io/requirements";
 pub const HASH_ANNOTATION: &str = "bifrost.io/requirements-hash";
 /// Pod annotation set by the webhook: the hash the pod was admitted for.
 pub const INJECTED_ANNOTATION: &str = "bifrost.io/injected-hash";
+/// Pod-template annotation set by the controller to roll a workload out again when its pods
+/// started without the packages (the webhook was unreachable when they were created); its value
+/// is the time, as `kubectl rollout restart` sets `kubectl.kubernetes.io/restartedAt`.
+pub const REINJECTED_ANNOTATION: &str = "bifrost.io/reinjected-at";
 /// Pod annotation naming the [`InstallMode`] the webhook injected (`UserBase` or `PythonPath`).
 pub const INJECTED_MODE_ANNOTATION: &str = "bifrost.io/injected-mode";
 /// Field manager of the controller's writes.

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub rollouts: Counter,
+    /// Workloads rolled out again because their pods started without the packages.
+    pub reinjections: Counter,
     pub redis_warms: Family<ResultLabels, Counter>,
     pub db_syncs: Family<ResultLabels, Counter>,
     pub db_sync_lag: Histogram,
@@ -108,6 +110,11 @@ impl Metrics {
                 &mut r,
                 "rollouts",
                 "Workloads whose pod template hash annotation was patched",
+            ),
+            reinjections: add(
+                &mut r,
+                "reinjections",
+                "Workloads rolled out again because their pods started without the packages (the webhook was unreachable)",
             ),
             redis_warms: add(&mut r, "redis_warms", "Redis writes by result"),
             db_syncs: add(&mut r, "db_syncs", "Database mirror reads by result"),

@@ -86,6 +86,26 @@ impl Stop {
         self.rx.clone()
     }
 
+    /// A later signal: fires `by` after this one (at once when `by` is zero). The operator's
+    /// tasks stop on it, so a replica that was told to stop keeps answering the webhook while
+    /// the API server learns that its endpoint is gone.
+    pub fn delayed(&self, by: std::time::Duration) -> Stop {
+        if by.is_zero() {
+            return self.clone();
+        }
+        let (handle, later) = stop_pair();
+        let (parent, signal) = (self.stopped(), self.signal.clone());
+        tokio::spawn(async move {
+            parent.await;
+            tokio::time::sleep(by).await;
+            if let Some(s) = signal.get() {
+                let _ = handle.signal.set(*s);
+            }
+            handle.stop();
+        });
+        later
+    }
+
     /// A narrower signal: fires when this one does or when its own handle is used (e.g. the
     /// controller's term as leader).
     pub fn child(&self) -> (StopHandle, Stop) {
@@ -133,4 +153,33 @@ pub fn on_signals() -> (Arc<StopHandle>, Stop) {
         std::future::pending::<()>().await;
     });
     (handle, stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_stop_fires_that_long_after_the_first_with_its_signal() {
+        let (handle, stop) = stop_pair();
+        let later = stop.delayed(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!later.is_stopped(), "nothing fires before the first stop");
+        handle.stop_by(Signal::SIGTERM);
+        tokio::time::sleep(Duration::from_millis(4900)).await;
+        assert!(stop.is_stopped());
+        assert!(!later.is_stopped(), "still serving within the delay");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(later.is_stopped());
+        assert_eq!(later.signal(), Some(Signal::SIGTERM));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_delay_is_the_same_stop() {
+        let (handle, stop) = stop_pair();
+        let same = stop.delayed(Duration::ZERO);
+        handle.stop();
+        assert!(same.is_stopped());
+    }
 }

@@ -182,8 +182,8 @@ async fn cluster_addresses_stay_on_the_machine() {
     let cluster_ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
     assert!(cluster_ip.starts_with("10.0.0."), "{cluster_ip}");
     let hook = "cluster-address.bifrost.io";
-    let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
-        object(serde_json::json!({
+    let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration = object(
+        serde_json::json!({
             "metadata": {"name": "cluster-address-test"},
             "webhooks": [{
                 "name": hook,
@@ -196,7 +196,8 @@ async fn cluster_addresses_stay_on_the_machine() {
                 "objectSelector": {"matchLabels": {"bifrost.io/requirements": "default"}},
                 "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]
             }]
-        }));
+        }),
+    );
     let configs = Api::all(client.clone());
     configs
         .create(&PostParams::default(), &config)
@@ -207,7 +208,9 @@ async fn cluster_addresses_stay_on_the_machine() {
         .patch(
             ns,
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"kubernetes.io/metadata.name": ns}}})),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"labels": {"kubernetes.io/metadata.name": ns}}}),
+            ),
         )
         .await
         .expect("label namespace");
@@ -224,8 +227,12 @@ async fn cluster_addresses_stay_on_the_machine() {
     // The API server says why it failed open: no endpoints, never a dial of the ClusterIP.
     let deadline = Instant::now() + Duration::from_secs(30);
     let line = loop {
-        let log = std::fs::read_to_string(cp.dir.join("logs/kube-apiserver.log")).unwrap_or_default();
-        if let Some(line) = log.lines().find(|l| l.contains(hook) && l.contains("failing open")) {
+        let log =
+            std::fs::read_to_string(cp.dir.join("logs/kube-apiserver.log")).unwrap_or_default();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains(hook) && l.contains("failing open"))
+        {
             break line.to_string();
         }
         assert!(
@@ -239,7 +246,10 @@ async fn cluster_addresses_stay_on_the_machine() {
         line.contains("no endpoints available for service"),
         "{line}"
     );
-    assert!(!line.contains(&cluster_ip), "the ClusterIP was dialled: {line}");
+    assert!(
+        !line.contains(&cluster_ip),
+        "the ClusterIP was dialled: {line}"
+    );
     configs
         .delete("cluster-address-test", &Default::default())
         .await

@@ -8,8 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::crd::{
@@ -19,13 +17,12 @@ use bifrost_requirements::lock::{LOCK_FILE, Lock};
 use bifrost_requirements::requirements::content_hash;
 use bifrost_requirements::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
 use common::index::Index;
-use common::node::{HOST_IP, assert_routed_via_bridge, node};
-use common::operator::{Operator, namespace, secret, wait_for};
-use common::proc::{free_port, spawn_guarded, wait_for_addr, wait_for_port};
+use common::node::{HOST_IP, PodRedis, assert_routed_via_bridge, node, worker_pod_spec};
+use common::operator::{namespace, secret, wait_for};
+use common::release::Release;
 use common::wheels::Wheel;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -158,175 +155,19 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
 // ---------------------------------------------------------------------------------------------
 // The operator and its servers, as pods see them.
 
-/// A Redis for the operator and the pods: on the bridge's host address (pods reach nothing
-/// else), stoppable. Its watchdog stops it with the test binary.
-struct PodRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Mutex<Option<std::process::Child>>,
-}
-
-impl PodRedis {
-    fn start() -> PodRedis {
-        let r = PodRedis {
-            port: free_port(),
-            dir: tempfile::Builder::new()
-                .prefix("bifrost-pod-redis-")
-                .tempdir()
-                .unwrap(),
-            child: Mutex::new(None),
-        };
-        r.start_again();
-        r
-    }
-
-    fn start_again(&self) {
-        let log = self.dir.path().join("redis.log");
-        let port = self.port.to_string();
-        let child = spawn_guarded(
-            "redis-server",
-            &[
-                "--port",
-                &port,
-                "--bind",
-                HOST_IP,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--dir",
-                self.dir.path().to_str().unwrap(),
-            ],
-            &[],
-            &log,
-        );
-        wait_for_addr(HOST_IP, self.port, "Redis", &log, Duration::from_secs(30));
-        *self.child.lock().unwrap() = Some(child);
-    }
-
-    fn stop(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect((HOST_IP, self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "Redis did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{HOST_IP}:{}/0", self.port)
-    }
-}
-
-impl Drop for PodRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The operator (controller + webhook on a free loopback port, as the API server calls it),
-/// with the node's image for the bootstrap container, never pulled; `extra` adds flags (the
-/// resolver's: without them it resolves nothing and each pod resolves).
-fn start_operator(ns: &str, webhook_port: u16, config: &str, extra: &[String]) -> Operator {
-    let n = node();
-    let addr = format!("127.0.0.1:{webhook_port}");
-    let mut args = vec![
-        "--webhook-addr",
-        &addr,
-        "--webhook-config-name",
-        config,
-        "--webhook-extra-san",
-        "127.0.0.1",
-        "--operator-image",
-        &n.operator_image,
-        "--operator-image-pull-policy",
-        "Never",
-    ];
-    args.extend(extra.iter().map(String::as_str));
-    let op = Operator::start(ns, "node", &args);
-    wait_for_port(
-        webhook_port,
-        "the admission webhook",
-        &op.log,
-        Duration::from_secs(30),
-    );
-    op
-}
-
-/// Deletes the (cluster-scoped) webhook configuration when the test ends.
-struct Registration(String);
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let _ = node().kubectl(&[
-            "delete",
-            "mutatingwebhookconfiguration",
-            &self.0,
-            "--ignore-not-found",
-        ]);
-    }
-}
-
-/// The shipped webhook configuration, narrowed to `ns`, calling `url`.
-async fn register(client: &Client, name: &str, ns: &str, url: &str) -> Registration {
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"bifrost-node-test": ns}}})),
-        )
-        .await
-        .unwrap();
-    let mut config =
-        bifrost_requirements::webhook::webhook_configuration().expect("deploy/webhook.yaml");
-    config.metadata.name = Some(name.to_string());
-    let hook = &mut config.webhooks.as_mut().unwrap()[0];
-    hook.client_config.service = None;
-    hook.client_config.url = Some(url.to_string());
-    hook.namespace_selector
-        .get_or_insert_with(Default::default)
-        .match_labels = Some(BTreeMap::from([(
-        "bifrost-node-test".to_string(),
-        ns.to_string(),
-    )]));
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), &config)
-        .await
-        .unwrap();
-    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    wait_for("caBundle patched by the operator", T, || async {
-        let c = api.get(name).await.ok()?;
-        let b = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
-        (!b.0.is_empty()).then_some(())
-    })
-    .await;
-    Registration(name.to_string())
-}
-
 /// Everything one end-to-end case needs: a namespace, Redis and an index for its pods, the
-/// operator with its webhook registered, and a WorkspaceRequirements `default`.
+/// operator installed by the chart (one replica, watching the namespace), and a
+/// WorkspaceRequirements `default`.
 struct Case {
     client: Client,
     ns: String,
     redis: PodRedis,
     index: Index,
-    op: Option<Operator>,
-    /// The operator's own flags, for a restart with the same ones.
-    operator_args: Vec<String>,
-    webhook_port: u16,
-    config: String,
-    _registration: Registration,
+    op: Release,
 }
 
 impl Case {
-    /// Each pod resolves (the operator runs without a resolver).
+    /// Each pod resolves (the operator's resolver is off).
     async fn start(prefix: &str, content: &str, install: Value) -> Case {
         Case::start_with(prefix, content, install, false).await
     }
@@ -334,7 +175,7 @@ impl Case {
     /// `resolving`: the operator may resolve against the case's index (and does, for an
     /// `install` naming `python`).
     async fn start_with(prefix: &str, content: &str, install: Value, resolving: bool) -> Case {
-        let n = node();
+        node();
         let (client, ns) = namespace(prefix).await;
         let redis = PodRedis::start();
         let index = Index::start_on(
@@ -345,21 +186,12 @@ impl Case {
             ],
         );
         secret(&client, &ns, "bifrost-redis", "url", &redis.url()).await;
-        let webhook_port = free_port();
-        let config = format!("bifrost-node-{ns}");
-        let operator_args = if resolving {
-            vec!["--resolver-index-url".to_string(), index.url()]
+        let resolver = if resolving {
+            format!("resolver.indexUrls[0]!={}", index.url())
         } else {
-            Vec::new()
+            "resolver.enabled=false".to_string()
         };
-        let op = start_operator(&ns, webhook_port, &config, &operator_args);
-        let registration = register(
-            &client,
-            &config,
-            &ns,
-            &format!("https://127.0.0.1:{webhook_port}/mutate"),
-        )
-        .await;
+        let op = Release::install(&client, &ns, &["replicaCount=1", &resolver]).await;
         let mut install = install;
         install["indexUrls"] = json!([index.url()]);
         let obj: WorkspaceRequirements = serde_json::from_value(json!({
@@ -377,17 +209,12 @@ impl Case {
             .create(&PostParams::default(), &obj)
             .await
             .unwrap();
-        let _ = n;
         Case {
             client,
             ns,
             redis,
             index,
-            op: Some(op),
-            operator_args,
-            webhook_port,
-            config,
-            _registration: registration,
+            op,
         }
     }
 
@@ -631,25 +458,6 @@ async fn events(client: &Client, ns: &str, reason: &str) -> Vec<Event> {
                 && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("default")
         })
         .collect()
-}
-
-fn worker_pod_spec(image: &str) -> Value {
-    json!({
-        "automountServiceAccountToken": false,
-        "terminationGracePeriodSeconds": 1,
-        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000, "runAsNonRoot": true},
-        "volumes": [{"name": "home", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
-        "containers": [{
-            "name": "worker", "image": image, "imagePullPolicy": "Never",
-            "command": ["python3", "-c", "import time\nwhile True: time.sleep(3600)"],
-            "env": [{"name": "HOME", "value": "/home/bifrost"}, {"name": "PYTHONPATH", "value": "/app"}],
-            "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
-            "volumeMounts": [
-                {"name": "home", "mountPath": "/home/bifrost"},
-                {"name": "tmp", "mountPath": "/tmp"}
-            ]
-        }]
-    })
 }
 
 /// A worker as Bifrost's own k8s/worker/deployment.yaml runs its image (here the worker-app
@@ -979,7 +787,7 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
     let _serial = serial().await;
     let n = node();
     let content = "bifrost-hello==1.0\n";
-    let mut case = Case::start("node-fallback", content, json!({})).await;
+    let case = Case::start("node-fallback", content, json!({})).await;
     let hash = case.ready_hash(content).await;
     let p = labelled_worker_imports(&case, "uv", &hash).await;
     let api = case.pods();
@@ -999,9 +807,10 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
         "{log}"
     );
 
-    // Operator down: the webhook is unreachable (failurePolicy Ignore), the pod starts without
-    // the packages; once the operator is back it counts the pod.
-    drop(case.op.take());
+    // Operator down: the webhook has no endpoint (failurePolicy Ignore), the pod starts without
+    // the packages; once the operator is back it rolls the worker again, and the new pod is
+    // injected.
+    case.op.scale(&case.client, 0).await;
     api.delete(&pod, &Default::default()).await.unwrap();
     let pods = case.running("worker", 1, None).await;
     let bare = &pods[0];
@@ -1018,29 +827,35 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
         &["python3", "-c", "import bifrost_hello"],
     );
     assert!(!out.status.success(), "an uninjected pod has no packages");
-    case.op = Some(start_operator(
-        &case.ns,
-        case.webhook_port,
-        &case.config,
-        &case.operator_args,
-    ));
-    let wsreq = case.wsreq();
-    wait_for("uninjectedPods = 1 for the worker", T, || async {
-        let r = wsreq.get("default").await.ok()?;
-        let (_, reason, message) = condition(&r, "RolledOut")?;
-        let w = r
-            .status?
-            .workloads
-            .into_iter()
-            .find(|w| w.name == "worker")?;
-        // Its Deployment is done, but its pod does not run the packages: not rolled out.
-        (w.uninjected_pods == Some(1)
-            && w.updated_replicas == Some(0)
-            && reason == "PodsUninjected"
-            && message.contains("1 pod(s) started without the packages"))
-        .then_some(())
-    })
+    case.redis.start_again();
+    case.op.scale(&case.client, 1).await;
+    let replaced = wait_for(
+        "the uninjected worker replaced by an injected one",
+        T,
+        || async {
+            let list = api
+                .list(&ListParams::default().labels("app=worker"))
+                .await
+                .ok()?
+                .items;
+            (list.len() == 1 && is_ready(&list[0]) && !init_names(&list[0]).is_empty())
+                .then(|| list[0].name_any())
+        },
+    )
     .await;
+    assert_ne!(replaced, bare.name_any());
+    assert_eq!(case.import(&replaced, "bifrost_hello"), "1.0");
+    let notes: Vec<String> = events(&case.client, &case.ns, "ReplacingUninjected")
+        .await
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("Deployment/worker") && n.contains("without the packages")),
+        "{notes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -41,7 +41,9 @@ pg_bindir() {
   ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1
 }
 
-# Sets PG_PORT and DATABASE_URL.
+# Sets PG_PORT and DATABASE_URL. PG_HOST (default 127.0.0.1): a second address to listen on and
+# the one DATABASE_URL names (e.g. the node's bridge address, which pods reach); clients from
+# there authenticate with a password (scram-sha-256), loopback stays trusted.
 start_postgres() {
   local bin data as=()
   bin=$(pg_bindir)
@@ -52,8 +54,14 @@ start_postgres() {
     as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
   fi
   "${as[@]}" "$bin/initdb" -D "$data" -A trust -U postgres --no-sync -E UTF8 >"$SERVICES_DIR/initdb.log" 2>&1
+  local host=${PG_HOST:-127.0.0.1} listen=127.0.0.1 password=""
+  if [ "$host" != 127.0.0.1 ]; then
+    listen="127.0.0.1,$host"
+    password=$(openssl rand -hex 16)
+    echo "host all all ${host%.*}.0/24 scram-sha-256" >>"$data/pg_hba.conf"
+  fi
   PG_PORT=$(free_port)
-  "${as[@]}" "$bin/postgres" -D "$data" -p "$PG_PORT" -k "$data" -c listen_addresses=127.0.0.1 \
+  "${as[@]}" "$bin/postgres" -D "$data" -p "$PG_PORT" -k "$data" -c listen_addresses="$listen" \
     -c fsync=off >"$SERVICES_DIR/postgres.log" 2>&1 &
   SERVICES_PIDS+=($!)
   wait_port "$PG_PORT" PostgreSQL
@@ -62,7 +70,12 @@ start_postgres() {
     psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc 'select 1' >/dev/null 2>&1 && break
     sleep 0.1
   done
-  DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+  if [ -n "$password" ]; then
+    psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "ALTER USER postgres PASSWORD '$password'" >/dev/null
+    DATABASE_URL="postgresql://postgres:$password@$host:$PG_PORT/postgres"
+  else
+    DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+  fi
 }
 
 # Sets REDIS_PORT and REDIS_URL. REDIS_BIND: the addresses to listen on (default loopback);

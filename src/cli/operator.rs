@@ -50,6 +50,11 @@ pub struct OperatorArgs {
           value_parser = clap::value_parser!(u64).range(3..=300))]
     pub lease_duration_seconds: u64,
 
+    /// After SIGTERM, keep serving (not ready) this long before stopping, so the API server
+    /// stops calling this replica's webhook endpoint first (a pod: a few seconds; 0: stop at once).
+    #[arg(long, env = "BIFROST_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse::duration)]
+    pub shutdown_delay: Duration,
+
     #[command(flatten)]
     pub webhook: WebhookArgs,
 
@@ -241,6 +246,7 @@ impl OperatorArgs {
             metrics_addr: args.metrics_addr,
             lease,
             webhook,
+            shutdown_delay: args.shutdown_delay,
             resolver: args.resolver.resolver(),
         }
     }

@@ -73,6 +73,8 @@ pub struct Context {
     resolutions: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Resolution>>,
     /// The operator's stop: ends a running resolution.
     pub(super) stop: Option<Stop>,
+    /// When each workload was last rolled out again for uninjected pods (see `reinject`).
+    pub(super) reinjected: super::reinject::Reinjected,
 }
 
 /// A warmed Redis key: its connection and configured TTL.
@@ -108,6 +110,7 @@ impl Context {
             resolver: None,
             resolutions: Default::default(),
             stop: None,
+            reinjected: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ mod lock;
 pub mod mirror;
 pub mod progress;
 mod reconcile;
+mod reinject;
 pub mod rollout;
 mod run;
 mod snapshot;

@@ -232,8 +232,10 @@ fn verdict(pods: &PodsByHash, controller: Option<String>, replicas: i32, ready_n
     if uninjected > 0 {
         return Verdict::PodsUninjected(format!(
             "{uninjected} pod(s) started without the packages (the webhook was unreachable when \
-             they were created); delete them so they are re-created injected; {ready_n} of \
-             {replicas} replica(s) run the current hash and are ready"
+             they were created); the operator rolls the workload out again so they are \
+             re-created injected (at most once per {} s); {ready_n} of {replicas} replica(s) run \
+             the current hash and are ready",
+            super::reinject::REINJECT_INTERVAL.as_secs()
         ));
     }
     Verdict::RollingOut(format!(

@@ -427,15 +427,15 @@ pub fn labelled_workloads(
     found
 }
 
-async fn patch_workload(
+/// Set one pod-template annotation of a workload (a change of the template rolls it out).
+pub(super) async fn annotate_template(
     ctx: &Context,
     ns: &str,
     kind: &str,
     name: &str,
-    hash: &str,
+    (key, value): (&str, &str),
 ) -> Result<(), kube::Error> {
-    let patch =
-        json!({"spec": {"template": {"metadata": {"annotations": {HASH_ANNOTATION: hash}}}}});
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {key: value}}}}});
     let params = PatchParams {
         field_manager: Some(MANAGER.to_string()),
         ..PatchParams::default()
@@ -464,6 +464,8 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
         .collect();
     if stale.is_empty() {
         ctx.pending.lock().expect("lock").remove(&oref);
+        super::reinject::replace_uninjected(ctx, obj, &observed.workloads, &observed.verdicts)
+            .await;
         let said = settled(&observed, &obj.name_any());
         return Ok(Outcome::new(observed, said));
     }
@@ -602,7 +604,7 @@ async fn patch_stale(
     let mut rolled = Vec::new();
     for &i in stale {
         let w = &mut observed.workloads[i];
-        match patch_workload(ctx, &ns, &w.kind, &w.name, hash).await {
+        match annotate_template(ctx, &ns, &w.kind, &w.name, (HASH_ANNOTATION, hash)).await {
             Ok(()) => {
                 ctx.metrics.rollouts.inc();
                 info!(kind = %w.kind, workload = %w.name, hash = %&hash[..12], "rolling out");

@@ -43,6 +43,9 @@ pub struct Config {
     pub webhook: Option<webhook::Config>,
     /// How the controller resolves locks; `None`: it resolves nothing (pods do).
     pub resolver: Option<Resolver>,
+    /// How long a replica told to stop keeps serving (not ready meanwhile), so that the API
+    /// server stops calling its webhook endpoint before it goes.
+    pub shutdown_delay: Duration,
 }
 
 /// The coordination.k8s.io/v1 Lease that elects the replica running the controller.
@@ -141,7 +144,8 @@ impl Wiring {
 /// Run until SIGTERM/SIGINT; `Ok(code)` is the exit code (non-zero when a task that cannot be
 /// restarted died, see [`crate::supervise`]).
 pub async fn run(config: Config) -> Result<u8> {
-    let (root, stop) = shutdown::on_signals();
+    let (root, signalled) = shutdown::on_signals();
+    let stop = signalled.delayed(config.shutdown_delay);
     let metrics = Arc::new(Metrics::new());
     let tasks = Supervisor::new(metrics.task_restarts.clone(), root, stop.clone());
     let webhook_tls = config
@@ -155,6 +159,13 @@ pub async fn run(config: Config) -> Result<u8> {
         tasks: tasks.clone(),
     });
     let mut handles = vec![server::serve(config.metrics_addr, health.clone(), &tasks).await?];
+    // Told to stop: not ready at once, serving until `stop` (shutdown_delay later).
+    let (unready, told) = (health.clone(), signalled.stopped());
+    tokio::spawn(async move {
+        told.await;
+        unready.ready.store(false, Ordering::Relaxed);
+        info!("not ready; still serving until the shutdown delay has passed");
+    });
     let Some(client) = connect(&stop).await? else {
         return finish(&tasks, handles).await;
     };

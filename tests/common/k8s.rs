@@ -42,17 +42,20 @@ static CP: OnceLock<ControlPlane> = OnceLock::new();
 pub fn attach_control_plane(dir: &Path, bin: PathBuf) -> &'static ControlPlane {
     let cp = CP.get_or_init(|| {
         let ports = std::fs::read_to_string(dir.join("ports.env")).expect("read ports.env");
-        let port = ports
-            .lines()
-            .find_map(|l| l.strip_prefix("APISERVER_PORT="))
-            .expect("APISERVER_PORT in ports.env")
-            .trim()
-            .to_string();
+        let value = |key: &str| {
+            ports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} in ports.env"))
+                .trim()
+                .to_string()
+        };
+        let (address, port) = (value("APISERVER_ADDRESS"), value("APISERVER_PORT"));
         let kubeconfig = dir.join("kubeconfig");
         let config = futures::executor::block_on(load_config(&kubeconfig));
         ControlPlane {
             kubeconfig,
-            server: format!("https://127.0.0.1:{port}"),
+            server: format!("https://{address}:{port}"),
             token: std::fs::read_to_string(dir.join("token"))
                 .expect("read token")
                 .trim()

@@ -8,10 +8,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::k8s::{ControlPlane, attach_control_plane};
+use super::proc::{free_port, spawn_guarded, wait_for_addr};
 
 /// The bridge's host address: the only address of this machine that pods can reach. A package
 /// index or Redis meant for pods listens here.
@@ -208,4 +209,98 @@ pub fn poll<T>(
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// A Redis for the operator and the pods: on the bridge's host address (pods reach nothing
+/// else), stoppable. Its watchdog stops it with the test binary.
+pub struct PodRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl PodRedis {
+    pub fn start() -> PodRedis {
+        let r = PodRedis {
+            port: free_port(),
+            dir: tempfile::Builder::new()
+                .prefix("bifrost-pod-redis-")
+                .tempdir()
+                .unwrap(),
+            child: Mutex::new(None),
+        };
+        r.start_again();
+        r
+    }
+
+    pub fn start_again(&self) {
+        let log = self.dir.path().join("redis.log");
+        let port = self.port.to_string();
+        let child = spawn_guarded(
+            "redis-server",
+            &[
+                "--port",
+                &port,
+                "--bind",
+                HOST_IP,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                self.dir.path().to_str().unwrap(),
+            ],
+            &[],
+            &log,
+        );
+        wait_for_addr(HOST_IP, self.port, "Redis", &log, Duration::from_secs(30));
+        *self.child.lock().unwrap() = Some(child);
+    }
+
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((HOST_IP, self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "Redis did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{HOST_IP}:{}/0", self.port)
+    }
+}
+
+impl Drop for PodRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A worker shaped like Bifrost's own k8s/worker/deployment.yaml: uid/gid/fsGroup 1000, a
+/// read-only root filesystem, emptyDirs at /home/bifrost and /tmp, no service-account token.
+pub fn worker_pod_spec(image: &str) -> serde_json::Value {
+    serde_json::json!({
+        "automountServiceAccountToken": false,
+        "terminationGracePeriodSeconds": 1,
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000, "runAsNonRoot": true},
+        "volumes": [{"name": "home", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "containers": [{
+            "name": "worker", "image": image, "imagePullPolicy": "Never",
+            "command": ["python3", "-c", "import time\nwhile True: time.sleep(3600)"],
+            "env": [{"name": "HOME", "value": "/home/bifrost"}, {"name": "PYTHONPATH", "value": "/app"}],
+            "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
+            "volumeMounts": [
+                {"name": "home", "mountPath": "/home/bifrost"},
+                {"name": "tmp", "mountPath": "/tmp"}
+            ]
+        }]
+    })
 }

@@ -1,5 +1,11 @@
 //! Helpers for tests that run the operator against the real control plane: the CRD, namespaces,
 //! Secrets, the `operator` process itself, and polling.
+//!
+//! The operator as a host process serves the tests of one function of it on a control plane
+//! without a node (no kubelet: pods never run, so nothing could run its image): its
+//! reconcile, mirror, webhook answers, flags and metrics, with its log at hand. Everything that
+//! runs pods runs the operator as users do, installed by the chart on the node
+//! (`super::release`).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
