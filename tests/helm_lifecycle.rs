@@ -1,0 +1,186 @@
+//! The chart on the real API server (kube-apiserver and kube-controller-manager 1.20.2, RBAC on):
+//! every object it renders passes a server-side dry run, `helm install` creates the CRD, RBAC,
+//! Deployment, Services and webhook configuration, and `helm uninstall` removes them (the CRD
+//! stays, as Helm does with `crds/`).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::helm::*;
+use common::k8s::control_plane;
+use common::operator::{wait_crd_served, wait_for};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::api::{Api, ListParams};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rendered_object_passes_a_server_side_dry_run() {
+    release().await; // the CRD (the example renders a WorkspaceRequirements)
+    foreign_crds().await;
+    let client = control_plane().client().await;
+    for (name, sets) in VARIANTS {
+        let ns = create_namespace(&client, "dry").await;
+        let watch = create_namespace(&client, "watched").await;
+        let sets: Vec<String> = sets
+            .iter()
+            .map(|s| s.replace("=team", &format!("={watch}")))
+            .collect();
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        // A release name of its own: cluster-scoped names must not meet the installed release's.
+        let yaml = render("dry", &ns, &sets);
+        let objects = docs(&yaml);
+        assert!(!objects.is_empty());
+        let out = kubectl_file(&["apply", "--dry-run=server"], &yaml);
+        let stdout = ok(out);
+        let accepted = stdout
+            .lines()
+            .filter(|l| l.ends_with("(server dry run)"))
+            .count();
+        assert_eq!(
+            accepted,
+            objects.len(),
+            "{name}: every rendered object is accepted:\n{stdout}"
+        );
+        let kinds: BTreeSet<&str> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        eprintln!(
+            "{name}: {} objects accepted by the API server: {kinds:?}",
+            objects.len()
+        );
+        match name {
+            "certManager" => assert!(kinds.contains("Certificate") && kinds.contains("Issuer")),
+            "serviceMonitor" => assert!(kinds.contains("ServiceMonitor")),
+            "example, watchNamespace and excluded namespaces" => {
+                assert!(kinds.contains("WorkspaceRequirements"))
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_creates_everything_and_uninstall_removes_it() {
+    // The shared release went first, onto a cluster without the CRD: Helm created it.
+    let first = release().await;
+    assert!(
+        first.crd_absent_before,
+        "the CRD existed before the first helm install"
+    );
+    let client = control_plane().client().await;
+    wait_crd_served(&client).await;
+
+    // A release of its own, installed and uninstalled here.
+    let ns = create_namespace(&client, "helm").await;
+    let chart = chart_arg();
+    let out = ok(helm_cluster(&[
+        "install",
+        "second",
+        &chart,
+        "--namespace",
+        &ns,
+    ]));
+    eprintln!("{out}");
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    assert!(
+        out.contains("bifrost.io/requirements"),
+        "NOTES explain the opt-in label:\n{out}"
+    );
+    assert!(
+        out.contains("get wsreq"),
+        "NOTES explain how to check status:\n{out}"
+    );
+    let fullname = "second-bifrost-requirements";
+    let namespaced = [
+        ("deployment", fullname.to_string()),
+        ("serviceaccount", fullname.to_string()),
+        ("service", format!("{fullname}-webhook")),
+        ("service", format!("{fullname}-metrics")),
+        ("role", fullname.to_string()),
+        ("rolebinding", fullname.to_string()),
+        ("poddisruptionbudget", fullname.to_string()),
+    ];
+    let cluster = [
+        ("clusterrole", fullname.to_string()),
+        ("clusterrolebinding", fullname.to_string()),
+        ("clusterrole", format!("{fullname}-webhook")),
+        ("clusterrolebinding", format!("{fullname}-webhook")),
+        ("mutatingwebhookconfiguration", fullname.to_string()),
+        ("crd", CRD_NAME.to_string()),
+    ];
+    let exists = |kind: &str, name: &str, ns: Option<&str>| {
+        let mut args = vec!["get", kind, name, "-o", "name"];
+        if let Some(ns) = ns {
+            args.extend_from_slice(&["-n", ns]);
+        }
+        let out = control_plane().kubectl(&args);
+        if out.status.success() {
+            true
+        } else {
+            assert!(text(&out).contains("NotFound"), "{}", text(&out));
+            false
+        }
+    };
+    for (kind, name) in &namespaced {
+        assert!(
+            exists(kind, name, Some(&ns)),
+            "{kind}/{name} was not created"
+        );
+    }
+    for (kind, name) in &cluster {
+        assert!(exists(kind, name, None), "{kind}/{name} was not created");
+    }
+    // The stored webhook configuration, as the API server keeps it.
+    let mwc = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get(fullname)
+        .await
+        .unwrap();
+    let w = &mwc.webhooks.as_ref().unwrap()[0];
+    let svc = w.client_config.service.as_ref().unwrap();
+    assert_eq!(
+        (
+            svc.name.as_str(),
+            svc.namespace.as_str(),
+            svc.path.as_deref(),
+            svc.port
+        ),
+        (
+            format!("{fullname}-webhook").as_str(),
+            ns.as_str(),
+            Some("/mutate"),
+            Some(443)
+        )
+    );
+    assert_eq!(w.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(w.side_effects, "None");
+    assert_eq!(w.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    // The controller-manager runs the Deployment (pods stay Pending: no scheduler here).
+    wait_for("the operator's ReplicaSet", T, || async {
+        let rs = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=second"))
+            .await
+            .ok()?;
+        (!rs.items.is_empty()).then_some(())
+    })
+    .await;
+
+    let out = ok(helm_cluster(&["uninstall", "second", "--namespace", &ns]));
+    assert!(out.contains("uninstalled"), "{out}");
+    for (kind, name) in &namespaced {
+        wait_for(&format!("{kind}/{name} removed"), T, || async {
+            (!exists(kind, name, Some(&ns))).then_some(())
+        })
+        .await;
+    }
+    for (kind, name) in &cluster {
+        let should_remain = *kind == "crd";
+        wait_for(&format!("{kind}/{name} removed"), T, || async {
+            (exists(kind, name, None) == should_remain).then_some(())
+        })
+        .await;
+    }
+    let list = ok(helm_cluster(&["list", "--namespace", &ns, "-q"]));
+    assert!(list.trim().is_empty(), "{list}");
+}
