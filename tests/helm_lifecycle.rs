@@ -6,6 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use bifrost_requirements::crd::WorkspaceRequirements;
 
 use common::helm::*;
 use common::k8s::control_plane;
@@ -92,6 +96,7 @@ async fn helm_install_creates_everything_and_uninstall_removes_it() {
         out.contains("get wsreq"),
         "NOTES explain how to check status:\n{out}"
     );
+    notes_paste_as_printed(&client, &out).await;
     let fullname = "second-bifrost-requirements";
     let namespaced = [
         ("deployment", fullname.to_string()),
@@ -183,4 +188,59 @@ async fn helm_install_creates_everything_and_uninstall_removes_it() {
     }
     let list = ok(helm_cluster(&["list", "--namespace", &ns, "-q"]));
     assert!(list.trim().is_empty(), "{list}");
+}
+
+/// NOTES.txt's commands, pasted as printed (every line at the left margin, prose left out):
+/// they run in bash against the cluster, and the heredoc's resource and the Secret exist after.
+async fn notes_paste_as_printed(client: &kube::Client, install_output: &str) {
+    let notes = install_output
+        .split_once("NOTES:\n")
+        .expect("helm install prints NOTES")
+        .1;
+    let prose = |l: &str| {
+        let numbered = l
+            .split_once(". ")
+            .is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+        let indented =
+            l.starts_with("   ") && l[3..].starts_with(|c: char| c.is_alphabetic() || c == '(');
+        numbered || indented || l.starts_with("bifrost-requirements ")
+    };
+    let script: Vec<&str> = notes.lines().filter(|l| !prose(l)).collect();
+    assert!(
+        !script
+            .iter()
+            .any(|l| l.contains("<namespace>") || l.contains("<worker>")),
+        "placeholders to edit before pasting:\n{notes}"
+    );
+    let kubectl_dir = kubectl_program()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = format!(
+        "{}:{}",
+        kubectl_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script.join("\n")])
+        .env("PATH", path)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(!log.contains("syntax error"), "{log}");
+    assert!(
+        log.contains("secret/bifrost-redis created"),
+        "NOTES' Secret:\n{log}"
+    );
+    assert!(
+        log.contains("workspacerequirements.bifrost.io/default created"),
+        "NOTES' resource:\n{log}"
+    );
+    let wsreq = Api::<WorkspaceRequirements>::namespaced(client.clone(), "default")
+        .get("default")
+        .await
+        .unwrap();
+    assert_eq!(wsreq.spec.content, "requests==2.32.3\n");
 }
