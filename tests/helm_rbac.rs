@@ -672,3 +672,77 @@ async fn namespaced_install_is_confined_to_its_namespace() {
     }
     ok(helm_cluster(&["uninstall", &release, "--namespace", &ns]));
 }
+
+/// README's Permissions table, as rule lines (`group/resource verb names`) per scope, with
+/// `<fullname>` replaced by `fullname`.
+fn readme_permissions(fullname: &str) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let table = readme
+        .split_once("#### Permissions")
+        .expect("README has a Permissions section")
+        .1;
+    let mut scopes = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    let rows = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| scope"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let [scope, group, resources, verbs, names, _why] = cells[..] else {
+            panic!("README Permissions row with {} cells: {row}", cells.len());
+        };
+        let group = match group.trim_matches('`') {
+            "core" => "",
+            g => g,
+        };
+        let names = names.trim_matches('`').replace("<fullname>", fullname);
+        for resource in resources.split(", ") {
+            for verb in verbs.split(", ") {
+                scopes
+                    .entry(scope.to_string())
+                    .or_default()
+                    .insert(format!("{group}/{resource} {verb} {names}").trim_end().to_string());
+            }
+        }
+    }
+    scopes
+}
+
+/// The README's Permissions table is the chart's RBAC, rule for rule, in both modes and both
+/// TLS modes.
+#[test]
+fn readme_permissions_table_is_the_chart_rbac() {
+    let readme = readme_permissions("r-bifrost-requirements");
+    let scope = |s: &str| readme.get(s).cloned().unwrap_or_default();
+    let union = |a: &str, b: &str| -> BTreeSet<String> { scope(a).union(&scope(b)).cloned().collect() };
+    let named = |objects: &[Value], kind: &str, name: &str| -> BTreeSet<String> {
+        let found: Vec<_> = find(objects, kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["name"] == name)
+            .collect();
+        assert_eq!(found.len(), 1, "{kind} {name}");
+        rules(found[0])
+    };
+    // Cluster-wide, self-managed TLS (the chart's defaults).
+    let objects = docs(&render("r", "ops", &[]));
+    assert_eq!(named(&objects, "ClusterRole", "r-bifrost-requirements"), scope("watched"));
+    assert_eq!(
+        named(&objects, "Role", "r-bifrost-requirements"),
+        union("release namespace", "release namespace, selfManaged TLS")
+    );
+    assert_eq!(
+        named(&objects, "ClusterRole", "r-bifrost-requirements-webhook"),
+        scope("cluster, selfManaged TLS")
+    );
+    assert_eq!(readme.len(), 4, "scopes: {:?}", readme.keys());
+    // The quick path: watchNamespace; and cert-manager drops the selfManaged rows.
+    let objects = docs(&render(
+        "r",
+        "ops",
+        &["watchNamespace=bifrost", "webhook.tls.mode=certManager"],
+    ));
+    assert_eq!(named(&objects, "Role", "r-bifrost-requirements-watch"), scope("watched"));
+    assert_eq!(named(&objects, "Role", "r-bifrost-requirements"), scope("release namespace"));
+    assert!(find(&objects, "ClusterRole").is_empty());
+}
