@@ -443,3 +443,37 @@ fn chart_and_operator_refuse_the_same_bad_values() {
         assert!(operator_accepts(var, value).0, "{var}={value}");
     }
 }
+
+// Generated values: the chart (both Helms) and the operator agree on every string of the
+// quantity and duration grammars and near misses (a few dozen each: every case runs Helm twice).
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, .. Default::default() })]
+
+    #[test]
+    fn generated_memory_limits_agree(
+        q in "[+-]?[0-9]{0,9}(\\.[0-9]{0,3})?(|Ki|Mi|Gi|Ti|Ei|k|M|G|T|E|m|u|n|e[+-]?[0-9]|e|GB| Mi)"
+    ) {
+        let found = disagreements(
+            "resolver.memoryLimit",
+            "BIFROST_RESOLVER_MEMORY_LIMIT",
+            &[q.as_str()],
+            &["resources.limits.memory=null"],
+        );
+        proptest::prop_assert!(found.is_empty(), "{:?}", found);
+    }
+
+    #[test]
+    fn generated_durations_agree(
+        d in "[0-9]{0,6}(\\.[0-9]{0,3})?(|ns|us|µs|ms|s|m|h|d|S| s)([0-9]{1,3}(ms|s|m))?"
+    ) {
+        let mut found = Vec::new();
+        for (path, var) in [
+            ("webhook.tls.checkInterval", "BIFROST_TLS_CHECK_INTERVAL"),
+            ("webhook.tls.selfManaged.certValidity", "BIFROST_CERT_VALIDITY"),
+            ("resolver.timeout", "BIFROST_RESOLVER_TIMEOUT"),
+        ] {
+            found.extend(disagreements(path, var, &[d.as_str()], &[]));
+        }
+        proptest::prop_assert!(found.is_empty(), "{:?}", found);
+    }
+}
