@@ -44,38 +44,23 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         "--namespace",
         RELEASE_NS,
     ])));
-    let args: Vec<String> = container(&manifest)["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
     let pod_name = "bifrost-requirements-7d9c-rbac";
     let metrics_port = free_port();
-    let mut env: Vec<(String, String)> = Vec::new();
-    for e in container(&manifest)["env"].as_array().unwrap() {
-        let name = e["name"].as_str().unwrap().to_string();
-        let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            Some("metadata.name") => pod_name.to_string(),
-            Some("metadata.namespace") => RELEASE_NS.to_string(),
-            Some(other) => panic!("unexpected fieldRef {other}"),
-            None => e["value"].as_str().unwrap().to_string(),
-        };
-        env.push((name, value));
-    }
     // The chart's resolver, pointed at a local index (the chart's default is the public one),
     // with its cache in the operator's own temporary folder (the fixture's default).
     let index = Index::start(&[Wheel::new("rich", "13.7.1")]);
-    for (k, v) in [
-        ("BIFROST_RESOLVER_INDEX_URLS", index.url()),
-        ("BIFROST_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
-        ("BIFROST_WEBHOOK_ADDR", format!("127.0.0.1:{}", free_port())),
-        ("BIFROST_LOG_FORMAT", "text".into()),
-        ("RUST_LOG", "info,bifrost_requirements=debug".into()),
-    ] {
-        env.retain(|(n, _)| n != k);
-        env.push((k.to_string(), v));
-    }
+    let (args, mut env) = operator_command(
+        &manifest,
+        pod_name,
+        RELEASE_NS,
+        &[
+            ("BIFROST_RESOLVER_INDEX_URLS", index.url()),
+            ("BIFROST_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+            ("BIFROST_WEBHOOK_ADDR", format!("127.0.0.1:{}", free_port())),
+            ("BIFROST_LOG_FORMAT", "text".into()),
+            ("RUST_LOG", "info,bifrost_requirements=debug".into()),
+        ],
+    );
     env.retain(|(n, _)| n != "BIFROST_RESOLVER_CACHE_DIR");
     assert!(
         !env.iter().any(|(k, _)| k == "WATCH_NAMESPACE"),

@@ -6,10 +6,17 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use bifrost_requirements::cache::Payload;
+use bifrost_requirements::requirements::content_hash;
 use common::helm::*;
 use common::k8s::control_plane;
-use common::operator::labelled_deployment;
+use common::operator::{
+    Operator, create_wsreq, labelled_deployment, secret, template_hash, wait_for,
+};
+use common::proc::free_port;
+use common::services::{fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -275,6 +282,62 @@ async fn namespaced_install_is_confined_to_its_namespace() {
             .is_some_and(|a| a.contains_key("bifrost.io/probe"));
         assert_eq!(annotated, allowed, "{namespace}");
     }
+
+    // And the whole job, for real: the operator as this install's Deployment runs it (its env,
+    // this ServiceAccount's token) warms Redis, snapshots and rolls the labelled Deployment in
+    // the watched namespace, without one refusal.
+    let metrics_port = free_port();
+    let (args, env) = operator_command(
+        &manifest,
+        "bifrost-requirements-7d9c-ns",
+        &ns,
+        &[
+            ("BIFROST_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+            ("BIFROST_WEBHOOK_ADDR", format!("127.0.0.1:{}", free_port())),
+            ("BIFROST_LOG_FORMAT", "text".into()),
+            ("RUST_LOG", "info,bifrost_requirements=debug".into()),
+        ],
+    );
+    assert!(env.contains(&("WATCH_NAMESPACE".into(), watched.clone())));
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(k, _)| k != "BIFROST_RESOLVER_CACHE_DIR")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let op = Operator::start_with("namespaced", &kubeconfig, &args, &env, metrics_port);
+    secret(&client, &watched, "redis", "url", &redis_url()).await;
+    let key = fresh_key();
+    let content = "requests==2.32.3\n";
+    create_wsreq(
+        &client,
+        &watched,
+        "default",
+        json!({"content": content, "rollout": {"debounceSeconds": 0}, "install": {"resolve": "Pod"},
+               "cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}}}),
+    )
+    .await;
+    let hash = content_hash(content);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &watched);
+    wait_for("the watched Deployment rolled to the hash", T, || async {
+        (template_hash(&deployments.get("worker").await.ok()?)? == hash).then_some(())
+    })
+    .await;
+    assert_eq!(
+        redis_get(&redis_url(), &key).await,
+        Some(Payload::new(content).to_json())
+    );
+    let snapshot = Api::<ConfigMap>::namespaced(client.clone(), &watched)
+        .get("default-requirements")
+        .await
+        .unwrap();
+    assert_eq!(snapshot.data.unwrap()["hash"], hash);
+    let log = op.log_text();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the namespaced operator met a permission error:\n{log}"
+    );
+    drop(op);
     ok(helm_cluster(&["uninstall", &release, "--namespace", &ns]));
 }
 

@@ -566,3 +566,36 @@ pub async fn wait_reconciled(client: &Client, ns: &str, name: &str) -> Workspace
     )
     .await
 }
+
+/// The operator container's args and environment from a rendered or installed manifest, as the
+/// pod would get them (the Downward API filled in with `pod_name` and `pod_namespace`), with
+/// `overrides` replacing or adding variables (loopback ports, a local index, text logs).
+pub fn operator_command(
+    manifest: &[Value],
+    pod_name: &str,
+    pod_namespace: &str,
+    overrides: &[(&str, String)],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let args = container(manifest)["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in container(manifest)["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap().to_string();
+        let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.name") => pod_name.to_string(),
+            Some("metadata.namespace") => pod_namespace.to_string(),
+            Some(other) => panic!("unexpected fieldRef {other}"),
+            None => e["value"].as_str().unwrap().to_string(),
+        };
+        env.push((name, value));
+    }
+    for (k, v) in overrides {
+        env.retain(|(n, _)| n != k);
+        env.push((k.to_string(), v.clone()));
+    }
+    (args, env)
+}
