@@ -1,5 +1,5 @@
 //! The chart on the real API server (kube-apiserver and kube-controller-manager 1.20.2, RBAC on):
-//! every object it renders passes a server-side dry run, `helm install` creates the CRD, RBAC,
+//! every object it renders passes a server-side dry run, `helm install` (Helm 3 and Helm 4) creates the CRD, RBAC,
 //! Deployment, Services and webhook configuration, and `helm uninstall` removes them (the CRD
 //! stays, as Helm does with `crds/`).
 
@@ -75,17 +75,18 @@ async fn helm_install_creates_everything_and_uninstall_removes_it() {
     );
     let client = control_plane().client().await;
     wait_crd_served(&client).await;
+    // Releases of their own, installed and uninstalled here, with each Helm.
+    install_and_uninstall(&client, Helm::Three, "second").await;
+    install_and_uninstall(&client, Helm::Four, "fourth").await;
+}
 
-    // A release of its own, installed and uninstalled here.
+/// `helm install RELEASE` creates every object (NOTES pasted as printed, once: they create a
+/// resource of a fixed name), `helm uninstall` removes them all but the CRD.
+async fn install_and_uninstall(client: &kube::Client, helm: Helm, release: &str) {
+    let client = client.clone();
     let ns = create_namespace(&client, "helm").await;
     let chart = chart_arg();
-    let out = ok(helm_cluster(&[
-        "install",
-        "second",
-        &chart,
-        "--namespace",
-        &ns,
-    ]));
+    let out = ok(helm.cluster(&["install", release, &chart, "--namespace", &ns]));
     eprintln!("{out}");
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert!(
@@ -96,8 +97,11 @@ async fn helm_install_creates_everything_and_uninstall_removes_it() {
         out.contains("get wsreq"),
         "NOTES explain how to check status:\n{out}"
     );
-    notes_paste_as_printed(&client, &out).await;
-    let fullname = "second-bifrost-requirements";
+    if helm == Helm::Three {
+        notes_paste_as_printed(&client, &out).await;
+    }
+    let fullname = format!("{release}-bifrost-requirements");
+    let fullname = fullname.as_str();
     let namespaced = [
         ("deployment", fullname.to_string()),
         ("serviceaccount", fullname.to_string()),
@@ -164,14 +168,14 @@ async fn helm_install_creates_everything_and_uninstall_removes_it() {
     // The controller-manager runs the Deployment (pods stay Pending: no scheduler here).
     wait_for("the operator's ReplicaSet", T, || async {
         let rs = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default().labels("app.kubernetes.io/instance=second"))
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}")))
             .await
             .ok()?;
         (!rs.items.is_empty()).then_some(())
     })
     .await;
 
-    let out = ok(helm_cluster(&["uninstall", "second", "--namespace", &ns]));
+    let out = ok(helm.cluster(&["uninstall", release, "--namespace", &ns]));
     assert!(out.contains("uninstalled"), "{out}");
     for (kind, name) in &namespaced {
         wait_for(&format!("{kind}/{name} removed"), T, || async {
@@ -186,7 +190,7 @@ async fn helm_install_creates_everything_and_uninstall_removes_it() {
         })
         .await;
     }
-    let list = ok(helm_cluster(&["list", "--namespace", &ns, "-q"]));
+    let list = ok(helm.cluster(&["list", "--namespace", &ns, "-q"]));
     assert!(list.trim().is_empty(), "{list}");
 }
 

@@ -115,6 +115,16 @@ impl Helm {
     }
 }
 
+impl Helm {
+    /// This Helm against the test control plane.
+    pub fn cluster(self, args: &[&str]) -> Output {
+        let kubeconfig = control_plane().kubeconfig.to_str().unwrap().to_string();
+        let mut all = vec!["--kubeconfig", kubeconfig.as_str()];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+}
+
 /// Helm 3 (the cluster tests' Helm; chart-only tests loop over [`Helm::ALL`]).
 pub fn helm(args: &[&str]) -> Output {
     Helm::Three.run(args)
@@ -122,10 +132,7 @@ pub fn helm(args: &[&str]) -> Output {
 
 /// Helm against the test control plane.
 pub fn helm_cluster(args: &[&str]) -> Output {
-    let kubeconfig = control_plane().kubeconfig.to_str().unwrap().to_string();
-    let mut all = vec!["--kubeconfig", kubeconfig.as_str()];
-    all.extend_from_slice(args);
-    helm(&all)
+    Helm::Three.cluster(args)
 }
 
 #[track_caller]
