@@ -1,7 +1,7 @@
 //! The chart on the real API server (kube-apiserver and kube-controller-manager 1.20.2, RBAC on):
-//! every object it renders passes a server-side dry run, `helm install` (Helm 3 and Helm 4) creates the CRD, RBAC,
-//! Deployment, Services and webhook configuration, and `helm uninstall` removes them (the CRD
-//! stays, as Helm does with `crds/`).
+//! every object it renders passes a server-side dry run; `helm install` (Helm 3 and Helm 4)
+//! creates the CRD, RBAC, Deployment, Services and webhook configuration, its NOTES paste as
+//! printed, and `helm uninstall` removes them (the CRD stays, as Helm does with `crds/`).
 
 mod common;
 
