@@ -48,11 +48,26 @@ fn chart_app_version_is_the_crate_version() {
 #[test]
 fn helm_lint_is_clean_for_every_variant() {
     let chart = chart_arg();
-    for (name, sets) in VARIANTS {
+    // Every variant, and every values file of the chart's ci/ folder (Helm's convention: the
+    // one-node cluster's node-values.yaml).
+    let mut runs: Vec<(String, Vec<String>)> = VARIANTS
+        .iter()
+        .map(|(name, sets)| {
+            let flags = sets
+                .iter()
+                .flat_map(|s| ["--set".to_string(), s.to_string()]);
+            (name.to_string(), flags.collect())
+        })
+        .collect();
+    for entry in std::fs::read_dir(self::chart().join("ci")).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.to_str().unwrap().to_string();
+        runs.push((file.clone(), vec!["-f".into(), file]));
+    }
+    assert!(runs.len() > VARIANTS.len(), "no values file in ci/");
+    for (name, flags) in &runs {
         let mut args = vec!["lint", "--strict", chart.as_str()];
-        for s in sets {
-            args.extend_from_slice(&["--set", s]);
-        }
+        args.extend(flags.iter().map(String::as_str));
         for h in Helm::ALL {
             let out = h.run(&args);
             let all = text(&out);
