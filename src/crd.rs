@@ -19,6 +19,12 @@ use crate::database::{DEFAULT_ENTITY_TYPE, DEFAULT_PATH};
 pub const OPT_IN_LABEL: &str = "bifrost.io/requirements";
 /// Pod-template annotation whose change makes Kubernetes roll the workload.
 pub const HASH_ANNOTATION: &str = "bifrost.io/requirements-hash";
+/// Pod-template annotation beside [`HASH_ANNOTATION`]: the first 12 hex digits of the SHA-256
+/// of the lock the pods install, `none` while they resolve for themselves. A template rolled
+/// without a lock rolls once more when its content's lock appears (e.g. once the workers'
+/// interpreter is learned); a template without it (rolled by an older operator) only on a new
+/// hash.
+pub const LOCK_ANNOTATION: &str = "bifrost.io/requirements-lock";
 /// Pod annotation set by the webhook: the hash the pod was admitted for.
 pub const INJECTED_ANNOTATION: &str = "bifrost.io/injected-hash";
 /// Pod-template annotation set by the controller to roll a workload out again when its pods
@@ -280,8 +286,9 @@ pub struct InstallSpec {
     /// reach the index).
     #[serde(default)]
     pub resolve: Resolve,
-    /// The workers' interpreter the lock is resolved for; required when the controller
-    /// resolves.
+    /// The workers' interpreter the lock is resolved for. Unset: the operator learns it from
+    /// the workers' image (a short-lived probe pod, once per image, see
+    /// `status.interpreter`); until then each pod resolves for itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python: Option<Interpreter>,
 }
@@ -410,6 +417,10 @@ pub struct WorkspaceRequirementsStatus {
     /// The lock of the current content, when the controller resolved it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockStatus>,
+    /// The workers' interpreter as the operator learned it from their image, when
+    /// `spec.install.python` is unset: the lock is resolved for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<InterpreterStatus>,
     /// RFC 3339 time of the last Redis write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_warmed_at: Option<String>,
@@ -445,6 +456,21 @@ pub struct LockStatus {
     /// lock is reused only while it still hashes to this (an edited ConfigMap is resolved anew).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+}
+
+/// The workers' interpreter, learned by running their image's `python3` in a probe pod.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InterpreterStatus {
+    /// The image probed (`spec.install.image`, else the first app container's image of a
+    /// labelled workload); another image is probed again.
+    pub image: String,
+    /// Its Python version, e.g. `3.11.2`.
+    pub version: String,
+    /// Its platform as uv names it, e.g. `x86_64-manylinux_2_36`.
+    pub platform: String,
+    /// RFC 3339 time of the probe.
+    pub probed_at: String,
 }
 
 /// One labelled Deployment or StatefulSet.

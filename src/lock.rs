@@ -55,6 +55,72 @@ pub struct Worker {
     pub glibc: Option<String>,
 }
 
+/// Asks an interpreter what a lock's header is compared with: version, machine, glibc version
+/// (empty: not glibc). The installer runs it with the worker's `python3`, the operator's probe
+/// pod with the workers' image's (see [`Worker::parse`]).
+pub const WORKER_SCRIPT: &str = "import platform, sys\n\
+print('%d.%d.%d' % sys.version_info[:3])\n\
+print(platform.machine())\n\
+lib, version = platform.libc_ver()\n\
+print(version if lib == 'glibc' else '')";
+
+/// The glibc minors uv names a `manylinux_2_<minor>` platform for (besides 2.17, which is
+/// `unknown-linux-gnu`), lowest first: a worker's platform is the newest one its glibc meets.
+const MANYLINUX_MINORS: [u32; 11] = [28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40];
+
+impl Worker {
+    /// What [`WORKER_SCRIPT`] printed, or why it is not that.
+    pub fn parse(out: &str) -> Result<Worker, String> {
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        let (version, machine, glibc) = match lines.as_slice() {
+            [version, machine, glibc] => (version, machine, Some(*glibc)),
+            [version, machine] => (version, machine, None),
+            _ => return Err(format!("unexpected answer {out:?}")),
+        };
+        if version.is_empty() || machine.is_empty() {
+            return Err(format!("unexpected answer {out:?}"));
+        }
+        Ok(Worker {
+            version: version.to_string(),
+            machine: machine.to_string(),
+            glibc: glibc.filter(|g| !g.is_empty()).map(str::to_string),
+        })
+    }
+
+    /// The interpreter a lock is resolved for so that this worker can install it: its exact
+    /// version, and the newest platform uv knows that its machine and glibc meet; `Err` says
+    /// why there is none (a libc other than glibc, a machine uv does not resolve for).
+    pub fn interpreter(&self) -> Result<Interpreter, String> {
+        let glibc = self.glibc.as_deref().ok_or_else(|| {
+            format!(
+                "the workers' Python {} on {} does not use glibc (musl?): no lock platform fits it",
+                self.version, self.machine
+            )
+        })?;
+        let minor = glibc
+            .strip_prefix("2.")
+            .and_then(|m| m.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok())
+            .ok_or_else(|| format!("the workers' glibc version {glibc:?} is not 2.<minor>"))?;
+        let platform = match MANYLINUX_MINORS.iter().rev().find(|m| **m <= minor) {
+            Some(m) => format!("{}-manylinux_2_{m}", self.machine),
+            None if minor >= 17 => format!("{}-unknown-linux-gnu", self.machine),
+            None => return Err(format!("the workers' glibc {glibc} is older than 2.17")),
+        };
+        let interpreter = Interpreter {
+            version: self.version.clone(),
+            platform,
+        };
+        interpreter
+            .problems()
+            .into_iter()
+            .next()
+            .map_or(Ok(interpreter), |(field, why)| {
+                Err(format!("the workers' {field}: {why}"))
+            })
+    }
+}
+
 impl Interpreter {
     /// Why the fields cannot name an interpreter, naming the field.
     pub fn check(&self) -> Result<(), String> {

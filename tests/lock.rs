@@ -373,7 +373,9 @@ async fn pods_resolve_when_asked_or_when_the_operator_may_not_fetch_the_index() 
     assert_eq!(fetches(&foreign, "alpha"), 0, "{}", foreign.log());
     assert_eq!(condition(&obj, "CacheWarmed").unwrap().0, "True");
 
-    // The controller resolves, but for which interpreter? Said before anything is written.
+    // The controller resolves, but for which interpreter? No workload to learn it from: nothing
+    // waits, the content is cached and snapshotted without a lock (pods resolve), and the
+    // status says why and what to set.
     let unnamed = "alpha\n# no interpreter\n";
     // (A merge patch's null removes the field.)
     set_spec(
@@ -382,21 +384,29 @@ async fn pods_resolve_when_asked_or_when_the_operator_may_not_fetch_the_index() 
         json!({"content": unnamed, "install": {"python": null, "indexUrls": [allowed.url()]}}),
     )
     .await;
-    let obj = wait_for("PythonNotSet", T, || async {
+    let obj = wait_for("InterpreterUnknown", T, || async {
         let obj = get_wsreq(&client, &ns, "default").await;
         let (status, reason, _) = condition(&obj, "Resolved")?;
-        (status == "False" && reason == "PythonNotSet").then_some(obj)
+        let warmed = condition(&obj, "CacheWarmed")?.0 == "True";
+        (status == "True" && reason == "InterpreterUnknown" && warmed).then_some(obj)
     })
     .await;
+    let message = condition(&obj, "Resolved").unwrap().2;
+    assert!(message.contains("set spec.install.python"), "{message}");
     assert!(
-        condition(&obj, "Resolved")
-            .unwrap()
-            .2
-            .contains("spec.install.python is required"),
-        "{obj:?}"
+        message.contains("no labelled Deployment or StatefulSet"),
+        "{message}"
     );
-    assert_ne!(
+    assert!(obj.status.as_ref().unwrap().lock.is_none());
+    assert!(obj.status.as_ref().unwrap().interpreter.is_none());
+    assert_eq!(
         redis_get(&redis_url(), &key).await,
         Some(Payload::new(unnamed).to_json())
+    );
+    let data = snapshot(&client, &ns).await;
+    assert_eq!(data["requirements.txt"], unnamed);
+    assert!(
+        !data.contains_key(LOCK_FILE),
+        "no lock for an unknown interpreter"
     );
 }

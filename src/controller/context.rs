@@ -75,6 +75,8 @@ pub struct Context {
     pub(super) stop: Option<Stop>,
     /// When each workload was last rolled out again for uninjected pods (see `reinject`).
     pub(super) reinjected: super::reinject::Reinjected,
+    /// The workers' interpreters, per image, as probed (see `probe`).
+    pub(super) probes: super::probe::Probes,
 }
 
 /// A warmed Redis key: its connection and configured TTL.
@@ -111,6 +113,7 @@ impl Context {
             resolutions: Default::default(),
             stop: None,
             reinjected: Default::default(),
+            probes: Default::default(),
         }
     }
 

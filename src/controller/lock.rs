@@ -17,10 +17,11 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
 use super::context::Context;
+use super::probe::{self, Learned};
 use super::rollout;
 use super::status::{Conditions, Draft, now_rfc3339};
 use crate::cache::Payload;
-use crate::crd::{LockStatus, Resolve, WorkspaceRequirements};
+use crate::crd::{Interpreter, LockStatus, Resolve, WorkspaceRequirements};
 use crate::lock::{Failure, Key, LOCK_FILE, Lock, Request, Resolver, effective_index_urls};
 use crate::requirements::content_hash;
 
@@ -36,7 +37,8 @@ pub(super) enum Plan {
     Controller(Key),
     /// Each pod resolves; the reason says why (asked for, or the operator may not).
     Pods(String),
-    /// The controller should resolve but the resource does not say for which interpreter.
+    /// The controller resolves, for the interpreter learned from the workers' image (the
+    /// resource names none): see [`probe`].
     NoInterpreter,
 }
 
@@ -57,12 +59,17 @@ pub(super) fn plan(obj: &WorkspaceRequirements, hash: &str, resolver: Option<&Re
     }
     match &install.python {
         None => Plan::NoInterpreter,
-        Some(interpreter) => Plan::Controller(Key {
-            content_hash: hash.to_string(),
-            interpreter: interpreter.clone(),
-            index_urls,
-            only_binary: install.only_binary,
-        }),
+        Some(interpreter) => Plan::Controller(key(obj, hash, interpreter.clone())),
+    }
+}
+
+/// The lock's key for `obj`'s content hashed `hash`, resolved for `interpreter`.
+fn key(obj: &WorkspaceRequirements, hash: &str, interpreter: Interpreter) -> Key {
+    Key {
+        content_hash: hash.to_string(),
+        interpreter,
+        index_urls: effective_index_urls(&obj.spec.install.index_urls),
+        only_binary: obj.spec.install.only_binary,
     }
 }
 
@@ -73,25 +80,38 @@ pub(super) async fn check_lock(
     payload: &Payload,
     draft: &mut Draft,
 ) -> ControlFlow<Action> {
+    draft.status.interpreter = None;
     let key = match plan(obj, &payload.hash, ctx.resolver.as_ref()) {
         Plan::Pods(why) => {
-            draft.conditions.set(
-                "Resolved",
-                true,
-                "PodsResolve",
-                &format!("{why}: each pod resolves requirements.txt when it installs"),
-            );
-            draft.status.lock = None;
-            clear_warnings(ctx, obj);
-            return ControlFlow::Continue(());
+            let message = format!("{why}: each pod resolves requirements.txt when it installs");
+            return pods_resolve(ctx, obj, draft, "PodsResolve", &message);
         }
-        Plan::NoInterpreter => {
-            let message = "spec.install.python is required when the controller resolves \
-                           (spec.install.resolve: Controller, the default): set it to the \
-                           workers' interpreter, e.g. {version: \"3.11\", platform: \
-                           \"x86_64-manylinux_2_28\"}, or set spec.install.resolve: Pod";
-            return blocked(ctx, obj, payload, draft, "PythonNotSet", message, None).await;
-        }
+        Plan::NoInterpreter => match probe::learn(ctx, obj).await {
+            Learned::Known(learned) => {
+                let interpreter = Interpreter {
+                    version: learned.version.clone(),
+                    platform: learned.platform.clone(),
+                };
+                draft.status.interpreter = Some(learned);
+                key(obj, &payload.hash, interpreter)
+            }
+            Learned::Unknown {
+                reason,
+                message,
+                recheck,
+            } => {
+                if let Some(after) = recheck {
+                    draft.recheck_within(after);
+                }
+                let message = format!(
+                    "no lock yet, each pod resolves requirements.txt when it installs: the \
+                     workers' interpreter is not known ({message}); set spec.install.python \
+                     (e.g. {{version: \"3.11\", platform: \"x86_64-manylinux_2_28\"}}) to skip \
+                     the probe"
+                );
+                return pods_resolve(ctx, obj, draft, reason, &message);
+            }
+        },
         Plan::Controller(key) => key,
     };
     match lock_for(ctx, obj, payload, &key).await {
@@ -131,8 +151,23 @@ pub(super) async fn check_lock(
     }
 }
 
+/// Resolved=True without a lock (`reason` and `message` say why): the content goes on to Redis,
+/// the snapshot (without a lock) and the rollout, and each pod resolves it.
+fn pods_resolve(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    draft: &mut Draft,
+    reason: &str,
+    message: &str,
+) -> ControlFlow<Action> {
+    draft.conditions.set("Resolved", true, reason, message);
+    draft.status.lock = None;
+    clear_warnings(ctx, obj);
+    ControlFlow::Continue(())
+}
+
 /// The reasons of a content without a lock (each its own Warning).
-const BLOCKED: [&str; 3] = ["ResolutionFailed", "ResolverFailed", "PythonNotSet"];
+const BLOCKED: [&str; 2] = ["ResolutionFailed", "ResolverFailed"];
 
 /// Nothing downstream happens for this content: the conditions say why, a Warning is sent once
 /// per content, and the reconcile stops (to come back after `retry`, or on a change).

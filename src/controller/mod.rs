@@ -15,6 +15,7 @@ pub mod coverage;
 mod fixtures;
 mod lock;
 pub mod mirror;
+pub mod probe;
 pub mod progress;
 mod reconcile;
 mod reinject;

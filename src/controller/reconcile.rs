@@ -122,7 +122,8 @@ async fn roll_out(
     hash: &str,
     draft: &mut Draft,
 ) -> Result<()> {
-    let outcome = rollout::roll(ctx, obj, hash).await?;
+    let lock = draft.status.lock.as_ref().and_then(|l| l.sha256.get(..12));
+    let outcome = rollout::roll(ctx, obj, (hash, lock)).await?;
     for after in [outcome.requeue_after, outcome.recheck]
         .into_iter()
         .flatten()

@@ -80,7 +80,7 @@ pub async fn replace_uninjected(
         let name = format!("{}/{}", w.kind, w.name);
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let annotation = (REINJECTED_ANNOTATION, now.as_str());
-        match super::rollout::annotate_template(ctx, &ns, &w.kind, &w.name, annotation).await {
+        match super::rollout::annotate_template(ctx, &ns, &w.kind, &w.name, &[annotation]).await {
             Ok(()) => {
                 ctx.metrics.reinjections.inc();
                 info!(workload = %name, uninjected = ?w.uninjected_pods, "rolling out again: pods started without the packages");

@@ -31,7 +31,8 @@ use super::coverage;
 use super::progress::{self, Progress, Verdict};
 use crate::crd::INJECTED_ANNOTATION;
 use crate::crd::{
-    HASH_ANNOTATION, MANAGER, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus, WorkspaceRequirements,
+    HASH_ANNOTATION, LOCK_ANNOTATION, MANAGER, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus,
+    WorkspaceRequirements,
 };
 use crate::error::Result;
 use crate::watch::Scope;
@@ -218,6 +219,17 @@ fn deployment_failure(ctx: &Context, ns: &str, name: &str) -> Option<String> {
 /// typically by exporting a pod into a template). Its pods carry it too, so their metadata says
 /// "injected" while the webhook, seeing the marker, left them alone.
 fn template_marked(ctx: &Context, ns: &str, kind: &str, name: &str) -> bool {
+    template_annotation(ctx, ns, kind, name, INJECTED_ANNOTATION).is_some()
+}
+
+/// One annotation of a cached workload's pod template.
+fn template_annotation(
+    ctx: &Context,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    key: &str,
+) -> Option<String> {
     let template = match kind {
         "Deployment" => ctx
             .deployments
@@ -228,11 +240,17 @@ fn template_marked(ctx: &Context, ns: &str, kind: &str, name: &str) -> bool {
             .get(&ObjectRef::new(name).within(ns))
             .and_then(|s| s.spec.as_ref().map(|s| s.template.clone())),
     };
-    template
-        .and_then(|t| t.metadata)
-        .and_then(|m| m.annotations)
-        .is_some_and(|a| a.contains_key(INJECTED_ANNOTATION))
+    template?.metadata?.annotations?.remove(key)
 }
+
+/// Whether a template was rolled for another lock than `lock` (see [`LOCK_ANNOTATION`]).
+fn lock_stale(ctx: &Context, ns: &str, w: &WorkloadStatus, lock: Option<&str>) -> bool {
+    template_annotation(ctx, ns, &w.kind, &w.name, LOCK_ANNOTATION)
+        .is_some_and(|rolled| rolled != lock.unwrap_or(NO_LOCK))
+}
+
+/// [`LOCK_ANNOTATION`]'s value while the pods resolve for themselves.
+const NO_LOCK: &str = "none";
 
 /// Pods of a marked workload without the install init container (their marker was copied, not
 /// set by the webhook).
@@ -427,15 +445,19 @@ pub fn labelled_workloads(
     found
 }
 
-/// Set one pod-template annotation of a workload (a change of the template rolls it out).
+/// Set pod-template annotations of a workload (a change of the template rolls it out).
 pub(super) async fn annotate_template(
     ctx: &Context,
     ns: &str,
     kind: &str,
     name: &str,
-    (key, value): (&str, &str),
+    annotations: &[(&str, &str)],
 ) -> Result<(), kube::Error> {
-    let patch = json!({"spec": {"template": {"metadata": {"annotations": {key: value}}}}});
+    let annotations: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
     let params = PatchParams {
         field_manager: Some(MANAGER.to_string()),
         ..PatchParams::default()
@@ -455,12 +477,21 @@ pub(super) async fn annotate_template(
     Ok(())
 }
 
-/// Bring labelled workloads to `hash` (or report them), honouring strategy and debounce.
-pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Result<Outcome> {
+/// Bring labelled workloads to `hash` and its `lock` (the first 12 hex digits of its SHA-256,
+/// `None` when pods resolve), or report them, honouring strategy and debounce.
+pub async fn roll(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    (hash, lock): (&str, Option<&str>),
+) -> Result<Outcome> {
     let oref = ObjectRef::from_obj(obj);
+    let ns = obj.namespace().unwrap_or_default();
     let mut observed = observe(ctx, obj, hash).await;
     let stale: Vec<usize> = (0..observed.workloads.len())
-        .filter(|i| !observed.workloads[*i].up_to_date)
+        .filter(|i| {
+            let w = &observed.workloads[*i];
+            !w.up_to_date || lock_stale(ctx, &ns, w, lock)
+        })
         .collect();
     if stale.is_empty() {
         ctx.pending.lock().expect("lock").remove(&oref);
@@ -477,7 +508,7 @@ pub async fn roll(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Res
     if let Some(said) = debouncing(debounce, pending_for(ctx, &oref, hash), stale.len()) {
         return Ok(Outcome::new(observed, said));
     }
-    let failed = patch_stale(ctx, obj, hash, &mut observed, &stale).await;
+    let failed = patch_stale(ctx, obj, (hash, lock), &mut observed, &stale).await;
     if failed.is_empty() {
         ctx.pending.lock().expect("lock").remove(&oref);
         let said = pods_verdict(&observed.workloads, &observed.verdicts);
@@ -595,7 +626,7 @@ fn pending_for(ctx: &Context, oref: &ObjectRef<WorkspaceRequirements>, hash: &st
 async fn patch_stale(
     ctx: &Context,
     obj: &WorkspaceRequirements,
-    hash: &str,
+    (hash, lock): (&str, Option<&str>),
     observed: &mut Observed,
     stale: &[usize],
 ) -> Vec<String> {
@@ -604,7 +635,11 @@ async fn patch_stale(
     let mut rolled = Vec::new();
     for &i in stale {
         let w = &mut observed.workloads[i];
-        match annotate_template(ctx, &ns, &w.kind, &w.name, (HASH_ANNOTATION, hash)).await {
+        let annotations = [
+            (HASH_ANNOTATION, hash),
+            (LOCK_ANNOTATION, lock.unwrap_or(NO_LOCK)),
+        ];
+        match annotate_template(ctx, &ns, &w.kind, &w.name, &annotations).await {
             Ok(()) => {
                 ctx.metrics.rollouts.inc();
                 info!(kind = %w.kind, workload = %w.name, hash = %&hash[..12], "rolling out");

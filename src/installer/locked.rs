@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::Run;
 use super::command;
 use crate::error::{Error, Result};
-use crate::lock::{LOCK_FILE, Lock, Worker};
+use crate::lock::{LOCK_FILE, Lock, WORKER_SCRIPT, Worker};
 use crate::policy::{Accepted, Policy};
 
 /// What was decided about the lock, for the log and the `--json` report.
@@ -91,31 +91,6 @@ pub(super) fn choose(
     Ok(Choice::Lock { lock, accepted })
 }
 
-/// What `python -I -c` [`PROBE`] printed: version, machine, glibc version (empty: not glibc).
-pub(super) fn parse_worker(out: &str) -> std::result::Result<Worker, String> {
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    match lines.as_slice() {
-        [version, machine, glibc] if !version.is_empty() && !machine.is_empty() => Ok(Worker {
-            version: version.to_string(),
-            machine: machine.to_string(),
-            glibc: (!glibc.is_empty()).then(|| glibc.to_string()),
-        }),
-        [version, machine] if !version.is_empty() && !machine.is_empty() => Ok(Worker {
-            version: version.to_string(),
-            machine: machine.to_string(),
-            glibc: None,
-        }),
-        _ => Err(format!("unexpected answer {out:?}")),
-    }
-}
-
-/// Asks the interpreter what a lock's header is compared with.
-const PROBE: &str = "import platform, sys\n\
-print('%d.%d.%d' % sys.version_info[:3])\n\
-print(platform.machine())\n\
-lib, version = platform.libc_ver()\n\
-print(version if lib == 'glibc' else '')";
-
 impl Run {
     /// The lock when it can be used, else requirements.txt; either way the log says which and
     /// why, and the report carries it.
@@ -144,10 +119,10 @@ impl Run {
         };
         let worker = match python {
             None => Err(format!("{} not found", self.options.python)),
-            Some(python) => command::ask(python, PROBE, None)
+            Some(python) => command::ask(python, WORKER_SCRIPT, None)
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|out| parse_worker(&out)),
+                .and_then(|out| Worker::parse(&out)),
         };
         let worker = worker.as_ref().map_err(String::as_str);
         let choice = choose(&file, &text, hash, worker, policy)?;

@@ -207,3 +207,70 @@ proptest::proptest! {
         proptest::prop_assert_eq!(Lock::parse(&lock.render()), Ok(lock));
     }
 }
+
+#[test]
+fn a_probed_worker_is_resolved_for_its_exact_version_and_newest_fitting_platform() {
+    let learned = |glibc: Option<&str>| worker("3.11.2", "x86_64", glibc).interpreter();
+    let bookworm = learned(Some("2.36")).unwrap();
+    assert_eq!(bookworm.version, "3.11.2");
+    assert_eq!(bookworm.platform, "x86_64-manylinux_2_36");
+    assert_eq!(
+        bookworm.mismatch(&worker("3.11.2", "x86_64", Some("2.36"))),
+        None
+    );
+    assert_eq!(
+        learned(Some("2.30")).unwrap().platform,
+        "x86_64-manylinux_2_28"
+    );
+    assert_eq!(
+        learned(Some("2.99")).unwrap().platform,
+        "x86_64-manylinux_2_40"
+    );
+    assert_eq!(
+        learned(Some("2.17")).unwrap().platform,
+        "x86_64-unknown-linux-gnu"
+    );
+    assert_eq!(
+        worker("3.12.1", "aarch64", Some("2.31"))
+            .interpreter()
+            .unwrap()
+            .platform,
+        "aarch64-manylinux_2_31"
+    );
+    assert!(learned(None).unwrap_err().contains("does not use glibc"));
+    assert!(
+        learned(Some("2.12"))
+            .unwrap_err()
+            .contains("older than 2.17")
+    );
+    assert!(
+        learned(Some("banana"))
+            .unwrap_err()
+            .contains("not 2.<minor>")
+    );
+    let other = worker("3.11.2", "riscv64", Some("2.36")).interpreter();
+    assert!(
+        other.unwrap_err().contains("platform"),
+        "a machine uv does not resolve for"
+    );
+    let old = worker("2.7.18", "x86_64", Some("2.36")).interpreter();
+    assert!(old.unwrap_err().contains("version"), "Python 2 has no lock");
+}
+
+proptest::proptest! {
+    /// Whatever a probe answers, the interpreter learned from it (when there is one) is one a
+    /// lock can name and one that worker may install.
+    #[test]
+    fn a_learned_interpreter_fits_its_worker(
+        minor in 0u32..20, patch in 0u32..30,
+        machine in proptest::sample::select(vec!["x86_64", "aarch64", "armv7l"]),
+        glibc in proptest::option::of(0u32..60),
+    ) {
+        let glibc = glibc.map(|g| format!("2.{g}"));
+        let w = worker(&format!("3.{minor}.{patch}"), machine, glibc.as_deref());
+        if let Ok(i) = w.interpreter() {
+            proptest::prop_assert!(i.check().is_ok(), "{:?}", i);
+            proptest::prop_assert_eq!(i.mismatch(&w), None);
+        }
+    }
+}

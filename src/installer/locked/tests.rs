@@ -125,11 +125,11 @@ fn a_hostile_lock_is_refused_naming_its_lines() {
 
 #[test]
 fn the_probe_answer_names_version_machine_and_glibc() {
-    assert_eq!(parse_worker("3.11.7\nx86_64\n2.36\n").unwrap(), worker());
-    let musl = parse_worker("3.12.1\naarch64\n").unwrap();
+    assert_eq!(Worker::parse("3.11.7\nx86_64\n2.36\n").unwrap(), worker());
+    let musl = Worker::parse("3.12.1\naarch64\n").unwrap();
     assert_eq!((musl.machine.as_str(), musl.glibc), ("aarch64", None));
-    assert_eq!(parse_worker("3.12.1\naarch64\n\n").unwrap().glibc, None);
-    assert!(parse_worker("").unwrap_err().contains("unexpected answer"));
+    assert_eq!(Worker::parse("3.12.1\naarch64\n\n").unwrap().glibc, None);
+    assert!(Worker::parse("").unwrap_err().contains("unexpected answer"));
 }
 
 #[test]
