@@ -175,6 +175,31 @@ impl Case {
     /// `resolving`: the operator may resolve against the case's index (and does, for an
     /// `install` naming `python`).
     async fn start_with(prefix: &str, content: &str, install: Value, resolving: bool) -> Case {
+        Case::start_resource(prefix, resolving, |index, _| {
+            let mut install = install;
+            install["indexUrls"] = json!([index.url()]);
+            let resource = json!({
+                "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
+                "metadata": {"name": "default"},
+                "spec": {
+                    "content": content,
+                    "cache": {"redis": {"urlSecretRef": {"name": "bifrost-redis", "key": "url"}}},
+                    "install": install,
+                    "rollout": {"debounceSeconds": 1}
+                }
+            });
+            (resource, Vec::new())
+        })
+        .await
+    }
+
+    /// [`Case::start_with`] creating the resource `default` that `resource` makes from the
+    /// case's index and Redis, after the Secrets it returns with it.
+    async fn start_resource(
+        prefix: &str,
+        resolving: bool,
+        resource: impl FnOnce(&Index, &PodRedis) -> (Value, Vec<Value>),
+    ) -> Case {
         node();
         let (client, ns) = namespace(prefix).await;
         let redis = PodRedis::start();
@@ -192,19 +217,15 @@ impl Case {
             "resolver.enabled=false".to_string()
         };
         let op = Release::install(&client, &ns, &["replicaCount=1", &resolver]).await;
-        let mut install = install;
-        install["indexUrls"] = json!([index.url()]);
-        let obj: WorkspaceRequirements = serde_json::from_value(json!({
-            "apiVersion": "bifrost.io/v1alpha1", "kind": "WorkspaceRequirements",
-            "metadata": {"name": "default"},
-            "spec": {
-                "content": content,
-                "cache": {"redis": {"urlSecretRef": {"name": "bifrost-redis", "key": "url"}}},
-                "install": install,
-                "rollout": {"debounceSeconds": 1}
-            }
-        }))
-        .unwrap();
+        let (obj, secrets) = resource(&index, &redis);
+        for s in secrets {
+            let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(s).unwrap();
+            Api::namespaced(client.clone(), &ns)
+                .create(&PostParams::default(), &s)
+                .await
+                .unwrap();
+        }
+        let obj: WorkspaceRequirements = serde_json::from_value(obj).unwrap();
         Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
             .create(&PostParams::default(), &obj)
             .await
@@ -1065,4 +1086,103 @@ async fn a_missing_package_fails_only_itself_and_the_resource_names_it() {
     assert_eq!(condition(&r, "Ready").unwrap().1, "PackagesFailed");
     case.one_warning("PackagesFailed", &["bifrost-missing"])
         .await;
+}
+
+/// The README's "With Bifrost today (S3)" resource, as printed there.
+fn readme_s3_resource() -> Value {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme
+        .find("## With Bifrost today (S3)")
+        .expect("the README's S3 section")..];
+    let start = section.find("```yaml\n").expect("its resource") + "```yaml\n".len();
+    let yaml = &section[start..start + section[start..].find("```").unwrap()];
+    serde_yaml::from_str(yaml).expect("the README's S3 resource is YAML")
+}
+
+/// The README's S3 quick path, pasted as it stands (no `install.python`): only the values a user
+/// fills in change (bucket, endpoint, namespace; the node's index, as the node has no other).
+/// The resource reaches Ready and the worker imports its package at once, its pods resolving;
+/// the probe pod learns the worker image's Python (Debian bookworm: 3.11.2, glibc 2.36), the lock
+/// appears and the worker rolls once more, installing it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_s3_quick_path_works_without_python_and_learns_it_for_the_lock() {
+    use bifrost_requirements::crd::LOCK_ANNOTATION;
+    use common::s3::{BUCKET, S3Server, bifrost_put};
+    let _serial = serial().await;
+    let s3 = S3Server::start();
+    let key = format!("_repo/requirements-{}.txt", std::process::id());
+    let config = s3.config(&key);
+    let content = "bifrost-hello>=1.0\n";
+    bifrost_put(&config, content.as_bytes()).await;
+    let endpoint = s3.endpoint();
+    let case = Case::start_resource("node-quick", true, |index, _| {
+        let mut obj = readme_s3_resource();
+        assert!(obj["spec"]["install"].get("python").is_none(), "{obj}");
+        obj["metadata"].as_object_mut().unwrap().remove("namespace");
+        let s3 = &mut obj["spec"]["source"]["s3"];
+        s3["bucket"] = json!(BUCKET);
+        s3["key"] = json!(key);
+        s3["endpoint"] = json!(endpoint);
+        obj["spec"]["install"]["indexUrls"] = json!([index.url()]);
+        obj
+    })
+    .await;
+    // Bifrost's Secret, as its chart makes it (the mirror and the cache retry until it exists).
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "bifrost-secrets"},
+        "stringData": {
+            "BIFROST_S3_ACCESS_KEY": s3.writer.access_key_id,
+            "BIFROST_S3_SECRET_KEY": s3.writer.secret_access_key,
+            "BIFROST_REDIS_URL": case.redis.url(),
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(case.client.clone(), &case.ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let hash = case.ready_hash(content).await;
+    case.worker("worker", true).await;
+    let first = case.running("worker", 1, Some(&hash)).await.remove(0);
+    assert_eq!(case.import(&first.name_any(), "bifrost_hello"), "1.0");
+
+    // The probe learned the worker image's interpreter; the lock follows, then one more rollout.
+    let api = case.wsreq();
+    let obj = wait_for("status.interpreter and status.lock", T, || async {
+        let r = api.get("default").await.ok()?;
+        let s = r.status.as_ref()?;
+        (s.interpreter.is_some() && s.lock.as_ref()?.content_hash == hash).then_some(r)
+    })
+    .await;
+    let status = obj.status.clone().unwrap();
+    let learned = status.interpreter.unwrap();
+    assert_eq!(learned.image, node().worker_image);
+    assert_eq!(
+        (learned.version.as_str(), learned.platform.as_str()),
+        ("3.11.2", "x86_64-manylinux_2_36")
+    );
+    let sha = status.lock.unwrap().sha256[..12].to_string();
+    let probes = format!(
+        "app.kubernetes.io/component={}",
+        bifrost_requirements::controller::probe::COMPONENT
+    );
+    wait_for("the probe pod deleted", T, || async {
+        let left = case
+            .pods()
+            .list(&ListParams::default().labels(&probes))
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    let locked = wait_for("a worker pod rolled for the lock", T, || async {
+        let pods = case.running("worker", 1, Some(&hash)).await;
+        let p = pods.into_iter().next()?;
+        (p.annotations().get(LOCK_ANNOTATION)? == &sha).then_some(p)
+    })
+    .await;
+    case.installed_from_lock(&locked.name_any(), &hash);
+    assert_eq!(case.import(&locked.name_any(), "bifrost_hello"), "1.0");
+    let obj = case.rolled_out(&hash).await;
+    assert_eq!(condition(&obj, "Resolved").unwrap().1, "Resolved");
 }

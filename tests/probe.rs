@@ -331,7 +331,10 @@ async fn a_failed_probe_keeps_pods_resolving_and_says_why() {
         message.contains("python3 exited 128 (StartError): executable file not found"),
         "{message}"
     );
-    assert!(message.contains("probed again 30 s after it failed"), "{message}");
+    assert!(
+        message.contains("probed again 30 s after it failed"),
+        "{message}"
+    );
     assert!(message.contains("set spec.install.python"), "{message}");
     assert!(obj.status.as_ref().unwrap().lock.is_none());
     assert!(obj.status.as_ref().unwrap().interpreter.is_none());

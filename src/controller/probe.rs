@@ -462,7 +462,10 @@ fn failed(ctx: &Context, target: &Target, failures: u32, message: String) -> Lea
     let failures = failures + 1;
     let retry = backoff(failures);
     warn!(image = %target.image, failures, "{message}");
-    let message = format!("{message}; probed again {} s after it failed", retry.as_secs());
+    let message = format!(
+        "{message}; probed again {} s after it failed",
+        retry.as_secs()
+    );
     remember(
         ctx,
         &target.image,
