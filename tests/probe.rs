@@ -172,6 +172,12 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
             .unwrap()
             .contains_key(OPT_IN_LABEL)
     );
+    let owners = pod.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1, "collected with its resource: {owners:?}");
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str()),
+        ("WorkspaceRequirements", "default")
+    );
     let spec = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
     assert_eq!(spec["automountServiceAccountToken"], false);
     assert_eq!(spec["restartPolicy"], "Never");

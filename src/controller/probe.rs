@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{
     ContainerStatus, LocalObjectReference, Pod, PodSpec, PodTemplateSpec,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -136,8 +137,9 @@ fn script() -> String {
     )
 }
 
-/// The locked-down probe pod for `target` in `ns` (pure).
-pub(super) fn probe_pod(ns: &str, target: &Target) -> Pod {
+/// The locked-down probe pod for `target` in `ns` (pure), owned by `owner` (the resource that
+/// asked first: a pod left behind by a resource deleted meanwhile is garbage-collected).
+pub(super) fn probe_pod(ns: &str, target: &Target, owner: Option<OwnerReference>) -> Pod {
     let containers: Vec<serde_json::Value> = PYTHONS
         .iter()
         .map(|python| {
@@ -173,6 +175,7 @@ pub(super) fn probe_pod(ns: &str, target: &Target) -> Pod {
                 "app.kubernetes.io/component": COMPONENT,
             },
             "annotations": {IMAGE_ANNOTATION: target.image},
+            "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
         },
         "spec": {
             "restartPolicy": "Never",
@@ -369,13 +372,13 @@ pub(super) async fn learn(ctx: &Context, obj: &WorkspaceRequirements) -> Learned
         }) => match backoff(failures).checked_sub(at.elapsed()) {
             // The message as recorded: a countdown would rewrite the status every reconcile.
             Some(left) if !left.is_zero() => unknown("ProbeFailed", message, Some(left)),
-            _ => probe(ctx, &ns, &target, failures).await,
+            _ => probe(ctx, obj, (&ns, &target), failures).await,
         },
         Some(Known::Probing {
             namespace,
             failures,
-        }) => probe(ctx, &namespace, &target, failures).await,
-        None => probe(ctx, &ns, &target, 0).await,
+        }) => probe(ctx, obj, (&namespace, &target), failures).await,
+        None => probe(ctx, obj, (&ns, &target), 0).await,
     }
 }
 
@@ -395,7 +398,12 @@ fn remember(ctx: &Context, image: &str, known: Known) {
 }
 
 /// Start the probe pod of `target` in `ns`, or read what it says (and delete it once it ended).
-async fn probe(ctx: &Context, ns: &str, target: &Target, failures: u32) -> Learned {
+async fn probe(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    (ns, target): (&str, &Target),
+    failures: u32,
+) -> Learned {
     let api = Api::<Pod>::namespaced(ctx.client.clone(), ns);
     let name = pod_name(&target.image);
     let at = format!("probe pod {ns}/{name} ({})", target.image);
@@ -404,10 +412,16 @@ async fn probe(ctx: &Context, ns: &str, target: &Target, failures: u32) -> Learn
         Err(e) => return failed(ctx, target, failures, format!("cannot read the {at}: {e}")),
     };
     let Some(pod) = pod else {
-        return match api
-            .create(&PostParams::default(), &probe_pod(ns, target))
-            .await
-        {
+        // Owned only when in the resource's namespace (owners cannot be in another).
+        let owner = (obj.namespace().as_deref() == Some(ns))
+            .then(|| obj.controller_owner_ref(&()))
+            .flatten()
+            .map(|o| OwnerReference {
+                controller: None,
+                ..o
+            });
+        let pod = probe_pod(ns, target, owner);
+        return match api.create(&PostParams::default(), &pod).await {
             Err(e) if !is_conflict(&e) => failed(
                 ctx,
                 target,

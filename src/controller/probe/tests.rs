@@ -76,7 +76,20 @@ fn install_image_is_probed_when_set_even_without_a_workload() {
 #[test]
 fn the_probe_pod_is_locked_down_and_never_injected() {
     let t = target(&resource(json!({})), &[worker_template()]).unwrap();
-    let pod = serde_json::to_value(probe_pod("bifrost", &t)).unwrap();
+    let owner = OwnerReference {
+        api_version: "bifrost.io/v1alpha1".into(),
+        kind: "WorkspaceRequirements".into(),
+        name: "default".into(),
+        uid: "u".into(),
+        ..Default::default()
+    };
+    let pod = serde_json::to_value(probe_pod("bifrost", &t, Some(owner))).unwrap();
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["name"], "default");
+    assert!(
+        pod["metadata"]["ownerReferences"][0]
+            .get("controller")
+            .is_none()
+    );
     let spec = &pod["spec"];
     assert_eq!(pod["metadata"]["name"], pod_name("bifrost:1"));
     assert_eq!(pod["metadata"]["namespace"], "bifrost");
