@@ -21,9 +21,9 @@ pub const OPT_IN_LABEL: &str = "bifrost.io/requirements";
 pub const HASH_ANNOTATION: &str = "bifrost.io/requirements-hash";
 /// Pod-template annotation beside [`HASH_ANNOTATION`]: the first 12 hex digits of the SHA-256
 /// of the lock the pods install, `none` while they resolve for themselves. A template rolled
-/// without a lock rolls once more when its content's lock appears (e.g. once the workers'
-/// interpreter is learned); a template without it (rolled by an older operator) only on a new
-/// hash.
+/// for another lock (or none) rolls once more when its content's lock appears (e.g. once the
+/// workers' interpreter is learned); a template without it (rolled by an older operator) only on
+/// a new hash, and losing a lock (pods resolve again) rolls nothing.
 pub const LOCK_ANNOTATION: &str = "bifrost.io/requirements-lock";
 /// Pod annotation set by the webhook: the hash the pod was admitted for.
 pub const INJECTED_ANNOTATION: &str = "bifrost.io/injected-hash";

@@ -243,10 +243,18 @@ fn template_annotation(
     template?.metadata?.annotations?.remove(key)
 }
 
-/// Whether a template was rolled for another lock than `lock` (see [`LOCK_ANNOTATION`]).
+/// Whether a workload's template was rolled for another lock than `lock` (see
+/// [`LOCK_ANNOTATION`]).
 fn lock_stale(ctx: &Context, ns: &str, w: &WorkloadStatus, lock: Option<&str>) -> bool {
-    template_annotation(ctx, ns, &w.kind, &w.name, LOCK_ANNOTATION)
-        .is_some_and(|rolled| rolled != lock.unwrap_or(NO_LOCK))
+    let rolled = template_annotation(ctx, ns, &w.kind, &w.name, LOCK_ANNOTATION);
+    rolls_for_lock(rolled.as_deref(), lock)
+}
+
+/// Whether a template rolled for the lock `rolled` (its annotation; `None`: rolled by an older
+/// operator) rolls again for `lock` (pure). No lock (pods resolve) never rolls: those pods would
+/// resolve requirements.txt, which the pods rolled for a lock of the same content satisfy.
+fn rolls_for_lock(rolled: Option<&str>, lock: Option<&str>) -> bool {
+    matches!((rolled, lock), (Some(rolled), Some(lock)) if rolled != lock)
 }
 
 /// [`LOCK_ANNOTATION`]'s value while the pods resolve for themselves.
