@@ -1,8 +1,8 @@
-//! The rollout's pure decisions: Manual reports, the debounce window.
+//! The rollout's pure decisions: Manual reports, the debounce window, a new lock.
 
 use std::time::Duration;
 
-use super::{debouncing, manual};
+use super::{debouncing, manual, rolls_for_lock};
 use crate::controller::fixtures::workload;
 
 #[test]
