@@ -1115,7 +1115,8 @@ async fn the_readme_s3_quick_path_works_without_python_and_learns_it_for_the_loc
     let content = "bifrost-hello>=1.0\n";
     bifrost_put(&config, content.as_bytes()).await;
     let endpoint = s3.endpoint();
-    let case = Case::start_resource("node-quick", true, |index, _| {
+    let writer = s3.writer.clone();
+    let case = Case::start_resource("node-quick", true, |index, redis| {
         let mut obj = readme_s3_resource();
         assert!(obj["spec"]["install"].get("python").is_none(), "{obj}");
         obj["metadata"].as_object_mut().unwrap().remove("namespace");
@@ -1124,23 +1125,18 @@ async fn the_readme_s3_quick_path_works_without_python_and_learns_it_for_the_loc
         s3["key"] = json!(key);
         s3["endpoint"] = json!(endpoint);
         obj["spec"]["install"]["indexUrls"] = json!([index.url()]);
-        obj
+        // Bifrost's Secret, with its own key names.
+        let secret = json!({
+            "metadata": {"name": "bifrost-secrets"},
+            "stringData": {
+                "BIFROST_S3_ACCESS_KEY": writer.access_key_id,
+                "BIFROST_S3_SECRET_KEY": writer.secret_access_key,
+                "BIFROST_REDIS_URL": redis.url(),
+            },
+        });
+        (obj, vec![secret])
     })
     .await;
-    // Bifrost's Secret, as its chart makes it (the mirror and the cache retry until it exists).
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "bifrost-secrets"},
-        "stringData": {
-            "BIFROST_S3_ACCESS_KEY": s3.writer.access_key_id,
-            "BIFROST_S3_SECRET_KEY": s3.writer.secret_access_key,
-            "BIFROST_REDIS_URL": case.redis.url(),
-        },
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(case.client.clone(), &case.ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
     let hash = case.ready_hash(content).await;
     case.worker("worker", true).await;
     let first = case.running("worker", 1, Some(&hash)).await.remove(0);
