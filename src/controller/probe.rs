@@ -397,7 +397,8 @@ fn remember(ctx: &Context, image: &str, known: Known) {
         .insert(image.to_string(), known);
 }
 
-/// Start the probe pod of `target` in `ns`, or read what it says (and delete it once it ended).
+/// Read what the probe pod of `target` in `ns` says (and delete it once it ended), or start it
+/// (in `obj`'s namespace) when there is none.
 async fn probe(
     ctx: &Context,
     obj: &WorkspaceRequirements,
@@ -412,33 +413,7 @@ async fn probe(
         Err(e) => return failed(ctx, target, failures, format!("cannot read the {at}: {e}")),
     };
     let Some(pod) = pod else {
-        // Owned only when in the resource's namespace (owners cannot be in another).
-        let owner = (obj.namespace().as_deref() == Some(ns))
-            .then(|| obj.controller_owner_ref(&()))
-            .flatten()
-            .map(|o| OwnerReference {
-                controller: None,
-                ..o
-            });
-        let pod = probe_pod(ns, target, owner);
-        return match api.create(&PostParams::default(), &pod).await {
-            Err(e) if !is_conflict(&e) => failed(
-                ctx,
-                target,
-                failures,
-                format!("cannot create the {at}: {e}"),
-            ),
-            // Created, or another reconcile created it first.
-            _ => {
-                info!(image = %target.image, namespace = ns, "probing the workers' interpreter");
-                let probing = Known::Probing {
-                    namespace: ns.to_string(),
-                    failures,
-                };
-                remember(ctx, &target.image, probing);
-                unknown("ProbingInterpreter", format!("{at} started"), Some(POLL))
-            }
-        };
+        return start(ctx, obj, target, failures).await;
     };
     let answer = match seen(&pod, Timestamp::now()) {
         Seen::Running(what) => {
@@ -463,6 +438,49 @@ async fn probe(
             Learned::Known(learned)
         }
         Err(why) => failed(ctx, target, failures, format!("the {at} failed: {why}")),
+    }
+}
+
+/// Create the probe pod of `target` in `obj`'s namespace, owned by `obj` (not its controller).
+async fn start(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    target: &Target,
+    failures: u32,
+) -> Learned {
+    let ns = obj.namespace().unwrap_or_default();
+    let at = format!(
+        "probe pod {ns}/{} ({})",
+        pod_name(&target.image),
+        target.image
+    );
+    let owner = obj.controller_owner_ref(&()).map(|o| OwnerReference {
+        controller: None,
+        ..o
+    });
+    let pod = probe_pod(&ns, target, owner);
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+    match api.create(&PostParams::default(), &pod).await {
+        Err(e) if !is_conflict(&e) => failed(
+            ctx,
+            target,
+            failures,
+            format!("cannot create the {at}: {e}"),
+        ),
+        // Created, or another reconcile created it first.
+        _ => {
+            info!(image = %target.image, namespace = ns, "probing the workers' interpreter");
+            let namespace = ns.clone();
+            remember(
+                ctx,
+                &target.image,
+                Known::Probing {
+                    namespace,
+                    failures,
+                },
+            );
+            unknown("ProbingInterpreter", format!("{at} started"), Some(POLL))
+        }
     }
 }
 
