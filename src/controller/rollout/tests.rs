@@ -38,10 +38,25 @@ fn manual_names_the_stale_workloads_and_the_annotation() {
 
 #[test]
 fn a_new_lock_rolls_a_template_rolled_for_another_or_none() {
-    assert!(rolls_for_lock(Some("none"), Some("abc")), "the learned interpreter's lock");
-    assert!(rolls_for_lock(Some("abc"), Some("def")), "another lock of the same content");
-    assert!(!rolls_for_lock(Some("abc"), Some("abc")), "a restart rolls nothing");
-    assert!(!rolls_for_lock(None, Some("abc")), "rolled by an older operator");
-    assert!(!rolls_for_lock(Some("abc"), None), "losing the lock rolls nothing");
+    assert!(
+        rolls_for_lock(Some("none"), Some("abc")),
+        "the learned interpreter's lock"
+    );
+    assert!(
+        rolls_for_lock(Some("abc"), Some("def")),
+        "another lock of the same content"
+    );
+    assert!(
+        !rolls_for_lock(Some("abc"), Some("abc")),
+        "a restart rolls nothing"
+    );
+    assert!(
+        !rolls_for_lock(None, Some("abc")),
+        "rolled by an older operator"
+    );
+    assert!(
+        !rolls_for_lock(Some("abc"), None),
+        "losing the lock rolls nothing"
+    );
     assert!(!rolls_for_lock(Some("none"), None));
 }
