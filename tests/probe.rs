@@ -405,9 +405,14 @@ async fn an_image_is_probed_once_for_every_resource_and_a_new_image_again() {
     assert_eq!(again, learned, "the same probe's answer, probedAt included");
     assert!(probes(&client, &ns).await.is_empty());
 
-    // A new worker image is probed again.
+    // A new worker image is probed again; meanwhile its pods resolve: the old interpreter's lock
+    // leaves the snapshot (no pod of the new image gets it), and nothing more rolls.
+    wait_for("the first resource's lock", T, || async {
+        snapshot_lock(&client, &ns, "first").await
+    })
+    .await;
     let newer = "python:3.12-slim";
-    Api::<Deployment>::namespaced(client.clone(), &ns)
+    let patched = Api::<Deployment>::namespaced(client.clone(), &ns)
         .patch(
             "first",
             &PatchParams::default(),
@@ -430,5 +435,24 @@ async fn an_image_is_probed_once_for_every_resource_and_a_new_image_again() {
     assert!(
         obj.status.unwrap().interpreter.is_none(),
         "the old image's interpreter is not this one's"
+    );
+    wait_for(
+        "the old interpreter's lock gone (status.lock is written after the rollout step)",
+        T,
+        || async {
+            let unlocked = get_wsreq(&client, &ns, "first")
+                .await
+                .status?
+                .lock
+                .is_none();
+            let gone = snapshot_lock(&client, &ns, "first").await.is_none();
+            (unlocked && gone).then_some(())
+        },
+    )
+    .await;
+    let first = deployment(&client, &ns, "first").await;
+    assert_eq!(
+        first.metadata.generation, patched.metadata.generation,
+        "losing the lock rolls nothing"
     );
 }
