@@ -32,6 +32,8 @@ pub struct Key {
 /// A moto server of our own.
 pub struct S3Server {
     pub port: u16,
+    /// The address it listens on (127.0.0.1 unless started with [`S3Server::start_on`]).
+    pub host: String,
     /// An IAM user allowed `s3:*`.
     pub writer: Key,
     /// An IAM user allowed nothing.
@@ -60,6 +62,11 @@ fn python() -> PathBuf {
 
 impl S3Server {
     pub fn start() -> S3Server {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// A server listening on `host` (the node's bridge address, for an operator in a pod).
+    pub fn start_on(host: &str) -> S3Server {
         let dir = tempfile::Builder::new()
             .prefix("bifrost-s3-")
             .tempdir()
@@ -74,7 +81,11 @@ impl S3Server {
             python.to_str().unwrap(),
             &[script, &port_arg, keys.to_str().unwrap(), BUCKET],
             // No proxy may take 127.0.0.1 traffic; no AWS file may change the set-up client.
-            &[("NO_PROXY", "*"), ("AWS_CONFIG_FILE", "/dev/null")],
+            &[
+                ("NO_PROXY", "*"),
+                ("AWS_CONFIG_FILE", "/dev/null"),
+                ("BIFROST_S3_TEST_HOST", host),
+            ],
             &log,
             Some(dir.path()),
         );
@@ -99,6 +110,7 @@ impl S3Server {
         };
         S3Server {
             port,
+            host: host.to_string(),
             writer: key("bifrost"),
             nobody: key("nobody"),
             dir,
@@ -107,7 +119,7 @@ impl S3Server {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The object `key` in [`BUCKET`], as the writer user, path-style on this server.
