@@ -86,31 +86,9 @@ pub(super) async fn check_lock(
             let message = format!("{why}: each pod resolves requirements.txt when it installs");
             return pods_resolve(ctx, obj, draft, "PodsResolve", &message);
         }
-        Plan::NoInterpreter => match probe::learn(ctx, obj).await {
-            Learned::Known(learned) => {
-                let interpreter = Interpreter {
-                    version: learned.version.clone(),
-                    platform: learned.platform.clone(),
-                };
-                draft.status.interpreter = Some(learned);
-                key(obj, &payload.hash, interpreter)
-            }
-            Learned::Unknown {
-                reason,
-                message,
-                recheck,
-            } => {
-                if let Some(after) = recheck {
-                    draft.recheck_within(after);
-                }
-                let message = format!(
-                    "no lock yet, each pod resolves requirements.txt when it installs: the \
-                     workers' interpreter is not known ({message}); set spec.install.python \
-                     (e.g. {{version: \"3.11\", platform: \"x86_64-manylinux_2_28\"}}) to skip \
-                     the probe"
-                );
-                return pods_resolve(ctx, obj, draft, reason, &message);
-            }
+        Plan::NoInterpreter => match learned_key(ctx, obj, &payload.hash, draft).await {
+            Ok(key) => key,
+            Err(flow) => return flow,
         },
         Plan::Controller(key) => key,
     };
@@ -147,6 +125,41 @@ pub(super) async fn check_lock(
                 key.interpreter.describe()
             );
             blocked(ctx, obj, payload, draft, reason, &message, Some(retry)).await
+        }
+    }
+}
+
+/// The key for the interpreter learned from the workers' image (recorded in the status), or,
+/// while it is not known, Resolved=True without a lock saying why and what to set instead.
+async fn learned_key(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+    draft: &mut Draft,
+) -> Result<Key, ControlFlow<Action>> {
+    match probe::learn(ctx, obj).await {
+        Learned::Known(learned) => {
+            let interpreter = Interpreter {
+                version: learned.version.clone(),
+                platform: learned.platform.clone(),
+            };
+            draft.status.interpreter = Some(learned);
+            Ok(key(obj, hash, interpreter))
+        }
+        Learned::Unknown {
+            reason,
+            message,
+            recheck,
+        } => {
+            if let Some(after) = recheck {
+                draft.recheck_within(after);
+            }
+            let message = format!(
+                "no lock yet, each pod resolves requirements.txt when it installs: the workers' \
+                 interpreter is not known ({message}); set spec.install.python (e.g. {{version: \
+                 \"3.11\", platform: \"x86_64-manylinux_2_28\"}}) to skip the probe"
+            );
+            Err(pods_resolve(ctx, obj, draft, reason, &message))
         }
     }
 }
