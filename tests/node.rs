@@ -1109,6 +1109,8 @@ async fn the_readme_s3_quick_path_works_without_python_and_learns_it_for_the_loc
     use bifrost_requirements::crd::LOCK_ANNOTATION;
     use common::s3::{BUCKET, S3Server, bifrost_put};
     let _serial = serial().await;
+    // The node first: its bridge owns the address the S3 server listens on.
+    node();
     let s3 = S3Server::start_on(HOST_IP);
     let key = format!("_repo/requirements-{}.txt", std::process::id());
     let config = s3.config(&key);
