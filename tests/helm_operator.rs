@@ -14,7 +14,8 @@ use common::helm::*;
 use common::index::Index;
 use common::k8s::control_plane;
 use common::operator::{
-    Operator, create_wsreq, labelled_deployment, secret, template_hash, wait_for,
+    Operator, create_wsreq, labelled_deployment, labelled_deployment_with, secret, template_hash,
+    wait_for,
 };
 use common::proc::free_port;
 use common::services::{fresh_database, fresh_key, redis_get, redis_url};
@@ -22,7 +23,7 @@ use common::wheels::Wheel;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -244,6 +245,51 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         op.log_text()
     );
 
+    // The interpreter probe with the chart's permissions: a resource without install.python
+    // gets its workers' image probed (pods create, get), the answer recorded, the pod deleted.
+    // No kubelet here: the test writes the probe's termination message as one would.
+    labelled_deployment_with(&client, &ns, "learner", "learned", 0).await;
+    let learned_cache =
+        json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": fresh_key()}});
+    create_wsreq(
+        &client,
+        &ns,
+        "learned",
+        json!({"content": "rich==13.7.1\n", "cache": learned_cache,
+               "install": {"indexUrls": [index.url()]}}),
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let probes = ListParams::default().labels("app.kubernetes.io/component=interpreter-probe");
+    let probe = wait_for("the probe pod", T, || async {
+        pods.list(&probes).await.ok()?.items.into_iter().next()
+    })
+    .await;
+    let answered = json!({"name": "python3", "image": "i", "imageID": "", "ready": false,
+        "restartCount": 0, "state": {"terminated": {"exitCode": 0, "message": "3.11.2\nx86_64\n2.36\n"}}});
+    pods.patch_status(
+        &probe.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "containerStatuses": [answered]}})),
+    )
+    .await
+    .unwrap();
+    let resources = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+    wait_for(
+        "the interpreter learned, the probe pod deleted",
+        T,
+        || async {
+            resources.get("learned").await.ok()?.status?.interpreter?;
+            pods.list(&probes)
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
     // Leader election: the Lease in the release namespace, held by this "pod".
     let lease = Api::<Lease>::namespaced(client.clone(), RELEASE_NS)
         .get("bifrost-requirements-operator")
@@ -300,6 +346,9 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
     for (check, ns_) in [
         (&["patch", "deployments.apps"][..], Some(ns.as_str())),
         (&["get", "secrets"][..], Some(ns.as_str())),
+        // The interpreter probe pod.
+        (&["create", "pods"][..], Some(ns.as_str())),
+        (&["delete", "pods"][..], Some(ns.as_str())),
         (
             &[
                 "patch",
@@ -330,7 +379,9 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
             &["delete", "workspacerequirements.bifrost.io"][..],
             Some(ns.as_str()),
         ),
-        (&["create", "pods"][..], Some(ns.as_str())),
+        (&["update", "pods"][..], Some(ns.as_str())),
+        (&["patch", "pods"][..], Some(ns.as_str())),
+        (&["deletecollection", "pods"][..], Some(ns.as_str())),
         (&["delete", "configmaps"][..], Some(ns.as_str())),
         (
             &[
