@@ -5,9 +5,13 @@
 //! workload's controller has nothing left to do. Once the operator is back, such a workload
 //! (`Verdict::PodsUninjected`, its template already carrying the current hash) is rolled out
 //! again, the way `kubectl rollout restart` does it: a pod-template annotation with the time,
-//! so its pods are re-created, now injected. At most once per workload per
-//! [`REINJECT_INTERVAL`], so a webhook that still cannot be reached does not turn into a restart
-//! loop; meanwhile `status.workloads[].uninjectedPods` and the `uninjected_pods` metric count them.
+//! so its pods are re-created, now injected.
+//!
+//! Not before [`REINJECT_GRACE`] after the controller started: a replica that has just come back
+//! leads before the API server sees its webhook endpoint ready, and pods rolled then would start
+//! uninjected again. Then at most once per workload per [`REINJECT_INTERVAL`], so a webhook that
+//! still cannot be reached does not turn into a restart loop; meanwhile
+//! `status.workloads[].uninjectedPods` and the `uninjected_pods` metric count them.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -22,27 +26,50 @@ use super::progress::Verdict;
 use crate::crd::{REINJECTED_ANNOTATION, RolloutStrategy, WorkloadStatus, WorkspaceRequirements};
 
 /// The shortest time between two re-rollouts of one workload for uninjected pods.
-pub const REINJECT_INTERVAL: Duration = Duration::from_secs(300);
+pub const REINJECT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// When each (namespace, kind, name) workload was last rolled out for uninjected pods.
-#[derive(Default)]
-pub struct Reinjected(Mutex<HashMap<(String, String, String), Instant>>);
+/// How long after the controller started it first rolls a workload again: the readiness probe
+/// of its replica and the Endpoints the API server calls the webhook at must catch up first.
+pub const REINJECT_GRACE: Duration = Duration::from_secs(20);
 
-impl Reinjected {
-    /// Whether the workload may be rolled again now; if so, remember `now` as its last time.
-    fn take(&self, key: (String, String, String), now: Instant) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !due(last.get(&key).copied(), now) {
-            return false;
+/// When each (namespace, kind, name) workload was last rolled out again for uninjected pods,
+/// and when the controller holding this memory started.
+pub struct Reinjected {
+    started: Instant,
+    last: Mutex<HashMap<(String, String, String), Instant>>,
+}
+
+impl Default for Reinjected {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            last: Default::default(),
         }
-        last.insert(key, now);
-        true
     }
 }
 
-/// Whether a workload last rolled for uninjected pods at `last` may be rolled again at `now`.
-pub fn due(last: Option<Instant>, now: Instant) -> bool {
-    last.is_none_or(|t| now.saturating_duration_since(t) >= REINJECT_INTERVAL)
+impl Reinjected {
+    /// `None`: the workload may be rolled again now (and `now` is remembered as its last time);
+    /// `Some(wait)`: not before `wait`.
+    fn take(&self, key: (String, String, String), now: Instant) -> Option<Duration> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(wait) = wait(self.started, last.get(&key).copied(), now) {
+            return Some(wait);
+        }
+        last.insert(key, now);
+        None
+    }
+}
+
+/// How long a workload last rolled for uninjected pods at `last`, by a controller that started
+/// at `started`, must still wait at `now`; `None` when it may be rolled now.
+pub fn wait(started: Instant, last: Option<Instant>, now: Instant) -> Option<Duration> {
+    let since_start = now.saturating_duration_since(started);
+    let since_last = last.map_or(REINJECT_INTERVAL, |t| now.saturating_duration_since(t));
+    let left = REINJECT_GRACE
+        .saturating_sub(since_start)
+        .max(REINJECT_INTERVAL.saturating_sub(since_last));
+    (!left.is_zero()).then_some(left)
 }
 
 /// The workloads to roll again: up to date, their pods uninjected, under `Automatic`.
@@ -62,19 +89,21 @@ pub fn candidates<'a>(
         .collect()
 }
 
-/// Roll out again each workload whose pods started uninjected (see the module doc). Returns the
-/// "Kind/name" of those patched now.
+/// Roll out again each workload whose pods started uninjected (see the module doc). Returns
+/// when to look again for those that must still wait.
 pub async fn replace_uninjected(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     workloads: &[WorkloadStatus],
     verdicts: &[Verdict],
-) -> Vec<String> {
+) -> Option<Duration> {
     let ns = obj.namespace().unwrap_or_default();
     let mut rolled = Vec::new();
+    let mut again: Option<Duration> = None;
     for w in candidates(&obj.spec.rollout.strategy, workloads, verdicts) {
         let key = (ns.clone(), w.kind.clone(), w.name.clone());
-        if !ctx.reinjected.take(key, Instant::now()) {
+        if let Some(wait) = ctx.reinjected.take(key, Instant::now()) {
+            again = Some(again.map_or(wait, |a| a.min(wait)));
             continue;
         }
         let name = format!("{}/{}", w.kind, w.name);
@@ -105,7 +134,7 @@ pub async fn replace_uninjected(
         )
         .await;
     }
-    rolled
+    again
 }
 
 #[cfg(test)]
@@ -121,22 +150,36 @@ mod tests {
     }
 
     #[test]
-    fn a_workload_is_rolled_again_at_most_once_per_interval() {
+    fn a_workload_is_rolled_again_after_the_grace_then_at_most_once_per_interval() {
         let t0 = Instant::now();
-        assert!(due(None, t0));
-        assert!(!due(Some(t0), t0 + Duration::from_secs(1)));
-        assert!(!due(
-            Some(t0),
-            t0 + REINJECT_INTERVAL - Duration::from_millis(1)
-        ));
-        assert!(due(Some(t0), t0 + REINJECT_INTERVAL));
-        let memory = Reinjected::default();
+        let s = |secs: u64| Duration::from_secs(secs);
+        assert_eq!(
+            wait(t0, None, t0),
+            Some(REINJECT_GRACE),
+            "not right after the start"
+        );
+        assert_eq!(wait(t0, None, t0 + s(5)), Some(REINJECT_GRACE - s(5)));
+        assert_eq!(wait(t0, None, t0 + REINJECT_GRACE), None);
+        let at = t0 + s(100);
+        assert_eq!(
+            wait(t0, Some(at), at + s(1)),
+            Some(REINJECT_INTERVAL - s(1))
+        );
+        assert_eq!(wait(t0, Some(at), at + REINJECT_INTERVAL), None);
+        let memory = Reinjected {
+            started: t0,
+            last: Default::default(),
+        };
         let key = || ("ns".to_string(), "Deployment".to_string(), "w".to_string());
-        assert!(memory.take(key(), t0));
-        assert!(!memory.take(key(), t0 + Duration::from_secs(10)));
+        assert_eq!(memory.take(key(), t0 + s(1)), Some(REINJECT_GRACE - s(1)));
+        assert_eq!(memory.take(key(), at), None);
+        assert_eq!(
+            memory.take(key(), at + s(10)),
+            Some(REINJECT_INTERVAL - s(10))
+        );
         let other = ("ns".to_string(), "Deployment".to_string(), "x".to_string());
-        assert!(memory.take(other, t0 + Duration::from_secs(10)));
-        assert!(memory.take(key(), t0 + REINJECT_INTERVAL));
+        assert_eq!(memory.take(other, at + s(10)), None);
+        assert_eq!(memory.take(key(), at + REINJECT_INTERVAL), None);
     }
 
     #[test]

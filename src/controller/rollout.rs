@@ -503,9 +503,11 @@ pub async fn roll(
         .collect();
     if stale.is_empty() {
         ctx.pending.lock().expect("lock").remove(&oref);
-        super::reinject::replace_uninjected(ctx, obj, &observed.workloads, &observed.verdicts)
-            .await;
-        let said = settled(&observed, &obj.name_any());
+        let again =
+            super::reinject::replace_uninjected(ctx, obj, &observed.workloads, &observed.verdicts)
+                .await;
+        let mut said = settled(&observed, &obj.name_any());
+        said.requeue_after = said.requeue_after.into_iter().chain(again).min();
         return Ok(Outcome::new(observed, said));
     }
     if obj.spec.rollout.strategy == RolloutStrategy::Manual {
