@@ -21,8 +21,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::installer::process::{self, Invocation, RunFailure};
-use crate::requirements::hashes_equal;
+use crate::requirements::{Entry, RequirementsFile, hashes_equal};
 use crate::shutdown::Stop;
+
+pub mod entries;
+pub mod pins;
+pub mod satisfy;
+
+pub use entries::{Pinned, Via};
 
 /// Key of the lock in the ConfigMap snapshot, and its file name beside the mounted payload.
 pub const LOCK_FILE: &str = "requirements.lock";
@@ -327,6 +333,11 @@ impl Lock {
         hashes_equal(&self.content_hash, hash)
     }
 
+    /// The pinned distributions with their hashes and `# via`, or why the body is not a lock's.
+    pub fn pinned(&self) -> Result<Vec<Pinned>, String> {
+        entries::parse(&self.body)
+    }
+
     /// The pinned distributions (`name==version`), in the lock's order.
     pub fn pins(&self) -> Vec<String> {
         self.body
@@ -388,12 +399,17 @@ pub enum Failure {
     /// The resolver could not do its job (not found, timed out, out of memory, index
     /// unreachable): worth retrying.
     Failed(String),
+    /// The index serves a file a requirement's `--hash` does not pin (the message names the
+    /// line and the index's hash): refused, as uv and pip refuse it without a lock.
+    HashMismatch(String),
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Unresolvable(m) | Failure::Failed(m) => f.write_str(m),
+            Failure::Unresolvable(m) | Failure::Failed(m) | Failure::HashMismatch(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -441,7 +457,8 @@ impl Resolver {
             .map_err(|e| Failure::Failed(format!("cannot create a working folder: {e}")))?;
         let input = work.path().join("requirements.txt");
         let output = work.path().join(LOCK_FILE);
-        std::fs::write(&input, request.content)
+        let file = RequirementsFile::parse(request.content);
+        std::fs::write(&input, resolver_text(&file)?)
             .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", input.display())))?;
         let invocation = self.invocation(key, work.path(), &input, &output);
         tracing::info!(
@@ -459,13 +476,18 @@ impl Resolver {
         }
         let body = std::fs::read_to_string(&output)
             .map_err(|e| Failure::Failed(format!("uv wrote no lock: {e}")))?;
-        Ok(Lock {
+        let lock = Lock {
             content_hash: key.content_hash.clone(),
             interpreter: key.interpreter.clone(),
             index_urls: key.index_urls.clone(),
             only_binary: key.only_binary,
             body,
-        })
+        };
+        let pinned = lock
+            .pinned()
+            .map_err(|e| Failure::Failed(format!("uv wrote a lock this cannot read: {e}")))?;
+        pins::check(&file, &pinned).map_err(Failure::HashMismatch)?;
+        Ok(lock)
     }
 
     fn invocation(&self, key: &Key, work: &Path, input: &Path, output: &Path) -> Invocation {
@@ -518,6 +540,26 @@ impl Resolver {
             memory_limit: Some(self.memory_limit),
             cwd: work.to_path_buf(),
         }
+    }
+}
+
+/// What uv reads: the text the policy checked and the installers read
+/// ([`RequirementsFile::installer_text`]: continuations joined as pip joins them, comments
+/// dropped, options canonical), so a file that passed the policy cannot fail to parse here. A
+/// line the model could not read is refused naming it (callers resolve checked content only).
+fn resolver_text(file: &RequirementsFile) -> Result<String, Failure> {
+    let invalid = file.lines().iter().find_map(|l| match &l.entry {
+        Entry::Invalid(why) => Some(format!("line {}: `{}`: {why}", l.number, l.text())),
+        Entry::Location(_) => Some(format!(
+            "line {}: `{}`: a URL or path is never resolved by the operator",
+            l.number,
+            l.text()
+        )),
+        _ => None,
+    });
+    match invalid {
+        Some(why) => Err(Failure::Unresolvable(why)),
+        None => Ok(file.installer_text()),
     }
 }
 

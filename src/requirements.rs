@@ -227,8 +227,18 @@ pub struct Single {
     pub name: String,
     /// The requirement without options, e.g. `flask[async]>=3.0`.
     pub spec: String,
-    /// What the installer reads.
-    pub text: String,
+    /// Every option line of the file, shared by all the file's singles (one copy, however many
+    /// requirements: rendering stays linear in the file's size).
+    pub options: std::sync::Arc<str>,
+    /// This requirement's own line, with its own options (`--hash=…`).
+    pub line: String,
+}
+
+impl Single {
+    /// What the installer reads: the file's options, then this requirement.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.options, self.line)
+    }
 }
 
 /// A parsed requirements file that renders back to its exact bytes.
@@ -284,12 +294,7 @@ impl RequirementsFile {
         for line in &self.lines {
             match &line.entry {
                 Entry::Requirement { spec, options, .. } => {
-                    out.push_str(spec);
-                    for o in options {
-                        out.push(' ');
-                        out.push_str(o);
-                    }
-                    out.push('\n');
+                    out.push_str(&requirement_line(spec, options));
                 }
                 Entry::Options(opts) => {
                     for o in opts {
@@ -304,30 +309,37 @@ impl RequirementsFile {
     }
 
     /// One installer text per named requirement, to install each on its own: every option line
-    /// of the file (index URLs, `--only-binary`, …) and that one requirement with its own options
-    /// (`--hash=…`), in file order and the spelling of [`Self::installer_text`].
+    /// of the file (index URLs, `--only-binary`, …; where they stand does not matter to pip or
+    /// uv) and that one requirement with its own options (`--hash=…`), in the spelling of
+    /// [`Self::installer_text`]. The options are rendered once and shared: linear in the file.
     pub fn installer_texts_each(&self) -> Vec<Single> {
-        let mut each = Vec::new();
-        for (i, line) in self.lines.iter().enumerate() {
-            let Entry::Requirement { name, spec, .. } = &line.entry else {
-                continue;
-            };
-            let alone = RequirementsFile {
-                lines: self
-                    .lines
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, l)| *j == i || matches!(l.entry, Entry::Options(_)))
-                    .map(|(_, l)| l.clone())
-                    .collect(),
-            };
-            each.push(Single {
-                name: name.clone(),
-                spec: spec.clone(),
-                text: alone.installer_text(),
-            });
+        let mut options = String::new();
+        for line in &self.lines {
+            if let Entry::Options(opts) = &line.entry {
+                for o in opts {
+                    options.push_str(&o.canonical());
+                    options.push('\n');
+                }
+            }
         }
-        each
+        let options: std::sync::Arc<str> = options.into();
+        self.lines
+            .iter()
+            .filter_map(|line| match &line.entry {
+                Entry::Requirement {
+                    name,
+                    spec,
+                    options: own,
+                    ..
+                } => Some(Single {
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    options: options.clone(),
+                    line: requirement_line(spec, own),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn lines(&self) -> &[Line] {
@@ -492,6 +504,17 @@ impl SpecError {
     }
 }
 
+/// `spec --opt=… --opt=…\n`: a requirement as the installers receive it.
+fn requirement_line(spec: &str, options: &[String]) -> String {
+    let mut out = spec.to_string();
+    for o in options {
+        out.push(' ');
+        out.push_str(o);
+    }
+    out.push('\n');
+    out
+}
+
 fn line_ending_of(raw: &str) -> &'static str {
     if raw.ends_with("\r\n") {
         "\r\n"
@@ -654,58 +677,4 @@ pub fn classify(logical: &str) -> Entry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_matches_python_hashlib() {
-        // Values printed by python3: hashlib.sha256(s.encode()).hexdigest()
-        assert_eq!(
-            content_hash("requests==2.32.3\n"),
-            "4b8183101fd19f071771805a42a31fbb234a7961921fdb8b783a279755a1b5d5"
-        );
-        assert_eq!(
-            content_hash("é\r\n"),
-            "64da669b12bbeda0ca8f2840891bd8834e5b8206f24c7703e20ac1d472612b0e"
-        );
-        assert_eq!(
-            content_hash(""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
-
-    #[test]
-    fn prefixed_hashes_compare_equal() {
-        let h = content_hash("x");
-        assert!(hashes_equal(&format!("sha256:{h}"), &h));
-        assert!(hashes_equal(&h.to_uppercase(), &h));
-        assert!(hash_matches("x", &format!("sha256:{h}")));
-        assert!(!hash_matches("y", &h));
-    }
-
-    #[test]
-    fn each_requirement_alone_keeps_every_option_line_and_its_own_hashes() {
-        let file = RequirementsFile::parse(
-            "# tools\n--index-url https://idx.example/simple\nFlask_Login==0.6 --hash=sha256:aa\n\
-             --only-binary :all:\nrequests>=2  # http\n",
-        );
-        let each = file.installer_texts_each();
-        let names: Vec<_> = each.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["flask-login", "requests"]);
-        assert_eq!(each[0].spec, "Flask_Login==0.6");
-        assert_eq!(
-            each[0].text,
-            "--index-url=https://idx.example/simple\nFlask_Login==0.6 --hash=sha256:aa\n\
-             --only-binary=:all:\n"
-        );
-        assert_eq!(
-            each[1].text,
-            "--index-url=https://idx.example/simple\n--only-binary=:all:\nrequests>=2\n"
-        );
-        assert!(
-            RequirementsFile::parse("# none\n-i https://x/\n")
-                .installer_texts_each()
-                .is_empty()
-        );
-    }
-}
+mod tests;

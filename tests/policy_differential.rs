@@ -10,6 +10,11 @@
 //! asked for anything and nothing may be installed that the policy did not count. So that this
 //! cannot pass vacuously, the known bypasses are fed raw to uv and pip and must reach the trap,
 //! while our policy refuses them (and our `install` installs nothing).
+//!
+//! The third reader is the lock: every accepted file is also resolved by the operator's
+//! [`Resolver`] (the bundled `uv pip compile`, as the controller and `requirements show --lock`
+//! run it). It must resolve whatever the installers install, reach no trap and pin nothing the
+//! policy did not count (beyond what those pull in, which this index does not have).
 
 mod common;
 
@@ -21,6 +26,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bifrost_requirements::lock::{Interpreter, Key, Request, Resolver};
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::requirements::RequirementsFile;
 use common::index::normalize;
@@ -165,6 +171,21 @@ fn corpus(legit: &str, trap: &str, hello_hash: &str) -> Vec<Case> {
         (
             "hashes-continued".into(),
             format!("bifrost-hello==1.0 \\\n    --hash=sha256:{h} \\\n    --hash sha256:{h}\n"),
+            accept(true),
+        ),
+        (
+            "continued-version".into(),
+            "bifrost-hello \\\n==1.0\n".into(),
+            accept(true),
+        ),
+        (
+            "continued-specifier".into(),
+            "bifrost-hello>=1.0,\\\n<3\nbifrost-other\n".into(),
+            accept(true),
+        ),
+        (
+            "continued-marker".into(),
+            "bifrost-hello ; python_version \\\n>= \"3\"\n".into(),
             accept(true),
         ),
         (
@@ -537,6 +558,83 @@ fn installed(target: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The lock of `content` as the operator resolves it against `legit` alone: its pins
+/// (`name==version`), or the resolver's message.
+fn lock(content: &str, legit: &str, cache: &Path) -> Result<Vec<String>, String> {
+    // The real uv and its python3 (pyenv's shims do not run in the resolver's clean
+    // environment).
+    let uv = common::index::real_uv();
+    let python = uv.with_file_name("python3");
+    let python = if python.exists() {
+        python.display().to_string()
+    } else {
+        "python3".into()
+    };
+    let resolver = Resolver {
+        uv,
+        ..Resolver::bundled(
+            python,
+            vec![legit.to_string()],
+            Duration::from_secs(90),
+            2 << 30,
+            Some(cache.join("resolver")),
+        )
+    };
+    let key = Key {
+        content_hash: bifrost_requirements::requirements::content_hash(content),
+        interpreter: Interpreter {
+            version: "3.11".into(),
+            platform: "x86_64-manylinux_2_28".into(),
+        },
+        index_urls: vec![legit.to_string()],
+        only_binary: false,
+    };
+    let (_handle, stop) = bifrost_requirements::shutdown::stop_pair();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(resolver.resolve(&Request { content, key: &key }, &stop))
+        .map(|l| l.pins())
+        .map_err(|f| f.to_string())
+}
+
+/// The lock, the third reader of an accepted file: resolved whenever the installers install
+/// it, never past the trap, pinning only what the policy counted.
+fn check_lock(case: &Case, content: &str, legit: &Index, trap: &Index, dir: &Path) -> Vec<String> {
+    let mut failures = Vec::new();
+    let counted: BTreeSet<String> = RequirementsFile::parse(content)
+        .requirements()
+        .map(|(_, n)| n.to_string())
+        .collect();
+    let before = trap.requests().len();
+    let locked = lock(content, &legit.url(), &dir.join("cache"));
+    let hits = trap.requests()[before..].to_vec();
+    if !hits.is_empty() {
+        failures.push(format!("the resolver reached the trap: {hits:?}"));
+    }
+    match locked {
+        Ok(pins) => {
+            for pin in pins {
+                let (name, version) = pin.split_once("==").unwrap_or((&pin, ""));
+                if !counted.contains(name) || version == "6.6" {
+                    failures.push(format!(
+                        "the lock pins {pin}, which the policy did not count ({counted:?})"
+                    ));
+                }
+            }
+        }
+        Err(e) if matches!(case.expect, Expect::Accept { installs: true }) => {
+            failures.push(format!(
+                "the resolver refused a file the installers install: {e}"
+            ));
+        }
+        Err(_) => {}
+    }
+    failures
+}
+
 /// Everything that happened to one case, for the summary and the assertions.
 struct Outcome {
     lines: Vec<String>,
@@ -637,6 +735,12 @@ fn check_case(case: &Case, legit: &Index, work: &Path) -> Outcome {
                 String::from_utf8_lossy(&o.stderr)
             ));
         }
+    }
+    if accepted {
+        for f in check_lock(case, &content, legit, &trap, &dir) {
+            fail(format!("Lock: {f}"));
+        }
+        summary.push_str(" | Lock: checked");
     }
     out.lines.push(summary);
     out

@@ -158,6 +158,7 @@ async fn show(source: SourceArgs, lock: LockArgs) -> Result<u8> {
             let what = match failure {
                 Failure::Unresolvable(_) => "does not resolve",
                 Failure::Failed(_) => "could not be resolved",
+                Failure::HashMismatch(_) => "cannot be locked (a --hash does not match the index)",
             };
             eprintln!(
                 "error: {} {what} for {}: {failure}",

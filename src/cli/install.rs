@@ -85,6 +85,14 @@ pub struct InstallArgs {
           value_parser = parse::expected_hash)]
     pub expected_hash: Option<String>,
 
+    /// The SHA-256 of the lock the controller resolved for the content `--expected-hash` names
+    /// (the webhook passes `status.lock.sha256`). When that content is installed, the
+    /// `requirements.lock` beside `--fallback-file` must be there and hash to this, else
+    /// `install` refuses it (exit 4) and leaves the target as it was.
+    #[arg(long, env = "BIFROST_INSTALL_LOCK_SHA256", value_name = "SHA256",
+          value_parser = parse::expected_hash, requires = "expected_hash")]
+    pub lock_sha256: Option<String>,
+
     /// What a failure does: `fail` exits non-zero (halts a rolling update), `continue` warns and
     /// exits 0 so the worker starts with the target as it was, or, when only some packages
     /// failed, with the ones that installed. Invalid flags always fail.
@@ -203,6 +211,7 @@ impl From<InstallArgs> for installer::Options {
             uv,
             fallback_file,
             expected_hash,
+            lock_sha256,
             on_failure,
             timeout,
             redis_deadline,
@@ -230,6 +239,7 @@ impl From<InstallArgs> for installer::Options {
             uv,
             fallback_file,
             expected_hash,
+            lock_sha256,
             on_failure,
             timeout,
             redis_deadline,

@@ -118,6 +118,10 @@ pub(super) async fn check_lock(
             let (reason, what) = match &failure {
                 Failure::Unresolvable(_) => ("ResolutionFailed", "cannot be resolved"),
                 Failure::Failed(_) => ("ResolverFailed", "could not be resolved"),
+                Failure::HashMismatch(_) => (
+                    "HashMismatch",
+                    "is refused (the index serves a file its --hash does not pin)",
+                ),
             };
             let message = format!(
                 "requirements.txt (sha256 {}) {what} for {}: {failure}",
@@ -180,7 +184,7 @@ fn pods_resolve(
 }
 
 /// The reasons of a content without a lock (each its own Warning).
-const BLOCKED: [&str; 2] = ["ResolutionFailed", "ResolverFailed"];
+const BLOCKED: [&str; 3] = ["ResolutionFailed", "ResolverFailed", "HashMismatch"];
 
 /// Nothing downstream happens for this content: the conditions say why, a Warning is sent once
 /// per content, and the reconcile stops (to come back after `retry`, or on a change).
@@ -256,7 +260,9 @@ async fn lock_for(
     };
     let outcome = match resolver.resolve(&request, stop).await {
         Ok(lock) => Ok((lock, now_rfc3339())),
-        Err(f @ Failure::Unresolvable(_)) => Err((f, UNRESOLVABLE_RETRY)),
+        Err(f @ (Failure::Unresolvable(_) | Failure::HashMismatch(_))) => {
+            Err((f, UNRESOLVABLE_RETRY))
+        }
         Err(f @ Failure::Failed(_)) => Err((f, FAILED_RETRY)),
     };
     info!(

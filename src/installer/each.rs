@@ -133,7 +133,7 @@ impl Run {
                 continue;
             }
             let file = format!("requirements-{}.txt", i + 1);
-            let inv = run.invocation(&self.options, &file, &single.text)?;
+            let inv = run.invocation(&self.options, &file, &single.text())?;
             tracing::info!("installing {} on its own", single.spec);
             let failure = match process::run(&inv, left, &self.stop).await {
                 Ok(()) => continue,

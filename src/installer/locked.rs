@@ -19,8 +19,9 @@ use serde::Serialize;
 use super::Run;
 use super::command;
 use crate::error::{Error, Result};
-use crate::lock::{LOCK_FILE, Lock, WORKER_SCRIPT, Worker};
+use crate::lock::{LOCK_FILE, Lock, WORKER_SCRIPT, Worker, pins, satisfy};
 use crate::policy::{Accepted, Policy};
+use crate::requirements::{RequirementsFile, content_hash};
 
 /// What was decided about the lock, for the log and the `--json` report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,28 +50,68 @@ pub(super) fn lock_path(fallback_file: &Path) -> PathBuf {
         .join(LOCK_FILE)
 }
 
-/// Decide from plain values: the lock file's text, the content hash being installed and the
-/// worker's interpreter (`Err`: why it could not be asked). A lock the policy refuses is an
-/// error naming its lines.
+/// What is being installed, which the lock must be a lock of.
+pub(super) struct Installing<'a> {
+    /// The content hash being installed.
+    pub hash: &'a str,
+    /// requirements.txt itself.
+    pub content: &'a str,
+    /// The digest the lock of this content must have (`--lock-sha256`, when it applies to
+    /// this content).
+    pub lock_sha256: Option<&'a str>,
+}
+
+/// Decide from plain values: the lock file's text (`None`: there is none), what is being
+/// installed and the worker's interpreter (`Err`: why it could not be asked). A lock whose
+/// digest is not the admitted one, one the policy refuses and one that is not a lock of
+/// requirements.txt are errors naming what differs.
 pub(super) fn choose(
     file: &Path,
-    text: &str,
-    hash: &str,
+    text: Option<&str>,
+    installing: &Installing<'_>,
     worker: std::result::Result<&Worker, &str>,
     policy: &Policy,
 ) -> Result<Choice> {
     let not = |why: String| Ok(Choice::Requirements { why });
     let shown = file.display();
-    let lock = match Lock::parse(text) {
+    let refuse = |reason: String| Error::Snapshot {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let Some(text) = text else {
+        if let Some(wanted) = installing.lock_sha256 {
+            return Err(refuse(format!(
+                "the pod was admitted with the lock sha256 {wanted} (status.lock.sha256) for \
+                 this content, but there is no lock"
+            )));
+        }
+        return not(format!("no {shown} beside the fallback file"));
+    };
+    let parsed = Lock::parse(text);
+    // A lock of another content is not used whatever its digest (requirements.txt is then
+    // resolved, its own pins honoured by the installer): during a rollout the snapshot may
+    // already hold the next content's lock.
+    if let Ok(lock) = &parsed
+        && !lock.resolves(installing.hash)
+    {
+        return not(format!(
+            "{shown} was resolved from content sha256 {}, not the sha256 {} being installed",
+            lock.content_hash, installing.hash
+        ));
+    }
+    if let Some(wanted) = installing.lock_sha256
+        && content_hash(text) != wanted
+    {
+        return Err(refuse(format!(
+            "its sha256 is {}, not the sha256 {wanted} of the lock the pod was admitted with \
+             (status.lock.sha256): it was changed since the controller wrote it",
+            content_hash(text)
+        )));
+    }
+    let lock = match parsed {
         Ok(lock) => lock,
         Err(e) => return not(format!("{shown} is damaged: {e}")),
     };
-    if !lock.resolves(hash) {
-        return not(format!(
-            "{shown} was resolved from content sha256 {}, not the sha256 {hash} being installed",
-            lock.content_hash
-        ));
-    }
     let worker = match worker {
         Ok(w) => w,
         Err(why) => return not(format!("cannot ask the worker's interpreter: {why}")),
@@ -79,16 +120,38 @@ pub(super) fn choose(
         return not(format!("{shown} does not fit this worker: {why}"));
     }
     // The file as read, so that the line numbers of a refusal are the file's.
-    let accepted = policy.check_content(text).map_err(|v| Error::Snapshot {
-        path: file.to_path_buf(),
-        reason: format!("the lock is refused: {v}"),
-    })?;
+    let accepted = policy
+        .check_content(text)
+        .map_err(|v| refuse(format!("the lock is refused: {v}")))?;
     // Only called for content with packages: a lock of none would install nothing and mark the
     // content installed.
     if accepted.package_count == 0 {
         return not(format!("{shown} lists no distributions"));
     }
+    satisfies(&lock, installing.content, worker).map_err(|why| {
+        refuse(format!(
+            "the lock is not a lock of requirements.txt (sha256 {}): {why}",
+            installing.hash
+        ))
+    })?;
     Ok(Choice::Lock { lock, accepted })
+}
+
+/// Whether the lock's pins are those requirements.txt asks for on this worker: its `--hash`
+/// pins kept ([`pins`]), and the rules of [`satisfy`]; the error lists every difference.
+fn satisfies(lock: &Lock, content: &str, worker: &Worker) -> std::result::Result<(), String> {
+    let pinned = lock.pinned()?;
+    let file = RequirementsFile::parse(content);
+    let env = satisfy::environment(worker)?;
+    let mut problems = satisfy::problems(&file, &pinned, &env);
+    if let Err(why) = pins::check(&file, &pinned) {
+        problems.push(why);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 impl Run {
@@ -96,7 +159,7 @@ impl Run {
     /// why, and the report carries it.
     pub(super) async fn choose_lock(
         &mut self,
-        hash: &str,
+        installing: &Installing<'_>,
         policy: &Policy,
         python: Option<&Path>,
     ) -> Result<Choice> {
@@ -106,27 +169,27 @@ impl Run {
         };
         let file = lock_path(&fallback);
         let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
-            // Normal without a controller's lock (`resolve: Pod`, an older snapshot).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let why = format!("no {} beside the fallback file", file.display());
-                return Ok(self.noted(Some(file), Choice::Requirements { why }, false));
-            }
+            Ok(text) => Some(text),
+            // Normal without a controller's lock (`resolve: Pod`, an older snapshot), unless
+            // the pod was admitted with one (`choose` refuses that).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 let why = format!("cannot read {}: {e}", file.display());
                 return Ok(self.noted(Some(file), Choice::Requirements { why }, true));
             }
         };
-        let worker = match python {
-            None => Err(format!("{} not found", self.options.python)),
-            Some(python) => command::ask(python, WORKER_SCRIPT, None)
+        let worker = match (&text, python) {
+            (None, _) => Err("no lock".to_string()),
+            (Some(_), None) => Err(format!("{} not found", self.options.python)),
+            (Some(_), Some(python)) => command::ask(python, WORKER_SCRIPT, None)
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|out| Worker::parse(&out)),
         };
         let worker = worker.as_ref().map_err(String::as_str);
-        let choice = choose(&file, &text, hash, worker, policy)?;
-        Ok(self.noted(Some(file), choice, true))
+        let choice = choose(&file, text.as_deref(), installing, worker, policy)?;
+        let warn = text.is_some();
+        Ok(self.noted(Some(file), choice, warn))
     }
 
     /// Log and record the choice; `warn`: not using the lock is worth a warning.

@@ -46,6 +46,7 @@ use nix::sys::signal::Signal;
 use crate::error::{Error, Result};
 use crate::policy::{Accepted, Policy};
 use crate::shutdown::{self, Stop};
+use crate::spec::MAX_CONTENT_BYTES;
 pub use command::{shipped_uv, which};
 use failures::FailedPackage;
 use locked::Choice;
@@ -171,8 +172,14 @@ impl Run {
         if accepted.package_count == 0 {
             return self.empty(&mut target, new_marker(&sourced, &accepted, &python));
         }
+        let lock_sha256 = self.lock_sha256_for(hash);
+        let installing = locked::Installing {
+            hash,
+            content: &sourced.payload.content,
+            lock_sha256: lock_sha256.as_deref(),
+        };
         let (accepted, from_lock) = match self
-            .choose_lock(hash, &policy, python.found.as_deref())
+            .choose_lock(&installing, &policy, python.found.as_deref())
             .await?
         {
             Choice::Lock { accepted, .. } => (accepted, true),
@@ -227,6 +234,23 @@ impl Run {
             site.display()
         );
         Ok(site)
+    }
+
+    /// `--lock-sha256` when the content being installed is the one it was given for (the
+    /// content `--expected-hash` names); another content's lock has no known digest.
+    fn lock_sha256_for(&self, hash: &str) -> Option<String> {
+        let o = &self.options;
+        let admitted = o.expected_hash.as_deref()?;
+        let digest = o.lock_sha256.clone()?;
+        if crate::requirements::hashes_equal(admitted, hash) {
+            Some(digest)
+        } else {
+            tracing::warn!(
+                "--lock-sha256 is the lock of sha256 {admitted}, not of the sha256 {hash} being \
+                 installed: this lock's digest is not known"
+            );
+            None
+        }
     }
 
     /// The administrator's policy, plus the indexes this install was itself told to use: a
@@ -295,6 +319,17 @@ impl Run {
         let payload = &sourced.payload;
         self.facts.hash = Some(payload.hash.clone());
         self.facts.origin = Some(sourced.origin.clone());
+        // Before parsing: the limit every writer enforces, so what no writer stores is never
+        // parsed here either (parsing is linear, but 5 MB would still cost seconds).
+        let len = payload.content.len();
+        if len > MAX_CONTENT_BYTES {
+            return Err(Error::InvalidContent {
+                location: sourced.origin.describe(),
+                reason: format!(
+                    "{len} bytes exceed the content limit of {MAX_CONTENT_BYTES} bytes (256 KiB)"
+                ),
+            });
+        }
         let accepted = policy.check_content(&payload.content)?;
         self.facts.package_count = Some(accepted.package_count);
         tracing::info!(

@@ -92,6 +92,8 @@ pub struct Options {
     pub fallback_file: Option<PathBuf>,
     /// Normalized (lowercase hex, no `sha256:`).
     pub expected_hash: Option<String>,
+    /// The digest of the lock resolved for `expected_hash`'s content (normalized as it is).
+    pub lock_sha256: Option<String>,
     pub on_failure: OnFailure,
     /// Deadline of the installer process.
     pub timeout: Duration,

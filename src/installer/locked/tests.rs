@@ -32,13 +32,47 @@ fn worker() -> Worker {
 }
 
 fn decide(text: &str, worker: std::result::Result<&Worker, &str>) -> Result<Choice> {
+    decide_for(CONTENT, Some(text), None, worker)
+}
+
+/// `choose` for requirements.txt `content`, the lock `text` and the admitted digest `digest`.
+fn decide_for(
+    content: &str,
+    text: Option<&str>,
+    digest: Option<&str>,
+    worker: std::result::Result<&Worker, &str>,
+) -> Result<Choice> {
+    let hash = content_hash(content);
+    let installing = Installing {
+        hash: &hash,
+        content,
+        lock_sha256: digest,
+    };
     choose(
         Path::new("/snap/requirements.lock"),
         text,
-        &content_hash(CONTENT),
+        &installing,
         worker,
         &Policy::default(),
     )
+}
+
+/// The refusal's message (the lock must neither be used nor set aside for requirements.txt).
+fn refused(choice: Result<Choice>) -> String {
+    match choice {
+        Err(e) => e.to_string(),
+        Ok(Choice::Lock { .. }) => panic!("the lock was used"),
+        Ok(Choice::Requirements { why }) => panic!("requirements.txt was resolved instead: {why}"),
+    }
+}
+
+/// A lock of `content` with `body` as its pins.
+fn lock_of(content: &str, body: &str) -> String {
+    Lock {
+        body: body.into(),
+        ..Lock::parse(&lock_text(content, "3.11")).unwrap()
+    }
+    .render()
 }
 
 fn why(choice: Result<Choice>) -> String {
@@ -61,7 +95,7 @@ fn a_matching_lock_is_installed_entry_by_entry_with_its_hashes() {
         .installer_texts_each();
     assert_eq!(each.len(), 2);
     assert_eq!(
-        each[0].text,
+        each[0].text(),
         format!("alpha==1.0 --hash=sha256:{}\n", "0a".repeat(32))
     );
     assert_eq!(each[1].name, "beta");
@@ -137,5 +171,100 @@ fn the_lock_sits_beside_the_fallback_file() {
     assert_eq!(
         lock_path(Path::new("/snap/payload.json")),
         Path::new("/snap/requirements.lock")
+    );
+}
+
+#[test]
+fn a_lock_whose_digest_is_not_the_admitted_one_is_refused() {
+    let text = lock_text(CONTENT, "3.11");
+    let digest = content_hash(&text);
+    let used = decide_for(CONTENT, Some(&text), Some(&digest), Ok(&worker())).unwrap();
+    assert!(matches!(used, Choice::Lock { .. }));
+
+    let edited = text.replace("alpha==1.0", "alpha==1.1");
+    let err = refused(decide_for(
+        CONTENT,
+        Some(&edited),
+        Some(&digest),
+        Ok(&worker()),
+    ));
+    assert!(err.contains(&content_hash(&edited)), "{err}");
+    assert!(err.contains(&format!("not the sha256 {digest}")), "{err}");
+    assert!(
+        err.contains("changed since the controller wrote it"),
+        "{err}"
+    );
+
+    let gone = refused(decide_for(CONTENT, None, Some(&digest), Ok(&worker())));
+    assert!(gone.contains("there is no lock"), "{gone}");
+    // Without an admitted digest a missing lock is normal.
+    let none = why(decide_for(CONTENT, None, None, Ok(&worker())));
+    assert!(none.contains("no /snap/requirements.lock"), "{none}");
+    // The next content's lock (a rollout under way) is set aside, whatever its digest.
+    let next = why(decide_for(
+        CONTENT,
+        Some(&lock_text("alpha>=2\n", "3.11")),
+        Some(&digest),
+        Ok(&worker()),
+    ));
+    assert!(next.contains("was resolved from content sha256"), "{next}");
+}
+
+#[test]
+fn a_lock_right_for_the_header_but_pinning_another_version_is_refused() {
+    let content = "goodpkg==2.0\n";
+    let body = format!(
+        "goodpkg==1.0 \\\n    --hash=sha256:{}\n    # via -r requirements.txt\n",
+        "0a".repeat(32)
+    );
+    let err = refused(decide_for(
+        content,
+        Some(&lock_of(content, &body)),
+        None,
+        Ok(&worker()),
+    ));
+    assert!(err.contains("not a lock of requirements.txt"), "{err}");
+    assert!(
+        err.contains("requirements.txt line 1: `goodpkg==2.0`: the lock pins goodpkg==1.0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_lock_of_something_else_entirely_is_refused_naming_both_sides() {
+    let content = "goodpkg==2.0\n";
+    let body = format!(
+        "evil==1.0 \\\n    --hash=sha256:{}\n    # via -r requirements.txt\n",
+        "0a".repeat(32)
+    );
+    let err = refused(decide_for(
+        content,
+        Some(&lock_of(content, &body)),
+        None,
+        Ok(&worker()),
+    ));
+    assert!(err.contains("the lock pins no goodpkg"), "{err}");
+    assert!(
+        err.contains("evil==1.0 (lock line 1) is pinned but no requirement"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_lock_that_drops_a_users_hash_pin_is_refused() {
+    let content = format!("alpha==1.0 --hash=sha256:{}\n", "ff".repeat(32));
+    let err = refused(decide_for(
+        &content,
+        Some(&lock_text(&content, "3.11")),
+        None,
+        Ok(&worker()),
+    ));
+    assert!(
+        err.contains("line 1: `alpha==1.0 --hash=sha256:ffff"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("sha256:{}", "0a".repeat(32))),
+        "{err}"
     );
 }

@@ -154,8 +154,11 @@ fn install_args(resource: &WorkspaceRequirements, target: &InstallTarget<'_>) ->
     if install.installer == Installer::Uv {
         args.push(flag("uv", &format!("{BIN_DIR}/uv")));
     }
+    args.extend([flag("expected-hash", target.hash)]);
+    if let Some(digest) = recorded_lock(resource, target.hash) {
+        args.push(flag("lock-sha256", digest));
+    }
     args.extend([
-        flag("expected-hash", target.hash),
         flag("on-failure", install.on_failure.name()),
         flag(
             "fallback-file",
@@ -183,6 +186,16 @@ fn install_args(resource: &WorkspaceRequirements, target: &InstallTarget<'_>) ->
         args.push(flag("cache-dir", CACHE_DIR));
     }
     args
+}
+
+/// The digest of the lock the controller recorded for the content the pod is admitted for
+/// (`status.lock.sha256`): `install` refuses a lock of that content that hashes otherwise. None
+/// while the status records no lock of this content (pods resolve, or it is not resolved yet).
+fn recorded_lock<'a>(resource: &'a WorkspaceRequirements, hash: &str) -> Option<&'a str> {
+    let lock = resource.status.as_ref()?.lock.as_ref()?;
+    let digest = lock.sha256.trim();
+    (crate::requirements::hashes_equal(&lock.content_hash, hash) && !digest.is_empty())
+        .then_some(digest)
 }
 
 /// `BIFROST_LOG_FORMAT`: the operator's own format (the container's stderr is not a terminal,
