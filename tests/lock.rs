@@ -410,3 +410,60 @@ async fn pods_resolve_when_asked_or_when_the_operator_may_not_fetch_the_index() 
         "no lock for an unknown interpreter"
     );
 }
+
+/// The SHA-256 of `wheel` as its author built it (not the index's copy).
+fn authors_hash(wheel: &Wheel) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = wheel.build(dir.path());
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(path).unwrap(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_pin_the_index_breaks_is_hash_mismatch_and_continuations_resolve() {
+    let good = Wheel::new("goodpkg", "1.0");
+    let impostor = good.clone().requires("evil").extra("IMPOSTOR = True\n");
+    let index = Index::start(&[impostor.clone(), Wheel::new("evil", "1.0")]);
+    let (client, ns) = namespace("hashpin").await;
+    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let key = fresh_key();
+    let _op = operator(&ns, "a", &index);
+    // Continuations as pip joins them: the resolver reads what the policy checked.
+    let continued = "evil \\\n>=1.0\n";
+    resource(&client, &ns, continued, &index, &key).await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Resolved",
+        "True",
+        Some("Resolved"),
+        T,
+    )
+    .await;
+    assert_eq!(
+        obj.status.unwrap().lock.unwrap().content_hash,
+        content_hash(continued)
+    );
+    assert_eq!(lock_of(&client, &ns, continued).await.pins(), ["evil==1.0"]);
+
+    let real = authors_hash(&good);
+    let served = index.sha256(&impostor);
+    let pinned = format!("goodpkg==1.0 --hash=sha256:{real}\n");
+    set_spec(&client, &ns, json!({"content": pinned})).await;
+    let obj = wait_for("HashMismatch", T, || async {
+        let obj = get_wsreq(&client, &ns, "default").await;
+        let (status, reason, _) = condition(&obj, "Resolved")?;
+        (status == "False" && reason == "HashMismatch").then_some(obj)
+    })
+    .await;
+    let (_, _, message) = condition(&obj, "Resolved").unwrap();
+    assert!(
+        message.contains(&format!("line 1: `goodpkg==1.0 --hash=sha256:{real}`")),
+        "{message}"
+    );
+    assert!(message.contains(&format!("sha256:{served}")), "{message}");
+    // Nothing downstream: the snapshot keeps the last lock.
+    assert_eq!(snapshot(&client, &ns).await["requirements.txt"], continued);
+}

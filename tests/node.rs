@@ -1184,3 +1184,149 @@ async fn the_readme_s3_quick_path_works_without_python_and_learns_it_for_the_loc
     let obj = case.rolled_out(&hash).await;
     assert_eq!(condition(&obj, "Resolved").unwrap().1, "Resolved");
 }
+
+/// Issue 26 on real pods: the index serves a file other than the one requirements.txt pins by
+/// hash (the same name and version, other bytes): the controller refuses the lock
+/// (`Resolved=False HashMismatch`, naming the line and the index's hash) and nothing rolls; the
+/// running worker keeps the last good content.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_index_breaking_a_hash_pin_is_refused_and_nothing_rolls() {
+    let _serial = serial().await;
+    let content = "bifrost-hello>=1.0\n";
+    let python = json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"});
+    let case = Case::start_with("node-hashpin", content, json!({"python": python}), true).await;
+    let hash = case.ready_hash(content).await;
+    let hello = Wheel::new("bifrost_hello", "1.0");
+    case.resolved(&hash, &hello).await;
+    case.worker("worker", true).await;
+    let pod = case
+        .running("worker", 1, Some(&hash))
+        .await
+        .remove(0)
+        .name_any();
+    case.rolled_out(&hash).await;
+
+    let real = case.index.sha256(&hello);
+    let served = case.index.tamper(&hello);
+    let pinned = format!("bifrost-hello==1.0 --hash=sha256:{real}\n");
+    case.set_content(&pinned).await;
+    let obj = case.wait_reason("Resolved", "HashMismatch").await;
+    let (resolved, _, message) = condition(&obj, "Resolved").unwrap();
+    assert_eq!(resolved, "False");
+    assert!(
+        message.contains(&format!(
+            "line 1: `bifrost-hello==1.0 --hash=sha256:{real}`"
+        )) && message.contains(&format!("sha256:{served}")),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pods = case.running("worker", 1, Some(&hash)).await;
+    assert_eq!(
+        pods[0].name_any(),
+        pod,
+        "the worker kept running, nothing rolled"
+    );
+    assert_eq!(case.import(&pod, "bifrost_hello"), "1.0");
+}
+
+/// Issue 26 on real pods: a snapshot lock edited to another pin (one that satisfies
+/// requirements.txt just as well, with the right hash for its file) is refused by the pod's
+/// install container, which names both digests; the worker never starts on it. The operator
+/// that admits the pod serves only the webhook (its leader Lease is held elsewhere), so no
+/// controller writes the snapshot back meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_lock_edited_to_another_pin_is_refused_by_the_pod() {
+    let _serial = serial().await;
+    let content = "bifrost-hello>=1.0\n";
+    let python = json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"});
+    let mut case =
+        Case::start_with("node-editlock", content, json!({"python": python}), true).await;
+    let hash = case.ready_hash(content).await;
+    case.resolved(&hash, &Wheel::new("bifrost_hello", "1.0"))
+        .await;
+    case.worker("worker", true).await;
+    let pod = case
+        .running("worker", 1, Some(&hash))
+        .await
+        .remove(0)
+        .name_any();
+    case.installed_from_lock(&pod, &hash);
+    let recorded = case
+        .wsreq()
+        .get("default")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .lock
+        .unwrap()
+        .sha256;
+
+    // Webhook only from here on: the controller's Lease is held by someone else for an hour.
+    drop(case.op.take());
+    let now = chrono::Utc::now();
+    let held: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
+        "metadata": {"name": "held-elsewhere"},
+        "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600,
+                 "acquireTime": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                 "renewTime": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(case.client.clone(), &case.ns)
+        .create(&PostParams::default(), &held)
+        .await
+        .unwrap();
+    let mut webhook_only = case.operator_args.clone();
+    webhook_only.extend(["--lease-name".to_string(), "held-elsewhere".to_string()]);
+    case.op = Some(start_operator(
+        &case.ns,
+        case.webhook_port,
+        &case.config,
+        &webhook_only,
+    ));
+
+    // The lock edited to 1.1, with 1.1's hash: a lock of requirements.txt all the same.
+    let newer = Wheel::new("bifrost_hello", "1.1");
+    case.index.publish(&newer);
+    let configmaps = Api::<ConfigMap>::namespaced(case.client.clone(), &case.ns);
+    let cm = configmaps.get("default-requirements").await.unwrap();
+    let lock = cm.data.unwrap()[LOCK_FILE].clone();
+    assert_eq!(content_hash(&lock), recorded);
+    let old_hash = case.index.sha256(&Wheel::new("bifrost_hello", "1.0"));
+    let edited = lock
+        .replace("bifrost-hello==1.0", "bifrost-hello==1.1")
+        .replace(&old_hash, &case.index.sha256(&newer));
+    assert_ne!(edited, lock);
+    configmaps
+        .patch(
+            "default-requirements",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {LOCK_FILE: edited}})),
+        )
+        .await
+        .unwrap();
+
+    case.pods().delete(&pod, &Default::default()).await.unwrap();
+    let api = case.pods();
+    let lp = ListParams::default().labels("app=worker");
+    let (failed, code, message) =
+        wait_for("the new pod's install to refuse the lock", T, || async {
+            let list = api.list(&lp).await.ok()?.items;
+            list.iter()
+                .filter(|p| p.name_any() != pod && pod_hash(p).as_deref() == Some(hash.as_str()))
+                .find_map(|p| install_failure(p).map(|(c, m)| (p.name_any(), c, m)))
+        })
+        .await;
+    eprintln!("install container of {failed} exited {code}: {message}");
+    assert_eq!(code, 4, "{message}");
+    let log = node().logs(&case.ns, &failed, INSTALL_CONTAINER);
+    for text in [&message, &log] {
+        assert!(
+            text.contains(&format!("its sha256 is {}", content_hash(&edited)))
+                && text.contains(&format!("not the sha256 {recorded}")),
+            "{text}"
+        );
+    }
+    let p = api.get(&failed).await.unwrap();
+    assert!(!is_ready(&p), "the worker started on an edited lock");
+}

@@ -26,7 +26,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bifrost_requirements::lock::{Interpreter, Key, Request, Resolver};
+use bifrost_requirements::lock::Lock;
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::requirements::RequirementsFile;
 use common::index::normalize;
@@ -558,58 +558,84 @@ fn installed(target: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The lock of `content` as the operator resolves it against `legit` alone: its pins
-/// (`name==version`), or the resolver's message.
-fn lock(content: &str, legit: &str, cache: &Path) -> Result<Vec<String>, String> {
-    // The real uv and its python3 (pyenv's shims do not run in the resolver's clean
-    // environment).
-    let uv = common::index::real_uv();
-    let python = uv.with_file_name("python3");
-    let python = if python.exists() {
-        python.display().to_string()
-    } else {
-        "python3".into()
+/// The lock of `content` as the operator resolves it against `legit` alone
+/// (`requirements show --lock`, the controller's resolver, from the row at `path` of the
+/// database `db`): its pins (`name==version`), or the resolver's message.
+fn lock(
+    content: &str,
+    legit: &str,
+    db: &str,
+    path: &str,
+    dir: &Path,
+) -> Result<Vec<String>, String> {
+    let file = dir.join("lock-input.txt");
+    std::fs::write(&file, content).unwrap();
+    let real_uv = common::index::path_with_real_uv();
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(common::bin());
+        c.args(args)
+            .args(["--path", path])
+            .env("DATABASE_URL", db)
+            .env("PATH", &real_uv);
+        run(c, &dir.join("cache"))
     };
-    let resolver = Resolver {
-        uv,
-        ..Resolver::bundled(
-            python,
-            vec![legit.to_string()],
-            Duration::from_secs(90),
-            2 << 30,
-            Some(cache.join("resolver")),
-        )
-    };
-    let key = Key {
-        content_hash: bifrost_requirements::requirements::content_hash(content),
-        interpreter: Interpreter {
-            version: "3.11".into(),
-            platform: "x86_64-manylinux_2_28".into(),
-        },
-        index_urls: vec![legit.to_string()],
-        only_binary: false,
-    };
-    let (_handle, stop) = bifrost_requirements::shutdown::stop_pair();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(resolver.resolve(&Request { content, key: &key }, &stop))
-        .map(|l| l.pins())
-        .map_err(|f| f.to_string())
+    let set = cli(&[
+        "requirements",
+        "set",
+        "--allow-index-url",
+        legit,
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        set.status.success(),
+        "requirements set: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let cache = dir.join("cache").join("resolver");
+    let out = cli(&[
+        "requirements",
+        "show",
+        "--lock",
+        "--python-version",
+        "3.11",
+        "--python-platform",
+        "x86_64-manylinux_2_28",
+        "--index-url",
+        legit,
+        "--resolver-cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let lock = Lock::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string())?;
+    Ok(lock.pins())
 }
 
 /// The lock, the third reader of an accepted file: resolved whenever the installers install
 /// it, never past the trap, pinning only what the policy counted.
-fn check_lock(case: &Case, content: &str, legit: &Index, trap: &Index, dir: &Path) -> Vec<String> {
+fn check_lock(
+    case: &Case,
+    content: &str,
+    legit: &Index,
+    trap: &Index,
+    db: &str,
+    dir: &Path,
+) -> Vec<String> {
     let mut failures = Vec::new();
     let counted: BTreeSet<String> = RequirementsFile::parse(content)
         .requirements()
         .map(|(_, n)| n.to_string())
         .collect();
     let before = trap.requests().len();
-    let locked = lock(content, &legit.url(), &dir.join("cache"));
+    let locked = lock(
+        content,
+        &legit.url(),
+        db,
+        &format!("{}.txt", case.name),
+        dir,
+    );
     let hits = trap.requests()[before..].to_vec();
     if !hits.is_empty() {
         failures.push(format!("the resolver reached the trap: {hits:?}"));
@@ -641,7 +667,7 @@ struct Outcome {
     failures: Vec<String>,
 }
 
-fn check_case(case: &Case, legit: &Index, work: &Path) -> Outcome {
+fn check_case(case: &Case, legit: &Index, db: &str, work: &Path) -> Outcome {
     let trap = Index::start(&[
         Wheel::new("bifrost_hello", "6.6"),
         Wheel::new("bifrost_trap", "1.0"),
@@ -737,7 +763,7 @@ fn check_case(case: &Case, legit: &Index, work: &Path) -> Outcome {
         }
     }
     if accepted {
-        for f in check_lock(case, &content, legit, &trap, &dir) {
+        for f in check_lock(case, &content, legit, &trap, db, &dir) {
             fail(format!("Lock: {f}"));
         }
         summary.push_str(" | Lock: checked");
@@ -763,6 +789,12 @@ fn raw_installers_never_see_more_than_the_policy_and_known_bypasses_are_caught()
         .tempdir()
         .unwrap();
     let cases = corpus(&legit.url(), "{TRAP}", &hello_hash);
+    // The lock's store: one database, a row per case.
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(common::services::fresh_database());
+    let migrate = common::cli(&["migrate"], &[("DATABASE_URL", &db)]);
+    common::assert_ok(&migrate);
     assert!(cases.len() >= 50, "corpus went missing");
     assert!(
         cases
@@ -782,7 +814,7 @@ fn raw_installers_never_see_more_than_the_policy_and_known_bypasses_are_caught()
                         *n - 1
                     };
                     let Some(case) = cases.get(i) else { break };
-                    let outcome = check_case(case, &legit, work.path());
+                    let outcome = check_case(case, &legit, &db, work.path());
                     results.lock().unwrap().push((i, outcome));
                 }
             });

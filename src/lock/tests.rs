@@ -274,3 +274,17 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_resolver_reads_the_text_the_policy_checked() {
+    let file = RequirementsFile::parse("goodpkg \\\n==2.0  # pinned\nother>=1.0,\\\n<3\n");
+    assert_eq!(
+        resolver_text(&file).unwrap(),
+        "goodpkg ==2.0\nother>=1.0,<3\n"
+    );
+    let bad = RequirementsFile::parse("ok\n./local/pkg\n");
+    let Err(Failure::Unresolvable(why)) = resolver_text(&bad) else {
+        panic!("a path was resolved");
+    };
+    assert!(why.starts_with("line 2: `./local/pkg`"), "{why}");
+}

@@ -309,3 +309,6 @@ pub fn bootstrap_resources() -> ResourceRequirements {
         ..ResourceRequirements::default()
     }
 }
+
+#[cfg(test)]
+mod tests;
