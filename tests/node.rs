@@ -1239,8 +1239,7 @@ async fn a_snapshot_lock_edited_to_another_pin_is_refused_by_the_pod() {
     let _serial = serial().await;
     let content = "bifrost-hello>=1.0\n";
     let python = json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"});
-    let mut case =
-        Case::start_with("node-editlock", content, json!({"python": python}), true).await;
+    let case = Case::start_with("node-editlock", content, json!({"python": python}), true).await;
     let hash = case.ready_hash(content).await;
     case.resolved(&hash, &Wheel::new("bifrost_hello", "1.0"))
         .await;
@@ -1262,28 +1261,29 @@ async fn a_snapshot_lock_edited_to_another_pin_is_refused_by_the_pod() {
         .unwrap()
         .sha256;
 
-    // Webhook only from here on: the controller's Lease is held by someone else for an hour.
-    drop(case.op.take());
-    let now = chrono::Utc::now();
+    // Webhook only from here on: the operator moves to a Lease someone else holds for an hour,
+    // and the old leader is gone before the snapshot is edited.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let held: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
         "metadata": {"name": "held-elsewhere"},
         "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600,
-                 "acquireTime": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                 "renewTime": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}
+                 "acquireTime": now, "renewTime": now}
     }))
     .unwrap();
-    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(case.client.clone(), &case.ns)
-        .create(&PostParams::default(), &held)
-        .await
-        .unwrap();
-    let mut webhook_only = case.operator_args.clone();
-    webhook_only.extend(["--lease-name".to_string(), "held-elsewhere".to_string()]);
-    case.op = Some(start_operator(
-        &case.ns,
-        case.webhook_port,
-        &case.config,
-        &webhook_only,
-    ));
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        case.client.clone(),
+        &case.op.namespace,
+    )
+    .create(&PostParams::default(), &held)
+    .await
+    .unwrap();
+    case.op
+        .upgrade(&case.client, &["leaderElection.leaseName=held-elsewhere"])
+        .await;
+    wait_for("the old leader gone", T, || async {
+        (case.op.pods(&case.client).await.len() == 1).then_some(())
+    })
+    .await;
 
     // The lock edited to 1.1, with 1.1's hash: a lock of requirements.txt all the same.
     let newer = Wheel::new("bifrost_hello", "1.1");
