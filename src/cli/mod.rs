@@ -172,6 +172,7 @@ mod tests {
             "uv",
             "fallback-file",
             "expected-hash",
+            "lock-sha256",
             "on-failure",
             "timeout",
             "redis-deadline",

@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod helm;
 pub mod index;
 pub mod k8s;
+pub mod lock_world;
 pub mod node;
 pub mod operator;
 pub mod proc;

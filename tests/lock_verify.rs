@@ -1,0 +1,261 @@
+//! The lock is the truth (issue 26), on the install side against a package index served here:
+//! a user's `--hash` pin survives resolution or the lock is refused naming the line; `install`
+//! refuses a lock whose digest is not the admitted one, or that is not a lock of
+//! requirements.txt; continuations pip accepts resolve; content over the limit is refused before
+//! it is parsed. Each refusal leaves the target as it was.
+
+mod common;
+
+use std::process::Command;
+
+use bifrost_requirements::lock::Lock;
+use bifrost_requirements::requirements::content_hash;
+use common::lock_world::{MARKER, VERSION, World, import_version, report};
+use common::wheels::{Wheel, import};
+use common::{assert_ok, stderr, stdout};
+
+const GOOD: &str = "bifrost_l_good";
+const EVIL: &str = "bifrost_l_evil";
+
+/// `goodpkg` as its author built it, and the index's impostor: same file name, other bytes,
+/// and a dependency on `evil`.
+fn good_and_impostor() -> (Wheel, Wheel) {
+    let good = Wheel::new(GOOD, "1.0");
+    let impostor = good
+        .clone()
+        .requires(&format!("{EVIL}>=1"))
+        .extra("IMPOSTOR = True\n");
+    (good, impostor)
+}
+
+/// The SHA-256 of `wheel` as its author built it (not the index's copy).
+fn authors_hash(wheel: &Wheel) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = wheel.build(dir.path());
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(path).unwrap(),
+    ))
+}
+
+#[tokio::test]
+async fn a_users_hash_pin_survives_resolution_or_the_lock_is_refused_naming_the_line() {
+    let (good, impostor) = good_and_impostor();
+    let w = World::new(&[impostor.clone(), Wheel::new(EVIL, "1.0")]).await;
+    let real = authors_hash(&good);
+    let served = w.index.sha256(&impostor);
+    assert_ne!(real, served);
+    let content = format!("# the wheel we reviewed\nbifrost-l-good==1.0 --hash=sha256:{real}\n");
+
+    // Without a lock uv refuses the same content: the pin is what guards against this index.
+    let raw = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(raw.path().join("r.txt"), &content).unwrap();
+    let out = Command::new("uv")
+        .args([
+            "pip",
+            "install",
+            "--no-config",
+            "--python",
+            "python3",
+            "--target",
+        ])
+        .arg(raw.path().join("site"))
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(["--index-url", &w.index.url(), "-r"])
+        .arg(raw.path().join("r.txt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "uv installed the impostor");
+
+    let out = w.show_lock(&content, VERSION, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(stdout(&out), "", "a lock was printed");
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot be locked (a --hash does not match the index)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "line 2: `bifrost-l-good==1.0 --hash=sha256:{real}`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "the index's bifrost-l-good==1.0 has sha256:{served}"
+        )),
+        "{err}"
+    );
+
+    // The author's wheel back on the index: the lock pins exactly the user's file.
+    std::fs::remove_file(w.index.path_of(&impostor)).unwrap();
+    w.index.publish(&good);
+    let text = w.lock(&content, VERSION).await;
+    assert!(text.contains(&format!("--hash=sha256:{real}")), "{text}");
+    assert!(
+        !text.contains(&served) && !text.contains("bifrost-l-evil"),
+        "{text}"
+    );
+}
+
+/// A lock whose header is right for `content` but whose pins are `body`'s.
+fn forged(lock: &str, content: &str) -> String {
+    Lock {
+        content_hash: content_hash(content),
+        ..Lock::parse(lock).unwrap()
+    }
+    .render()
+}
+
+#[tokio::test]
+async fn install_refuses_a_lock_that_is_not_a_lock_of_requirements_txt() {
+    let (good, _) = good_and_impostor();
+    let w = World::new(&[
+        good.clone(),
+        Wheel::new(GOOD, "2.0"),
+        Wheel::new(EVIL, "1.0"),
+    ])
+    .await;
+    let target = w.path("site");
+    let first = format!("{EVIL}==1.0\n");
+    assert_ok(&w.install(&w.snapshot(&first, None), &target, &[]));
+    let before = std::fs::read(target.join(MARKER)).unwrap();
+
+    let content = "bifrost-l-good==2.0\n";
+    let old = w.lock("bifrost-l-good==1.0\n", VERSION).await;
+    let only_evil = w.lock(&first, VERSION).await;
+    for (lock, names) in [
+        (
+            forged(&old, content),
+            vec![
+                "requirements.txt line 1: `bifrost-l-good==2.0`: the lock pins bifrost-l-good==1.0",
+                "a version it does not allow",
+            ],
+        ),
+        (
+            forged(&only_evil, content),
+            vec![
+                "the lock pins no bifrost-l-good",
+                "bifrost-l-evil==1.0 (lock line 1) is pinned but no requirement of requirements.txt pulls it in",
+            ],
+        ),
+    ] {
+        let out = w.install(&w.snapshot(content, Some(&lock)), &target, &[]);
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("the lock is not a lock of requirements.txt"),
+            "{err}"
+        );
+        for name in names {
+            assert!(err.contains(name), "{name:?} not in {err}");
+        }
+        assert_eq!(
+            std::fs::read(target.join(MARKER)).unwrap(),
+            before,
+            "marker changed"
+        );
+        assert_eq!(import_version(&target, EVIL), "1.0");
+        assert!(import(&target, GOOD).is_err());
+    }
+}
+
+#[tokio::test]
+async fn install_refuses_a_lock_whose_digest_is_not_the_admitted_one() {
+    let w = World::new(&[Wheel::new(GOOD, "1.0"), Wheel::new(GOOD, "2.0")]).await;
+    let content = "bifrost-l-good>=1.0\n";
+    let hash = content_hash(content);
+    let target = w.path("site");
+    let resolved = w.lock("bifrost-l-good==1.0\n", VERSION).await;
+    let lock = forged(&resolved, content);
+    let digest = content_hash(&lock);
+    let admitted = |d: &str| {
+        vec![
+            format!("--expected-hash={hash}"),
+            format!("--lock-sha256={d}"),
+        ]
+    };
+    // Another pin that satisfies requirements.txt just as well: only the digest tells.
+    let edited = lock.replace("bifrost-l-good==1.0", "bifrost-l-good==2.0");
+    let args = admitted(&digest);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = w.install(&w.snapshot(content, Some(&edited)), &target, &args);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("its sha256 is {}", content_hash(&edited))),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "not the sha256 {digest} of the lock the pod was admitted with"
+        )),
+        "{err}"
+    );
+    assert!(!target.join(MARKER).exists());
+
+    let out = w.install(&w.snapshot(content, None), &target, &args);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("but there is no lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!target.join(MARKER).exists());
+
+    let out = w.install(&w.snapshot(content, Some(&lock)), &target, &args);
+    assert_ok(&out);
+    assert_eq!(report(&out)["lock"]["used"], true);
+    assert_eq!(import_version(&target, GOOD), "1.0");
+}
+
+#[tokio::test]
+async fn continuations_pip_accepts_resolve_to_the_same_lock() {
+    let w = World::new(&[Wheel::new(GOOD, "1.0"), Wheel::new(GOOD, "2.0")]).await;
+    for content in [
+        "bifrost-l-good \\\n==1.0\n",
+        "bifrost-l-good>=1.0,\\\n<2\n",
+        "bifrost-l-good==1.0 ; python_version \\\n>= \"3\"\n",
+    ] {
+        let text = w.lock(content, VERSION).await;
+        let lock = Lock::parse(&text).unwrap();
+        assert_eq!(lock.pins(), ["bifrost-l-good==1.0"], "{content:?}");
+        let target = w.fresh("site-");
+        let out = w.install(&w.snapshot(content, Some(&text)), &target, &[]);
+        assert_ok(&out);
+        assert_eq!(report(&out)["lock"]["used"], true, "{content:?}");
+        assert_eq!(import_version(&target, GOOD), "1.0");
+    }
+}
+
+#[tokio::test]
+async fn install_refuses_content_over_the_limit_before_parsing_it() {
+    let w = World::new(&[Wheel::new(GOOD, "1.0")]).await;
+    let target = w.path("site");
+    assert_ok(&w.install(&w.snapshot("bifrost-l-good==1.0\n", None), &target, &[]));
+    let before = std::fs::read(target.join(MARKER)).unwrap();
+    let limit = bifrost_requirements::spec::MAX_CONTENT_BYTES;
+    let line = "bifrost-l-good==1.0\n";
+    let over = line.repeat(limit / line.len() + 1);
+    let out = w.install(&w.snapshot(&over, None), &target, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} bytes exceed the content limit of {limit} bytes (256 KiB)",
+            over.len()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("requirements from the"),
+        "parsed anyway"
+    );
+    assert_eq!(
+        std::fs::read(target.join(MARKER)).unwrap(),
+        before,
+        "marker changed"
+    );
+}
