@@ -66,3 +66,68 @@ fn what_is_not_a_pin_is_named_with_its_line() {
         assert!(err.contains(expected), "{body:?}: {err}");
     }
 }
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9]{0,6}([-_.][a-z0-9]{1,4})?"
+    }
+
+    fn version() -> impl Strategy<Value = String> {
+        "[0-9]{1,2}(\\.[0-9]{1,2}){0,2}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any text read as a lock body gives pins or a reason naming a line, never a panic.
+        #[test]
+        fn any_text_gives_pins_or_a_reason(text in "(\\PC|[ \\n\\\\#=-]){0,200}") {
+            if let Err(e) = parse(&text) {
+                prop_assert!(e.starts_with("line "), "{e}");
+            }
+        }
+
+        /// What uv writes parses back to its names, versions, hashes and parents.
+        #[test]
+        fn rendered_pins_parse_back(
+            pins in proptest::collection::vec((name(), version(), proptest::collection::vec("[0-9a-f]{64}", 1..3), proptest::collection::vec(name(), 0..3), any::<bool>()), 1..6)
+        ) {
+            let mut body = String::new();
+            for (n, v, hashes, parents, direct) in &pins {
+                body.push_str(&format!("{n}=={v}"));
+                for h in hashes {
+                    body.push_str(&format!(" \\\n    --hash=sha256:{h}"));
+                }
+                body.push('\n');
+                let mut via: Vec<String> = parents.clone();
+                if *direct {
+                    via.insert(0, "-r requirements.txt".into());
+                }
+                match via.as_slice() {
+                    [] => {}
+                    [one] => body.push_str(&format!("    # via {one}\n")),
+                    many => {
+                        body.push_str("    # via\n");
+                        for v in many {
+                            body.push_str(&format!("    #   {v}\n"));
+                        }
+                    }
+                }
+            }
+            let parsed = parse(&body).unwrap();
+            prop_assert_eq!(parsed.len(), pins.len());
+            for (p, (n, v, hashes, parents, direct)) in parsed.iter().zip(&pins) {
+                prop_assert_eq!(&p.name, &crate::requirements::normalize_name(n).unwrap());
+                prop_assert_eq!(p.version.to_string(), Version::from_str(v).unwrap().to_string());
+                let want: Vec<String> = hashes.iter().map(|h| format!("sha256:{h}")).collect();
+                prop_assert_eq!(&p.hashes, &want);
+                prop_assert_eq!(p.via.contains(&Via::Requirements), *direct);
+                prop_assert_eq!(p.via.len(), parents.len() + usize::from(*direct));
+            }
+        }
+    }
+}

@@ -146,3 +146,50 @@ fn the_environment_is_the_workers() {
             .unwrap();
     assert!(r.evaluate_markers(&env, &[]));
 }
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A lock pinning each requirement at a version its specifier allows, its dependencies
+        /// named in `# via`, has no problem; moving one pin outside its specifier gives exactly
+        /// one, naming that requirement's line.
+        #[test]
+        fn a_generated_lock_of_the_file_holds_until_one_pin_moves(
+            reqs in proptest::collection::btree_map("[a-z]{1,6}", (1u32..20, 0usize..3, any::<bool>()), 1..6),
+            moved in any::<prop::sample::Index>(),
+        ) {
+            let mut content = String::new();
+            let mut body = String::new();
+            for (name, (v, op, with_dep)) in &reqs {
+                let spec = match op {
+                    0 => format!("=={v}.0"),
+                    1 => format!(">={v}.0,<{}", v + 1),
+                    _ => format!("~={v}.0"),
+                };
+                content.push_str(&format!("{name}{spec}\n"));
+                body.push_str(&pin(&format!("{name}=={v}.0"), "-r requirements.txt"));
+                if *with_dep {
+                    body.push_str(&pin(&format!("{name}-dep==1.0"), name));
+                }
+            }
+            prop_assert!(check(&content, &body).is_empty(), "{content}\n{body}");
+            let i = moved.index(reqs.len());
+            let (name, (v, _, _)) = reqs.iter().nth(i).unwrap();
+            let shifted = body.replace(&format!("\n{name}=={v}.0 "), &format!("\n{name}=={}.0 ", v + 1));
+            let shifted = if shifted == body {
+                body.replacen(&format!("{name}=={v}.0 "), &format!("{name}=={}.0 ", v + 1), 1)
+            } else {
+                shifted
+            };
+            let problems = check(&content, &shifted);
+            prop_assert_eq!(problems.len(), 1, "{:?}", problems);
+            let line = format!("requirements.txt line {}: `{name}", i + 1);
+            prop_assert!(problems[0].starts_with(&line), "{}", problems[0]);
+        }
+    }
+}
