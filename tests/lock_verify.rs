@@ -259,3 +259,77 @@ async fn install_refuses_content_over_the_limit_before_parsing_it() {
         "marker changed"
     );
 }
+
+/// A worker `python3` that never answers (it records its pid in `pid` first).
+fn hanging_python(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let pid = dir.join("python.pid");
+    let script = dir.join("python3");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nprintf $$ > {}\nexec sleep 60\n", pid.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, pid)
+}
+
+#[tokio::test]
+async fn timeout_and_sigterm_stop_install_while_it_asks_the_worker_interpreter() {
+    let w = World::new(&[Wheel::new(GOOD, "1.0")]).await;
+    let content = "bifrost-l-good==1.0\n";
+    let lock = w.lock(content, VERSION).await;
+    let snapshot = w.snapshot(content, Some(&lock));
+    let (python, pid) = hanging_python(&w.fresh("python-"));
+    let args = |target: &std::path::Path| {
+        let mut c = Command::new(common::bin());
+        c.args(["install", "--target", target.to_str().unwrap()])
+            .args(["--fallback-file", snapshot.to_str().unwrap()])
+            .args([
+                "--python",
+                python.to_str().unwrap(),
+                "--index-url",
+                &w.index.url(),
+            ])
+            .env_remove("REDIS_URL")
+            .env_remove("BIFROST_REDIS_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+
+    let target = w.path("timed-out");
+    let out = args(&target).args(["--timeout", "2s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "did not finish within 2 s (--timeout) while asking the worker's interpreter"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!target.join(MARKER).exists());
+
+    std::fs::remove_file(&pid).ok();
+    let target = w.path("terminated");
+    let child = args(&target).spawn().unwrap();
+    common::node::poll(
+        "the worker's python3 asked",
+        std::time::Duration::from_secs(60),
+        || pid.exists().then_some(()),
+        String::new,
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted by SIGTERM while asking the worker's interpreter"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!target.join(MARKER).exists());
+}

@@ -181,10 +181,21 @@ impl Run {
         let worker = match (&text, python) {
             (None, _) => Err("no lock".to_string()),
             (Some(_), None) => Err(format!("{} not found", self.options.python)),
-            (Some(_), Some(python)) => command::ask(python, WORKER_SCRIPT, None)
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|out| Worker::parse(&out)),
+            (Some(_), Some(python)) => {
+                // A stop or --timeout ends the run here too; a probe that fails (or does not
+                // answer within its own 60 s) only sets the lock aside.
+                match self
+                    .phase(
+                        "asking the worker's interpreter",
+                        command::ask(python, WORKER_SCRIPT, None),
+                    )
+                    .await
+                {
+                    Ok(out) => Worker::parse(&out),
+                    Err(e) if self.interrupted.is_some() || self.timed_out() => return Err(e),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         };
         let worker = worker.as_ref().map_err(String::as_str);
         let choice = choose(&file, text.as_deref(), installing, worker, policy)?;

@@ -236,6 +236,31 @@ impl Run {
         Ok(site)
     }
 
+    /// One step before the installer runs (asking the worker's interpreter), under the stops
+    /// the installer has: a signal, and `--timeout` counted from the start of `install` (the
+    /// installer's own deadline starts when it does).
+    async fn phase<T>(
+        &mut self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let timeout = self.options.timeout;
+        let deadline = tokio::time::Instant::from_std(self.started + timeout);
+        tokio::select! {
+            done = work => done,
+            sig = self.stop.signalled() => Err(self.interrupted_by(sig, &format!(" while {what}"))),
+            _ = tokio::time::sleep_until(deadline) => Err(Error::Install(format!(
+                "did not finish within {} (--timeout) while {what}",
+                report::human_duration(timeout)
+            ))),
+        }
+    }
+
+    /// Whether `--timeout`, counted from the start, has passed.
+    fn timed_out(&self) -> bool {
+        self.started.elapsed() >= self.options.timeout
+    }
+
     /// `--lock-sha256` when the content being installed is the one it was given for (the
     /// content `--expected-hash` names); another content's lock has no known digest.
     fn lock_sha256_for(&self, hash: &str) -> Option<String> {
@@ -362,7 +387,12 @@ impl Run {
     ) -> Result<Outcome> {
         let o = self.options.clone();
         let python = command::require_python(&o.python, python)?;
-        let version = command::python_version(&python).await?;
+        let version = self
+            .phase(
+                "asking the worker's interpreter its version",
+                command::python_version(&python),
+            )
+            .await?;
         let program = match o.installer {
             Installer::Uv => command::find_uv(o.uv.as_deref())?,
             Installer::Pip => python.clone(),
