@@ -20,7 +20,7 @@ use std::str::FromStr;
 use pep508_rs::pep440_rs::Version;
 use pep508_rs::{Requirement, VersionOrUrl};
 
-use crate::requirements::normalize_name;
+use crate::requirements::{Entry, classify, normalize_name};
 
 /// Who pulled a distribution into the lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +114,13 @@ fn pin_line(number: usize, line: &str) -> Result<Pinned, String> {
         }
     }
     let bad = |why: &str| format!("line {number}: {spec:?} {why}");
+    // The requirements model's reading first: its length and nesting limits and its guard
+    // against the parser's panics; only what it accepted is parsed again here.
+    match classify(spec) {
+        Entry::Requirement { .. } => {}
+        Entry::Invalid(why) => return Err(bad(&format!("is not a pin: {why}"))),
+        _ => return Err(bad("is not a pin")),
+    }
     let requirement = Requirement::<pep508_rs::VerbatimUrl>::from_str(spec)
         .map_err(|e| bad(&format!("is not a pin: {}", e.message)))?;
     let Some(VersionOrUrl::VersionSpecifier(specifiers)) = &requirement.version_or_url else {

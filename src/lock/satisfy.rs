@@ -78,6 +78,7 @@ fn applicable(content: &RequirementsFile, env: &MarkerEnvironment) -> Vec<Wanted
         .iter()
         .filter_map(|line| match &line.entry {
             Entry::Requirement { spec, .. } => {
+                // Accepted by the guarded model already (`classify`): parsed again safely.
                 let requirement = Requirement::from_str(spec).ok()?;
                 requirement.evaluate_markers(env, &[]).then(|| Wanted {
                     line: line.number,
