@@ -30,6 +30,7 @@ pub mod database;
 pub mod duration;
 pub mod error;
 pub mod installer;
+pub mod limit;
 pub mod lock;
 pub mod metrics;
 pub mod operator;

@@ -10,6 +10,7 @@ pub mod k8s;
 pub mod node;
 pub mod operator;
 pub mod proc;
+pub mod redirect;
 pub mod release;
 pub mod s3;
 pub mod services;
