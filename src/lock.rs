@@ -20,6 +20,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::installer::netrc::{self, NetrcFile};
 use crate::installer::process::{self, Invocation, RunFailure};
 use crate::requirements::hashes_equal;
 use crate::shutdown::Stop;
@@ -443,7 +444,9 @@ impl Resolver {
         let output = work.path().join(LOCK_FILE);
         std::fs::write(&input, request.content)
             .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", input.display())))?;
-        let invocation = self.invocation(key, work.path(), &input, &output);
+        let invocation = self
+            .invocation(key, work.path(), &input, &output)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
         tracing::info!(
             hash = %&key.content_hash[..12.min(key.content_hash.len())],
             "resolving for {}: {}",
@@ -468,7 +471,19 @@ impl Resolver {
         })
     }
 
-    fn invocation(&self, key: &Key, work: &Path, input: &Path, output: &Path) -> Invocation {
+    fn invocation(
+        &self,
+        key: &Key,
+        work: &Path,
+        input: &Path,
+        output: &Path,
+    ) -> crate::Result<Invocation> {
+        // Index credentials go into a private netrc file, never onto uv's command line.
+        let indexes = netrc::split(&key.index_urls)?;
+        let netrc = match indexes.netrc.is_empty() {
+            true => None,
+            false => Some(NetrcFile::write(&indexes.netrc)?),
+        };
         let mut args: Vec<OsString> = [
             "pip",
             "compile",
@@ -491,7 +506,7 @@ impl Resolver {
         .iter()
         .map(OsString::from)
         .collect();
-        for (i, url) in key.index_urls.iter().enumerate() {
+        for (i, url) in indexes.urls.iter().enumerate() {
             args.push(
                 if i == 0 {
                     "--index-url"
@@ -509,15 +524,17 @@ impl Resolver {
             output.as_os_str().to_owned(),
             input.file_name().unwrap_or_default().to_owned(),
         ]);
-        Invocation {
+        Ok(Invocation {
             label: "uv",
             program: self.uv.clone(),
             args,
             env_remove: Vec::new(),
             clean_env: Some(work.to_path_buf()),
+            env: Vec::new(),
+            netrc,
             memory_limit: Some(self.memory_limit),
             cwd: work.to_path_buf(),
-        }
+        })
     }
 }
 
