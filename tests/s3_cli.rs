@@ -520,3 +520,25 @@ async fn set_replaces_an_object_that_cannot_be_read() {
         w.assert_both("flask==3.0.3\n").await;
     }
 }
+
+/// A UTF-8 byte order mark (an editor on Windows writes one) is read as pip reads it: ignored at
+/// the start. `add` and `warm` refused such an object (`line 1: '\ufeffgoodpkg==1.0'`); now they
+/// accept it and keep its bytes, the mark included.
+#[tokio::test]
+async fn a_byte_order_mark_is_ignored_and_kept() {
+    let w = World::new();
+    bifrost_put(&w.s3, "\u{feff}goodpkg==1.0\r\n".as_bytes()).await;
+    let out = w.run(&["warm"], &[]);
+    assert_ok(&out);
+    w.assert_both("\u{feff}goodpkg==1.0\r\n").await;
+    let out = w.run(&["requirements", "add", "flask==3.0.3"], &[]);
+    assert_ok(&out);
+    w.assert_both("\u{feff}goodpkg==1.0\r\nflask==3.0.3\r\n").await;
+    let out = w.run(&["requirements", "add", "goodpkg==2.0"], &[]);
+    assert_ok(&out);
+    w.assert_both("\u{feff}goodpkg==2.0\r\nflask==3.0.3\r\n").await;
+    // The mark belongs to the file: removing the first line keeps it in front.
+    let out = w.run(&["requirements", "remove", "goodpkg"], &[]);
+    assert_ok(&out);
+    w.assert_both("\u{feff}flask==3.0.3\r\n").await;
+}
