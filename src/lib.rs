@@ -28,6 +28,7 @@ pub mod controller;
 pub mod crd;
 pub mod database;
 pub mod duration;
+pub mod egress;
 pub mod error;
 pub mod installer;
 pub mod limit;

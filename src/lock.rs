@@ -20,6 +20,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::egress;
 use crate::installer::netrc::{self, NetrcFile};
 use crate::installer::process::{self, Invocation, RunFailure};
 use crate::requirements::hashes_equal;
@@ -444,16 +445,32 @@ impl Resolver {
         let output = work.path().join(LOCK_FILE);
         std::fs::write(&input, request.content)
             .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", input.display())))?;
-        let invocation = self
+        let mut invocation = self
             .invocation(key, work.path(), &input, &output)
             .map_err(|e| Failure::Failed(e.to_string()))?;
+        // Every request uv sends goes through a proxy that forwards only to these indexes: an
+        // index's redirect elsewhere is refused there, not followed.
+        let allowed = key.index_urls.iter().filter_map(|u| egress::origin(u)).collect();
+        let proxy = egress::Proxy::start(allowed)
+            .await
+            .map_err(|e| Failure::Failed(format!("cannot start the resolver's proxy: {e}")))?;
+        for var in egress::PROXY_VARIABLES {
+            invocation.env.push((var, proxy.url().into()));
+        }
         tracing::info!(
             hash = %&key.content_hash[..12.min(key.content_hash.len())],
             "resolving for {}: {}",
             key.interpreter.describe(),
             crate::redact::text(&invocation.display())
         );
-        match process::run(&invocation, self.timeout, stop).await {
+        let ran = process::run(&invocation, self.timeout, stop).await;
+        if let Some(refused) = proxy.refused().first() {
+            return Err(Failure::Failed(format!(
+                "an index led the resolver to {refused}, which is not among its index URLs: \
+                 refused, nothing was fetched there"
+            )));
+        }
+        match ran {
             Ok(()) => {}
             Err(RunFailure::Exited { status, tail }) if status.code() == Some(1) => {
                 return Err(Failure::Unresolvable(with_hint(resolver_message(&tail))));
