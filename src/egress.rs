@@ -8,8 +8,9 @@
 //! absolute URL, HTTPS ones open a `CONNECT host:port` tunnel, and both name the origin before
 //! anything is sent on. What was refused is kept for the resolver's message.
 //!
-//! Not covered: a `file://` link in an index page is read from the local disk by uv itself,
-//! without a request; see the README's security section.
+//! uv also reads `file://` links in an index page from the local disk, without a request: an
+//! index page that plain HTTP brings through the proxy with such a link is refused too. Pages
+//! inside an HTTPS tunnel cannot be read here (see the README's security section).
 
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +28,9 @@ pub const PROXY_VARIABLES: [&str; 6] = [
     "https_proxy",
     "all_proxy",
 ];
+
+/// Longest index page read whole (to look for `file:` links); larger pages are refused.
+const MAX_PAGE: usize = 32 * 1024 * 1024;
 
 /// Longest request head read from uv.
 const MAX_HEAD: usize = 64 * 1024;
@@ -167,14 +171,77 @@ async fn serve(client: TcpStream, allowed: &[Origin]) -> Option<String> {
         return None;
     };
     let mut client = reader.into_inner();
-    let sent = match &wanted {
-        Wanted::Tunnel(_) => client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await,
-        Wanted::Forward { head, .. } => upstream.write_all(head.as_bytes()).await,
-    };
-    if sent.is_ok() {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    match &wanted {
+        Wanted::Tunnel(_) => {
+            if client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+                .is_ok()
+            {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+            None
+        }
+        Wanted::Forward { head, .. } => {
+            if upstream.write_all(head.as_bytes()).await.is_err() {
+                return None;
+            }
+            let line = head.lines().next().unwrap_or_default();
+            let url = format!("http://{}:{}{}", to.1, to.2, line.split(' ').nth(1).unwrap_or("/"));
+            relay(client, upstream, url).await
+        }
+    }
+}
+
+/// Hand the upstream's answer to `client`; an index page (HTML, or the JSON simple API) that
+/// links to a `file:` URL is refused instead: uv would read that file from the operator's own
+/// disk. Returns what was refused, if it was.
+async fn relay(mut client: TcpStream, upstream: TcpStream, url: String) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut upstream = BufReader::new(upstream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match upstream.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        head.push_str(&line);
+        if line == "\r\n" || line == "\n" || head.len() > MAX_HEAD {
+            break;
+        }
+    }
+    let page = head.lines().any(|h| {
+        let h = h.to_ascii_lowercase();
+        h.starts_with("content-type:") && (h.contains("html") || h.contains("pypi.simple") || h.contains("json"))
+    });
+    if !page {
+        if client.write_all(head.as_bytes()).await.is_ok() {
+            let _ = tokio::io::copy(&mut upstream, &mut client).await;
+        }
+        return None;
+    }
+    let mut body = Vec::new();
+    let read = (&mut upstream).take(MAX_PAGE as u64 + 1).read_to_end(&mut body).await;
+    if read.is_err() || body.len() > MAX_PAGE {
+        return refuse(client, format!("GET {url} (an index page over {MAX_PAGE} bytes)")).await;
+    }
+    if links_to_a_file(&body) {
+        return refuse(client, format!("GET {url} (an index page linking to a file:// URL)")).await;
+    }
+    if client.write_all(head.as_bytes()).await.is_ok() {
+        let _ = client.write_all(&body).await;
     }
     None
+}
+
+/// Whether an index page (HTML `href=`, or the JSON API's `"url":`) names a `file:` URL.
+fn links_to_a_file(page: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(page).to_ascii_lowercase();
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    ["=\"file:", "='file:", "=file:", ":\"file:"]
+        .iter()
+        .any(|p| compact.contains(p))
 }
 
 /// Answer 403 naming what was refused; returns it (redacted) for the resolver's message.
@@ -215,6 +282,25 @@ mod tests {
         assert_eq!(origin("http://Index.Example/simple"), Some(("http".into(), "index.example".into(), 80)));
         assert_eq!(origin("https://u:p@h:8443/"), Some(("https".into(), "h".into(), 8443)));
         assert_eq!(origin("file:///x"), None);
+    }
+
+    #[test]
+    fn file_links_are_found_in_html_and_json_pages() {
+        for page in [
+            r#"<a href="file:///etc/passwd">x-1.0-py3-none-any.whl</a>"#,
+            r#"<A HREF = 'FILE:///x.whl'>x</A>"#,
+            r#"<a href=file:///x.whl>x</a>"#,
+            r#"{"files": [{"filename": "x.whl", "url": "file:///x.whl"}]}"#,
+        ] {
+            assert!(links_to_a_file(page.as_bytes()), "{page}");
+        }
+        for page in [
+            r#"<a href="x-1.0-py3-none-any.whl#sha256=00">x</a>"#,
+            r#"<a href="https://files.example/x.whl">profile: file:x</a>"#,
+            r#"{"files": [{"url": "https://h/x.whl"}]}"#,
+        ] {
+            assert!(!links_to_a_file(page.as_bytes()), "{page}");
+        }
     }
 
     proptest! {

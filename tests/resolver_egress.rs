@@ -72,3 +72,35 @@ async fn an_index_cannot_lead_the_resolver_to_another_origin() {
         );
     }
 }
+
+/// uv reads a `file://` link of an index page from the operator's own disk (no request is
+/// made): through the proxy, a plain-HTTP index page with such a link is refused, and the
+/// resolution fails naming it instead of locking that file.
+#[tokio::test]
+async fn an_index_page_cannot_point_the_resolver_at_a_local_file() {
+    const LOCAL: &str = "bifrost_t_local";
+    let db_url = fresh_database().await;
+    assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db_url)]));
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    write_bifrost_row(&pool, &format!("{LOCAL}==1.0\n")).await;
+    let index = Index::start(&[]);
+    let disk = tempfile::tempdir().unwrap();
+    let wheel = Wheel::new(LOCAL, "1.0").build(disk.path());
+    let project = index.root().join(normalize(LOCAL));
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("index.html"),
+        format!(
+            "<html><body><a href=\"file://{}\">{}</a></body></html>\n",
+            wheel.display(),
+            wheel.file_name().unwrap().to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = show_lock(&db_url, &index.url(), &dir.path().join("cache"));
+    let err = stderr(&out);
+    assert!(!out.status.success(), "the local file was locked: {}", stdout(&out));
+    assert!(err.contains("file://"), "{err}");
+    assert!(err.contains(&normalize(LOCAL)), "the page is named: {err}");
+}
