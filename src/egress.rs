@@ -65,7 +65,10 @@ fn wanted(head: &str) -> Result<Wanted, String> {
     let mut lines = head.split("\r\n");
     let line = lines.next().unwrap_or_default();
     let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     if method == "CONNECT" {
         let to = origin(&format!("https://{target}")).ok_or_else(|| format!("CONNECT {target}"))?;
         return Ok(Wanted::Tunnel(to));
@@ -81,8 +84,16 @@ fn wanted(head: &str) -> Result<Wanted, String> {
     };
     let mut out = format!("{method} {path} {}\r\n", parts.next().unwrap_or("HTTP/1.1"));
     for h in lines.filter(|h| !h.is_empty()) {
-        let name = h.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
-        if !matches!(name.as_str(), "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive") {
+        let name = h
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if !matches!(
+            name.as_str(),
+            "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive"
+        ) {
             out.push_str(h);
             out.push_str("\r\n");
         }
@@ -125,7 +136,11 @@ impl Proxy {
                 });
             }
         });
-        Ok(Proxy { port, refused, task })
+        Ok(Proxy {
+            port,
+            refused,
+            task,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, for the proxy variables.
@@ -135,7 +150,10 @@ impl Proxy {
 
     /// The requests refused so far (`GET http://host:port/path`, `CONNECT host:port`), redacted.
     pub fn refused(&self) -> Vec<String> {
-        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -167,7 +185,9 @@ async fn serve(client: TcpStream, allowed: &[Origin]) -> Option<String> {
     }
     let Ok(mut upstream) = TcpStream::connect((to.1.as_str(), to.2)).await else {
         let mut client = reader.into_inner();
-        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n").await;
+        let _ = client
+            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            .await;
         return None;
     };
     let mut client = reader.into_inner();
@@ -187,7 +207,12 @@ async fn serve(client: TcpStream, allowed: &[Origin]) -> Option<String> {
                 return None;
             }
             let line = head.lines().next().unwrap_or_default();
-            let url = format!("http://{}:{}{}", to.1, to.2, line.split(' ').nth(1).unwrap_or("/"));
+            let url = format!(
+                "http://{}:{}{}",
+                to.1,
+                to.2,
+                line.split(' ').nth(1).unwrap_or("/")
+            );
             relay(client, upstream, url).await
         }
     }
@@ -213,7 +238,8 @@ async fn relay(mut client: TcpStream, upstream: TcpStream, url: String) -> Optio
     }
     let page = head.lines().any(|h| {
         let h = h.to_ascii_lowercase();
-        h.starts_with("content-type:") && (h.contains("html") || h.contains("pypi.simple") || h.contains("json"))
+        h.starts_with("content-type:")
+            && (h.contains("html") || h.contains("pypi.simple") || h.contains("json"))
     });
     if !page {
         if client.write_all(head.as_bytes()).await.is_ok() {
@@ -222,12 +248,23 @@ async fn relay(mut client: TcpStream, upstream: TcpStream, url: String) -> Optio
         return None;
     }
     let mut body = Vec::new();
-    let read = (&mut upstream).take(MAX_PAGE as u64 + 1).read_to_end(&mut body).await;
+    let read = (&mut upstream)
+        .take(MAX_PAGE as u64 + 1)
+        .read_to_end(&mut body)
+        .await;
     if read.is_err() || body.len() > MAX_PAGE {
-        return refuse(client, format!("GET {url} (an index page over {MAX_PAGE} bytes)")).await;
+        return refuse(
+            client,
+            format!("GET {url} (an index page over {MAX_PAGE} bytes)"),
+        )
+        .await;
     }
     if links_to_a_file(&body) {
-        return refuse(client, format!("GET {url} (an index page linking to a file:// URL)")).await;
+        return refuse(
+            client,
+            format!("GET {url} (an index page linking to a file:// URL)"),
+        )
+        .await;
     }
     if client.write_all(head.as_bytes()).await.is_ok() {
         let _ = client.write_all(&body).await;
@@ -276,11 +313,22 @@ mod tests {
                 head: "GET /simple/x/?a=b HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n".into(),
             })
         );
-        for bad in ["GET /relative HTTP/1.1", "GET file:///etc/passwd HTTP/1.1", "GET ftp://h/x HTTP/1.1", ""] {
+        for bad in [
+            "GET /relative HTTP/1.1",
+            "GET file:///etc/passwd HTTP/1.1",
+            "GET ftp://h/x HTTP/1.1",
+            "",
+        ] {
             assert!(wanted(bad).is_err(), "{bad}");
         }
-        assert_eq!(origin("http://Index.Example/simple"), Some(("http".into(), "index.example".into(), 80)));
-        assert_eq!(origin("https://u:p@h:8443/"), Some(("https".into(), "h".into(), 8443)));
+        assert_eq!(
+            origin("http://Index.Example/simple"),
+            Some(("http".into(), "index.example".into(), 80))
+        );
+        assert_eq!(
+            origin("https://u:p@h:8443/"),
+            Some(("https".into(), "h".into(), 8443))
+        );
         assert_eq!(origin("file:///x"), None);
     }
 

@@ -450,7 +450,11 @@ impl Resolver {
             .map_err(|e| Failure::Failed(e.to_string()))?;
         // Every request uv sends goes through a proxy that forwards only to these indexes: an
         // index's redirect elsewhere is refused there, not followed.
-        let allowed = key.index_urls.iter().filter_map(|u| egress::origin(u)).collect();
+        let allowed = key
+            .index_urls
+            .iter()
+            .filter_map(|u| egress::origin(u))
+            .collect();
         let proxy = egress::Proxy::start(allowed)
             .await
             .map_err(|e| Failure::Failed(format!("cannot start the resolver's proxy: {e}")))?;

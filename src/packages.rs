@@ -50,6 +50,16 @@ pub enum Change {
     Set(String),
 }
 
+impl Change {
+    /// `set` does not read what is there, so it may replace an S3 object nothing can read.
+    fn broken(&self) -> Broken {
+        match self {
+            Change::Set(_) => Broken::Replace,
+            Change::Add(_) | Change::Remove(_) => Broken::Refuse,
+        }
+    }
+}
+
 /// The result of [`apply`].
 #[derive(Debug)]
 pub struct Applied {
@@ -158,12 +168,7 @@ pub async fn apply(
             Ok(())
         }
     };
-    // `set` does not read what is there, so it may replace an S3 object nothing can read.
-    let broken = match change {
-        Change::Set(_) => Broken::Replace,
-        Change::Add(_) | Change::Remove(_) => Broken::Refuse,
-    };
-    let (outcome, content) = store.update(broken, modify, after_commit).await?;
+    let (outcome, content) = store.update(change.broken(), modify, after_commit).await?;
     let refreshed = refreshed.into_inner().unwrap_or_else(|p| p.into_inner());
     let package_count = RequirementsFile::parse(&content).package_count();
     Ok(Applied {

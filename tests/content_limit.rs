@@ -46,10 +46,12 @@ fn assert_too_large(out: &std::process::Output, len: usize, what: &str) {
 }
 
 async fn row(db: &Database) -> Option<(String, String)> {
-    sqlx::query_as("SELECT content, content_hash FROM workspace_files WHERE path = 'requirements.txt'")
-        .fetch_optional(db.pool())
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT content, content_hash FROM workspace_files WHERE path = 'requirements.txt'",
+    )
+    .fetch_optional(db.pool())
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -82,7 +84,11 @@ async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
         );
         assert_too_large(&out, len, "set");
         assert_eq!(row(&db).await, before, "set {len} changed the row");
-        assert_eq!(redis_get(&redis, &key).await, cached, "set {len} wrote Redis");
+        assert_eq!(
+            redis_get(&redis, &key).await,
+            cached,
+            "set {len} wrote Redis"
+        );
     }
     // At the limit: accepted.
     let file = dir.path().join("at.txt");
@@ -107,7 +113,11 @@ async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
     redis_set(&redis, &key, "untouched").await;
     let out = cli(&["warm"], &env);
     assert_too_large(&out, huge.len(), "warm");
-    assert!(stderr(&out).contains("workspace_files row"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("workspace_files row"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
     let out = cli(&["requirements", "remove", "flask"], &env);
     assert_too_large(&out, huge.len() - "flask==3.0.3\n".len(), "remove");
@@ -119,7 +129,10 @@ async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
         &["requirements", "set", "--file", small.to_str().unwrap()],
         &env,
     ));
-    assert_eq!(row(&db).await.map(|r| r.0).as_deref(), Some("numpy==2.0.1\n"));
+    assert_eq!(
+        row(&db).await.map(|r| r.0).as_deref(),
+        Some("numpy==2.0.1\n")
+    );
     assert_ne!(redis_get(&redis, &key).await, cached);
 }
 
@@ -141,7 +154,12 @@ async fn the_s3_store_refuses_content_over_the_limit_at_every_command() {
         ("REDIS_URL", redis.as_str()),
     ];
     let object = || async {
-        match S3Store::new(s3.clone()).unwrap().read_if_changed(None).await.unwrap() {
+        match S3Store::new(s3.clone())
+            .unwrap()
+            .read_if_changed(None)
+            .await
+            .unwrap()
+        {
             Poll::Changed(v) => Some((v.content, v.etag)),
             _ => None,
         }
@@ -179,7 +197,10 @@ async fn the_s3_store_refuses_content_over_the_limit_at_every_command() {
         &["requirements", "set", "--file", small.to_str().unwrap()],
         &env,
     ));
-    assert_eq!(object().await.map(|o| o.0).as_deref(), Some("numpy==2.0.1\n"));
+    assert_eq!(
+        object().await.map(|o| o.0).as_deref(),
+        Some("numpy==2.0.1\n")
+    );
 }
 
 proptest! {

@@ -697,7 +697,16 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
     // same words; the resource keeps its content and Redis its payload.
     let huge = format!("# {}\n", "x".repeat(300 * 1024));
     bifrost_row(&pg, &huge).await;
-    let obj = wait_condition(&client, &ns, "default", "Synced", "False", Some("TooLarge"), T).await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Synced",
+        "False",
+        Some("TooLarge"),
+        T,
+    )
+    .await;
     assert_eq!(obj.spec.content, new, "content was not kept");
     let message = condition(&obj, "Synced").unwrap().2;
     assert!(

@@ -105,7 +105,10 @@ fn our_secrets() -> Vec<(&'static str, String)> {
     vec![
         (
             "REDIS_URL",
-            format!("redis://:{REDIS_PW}@127.0.0.1:{}/0", common::proc::free_port()),
+            format!(
+                "redis://:{REDIS_PW}@127.0.0.1:{}/0",
+                common::proc::free_port()
+            ),
         ),
         (
             "DATABASE_URL",
@@ -169,7 +172,12 @@ fn a_build_backend_sees_none_of_our_secrets_and_no_command_line_holds_the_index_
         let report = dir.path().join(format!("spy-{installer}.json"));
         publish_spy(&index, &report);
         let url = index.url_with_credentials(USER, PASSWORD);
-        let out = install(dir.path(), &format!("{SPY}==1.0\n{GOOD}==1.0\n"), installer, &url);
+        let out = install(
+            dir.path(),
+            &format!("{SPY}==1.0\n{GOOD}==1.0\n"),
+            installer,
+            &url,
+        );
         assert_ok(&out);
         assert_no_secret(&stderr(&out), &format!("{installer}: install's log"));
         assert_no_secret(&stdout(&out), &format!("{installer}: install's report"));
@@ -186,11 +194,25 @@ fn a_build_backend_sees_none_of_our_secrets_and_no_command_line_holds_the_index_
             serde_json::from_str(&std::fs::read_to_string(&report).expect("the backend ran"))
                 .unwrap();
         let environ = seen["environ"].as_object().unwrap();
-        for name in ["REDIS_URL", "DATABASE_URL", "BIFROST_S3_SECRET_KEY", "BIFROST_S3_ACCESS_KEY"] {
-            assert!(!environ.contains_key(name), "{installer}: the backend saw {name}");
+        for name in [
+            "REDIS_URL",
+            "DATABASE_URL",
+            "BIFROST_S3_SECRET_KEY",
+            "BIFROST_S3_ACCESS_KEY",
+        ] {
+            assert!(
+                !environ.contains_key(name),
+                "{installer}: the backend saw {name}"
+            );
         }
-        assert!(environ.contains_key("PATH"), "{installer}: PATH is what installs need");
-        assert_no_secret(&seen["environ"].to_string(), &format!("{installer}: the backend's environment"));
+        assert!(
+            environ.contains_key("PATH"),
+            "{installer}: PATH is what installs need"
+        );
+        assert_no_secret(
+            &seen["environ"].to_string(),
+            &format!("{installer}: the backend's environment"),
+        );
         let cmdlines: Vec<String> = seen["cmdlines"]
             .as_array()
             .unwrap()
@@ -198,10 +220,15 @@ fn a_build_backend_sees_none_of_our_secrets_and_no_command_line_holds_the_index_
             .map(|c| c.as_str().unwrap().to_string())
             .collect();
         assert!(
-            cmdlines.iter().any(|c| c.contains("install") && c.contains("--target")),
+            cmdlines
+                .iter()
+                .any(|c| c.contains("install") && c.contains("--target")),
             "{installer}: the walk must reach the installer: {cmdlines:#?}"
         );
-        assert_no_secret(&cmdlines.join("\n"), &format!("{installer}: a command line"));
+        assert_no_secret(
+            &cmdlines.join("\n"),
+            &format!("{installer}: a command line"),
+        );
     }
 }
 
@@ -217,7 +244,10 @@ async fn uvs_own_output_about_a_credentialed_index_holds_no_password() {
     let out = install(dir.path(), &format!("{GOOD}==1.0\n"), "uv", &bad_url);
     assert!(!out.status.success(), "{}", stderr(&out));
     let all = format!("{}{}", stderr(&out), stdout(&out));
-    assert!(all.contains("127.0.0.1"), "uv's message should still name the index: {all}");
+    assert!(
+        all.contains("127.0.0.1"),
+        "uv's message should still name the index: {all}"
+    );
     assert!(!all.contains(wrong), "{all}");
     assert_no_secret(&all, "install against a refusing index");
 
@@ -245,10 +275,21 @@ async fn uvs_own_output_about_a_credentialed_index_holds_no_password() {
             &[("DATABASE_URL", &db_url), ("PATH", &path)],
         )
     };
-    let good = show(&index.url_with_credentials(USER, PASSWORD), dir.path().join("rc1"));
+    let good = show(
+        &index.url_with_credentials(USER, PASSWORD),
+        dir.path().join("rc1"),
+    );
     assert_ok(&good);
-    assert!(stdout(&good).contains(&format!("{}==1.0", common::index::normalize(GOOD))) || stdout(&good).contains(&format!("{GOOD}==1.0")), "{}", stdout(&good));
-    assert_no_secret(&format!("{}{}", stdout(&good), stderr(&good)), "the lock and its log");
+    assert!(
+        stdout(&good).contains(&format!("{}==1.0", common::index::normalize(GOOD)))
+            || stdout(&good).contains(&format!("{GOOD}==1.0")),
+        "{}",
+        stdout(&good)
+    );
+    assert_no_secret(
+        &format!("{}{}", stdout(&good), stderr(&good)),
+        "the lock and its log",
+    );
     let bad = show(&bad_url, dir.path().join("rc2"));
     assert!(!bad.status.success(), "{}", stdout(&bad));
     let all = format!("{}{}", stderr(&bad), stdout(&bad));

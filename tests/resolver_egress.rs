@@ -62,8 +62,14 @@ async fn an_index_cannot_lead_the_resolver_to_another_origin() {
         let err = stderr(&out);
         assert!(!out.status.success(), "{status}: {}", stdout(&out));
         assert!(err.contains("not among its index URLs"), "{status}: {err}");
-        assert!(err.contains(elsewhere.url().trim_end_matches('/')), "{status}: {err}");
-        assert!(redirector.requests() > 0, "{status}: the allowed index was never asked");
+        assert!(
+            err.contains(elsewhere.url().trim_end_matches('/')),
+            "{status}: {err}"
+        );
+        assert!(
+            redirector.requests() > 0,
+            "{status}: the allowed index was never asked"
+        );
         assert_eq!(
             elsewhere.log().lines().count(),
             fetched,
@@ -100,7 +106,11 @@ async fn an_index_page_cannot_point_the_resolver_at_a_local_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = show_lock(&db_url, &index.url(), &dir.path().join("cache"));
     let err = stderr(&out);
-    assert!(!out.status.success(), "the local file was locked: {}", stdout(&out));
+    assert!(
+        !out.status.success(),
+        "the local file was locked: {}",
+        stdout(&out)
+    );
     assert!(err.contains("file://"), "{err}");
     assert!(err.contains(&normalize(LOCAL)), "the page is named: {err}");
 }

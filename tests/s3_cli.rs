@@ -480,7 +480,10 @@ async fn blank_variables_are_unset_and_their_defaults_apply() {
     let w = World::new();
     let out = w.run(
         &["requirements", "show"],
-        &[("BIFROST_REQUIREMENTS_S3_KEY", ""), ("BIFROST_S3_TIMEOUT", "")],
+        &[
+            ("BIFROST_REQUIREMENTS_S3_KEY", ""),
+            ("BIFROST_S3_TIMEOUT", ""),
+        ],
     );
     assert_ok(&out);
     // Whatever the shared bucket holds there: the default key is the one read.
@@ -489,7 +492,10 @@ async fn blank_variables_are_unset_and_their_defaults_apply() {
     }
     // The object of this test's own key was not the one read.
     assert_ok(&w.run(&["requirements", "add", "numpy==2.0.1"], &[]));
-    let out = w.run(&["requirements", "show"], &[("BIFROST_REQUIREMENTS_S3_KEY", "")]);
+    let out = w.run(
+        &["requirements", "show"],
+        &[("BIFROST_REQUIREMENTS_S3_KEY", "")],
+    );
     assert_ok(&out);
     assert!(!stdout(&out).contains("numpy==2.0.1"), "{}", stdout(&out));
 }
@@ -509,13 +515,20 @@ async fn set_replaces_an_object_that_cannot_be_read() {
         ] {
             let out = w.run(args, &[]);
             assert_eq!(code(&out), 3, "{args:?}: {}", stderr(&out));
-            assert!(stderr(&out).contains("`requirements set` replaces it"), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("`requirements set` replaces it"),
+                "{}",
+                stderr(&out)
+            );
         }
         assert_eq!(w.redis().await, None);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("requirements.txt");
         std::fs::write(&file, "flask==3.0.3\n").unwrap();
-        let out = w.run(&["requirements", "set", "--file", file.to_str().unwrap()], &[]);
+        let out = w.run(
+            &["requirements", "set", "--file", file.to_str().unwrap()],
+            &[],
+        );
         assert_ok(&out);
         w.assert_both("flask==3.0.3\n").await;
     }
@@ -533,10 +546,12 @@ async fn a_byte_order_mark_is_ignored_and_kept() {
     w.assert_both("\u{feff}goodpkg==1.0\r\n").await;
     let out = w.run(&["requirements", "add", "flask==3.0.3"], &[]);
     assert_ok(&out);
-    w.assert_both("\u{feff}goodpkg==1.0\r\nflask==3.0.3\r\n").await;
+    w.assert_both("\u{feff}goodpkg==1.0\r\nflask==3.0.3\r\n")
+        .await;
     let out = w.run(&["requirements", "add", "goodpkg==2.0"], &[]);
     assert_ok(&out);
-    w.assert_both("\u{feff}goodpkg==2.0\r\nflask==3.0.3\r\n").await;
+    w.assert_both("\u{feff}goodpkg==2.0\r\nflask==3.0.3\r\n")
+        .await;
     // The mark belongs to the file: removing the first line keeps it in front.
     let out = w.run(&["requirements", "remove", "goodpkg"], &[]);
     assert_ok(&out);

@@ -25,7 +25,10 @@ async fn redirects_to_another_origin_are_refused_and_reach_nothing() {
             ("BIFROST_S3_ENDPOINT_URL", endpoint.url()),
             ("BIFROST_S3_BUCKET", BUCKET.to_string()),
             ("BIFROST_S3_ACCESS_KEY", "AKIDEXAMPLE".to_string()),
-            ("BIFROST_S3_SECRET_KEY", "not-for-elsewhere-1234".to_string()),
+            (
+                "BIFROST_S3_SECRET_KEY",
+                "not-for-elsewhere-1234".to_string(),
+            ),
             ("BIFROST_REQUIREMENTS_REDIS_KEY", key.clone()),
             ("REDIS_URL", redis_url()),
         ];
@@ -33,11 +36,20 @@ async fn redirects_to_another_origin_are_refused_and_reach_nothing() {
         let out = cli(&["warm"], &env);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(3), "{status}: {err}");
-        assert!(err.contains(&endpoint.url()), "{status}: endpoint not named: {err}");
+        assert!(
+            err.contains(&endpoint.url()),
+            "{status}: endpoint not named: {err}"
+        );
         assert!(err.contains("redirect to"), "{status}: {err}");
-        assert!(err.contains(&elsewhere.url()), "{status}: target not named: {err}");
+        assert!(
+            err.contains(&elsewhere.url()),
+            "{status}: target not named: {err}"
+        );
         assert!(!err.contains("not-for-elsewhere-1234"), "{status}: {err}");
-        assert!(endpoint.requests() > 0, "{status}: the endpoint was never asked");
+        assert!(
+            endpoint.requests() > 0,
+            "{status}: the endpoint was never asked"
+        );
         assert_eq!(
             redis_get(&redis_url(), &key).await.as_deref(),
             Some("untouched"),

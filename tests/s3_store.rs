@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::Error;
-use bifrost_requirements::s3::{
-    Broken, MAX_OBJECT_BYTES, Poll, S3Config, S3Store, UpdateOutcome,
-};
+use bifrost_requirements::s3::{Broken, MAX_OBJECT_BYTES, Poll, S3Config, S3Store, UpdateOutcome};
 use common::s3::{BUCKET, bifrost_put, delete, fresh_key, raw, shared};
 use object_store::ObjectStoreExt;
 use proptest::prelude::*;
@@ -247,9 +245,15 @@ async fn a_broken_object_is_replaced_on_its_etag_and_refused_to_a_change_that_re
         let config = fresh();
         let s3 = store(config.clone());
         bifrost_put(&config, &broken).await;
-        let e = s3.update(|c| Ok(Some(format!("{c}x\n")))).await.unwrap_err();
+        let e = s3
+            .update(|c| Ok(Some(format!("{c}x\n"))))
+            .await
+            .unwrap_err();
         assert_reason(&e, "InvalidContent");
-        assert!(e.to_string().contains("`requirements set` replaces it"), "{e}");
+        assert!(
+            e.to_string().contains("`requirements set` replaces it"),
+            "{e}"
+        );
         let e = s3
             .update_or_mend(Broken::Refuse, |_| Ok(Some("x\n".into())))
             .await

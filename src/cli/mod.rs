@@ -145,7 +145,10 @@ impl Cli {
 
 /// `cmd` with the environment fallback dropped from every argument (of every subcommand) whose
 /// variable `empty` says is blank.
-fn without_empty_env(cmd: clap::Command, empty: &dyn Fn(&std::ffi::OsStr) -> bool) -> clap::Command {
+fn without_empty_env(
+    cmd: clap::Command,
+    empty: &dyn Fn(&std::ffi::OsStr) -> bool,
+) -> clap::Command {
     cmd.mut_args(|arg| match arg.get_env() {
         Some(name) if empty(name) => arg.env(None),
         _ => arg,
@@ -174,10 +177,17 @@ mod tests {
     #[test]
     fn blank_variables_lose_their_fallback_everywhere_and_others_keep_it() {
         let all = env_names(&Cli::command());
-        assert!(all.iter().any(|n| n == "BIFROST_REQUIREMENTS_S3_KEY"), "{all:?}");
+        assert!(
+            all.iter().any(|n| n == "BIFROST_REQUIREMENTS_S3_KEY"),
+            "{all:?}"
+        );
         let blank = |n: &std::ffi::OsStr| n == "BIFROST_REQUIREMENTS_S3_KEY" || n == "REDIS_URL";
         let left = env_names(&without_empty_env(Cli::command(), &blank));
-        assert!(!left.iter().any(|n| n == "BIFROST_REQUIREMENTS_S3_KEY" || n == "REDIS_URL"));
+        assert!(
+            !left
+                .iter()
+                .any(|n| n == "BIFROST_REQUIREMENTS_S3_KEY" || n == "REDIS_URL")
+        );
         let kept = all
             .iter()
             .filter(|n| *n != "BIFROST_REQUIREMENTS_S3_KEY" && *n != "REDIS_URL")

@@ -275,10 +275,7 @@ impl Feed {
                         name: path.clone(),
                     });
                 };
-                crate::limit::check(
-                    || format!("workspace_files row {path:?}"),
-                    &row.content,
-                )?;
+                crate::limit::check(|| format!("workspace_files row {path:?}"), &row.content)?;
                 Ok(Fetched {
                     content: Some(row.content),
                     changed_at: row.updated_at,

@@ -41,8 +41,9 @@ pub fn split(urls: &[String]) -> Result<Split> {
                     )));
                 }
             }
-            out.netrc
-                .push_str(&format!("machine {host} login {user} password {password}\n"));
+            out.netrc.push_str(&format!(
+                "machine {host} login {user} password {password}\n"
+            ));
         }
         out.urls.push(bare);
     }
@@ -64,7 +65,10 @@ fn strip(url: &str) -> (String, Option<(String, String, String)>) {
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
     let host = match hostport.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
-        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h).to_string(),
+        None => hostport
+            .rsplit_once(':')
+            .map_or(hostport, |(h, _)| h)
+            .to_string(),
     };
     let bare = format!("{}{hostport}{}", &url[..sep + 3], &rest[authority_end..]);
     (
@@ -141,8 +145,13 @@ mod tests {
             s.netrc,
             "machine 127.0.0.1 login alice password s@cret\nmachine ::1 login bob password pw\n"
         );
-        assert_eq!(split(&["https://pypi.org/simple".into()]).unwrap().netrc, "");
-        let e = split(&["http://u:xq%20yz@host/".into()]).unwrap_err().to_string();
+        assert_eq!(
+            split(&["https://pypi.org/simple".into()]).unwrap().netrc,
+            ""
+        );
+        let e = split(&["http://u:xq%20yz@host/".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http://u:***@host/"), "{e}");
         assert!(!e.contains("xq"), "{e}");
     }

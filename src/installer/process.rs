@@ -126,29 +126,7 @@ pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(),
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    cmd.env_clear();
-    match &inv.clean_env {
-        Some(home) => {
-            cmd.env("HOME", home);
-            for var in KEPT_IN_CLEAN_ENV {
-                if let Some(value) = std::env::var_os(var) {
-                    cmd.env(var, value);
-                }
-            }
-        }
-        None => {
-            cmd.envs(std::env::vars_os().filter(|(name, _)| {
-                name.to_str().is_some_and(kept_for_installers)
-            }));
-        }
-    }
-    for var in &inv.env_remove {
-        cmd.env_remove(var);
-    }
-    cmd.envs(inv.env.iter().map(|(k, v)| (k, v)));
-    if let Some(netrc) = &inv.netrc {
-        cmd.env("NETRC", netrc.path());
-    }
+    environment(&mut cmd, inv);
     if !crate::telemetry::output().colour {
         // Their output is relayed into our log; uv and pip honour NO_COLOR (the flags in
         // `command` say the same to versions that do not).
@@ -201,6 +179,35 @@ pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(),
             tail,
         }),
         End::Signal(signal) => Err(RunFailure::Interrupted { signal }),
+    }
+}
+
+/// The child's environment: the clean one, or ours scrubbed to what installs need; then what
+/// the invocation sets (index URLs, `NETRC`).
+fn environment(cmd: &mut tokio::process::Command, inv: &Invocation) {
+    cmd.env_clear();
+    match &inv.clean_env {
+        Some(home) => {
+            cmd.env("HOME", home);
+            for var in KEPT_IN_CLEAN_ENV {
+                if let Some(value) = std::env::var_os(var) {
+                    cmd.env(var, value);
+                }
+            }
+        }
+        None => {
+            cmd.envs(
+                std::env::vars_os()
+                    .filter(|(name, _)| name.to_str().is_some_and(kept_for_installers)),
+            );
+        }
+    }
+    for var in &inv.env_remove {
+        cmd.env_remove(var);
+    }
+    cmd.envs(inv.env.iter().map(|(k, v)| (k, v)));
+    if let Some(netrc) = &inv.netrc {
+        cmd.env("NETRC", netrc.path());
     }
 }
 
@@ -287,7 +294,18 @@ mod tests {
 
     #[test]
     fn the_installers_keep_what_installs_need_and_none_of_our_secrets() {
-        for kept in ["PATH", "HOME", "SSL_CERT_FILE", "HTTPS_PROXY", "no_proxy", "LC_ALL", "UV_INDEX_URL", "PIP_INDEX_URL", "UV_LINK_MODE", "CC"] {
+        for kept in [
+            "PATH",
+            "HOME",
+            "SSL_CERT_FILE",
+            "HTTPS_PROXY",
+            "no_proxy",
+            "LC_ALL",
+            "UV_INDEX_URL",
+            "PIP_INDEX_URL",
+            "UV_LINK_MODE",
+            "CC",
+        ] {
             assert!(kept_for_installers(kept), "{kept}");
         }
         for dropped in [

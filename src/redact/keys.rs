@@ -47,7 +47,6 @@ fn is_secret_text_key(raw: &str) -> bool {
     SECRET_TEXT_KEYS.contains(&normalized_key(raw).as_str())
 }
 
-
 /// `key=value` pairs, libpq style: the first non-blank text is `word =`.
 pub(super) fn looks_like_dsn(s: &str) -> bool {
     let t = s.trim_start();
@@ -148,4 +147,3 @@ fn next_key(s: &str, from: usize) -> usize {
     }
     bytes.len()
 }
-

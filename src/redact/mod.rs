@@ -24,11 +24,10 @@
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
 
-
 mod keys;
-mod url;
 #[cfg(test)]
 mod tests;
+mod url;
 
 use keys::{dsn_secret_ranges, looks_like_dsn, text_key_ranges};
 use url::{param_ranges, plain_user, scheme_start, url_secret_ranges, userinfo_end};
@@ -184,8 +183,6 @@ pub fn secrets_of(source: &str) -> Vec<String> {
     all
 }
 
-
-
 /// Replace each (merged) byte range with [`MASK`].
 fn mask_ranges(s: &str, ranges: &[(usize, usize)]) -> String {
     let mut ranges: Vec<(usize, usize)> = ranges.iter().copied().filter(|(a, b)| a < b).collect();
@@ -210,4 +207,3 @@ fn mask_ranges(s: &str, ranges: &[(usize, usize)]) -> String {
     out.push_str(&s[at..]);
     out
 }
-

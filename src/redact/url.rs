@@ -178,4 +178,3 @@ fn next_param(s: &str, from: usize) -> usize {
     }
     s.len()
 }
-

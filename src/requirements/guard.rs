@@ -211,7 +211,6 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
-
 /// A UTF-8 byte order mark, read as pip (`auto_decode`) and uv read it: ignored at the start of
 /// the file, and only there (elsewhere it stays an invisible character, refused).
 const BOM: char = '\u{feff}';
@@ -262,7 +261,10 @@ mod tests {
         assert_eq!(e.first().line, 2);
         // A BOM on its own, or before a comment, is an empty first line.
         assert_eq!(
-            Policy::default().check_content("\u{feff}").unwrap().package_count,
+            Policy::default()
+                .check_content("\u{feff}")
+                .unwrap()
+                .package_count,
             0
         );
         assert!(Policy::default().check_content("\u{feff}# c\nx\n").is_ok());

@@ -73,7 +73,13 @@ fn follow(attempt: Attempt) -> reqwest::redirect::Action {
 
 /// Whether a redirect from `first` to `to`, after `hops` requests, may be followed.
 fn decide(first: &reqwest::Url, to: &reqwest::Url, hops: usize) -> Result<(), &'static str> {
-    let origin = |u: &reqwest::Url| (u.scheme().to_string(), u.host_str().map(str::to_string), u.port_or_known_default());
+    let origin = |u: &reqwest::Url| {
+        (
+            u.scheme().to_string(),
+            u.host_str().map(str::to_string),
+            u.port_or_known_default(),
+        )
+    };
     if origin(first) != origin(to) {
         return Err("another origin");
     }
@@ -102,7 +108,11 @@ mod tests {
             "http://localhost:8333/bucket/key",
             "file:///etc/passwd",
         ] {
-            assert_eq!(decide(&from, &u(other), 1), Err("another origin"), "{other}");
+            assert_eq!(
+                decide(&from, &u(other), 1),
+                Err("another origin"),
+                "{other}"
+            );
         }
         assert_eq!(
             decide(&from, &from, SAME_ORIGIN_REDIRECTS + 1),
@@ -110,7 +120,11 @@ mod tests {
         );
         // Default ports are the same origin written two ways.
         assert_eq!(
-            decide(&u("https://s3.example/b"), &u("https://s3.example:443/c"), 1),
+            decide(
+                &u("https://s3.example/b"),
+                &u("https://s3.example:443/c"),
+                1
+            ),
             Ok(())
         );
     }

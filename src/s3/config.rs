@@ -1,6 +1,9 @@
 //! Where the object lives and how to reach it, checked before any request is sent.
 
-use super::{DEFAULT_KEY, DEFAULT_REGION, DEFAULT_TIMEOUT, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_REGION, ENV_SECRET_KEY};
+use super::{
+    DEFAULT_KEY, DEFAULT_REGION, DEFAULT_TIMEOUT, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT,
+    ENV_REGION, ENV_SECRET_KEY,
+};
 use crate::error::{Error, Result};
 use crate::redact;
 use std::time::Duration;

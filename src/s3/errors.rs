@@ -1,9 +1,9 @@
 //! What an S3 failure means, in words that never carry the secret.
 
+use super::MAX_OBJECT_BYTES;
 use super::client::RedirectRefused;
 use super::config::S3Config;
 use super::store::S3Store;
-use super::MAX_OBJECT_BYTES;
 use crate::error::Error;
 use crate::redact;
 
@@ -184,4 +184,3 @@ pub(super) fn scrub(config: &S3Config, text: &str) -> String {
     }
     redact::text(&out)
 }
-

@@ -18,7 +18,6 @@
 //! Signing, the AWS credential chain and conditional requests come from `object_store`; nothing
 //! here signs a request by hand.
 
-
 mod client;
 mod config;
 mod errors;

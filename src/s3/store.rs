@@ -11,7 +11,7 @@ use object_store::{
 
 use super::client::SameOrigin;
 use super::config::S3Config;
-use super::errors::{no_such_bucket, describe, scrub};
+use super::errors::{describe, no_such_bucket, scrub};
 use super::{MAX_OBJECT_BYTES, UPDATE_ATTEMPTS};
 use crate::error::{Error, Result};
 use crate::redact;
@@ -295,29 +295,7 @@ impl S3Store {
     where
         M: FnMut(&str) -> Result<Option<String>>,
     {
-        // `mending`: the object is there but unreadable; it is replaced whatever `modify` says.
-        let mut mending = false;
-        let current = match self.read_raw(None).await? {
-            Raw::Found { etag, content } => match (content, broken) {
-                (Ok(content), _) => Some(Versioned { content, etag }),
-                (Err(e), Broken::Replace) => {
-                    tracing::info!(location = %self.config.location(), error = %e, "replacing an object that cannot be read");
-                    mending = true;
-                    Some(Versioned {
-                        content: String::new(),
-                        etag,
-                    })
-                }
-                (Err(e), Broken::Refuse) => return Err(mend_hint(e)),
-            },
-            Raw::NotFound => None,
-            Raw::NotModified => {
-                return Err(self.failed(
-                    "reading",
-                    "answered 304 Not Modified to a read without a condition".into(),
-                ));
-            }
-        };
+        let (current, mending) = self.current(broken).await?;
         let text = current.as_ref().map_or("", |v| v.content.as_str());
         let unchanged = |current: Option<Versioned>| {
             let (content, etag) =
@@ -365,6 +343,27 @@ impl S3Store {
                 Ok(None)
             }
             Err(e) => Err(self.classify("writing", e)),
+        }
+    }
+
+    /// The object an update starts from, and whether it is being mended: there but unreadable,
+    /// so it is replaced whatever `modify` says ([`Broken::Replace`]), as `""` on its ETag.
+    async fn current(&self, broken: Broken) -> Result<(Option<Versioned>, bool)> {
+        match self.read_raw(None).await? {
+            Raw::Found { etag, content } => match (content, broken) {
+                (Ok(content), _) => Ok((Some(Versioned { content, etag }), false)),
+                (Err(e), Broken::Replace) => {
+                    tracing::info!(location = %self.config.location(), error = %e, "replacing an object that cannot be read");
+                    let content = String::new();
+                    Ok((Some(Versioned { content, etag }), true))
+                }
+                (Err(e), Broken::Refuse) => Err(mend_hint(e)),
+            },
+            Raw::NotFound => Ok((None, false)),
+            Raw::NotModified => Err(self.failed(
+                "reading",
+                "answered 304 Not Modified to a read without a condition".into(),
+            )),
         }
     }
 
@@ -420,4 +419,3 @@ pub(super) fn decode(bytes: &[u8]) -> std::result::Result<String, String> {
         }
     }
 }
-

@@ -178,7 +178,13 @@ impl Index {
     /// [`Index::url`] with `user:password@` in it (percent-encoded).
     pub fn url_with_credentials(&self, user: &str, password: &str) -> String {
         let enc = bifrost_requirements::redact::percent_encode;
-        format!("http://{}:{}@{}:{}/", enc(user), enc(password), self.host, self.port)
+        format!(
+            "http://{}:{}@{}:{}/",
+            enc(user),
+            enc(password),
+            self.host,
+            self.port
+        )
     }
 
     /// The server's request log (one line per request), for tests that count fetches.
