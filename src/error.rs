@@ -13,6 +13,10 @@ pub enum Error {
     #[error("{0}")]
     Policy(#[from] Violations),
 
+    /// Content over the one size limit ([`crate::limit`]), at any door.
+    #[error("{0}")]
+    TooLarge(#[from] crate::limit::TooLarge),
+
     /// A requirement given on the command line is not valid.
     #[error("{0}")]
     Spec(#[from] SpecError),
@@ -145,6 +149,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Policy(_) | Self::Spec(_) => "InvalidRequirements",
+            Self::TooLarge(_) => "TooLarge",
             Self::DatabaseConnect { .. } => "DatabaseUnreachable",
             Self::Database { .. } => "DatabaseError",
             Self::BadRow { .. } => "BadDatabaseRow",
@@ -173,6 +178,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Policy(_) | Self::Spec(_) | Self::Config(_) | Self::NotFound { .. } => 2,
+            // Input to fix, as a policy violation is, whichever door it came by.
+            Self::TooLarge(_) => 2,
             // The resource names a Secret that is not there: input to fix, like a bad flag.
             Self::SecretMissing { .. } => 2,
             Self::DatabaseConnect { .. } | Self::Database { .. } | Self::BadRow { .. } => 3,

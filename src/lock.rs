@@ -20,6 +20,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::egress;
+use crate::installer::netrc::{self, NetrcFile};
 use crate::installer::process::{self, Invocation, RunFailure};
 use crate::requirements::{Entry, RequirementsFile, hashes_equal};
 use crate::shutdown::Stop;
@@ -460,14 +462,36 @@ impl Resolver {
         let file = RequirementsFile::parse(request.content);
         std::fs::write(&input, resolver_text(&file)?)
             .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", input.display())))?;
-        let invocation = self.invocation(key, work.path(), &input, &output);
+        let mut invocation = self
+            .invocation(key, work.path(), &input, &output)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        // Every request uv sends goes through a proxy that forwards only to these indexes: an
+        // index's redirect elsewhere is refused there, not followed.
+        let allowed = key
+            .index_urls
+            .iter()
+            .filter_map(|u| egress::origin(u))
+            .collect();
+        let proxy = egress::Proxy::start(allowed)
+            .await
+            .map_err(|e| Failure::Failed(format!("cannot start the resolver's proxy: {e}")))?;
+        for var in egress::PROXY_VARIABLES {
+            invocation.env.push((var, proxy.url().into()));
+        }
         tracing::info!(
             hash = %&key.content_hash[..12.min(key.content_hash.len())],
             "resolving for {}: {}",
             key.interpreter.describe(),
             crate::redact::text(&invocation.display())
         );
-        match process::run(&invocation, self.timeout, stop).await {
+        let ran = process::run(&invocation, self.timeout, stop).await;
+        if let Some(refused) = proxy.refused().first() {
+            return Err(Failure::Failed(format!(
+                "an index led the resolver to {refused}, which is not among its index URLs: \
+                 refused, nothing was fetched there"
+            )));
+        }
+        match ran {
             Ok(()) => {}
             Err(RunFailure::Exited { status, tail }) if status.code() == Some(1) => {
                 return Err(Failure::Unresolvable(with_hint(resolver_message(&tail))));
@@ -490,7 +514,19 @@ impl Resolver {
         Ok(lock)
     }
 
-    fn invocation(&self, key: &Key, work: &Path, input: &Path, output: &Path) -> Invocation {
+    fn invocation(
+        &self,
+        key: &Key,
+        work: &Path,
+        input: &Path,
+        output: &Path,
+    ) -> crate::Result<Invocation> {
+        // Index credentials go into a private netrc file, never onto uv's command line.
+        let indexes = netrc::split(&key.index_urls)?;
+        let netrc = match indexes.netrc.is_empty() {
+            true => None,
+            false => Some(NetrcFile::write(&indexes.netrc)?),
+        };
         let mut args: Vec<OsString> = [
             "pip",
             "compile",
@@ -513,7 +549,7 @@ impl Resolver {
         .iter()
         .map(OsString::from)
         .collect();
-        for (i, url) in key.index_urls.iter().enumerate() {
+        for (i, url) in indexes.urls.iter().enumerate() {
             args.push(
                 if i == 0 {
                     "--index-url"
@@ -531,15 +567,17 @@ impl Resolver {
             output.as_os_str().to_owned(),
             input.file_name().unwrap_or_default().to_owned(),
         ]);
-        Invocation {
+        Ok(Invocation {
             label: "uv",
             program: self.uv.clone(),
             args,
             env_remove: Vec::new(),
             clean_env: Some(work.to_path_buf()),
+            env: Vec::new(),
+            netrc,
             memory_limit: Some(self.memory_limit),
             cwd: work.to_path_buf(),
-        }
+        })
     }
 }
 

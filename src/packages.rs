@@ -13,7 +13,11 @@ use crate::database::SaveOutcome;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::requirements::{MergeOutcome, RequirementsFile};
+use crate::s3::Broken;
 use crate::store::Store;
+
+/// How a refusal names content a change would write.
+const NEW_CONTENT: &str = "the new requirements.txt";
 
 /// What `warm` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,7 @@ pub async fn warm(store: &Store, cache: &Cache, policy: &Policy) -> Result<WarmO
             let Some(content) = content else {
                 return Ok(WarmOutcome::NoRow);
             };
+            crate::limit::check(|| store.location(), &content)?;
             policy.check_content(&content)?;
             let payload = cache.put(&content).await?;
             Ok(WarmOutcome::Warmed(payload))
@@ -43,6 +48,16 @@ pub enum Change {
     Add(Vec<String>),
     Remove(Vec<String>),
     Set(String),
+}
+
+impl Change {
+    /// `set` does not read what is there, so it may replace an S3 object nothing can read.
+    fn broken(&self) -> Broken {
+        match self {
+            Change::Set(_) => Broken::Replace,
+            Change::Add(_) | Change::Remove(_) => Broken::Refuse,
+        }
+    }
 }
 
 /// The result of [`apply`].
@@ -75,6 +90,7 @@ pub fn validate(change: &Change, policy: &Policy) -> Result<()> {
             }
         }
         Change::Set(content) => {
+            crate::limit::check(|| NEW_CONTENT.into(), content)?;
             policy.check_content(content)?;
         }
     }
@@ -124,6 +140,8 @@ pub async fn apply(
                 file.render()
             }
         };
+        // The result, not only the change: an `add` to a file near the limit can cross it.
+        crate::limit::check(|| NEW_CONTENT.into(), &new)?;
         policy.check_content(&new)?;
         Ok((new != current).then_some(new))
     };
@@ -134,7 +152,9 @@ pub async fn apply(
             // Only S3 hands on content this run did not check: a newer object another writer
             // (Bifrost's plain PutObject) put there. What the policy refuses never reaches Redis;
             // the operator's controller reports it.
-            if policy.check_content(&content).is_err() {
+            if crate::limit::check(String::new, &content).is_err()
+                || policy.check_content(&content).is_err()
+            {
                 tracing::warn!(
                     location = %store.location(),
                     "a concurrent writer stored requirements the policy refuses; Redis keeps the last valid content"
@@ -148,7 +168,7 @@ pub async fn apply(
             Ok(())
         }
     };
-    let (outcome, content) = store.update(modify, after_commit).await?;
+    let (outcome, content) = store.update(change.broken(), modify, after_commit).await?;
     let refreshed = refreshed.into_inner().unwrap_or_else(|p| p.into_inner());
     let package_count = RequirementsFile::parse(&content).package_count();
     Ok(Applied {

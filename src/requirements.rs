@@ -202,7 +202,7 @@ impl Line {
     /// The logical text without line endings, continuations or comment, for messages: control,
     /// bidi and other invisible characters are escaped and long lines are shortened.
     pub fn text(&self) -> String {
-        let logical = logical_text(&self.raw);
+        let logical = logical_text(guard::meaning(self.number, &self.raw));
         let text = strip_comment(&logical);
         let mut out = String::new();
         for (i, c) in text.trim().chars().enumerate() {
@@ -269,9 +269,11 @@ impl RequirementsFile {
                     None => break,
                 }
             }
-            let entry = match physical_hazard(number, &raw) {
+            // The raw line keeps a byte order mark, so the file renders back byte-exact.
+            let meaning = guard::meaning(number, &raw);
+            let entry = match physical_hazard(number, meaning) {
                 Some(reason) => Entry::Invalid(reason),
-                None => classify(&logical_text(&raw)),
+                None => classify(&logical_text(meaning)),
             };
             lines.push(Line { number, raw, entry });
             number += parts;
@@ -403,6 +405,7 @@ impl RequirementsFile {
             }
         };
         let eol = self.line_ending();
+        let bom = guard::has_bom(&self.lines);
         let mut replaced: Option<String> = None;
         let mut kept = Vec::with_capacity(self.lines.len() + 1);
         for line in self.lines.drain(..) {
@@ -420,6 +423,7 @@ impl RequirementsFile {
             }
         }
         self.lines = kept;
+        guard::keep_bom(&mut self.lines, bom);
         if let Some(previous) = replaced {
             self.renumber();
             return Ok(if previous == spec {
@@ -445,9 +449,10 @@ impl RequirementsFile {
     /// Remove every entry with this (normalized) name. Returns how many lines were removed.
     pub fn remove(&mut self, name: &str) -> Result<usize, SpecError> {
         let wanted = normalize_name(name).map_err(|e| SpecError::new(name, e))?;
-        let before = self.lines.len();
+        let (before, bom) = (self.lines.len(), guard::has_bom(&self.lines));
         self.lines
             .retain(|l| !matches!(&l.entry, Entry::Requirement { name, .. } if *name == wanted));
+        guard::keep_bom(&mut self.lines, bom);
         let removed = before - self.lines.len();
         self.renumber();
         Ok(removed)

@@ -19,13 +19,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use crate::cache::Payload;
 use crate::crd::{InstallSpec, WorkspaceRequirements, WorkspaceRequirementsSpec};
 
-/// Largest `spec.content`. The ConfigMap snapshot holds the content twice (`requirements.txt`
-/// and the JSON payload, which escapes non-ASCII characters up to six bytes each) and will also
-/// hold the lock file resolved from it; the API server refuses a ConfigMap over 1 MiB, and etcd
-/// a request over ~1.5 MiB. Real requirements files are a few KiB (a `pip freeze` of 300
-/// packages is ~8 KiB; a fully hashed `pip-compile` output of 200 packages ~180 KiB), so
-/// 256 KiB leaves room for all of that.
-pub const MAX_CONTENT_BYTES: usize = 256 * 1024;
+/// Largest `spec.content`: the one limit every writer enforces ([`crate::limit`]).
+pub use crate::limit::MAX_CONTENT_BYTES;
 /// Largest `requirements.txt` + `payload.json` in the snapshot (content at the limit above, in
 /// ASCII, takes ~530 KiB); the remaining 384 KiB of the ConfigMap's 1 MiB are for the lock file
 /// and the object's metadata. Content full of non-ASCII characters hits this limit first.
@@ -314,10 +309,7 @@ fn content(c: &mut Collector, spec: &WorkspaceRequirementsSpec) {
         c.push(
             Reason::TooLarge,
             "spec.content",
-            format!(
-                "{len} bytes exceed the limit of {MAX_CONTENT_BYTES} bytes (256 KiB): the ConfigMap \
-                 snapshot holds the content twice and must stay under the API server's 1 MiB"
-            ),
+            crate::limit::exceeded(len),
         );
         return;
     }

@@ -16,7 +16,7 @@ use std::future::Future;
 
 use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
-use crate::s3::{Poll, S3Store, UpdateOutcome, Versioned};
+use crate::s3::{Broken, Poll, S3Store, UpdateOutcome, Versioned};
 
 /// The `--store` choice (`BIFROST_REQUIREMENTS_STORE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,8 +100,11 @@ impl Store {
     /// the current content (`""` when there is none) and may run once per lost race; an error
     /// from it writes nothing anywhere. `after_commit` runs only once the source kept the
     /// content; for S3 it may run again with a newer object another writer put there.
+    /// `broken` says what to do with an S3 object that cannot be read ([`Broken::Replace`]
+    /// only for a change that does not read the current content).
     pub async fn update<M, A, Fut>(
         &self,
+        broken: Broken,
         modify: M,
         mut after_commit: A,
     ) -> Result<(SaveOutcome, String)>
@@ -113,7 +116,7 @@ impl Store {
         match self {
             Self::Database(db) => db.update(modify, after_commit).await,
             Self::S3(s3) => {
-                let saved = s3.update(modify).await?;
+                let saved = s3.update_or_mend(broken, modify).await?;
                 let outcome = match saved.outcome {
                     UpdateOutcome::Unchanged => return Ok((SaveOutcome::Unchanged, saved.content)),
                     UpdateOutcome::Created => SaveOutcome::Created,

@@ -693,6 +693,33 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
         "{managers:?}"
     );
 
+    // Bifrost writes a row over the one content limit: refused as every door refuses it, in the
+    // same words; the resource keeps its content and Redis its payload.
+    let huge = format!("# {}\n", "x".repeat(300 * 1024));
+    bifrost_row(&pg, &huge).await;
+    let obj = wait_condition(
+        &client,
+        &ns,
+        "default",
+        "Synced",
+        "False",
+        Some("TooLarge"),
+        T,
+    )
+    .await;
+    assert_eq!(obj.spec.content, new, "content was not kept");
+    let message = condition(&obj, "Synced").unwrap().2;
+    assert!(
+        message.contains(&bifrost_requirements::limit::exceeded(huge.len())),
+        "{message}"
+    );
+    assert_eq!(
+        redis_get(&redis_url(), &key).await,
+        Some(Payload::new(new).to_json())
+    );
+    bifrost_row(&pg, new).await;
+    wait_condition(&client, &ns, "default", "Synced", "True", None, T).await;
+
     // Database down: content kept, Synced=False with the reason.
     pg.stop();
     let obj = wait_condition(&client, &ns, "default", "Synced", "False", None, T).await;

@@ -471,3 +471,89 @@ async fn bad_s3_input_names_what_is_wrong_and_writes_nothing() {
         assert_eq!(w.redis().await, cached, "{changes:?} changed Redis");
     }
 }
+
+/// A blank variable counts as unset, as the README says: `BIFROST_REQUIREMENTS_S3_KEY=""` reads
+/// Bifrost's `_repo/requirements.txt` (it was exit 2, "the key is empty"), a blank timeout is
+/// the default one.
+#[tokio::test]
+async fn blank_variables_are_unset_and_their_defaults_apply() {
+    let w = World::new();
+    let out = w.run(
+        &["requirements", "show"],
+        &[
+            ("BIFROST_REQUIREMENTS_S3_KEY", ""),
+            ("BIFROST_S3_TIMEOUT", ""),
+        ],
+    );
+    assert_ok(&out);
+    // Whatever the shared bucket holds there: the default key is the one read.
+    if stdout(&out).is_empty() {
+        assert!(stderr(&out).contains(DEFAULT_KEY), "{}", stderr(&out));
+    }
+    // The object of this test's own key was not the one read.
+    assert_ok(&w.run(&["requirements", "add", "numpy==2.0.1"], &[]));
+    let out = w.run(
+        &["requirements", "show"],
+        &[("BIFROST_REQUIREMENTS_S3_KEY", "")],
+    );
+    assert_ok(&out);
+    assert!(!stdout(&out).contains("numpy==2.0.1"), "{}", stdout(&out));
+}
+
+/// The CLI mends what it refuses to read: `requirements set` replaces an object that is not
+/// UTF-8 or is over the 1 MiB read cap (it was exit 3), and Redis follows; `add` and `remove`,
+/// which need the content, still refuse it (exit 3) and say that `set` replaces it.
+#[tokio::test]
+async fn set_replaces_an_object_that_cannot_be_read() {
+    let over = "#".repeat(bifrost_requirements::s3::MAX_OBJECT_BYTES as usize + 1);
+    for broken in [b"requests==2.32.3\n\xff\xfe\n".to_vec(), over.into_bytes()] {
+        let w = World::new();
+        bifrost_put(&w.s3, &broken).await;
+        for args in [
+            &["requirements", "add", "flask==3.0.3"][..],
+            &["requirements", "remove", "requests"],
+        ] {
+            let out = w.run(args, &[]);
+            assert_eq!(code(&out), 3, "{args:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("`requirements set` replaces it"),
+                "{}",
+                stderr(&out)
+            );
+        }
+        assert_eq!(w.redis().await, None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("requirements.txt");
+        std::fs::write(&file, "flask==3.0.3\n").unwrap();
+        let out = w.run(
+            &["requirements", "set", "--file", file.to_str().unwrap()],
+            &[],
+        );
+        assert_ok(&out);
+        w.assert_both("flask==3.0.3\n").await;
+    }
+}
+
+/// A UTF-8 byte order mark (an editor on Windows writes one) is read as pip reads it: ignored at
+/// the start. `add` and `warm` refused such an object (`line 1: '\ufeffgoodpkg==1.0'`); now they
+/// accept it and keep its bytes, the mark included.
+#[tokio::test]
+async fn a_byte_order_mark_is_ignored_and_kept() {
+    let w = World::new();
+    bifrost_put(&w.s3, "\u{feff}goodpkg==1.0\r\n".as_bytes()).await;
+    let out = w.run(&["warm"], &[]);
+    assert_ok(&out);
+    w.assert_both("\u{feff}goodpkg==1.0\r\n").await;
+    let out = w.run(&["requirements", "add", "flask==3.0.3"], &[]);
+    assert_ok(&out);
+    w.assert_both("\u{feff}goodpkg==1.0\r\nflask==3.0.3\r\n")
+        .await;
+    let out = w.run(&["requirements", "add", "goodpkg==2.0"], &[]);
+    assert_ok(&out);
+    w.assert_both("\u{feff}goodpkg==2.0\r\nflask==3.0.3\r\n")
+        .await;
+    // The mark belongs to the file: removing the first line keeps it in front.
+    let out = w.run(&["requirements", "remove", "goodpkg"], &[]);
+    assert_ok(&out);
+    w.assert_both("\u{feff}flask==3.0.3\r\n").await;
+}

@@ -133,15 +133,26 @@ async fn s3_mirror_follows_the_object_and_keeps_it_through_every_failure() {
     .await;
 
     // Each failure keeps the content and names its reason; a good object recovers.
-    let failures: [(&str, &[u8]); 2] = [
+    // Over the one content limit (256 KiB) but under the 1 MiB read cap: refused as every other
+    // door refuses it, in the same words.
+    let over_limit = format!("# {}\n", "x".repeat(300 * 1024));
+    let failures: [(&str, &[u8]); 3] = [
         ("InvalidContent", b"requests\xff\xfe\n"),
         ("InvalidContent", &[b'a'; 1024 * 1024 + 1]),
+        ("TooLarge", over_limit.as_bytes()),
     ];
     for (expected, bytes) in failures {
         bifrost_put(&config, bytes).await;
         let obj = wait_condition(&client, &ns, "default", "Synced", "False", None, T).await;
         assert_eq!(obj.spec.content, second, "content was not kept");
         assert_eq!(condition(&obj, "Synced").unwrap().1, expected);
+        if expected == "TooLarge" {
+            let message = condition(&obj, "Synced").unwrap().2;
+            assert!(
+                message.contains(&bifrost_requirements::limit::exceeded(over_limit.len())),
+                "{message}"
+            );
+        }
         // The Warning is named like the reason (issue 11).
         wait_warned(&ns, expected).await;
         bifrost_put(&config, second.as_bytes()).await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::Error;
-use bifrost_requirements::s3::{MAX_OBJECT_BYTES, Poll, S3Config, S3Store, UpdateOutcome};
+use bifrost_requirements::s3::{Broken, MAX_OBJECT_BYTES, Poll, S3Config, S3Store, UpdateOutcome};
 use common::s3::{BUCKET, bifrost_put, delete, fresh_key, raw, shared};
 use object_store::ObjectStoreExt;
 use proptest::prelude::*;
@@ -234,6 +234,65 @@ async fn content_that_is_not_utf8_or_too_large_is_invalid_content() {
         .unwrap_err();
     assert_reason(&e, "InvalidContent");
     assert_eq!(store(small).read().await.unwrap().content, "a==1\n");
+}
+
+/// What cannot be read can still be replaced whole (`requirements set`), on the condition of
+/// the ETag seen: a broken object changed meanwhile is not overwritten blindly.
+#[tokio::test]
+async fn a_broken_object_is_replaced_on_its_etag_and_refused_to_a_change_that_reads_it() {
+    let over = "#".repeat(MAX_OBJECT_BYTES as usize + 1);
+    for broken in [b"ok\nbad\xff\n".to_vec(), over.into_bytes()] {
+        let config = fresh();
+        let s3 = store(config.clone());
+        bifrost_put(&config, &broken).await;
+        let e = s3
+            .update(|c| Ok(Some(format!("{c}x\n"))))
+            .await
+            .unwrap_err();
+        assert_reason(&e, "InvalidContent");
+        assert!(
+            e.to_string().contains("`requirements set` replaces it"),
+            "{e}"
+        );
+        let e = s3
+            .update_or_mend(Broken::Refuse, |_| Ok(Some("x\n".into())))
+            .await
+            .unwrap_err();
+        assert_reason(&e, "InvalidContent");
+
+        let mut calls = 0;
+        let saved = s3
+            .update_or_mend(Broken::Replace, |c| {
+                calls += 1;
+                assert_eq!(c, "", "the unreadable content is never handed on");
+                // Another writer lands between the read and the PUT, once.
+                if calls == 1 {
+                    let config = config.clone();
+                    std::thread::spawn(move || {
+                        tokio::runtime::Runtime::new()
+                            .unwrap()
+                            .block_on(bifrost_put(&config, b"bad\xfe again\n"))
+                    })
+                    .join()
+                    .unwrap();
+                }
+                Ok(Some("flask==3.0.3\n".into()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(saved.outcome, UpdateOutcome::Updated);
+        assert_eq!(saved.retries, 1, "the PUT on the first ETag must have lost");
+        assert_eq!(calls, 2);
+        assert_eq!(s3.read().await.unwrap().content, "flask==3.0.3\n");
+        // An empty file is a replacement too, not "unchanged".
+        bifrost_put(&config, &broken).await;
+        let saved = s3
+            .update_or_mend(Broken::Replace, |_| Ok(Some(String::new())))
+            .await
+            .unwrap();
+        assert_eq!(saved.outcome, UpdateOutcome::Updated);
+        assert_eq!(s3.read().await.unwrap().content, "");
+    }
 }
 
 #[tokio::test]

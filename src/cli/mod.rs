@@ -131,10 +131,69 @@ pub enum RequirementsCommand {
     },
 }
 
+impl Cli {
+    /// Parse the process's arguments. A variable that is set but empty counts as unset (a
+    /// ConfigMap key left blank, `envFrom` of a Secret with an empty value), so the flag's
+    /// default applies, as the README says; clap alone would take the empty value.
+    pub fn from_process() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let empty = |name: &std::ffi::OsStr| std::env::var_os(name).is_some_and(|v| v.is_empty());
+        let matches = without_empty_env(Self::command(), &empty).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// `cmd` with the environment fallback dropped from every argument (of every subcommand) whose
+/// variable `empty` says is blank.
+fn without_empty_env(
+    cmd: clap::Command,
+    empty: &dyn Fn(&std::ffi::OsStr) -> bool,
+) -> clap::Command {
+    cmd.mut_args(|arg| match arg.get_env() {
+        Some(name) if empty(name) => arg.env(None),
+        _ => arg,
+    })
+    .mut_subcommands(|sub| without_empty_env(sub, empty))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// Every argument with an environment fallback, by variable name, on every subcommand path.
+    fn env_names(cmd: &clap::Command) -> Vec<String> {
+        let mut names: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        for sub in cmd.get_subcommands() {
+            names.extend(env_names(sub));
+        }
+        names
+    }
+
+    #[test]
+    fn blank_variables_lose_their_fallback_everywhere_and_others_keep_it() {
+        let all = env_names(&Cli::command());
+        assert!(
+            all.iter().any(|n| n == "BIFROST_REQUIREMENTS_S3_KEY"),
+            "{all:?}"
+        );
+        let blank = |n: &std::ffi::OsStr| n == "BIFROST_REQUIREMENTS_S3_KEY" || n == "REDIS_URL";
+        let left = env_names(&without_empty_env(Cli::command(), &blank));
+        assert!(
+            !left
+                .iter()
+                .any(|n| n == "BIFROST_REQUIREMENTS_S3_KEY" || n == "REDIS_URL")
+        );
+        let kept = all
+            .iter()
+            .filter(|n| *n != "BIFROST_REQUIREMENTS_S3_KEY" && *n != "REDIS_URL")
+            .count();
+        assert_eq!(left.len(), kept);
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -275,6 +275,7 @@ impl Feed {
                         name: path.clone(),
                     });
                 };
+                crate::limit::check(|| format!("workspace_files row {path:?}"), &row.content)?;
                 Ok(Fetched {
                     content: Some(row.content),
                     changed_at: row.updated_at,
@@ -290,6 +291,8 @@ impl Feed {
                     changed_at: None,
                 }),
                 Poll::Changed(v) => {
+                    // Refused as every other door refuses it; the resource keeps what it had.
+                    crate::limit::check(|| store.config().location(), &v.content)?;
                     *read_etag = Some(v.etag);
                     Ok(Fetched {
                         content: Some(v.content),

@@ -80,11 +80,12 @@ pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, dra
 /// `Error` of the mirror reports: [`crate::error::Error::reason`]), so an alert or a reader of
 /// Events tells a denial from an outage; each is published once per distinct problem and all
 /// are cleared once the source reads again.
-const FAILURE_WARNINGS: [&str; 11] = [
+const FAILURE_WARNINGS: [&str; 12] = [
     "S3Unreachable",
     "AccessDenied",
     "NotFound",
     "InvalidContent",
+    "TooLarge",
     "S3Error",
     "DatabaseUnreachable",
     "DatabaseError",

@@ -5,6 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::netrc::{self, NetrcFile};
 use super::options::{Installer, Options};
 use super::process::Invocation;
 use super::target::Staging;
@@ -51,7 +52,7 @@ pub(super) fn invocation(options: &Options, program: PathBuf, paths: &Paths) -> 
         // differ from the locked hash is refused.
         args.push(&[&"--no-deps", &"--require-hashes"]);
     }
-    index_args(&mut args, options)?;
+    let netrc = index_args(&mut args, options)?;
     if let Some(cache) = &options.cache_dir {
         cache_args(&mut args, options, cache, paths.target)?;
     }
@@ -64,6 +65,8 @@ pub(super) fn invocation(options: &Options, program: PathBuf, paths: &Paths) -> 
         // RUST_LOG is ours: uv would honour it too and flood the log.
         env_remove: vec!["PYTHONPATH", "RUST_LOG"],
         clean_env: None,
+        env: Vec::new(),
+        netrc,
         memory_limit: None,
         cwd: paths.staging.root().to_path_buf(),
     })
@@ -116,16 +119,29 @@ fn given<'a>(items: impl IntoIterator<Item = &'a String>) -> impl Iterator<Item 
         .filter(|u| !u.is_empty())
 }
 
-fn index_args(args: &mut Argv, options: &Options) -> Result<()> {
+/// The index options; index credentials go into a netrc file (returned: it must outlive the
+/// run), never onto the command line.
+fn index_args(args: &mut Argv, options: &Options) -> Result<Option<NetrcFile>> {
     if options.only_binary {
         args.push(&[&"--only-binary", &":all:"]);
     }
-    for url in given(&options.index_url) {
-        args.push(&[&"--index-url", &url]);
+    let owned = |urls: &mut dyn Iterator<Item = &String>| {
+        given(urls).map(str::to_string).collect::<Vec<_>>()
+    };
+    let index = netrc::split(&owned(&mut options.index_url.iter()))?;
+    let extra = netrc::split(&owned(&mut options.extra_index_url.iter()))?;
+    for url in &index.urls {
+        args.push(&[&"--index-url", url]);
     }
-    for url in given(&options.extra_index_url) {
-        args.push(&[&"--extra-index-url", &url]);
+    for url in &extra.urls {
+        args.push(&[&"--extra-index-url", url]);
     }
+    let text = index.netrc + &extra.netrc;
+    let netrc = if text.is_empty() {
+        None
+    } else {
+        Some(NetrcFile::write(&text)?)
+    };
     // pip ignores a plain-HTTP index on any host but localhost unless told to trust it
     // ("not a trusted or secure host"); these URLs are the ones the administrator allowed.
     if options.installer == Installer::Pip {
@@ -141,7 +157,7 @@ fn index_args(args: &mut Argv, options: &Options) -> Result<()> {
     if options.no_index {
         args.push(&[&"--no-index"]);
     }
-    Ok(())
+    Ok(netrc)
 }
 
 fn cache_args(args: &mut Argv, options: &Options, cache: &Path, target: &Path) -> Result<()> {

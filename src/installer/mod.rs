@@ -32,6 +32,7 @@ mod each;
 pub mod failures;
 pub mod guard;
 mod locked;
+pub(crate) mod netrc;
 mod options;
 pub(crate) mod process;
 mod report;

@@ -29,6 +29,51 @@ const TAIL_LINES: usize = 25;
 /// What a clean environment keeps: where programs are, and which CAs an index's TLS is checked
 /// against.
 const KEPT_IN_CLEAN_ENV: [&str; 3] = ["PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"];
+/// What the installer's child keeps of our environment, by exact name (besides `LC_*`, `UV_*`
+/// and `PIP_*`, which the administrator sets for uv and pip): where programs and home are, the
+/// locale, temporary files, TLS trust, proxies, caches, and what compilers of a source build
+/// read. Everything else — `REDIS_URL`, `DATABASE_URL`, `BIFROST_S3_SECRET_KEY`, whatever the
+/// worker's image or its Secrets put there — stays with us: a build backend runs package code.
+pub const KEPT_FOR_INSTALLERS: [&str; 32] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NETRC",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "CC",
+    "CXX",
+    "CFLAGS",
+    "CXXFLAGS",
+    "CPPFLAGS",
+    "LDFLAGS",
+    "PKG_CONFIG_PATH",
+    "SOURCE_DATE_EPOCH",
+];
+
+/// Whether the installer's child gets our variable `name` ([`KEPT_FOR_INSTALLERS`]).
+pub fn kept_for_installers(name: &str) -> bool {
+    KEPT_FOR_INSTALLERS.contains(&name)
+        || ["LC_", "UV_", "PIP_"].iter().any(|p| name.starts_with(p))
+}
 
 /// One command to run.
 #[derive(Debug, Clone)]
@@ -39,8 +84,14 @@ pub struct Invocation {
     pub args: Vec<OsString>,
     pub env_remove: Vec<&'static str>,
     /// Run with an empty environment but `PATH`, the TLS trust variables and `HOME` set to this
-    /// folder (the resolver: no credential of ours reaches it).
+    /// folder (the resolver: no credential of ours reaches it). Without it, the child keeps only
+    /// what [`kept_for_installers`] allows.
     pub clean_env: Option<PathBuf>,
+    /// Set on the child after the above (index URLs and where their credentials are: uv and pip
+    /// read them from the environment, which other users cannot read, unlike a command line).
+    pub env: Vec<(&'static str, OsString)>,
+    /// Index credentials, handed over as `NETRC` (the file lives as long as this).
+    pub netrc: Option<super::netrc::NetrcFile>,
     /// Address-space limit of the child (bytes), applied by the guard before it starts it.
     pub memory_limit: Option<u64>,
     pub cwd: PathBuf,
@@ -75,17 +126,7 @@ pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(),
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for var in &inv.env_remove {
-        cmd.env_remove(var);
-    }
-    if let Some(home) = &inv.clean_env {
-        cmd.env_clear().env("HOME", home);
-        for var in KEPT_IN_CLEAN_ENV {
-            if let Some(value) = std::env::var_os(var) {
-                cmd.env(var, value);
-            }
-        }
-    }
+    environment(&mut cmd, inv);
     if !crate::telemetry::output().colour {
         // Their output is relayed into our log; uv and pip honour NO_COLOR (the flags in
         // `command` say the same to versions that do not).
@@ -138,6 +179,35 @@ pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(),
             tail,
         }),
         End::Signal(signal) => Err(RunFailure::Interrupted { signal }),
+    }
+}
+
+/// The child's environment: the clean one, or ours scrubbed to what installs need; then what
+/// the invocation sets (index URLs, `NETRC`).
+fn environment(cmd: &mut tokio::process::Command, inv: &Invocation) {
+    cmd.env_clear();
+    match &inv.clean_env {
+        Some(home) => {
+            cmd.env("HOME", home);
+            for var in KEPT_IN_CLEAN_ENV {
+                if let Some(value) = std::env::var_os(var) {
+                    cmd.env(var, value);
+                }
+            }
+        }
+        None => {
+            cmd.envs(
+                std::env::vars_os()
+                    .filter(|(name, _)| name.to_str().is_some_and(kept_for_installers)),
+            );
+        }
+    }
+    for var in &inv.env_remove {
+        cmd.env_remove(var);
+    }
+    cmd.envs(inv.env.iter().map(|(k, v)| (k, v)));
+    if let Some(netrc) = &inv.netrc {
+        cmd.env("NETRC", netrc.path());
     }
 }
 
@@ -215,4 +285,53 @@ async fn forward(
 fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
     let t = tail.lock().unwrap_or_else(|p| p.into_inner());
     t.iter().cloned().collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_installers_keep_what_installs_need_and_none_of_our_secrets() {
+        for kept in [
+            "PATH",
+            "HOME",
+            "SSL_CERT_FILE",
+            "HTTPS_PROXY",
+            "no_proxy",
+            "LC_ALL",
+            "UV_INDEX_URL",
+            "PIP_INDEX_URL",
+            "UV_LINK_MODE",
+            "CC",
+        ] {
+            assert!(kept_for_installers(kept), "{kept}");
+        }
+        for dropped in [
+            "REDIS_URL",
+            "BIFROST_REDIS_URL",
+            "DATABASE_URL",
+            "BIFROST_S3_SECRET_KEY",
+            "BIFROST_S3_ACCESS_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "KUBERNETES_SERVICE_HOST",
+            "PYTHONPATH",
+            "RUST_LOG",
+            "path",
+            "UVX",
+        ] {
+            assert!(!kept_for_installers(dropped), "{dropped}");
+        }
+    }
+
+    proptest! {
+        /// Any name outside the list and its three prefixes is dropped.
+        #[test]
+        fn only_listed_names_and_prefixes_are_kept(name in "[A-Za-z_][A-Za-z0-9_]{0,20}") {
+            let listed = KEPT_FOR_INSTALLERS.contains(&name.as_str())
+                || name.starts_with("LC_") || name.starts_with("UV_") || name.starts_with("PIP_");
+            prop_assert_eq!(kept_for_installers(&name), listed);
+        }
+    }
 }

@@ -211,9 +211,93 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
+/// A UTF-8 byte order mark, read as pip (`auto_decode`) and uv read it: ignored at the start of
+/// the file, and only there (elsewhere it stays an invisible character, refused).
+const BOM: char = '\u{feff}';
+
+/// Whether the file starts with a [`BOM`].
+pub(super) fn has_bom(lines: &[super::Line]) -> bool {
+    lines.first().is_some_and(|l| l.raw.starts_with(BOM))
+}
+
+/// Put the file's [`BOM`] back in front when an edit replaced or removed its first line: it
+/// belongs to the file, not to the line.
+pub(super) fn keep_bom(lines: &mut [super::Line], had: bool) {
+    if let Some(first) = lines.first_mut()
+        && had
+        && !first.raw.starts_with(BOM)
+    {
+        first.raw.insert(0, BOM);
+    }
+}
+
+/// The text a logical line starting at line `number` means: line 1 without a leading [`BOM`].
+pub(super) fn meaning(number: usize, raw: &str) -> &str {
+    match number {
+        1 => raw.strip_prefix(BOM).unwrap_or(raw),
+        _ => raw,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Policy;
+    use crate::requirements::RequirementsFile;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_byte_order_mark_is_ignored_at_the_start_only() {
+        // The finding: `add` and `warm` refused line 1 as '\ufeffgoodpkg==1.0'.
+        let file = "\u{feff}goodpkg==1.0\nflask\n";
+        let accepted = Policy::default().check_content(file).unwrap();
+        assert_eq!(accepted.package_count, 2);
+        assert_eq!(accepted.installer_text, "goodpkg==1.0\nflask\n");
+        assert_eq!(RequirementsFile::parse(file).render(), file);
+        // Anywhere else it is an invisible character, refused with its line.
+        let e = Policy::default()
+            .check_content("goodpkg==1.0\n\u{feff}flask\n")
+            .unwrap_err();
+        assert_eq!(e.first().line, 2);
+        // A BOM on its own, or before a comment, is an empty first line.
+        assert_eq!(
+            Policy::default()
+                .check_content("\u{feff}")
+                .unwrap()
+                .package_count,
+            0
+        );
+        assert!(Policy::default().check_content("\u{feff}# c\nx\n").is_ok());
+    }
+
+    proptest! {
+        /// Any file reads the same with a BOM in front as without, and keeps its bytes.
+        #[test]
+        fn a_leading_bom_changes_nothing_but_the_bytes_kept(
+            lines in prop::collection::vec(
+                prop::sample::select(vec![
+                    "requests==2.32.3", "# comment", "", "flask>=3 ; python_version >= \"3.8\"",
+                    "-i https://evil.example/simple", "pkg @ https://x/y.whl", "a \\", "==1",
+                    "x --hash=sha256:0123", "--only-binary :all:", "\u{feff}y",
+                ]),
+                1..6,
+            ),
+            eol in prop::sample::select(vec!["\n", "\r\n"]),
+        ) {
+            let plain: String = lines.iter().map(|l| format!("{l}{eol}")).collect();
+            // One BOM is ignored, not two: a file that already starts with one is another case.
+            prop_assume!(!plain.starts_with(BOM));
+            let with_bom = format!("\u{feff}{plain}");
+            let (a, b) = (RequirementsFile::parse(&plain), RequirementsFile::parse(&with_bom));
+            prop_assert_eq!(b.render(), with_bom.clone());
+            let entries = |f: &RequirementsFile| f.lines().iter().map(|l| (l.number, l.entry.clone(), l.text())).collect::<Vec<_>>();
+            prop_assert_eq!(entries(&a), entries(&b));
+            prop_assert_eq!(
+                Policy::default().check_content(&plain),
+                Policy::default().check_content(&with_bom)
+            );
+        }
+    }
 
     #[test]
     fn nesting_counts_outside_quotes_only() {

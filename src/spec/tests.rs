@@ -422,6 +422,11 @@ fn content_size_is_limited_up_front() {
     let p = problems(&spec(&big));
     assert_eq!(p.reason(), Reason::TooLarge);
     assert!(p.to_string().contains("262144 bytes"), "{p}");
+    // The words every other writer uses (the CLI on both stores, the mirrors).
+    assert!(
+        p.to_string().contains(&crate::limit::exceeded(big.len())),
+        "{p}"
+    );
     // Escaping counts: 200 KiB of characters that JSON writes as \uXXXX overflow the snapshot.
     let escaped = "é".repeat(100 * 1024);
     let p = problems(&spec(&escaped));

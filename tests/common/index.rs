@@ -17,7 +17,8 @@ use super::proc::{free_port, spawn_guarded_in, wait_for_addr};
 use super::wheels::Wheel;
 
 /// `http.server`'s file server on `HOST PORT ROOT`, answering each request as late as the file
-/// `LATENCY` says (milliseconds; none while it is missing). Its listen backlog is raised from
+/// `LATENCY` says (milliseconds; none while it is missing), and only to requests whose
+/// `Authorization` header is what `LATENCY.auth` holds, while that file exists (401 otherwise). Its listen backlog is raised from
 /// socketserver's 5: uv fetches dozens of files at once, and the SYNs past the backlog were
 /// dropped and retransmitted 1, 3, 7… s later, stalls that were neither the resolver's nor the
 /// installer's.
@@ -31,6 +32,16 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             time.sleep(int(open(latency).read()) / 1000)
         except FileNotFoundError:
             pass
+        try:
+            wanted = open(latency + ".auth").read()
+        except FileNotFoundError:
+            wanted = None
+        if wanted is not None and self.headers.get("Authorization") != wanted:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         super().do_GET()
 
 class Server(http.server.ThreadingHTTPServer):
@@ -152,6 +163,28 @@ impl Index {
         let file = self.dir.path().join("latency_ms");
         std::fs::write(&file, latency.as_millis().to_string())
             .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+    }
+
+    /// From now on answer only requests with HTTP basic credentials `user:password` (401
+    /// otherwise), as a private index does.
+    pub fn require_credentials(&self, user: &str, password: &str) {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let file = self.dir.path().join("latency_ms.auth");
+        std::fs::write(&file, format!("Basic {token}"))
+            .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+    }
+
+    /// [`Index::url`] with `user:password@` in it (percent-encoded).
+    pub fn url_with_credentials(&self, user: &str, password: &str) -> String {
+        let enc = bifrost_requirements::redact::percent_encode;
+        format!(
+            "http://{}:{}@{}:{}/",
+            enc(user),
+            enc(password),
+            self.host,
+            self.port
+        )
     }
 
     /// The server's request log (one line per request), for tests that count fetches.

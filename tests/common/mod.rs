@@ -11,6 +11,7 @@ pub mod lock_world;
 pub mod node;
 pub mod operator;
 pub mod proc;
+pub mod redirect;
 pub mod release;
 pub mod s3;
 pub mod services;

@@ -1,0 +1,226 @@
+//! One size limit at every door (`bifrost_requirements::limit`): the CLI on the database row and
+//! on the S3 object (`requirements set|add|remove`, `warm`) refuses content over 256 KiB with the
+//! same words (the size and the limit), exit 2, and writes nothing: not the source, not Redis.
+//! Real PostgreSQL, real Redis, moto S3. (The mirrors' refusal is in `tests/s3_mirror.rs`
+//! and `tests/controller.rs`, on a real control plane.)
+
+mod common;
+
+use std::time::Duration;
+
+use bifrost_requirements::database::{Database, RowSelector};
+use bifrost_requirements::limit::{MAX_CONTENT_BYTES, exceeded};
+use bifrost_requirements::s3::{Poll, S3Store};
+use common::s3::{BUCKET, bifrost_put, fresh_key as fresh_s3_key, shared};
+use common::services::{
+    fresh_database, fresh_key, redis_get, redis_set, redis_url, write_bifrost_row,
+};
+use common::{assert_ok, cli, stderr};
+use proptest::prelude::*;
+
+/// Valid requirements of exactly `len` bytes (`len` ≥ 16): pinned lines, then a comment pad.
+fn content_of(len: usize) -> String {
+    let mut s = String::new();
+    let mut i = 0;
+    while s.len() + 40 < len {
+        s.push_str(&format!("package-{i:08}==1.0\n"));
+        i += 1;
+    }
+    let pad = len - s.len() - 3;
+    s.push_str("# ");
+    s.push_str(&"x".repeat(pad));
+    s.push('\n');
+    assert_eq!(s.len(), len);
+    s
+}
+
+/// Exit 2, naming the size and the limit in the shared words.
+#[track_caller]
+fn assert_too_large(out: &std::process::Output, len: usize, what: &str) {
+    assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(out));
+    assert!(
+        stderr(out).contains(&exceeded(len)),
+        "{what}: {}",
+        stderr(out)
+    );
+}
+
+async fn row(db: &Database) -> Option<(String, String)> {
+    sqlx::query_as(
+        "SELECT content, content_hash FROM workspace_files WHERE path = 'requirements.txt'",
+    )
+    .fetch_optional(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
+    let url = fresh_database().await;
+    let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let key = fresh_key();
+    let redis = redis_url();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("REDIS_URL", redis.as_str()),
+        ("BIFROST_REQUIREMENTS_REDIS_KEY", key.as_str()),
+    ];
+    assert_ok(&cli(&["requirements", "add", "requests==2.32.3"], &env));
+    let before = row(&db).await;
+    let cached = redis_get(&redis, &key).await;
+    assert!(cached.is_some());
+
+    // The 5.2 MB file, and one byte over: refused before anything is written.
+    let dir = tempfile::tempdir().unwrap();
+    for len in [5_200_000, MAX_CONTENT_BYTES + 1] {
+        let file = dir.path().join(format!("{len}.txt"));
+        std::fs::write(&file, content_of(len)).unwrap();
+        let out = cli(
+            &["requirements", "set", "--file", file.to_str().unwrap()],
+            &env,
+        );
+        assert_too_large(&out, len, "set");
+        assert_eq!(row(&db).await, before, "set {len} changed the row");
+        assert_eq!(
+            redis_get(&redis, &key).await,
+            cached,
+            "set {len} wrote Redis"
+        );
+    }
+    // At the limit: accepted.
+    let file = dir.path().join("at.txt");
+    std::fs::write(&file, content_of(MAX_CONTENT_BYTES)).unwrap();
+    assert_ok(&cli(
+        &["requirements", "set", "--file", file.to_str().unwrap()],
+        &env,
+    ));
+    let at_limit = row(&db).await;
+    let cached = redis_get(&redis, &key).await;
+
+    // An add to a file at the limit crosses it: the result is refused.
+    let out = cli(&["requirements", "add", "flask==3.0.3"], &env);
+    let grown = content_of(MAX_CONTENT_BYTES).len() + "flask==3.0.3\n".len();
+    assert_too_large(&out, grown, "add");
+    assert_eq!(row(&db).await, at_limit);
+
+    // Bifrost wrote an oversized row itself: warm keeps it out of Redis, remove cannot shrink it
+    // below the limit (refused), set replaces it.
+    let huge = format!("{}flask==3.0.3\n", content_of(MAX_CONTENT_BYTES + 100));
+    write_bifrost_row(db.pool(), &huge).await;
+    redis_set(&redis, &key, "untouched").await;
+    let out = cli(&["warm"], &env);
+    assert_too_large(&out, huge.len(), "warm");
+    assert!(
+        stderr(&out).contains("workspace_files row"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
+    let out = cli(&["requirements", "remove", "flask"], &env);
+    assert_too_large(&out, huge.len() - "flask==3.0.3\n".len(), "remove");
+    assert_eq!(row(&db).await.map(|r| r.0), Some(huge));
+    assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
+    let small = dir.path().join("small.txt");
+    std::fs::write(&small, "numpy==2.0.1\n").unwrap();
+    assert_ok(&cli(
+        &["requirements", "set", "--file", small.to_str().unwrap()],
+        &env,
+    ));
+    assert_eq!(
+        row(&db).await.map(|r| r.0).as_deref(),
+        Some("numpy==2.0.1\n")
+    );
+    assert_ne!(redis_get(&redis, &key).await, cached);
+}
+
+#[tokio::test]
+async fn the_s3_store_refuses_content_over_the_limit_at_every_command() {
+    let s3 = shared().config(&fresh_s3_key());
+    let creds = s3.credentials.clone().unwrap();
+    let key = fresh_key();
+    let redis = redis_url();
+    let endpoint = shared().endpoint();
+    let env = [
+        ("BIFROST_REQUIREMENTS_STORE", "s3"),
+        ("BIFROST_S3_ENDPOINT_URL", endpoint.as_str()),
+        ("BIFROST_S3_BUCKET", BUCKET),
+        ("BIFROST_S3_ACCESS_KEY", creds.access_key_id.as_str()),
+        ("BIFROST_S3_SECRET_KEY", creds.secret_access_key.as_str()),
+        ("BIFROST_REQUIREMENTS_S3_KEY", s3.key.as_str()),
+        ("BIFROST_REQUIREMENTS_REDIS_KEY", key.as_str()),
+        ("REDIS_URL", redis.as_str()),
+    ];
+    let object = || async {
+        match S3Store::new(s3.clone())
+            .unwrap()
+            .read_if_changed(None)
+            .await
+            .unwrap()
+        {
+            Poll::Changed(v) => Some((v.content, v.etag)),
+            _ => None,
+        }
+    };
+    assert_ok(&cli(&["requirements", "add", "requests==2.32.3"], &env));
+    let before = object().await;
+    let cached = redis_get(&redis, &key).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.txt");
+    std::fs::write(&file, content_of(MAX_CONTENT_BYTES + 1)).unwrap();
+    let out = cli(
+        &["requirements", "set", "--file", file.to_str().unwrap()],
+        &env,
+    );
+    assert_too_large(&out, MAX_CONTENT_BYTES + 1, "set");
+    assert_eq!(object().await, before);
+    assert_eq!(redis_get(&redis, &key).await, cached);
+
+    // Bifrost's plain PutObject of 300 KiB (under the 1 MiB read cap): readable, but warm and
+    // add refuse it, set replaces it.
+    let huge = format!("{}flask==3.0.3\n", content_of(300 * 1024));
+    bifrost_put(&s3, huge.as_bytes()).await;
+    redis_set(&redis, &key, "untouched").await;
+    let out = cli(&["warm"], &env);
+    assert_too_large(&out, huge.len(), "warm");
+    assert!(stderr(&out).contains(&s3.location()), "{}", stderr(&out));
+    let out = cli(&["requirements", "add", "numpy"], &env);
+    assert_too_large(&out, huge.len() + "numpy\n".len(), "add");
+    assert_eq!(object().await.map(|o| o.0), Some(huge));
+    assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
+    let small = dir.path().join("small.txt");
+    std::fs::write(&small, "numpy==2.0.1\n").unwrap();
+    assert_ok(&cli(
+        &["requirements", "set", "--file", small.to_str().unwrap()],
+        &env,
+    ));
+    assert_eq!(
+        object().await.map(|o| o.0).as_deref(),
+        Some("numpy==2.0.1\n")
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The CLI's up-front check (before connecting anywhere) draws the line at the limit in
+    /// bytes, with the shared words; the builder the doors are tested with makes what it says.
+    #[test]
+    fn set_is_refused_up_front_exactly_over_the_limit(len in 64usize..(MAX_CONTENT_BYTES * 2)) {
+        use bifrost_requirements::packages::{Change, validate};
+        let c = content_of(len);
+        prop_assert_eq!(c.len(), len);
+        let checked = validate(&Change::Set(c), &bifrost_requirements::policy::Policy::default());
+        match checked {
+            Ok(()) => prop_assert!(len <= MAX_CONTENT_BYTES),
+            Err(e) => {
+                prop_assert!(len > MAX_CONTENT_BYTES, "{}", e);
+                prop_assert_eq!(e.reason(), "TooLarge");
+                prop_assert!(e.to_string().contains(&exceeded(len)), "{}", e);
+            }
+        }
+    }
+}

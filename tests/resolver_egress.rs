@@ -1,0 +1,116 @@
+//! No fetch past the allow-list, resolver side: uv resolves through the operator's own proxy
+//! (`bifrost_requirements::egress`), which forwards only to the index URLs it was given. An
+//! allowed index that redirects (301/302/307/308) to a second index on another port leads
+//! nowhere: `requirements show --lock` fails naming the refused request, and the second index
+//! sees no request. Through the same proxy, an allowed index resolves as before. Real uv, a real
+//! PostgreSQL for the stored requirements.txt, indexes on loopback.
+
+mod common;
+
+use common::index::{Index, normalize, path_with_real_uv};
+use common::redirect::Redirector;
+use common::services::{fresh_database, write_bifrost_row};
+use common::wheels::Wheel;
+use common::{assert_ok, cli, stderr, stdout};
+
+const GOOD: &str = "bifrost_t_egress";
+
+fn show_lock(db_url: &str, index_url: &str, cache: &std::path::Path) -> std::process::Output {
+    let path = path_with_real_uv();
+    cli(
+        &[
+            "requirements",
+            "show",
+            "--lock",
+            "--python-version",
+            "3.11",
+            "--python-platform",
+            "x86_64-manylinux_2_28",
+            "--index-url",
+            index_url,
+            "--resolver-cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", db_url), ("PATH", &path)],
+    )
+}
+
+#[tokio::test]
+async fn an_index_cannot_lead_the_resolver_to_another_origin() {
+    let db_url = fresh_database().await;
+    assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db_url)]));
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    write_bifrost_row(&pool, &format!("{GOOD}==1.0\n")).await;
+    let elsewhere = Index::start(&[Wheel::new(GOOD, "1.0")]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The other index itself is fine: allowed, it resolves through the proxy.
+    let direct = show_lock(&db_url, &elsewhere.url(), &dir.path().join("direct"));
+    assert_ok(&direct);
+    assert!(
+        stdout(&direct).contains(&format!("{}==1.0", normalize(GOOD))),
+        "{}",
+        stdout(&direct)
+    );
+    let fetched = elsewhere.log().lines().count();
+    assert!(fetched > 0, "the allowed index was not asked");
+
+    for status in [301, 302, 307, 308] {
+        let redirector = Redirector::start(status, elsewhere.url().trim_end_matches('/'));
+        let cache = dir.path().join(format!("cache-{status}"));
+        let out = show_lock(&db_url, &format!("{}/", redirector.url()), &cache);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{status}: {}", stdout(&out));
+        assert!(err.contains("not among its index URLs"), "{status}: {err}");
+        assert!(
+            err.contains(elsewhere.url().trim_end_matches('/')),
+            "{status}: {err}"
+        );
+        assert!(
+            redirector.requests() > 0,
+            "{status}: the allowed index was never asked"
+        );
+        assert_eq!(
+            elsewhere.log().lines().count(),
+            fetched,
+            "{status}: the other index was asked:\n{}",
+            elsewhere.log()
+        );
+    }
+}
+
+/// uv reads a `file://` link of an index page from the operator's own disk (no request is
+/// made): through the proxy, a plain-HTTP index page with such a link is refused, and the
+/// resolution fails naming it instead of locking that file.
+#[tokio::test]
+async fn an_index_page_cannot_point_the_resolver_at_a_local_file() {
+    const LOCAL: &str = "bifrost_t_local";
+    let db_url = fresh_database().await;
+    assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db_url)]));
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    write_bifrost_row(&pool, &format!("{LOCAL}==1.0\n")).await;
+    let index = Index::start(&[]);
+    let disk = tempfile::tempdir().unwrap();
+    let wheel = Wheel::new(LOCAL, "1.0").build(disk.path());
+    let project = index.root().join(normalize(LOCAL));
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("index.html"),
+        format!(
+            "<html><body><a href=\"file://{}\">{}</a></body></html>\n",
+            wheel.display(),
+            wheel.file_name().unwrap().to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = show_lock(&db_url, &index.url(), &dir.path().join("cache"));
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "the local file was locked: {}",
+        stdout(&out)
+    );
+    assert!(err.contains("file://"), "{err}");
+    assert!(err.contains(&normalize(LOCAL)), "the page is named: {err}");
+}
