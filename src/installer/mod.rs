@@ -47,7 +47,6 @@ use nix::sys::signal::Signal;
 use crate::error::{Error, Result};
 use crate::policy::{Accepted, Policy};
 use crate::shutdown::{self, Stop};
-use crate::spec::MAX_CONTENT_BYTES;
 pub use command::{shipped_uv, which};
 use failures::FailedPackage;
 use locked::Choice;
@@ -348,12 +347,10 @@ impl Run {
         // Before parsing: the limit every writer enforces, so what no writer stores is never
         // parsed here either (parsing is linear, but 5 MB would still cost seconds).
         let len = payload.content.len();
-        if len > MAX_CONTENT_BYTES {
+        if len > crate::limit::MAX_CONTENT_BYTES {
             return Err(Error::InvalidContent {
                 location: sourced.origin.describe(),
-                reason: format!(
-                    "{len} bytes exceed the content limit of {MAX_CONTENT_BYTES} bytes (256 KiB)"
-                ),
+                reason: crate::limit::exceeded(len),
             });
         }
         let accepted = policy.check_content(&payload.content)?;
