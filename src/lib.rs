@@ -31,6 +31,7 @@ pub mod duration;
 pub mod egress;
 pub mod error;
 pub mod installer;
+pub mod k8s_compat;
 pub mod limit;
 pub mod lock;
 pub mod metrics;

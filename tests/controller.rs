@@ -4,6 +4,7 @@
 
 mod common;
 
+use bifrost_requirements::k8s_compat::Present;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ async fn replicaset_hashes(client: &Client, ns: &str, app: &str) -> Vec<Option<S
     rs.iter()
         .map(|r| {
             r.spec
-                .as_ref()?
+                .present()?
                 .template
                 .as_ref()?
                 .metadata

@@ -5,6 +5,7 @@
 
 mod common;
 
+use bifrost_requirements::k8s_compat::Present;
 use std::collections::BTreeSet;
 
 use bifrost_requirements::cache::Payload;
@@ -154,7 +155,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
                 .iter()
                 .any(|r| {
                     r.spec
-                        .as_ref()
+                        .present()
                         .and_then(|s| s.template.as_ref())
                         .and_then(|t| t.metadata.as_ref())
                         .and_then(|m| m.annotations.as_ref())

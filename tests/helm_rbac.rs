@@ -4,6 +4,7 @@
 
 mod common;
 
+use bifrost_requirements::k8s_compat::Present;
 use std::collections::BTreeSet;
 
 use bifrost_requirements::cache::Payload;
@@ -281,7 +282,8 @@ async fn namespaced_install_is_confined_to_its_namespace() {
             .unwrap();
         let annotated = deployment
             .spec
-            .and_then(|s| s.template.metadata)
+            .present()
+            .and_then(|s| s.template.metadata.clone())
             .and_then(|m| m.annotations)
             .is_some_and(|a| a.contains_key("bifrost.io/probe"));
         assert_eq!(annotated, allowed, "{namespace}");

@@ -6,6 +6,7 @@
 
 mod common;
 
+use bifrost_requirements::k8s_compat::Present;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
@@ -92,7 +93,7 @@ async fn replicasets_with(client: &Client, ns: &str, hash: &str) -> usize {
         .iter()
         .filter(|rs| {
             rs.spec
-                .as_ref()
+                .present()
                 .and_then(|s| s.template.as_ref())
                 .and_then(|t| t.metadata.as_ref())
                 .and_then(|m| m.annotations.as_ref())

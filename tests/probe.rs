@@ -7,6 +7,7 @@
 
 mod common;
 
+use bifrost_requirements::k8s_compat::Present;
 use std::time::Duration;
 
 use bifrost_requirements::cache::Payload;
@@ -100,7 +101,7 @@ async fn deployment(client: &Client, ns: &str, name: &str) -> Deployment {
 
 fn annotation(d: &Deployment, key: &str) -> Option<String> {
     d.spec
-        .as_ref()?
+        .present()?
         .template
         .metadata
         .as_ref()?

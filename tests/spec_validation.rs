@@ -7,6 +7,7 @@
 
 mod common;
 
+use bifrost_requirements::k8s_compat::Text;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::cache::Payload;
@@ -33,7 +34,7 @@ fn replica_failure(d: &Deployment) -> Option<String> {
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        .find(|c| c.type_.text() == "ReplicaFailure" && c.status.text() == "True")
         .map(|c| c.message.clone().unwrap_or_default())
 }
 

@@ -13,6 +13,7 @@
 //! retried with backoff. Nothing waits on it: until the interpreter is known, pods resolve
 //! for themselves (see [`super::lock`]).
 
+use crate::k8s_compat::Present;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -320,14 +321,14 @@ fn labelled_templates(ctx: &Context, ns: &str, name: &str) -> Vec<PodTemplateSpe
     };
     let mut found: Vec<(u8, String, PodTemplateSpec)> = Vec::new();
     for d in ctx.deployments.state() {
-        if let Some(t) = d.spec.as_ref().map(|s| &s.template).filter(|t| mine(t))
+        if let Some(t) = d.spec.present().map(|s| &s.template).filter(|t| mine(t))
             && d.namespace().as_deref() == Some(ns)
         {
             found.push((0, d.name_any(), t.clone()));
         }
     }
     for s in ctx.statefulsets.state() {
-        if let Some(t) = s.spec.as_ref().map(|s| &s.template).filter(|t| mine(t))
+        if let Some(t) = s.spec.present().map(|s| &s.template).filter(|t| mine(t))
             && s.namespace().as_deref() == Some(ns)
         {
             found.push((1, s.name_any(), t.clone()));

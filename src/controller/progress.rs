@@ -7,6 +7,7 @@
 //! When the new pods' install containers fail, the rollout halts (readiness gates it) and the
 //! verdict names the pod, the init container and its termination message.
 
+use crate::k8s_compat::Present;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
@@ -78,7 +79,7 @@ pub struct Progress {
 /// What the workload's own controller reports: `None` when its rollout is complete, else what
 /// it is waiting for. The checks are `kubectl rollout status`'s.
 pub fn deployment_rollout(d: &Deployment) -> Option<String> {
-    let want = desired(d.spec.as_ref().and_then(|s| s.replicas));
+    let want = desired(d.spec.present().and_then(|s| s.replicas));
     let s = d.status.clone().unwrap_or_default();
     if s.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
         return Some("the Deployment controller has not seen the new template yet".into());
@@ -103,7 +104,7 @@ pub fn deployment_rollout(d: &Deployment) -> Option<String> {
 /// [`deployment_rollout`] for a StatefulSet. `OnDelete` StatefulSets roll only when their pods
 /// are deleted: their controller has nothing to report, the pods decide.
 pub fn statefulset_rollout(s: &StatefulSet) -> Option<String> {
-    let spec = s.spec.clone().unwrap_or_default();
+    let spec = s.spec.present().cloned().unwrap_or_default();
     let want = desired(spec.replicas);
     let st = s.status.clone().unwrap_or_default();
     if st.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0) {

@@ -7,6 +7,7 @@
 //! debounce: a burst of edits produces one rollout); under `Manual`, stale workloads are only
 //! reported. Whether the pods then run the hash is [`super::progress`]'s to say.
 
+use crate::k8s_compat::{Present, Text};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -106,14 +107,14 @@ fn workload_selector(ctx: &Context, ns: &str, kind: &str, name: &str) -> Option<
             .deployments
             .get(&ObjectRef::new(name).within(ns))?
             .spec
-            .as_ref()?
+            .present()?
             .selector
             .clone(),
         _ => ctx
             .statefulsets
             .get(&ObjectRef::new(name).within(ns))?
             .spec
-            .as_ref()?
+            .present()?
             .selector
             .clone(),
     };
@@ -168,7 +169,7 @@ fn statefulset_stalled(ctx: &Context, ns: &str, name: &str) -> Result<Option<Str
     let key = (ns.to_string(), name.to_string());
     let stalled = (|| {
         let sts = ctx.statefulsets.get(&ObjectRef::new(name).within(ns))?;
-        let want = sts.spec.as_ref()?.replicas.unwrap_or(1);
+        let want = sts.spec.present()?.replicas.unwrap_or(1);
         let pods = selected_pods(ctx, ns, "StatefulSet", name)?;
         let have = i32::try_from(live(&pods).count()).ok()?;
         let ready = sts
@@ -206,7 +207,7 @@ fn deployment_failure(ctx: &Context, ns: &str, name: &str) -> Option<String> {
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?
+        .find(|c| c.type_.text() == "ReplicaFailure" && c.status.text() == "True")?
         .clone();
     Some(format!(
         "{}: {}",
@@ -234,11 +235,11 @@ fn template_annotation(
         "Deployment" => ctx
             .deployments
             .get(&ObjectRef::new(name).within(ns))
-            .and_then(|d| d.spec.as_ref().map(|s| s.template.clone())),
+            .and_then(|d| d.spec.present().map(|s| s.template.clone())),
         _ => ctx
             .statefulsets
             .get(&ObjectRef::new(name).within(ns))
-            .and_then(|s| s.spec.as_ref().map(|s| s.template.clone())),
+            .and_then(|s| s.spec.present().map(|s| s.template.clone())),
     };
     template?.metadata?.annotations?.remove(key)
 }
@@ -287,11 +288,14 @@ fn workload_progress(
     let (replicas, controller) = match kind {
         "Deployment" => {
             let d = ctx.deployments.get(&ObjectRef::new(name).within(ns))?;
-            (d.spec.as_ref()?.replicas, progress::deployment_rollout(&d))
+            (d.spec.present()?.replicas, progress::deployment_rollout(&d))
         }
         _ => {
             let s = ctx.statefulsets.get(&ObjectRef::new(name).within(ns))?;
-            (s.spec.as_ref()?.replicas, progress::statefulset_rollout(&s))
+            (
+                s.spec.present()?.replicas,
+                progress::statefulset_rollout(&s),
+            )
         }
     };
     let pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
@@ -390,7 +394,7 @@ pub fn no_workloads(ctx: &Context, obj: &WorkspaceRequirements) -> Option<String
         opt_in(
             "Deployment",
             &d.metadata,
-            d.spec.as_ref().map(|s| &s.template),
+            d.spec.present().map(|s| &s.template),
         )
     });
     let stateful = statefulsets
@@ -400,7 +404,7 @@ pub fn no_workloads(ctx: &Context, obj: &WorkspaceRequirements) -> Option<String
             opt_in(
                 "StatefulSet",
                 &s.metadata,
-                s.spec.as_ref().map(|s| &s.template),
+                s.spec.present().map(|s| &s.template),
             )
         });
     let workloads: Vec<coverage::Workload<'_>> = deployed.chain(stateful).collect();
@@ -433,7 +437,7 @@ pub fn labelled_workloads(
         if d.namespace().as_deref() == Some(ns)
             && let Some(h) = d
                 .spec
-                .as_ref()
+                .present()
                 .and_then(|s| template_hash(&s.template, name))
         {
             found.push(("Deployment", d.name_any(), h));
@@ -443,7 +447,7 @@ pub fn labelled_workloads(
         if s.namespace().as_deref() == Some(ns)
             && let Some(h) = s
                 .spec
-                .as_ref()
+                .present()
                 .and_then(|s| template_hash(&s.template, name))
         {
             found.push(("StatefulSet", s.name_any(), h));

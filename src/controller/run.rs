@@ -1,6 +1,7 @@
 //! The controller's run: its watches, the reconcile loop, the Redis watchdog and the source
 //! mirror, until the supervisor's stop signal.
 
+use crate::k8s_compat::Present;
 use std::sync::Arc;
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -164,10 +165,10 @@ fn controller(
             watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}")),
         )
         .watches_stream(deployments, |d: Deployment| {
-            owners(&d, d.spec.as_ref().map(|s| &s.template))
+            owners(&d, d.spec.present().map(|s| &s.template))
         })
         .watches_stream(statefulsets, |s: StatefulSet| {
-            owners(&s, s.spec.as_ref().map(|s| &s.template))
+            owners(&s, s.spec.present().map(|s| &s.template))
         })
         .watches_stream(pods, rollout::pod_owner)
         .reconcile_on(triggered)

@@ -13,6 +13,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::crd::WorkspaceRequirements;
+use bifrost_requirements::k8s_compat::Present;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -126,7 +127,7 @@ pub async fn labelled_deployment_with(
 /// The `bifrost.io/requirements-hash` annotation of a Deployment's pod template.
 pub fn template_hash(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<String> {
     d.spec
-        .as_ref()?
+        .present()?
         .template
         .metadata
         .as_ref()?

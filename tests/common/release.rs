@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use bifrost_requirements::k8s_compat::Present;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -144,7 +145,7 @@ impl Release {
         let name = self.fullname();
         wait_for("the operator's Deployment ready", READY, || async {
             let d = deployments.get(&name).await.ok()?;
-            let want = d.spec.as_ref()?.replicas.unwrap_or(1);
+            let want = d.spec.present()?.replicas.unwrap_or(1);
             let s = d.status?;
             let generation = d.metadata.generation?;
             (s.observed_generation == Some(generation)
@@ -211,7 +212,7 @@ async fn want_replicas(deployments: &Api<Deployment>, name: &str) -> i32 {
         .get(name)
         .await
         .ok()
-        .and_then(|d| d.spec?.replicas)
+        .and_then(|d| d.spec.present()?.replicas)
         .unwrap_or(1)
 }
 

@@ -22,8 +22,8 @@ pub(super) fn volumes(
     let empty_dir = |name: &str, limit: Option<Quantity>| Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
-            medium: None,
             size_limit: limit,
+            ..EmptyDirVolumeSource::default()
         }),
         ..Volume::default()
     };
@@ -37,7 +37,7 @@ pub(super) fn volumes(
                 // A missing snapshot must not keep the pod from starting: Redis may serve.
                 optional: Some(true),
                 default_mode: Some(0o444),
-                items: None,
+                ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
         },
