@@ -36,6 +36,10 @@ pub use entries::{Pinned, Via};
 pub const LOCK_FILE: &str = "requirements.lock";
 /// The index uv and pip use when none is given.
 pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
+
+/// Where the public index serves its files (wheels and their PEP 658 metadata): a host of its
+/// own, which the resolver's proxy must let uv reach besides the index itself.
+pub const DEFAULT_FILE_ORIGIN: &str = "https://files.pythonhosted.org";
 /// The resolver's default address-space limit (`--resolver-memory-limit`, operator and CLI).
 pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
 
@@ -378,6 +382,10 @@ pub struct Resolver {
     pub python: String,
     /// Index URLs the operator may fetch from.
     pub allowed_index_urls: Vec<String>,
+    /// Origins (`https://host[:port]`) the allowed indexes serve their files from, when not
+    /// their own (PyPI: `https://files.pythonhosted.org`); the resolver's proxy lets uv reach
+    /// them too, and nothing else.
+    pub file_origins: Vec<String>,
     pub timeout: Duration,
     /// Address-space limit of uv (bytes).
     pub memory_limit: u64,
@@ -430,10 +438,28 @@ impl Resolver {
             uv: crate::installer::shipped_uv().unwrap_or_else(|| "uv".into()),
             python,
             allowed_index_urls,
+            file_origins: vec![DEFAULT_FILE_ORIGIN.to_string()],
             timeout,
             memory_limit,
             cache_dir: cache_dir.unwrap_or_else(|| std::env::temp_dir().join("bifrost-resolver")),
         }
+    }
+
+    /// The same resolver, letting uv reach `origins` for the indexes' files instead of the
+    /// default (PyPI's file host).
+    pub fn with_file_origins(mut self, origins: Vec<String>) -> Self {
+        self.file_origins = origins;
+        self
+    }
+
+    /// What the resolver's proxy forwards to for `index_urls`: their origins and the file
+    /// origins.
+    pub fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
+        index_urls
+            .iter()
+            .chain(&self.file_origins)
+            .filter_map(|u| egress::origin(u))
+            .collect()
     }
 
     /// The first of `index_urls` the operator may not fetch from, if any.
@@ -465,14 +491,9 @@ impl Resolver {
         let mut invocation = self
             .invocation(key, work.path(), &input, &output)
             .map_err(|e| Failure::Failed(e.to_string()))?;
-        // Every request uv sends goes through a proxy that forwards only to these indexes: an
-        // index's redirect elsewhere is refused there, not followed.
-        let allowed = key
-            .index_urls
-            .iter()
-            .filter_map(|u| egress::origin(u))
-            .collect();
-        let proxy = egress::Proxy::start(allowed)
+        // Every request uv sends goes through a proxy that forwards only to these indexes and
+        // their file hosts: an index's redirect elsewhere is refused there, not followed.
+        let proxy = egress::Proxy::start(self.proxy_origins(&key.index_urls))
             .await
             .map_err(|e| Failure::Failed(format!("cannot start the resolver's proxy: {e}")))?;
         for var in egress::PROXY_VARIABLES {

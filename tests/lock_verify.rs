@@ -333,3 +333,31 @@ async fn timeout_and_sigterm_stop_install_while_it_asks_the_worker_interpreter()
     );
     assert!(!target.join(MARKER).exists());
 }
+
+/// `--user-base` asks the worker's interpreter for its user site before anything else: that
+/// question stops at `--timeout` too (and on a signal, through the same phase).
+#[tokio::test]
+async fn timeout_stops_install_while_it_asks_the_worker_interpreter_for_its_user_site() {
+    let w = World::new(&[Wheel::new(GOOD, "1.0")]).await;
+    let content = "bifrost-l-good==1.0\n";
+    let snapshot = w.snapshot(content, None);
+    let (python, _pid) = hanging_python(&w.fresh("python-"));
+    let base = w.path("user-base");
+    let out = Command::new(common::bin())
+        .args(["install", "--user-base", base.to_str().unwrap()])
+        .args(["--fallback-file", snapshot.to_str().unwrap()])
+        .args(["--python", python.to_str().unwrap(), "--timeout", "2s"])
+        .env_remove("REDIS_URL")
+        .env_remove("BIFROST_REDIS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "did not finish within 2 s (--timeout) while asking the worker's interpreter for its \
+             user site"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

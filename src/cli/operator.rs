@@ -73,6 +73,13 @@ pub struct ResolverArgs {
           default_value = crate::lock::DEFAULT_INDEX)]
     pub index_urls: Vec<String>,
 
+    /// Origins the allowed indexes serve their files from when not their own (repeat, or
+    /// comma-separated; PyPI's: `https://files.pythonhosted.org`). The resolver's proxy lets uv
+    /// reach these and the indexes, nothing else.
+    #[arg(long = "resolver-file-origin", env = "BIFROST_RESOLVER_FILE_ORIGINS", value_delimiter = ',',
+          default_value = crate::lock::DEFAULT_FILE_ORIGIN)]
+    pub file_origins: Vec<String>,
+
     /// Resolve nothing in the operator: every resource is resolved by its pods.
     #[arg(long, env = "BIFROST_NO_RESOLVER", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_resolver: bool,
@@ -103,17 +110,26 @@ impl ResolverArgs {
         if self.no_resolver {
             return None;
         }
-        Some(crate::lock::Resolver::bundled(
-            self.resolver_python,
-            self.index_urls
-                .into_iter()
-                .map(|u| u.trim().to_string())
-                .filter(|u| !u.is_empty())
-                .collect(),
-            self.resolver_timeout,
-            self.resolver_memory_limit,
-            self.resolver_cache_dir,
-        ))
+        Some(
+            crate::lock::Resolver::bundled(
+                self.resolver_python,
+                self.index_urls
+                    .into_iter()
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect(),
+                self.resolver_timeout,
+                self.resolver_memory_limit,
+                self.resolver_cache_dir,
+            )
+            .with_file_origins(
+                self.file_origins
+                    .into_iter()
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect(),
+            ),
+        )
     }
 }
 

@@ -200,7 +200,7 @@ impl Run {
 
     /// The target folder, absolute; invalid flags are configuration errors (always exit 2).
     /// With `--user-base` it is the interpreter's user site under that base, created if missing.
-    async fn target_dir(&self, python: Option<&Path>) -> Result<PathBuf> {
+    async fn target_dir(&mut self, python: Option<&Path>) -> Result<PathBuf> {
         let o = &self.options;
         if o.redis.is_none() && o.fallback_file.is_none() {
             return Err(Error::Config(
@@ -226,7 +226,12 @@ impl Run {
             return Ok(dir);
         };
         let python = command::require_python(&o.python, python.map(Path::to_path_buf))?;
-        let site = command::user_site(&python, &dir).await?;
+        let site = self
+            .phase(
+                "asking the worker's interpreter for its user site",
+                command::user_site(&python, &dir),
+            )
+            .await?;
         std::fs::create_dir_all(&site).map_err(|e| Error::io("creating", &site, e))?;
         tracing::info!(
             "PYTHONUSERBASE={}: installing into the user site {}",

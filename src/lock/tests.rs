@@ -138,6 +138,7 @@ fn the_operator_fetches_only_the_indexes_it_allows() {
         uv: "uv".into(),
         python: "python3".into(),
         allowed_index_urls: vec![DEFAULT_INDEX.into(), "http://index.local/simple/".into()],
+        file_origins: vec![DEFAULT_FILE_ORIGIN.into()],
         timeout: Duration::from_secs(1),
         memory_limit: 1 << 30,
         cache_dir: "/tmp".into(),
@@ -287,4 +288,26 @@ fn the_resolver_reads_the_text_the_policy_checked() {
         panic!("a path was resolved");
     };
     assert!(why.starts_with("line 2: `./local/pkg`"), "{why}");
+}
+
+#[test]
+fn the_proxy_lets_uv_reach_the_indexes_and_their_file_hosts_only() {
+    let r = Resolver::bundled(
+        "python3".into(),
+        vec![DEFAULT_INDEX.into()],
+        Duration::from_secs(1),
+        1 << 30,
+        None,
+    );
+    let origins = r.proxy_origins(&[DEFAULT_INDEX.into()]);
+    let https = |host: &str| ("https".to_string(), host.to_string(), 443);
+    // PyPI serves its files (wheels, PEP 658 metadata) from another host than its pages.
+    assert_eq!(
+        origins,
+        [https("pypi.org"), https("files.pythonhosted.org")]
+    );
+    let local = r
+        .with_file_origins(Vec::new())
+        .proxy_origins(&["http://127.0.0.1:3141/simple/".into()]);
+    assert_eq!(local, [("http".to_string(), "127.0.0.1".to_string(), 3141)]);
 }

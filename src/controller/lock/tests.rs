@@ -15,6 +15,7 @@ fn resolver(allowed: &[&str]) -> Resolver {
         uv: "uv".into(),
         python: "python3".into(),
         allowed_index_urls: allowed.iter().map(|u| u.to_string()).collect(),
+        file_origins: vec![crate::lock::DEFAULT_FILE_ORIGIN.into()],
         timeout: Duration::from_secs(1),
         memory_limit: 1 << 30,
         cache_dir: "/tmp".into(),
