@@ -185,7 +185,15 @@ fn disagreements(path: &str, var: &str, samples: &[&str], extra: &[&str]) -> Vec
     for sample in samples {
         let chart_ok = chart_accepts(&format!("{path}={sample}"), extra);
         let (binary_ok, line) = operator_accepts(var, sample);
-        if chart_ok != binary_ok {
+        // An empty value is the one they treat apart, and neither crash-loops: the chart refuses
+        // it (a values file's "" is a mistake), the binary reads it from the environment, where
+        // empty means unset, so its default applies (as documented for every variable).
+        let agree = if sample.is_empty() {
+            !chart_ok && binary_ok
+        } else {
+            chart_ok == binary_ok
+        };
+        if !agree {
             found.push(format!(
                 "{path}={sample:?}: chart {chart_ok}, operator {binary_ok} ({line})"
             ));
