@@ -1206,16 +1206,22 @@ async fn a_tampered_index_breaking_a_hash_pin_is_refused_and_nothing_rolls() {
         .name_any();
     case.rolled_out(&hash).await;
 
-    let real = case.index.sha256(&hello);
-    let served = case.index.tamper(&hello);
-    let pinned = format!("bifrost-hello==1.0 --hash=sha256:{real}\n");
+    // A release the operator never resolved (its resolver caches what it fetched): the index
+    // now serves another file for it than the one the user pinned.
+    let extra = Wheel::new("bifrost_extra", "2.0").requires("bifrost-hello");
+    let real = case.index.sha256(&extra);
+    let served = case.index.tamper(&extra);
+    let pinned = format!(
+        "bifrost-extra==2.0 --hash=sha256:{real}\nbifrost-hello==1.0 --hash=sha256:{}\n",
+        case.index.sha256(&hello)
+    );
     case.set_content(&pinned).await;
     let obj = case.wait_reason("Resolved", "HashMismatch").await;
     let (resolved, _, message) = condition(&obj, "Resolved").unwrap();
     assert_eq!(resolved, "False");
     assert!(
         message.contains(&format!(
-            "line 1: `bifrost-hello==1.0 --hash=sha256:{real}`"
+            "line 1: `bifrost-extra==2.0 --hash=sha256:{real}`"
         )) && message.contains(&format!("sha256:{served}")),
         "{message}"
     );

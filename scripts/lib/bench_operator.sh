@@ -72,10 +72,13 @@ bench_operator() { # n
   done >"$SERVICES_DIR/many.yaml"
   k -n bench apply -f "$SERVICES_DIR/many.yaml" >/dev/null
   # Until the controller has looked at every one of them (each gets a status).
-  for _ in $(seq 1 600); do
-    [ "$(k -n bench get wsreq -o jsonpath='{range .items[*]}{.status.contentHash}{"\n"}{end}' | grep -c .)" -ge 1001 ] && break
+  local seen=0
+  for _ in $(seq 1 180); do
+    seen=$(k -n bench get wsreq -o jsonpath='{range .items[*]}{.status.contentHash}{"\n"}{end}' | grep -c . || true)
+    [ "$seen" -ge 1001 ] && break
     sleep 1
   done
+  log "$seen of 1,001 resources have a status"
   sleep 10
   rss1001=$(pod_rss_mib "$leader")
   python3 - "$n" "${readies[*]}" "${firsts[*]}" "$rss1" "$rss1001" <<'PY'
