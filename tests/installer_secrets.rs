@@ -258,22 +258,9 @@ async fn uvs_own_output_about_a_credentialed_index_holds_no_password() {
     write_bifrost_row(&pool, &format!("{GOOD}==1.0\n")).await;
     let path = path_with_real_uv();
     let show = |url: &str, cache: PathBuf| {
-        cli(
-            &[
-                "requirements",
-                "show",
-                "--lock",
-                "--python-version",
-                "3.11",
-                "--python-platform",
-                "x86_64-manylinux_2_28",
-                "--index-url",
-                url,
-                "--resolver-cache-dir",
-                cache.to_str().unwrap(),
-            ],
-            &[("DATABASE_URL", &db_url), ("PATH", &path)],
-        )
+        let args = common::index::show_lock_args(url, &cache);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&args, &[("DATABASE_URL", &db_url), ("PATH", &path)])
     };
     let good = show(
         &index.url_with_credentials(USER, PASSWORD),

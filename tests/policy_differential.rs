@@ -279,19 +279,8 @@ fn lock(
         String::from_utf8_lossy(&set.stderr)
     );
     let cache = dir.join("cache").join("resolver");
-    let out = cli(&[
-        "requirements",
-        "show",
-        "--lock",
-        "--python-version",
-        "3.11",
-        "--python-platform",
-        "x86_64-manylinux_2_28",
-        "--index-url",
-        legit,
-        "--resolver-cache-dir",
-        cache.to_str().unwrap(),
-    ]);
+    let args = common::index::show_lock_args(legit, &cache);
+    let out = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }

@@ -17,22 +17,9 @@ const GOOD: &str = "bifrost_t_egress";
 
 fn show_lock(db_url: &str, index_url: &str, cache: &std::path::Path) -> std::process::Output {
     let path = path_with_real_uv();
-    cli(
-        &[
-            "requirements",
-            "show",
-            "--lock",
-            "--python-version",
-            "3.11",
-            "--python-platform",
-            "x86_64-manylinux_2_28",
-            "--index-url",
-            index_url,
-            "--resolver-cache-dir",
-            cache.to_str().unwrap(),
-        ],
-        &[("DATABASE_URL", db_url), ("PATH", &path)],
-    )
+    let args = common::index::show_lock_args(index_url, cache);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli(&args, &[("DATABASE_URL", db_url), ("PATH", &path)])
 }
 
 #[tokio::test]

@@ -264,3 +264,23 @@ fn hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The arguments of `requirements show --lock` for the tests' worker (Python 3.11,
+/// `x86_64-manylinux_2_28`), resolving against `index_url` with its own resolver cache.
+pub fn show_lock_args(index_url: &str, cache: &std::path::Path) -> Vec<String> {
+    [
+        "requirements",
+        "show",
+        "--lock",
+        "--python-version",
+        "3.11",
+        "--python-platform",
+        "x86_64-manylinux_2_28",
+        "--index-url",
+        index_url,
+        "--resolver-cache-dir",
+        cache.to_str().expect("a UTF-8 path"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
