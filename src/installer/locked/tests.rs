@@ -210,19 +210,24 @@ fn a_lock_whose_digest_is_not_the_admitted_one_is_refused() {
     assert!(next.contains("was resolved from content sha256"), "{next}");
 }
 
-#[test]
-fn a_lock_right_for_the_header_but_pinning_another_version_is_refused() {
-    let content = "goodpkg==2.0\n";
+/// Why `install` refuses a lock whose header is right for `content` but which pins only `pin`
+/// (as if pulled in by requirements.txt).
+fn refusal_of_a_lock_pinning(content: &str, pin: &str) -> String {
     let body = format!(
-        "goodpkg==1.0 \\\n    --hash=sha256:{}\n    # via -r requirements.txt\n",
+        "{pin} \\\n    --hash=sha256:{}\n    # via -r requirements.txt\n",
         "0a".repeat(32)
     );
-    let err = refused(decide_for(
+    refused(decide_for(
         content,
         Some(&lock_of(content, &body)),
         None,
         Ok(&worker()),
-    ));
+    ))
+}
+
+#[test]
+fn a_lock_right_for_the_header_but_pinning_another_version_is_refused() {
+    let err = refusal_of_a_lock_pinning("goodpkg==2.0\n", "goodpkg==1.0");
     assert!(err.contains("not a lock of requirements.txt"), "{err}");
     assert!(
         err.contains("requirements.txt line 1: `goodpkg==2.0`: the lock pins goodpkg==1.0"),
@@ -232,17 +237,7 @@ fn a_lock_right_for_the_header_but_pinning_another_version_is_refused() {
 
 #[test]
 fn a_lock_of_something_else_entirely_is_refused_naming_both_sides() {
-    let content = "goodpkg==2.0\n";
-    let body = format!(
-        "evil==1.0 \\\n    --hash=sha256:{}\n    # via -r requirements.txt\n",
-        "0a".repeat(32)
-    );
-    let err = refused(decide_for(
-        content,
-        Some(&lock_of(content, &body)),
-        None,
-        Ok(&worker()),
-    ));
+    let err = refusal_of_a_lock_pinning("goodpkg==2.0\n", "evil==1.0");
     assert!(err.contains("the lock pins no goodpkg"), "{err}");
     assert!(
         err.contains("evil==1.0 (lock line 1) is pinned but no requirement"),
