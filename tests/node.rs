@@ -239,6 +239,25 @@ impl Case {
         }
     }
 
+    /// A case whose operator resolves `bifrost-hello>=1.0` for the worker image's python3 (3.11,
+    /// x86_64) into a lock pinning 1.0, and its labelled worker running that content: the case,
+    /// the content hash and the worker pod's name.
+    async fn locked_worker(prefix: &str) -> (Case, String, String) {
+        let content = "bifrost-hello>=1.0\n";
+        let python = json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"});
+        let case = Case::start_with(prefix, content, json!({"python": python}), true).await;
+        let hash = case.ready_hash(content).await;
+        case.resolved(&hash, &Wheel::new("bifrost_hello", "1.0"))
+            .await;
+        case.worker("worker", true).await;
+        let pod = case
+            .running("worker", 1, Some(&hash))
+            .await
+            .remove(0)
+            .name_any();
+        (case, hash, pod)
+    }
+
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -758,18 +777,7 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_install_the_controllers_lock_which_holds_until_the_content_changes() {
     let _serial = serial().await;
-    let content = "bifrost-hello>=1.0\n";
-    let python = json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"});
-    let case = Case::start_with("node-lock", content, json!({"python": python}), true).await;
-    let hash = case.ready_hash(content).await;
-    let hello = Wheel::new("bifrost_hello", "1.0");
-    case.resolved(&hash, &hello).await;
-    case.worker("worker", true).await;
-    let pod = case
-        .running("worker", 1, Some(&hash))
-        .await
-        .remove(0)
-        .name_any();
+    let (case, hash, pod) = Case::locked_worker("node-lock").await;
     assert_eq!(case.import(&pod, "bifrost_hello"), "1.0");
     case.installed_from_lock(&pod, &hash);
     case.rolled_out(&hash).await;
@@ -1192,18 +1200,8 @@ async fn the_readme_s3_quick_path_works_without_python_and_learns_it_for_the_loc
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_index_breaking_a_hash_pin_is_refused_and_nothing_rolls() {
     let _serial = serial().await;
-    let content = "bifrost-hello>=1.0\n";
-    let python = json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"});
-    let case = Case::start_with("node-hashpin", content, json!({"python": python}), true).await;
-    let hash = case.ready_hash(content).await;
+    let (case, hash, pod) = Case::locked_worker("node-hashpin").await;
     let hello = Wheel::new("bifrost_hello", "1.0");
-    case.resolved(&hash, &hello).await;
-    case.worker("worker", true).await;
-    let pod = case
-        .running("worker", 1, Some(&hash))
-        .await
-        .remove(0)
-        .name_any();
     case.rolled_out(&hash).await;
 
     // A release the operator never resolved (its resolver caches what it fetched): the index
@@ -1243,18 +1241,7 @@ async fn a_tampered_index_breaking_a_hash_pin_is_refused_and_nothing_rolls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_lock_edited_to_another_pin_is_refused_by_the_pod() {
     let _serial = serial().await;
-    let content = "bifrost-hello>=1.0\n";
-    let python = json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"});
-    let case = Case::start_with("node-editlock", content, json!({"python": python}), true).await;
-    let hash = case.ready_hash(content).await;
-    case.resolved(&hash, &Wheel::new("bifrost_hello", "1.0"))
-        .await;
-    case.worker("worker", true).await;
-    let pod = case
-        .running("worker", 1, Some(&hash))
-        .await
-        .remove(0)
-        .name_any();
+    let (case, hash, pod) = Case::locked_worker("node-editlock").await;
     case.installed_from_lock(&pod, &hash);
     let recorded = case
         .wsreq()
