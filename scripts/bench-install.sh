@@ -63,7 +63,7 @@ WHEELS=$(find "$WH" -name '*.whl' | wc -l)
 HASH=$("$PY" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1]).read().encode()).hexdigest())' "$WORK/req.txt")
 SOURCE=()
 if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
-  PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PORT=$("$PY" "$(dirname "${BASH_SOURCE[0]}")/lib/free_port.py")
   redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
   REDIS_PID=$!
   for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done

@@ -41,7 +41,8 @@ die() {
   exit 1
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/lib/ports.sh
+. "$HERE/lib/ports.sh"
 
 alive() { # pidfile
   local pid state

@@ -3,9 +3,8 @@
 # Source this file; call `services_init`, then `start_postgres` / `start_redis`; `services_cleanup`
 # (installed as an EXIT trap by services_init) stops everything and removes the folder.
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/lib/ports.sh
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 services_init() {
   SERVICES_DIR=$(mktemp -d -t bifrost-demo-XXXXXX)

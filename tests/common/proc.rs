@@ -59,13 +59,39 @@ pub fn spawn_guarded_in(
         .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
 }
 
-/// A TCP port that is free right now on 127.0.0.1.
+/// A TCP port that is free right now, for a server this test is about to start.
+///
+/// Not from `bind(0)`: that draws from the kernel's ephemeral range, which every outgoing
+/// connection also uses, and between this check and the server's own bind a client socket (the
+/// API server's connection to etcd, a curl) could take it. Below that range only listeners take
+/// ports. One cursor per process, starting at a random place, so two tests of one binary never
+/// get the same port; `scripts/lib/free_port.py` is the same rule for the scripts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FLOOR: u32 = 15_000;
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    let top = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .max(FLOOR + 1_000);
+    let span = top - FLOOR;
+    if CURSOR.load(Ordering::Relaxed) == 0 {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ std::process::id().wrapping_mul(2_654_435_761);
+        let _ = CURSOR.compare_exchange(0, seed % span + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        let port = FLOOR + CURSOR.fetch_add(1, Ordering::Relaxed) % span;
+        // The wildcard address: a port taken on any address (10.244.0.1 too) is not free.
+        if std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free TCP port in {FLOOR}..{top}");
 }
 
 /// Wait until something accepts TCP connections on `port`, or panic with the log's tail.
