@@ -499,6 +499,13 @@ impl Resolver {
         for var in egress::PROXY_VARIABLES {
             invocation.env.push((var, proxy.url().into()));
         }
+        // The proxy reads inside HTTPS too (an index page's `file://` links): uv trusts the
+        // proxy's one-resolution CA, and only it; the proxy checks the real index.
+        let ca = work.path().join("proxy-ca.pem");
+        std::fs::write(&ca, proxy.ca_pem())
+            .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", ca.display())))?;
+        invocation.env.push(("SSL_CERT_FILE", ca.into()));
+        invocation.env_remove.push("SSL_CERT_DIR");
         tracing::info!(
             hash = %&key.content_hash[..12.min(key.content_hash.len())],
             "resolving for {}: {}",
@@ -508,8 +515,8 @@ impl Resolver {
         let ran = process::run(&invocation, self.timeout, stop).await;
         if let Some(refused) = proxy.refused().first() {
             return Err(Failure::Failed(format!(
-                "an index led the resolver to {refused}, which is not among its index URLs: \
-                 refused, nothing was fetched there"
+                "an index led the resolver to {refused}: refused by the resolver's proxy, \
+                 uv was handed nothing from it"
             )));
         }
         match ran {

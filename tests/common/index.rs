@@ -18,7 +18,8 @@ use super::wheels::Wheel;
 
 /// `http.server`'s file server on `HOST PORT ROOT`, answering each request as late as the file
 /// `LATENCY` says (milliseconds; none while it is missing), and only to requests whose
-/// `Authorization` header is what `LATENCY.auth` holds, while that file exists (401 otherwise). Its listen backlog is raised from
+/// `Authorization` header is what `LATENCY.auth` holds, while that file exists (401 otherwise); over
+/// HTTPS when given `CERT KEY` too. Its listen backlog is raised from
 /// socketserver's 5: uv fetches dozens of files at once, and the SYNs past the backlog were
 /// dropped and retransmitted 1, 3, 7… s later, stalls that were neither the resolver's nor the
 /// installer's.
@@ -47,13 +48,22 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     request_queue_size = 1024
 
-Server((host, port), functools.partial(Handler, directory=root)).serve_forever()
+server = Server((host, port), functools.partial(Handler, directory=root))
+if len(sys.argv) > 6:
+    # HTTPS with CERT KEY; the handshake happens in the request's thread, on its first read.
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[5], sys.argv[6])
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+server.serve_forever()
 "#;
 
 /// A running index; stopped and its folder removed on drop.
 pub struct Index {
     host: String,
     port: u16,
+    /// `http`, or `https` ([`Index::start_https`]).
+    scheme: &'static str,
     /// `root/` is served; the server's log sits beside it, not in a listing.
     dir: tempfile::TempDir,
     server: Option<Child>,
@@ -67,6 +77,16 @@ impl Index {
 
     /// An index of `wheels` listening on `host` (e.g. a bridge's host address, for pods).
     pub fn start_on(host: &str, wheels: &[Wheel]) -> Index {
+        Index::serve(host, wheels, false)
+    }
+
+    /// An index of `wheels` on 127.0.0.1 over HTTPS, its certificate signed by a CA of its own
+    /// ([`Index::ca_file`]: what a client must trust, as a private index's CA).
+    pub fn start_https(wheels: &[Wheel]) -> Index {
+        Index::serve("127.0.0.1", wheels, true)
+    }
+
+    fn serve(host: &str, wheels: &[Wheel], https: bool) -> Index {
         let dir = tempfile::Builder::new()
             .prefix("bifrost-index-")
             .tempdir()
@@ -76,23 +96,38 @@ impl Index {
         let port = free_port();
         let log = dir.path().join("http.log");
         let latency = dir.path().join("latency_ms");
-        let server = spawn_guarded_in(
-            "python3",
-            &[
-                "-c",
-                SERVER,
-                host,
-                &port.to_string(),
-                root.to_str().expect("utf-8 temp path"),
-                latency.to_str().expect("utf-8 temp path"),
-            ],
-            &[],
-            &log,
-            Some(dir.path()),
-        );
+        let path = |p: &std::path::Path| p.to_str().expect("utf-8 temp path").to_string();
+        let mut args = vec![
+            "-c".to_string(),
+            SERVER.to_string(),
+            host.to_string(),
+            port.to_string(),
+            path(&root),
+            path(&latency),
+        ];
+        if https {
+            let issued = bifrost_requirements::tls::issue::issue(
+                &[host.to_string()],
+                Duration::from_secs(3600),
+                time::OffsetDateTime::now_utc(),
+            )
+            .expect("issue the index's certificate");
+            for (name, pem) in [
+                ("ca.pem", &issued.ca),
+                ("cert.pem", &issued.cert),
+                ("key.pem", &issued.key),
+            ] {
+                std::fs::write(dir.path().join(name), pem).expect("write the index's TLS files");
+            }
+            args.push(path(&dir.path().join("cert.pem")));
+            args.push(path(&dir.path().join("key.pem")));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = spawn_guarded_in("python3", &args, &[], &log, Some(dir.path()));
         let index = Index {
             host: host.into(),
             port,
+            scheme: if https { "https" } else { "http" },
             dir,
             server: Some(server),
         };
@@ -109,9 +144,15 @@ impl Index {
         index
     }
 
-    /// The index URL for `--index-url` (`http://127.0.0.1:PORT/`).
+    /// The index URL for `--index-url` (`http://127.0.0.1:PORT/`, or `https://`).
     pub fn url(&self) -> String {
-        format!("http://{}:{}/", self.host, self.port)
+        format!("{}://{}:{}/", self.scheme, self.host, self.port)
+    }
+
+    /// The CA that signed an HTTPS index's certificate (PEM), for `SSL_CERT_FILE`.
+    pub fn ca_file(&self) -> PathBuf {
+        assert_eq!(self.scheme, "https", "an HTTP index has no CA");
+        self.dir.path().join("ca.pem")
     }
 
     /// The folder served (one folder per normalized project name).
@@ -179,7 +220,8 @@ impl Index {
     pub fn url_with_credentials(&self, user: &str, password: &str) -> String {
         let enc = bifrost_requirements::redact::percent_encode;
         format!(
-            "http://{}:{}@{}:{}/",
+            "{}://{}:{}@{}:{}/",
+            self.scheme,
             enc(user),
             enc(password),
             self.host,
