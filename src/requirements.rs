@@ -25,6 +25,7 @@ use pep508_rs::{PackageName, Requirement, VersionOrUrl};
 use sha2::{Digest, Sha256};
 
 mod guard;
+pub mod mend;
 mod options;
 
 pub use guard::{MAX_MARKER_COMPARISONS, MAX_NESTING, MAX_REQUIREMENT_CHARS};
