@@ -9,80 +9,11 @@ mod common;
 use std::process::{Command, Output, Stdio};
 
 use bifrost_requirements::cache::Payload;
-use bifrost_requirements::s3::{DEFAULT_KEY, Poll, S3Config, S3Store};
-use common::s3::{BUCKET, bifrost_put, fresh_key as fresh_s3_key, shared};
+use bifrost_requirements::s3::DEFAULT_KEY;
+use common::s3::{BUCKET, World, bifrost_put, shared};
 use common::services::{dead_url, fresh_key as fresh_redis_key, redis_get, redis_url};
 use common::wheels::{Wheel, Wheelhouse};
 use common::{assert_ok, cli, stderr, stdout};
-
-/// One object in the shared bucket and one Redis key, no other test uses.
-struct World {
-    s3: S3Config,
-    redis_key: String,
-}
-
-impl World {
-    fn new() -> World {
-        World {
-            s3: shared().config(&fresh_s3_key()),
-            redis_key: fresh_redis_key(),
-        }
-    }
-
-    /// Bifrost's environment names for the object, plus ours for the key and the store.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        let creds = self.s3.credentials.clone().unwrap();
-        vec![
-            ("BIFROST_REQUIREMENTS_STORE", "s3".into()),
-            ("BIFROST_S3_ENDPOINT_URL", shared().endpoint()),
-            ("BIFROST_S3_BUCKET", BUCKET.into()),
-            ("BIFROST_S3_ACCESS_KEY", creds.access_key_id),
-            ("BIFROST_S3_SECRET_KEY", creds.secret_access_key),
-            ("BIFROST_REQUIREMENTS_S3_KEY", self.s3.key.clone()),
-            ("BIFROST_REQUIREMENTS_REDIS_KEY", self.redis_key.clone()),
-            ("REDIS_URL", redis_url()),
-        ]
-    }
-
-    /// Run the CLI with [`World::env`], `changes` replacing or (with an empty value) blanking
-    /// entries.
-    fn run(&self, args: &[&str], changes: &[(&'static str, &str)]) -> Output {
-        let mut env = self.env();
-        for (name, value) in changes {
-            env.retain(|(n, _)| n != name);
-            env.push((name, value.to_string()));
-        }
-        let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        cli(args, &env)
-    }
-
-    async fn object(&self) -> Option<(String, String)> {
-        match S3Store::new(self.s3.clone())
-            .unwrap()
-            .read_if_changed(None)
-            .await
-            .unwrap()
-        {
-            Poll::Changed(v) => Some((v.content, v.etag)),
-            Poll::NotFound => None,
-            Poll::NotModified => unreachable!("no condition was sent"),
-        }
-    }
-
-    async fn redis(&self) -> Option<String> {
-        redis_get(&redis_url(), &self.redis_key).await
-    }
-
-    /// S3 holds `content` and Redis holds Bifrost's payload of exactly that.
-    async fn assert_both(&self, content: &str) {
-        assert_eq!(self.object().await.map(|o| o.0).as_deref(), Some(content));
-        assert_eq!(
-            self.redis().await,
-            Some(Payload::new(content).to_json()),
-            "Redis must hold Bifrost's payload of the object"
-        );
-    }
-}
 
 fn code(o: &Output) -> i32 {
     o.status.code().expect("exited, not killed")

@@ -5,11 +5,12 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bifrost_requirements::s3::S3Config;
+use bifrost_requirements::cache::Payload;
+use bifrost_requirements::s3::{Poll, S3Config, S3Store};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -19,6 +20,7 @@ use object_store::path::Path;
 use serde_json::json;
 
 use super::proc::{free_port, spawn_guarded_in};
+use super::services;
 
 /// The bucket every server has; tests share it and keep apart by key ([`fresh_key`]).
 pub const BUCKET: &str = "bifrost-test";
@@ -221,6 +223,88 @@ pub async fn bifrost_put(config: &S3Config, bytes: &[u8]) -> String {
         .expect("plain PutObject")
         .e_tag
         .expect("ETag of the put")
+}
+
+/// The object's bytes and ETag as the server holds them, `None` when there is no object.
+pub async fn stored(config: &S3Config) -> Option<(Vec<u8>, String)> {
+    let (store, path) = raw(config);
+    match store.get(&path).await {
+        Ok(got) => {
+            let etag = got.meta.e_tag.clone().expect("ETag of the object");
+            Some((got.bytes().await.expect("the body").to_vec(), etag))
+        }
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("GetObject: {e}"),
+    }
+}
+
+/// One object in the shared bucket and one Redis key, no other test uses.
+pub struct World {
+    pub s3: S3Config,
+    pub redis_key: String,
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            s3: shared().config(&fresh_key()),
+            redis_key: services::fresh_key(),
+        }
+    }
+
+    /// Bifrost's environment names for the object, plus ours for the key and the store.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let creds = self.s3.credentials.clone().unwrap();
+        vec![
+            ("BIFROST_REQUIREMENTS_STORE", "s3".into()),
+            ("BIFROST_S3_ENDPOINT_URL", shared().endpoint()),
+            ("BIFROST_S3_BUCKET", BUCKET.into()),
+            ("BIFROST_S3_ACCESS_KEY", creds.access_key_id),
+            ("BIFROST_S3_SECRET_KEY", creds.secret_access_key),
+            ("BIFROST_REQUIREMENTS_S3_KEY", self.s3.key.clone()),
+            ("BIFROST_REQUIREMENTS_REDIS_KEY", self.redis_key.clone()),
+            ("REDIS_URL", services::redis_url()),
+        ]
+    }
+
+    /// Run the CLI with [`World::env`], `changes` replacing or (with an empty value) blanking
+    /// entries.
+    pub fn run(&self, args: &[&str], changes: &[(&'static str, &str)]) -> Output {
+        let mut env = self.env();
+        for (name, value) in changes {
+            env.retain(|(n, _)| n != name);
+            env.push((name, value.to_string()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        super::cli(args, &env)
+    }
+
+    pub async fn object(&self) -> Option<(String, String)> {
+        match S3Store::new(self.s3.clone())
+            .unwrap()
+            .read_if_changed(None)
+            .await
+            .unwrap()
+        {
+            Poll::Changed(v) => Some((v.content, v.etag)),
+            Poll::NotFound => None,
+            Poll::NotModified => unreachable!("no condition was sent"),
+        }
+    }
+
+    pub async fn redis(&self) -> Option<String> {
+        services::redis_get(&services::redis_url(), &self.redis_key).await
+    }
+
+    /// S3 holds `content` and Redis holds Bifrost's payload of exactly that.
+    pub async fn assert_both(&self, content: &str) {
+        assert_eq!(self.object().await.map(|o| o.0).as_deref(), Some(content));
+        assert_eq!(
+            self.redis().await,
+            Some(Payload::new(content).to_json()),
+            "Redis must hold Bifrost's payload of the object"
+        );
+    }
 }
 
 pub async fn delete(config: &S3Config) {
