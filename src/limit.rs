@@ -23,10 +23,19 @@ pub fn exceeded(len: usize) -> String {
 /// Content over the limit, and where it was found (`requirements.txt` given to the CLI,
 /// `s3://bucket/key`, `workspace_files row "requirements.txt"`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{location}: {}; nothing was written", exceeded(*.len))]
+#[error("{location}: {}; nothing was written{}", exceeded(*.len), then(.hint))]
 pub struct TooLarge {
     pub location: String,
     pub len: usize,
+    /// What mends it, when the door knows (`requirements remove NAME…` for a stored file).
+    pub hint: Option<String>,
+}
+
+/// `: {hint}`, or nothing.
+fn then(hint: &Option<String>) -> String {
+    hint.as_deref()
+        .map(|h| format!(": {h}"))
+        .unwrap_or_default()
 }
 
 /// Refuse `content` over [`MAX_CONTENT_BYTES`]. `location` only names it in the message.
@@ -35,6 +44,7 @@ pub fn check(location: impl FnOnce() -> String, content: &str) -> Result<(), Too
         return Err(TooLarge {
             location: location(),
             len: content.len(),
+            hint: None,
         });
     }
     Ok(())

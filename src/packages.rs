@@ -12,9 +12,10 @@ use crate::cache::{Cache, Payload};
 use crate::database::SaveOutcome;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
-use crate::requirements::{MergeOutcome, RequirementsFile};
-use crate::s3::Broken;
-use crate::store::Store;
+use crate::requirements::{MergeOutcome, RequirementsFile, mend};
+use crate::store::{Current, Store};
+
+mod broken;
 
 /// How a refusal names content a change would write.
 const NEW_CONTENT: &str = "the new requirements.txt";
@@ -48,16 +49,6 @@ pub enum Change {
     Add(Vec<String>),
     Remove(Vec<String>),
     Set(String),
-}
-
-impl Change {
-    /// `set` does not read what is there, so it may replace an S3 object nothing can read.
-    fn broken(&self) -> Broken {
-        match self {
-            Change::Set(_) => Broken::Replace,
-            Change::Add(_) | Change::Remove(_) => Broken::Refuse,
-        }
-    }
 }
 
 /// The result of [`apply`].
@@ -108,42 +99,27 @@ pub async fn apply(
     change: &Change,
 ) -> Result<Applied> {
     let mut notes = Vec::new();
-    let modify = |current: &str| -> Result<Option<String>> {
+    let location = store.location();
+    let modify = |current: Current<'_>| -> Result<Option<String>> {
         notes.clear();
-        let new = match change {
-            Change::Set(content) => content.clone(),
-            Change::Add(specs) => {
-                let mut file = RequirementsFile::parse(current);
-                for spec in specs {
-                    let note = match file.merge(spec)? {
-                        MergeOutcome::Added => format!("added {spec}"),
-                        MergeOutcome::Replaced { previous } => {
-                            format!("replaced {previous} with {spec}")
-                        }
-                        MergeOutcome::Unchanged => format!("{spec} already present"),
-                    };
-                    notes.push(note);
-                }
-                file.render()
+        let new = match (change, current) {
+            // `set` does not read what is there, so it replaces even an object nothing can read.
+            (Change::Set(content), _) => content.clone(),
+            (Change::Add(specs), Current::Text(text)) => added(specs, text, &location, &mut notes)?,
+            (Change::Add(_), Current::Unreadable(object)) => {
+                return Err(broken::refused_add(object));
             }
-            Change::Remove(names) => {
-                let mut file = RequirementsFile::parse(current);
-                for name in names {
-                    if file.remove(name)? == 0 {
-                        return Err(Error::NotFound {
-                            what: "package in requirements.txt",
-                            name: name.clone(),
-                        });
-                    }
-                    notes.push(format!("removed {name}"));
-                }
-                file.render()
+            (Change::Remove(names), current) => {
+                removed(names, current, &location, policy, &mut notes)?
             }
         };
         // The result, not only the change: an `add` to a file near the limit can cross it.
         crate::limit::check(|| NEW_CONTENT.into(), &new)?;
         policy.check_content(&new)?;
-        Ok((new != current).then_some(new))
+        Ok(match current {
+            Current::Text(text) if text == new => None,
+            _ => Some(new),
+        })
     };
     let refreshed = std::sync::Mutex::new(None::<Result<()>>);
     let after_commit = |content: String| {
@@ -168,7 +144,7 @@ pub async fn apply(
             Ok(())
         }
     };
-    let (outcome, content) = store.update(change.broken(), modify, after_commit).await?;
+    let (outcome, content) = store.update(modify, after_commit).await?;
     let refreshed = refreshed.into_inner().unwrap_or_else(|p| p.into_inner());
     let package_count = RequirementsFile::parse(&content).package_count();
     Ok(Applied {
@@ -180,4 +156,71 @@ pub async fn apply(
         cache_refreshed: matches!(refreshed, Some(Ok(()))),
         cache_error: refreshed.and_then(Result::err),
     })
+}
+
+/// `add`: merge each spec into the stored text. A stored file over the limit is refused, naming
+/// it, when the merge does not bring it under.
+fn added(
+    specs: &[String],
+    current: &str,
+    location: &str,
+    notes: &mut Vec<String>,
+) -> Result<String> {
+    let mut file = RequirementsFile::parse(current);
+    for spec in specs {
+        let note = match file.merge(spec)? {
+            MergeOutcome::Added => format!("added {spec}"),
+            MergeOutcome::Replaced { previous } => format!("replaced {previous} with {spec}"),
+            MergeOutcome::Unchanged => format!("{spec} already present"),
+        };
+        notes.push(note);
+    }
+    let new = file.render();
+    let limit = crate::limit::MAX_CONTENT_BYTES;
+    if new.len() > limit && current.len() > limit {
+        return Err(broken::over_the_limit_before_add(location, current.len()));
+    }
+    Ok(new)
+}
+
+/// `remove`: take the named packages' lines out of the stored bytes, whatever they hold, and
+/// keep the result only if it is a file `set` would accept. A refusal names what is still wrong
+/// with the stored file's line numbers.
+fn removed(
+    names: &[String],
+    current: Current<'_>,
+    location: &str,
+    policy: &Policy,
+    notes: &mut Vec<String>,
+) -> Result<String> {
+    let bytes = match current {
+        Current::Text(text) => text.as_bytes(),
+        Current::Unreadable(object) => object
+            .bytes
+            .as_deref()
+            .ok_or_else(|| broken::too_large_to_mend(object))?,
+    };
+    let mut removal = mend::remove(bytes, names)?;
+    for (name, count) in names.iter().zip(&removal.removed) {
+        if *count == 0 {
+            return Err(Error::NotFound {
+                what: "package in requirements.txt",
+                name: name.clone(),
+            });
+        }
+        notes.push(format!("removed {name}"));
+    }
+    let Ok(new) = String::from_utf8(std::mem::take(&mut removal.bytes)) else {
+        return Err(broken::still_not_utf8(location, names, &removal.not_utf8));
+    };
+    if new.len() > crate::limit::MAX_CONTENT_BYTES {
+        return Err(broken::still_too_large(NEW_CONTENT, new.len()));
+    }
+    if let Err(in_new) = policy.check_content(&new) {
+        // The file written is what is checked; the lines are named as the stored file numbers
+        // them (the same lines, unless a moved byte order mark changed the first one's meaning).
+        let as_stored = policy.check(removal.kept_as_stored()).err();
+        return Err(as_stored.unwrap_or(in_new).into());
+    }
+    Ok(new)
 }

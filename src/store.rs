@@ -16,7 +16,9 @@ use std::future::Future;
 
 use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
-use crate::s3::{Broken, Poll, S3Store, UpdateOutcome, Versioned};
+use crate::s3::{Poll, S3Store, UpdateOutcome, Versioned};
+
+pub use crate::s3::{Current, Unreadable};
 
 /// The `--store` choice (`BIFROST_REQUIREMENTS_STORE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,23 +102,25 @@ impl Store {
     /// the current content (`""` when there is none) and may run once per lost race; an error
     /// from it writes nothing anywhere. `after_commit` runs only once the source kept the
     /// content; for S3 it may run again with a newer object another writer put there.
-    /// `broken` says what to do with an S3 object that cannot be read ([`Broken::Replace`]
-    /// only for a change that does not read the current content).
+    /// An S3 object that cannot be read as text reaches `modify` as [`Current::Unreadable`],
+    /// with its bytes, so that a change may mend it; a row is always text.
     pub async fn update<M, A, Fut>(
         &self,
-        broken: Broken,
-        modify: M,
+        mut modify: M,
         mut after_commit: A,
     ) -> Result<(SaveOutcome, String)>
     where
-        M: FnMut(&str) -> Result<Option<String>>,
+        M: FnMut(Current<'_>) -> Result<Option<String>>,
         A: FnMut(String) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
         match self {
-            Self::Database(db) => db.update(modify, after_commit).await,
+            Self::Database(db) => {
+                db.update(|text| modify(Current::Text(text)), after_commit)
+                    .await
+            }
             Self::S3(s3) => {
-                let saved = s3.update_or_mend(broken, modify).await?;
+                let saved = s3.update_or_mend(modify).await?;
                 let outcome = match saved.outcome {
                     UpdateOutcome::Unchanged => return Ok((SaveOutcome::Unchanged, saved.content)),
                     UpdateOutcome::Created => SaveOutcome::Created,

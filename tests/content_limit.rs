@@ -45,6 +45,22 @@ fn assert_too_large(out: &std::process::Output, len: usize, what: &str) {
     );
 }
 
+/// `add` to a stored file already over the limit: exit 2, naming the stored file and its size,
+/// and what mends it.
+#[track_caller]
+fn assert_over_before_add(out: &std::process::Output, location: &str, len: usize) {
+    assert_too_large(out, len, "add");
+    let text = stderr(out);
+    for word in [
+        location,
+        "it was over the limit before this `add`",
+        &format!("({} bytes must go)", len - MAX_CONTENT_BYTES),
+        "`requirements set FILE`",
+    ] {
+        assert!(text.contains(word), "add should say {word:?}: {text}");
+    }
+}
+
 async fn row(db: &Database) -> Option<(String, String)> {
     sqlx::query_as(
         "SELECT content, content_hash FROM workspace_files WHERE path = 'requirements.txt'",
@@ -107,7 +123,7 @@ async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
     assert_eq!(row(&db).await, at_limit);
 
     // Bifrost wrote an oversized row itself: warm keeps it out of Redis, remove cannot shrink it
-    // below the limit (refused), set replaces it.
+    // below the limit (refused), add refuses it naming the row, set replaces it.
     let huge = format!("{}flask==3.0.3\n", content_of(MAX_CONTENT_BYTES + 100));
     write_bifrost_row(db.pool(), &huge).await;
     redis_set(&redis, &key, "untouched").await;
@@ -121,6 +137,13 @@ async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
     assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
     let out = cli(&["requirements", "remove", "flask"], &env);
     assert_too_large(&out, huge.len() - "flask==3.0.3\n".len(), "remove");
+    assert!(
+        stderr(&out).contains("more bytes must go"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["requirements", "add", "numpy"], &env);
+    assert_over_before_add(&out, "workspace_files row", huge.len());
     assert_eq!(row(&db).await.map(|r| r.0), Some(huge));
     assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
     let small = dir.path().join("small.txt");
@@ -134,6 +157,22 @@ async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
         Some("numpy==2.0.1\n")
     );
     assert_ne!(redis_get(&redis, &key).await, cached);
+
+    // As on S3: a remove that takes the runaway line out brings the row under the limit.
+    let runaway = format!(
+        "flask==3.0.3\nblob==1.0  # {}\n",
+        "x".repeat(MAX_CONTENT_BYTES)
+    );
+    write_bifrost_row(db.pool(), &runaway).await;
+    assert_ok(&cli(&["requirements", "remove", "blob"], &env));
+    assert_eq!(
+        row(&db).await.map(|r| r.0).as_deref(),
+        Some("flask==3.0.3\n")
+    );
+    assert_eq!(
+        redis_get(&redis, &key).await,
+        Some(bifrost_requirements::cache::Payload::new("flask==3.0.3\n").to_json())
+    );
 }
 
 #[tokio::test]
@@ -180,7 +219,7 @@ async fn the_s3_store_refuses_content_over_the_limit_at_every_command() {
     assert_eq!(redis_get(&redis, &key).await, cached);
 
     // Bifrost's plain PutObject of 300 KiB (under the 1 MiB read cap): readable, but warm and
-    // add refuse it, set replaces it.
+    // add refuse it (naming the object, its size and what mends it), set replaces it.
     let huge = format!("{}flask==3.0.3\n", content_of(300 * 1024));
     bifrost_put(&s3, huge.as_bytes()).await;
     redis_set(&redis, &key, "untouched").await;
@@ -188,7 +227,7 @@ async fn the_s3_store_refuses_content_over_the_limit_at_every_command() {
     assert_too_large(&out, huge.len(), "warm");
     assert!(stderr(&out).contains(&s3.location()), "{}", stderr(&out));
     let out = cli(&["requirements", "add", "numpy"], &env);
-    assert_too_large(&out, huge.len() + "numpy\n".len(), "add");
+    assert_over_before_add(&out, &s3.location(), huge.len());
     assert_eq!(object().await.map(|o| o.0), Some(huge));
     assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
     let small = dir.path().join("small.txt");

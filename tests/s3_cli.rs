@@ -431,40 +431,6 @@ async fn blank_variables_are_unset_and_their_defaults_apply() {
     assert!(!stdout(&out).contains("numpy==2.0.1"), "{}", stdout(&out));
 }
 
-/// The CLI mends what it refuses to read: `requirements set` replaces an object that is not
-/// UTF-8 or is over the 1 MiB read cap (it was exit 3), and Redis follows; `add` and `remove`,
-/// which need the content, still refuse it (exit 3) and say that `set` replaces it.
-#[tokio::test]
-async fn set_replaces_an_object_that_cannot_be_read() {
-    let over = "#".repeat(bifrost_requirements::s3::MAX_OBJECT_BYTES as usize + 1);
-    for broken in [b"requests==2.32.3\n\xff\xfe\n".to_vec(), over.into_bytes()] {
-        let w = World::new();
-        bifrost_put(&w.s3, &broken).await;
-        for args in [
-            &["requirements", "add", "flask==3.0.3"][..],
-            &["requirements", "remove", "requests"],
-        ] {
-            let out = w.run(args, &[]);
-            assert_eq!(code(&out), 3, "{args:?}: {}", stderr(&out));
-            assert!(
-                stderr(&out).contains("`requirements set` replaces it"),
-                "{}",
-                stderr(&out)
-            );
-        }
-        assert_eq!(w.redis().await, None);
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("requirements.txt");
-        std::fs::write(&file, "flask==3.0.3\n").unwrap();
-        let out = w.run(
-            &["requirements", "set", "--file", file.to_str().unwrap()],
-            &[],
-        );
-        assert_ok(&out);
-        w.assert_both("flask==3.0.3\n").await;
-    }
-}
-
 /// A UTF-8 byte order mark (an editor on Windows writes one) is read as pip reads it: ignored at
 /// the start. `add` and `warm` refused such an object (`line 1: '\ufeffgoodpkg==1.0'`); now they
 /// accept it and keep its bytes, the mark included.

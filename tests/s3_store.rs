@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::Error;
-use bifrost_requirements::s3::{Broken, MAX_OBJECT_BYTES, Poll, S3Config, S3Store, UpdateOutcome};
-use common::s3::{BUCKET, bifrost_put, delete, fresh_key, raw, shared};
+use bifrost_requirements::s3::{
+    Current, MAX_MEND_BYTES, MAX_OBJECT_BYTES, Poll, S3Config, S3Store, UpdateOutcome,
+};
+use common::s3::{BUCKET, bifrost_put, delete, fresh_key, raw, shared, stored};
 use object_store::ObjectStoreExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -236,10 +238,12 @@ async fn content_that_is_not_utf8_or_too_large_is_invalid_content() {
     assert_eq!(store(small).read().await.unwrap().content, "a==1\n");
 }
 
-/// What cannot be read can still be replaced whole (`requirements set`), on the condition of
-/// the ETag seen: a broken object changed meanwhile is not overwritten blindly.
+/// What cannot be read reaches a change that may mend it as its bytes (`requirements remove`
+/// takes lines out of them, `requirements set` replaces them), and is written on the condition
+/// of the ETag seen: a broken object changed meanwhile is not overwritten blindly. A change that
+/// reads the text refuses it, and one that declines to write leaves it, with its read error.
 #[tokio::test]
-async fn a_broken_object_is_replaced_on_its_etag_and_refused_to_a_change_that_reads_it() {
+async fn a_broken_object_reaches_the_change_as_bytes_and_is_written_on_its_etag() {
     let over = "#".repeat(MAX_OBJECT_BYTES as usize + 1);
     for broken in [b"ok\nbad\xff\n".to_vec(), over.into_bytes()] {
         let config = fresh();
@@ -250,23 +254,26 @@ async fn a_broken_object_is_replaced_on_its_etag_and_refused_to_a_change_that_re
             .await
             .unwrap_err();
         assert_reason(&e, "InvalidContent");
-        assert!(
-            e.to_string().contains("`requirements set` replaces it"),
-            "{e}"
-        );
-        let e = s3
-            .update_or_mend(Broken::Refuse, |_| Ok(Some("x\n".into())))
-            .await
-            .unwrap_err();
+        let e = s3.update_or_mend(|_| Ok(None)).await.unwrap_err();
         assert_reason(&e, "InvalidContent");
+        assert_eq!(
+            stored(&config).await.unwrap().0,
+            broken,
+            "refusals write nothing"
+        );
 
-        let mut calls = 0;
+        let mut seen = Vec::new();
         let saved = s3
-            .update_or_mend(Broken::Replace, |c| {
-                calls += 1;
-                assert_eq!(c, "", "the unreadable content is never handed on");
+            .update_or_mend(|c| {
+                let Current::Unreadable(object) = c else {
+                    panic!("an unreadable object must reach the change as such")
+                };
+                assert_eq!(object.location, config.location());
+                assert_eq!(object.size, object.bytes.as_ref().unwrap().len() as u64);
+                assert_eq!(object.error().reason(), "InvalidContent");
+                seen.push(object.bytes.clone().unwrap());
                 // Another writer lands between the read and the PUT, once.
-                if calls == 1 {
+                if seen.len() == 1 {
                     let config = config.clone();
                     std::thread::spawn(move || {
                         tokio::runtime::Runtime::new()
@@ -282,17 +289,50 @@ async fn a_broken_object_is_replaced_on_its_etag_and_refused_to_a_change_that_re
             .unwrap();
         assert_eq!(saved.outcome, UpdateOutcome::Updated);
         assert_eq!(saved.retries, 1, "the PUT on the first ETag must have lost");
-        assert_eq!(calls, 2);
+        assert_eq!(seen, [broken.clone(), b"bad\xfe again\n".to_vec()]);
         assert_eq!(s3.read().await.unwrap().content, "flask==3.0.3\n");
         // An empty file is a replacement too, not "unchanged".
         bifrost_put(&config, &broken).await;
         let saved = s3
-            .update_or_mend(Broken::Replace, |_| Ok(Some(String::new())))
+            .update_or_mend(|_| Ok(Some(String::new())))
             .await
             .unwrap();
         assert_eq!(saved.outcome, UpdateOutcome::Updated);
         assert_eq!(s3.read().await.unwrap().content, "");
     }
+}
+
+/// An object over the cap of what a mend reads is not downloaded: the change gets its size and
+/// no bytes, and may still replace it.
+#[tokio::test]
+async fn an_object_over_the_mend_cap_reaches_the_change_without_its_bytes() {
+    let config = fresh();
+    let s3 = store(config.clone());
+    let huge = vec![b'#'; MAX_MEND_BYTES as usize + 1];
+    bifrost_put(&config, &huge).await;
+    let mut sizes = Vec::new();
+    let e = s3
+        .update_or_mend(|c| {
+            let Current::Unreadable(object) = c else {
+                panic!("an unreadable object must reach the change as such")
+            };
+            sizes.push((object.size, object.bytes.is_some()));
+            Ok(None)
+        })
+        .await
+        .unwrap_err();
+    assert_reason(&e, "InvalidContent");
+    assert_eq!(sizes, [(MAX_MEND_BYTES + 1, false)]);
+    assert!(
+        e.to_string().contains(&format!("{}", MAX_MEND_BYTES + 1)),
+        "{e}"
+    );
+    let saved = s3
+        .update_or_mend(|_| Ok(Some("numpy\n".into())))
+        .await
+        .unwrap();
+    assert_eq!(saved.outcome, UpdateOutcome::Updated);
+    assert_eq!(stored(&config).await.unwrap().0, b"numpy\n");
 }
 
 #[tokio::test]

@@ -49,12 +49,6 @@ impl S3Store {
         }
     }
 
-    pub(super) fn too_large(&self, size: u64) -> Error {
-        self.invalid(format!(
-            "{size} bytes, over the limit of {MAX_OBJECT_BYTES} bytes (1 MiB) for requirements.txt"
-        ))
-    }
-
     pub(super) fn invalid(&self, reason: String) -> Error {
         Error::InvalidContent {
             location: self.config.location(),
@@ -69,6 +63,11 @@ impl S3Store {
             reason,
         }
     }
+}
+
+/// Why an object is not read as requirements.txt: its size.
+pub(super) fn too_large(size: u64) -> String {
+    format!("{size} bytes, over the limit of {MAX_OBJECT_BYTES} bytes (1 MiB) for requirements.txt")
 }
 
 /// The redirect the client refused to follow, if that is what failed.

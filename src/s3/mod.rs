@@ -3,7 +3,8 @@
 //! Bifrost writes the object with a plain `PutObject` of the UTF-8 bytes (no metadata) and reads it
 //! back whole. This module reads it byte-exact (CRLF and a missing trailing newline are kept) and
 //! refuses what cannot be a requirements file (over [`MAX_OBJECT_BYTES`], or not UTF-8) instead of
-//! passing on a lossy copy.
+//! passing on a lossy copy. A writer gets such an object as its bytes (up to [`MAX_MEND_BYTES`])
+//! to mend or replace it ([`S3Store::update_or_mend`]).
 //!
 //! - **Polling is cheap**: [`S3Store::read_if_changed`] sends the last ETag as `If-None-Match`, so
 //!   an unchanged object costs one `304 Not Modified` and no body.
@@ -30,7 +31,7 @@ use std::time::Duration;
 pub use config::{
     Credentials, S3Config, validate_bucket, validate_endpoint, validate_key, validate_region,
 };
-pub use store::{Broken, Poll, S3Store, Saved, UpdateOutcome, Versioned};
+pub use store::{Current, Poll, S3Store, Saved, Unreadable, UpdateOutcome, Versioned};
 
 /// Where Bifrost keeps requirements.txt (`RepoStorage` prefixes `_repo/`).
 pub const DEFAULT_KEY: &str = "_repo/requirements.txt";
@@ -39,6 +40,11 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// Larger objects are refused before their body is read: no requirements file is this big, and
 /// the content travels on into a resource, Redis and a ConfigMap.
 pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024;
+/// What `requirements remove` reads of an object it mends line by line (one not UTF-8, or over
+/// [`MAX_OBJECT_BYTES`]): four times that cap, sixteen times the content limit, so that a file
+/// grown far past the limit can still be cut down, and no more, so that a hostile object cannot
+/// exhaust memory. A larger object is not downloaded; `requirements set` replaces it.
+pub const MAX_MEND_BYTES: u64 = 4 * MAX_OBJECT_BYTES;
 /// Per request, connecting included: a poll must fail in time for the next one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 

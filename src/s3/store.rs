@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{
@@ -11,8 +12,8 @@ use object_store::{
 
 use super::client::SameOrigin;
 use super::config::S3Config;
-use super::errors::{describe, no_such_bucket, scrub};
-use super::{MAX_OBJECT_BYTES, UPDATE_ATTEMPTS};
+use super::errors::{describe, no_such_bucket, scrub, too_large};
+use super::{MAX_MEND_BYTES, MAX_OBJECT_BYTES, UPDATE_ATTEMPTS};
 use crate::error::{Error, Result};
 use crate::redact;
 
@@ -54,34 +55,58 @@ pub struct Saved {
     pub retries: u32,
 }
 
-/// What [`S3Store::update_or_mend`] does with an object it cannot read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Broken {
-    /// Fail: the change needs the current content (`add`, `remove`).
-    Refuse,
-    /// Replace it: the change does not read it (`set`).
-    Replace,
+/// An object that is not a requirements file as it stands (not UTF-8, over [`MAX_OBJECT_BYTES`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// `s3://bucket/key`.
+    pub location: String,
+    /// Why it cannot be read: the reason of the [`Error::InvalidContent`] a read of it gives.
+    pub reason: String,
+    /// Its size in bytes: the server's word, or what was read of a body longer than announced.
+    pub size: u64,
+    /// Its bytes, unless it is over [`MAX_MEND_BYTES`] (then it is not downloaded).
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl Unreadable {
+    /// The error a read of the object gives.
+    pub fn error(&self) -> Error {
+        Error::InvalidContent {
+            location: self.location.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// What a read–modify–write starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum Current<'a> {
+    /// The content as stored (`""` when there is none).
+    Text(&'a str),
+    /// An object that cannot be read as requirements.txt. `modify` decides what the change can
+    /// do with it: replace it (`set`), mend it line by line (`remove`), or refuse (`add`).
+    Unreadable(&'a Unreadable),
 }
 
 /// One `GET`, the body not yet judged.
 enum Raw {
     NotModified,
     NotFound,
-    Found {
-        etag: String,
-        content: Result<String>,
-    },
+    Found { etag: String, body: Body },
 }
 
-/// An unreadable object's error, saying how to mend it.
-fn mend_hint(e: Error) -> Error {
-    match e {
-        Error::InvalidContent { location, reason } => Error::InvalidContent {
-            location,
-            reason: format!("{reason}; `requirements set` replaces it"),
-        },
-        other => other,
-    }
+/// A body read up to a cap.
+enum Body {
+    Read(Vec<u8>),
+    /// Over the cap, and not kept: the size announced, or what was read of a longer body.
+    Over(u64),
+}
+
+/// What a read–modify–write found.
+enum Start {
+    Absent,
+    Readable(Versioned),
+    Unreadable { etag: String, object: Unreadable },
 }
 
 /// A client for one object.
@@ -199,19 +224,20 @@ impl S3Store {
 
     /// One `GET`, conditional on `etag` (`If-None-Match`) when given.
     pub async fn read_if_changed(&self, etag: Option<&str>) -> Result<Poll> {
-        Ok(match self.read_raw(etag).await? {
+        Ok(match self.read_raw(etag, MAX_OBJECT_BYTES).await? {
             Raw::NotModified => Poll::NotModified,
             Raw::NotFound => Poll::NotFound,
-            Raw::Found { etag, content } => Poll::Changed(Versioned {
-                content: content?,
+            Raw::Found { etag, body } => Poll::Changed(Versioned {
+                content: judge(&body).map_err(|reason| self.invalid(reason))?,
                 etag,
             }),
         })
     }
 
-    /// [`Self::read_if_changed`], keeping the ETag of an object whose content is refused (too
-    /// large, not UTF-8): a writer that replaces it whole still writes on that condition.
-    async fn read_raw(&self, etag: Option<&str>) -> Result<Raw> {
+    /// One `GET` whose body is read only up to `cap` bytes (a larger one not at all), keeping
+    /// the ETag of an object whose content is refused: a writer that mends or replaces it still
+    /// writes on that condition.
+    async fn read_raw(&self, etag: Option<&str>, cap: u64) -> Result<Raw> {
         let options = GetOptions {
             if_none_match: etag.map(str::to_string),
             ..GetOptions::default()
@@ -232,40 +258,53 @@ impl S3Store {
             )
         })?;
         // Refuse a huge object before downloading it.
-        if got.meta.size > MAX_OBJECT_BYTES {
-            let content = Err(self.too_large(got.meta.size));
-            return Ok(Raw::Found { etag, content });
+        if got.meta.size > cap {
+            let body = Body::Over(got.meta.size);
+            return Ok(Raw::Found { etag, body });
         }
-        let bytes = got
-            .bytes()
-            .await
-            .map_err(|e| self.classify("reading the body of", e))?;
-        // The length header is the server's word; the body is what counts.
-        let content = if bytes.len() as u64 > MAX_OBJECT_BYTES {
-            Err(self.too_large(bytes.len() as u64))
-        } else {
-            decode(&bytes).map_err(|reason| self.invalid(reason))
-        };
-        Ok(Raw::Found { etag, content })
+        // The length header is the server's word; the body is what counts, and it is not read
+        // past the cap.
+        let mut bytes = Vec::with_capacity(got.meta.size as usize);
+        let mut chunks = got.into_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| self.classify("reading the body of", e))?;
+            let read = (bytes.len() + chunk.len()) as u64;
+            if read > cap {
+                return Ok(Raw::Found {
+                    etag,
+                    body: Body::Over(read),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = Body::Read(bytes);
+        Ok(Raw::Found { etag, body })
     }
 
     /// Read–modify–write with a conditional `PutObject`. `modify` gets the current content (`""`
     /// when there is no object) and returns the new content, or `None` to leave it. It may run
-    /// several times: once per lost race, each time on the content that won.
-    pub async fn update<M>(&self, modify: M) -> Result<Saved>
+    /// several times: once per lost race, each time on the content that won. An object that
+    /// cannot be read is refused ([`Error::InvalidContent`]).
+    pub async fn update<M>(&self, mut modify: M) -> Result<Saved>
     where
         M: FnMut(&str) -> Result<Option<String>>,
     {
-        self.update_or_mend(Broken::Refuse, modify).await
+        self.update_or_mend(|current| match current {
+            Current::Text(text) => modify(text),
+            Current::Unreadable(object) => Err(object.error()),
+        })
+        .await
     }
 
-    /// [`Self::update`], where `broken` says what to do with an object that cannot be read
-    /// (over [`MAX_OBJECT_BYTES`], not UTF-8): refuse, or hand `modify` `""` and replace it —
-    /// for a change that does not read the current content (`requirements set`), so that the
-    /// CLI can mend what it refuses to read. The PUT is still conditional on the ETag seen.
-    pub async fn update_or_mend<M>(&self, broken: Broken, mut modify: M) -> Result<Saved>
+    /// [`Self::update`], where `modify` also gets an object that cannot be read (not UTF-8,
+    /// over [`MAX_OBJECT_BYTES`]), with its bytes up to [`MAX_MEND_BYTES`], so that the CLI
+    /// can mend what it refuses to read: a change that does not read the content replaces it
+    /// (`requirements set`), `requirements remove` takes lines out of its bytes. What `modify`
+    /// returns for such an object is written (`None` leaves it, and is its read error); the PUT
+    /// is still conditional on the ETag seen.
+    pub async fn update_or_mend<M>(&self, mut modify: M) -> Result<Saved>
     where
-        M: FnMut(&str) -> Result<Option<String>>,
+        M: FnMut(Current<'_>) -> Result<Option<String>>,
     {
         for attempt in 0..UPDATE_ATTEMPTS {
             if attempt > 0 {
@@ -275,7 +314,7 @@ impl S3Store {
                 ))
                 .await;
             }
-            if let Some(saved) = self.try_update(broken, &mut modify, attempt).await? {
+            if let Some(saved) = self.try_update(&mut modify, attempt).await? {
                 return Ok(saved);
             }
         }
@@ -286,33 +325,34 @@ impl S3Store {
 
     /// One read–modify–write; `None` when someone else wrote (or deleted, or created) the
     /// object since it was read.
-    async fn try_update<M>(
-        &self,
-        broken: Broken,
-        modify: &mut M,
-        attempt: u32,
-    ) -> Result<Option<Saved>>
+    async fn try_update<M>(&self, modify: &mut M, attempt: u32) -> Result<Option<Saved>>
     where
-        M: FnMut(&str) -> Result<Option<String>>,
+        M: FnMut(Current<'_>) -> Result<Option<String>>,
     {
-        let (current, mending) = self.current(broken).await?;
-        let text = current.as_ref().map_or("", |v| v.content.as_str());
-        let unchanged = |current: Option<Versioned>| {
-            let (content, etag) =
-                current.map_or((String::new(), None), |v| (v.content, Some(v.etag)));
-            Saved {
-                outcome: UpdateOutcome::Unchanged,
-                content,
-                etag,
-                retries: attempt,
-            }
+        let start = self.start().await?;
+        let unchanged = |content: String, etag: Option<String>| Saved {
+            outcome: UpdateOutcome::Unchanged,
+            content,
+            etag,
+            retries: attempt,
         };
-        let Some(new) = modify(text)? else {
-            return Ok(Some(unchanged(current)));
+        let (new, etag) = match &start {
+            Start::Absent => match modify(Current::Text(""))? {
+                None => return Ok(Some(unchanged(String::new(), None))),
+                Some(new) => (new, None),
+            },
+            Start::Readable(v) => match modify(Current::Text(&v.content))? {
+                Some(new) if new != v.content => (new, Some(v.etag.as_str())),
+                _ => return Ok(Some(unchanged(v.content.clone(), Some(v.etag.clone())))),
+            },
+            Start::Unreadable { etag, object } => match modify(Current::Unreadable(object))? {
+                None => return Err(object.error()),
+                Some(new) => {
+                    tracing::info!(location = %object.location, reason = %object.reason, "replacing an object that cannot be read");
+                    (new, Some(etag.as_str()))
+                }
+            },
         };
-        if !mending && current.as_ref().is_some_and(|v| v.content == new) {
-            return Ok(Some(unchanged(current)));
-        }
         if new.len() as u64 > MAX_OBJECT_BYTES {
             return Err(self.invalid(format!(
                 "the new content is {} bytes, over the limit of {MAX_OBJECT_BYTES} bytes (1 MiB); \
@@ -320,11 +360,11 @@ impl S3Store {
                 new.len()
             )));
         }
-        let outcome = match current {
+        let outcome = match etag {
             Some(_) => UpdateOutcome::Updated,
             None => UpdateOutcome::Created,
         };
-        match self.put_if_unchanged(current.as_ref(), &new).await {
+        match self.put_if_unchanged(etag, &new).await {
             Ok(put) => Ok(Some(Saved {
                 outcome,
                 content: new,
@@ -346,20 +386,28 @@ impl S3Store {
         }
     }
 
-    /// The object an update starts from, and whether it is being mended: there but unreadable,
-    /// so it is replaced whatever `modify` says ([`Broken::Replace`]), as `""` on its ETag.
-    async fn current(&self, broken: Broken) -> Result<(Option<Versioned>, bool)> {
-        match self.read_raw(None).await? {
-            Raw::Found { etag, content } => match (content, broken) {
-                (Ok(content), _) => Ok((Some(Versioned { content, etag }), false)),
-                (Err(e), Broken::Replace) => {
-                    tracing::info!(location = %self.config.location(), error = %e, "replacing an object that cannot be read");
-                    let content = String::new();
-                    Ok((Some(Versioned { content, etag }), true))
+    /// The object an update starts from; one that cannot be read comes with its bytes, up to
+    /// [`MAX_MEND_BYTES`].
+    async fn start(&self) -> Result<Start> {
+        match self.read_raw(None, MAX_MEND_BYTES).await? {
+            Raw::Found { etag, body } => Ok(match judge(&body) {
+                Ok(content) => Start::Readable(Versioned { content, etag }),
+                Err(reason) => {
+                    let (size, bytes) = match body {
+                        Body::Read(bytes) => (bytes.len() as u64, Some(bytes)),
+                        Body::Over(size) => (size, None),
+                    };
+                    let location = self.config.location();
+                    let object = Unreadable {
+                        location,
+                        reason,
+                        size,
+                        bytes,
+                    };
+                    Start::Unreadable { etag, object }
                 }
-                (Err(e), Broken::Refuse) => Err(mend_hint(e)),
-            },
-            Raw::NotFound => Ok((None, false)),
+            }),
+            Raw::NotFound => Ok(Start::Absent),
             Raw::NotModified => Err(self.failed(
                 "reading",
                 "answered 304 Not Modified to a read without a condition".into(),
@@ -367,15 +415,16 @@ impl S3Store {
         }
     }
 
-    /// `PutObject` of `new`, on condition that the object is still `current` (or still absent).
+    /// `PutObject` of `new`, on condition that the object still has `etag` (or, without one,
+    /// is still absent).
     async fn put_if_unchanged(
         &self,
-        current: Option<&Versioned>,
+        etag: Option<&str>,
         new: &str,
     ) -> object_store::Result<object_store::PutResult> {
-        let mode = match current {
-            Some(v) => PutMode::Update(UpdateVersion {
-                e_tag: Some(v.etag.clone()),
+        let mode = match etag {
+            Some(etag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(etag.to_string()),
                 version: None,
             }),
             None => PutMode::Create,
@@ -401,6 +450,15 @@ pub(super) fn bucket_endpoint(endpoint: &str, bucket: &str, path_style: bool) ->
     match endpoint.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
         None => endpoint.to_string(),
+    }
+}
+
+/// The body as requirements.txt, or why it is not one.
+fn judge(body: &Body) -> std::result::Result<String, String> {
+    match body {
+        Body::Read(bytes) if bytes.len() as u64 <= MAX_OBJECT_BYTES => decode(bytes),
+        Body::Read(bytes) => Err(too_large(bytes.len() as u64)),
+        Body::Over(size) => Err(too_large(*size)),
     }
 }
 
