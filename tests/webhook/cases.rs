@@ -2,6 +2,7 @@
 //! namespaces it leaves alone.
 
 use super::*;
+use k8s_openapi::api::events::v1::Event;
 
 /// Each case the specification names, through the real API server: unlabelled, unknown name,
 /// already injected (resubmitted), PYTHONPATH from valueFrom with several app containers, the
@@ -20,9 +21,23 @@ async fn admission_cases_behave_as_specified() {
     let bundle = ca_bundle(&client, &wh.config).await;
     wait_until_injecting(&client, &ns, "default").await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let pp = PostParams::default();
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
 
-    // Unlabelled: untouched.
+    unlabelled_is_untouched(&pods).await;
+    unknown_resource_is_admitted_with_a_warning(&pods, &events).await;
+    resubmitted_pod_is_left_as_it_is(&pods).await;
+    several_app_containers(&pods).await;
+    operators_own_pods_are_never_mutated(&pods).await;
+    malformed_requests_sent_directly(&bundle, wh.port, &ns);
+    // The operator is still serving after all of that.
+    wait_until_injecting(&client, &ns, "default").await;
+    env_from_warns_only_in_python_path_mode(&client, &ns, &pods, &events).await;
+    drop(wh);
+}
+
+/// Unlabelled: untouched.
+async fn unlabelled_is_untouched(pods: &Api<Pod>) {
+    let pp = PostParams::default();
     let p = pods
         .create(&pp, &pod_json("plain", None, worker_container()))
         .await
@@ -32,8 +47,11 @@ async fn admission_cases_behave_as_specified() {
         env_value(container(&p, "worker"), "PYTHONPATH").as_deref(),
         Some("/app")
     );
+}
 
-    // Unknown resource: admitted unchanged, and a Warning Event says why.
+/// Unknown resource: admitted unchanged, and a Warning Event says why.
+async fn unknown_resource_is_admitted_with_a_warning(pods: &Api<Pod>, events: &Api<Event>) {
+    let pp = PostParams::default();
     let p = pods
         .create(
             &pp,
@@ -42,7 +60,6 @@ async fn admission_cases_behave_as_specified() {
         .await
         .unwrap();
     assert!(annotation(&p).is_none() && init_names(&p).is_empty());
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
     let note = wait_for("RequirementsNotFound event", T, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items.into_iter().find_map(|e| {
@@ -56,8 +73,11 @@ async fn admission_cases_behave_as_specified() {
         note.contains("nonexistent") && note.contains("does not exist"),
         "{note}"
     );
+}
 
-    // Injected once; the stored pod submitted again is left exactly as it is.
+/// Injected once; the stored pod submitted again is left exactly as it is.
+async fn resubmitted_pod_is_left_as_it_is(pods: &Api<Pod>) {
+    let pp = PostParams::default();
     let first = pods
         .create(&pp, &pod_json("once", Some("default"), worker_container()))
         .await
@@ -90,8 +110,11 @@ async fn admission_cases_behave_as_specified() {
         Some(&*format!("{MOUNT}:/app"))
     );
     assert_eq!(annotation(&twice), annotation(&first));
+}
 
-    // Several app containers, one with PYTHONPATH from valueFrom (skipped), one without.
+/// Several app containers, one with PYTHONPATH from valueFrom (skipped), one without.
+async fn several_app_containers(pods: &Api<Pod>) {
+    let pp = PostParams::default();
     let multi = pods
         .create(
             &pp,
@@ -145,8 +168,11 @@ async fn admission_cases_behave_as_specified() {
             "{c}"
         );
     }
+}
 
-    // The operator's own pods are never mutated, label or not.
+/// The operator's own pods are never mutated, label or not.
+async fn operators_own_pods_are_never_mutated(pods: &Api<Pod>) {
+    let pp = PostParams::default();
     let mut own = pod_json("operator-pod", Some("default"), worker_container());
     own.metadata.labels.as_mut().unwrap().insert(
         "app.kubernetes.io/name".into(),
@@ -154,11 +180,13 @@ async fn admission_cases_behave_as_specified() {
     );
     let own = pods.create(&pp, &own).await.unwrap();
     assert!(annotation(&own).is_none() && init_names(&own).is_empty());
+}
 
-    // Straight to the webhook, over TLS verified with the caBundle the operator published.
+/// Straight to the webhook, over TLS verified with the caBundle the operator published.
+fn malformed_requests_sent_directly(bundle: &[u8], port: u16, ns: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &bundle).unwrap();
+    std::fs::write(&ca, bundle).unwrap();
     let curl = |method: &str, path: &str, body: &str| -> (u16, String) {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "10", "--cacert"])
@@ -172,7 +200,7 @@ async fn admission_cases_behave_as_specified() {
                 body,
             ])
             .args(["-w", "\n%{http_code}"])
-            .arg(format!("https://127.0.0.1:{}{path}", wh.port))
+            .arg(format!("https://127.0.0.1:{port}{path}"))
             .output()
             .unwrap();
         assert!(
@@ -223,14 +251,20 @@ async fn admission_cases_behave_as_specified() {
     assert_eq!(curl("PUT", "/mutate", "{}").0, 405);
     assert_eq!(curl("POST", "/validate", "{}").0, 404);
     assert_eq!(curl("GET", "/", "").0, 404);
-    // The operator is still serving after all of that.
-    wait_until_injecting(&client, &ns, "default").await;
+}
 
-    // envFrom, as every Bifrost worker takes bifrost-secrets and bifrost-config: injected
+/// envFrom, as every Bifrost worker takes bifrost-secrets and bifrost-config: injected
+async fn env_from_warns_only_in_python_path_mode(
+    client: &Client,
+    ns: &str,
+    pods: &Api<Pod>,
+    events: &Api<Event>,
+) {
+    let pp = PostParams::default();
     // either way, but a RequirementsPartiallyInjected Warning only in PythonPath mode (where a
     // PYTHONPATH from the ConfigMap would be hidden), none in UserBase mode.
-    create_wsreq(&client, &ns, "userbase", json!({"content": CONTENT})).await;
-    wait_until_injecting(&client, &ns, "userbase").await;
+    create_wsreq(client, ns, "userbase", json!({"content": CONTENT})).await;
+    wait_until_injecting(client, ns, "userbase").await;
     let bifrost_worker = json!([{"name": "worker", "image": "python:3.11-slim", "envFrom": [
         {"secretRef": {"name": "bifrost-secrets"}}, {"configMapRef": {"name": "bifrost-config"}}
     ]}]);
@@ -266,7 +300,6 @@ async fn admission_cases_behave_as_specified() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let list = events.list(&ListParams::default()).await.unwrap().items;
     assert!(!partial(&list, "envfrom-userbase"), "{list:#?}");
-    drop(wh);
 }
 
 /// `failurePolicy: Ignore`: with the webhook down, pods are still created — without the
