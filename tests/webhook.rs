@@ -416,67 +416,7 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     let pods = pods_of(&client, &ns, "worker", 2).await;
     let hash = content_hash(CONTENT);
     for p in &pods {
-        assert_eq!(
-            annotation(p).as_deref(),
-            Some(hash.as_str()),
-            "{}",
-            p.name_any()
-        );
-        assert_eq!(init_names(p), [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER]);
-        let vols: Vec<_> = p
-            .spec
-            .as_ref()
-            .unwrap()
-            .volumes
-            .iter()
-            .flatten()
-            .map(|v| v.name.clone())
-            .collect();
-        for v in [
-            BIN_VOLUME,
-            SITE_PACKAGES_VOLUME,
-            SNAPSHOT_VOLUME,
-            WORK_VOLUME,
-        ] {
-            assert!(vols.iter().any(|x| x == v), "volume {v} missing: {vols:?}");
-        }
-        let worker = container(p, "worker");
-        assert_eq!(
-            env_value(worker, "PYTHONPATH").as_deref(),
-            Some(&*format!("{MOUNT}:/app"))
-        );
-        assert!(
-            worker
-                .volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.name == SITE_PACKAGES_VOLUME && m.mount_path == MOUNT),
-            "site-packages mount"
-        );
-        for name in [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER] {
-            let c = container(p, name);
-            let sc = c.security_context.as_ref().unwrap();
-            assert_eq!(sc.run_as_non_root, Some(true), "{name}");
-            assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
-            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
-            assert_eq!(
-                sc.capabilities.as_ref().unwrap().drop.as_deref(),
-                Some(&["ALL".to_string()][..])
-            );
-            let r = c.resources.as_ref().unwrap();
-            assert!(
-                r.requests.is_some() && r.limits.is_some(),
-                "{name} resources"
-            );
-        }
-        assert_eq!(
-            container(p, BOOTSTRAP_CONTAINER).image.as_deref(),
-            Some("registry.example/bifrost-requirements:test")
-        );
-        assert_eq!(
-            container(p, INSTALL_CONTAINER).image.as_deref(),
-            Some("python:3.11-slim")
-        );
+        assert_injected(p, &hash);
     }
 
     // The controller warmed Redis and wrote the snapshot the install container falls back to.
@@ -490,24 +430,104 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     })
     .await;
 
-    // Play the kubelet: bootstrap, then install, then the worker's Python.
-    let pod = &pods[0];
-    let kubelet = Kubelet::new(&client, &ns, pod).await;
+    kubelet_installs_and_the_worker_imports(&client, &ns, &pods[0], &hash).await;
+    without_redis_the_snapshot_serves(&client, &ns, &pods[1]).await;
+
+    // The controller sees both pods injected, and says in which mode (from their annotation).
+    wait_for("uninjectedPods = 0", T, || async {
+        (uninjected(&client, &ns, "default", "worker").await == Some(0)).then_some(())
+    })
+    .await;
+    let status = get_wsreq(&client, &ns, "default").await.status.unwrap();
+    let worker = status
+        .workloads
+        .iter()
+        .find(|w| w.name == "worker")
+        .unwrap();
+    assert_eq!(worker.mode.as_deref(), Some("PythonPath"), "{worker:?}");
+    drop(wh);
+}
+
+/// What the webhook put into a labelled pod: the annotation, the init containers and their
+/// security settings, the volumes, the worker's PYTHONPATH and mount.
+fn assert_injected(p: &Pod, hash: &str) {
+    assert_eq!(annotation(p).as_deref(), Some(hash), "{}", p.name_any());
+    assert_eq!(init_names(p), [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER]);
+    let vols: Vec<_> = p
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect();
+    for v in [
+        BIN_VOLUME,
+        SITE_PACKAGES_VOLUME,
+        SNAPSHOT_VOLUME,
+        WORK_VOLUME,
+    ] {
+        assert!(vols.iter().any(|x| x == v), "volume {v} missing: {vols:?}");
+    }
+    let worker = container(p, "worker");
+    assert_eq!(
+        env_value(worker, "PYTHONPATH").as_deref(),
+        Some(&*format!("{MOUNT}:/app"))
+    );
+    assert!(
+        worker
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == SITE_PACKAGES_VOLUME && m.mount_path == MOUNT),
+        "site-packages mount"
+    );
+    for name in [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER] {
+        let c = container(p, name);
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true), "{name}");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let r = c.resources.as_ref().unwrap();
+        assert!(
+            r.requests.is_some() && r.limits.is_some(),
+            "{name} resources"
+        );
+    }
+    assert_eq!(
+        container(p, BOOTSTRAP_CONTAINER).image.as_deref(),
+        Some("registry.example/bifrost-requirements:test")
+    );
+    assert_eq!(
+        container(p, INSTALL_CONTAINER).image.as_deref(),
+        Some("python:3.11-slim")
+    );
+}
+
+/// Play the kubelet: bootstrap, then install, then the worker's Python; a restarted init
+/// container then finds its work done.
+async fn kubelet_installs_and_the_worker_imports(client: &Client, ns: &str, pod: &Pod, hash: &str) {
+    let kubelet = Kubelet::new(client, ns, pod).await;
     let out = kubelet
-        .run(&client, &ns, container(pod, BOOTSTRAP_CONTAINER))
+        .run(client, ns, container(pod, BOOTSTRAP_CONTAINER))
         .await;
     assert!(out.status.success(), "bootstrap failed");
     for f in ["bifrost-requirements", "uv"] {
         assert!(kubelet.volumes[BIN_VOLUME].join(f).is_file(), "{f} copied");
     }
     let install = container(pod, INSTALL_CONTAINER);
-    let out = kubelet.run(&client, &ns, install).await;
+    let out = kubelet.run(client, ns, install).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "install failed:\n{stderr}");
     assert!(stderr.contains("Redis"), "installed from Redis:\n{stderr}");
     let site = &kubelet.volumes[SITE_PACKAGES_VOLUME];
     let marker = std::fs::read_to_string(site.join(".bifrost-requirements.json")).expect("marker");
-    assert!(marker.contains(&hash), "{marker}");
+    assert!(marker.contains(hash), "{marker}");
 
     let worker = container(pod, "worker");
     let python_path = kubelet.map_value(worker, &env_value(worker, "PYTHONPATH").unwrap());
@@ -527,15 +547,17 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     );
 
     // A restarted init container finds its work done (the marker matches).
-    let out = kubelet.run(&client, &ns, install).await;
+    let out = kubelet.run(client, ns, install).await;
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already installed"));
+}
 
-    // Redis unreachable from the second pod's node: it installs from the mounted snapshot.
-    let second = Kubelet::new(&client, &ns, &pods[1]).await;
+/// Redis unreachable from the second pod's node: it installs from the mounted snapshot.
+async fn without_redis_the_snapshot_serves(client: &Client, ns: &str, pod: &Pod) {
+    let second = Kubelet::new(client, ns, pod).await;
     assert!(
         second
-            .run(&client, &ns, container(&pods[1], BOOTSTRAP_CONTAINER))
+            .run(client, ns, container(pod, BOOTSTRAP_CONTAINER))
             .await
             .status
             .success()
@@ -543,9 +565,9 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     let dead = common::services::dead_url("redis");
     let out = second
         .run_with(
-            &client,
-            &ns,
-            container(&pods[1], INSTALL_CONTAINER),
+            client,
+            ns,
+            container(pod, INSTALL_CONTAINER),
             &[("REDIS_URL", &dead)],
         )
         .await;
@@ -557,18 +579,4 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
             .join("bifrost_extra/__init__.py")
             .is_file()
     );
-
-    // The controller sees both pods injected, and says in which mode (from their annotation).
-    wait_for("uninjectedPods = 0", T, || async {
-        (uninjected(&client, &ns, "default", "worker").await == Some(0)).then_some(())
-    })
-    .await;
-    let status = get_wsreq(&client, &ns, "default").await.status.unwrap();
-    let worker = status
-        .workloads
-        .iter()
-        .find(|w| w.name == "worker")
-        .unwrap();
-    assert_eq!(worker.mode.as_deref(), Some("PythonPath"), "{worker:?}");
-    drop(wh);
 }
