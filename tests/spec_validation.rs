@@ -24,8 +24,8 @@ use common::operator::{
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -155,52 +155,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
     .await;
     let webhook = Webhook::start(&client, &ns).await;
     webhook.wait_until_injecting(&client, &ns, "default").await;
-    // The namespace caps containers at 1Gi; the injected install container asks for 2Gi.
-    let limits: LimitRange = serde_json::from_value(json!({
-        "metadata": {"name": "small"},
-        "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}
-    }))
-    .unwrap();
-    Api::<LimitRange>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &limits)
-        .await
-        .unwrap();
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "worker"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "worker"}},
-            "template": {
-                "metadata": {"labels": {"app": "worker", OPT_IN_LABEL: "default"}},
-                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
-                                         "resources": {"limits": {"memory": "512Mi"}}}]}
-            }
-        }
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
-
-    let sts: StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "store"},
-        "spec": {
-            "replicas": 1,
-            "serviceName": "store",
-            "selector": {"matchLabels": {"app": "store"}},
-            "template": {
-                "metadata": {"labels": {"app": "store", OPT_IN_LABEL: "default"}},
-                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
-                                         "resources": {"limits": {"memory": "512Mi"}}}]}
-            }
-        }
-    }))
-    .unwrap();
-    Api::<StatefulSet>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &sts)
-        .await
-        .unwrap();
+    create_capped_workloads(&client, &ns).await;
 
     let obj = wait_condition(
         &client,
@@ -246,32 +201,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         condition(&obj, "RolledOut").unwrap().2
     );
 
-    // Lifting the cap lets the pods be created; the status follows.
-    Api::<LimitRange>::namespaced(client.clone(), &ns)
-        .delete("small", &Default::default())
-        .await
-        .unwrap();
-    // The ReplicaSet controller backs off after failures; a metadata change makes it retry now.
-    let out = common::k8s::control_plane().kubectl(&[
-        "annotate",
-        "rs",
-        "--all",
-        "-n",
-        &ns,
-        "bifrost-test/retry=1",
-        "--overwrite",
-    ]);
-    common::assert_ok(&out);
-    let out = common::k8s::control_plane().kubectl(&[
-        "annotate",
-        "statefulset",
-        "store",
-        "-n",
-        &ns,
-        "bifrost-test/retry=1",
-        "--overwrite",
-    ]);
-    common::assert_ok(&out);
+    lift_the_cap(&client, &ns).await;
     // The pods are created and injected with the hash; no kubelet runs them here.
     let obj = wait_for("pods created and injected, rolling", T, || async {
         let obj = get_wsreq(&client, &ns, "default").await;
@@ -292,6 +222,85 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
     );
     assert_eq!(condition(&obj, "Ready").unwrap().1, "RollingOut");
     drop(webhook);
+}
+
+/// A Deployment and a StatefulSet labelled for `default` in a namespace that caps containers at
+/// 1Gi, which the injected install container exceeds (it asks for 2Gi).
+async fn create_capped_workloads(client: &Client, ns: &str) {
+    let limits: LimitRange = serde_json::from_value(json!({
+        "metadata": {"name": "small"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}
+    }))
+    .unwrap();
+    Api::<LimitRange>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &limits)
+        .await
+        .unwrap();
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "worker"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "worker"}},
+            "template": {
+                "metadata": {"labels": {"app": "worker", OPT_IN_LABEL: "default"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
+                                         "resources": {"limits": {"memory": "512Mi"}}}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "store"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "store",
+            "selector": {"matchLabels": {"app": "store"}},
+            "template": {
+                "metadata": {"labels": {"app": "store", OPT_IN_LABEL: "default"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
+                                         "resources": {"limits": {"memory": "512Mi"}}}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+}
+
+/// Lifting the cap lets the pods be created.
+async fn lift_the_cap(client: &Client, ns: &str) {
+    Api::<LimitRange>::namespaced(client.clone(), ns)
+        .delete("small", &Default::default())
+        .await
+        .unwrap();
+    // The ReplicaSet controller backs off after failures; a metadata change makes it retry now.
+    let out = common::k8s::control_plane().kubectl(&[
+        "annotate",
+        "rs",
+        "--all",
+        "-n",
+        ns,
+        "bifrost-test/retry=1",
+        "--overwrite",
+    ]);
+    common::assert_ok(&out);
+    let out = common::k8s::control_plane().kubectl(&[
+        "annotate",
+        "statefulset",
+        "store",
+        "-n",
+        ns,
+        "bifrost-test/retry=1",
+        "--overwrite",
+    ]);
+    common::assert_ok(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
