@@ -332,7 +332,7 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
     .await;
     let rollouts_before = op
         .metric("bifrost_requirements_rollouts_total")
-        .unwrap_or(0.0);
+        .expect("the rollouts counter is exported from the start");
 
     // Three changes inside the debounce window → exactly one more rollout, to the last hash.
     for c in ["a==2\n", "a==3\n", "a==4\n"] {
@@ -477,11 +477,7 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
         "a restart with nothing changed wrote something; status before {status_before:#?} after {:#?}",
         wsreqs.get("default").await.unwrap().status
     );
-    assert_eq!(
-        op2.metric("bifrost_requirements_rollouts_total")
-            .unwrap_or(0.0),
-        0.0
-    );
+    assert_eq!(op2.metric("bifrost_requirements_rollouts_total"), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
     let (client, ns) = namespace("lease").await;
-    let mut a = Operator::start(&ns, "op-a", &[]);
+    let a = Operator::start(&ns, "op-a", &[]);
     let b = Operator::start(&ns, "op-b", &[]);
     create_wsreq(
         &client,
@@ -33,10 +33,10 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
         1,
         "{leaders:?}"
     );
-    let (leader, standby) = if leaders["op-a"] == 1.0 {
-        (&a, &b)
+    let ((leader_name, mut leader), (standby_name, standby)) = if leaders["op-a"] == 1.0 {
+        (("op-a", a), ("op-b", b))
     } else {
-        (&b, &a)
+        (("op-b", b), ("op-a", a))
     };
     assert!(leader.log_text().contains("reconciled"));
     assert!(
@@ -44,12 +44,16 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
         "the standby reconciled:\n{}",
         standby.log_text()
     );
-    assert_eq!(
-        standby
-            .metric("bifrost_requirements_reconciles_total")
-            .unwrap_or(0.0),
-        0.0
-    );
+    // Both series are exported from the start: a missing one is a failure, not a zero.
+    for result in ["ok", "error"] {
+        assert_eq!(
+            standby.metric(&format!(
+                "bifrost_requirements_reconciles_total{{result=\"{result}\"}}"
+            )),
+            Some(0.0),
+            "{result}"
+        );
+    }
     let lease = common::k8s::control_plane().kubectl(&[
         "get",
         "lease",
@@ -60,19 +64,20 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     let holder = common::stdout(&lease);
-    assert!(holder == "op-a" || holder == "op-b", "{holder}");
+    assert_eq!(holder, leader_name);
 
-    // Stop op-a whichever it is; if it was the leader, op-b takes over and handles a change.
-    let a_was_leader = leaders["op-a"] == 1.0;
-    assert!(a.stop());
+    // Stop the leader, whichever it is: the standby takes over and handles a change.
+    assert!(leader.stop());
     set_content(&client, &ns, "default", "a==2\n").await;
-    wait_for("op-b handles the change", T, || async {
+    wait_for(&format!("{standby_name} handles the change"), T, || async {
         let obj = get_wsreq(&client, &ns, "default").await;
         (obj.status?.content_hash? == content_hash("a==2\n")).then_some(())
     })
     .await;
-    assert_eq!(b.metric("bifrost_requirements_leader"), Some(1.0));
-    if a_was_leader {
-        assert!(b.log_text().contains("became leader"));
-    }
+    assert_eq!(standby.metric("bifrost_requirements_leader"), Some(1.0));
+    assert!(
+        standby.log_text().contains("became leader"),
+        "{}",
+        standby.log_text()
+    );
 }
