@@ -65,116 +65,149 @@ fn one_bad_package_under_continue_installs_the_rest_and_the_next_run_retries_onl
             "--termination-log",
             &log_arg,
         ];
-        let hash = w.put(&format!(
-            "{ALPHA}==1.0\n{MISSING}==1.0\n{GAMMA}==1.0\n{SOURCE_ONLY}==1.0\n"
-        ));
-        let out = w.install(&args);
-        assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
-        let report = json(&out);
-        assert_eq!(report["status"], "partial", "{installer}: {report}");
-        assert_eq!(report["package_count"], 4);
-        assert_eq!(report["installed_count"], 2);
-        let source_only_reason = match installer {
-            "uv" => "no wheel, source only",
-            _ => "no matching distribution",
-        };
-        let missing_reason = match installer {
-            "uv" => "not found on the index",
-            _ => "no matching distribution",
-        };
-        assert_eq!(
-            failed_packages(&report),
-            [
-                ("bifrost-t-missing".into(), missing_reason.into()),
-                ("bifrost-t-src".into(), source_only_reason.into()),
-            ],
-            "{installer}: {report}"
-        );
-        for f in report["failed_packages"].as_array().unwrap() {
-            let error = f["error"].as_str().unwrap();
-            let first = error.lines().next().unwrap();
-            assert!(
-                first.starts_with("error: No solution found") || first.starts_with("ERROR: "),
-                "{installer}: the error starts at the installer's verdict: {error}"
-            );
-            let name = f["name"].as_str().unwrap();
-            assert!(
-                error.contains(name) || error.contains(&name.replace('-', "_")),
-                "{installer}: {error}"
-            );
-        }
-        // The good ones import with the worker's python.
-        assert_eq!(w.import(ALPHA).as_deref(), Ok("1.0"), "{installer}");
-        assert_eq!(w.import(BETA).as_deref(), Ok("1.0"), "{installer}");
-        assert_eq!(w.import(GAMMA).as_deref(), Ok("1.0"), "{installer}");
-        assert!(w.import(MISSING).is_err());
-        let marker = w.marker();
-        assert_eq!(marker["hash"], hash.as_str());
-        let names: Vec<&str> = marker["failed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["bifrost-t-missing", "bifrost-t-src"], "{marker}");
-        assert_eq!(
-            std::fs::read_to_string(&log).unwrap(),
-            format!(
-                "installed 2/4; failed: bifrost-t-missing ({missing_reason}), \
-                 bifrost-t-src ({source_only_reason})"
-            )
-        );
-        assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
-
-        // Between runs the missing package is published and the good ones' wheels disappear:
-        // a run that tried anything but the failed ones again would fail on those.
-        Wheel::new(MISSING, "1.0").build(w.wheels.path());
-        for f in std::fs::read_dir(w.wheels.path()).unwrap().flatten() {
-            let n = f.file_name().to_string_lossy().into_owned();
-            if [ALPHA, BETA, GAMMA].iter().any(|p| n.starts_with(p)) {
-                std::fs::remove_file(f.path()).unwrap();
-            }
-        }
-        let out = w.install(&args);
-        assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
-        let report = json(&out);
-        let err = stderr(&out);
-        assert!(
-            err.contains(&format!(
-                "retrying with {installer} the 2 package(s) that failed last time"
-            )),
-            "{err}"
-        );
-        assert!(!err.contains("installing 4 package(s)"), "{err}");
-        assert_eq!(report["status"], "partial", "{report}");
-        assert_eq!(report["installed_count"], 3);
-        assert_eq!(
-            failed_packages(&report),
-            [("bifrost-t-src".into(), source_only_reason.into())]
-        );
-        assert_eq!(w.import(MISSING).as_deref(), Ok("1.0"), "{installer}");
-        assert_eq!(w.import(ALPHA).as_deref(), Ok("1.0"), "{installer}: kept");
-        assert_eq!(w.import(GAMMA).as_deref(), Ok("1.0"), "{installer}: kept");
-        assert_eq!(w.marker()["failed"].as_array().unwrap().len(), 1);
-        assert_eq!(
-            std::fs::read_to_string(&log).unwrap(),
-            format!("installed 3/4; failed: bifrost-t-src ({source_only_reason})")
-        );
-
-        // Published as a wheel, the source-only package installs on the next retry, and the
-        // marker is complete: the run after that is "unchanged".
-        Wheel::new(SOURCE_ONLY, "1.0").build(w.wheels.path());
-        let out = w.install(&args);
-        assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
-        let report = json(&out);
-        assert_eq!(report["status"], "installed", "{report}");
-        assert_eq!(report["failed_packages"], serde_json::json!([]));
-        assert!(w.marker().get("failed").is_none(), "{}", w.marker());
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "installed 4/4");
-        let out = w.install(&args);
-        assert_eq!(json(&out)["status"], "unchanged");
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "installed 4/4");
+        let reasons = failure_reasons(installer);
+        first_run_installs_the_rest(&w, &args, &log, installer, reasons);
+        retry_installs_only_the_failed(&w, &args, &log, installer, reasons);
+        the_last_one_as_a_wheel_completes_it(&w, &args, &log, installer);
     }
+}
+
+/// The reasons `installer` gives for the missing package and for the source-only one.
+fn failure_reasons(installer: &str) -> (&'static str, &'static str) {
+    let source_only_reason = match installer {
+        "uv" => "no wheel, source only",
+        _ => "no matching distribution",
+    };
+    let missing_reason = match installer {
+        "uv" => "not found on the index",
+        _ => "no matching distribution",
+    };
+    (missing_reason, source_only_reason)
+}
+
+/// The first run installs the good packages and names the two that failed.
+fn first_run_installs_the_rest(
+    w: &World,
+    args: &[&str],
+    log: &Path,
+    installer: &str,
+    reasons: (&str, &str),
+) {
+    let (missing_reason, source_only_reason) = reasons;
+    let hash = w.put(&format!(
+        "{ALPHA}==1.0\n{MISSING}==1.0\n{GAMMA}==1.0\n{SOURCE_ONLY}==1.0\n"
+    ));
+    let out = w.install(args);
+    assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["status"], "partial", "{installer}: {report}");
+    assert_eq!(report["package_count"], 4);
+    assert_eq!(report["installed_count"], 2);
+    assert_eq!(
+        failed_packages(&report),
+        [
+            ("bifrost-t-missing".into(), missing_reason.into()),
+            ("bifrost-t-src".into(), source_only_reason.into()),
+        ],
+        "{installer}: {report}"
+    );
+    for f in report["failed_packages"].as_array().unwrap() {
+        let error = f["error"].as_str().unwrap();
+        let first = error.lines().next().unwrap();
+        assert!(
+            first.starts_with("error: No solution found") || first.starts_with("ERROR: "),
+            "{installer}: the error starts at the installer's verdict: {error}"
+        );
+        let name = f["name"].as_str().unwrap();
+        assert!(
+            error.contains(name) || error.contains(&name.replace('-', "_")),
+            "{installer}: {error}"
+        );
+    }
+    // The good ones import with the worker's python.
+    assert_eq!(w.import(ALPHA).as_deref(), Ok("1.0"), "{installer}");
+    assert_eq!(w.import(BETA).as_deref(), Ok("1.0"), "{installer}");
+    assert_eq!(w.import(GAMMA).as_deref(), Ok("1.0"), "{installer}");
+    assert!(w.import(MISSING).is_err());
+    let marker = w.marker();
+    assert_eq!(marker["hash"], hash.as_str());
+    let names: Vec<&str> = marker["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bifrost-t-missing", "bifrost-t-src"], "{marker}");
+    assert_eq!(
+        std::fs::read_to_string(log).unwrap(),
+        format!(
+            "installed 2/4; failed: bifrost-t-missing ({missing_reason}), \
+             bifrost-t-src ({source_only_reason})"
+        )
+    );
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+/// The next run retries only the two that failed; the missing one is published by then.
+fn retry_installs_only_the_failed(
+    w: &World,
+    args: &[&str],
+    log: &Path,
+    installer: &str,
+    reasons: (&str, &str),
+) {
+    let (_, source_only_reason) = reasons;
+    // Between runs the missing package is published and the good ones' wheels disappear:
+    // a run that tried anything but the failed ones again would fail on those.
+    Wheel::new(MISSING, "1.0").build(w.wheels.path());
+    for f in std::fs::read_dir(w.wheels.path()).unwrap().flatten() {
+        let n = f.file_name().to_string_lossy().into_owned();
+        if [ALPHA, BETA, GAMMA].iter().any(|p| n.starts_with(p)) {
+            std::fs::remove_file(f.path()).unwrap();
+        }
+    }
+    let out = w.install(args);
+    assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
+    let report = json(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "retrying with {installer} the 2 package(s) that failed last time"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("installing 4 package(s)"), "{err}");
+    assert_eq!(report["status"], "partial", "{report}");
+    assert_eq!(report["installed_count"], 3);
+    assert_eq!(
+        failed_packages(&report),
+        [("bifrost-t-src".into(), source_only_reason.into())]
+    );
+    assert_eq!(w.import(MISSING).as_deref(), Ok("1.0"), "{installer}");
+    assert_eq!(w.import(ALPHA).as_deref(), Ok("1.0"), "{installer}: kept");
+    assert_eq!(w.import(GAMMA).as_deref(), Ok("1.0"), "{installer}: kept");
+    assert_eq!(w.marker()["failed"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(log).unwrap(),
+        format!("installed 3/4; failed: bifrost-t-src ({source_only_reason})")
+    );
+}
+
+/// The source-only package published as a wheel: the install is complete.
+fn the_last_one_as_a_wheel_completes_it(w: &World, args: &[&str], log: &Path, installer: &str) {
+    // Published as a wheel, the source-only package installs on the next retry, and the
+    // marker is complete: the run after that is "unchanged".
+    Wheel::new(SOURCE_ONLY, "1.0").build(w.wheels.path());
+    let out = w.install(args);
+    assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["status"], "installed", "{report}");
+    assert_eq!(report["failed_packages"], serde_json::json!([]));
+    assert!(w.marker().get("failed").is_none(), "{}", w.marker());
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "installed 4/4");
+    let out = w.install(args);
+    assert_eq!(json(&out)["status"], "unchanged");
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "installed 4/4");
 }
 
 #[test]
