@@ -57,54 +57,9 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
     );
     assert!(obj.status.unwrap().last_synced_from_database.is_some());
 
-    // Bifrost updates the row with plain SQL: NOTIFY brings it well before the 60 s poll.
     let new = "requests==2.32.3\nflask==3.0.3\n";
-    bifrost_row(&pg, new).await;
-    wait_for("spec follows the row", Duration::from_secs(10), || async {
-        (get_wsreq(&client, &ns, "default").await.spec.content == new).then_some(())
-    })
-    .await;
-    wait_for("Redis follows the row", Duration::from_secs(10), || async {
-        (redis_get(&redis_url(), &key).await? == Payload::new(new).to_json()).then_some(())
-    })
-    .await;
-    let managers: Vec<String> = get_wsreq(&client, &ns, "default")
-        .await
-        .managed_fields()
-        .iter()
-        .filter_map(|m| m.manager.clone())
-        .collect();
-    assert!(
-        managers.contains(&"bifrost-requirements-mirror".to_string()),
-        "{managers:?}"
-    );
-
-    // Bifrost writes a row over the one content limit: refused as every door refuses it, in the
-    // same words; the resource keeps its content and Redis its payload.
-    let huge = format!("# {}\n", "x".repeat(300 * 1024));
-    bifrost_row(&pg, &huge).await;
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Synced",
-        "False",
-        Some("TooLarge"),
-        T,
-    )
-    .await;
-    assert_eq!(obj.spec.content, new, "content was not kept");
-    let message = condition(&obj, "Synced").unwrap().2;
-    assert!(
-        message.contains(&bifrost_requirements::limit::exceeded(huge.len())),
-        "{message}"
-    );
-    assert_eq!(
-        redis_get(&redis_url(), &key).await,
-        Some(Payload::new(new).to_json())
-    );
-    bifrost_row(&pg, new).await;
-    wait_condition(&client, &ns, "default", "Synced", "True", None, T).await;
+    notify_brings_the_row(&client, &ns, &pg, &key, new).await;
+    a_row_over_the_limit_is_refused(&client, &ns, &pg, &key, new).await;
 
     // Database down: content kept, Synced=False with the reason.
     pg.stop();
@@ -124,6 +79,64 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
             .then_some(())
     })
     .await;
+}
+
+/// Bifrost updates the row with plain SQL: NOTIFY brings it well before the 60 s poll.
+async fn notify_brings_the_row(client: &Client, ns: &str, pg: &PgServer, key: &str, new: &str) {
+    bifrost_row(pg, new).await;
+    wait_for("spec follows the row", Duration::from_secs(10), || async {
+        (get_wsreq(client, ns, "default").await.spec.content == new).then_some(())
+    })
+    .await;
+    wait_for("Redis follows the row", Duration::from_secs(10), || async {
+        (redis_get(&redis_url(), key).await? == Payload::new(new).to_json()).then_some(())
+    })
+    .await;
+    let managers: Vec<String> = get_wsreq(client, ns, "default")
+        .await
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"bifrost-requirements-mirror".to_string()),
+        "{managers:?}"
+    );
+}
+
+/// Bifrost writes a row over the one content limit: refused as every door refuses it, in the
+/// same words; the resource keeps its content and Redis its payload.
+async fn a_row_over_the_limit_is_refused(
+    client: &Client,
+    ns: &str,
+    pg: &PgServer,
+    key: &str,
+    new: &str,
+) {
+    let huge = format!("# {}\n", "x".repeat(300 * 1024));
+    bifrost_row(pg, &huge).await;
+    let obj = wait_condition(
+        client,
+        ns,
+        "default",
+        "Synced",
+        "False",
+        Some("TooLarge"),
+        T,
+    )
+    .await;
+    assert_eq!(obj.spec.content, new, "content was not kept");
+    let message = condition(&obj, "Synced").unwrap().2;
+    assert!(
+        message.contains(&bifrost_requirements::limit::exceeded(huge.len())),
+        "{message}"
+    );
+    assert_eq!(
+        redis_get(&redis_url(), key).await,
+        Some(Payload::new(new).to_json())
+    );
+    bifrost_row(pg, new).await;
+    wait_condition(client, ns, "default", "Synced", "True", None, T).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
