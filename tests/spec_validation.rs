@@ -60,26 +60,7 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
     let webhook = Webhook::start(&client, &ns).await;
     webhook.wait_until_injecting(&client, &ns, "good").await;
 
-    // An app container already using the install container's name: admitted, not injected
-    // (the patch would make the API server refuse the pod with "Duplicate value").
-    let clash: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "clash", "labels": {OPT_IN_LABEL: "good"}},
-        "spec": {"containers": [{"name": "bifrost-requirements-install", "image": "python:3.11-slim"}]}
-    }))
-    .unwrap();
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let admitted = Api::<Pod>::namespaced(client.clone(), &ns)
-        .create(&dry, &clash)
-        .await
-        .expect("the pod is admitted");
-    assert!(
-        !admitted.annotations().contains_key(INJECTED_ANNOTATION)
-            && admitted.spec.unwrap().init_containers.is_none(),
-        "a clashing pod was injected"
-    );
+    a_clashing_container_name_is_admitted_uninjected(&client, &ns).await;
 
     let obj = wait_condition(
         &client,
@@ -106,24 +87,7 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
         obj.metadata.generation
     );
 
-    // Its labelled Deployment still gets its pod: admitted uninjected, and counted.
-    labelled_deployment(&client, &ns, "worker", "bad").await;
-    let pods = pods_of(&client, &ns, "worker", 1).await;
-    let pod = &pods[0];
-    assert!(
-        !pod.annotations().contains_key(INJECTED_ANNOTATION),
-        "{pod:#?}"
-    );
-    assert!(pod.spec.as_ref().unwrap().init_containers.is_none());
-    wait_for("uninjectedPods: 1", T, || async {
-        (uninjected(&client, &ns, "bad", "worker").await == Some(1)).then_some(())
-    })
-    .await;
-    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
-        .get("worker")
-        .await
-        .unwrap();
-    assert_eq!(replica_failure(&d), None, "pod creation failed");
+    let d = labelled_pods_start_uninjected_and_counted(&client, &ns).await;
     // Nothing was written from the invalid spec.
     assert_eq!(redis_get(&redis_url(), &key).await, None);
     assert!(
@@ -141,6 +105,51 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
     })
     .await;
     drop(webhook);
+}
+
+/// An app container already using the install container's name: admitted, not injected
+/// (the patch would make the API server refuse the pod with "Duplicate value").
+async fn a_clashing_container_name_is_admitted_uninjected(client: &Client, ns: &str) {
+    let clash: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "clash", "labels": {OPT_IN_LABEL: "good"}},
+        "spec": {"containers": [{"name": "bifrost-requirements-install", "image": "python:3.11-slim"}]}
+    }))
+    .unwrap();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let admitted = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&dry, &clash)
+        .await
+        .expect("the pod is admitted");
+    assert!(
+        !admitted.annotations().contains_key(INJECTED_ANNOTATION)
+            && admitted.spec.unwrap().init_containers.is_none(),
+        "a clashing pod was injected"
+    );
+}
+
+/// Its labelled Deployment still gets its pod: admitted uninjected, and counted.
+async fn labelled_pods_start_uninjected_and_counted(client: &Client, ns: &str) -> Deployment {
+    labelled_deployment(client, ns, "worker", "bad").await;
+    let pods = pods_of(client, ns, "worker", 1).await;
+    let pod = &pods[0];
+    assert!(
+        !pod.annotations().contains_key(INJECTED_ANNOTATION),
+        "{pod:#?}"
+    );
+    assert!(pod.spec.as_ref().unwrap().init_containers.is_none());
+    wait_for("uninjectedPods: 1", T, || async {
+        (uninjected(client, ns, "bad", "worker").await == Some(1)).then_some(())
+    })
+    .await;
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("worker")
+        .await
+        .unwrap();
+    assert_eq!(replica_failure(&d), None, "pod creation failed");
+    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
