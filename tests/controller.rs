@@ -121,9 +121,32 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
     assert_eq!(data["payload.json"], raw);
     assert_eq!(cm.owner_references()[0].name, "default");
     assert_eq!(cm.owner_references()[0].controller, Some(true));
-    // kubectl shows the printer columns, also under the category.
+    kubectl_shows_the_printer_columns(&ns, &hash);
+
+    // The gauges an operator alerts on, scraped from the leader.
+    let ready =
+        format!("bifrost_requirements_resource_ready{{namespace=\"{ns}\",name=\"default\"}}");
+    let uninjected = format!(
+        "bifrost_requirements_uninjected_pods{{namespace=\"{ns}\",name=\"default\",workload=\"Deployment/worker\"}}"
+    );
+    assert_eq!(op.metric(&ready), Some(1.0));
+    assert_eq!(op.metric(&uninjected), Some(0.0));
+    // Deleted, its series go.
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+        .delete("default", &Default::default())
+        .await
+        .unwrap();
+    wait_for("the deleted resource's series removed", T, || async {
+        let (_, body) = op.http_get("/metrics");
+        (!body.contains(&format!("namespace=\"{ns}\""))).then_some(())
+    })
+    .await;
+}
+
+/// kubectl shows the printer columns, also under the category.
+fn kubectl_shows_the_printer_columns(ns: &str, hash: &str) {
     for kind in ["wsreq", "bifrost"] {
-        let out = common::k8s::control_plane().kubectl(&["get", kind, "-n", &ns]);
+        let out = common::k8s::control_plane().kubectl(&["get", kind, "-n", ns]);
         let table = common::stdout(&out);
         let line = |i: usize| -> Vec<&str> {
             table
@@ -152,25 +175,6 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
             "{table}"
         );
     }
-
-    // The gauges an operator alerts on, scraped from the leader.
-    let ready =
-        format!("bifrost_requirements_resource_ready{{namespace=\"{ns}\",name=\"default\"}}");
-    let uninjected = format!(
-        "bifrost_requirements_uninjected_pods{{namespace=\"{ns}\",name=\"default\",workload=\"Deployment/worker\"}}"
-    );
-    assert_eq!(op.metric(&ready), Some(1.0));
-    assert_eq!(op.metric(&uninjected), Some(0.0));
-    // Deleted, its series go.
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
-        .delete("default", &Default::default())
-        .await
-        .unwrap();
-    wait_for("the deleted resource's series removed", T, || async {
-        let (_, body) = op.http_get("/metrics");
-        (!body.contains(&format!("namespace=\"{ns}\""))).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,11 +369,15 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
         rollouts_before + 1.0
     );
 
-    // No kubelet here: the new pods never run, so the rollout is honestly still in progress
-    // (tests/node.rs sees RolledOut=True on real pods).
+    still_rolling_out(&client, &ns, &h4).await;
+}
+
+/// No kubelet here: the new pods never run, so the rollout is honestly still in progress
+/// (tests/node.rs sees RolledOut=True on real pods).
+async fn still_rolling_out(client: &Client, ns: &str, hash: &str) {
     let obj = wait_condition(
-        &client,
-        &ns,
+        client,
+        ns,
         "default",
         "RolledOut",
         "False",
@@ -391,7 +399,7 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
     let w = &status.workloads[0];
     assert_eq!(w.name, "worker");
     assert!(w.up_to_date);
-    assert_eq!(w.hash.as_deref(), Some(h4.as_str()));
+    assert_eq!(w.hash.as_deref(), Some(hash));
     // No webhook here: the new pod is not injected, so it does not run the hash.
     assert_eq!(
         (w.replicas, w.updated_replicas, w.ready_updated_replicas),
