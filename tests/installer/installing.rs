@@ -266,6 +266,28 @@ fn user_base_installs_into_the_interpreters_user_site_and_leaves_pythonpath_alon
             .unwrap();
     assert_eq!(marker["hash"], hash.as_str());
 
+    the_app_and_its_pip_see_the_packages(&w, &python, &content);
+
+    // A restart with the same base resolves the same folder and finds its marker.
+    let again = common::cli(&args, &[]);
+    assert_ok(&again);
+    assert_eq!(json(&again)["status"], "unchanged");
+    assert_eq!(json(&again)["target"], site.display().to_string());
+    assert!(
+        std::fs::read_dir(&base).unwrap().count() == 1,
+        "only lib/ under the base"
+    );
+
+    one_destination_only();
+}
+
+/// The worker's own code on its `PYTHONPATH` imports alongside the packages, as a module and
+/// with `-m`, and its own `pip install -r` finds them already satisfied.
+fn the_app_and_its_pip_see_the_packages(
+    w: &World,
+    python: &dyn Fn(&[&str]) -> Output,
+    content: &str,
+) {
     std::fs::create_dir_all(w.file("app/appmod")).unwrap();
     std::fs::write(w.file("app/appmod/__init__.py"), "WHERE = 'app'\n").unwrap();
     std::fs::write(
@@ -280,7 +302,7 @@ fn user_base_installs_into_the_interpreters_user_site_and_leaves_pythonpath_alon
     assert_eq!(stdout(&both).trim(), "app 1.0", "{}", stderr(&both));
     let main = python(&["-m", "appmod"]);
     assert_eq!(stdout(&main).trim(), "main 1.0 2.0", "{}", stderr(&main));
-    std::fs::write(w.file("requirements.txt"), &content).unwrap();
+    std::fs::write(w.file("requirements.txt"), content).unwrap();
     let pip = python(&[
         "-m",
         "pip",
@@ -296,18 +318,10 @@ fn user_base_installs_into_the_interpreters_user_site_and_leaves_pythonpath_alon
             "{said}"
         );
     }
+}
 
-    // A restart with the same base resolves the same folder and finds its marker.
-    let again = common::cli(&args, &[]);
-    assert_ok(&again);
-    assert_eq!(json(&again)["status"], "unchanged");
-    assert_eq!(json(&again)["target"], site.display().to_string());
-    assert!(
-        std::fs::read_dir(&base).unwrap().count() == 1,
-        "only lib/ under the base"
-    );
-
-    // One destination only.
+/// `--target` and `--user-base` together are refused: one destination only.
+fn one_destination_only() {
     let both_flags = common::cli(
         &[
             "install",
