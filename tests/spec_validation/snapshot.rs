@@ -88,25 +88,7 @@ async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_writte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
     let (client, ns) = namespace("spec-snapshot").await;
-    // The namespace allows no ConfigMap: the API server refuses the snapshot.
-    let quota: ResourceQuota = serde_json::from_value(json!({
-        "metadata": {"name": "no-configmaps"},
-        "spec": {"hard": {"configmaps": "0"}}
-    }))
-    .unwrap();
-    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), &ns);
-    quotas.create(&PostParams::default(), &quota).await.unwrap();
-    // No quota controller runs here: write the status it would (admission reads status.hard).
-    quotas
-        .patch_status(
-            "no-configmaps",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    let quotas = no_configmaps_allowed(&client, &ns).await;
     let _op = Operator::start(&ns, "a", &[]);
     let content = "a==1\n";
     create_wsreq(
@@ -176,4 +158,27 @@ async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
             .unwrap()
             .is_some()
     );
+}
+
+/// The namespace allows no ConfigMap: the API server refuses the snapshot.
+async fn no_configmaps_allowed(client: &Client, ns: &str) -> Api<ResourceQuota> {
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-configmaps"},
+        "spec": {"hard": {"configmaps": "0"}}
+    }))
+    .unwrap();
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), ns);
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    // No quota controller runs here: write the status it would (admission reads status.hard).
+    quotas
+        .patch_status(
+            "no-configmaps",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    quotas
 }
