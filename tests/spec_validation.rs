@@ -359,12 +359,13 @@ async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
             missing < Duration::from_secs(15),
             "{round}: the key stayed missing for {missing:?}"
         );
-        let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
-        assert_ne!(
-            obj.status.unwrap().cache_warmed_at,
-            warmed_before,
-            "{round}: cacheWarmedAt did not move"
-        );
+        // The status is patched after the key is written: wait for it rather than race it.
+        wait_for(&format!("{round}: cacheWarmedAt moved"), T, || async {
+            let obj = get_wsreq(&client, &ns, "default").await;
+            let warmed = condition(&obj, "CacheWarmed")?.0 == "True";
+            (warmed && obj.status?.cache_warmed_at != warmed_before).then_some(())
+        })
+        .await;
     }
     wait_for(
         "the CacheWarmed Event naming the missing key",
