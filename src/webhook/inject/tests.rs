@@ -161,6 +161,37 @@ fn injects_everything_into_a_bare_pod() {
     assert_eq!(boot.command.as_ref().unwrap(), &[OPERATOR_BINARY]);
     assert_eq!(boot.args.as_ref().unwrap(), &["bootstrap", "--to", BIN_DIR]);
     let inst = init(&p, INSTALL_CONTAINER);
+    assert_install_container(inst, &hash);
+    for c in [boot, inst] {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(NON_ROOT_UID));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &["ALL"]
+        );
+        let res = c.resources.as_ref().unwrap();
+        assert!(res.requests.is_some() && res.limits.is_some(), "{}", c.name);
+    }
+
+    let app = &spec.containers[0];
+    assert_eq!(
+        env(app, "PYTHONUSERBASE").unwrap().value.as_deref(),
+        Some("/opt/bifrost/site-packages")
+    );
+    assert!(env(app, "PYTHONPATH").is_none(), "PYTHONPATH is left alone");
+    let m = &app.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(
+        (m.name.as_str(), m.mount_path.as_str()),
+        (SITE_PACKAGES_VOLUME, "/opt/bifrost/site-packages")
+    );
+}
+
+/// The install container of a bare pod: the worker's image, our binary from the shared folder,
+/// the arguments of UserBase mode, Redis from its Secret, a writable home and uv cache.
+fn assert_install_container(inst: &Container, hash: &str) {
     assert_eq!(
         inst.image.as_deref(),
         Some("bifrost/worker:1.2"),
@@ -188,31 +219,6 @@ fn injects_everything_into_a_bare_pod() {
     );
     assert_eq!(env(inst, "HOME").unwrap().value.as_deref(), Some(WORK_DIR));
     assert!(env(inst, "UV_CACHE_DIR").is_some());
-    for c in [boot, inst] {
-        let sc = c.security_context.as_ref().unwrap();
-        assert_eq!(sc.run_as_non_root, Some(true));
-        assert_eq!(sc.run_as_user, Some(NON_ROOT_UID));
-        assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(
-            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
-            &["ALL"]
-        );
-        let res = c.resources.as_ref().unwrap();
-        assert!(res.requests.is_some() && res.limits.is_some(), "{}", c.name);
-    }
-
-    let app = &spec.containers[0];
-    assert_eq!(
-        env(app, "PYTHONUSERBASE").unwrap().value.as_deref(),
-        Some("/opt/bifrost/site-packages")
-    );
-    assert!(env(app, "PYTHONPATH").is_none(), "PYTHONPATH is left alone");
-    let m = &app.volume_mounts.as_ref().unwrap()[0];
-    assert_eq!(
-        (m.name.as_str(), m.mount_path.as_str()),
-        (SITE_PACKAGES_VOLUME, "/opt/bifrost/site-packages")
-    );
 }
 
 #[test]
