@@ -104,7 +104,9 @@ mod tests {
         Supervisor::new(Default::default(), Arc::new(root), stop)
     }
 
-    #[tokio::test]
+    /// On tokio's paused clock (the supervisor's backoff is tokio time): the sleeps below pass
+    /// in virtual time, in order, however loaded the machine is.
+    #[tokio::test(start_paused = true)]
     async fn liveness_fails_while_a_task_is_down_and_names_it() {
         use crate::supervise::{Backoff, OnExit};
         let tasks = tasks();

@@ -3,6 +3,10 @@
 //! watching only that namespace.
 
 mod common;
+#[path = "controller/lease.rs"]
+mod lease;
+#[path = "controller/mirror.rs"]
+mod mirror;
 
 use bifrost_requirements::k8s_compat::Present;
 use std::collections::BTreeMap;
@@ -117,9 +121,32 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
     assert_eq!(data["payload.json"], raw);
     assert_eq!(cm.owner_references()[0].name, "default");
     assert_eq!(cm.owner_references()[0].controller, Some(true));
-    // kubectl shows the printer columns, also under the category.
+    kubectl_shows_the_printer_columns(&ns, &hash);
+
+    // The gauges an operator alerts on, scraped from the leader.
+    let ready =
+        format!("bifrost_requirements_resource_ready{{namespace=\"{ns}\",name=\"default\"}}");
+    let uninjected = format!(
+        "bifrost_requirements_uninjected_pods{{namespace=\"{ns}\",name=\"default\",workload=\"Deployment/worker\"}}"
+    );
+    assert_eq!(op.metric(&ready), Some(1.0));
+    assert_eq!(op.metric(&uninjected), Some(0.0));
+    // Deleted, its series go.
+    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+        .delete("default", &Default::default())
+        .await
+        .unwrap();
+    wait_for("the deleted resource's series removed", T, || async {
+        let (_, body) = op.http_get("/metrics");
+        (!body.contains(&format!("namespace=\"{ns}\""))).then_some(())
+    })
+    .await;
+}
+
+/// kubectl shows the printer columns, also under the category.
+fn kubectl_shows_the_printer_columns(ns: &str, hash: &str) {
     for kind in ["wsreq", "bifrost"] {
-        let out = common::k8s::control_plane().kubectl(&["get", kind, "-n", &ns]);
+        let out = common::k8s::control_plane().kubectl(&["get", kind, "-n", ns]);
         let table = common::stdout(&out);
         let line = |i: usize| -> Vec<&str> {
             table
@@ -148,25 +175,6 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
             "{table}"
         );
     }
-
-    // The gauges an operator alerts on, scraped from the leader.
-    let ready =
-        format!("bifrost_requirements_resource_ready{{namespace=\"{ns}\",name=\"default\"}}");
-    let uninjected = format!(
-        "bifrost_requirements_uninjected_pods{{namespace=\"{ns}\",name=\"default\",workload=\"Deployment/worker\"}}"
-    );
-    assert_eq!(op.metric(&ready), Some(1.0));
-    assert_eq!(op.metric(&uninjected), Some(0.0));
-    // Deleted, its series go.
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
-        .delete("default", &Default::default())
-        .await
-        .unwrap();
-    wait_for("the deleted resource's series removed", T, || async {
-        let (_, body) = op.http_get("/metrics");
-        (!body.contains(&format!("namespace=\"{ns}\""))).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +336,7 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
     .await;
     let rollouts_before = op
         .metric("bifrost_requirements_rollouts_total")
-        .unwrap_or(0.0);
+        .expect("the rollouts counter is exported from the start");
 
     // Three changes inside the debounce window → exactly one more rollout, to the last hash.
     for c in ["a==2\n", "a==3\n", "a==4\n"] {
@@ -361,11 +369,15 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
         rollouts_before + 1.0
     );
 
-    // No kubelet here: the new pods never run, so the rollout is honestly still in progress
-    // (tests/node.rs sees RolledOut=True on real pods).
+    still_rolling_out(&client, &ns, &h4).await;
+}
+
+/// No kubelet here: the new pods never run, so the rollout is honestly still in progress
+/// (tests/node.rs sees RolledOut=True on real pods).
+async fn still_rolling_out(client: &Client, ns: &str, hash: &str) {
     let obj = wait_condition(
-        &client,
-        &ns,
+        client,
+        ns,
         "default",
         "RolledOut",
         "False",
@@ -387,7 +399,7 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
     let w = &status.workloads[0];
     assert_eq!(w.name, "worker");
     assert!(w.up_to_date);
-    assert_eq!(w.hash.as_deref(), Some(h4.as_str()));
+    assert_eq!(w.hash.as_deref(), Some(hash));
     // No webhook here: the new pod is not injected, so it does not run the hash.
     assert_eq!(
         (w.replicas, w.updated_replicas, w.ready_updated_replicas),
@@ -473,11 +485,7 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
         "a restart with nothing changed wrote something; status before {status_before:#?} after {:#?}",
         wsreqs.get("default").await.unwrap().status
     );
-    assert_eq!(
-        op2.metric("bifrost_requirements_rollouts_total")
-            .unwrap_or(0.0),
-        0.0
-    );
+    assert_eq!(op2.metric("bifrost_requirements_rollouts_total"), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,253 +626,6 @@ async fn redis_outage_is_reported_retried_and_recovered() {
     );
 }
 
-async fn bifrost_row(pg: &PgServer, content: &str) {
-    let pool = sqlx::PgPool::connect(&pg.url("postgres")).await.unwrap();
-    common::services::write_bifrost_row(&pool, content).await;
-    pool.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_mirror_follows_the_row_and_survives_an_outage() {
-    let (client, ns) = namespace("mirror").await;
-    let pg = PgServer::start();
-    assert_ok_cli(&["migrate"], &pg.url("postgres"));
-    bifrost_row(&pg, "requests==2.32.3\n").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    secret(
-        &client,
-        &ns,
-        "db",
-        "url",
-        &pg.url("postgres")
-            .replace("postgresql://", "postgresql+asyncpg://"),
-    )
-    .await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({
-            "source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 60}},
-            "cache": redis_cache(&key),
-        }),
-    )
-    .await;
-    // No workload is labelled: everything but that is done (issue 15: it is not Ready).
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Ready",
-        "False",
-        Some("NoWorkloads"),
-        T,
-    )
-    .await;
-    assert_eq!(obj.spec.content, "requests==2.32.3\n");
-    // The migration installed the trigger: nothing to warn about.
-    assert!(
-        !condition(&obj, "Synced").unwrap().2.contains("NOTIFY"),
-        "{:?}",
-        condition(&obj, "Synced")
-    );
-    assert!(obj.status.unwrap().last_synced_from_database.is_some());
-
-    // Bifrost updates the row with plain SQL: NOTIFY brings it well before the 60 s poll.
-    let new = "requests==2.32.3\nflask==3.0.3\n";
-    bifrost_row(&pg, new).await;
-    wait_for("spec follows the row", Duration::from_secs(10), || async {
-        (get_wsreq(&client, &ns, "default").await.spec.content == new).then_some(())
-    })
-    .await;
-    wait_for("Redis follows the row", Duration::from_secs(10), || async {
-        (redis_get(&redis_url(), &key).await? == Payload::new(new).to_json()).then_some(())
-    })
-    .await;
-    let managers: Vec<String> = get_wsreq(&client, &ns, "default")
-        .await
-        .managed_fields()
-        .iter()
-        .filter_map(|m| m.manager.clone())
-        .collect();
-    assert!(
-        managers.contains(&"bifrost-requirements-mirror".to_string()),
-        "{managers:?}"
-    );
-
-    // Bifrost writes a row over the one content limit: refused as every door refuses it, in the
-    // same words; the resource keeps its content and Redis its payload.
-    let huge = format!("# {}\n", "x".repeat(300 * 1024));
-    bifrost_row(&pg, &huge).await;
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Synced",
-        "False",
-        Some("TooLarge"),
-        T,
-    )
-    .await;
-    assert_eq!(obj.spec.content, new, "content was not kept");
-    let message = condition(&obj, "Synced").unwrap().2;
-    assert!(
-        message.contains(&bifrost_requirements::limit::exceeded(huge.len())),
-        "{message}"
-    );
-    assert_eq!(
-        redis_get(&redis_url(), &key).await,
-        Some(Payload::new(new).to_json())
-    );
-    bifrost_row(&pg, new).await;
-    wait_condition(&client, &ns, "default", "Synced", "True", None, T).await;
-
-    // Database down: content kept, Synced=False with the reason.
-    pg.stop();
-    let obj = wait_condition(&client, &ns, "default", "Synced", "False", None, T).await;
-    assert_eq!(obj.spec.content, new, "content was not kept");
-    let (_, reason, message) = condition(&obj, "Synced").unwrap();
-    assert!(reason.starts_with("Database"), "{reason}: {message}");
-    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
-
-    // Back up: recovers, and a change made meanwhile arrives.
-    pg.start_again();
-    let newer = "requests==2.32.3\nflask==3.0.3\nnumpy\n";
-    bifrost_row(&pg, newer).await;
-    wait_for("recovery", Duration::from_secs(30), || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
-        (obj.spec.content == newer && condition(&obj, "Synced").is_some_and(|c| c.0 == "True"))
-            .then_some(())
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_notify_trigger_is_said_in_synced_and_an_event() {
-    let (client, ns) = namespace("notrigger").await;
-    let db = common::services::fresh_database().await;
-    assert_ok_cli(&["migrate"], &db);
-    let pool = sqlx::PgPool::connect(&db).await.unwrap();
-    // Bifrost's own table, without our migration's trigger.
-    sqlx::query("DROP TRIGGER bifrost_requirements_notify ON workspace_files")
-        .execute(&pool)
-        .await
-        .unwrap();
-    common::services::write_bifrost_row(&pool, "requests\n").await;
-    pool.close().await;
-    secret(&client, &ns, "db", "url", &db).await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 7}}}),
-    )
-    .await;
-    let obj = wait_condition(&client, &ns, "default", "Synced", "True", None, T).await;
-    assert_eq!(obj.spec.content, "requests\n");
-    let (_, _, message) = condition(&obj, "Synced").unwrap();
-    assert!(
-        message.contains("no NOTIFY trigger: changes arrive by polling every 7 s")
-            && message.contains("bifrost-requirements migrate"),
-        "{message}"
-    );
-    wait_for("a NotifyTriggerMissing Warning", T, || async {
-        let events = common::stdout(&common::k8s::control_plane().kubectl(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            &ns,
-            "-o",
-            "json",
-        ]));
-        (events.matches("NotifyTriggerMissing").count() >= 1).then_some(())
-    })
-    .await;
-}
-
-fn assert_ok_cli(args: &[&str], db: &str) {
-    let out = common::cli(args, &[("DATABASE_URL", db)]);
-    common::assert_ok(&out);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
-    let (client, ns) = namespace("lease").await;
-    let mut a = Operator::start(&ns, "op-a", &[]);
-    let b = Operator::start(&ns, "op-b", &[]);
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
-    wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Ready",
-        "False",
-        Some("NoWorkloads"),
-        T,
-    )
-    .await;
-    let leaders: BTreeMap<&str, f64> = [("op-a", &a), ("op-b", &b)]
-        .into_iter()
-        .map(|(n, o)| (n, o.metric("bifrost_requirements_leader").unwrap_or(-1.0)))
-        .collect();
-    assert_eq!(
-        leaders.values().filter(|v| **v == 1.0).count(),
-        1,
-        "{leaders:?}"
-    );
-    let (leader, standby) = if leaders["op-a"] == 1.0 {
-        (&a, &b)
-    } else {
-        (&b, &a)
-    };
-    assert!(leader.log_text().contains("reconciled"));
-    assert!(
-        !standby.log_text().contains("reconciled"),
-        "the standby reconciled:\n{}",
-        standby.log_text()
-    );
-    assert_eq!(
-        standby
-            .metric("bifrost_requirements_reconciles_total")
-            .unwrap_or(0.0),
-        0.0
-    );
-    let lease = common::k8s::control_plane().kubectl(&[
-        "get",
-        "lease",
-        "-n",
-        &ns,
-        "bifrost-requirements-operator",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    let holder = common::stdout(&lease);
-    assert!(holder == "op-a" || holder == "op-b", "{holder}");
-
-    // Stop op-a whichever it is; if it was the leader, op-b takes over and handles a change.
-    let a_was_leader = leaders["op-a"] == 1.0;
-    assert!(a.stop());
-    set_content(&client, &ns, "default", "a==2\n").await;
-    wait_for("op-b handles the change", T, || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
-        (obj.status?.content_hash? == content_hash("a==2\n")).then_some(())
-    })
-    .await;
-    assert_eq!(b.metric("bifrost_requirements_leader"), Some(1.0));
-    if a_was_leader {
-        assert!(b.log_text().contains("became leader"));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_endpoints() {
     let (_client, ns) = namespace("health").await;
@@ -903,52 +664,4 @@ async fn health_and_metrics_endpoints() {
         );
     }
     assert_eq!(op.http_get("/nope").0, 404);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mirrored_resource_writes_nothing_before_its_first_sync() {
-    let (client, ns) = namespace("unsynced").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    // Bifrost already cached its requirements; the database Secret is missing.
-    let bifrost_value = Payload::new("requests==2.32.3\n").to_json();
-    redis_set(&redis_url(), &key, &bifrost_value).await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({
-            "source": {"database": {"urlSecretRef": {"name": "missing", "key": "url"}}},
-            "cache": redis_cache(&key),
-            "rollout": {"debounceSeconds": 0},
-        }),
-    )
-    .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(&client, &ns, "default", "Synced", "False", None, T).await;
-    let (_, _, message) = condition(&obj, "Synced").unwrap();
-    assert!(message.contains("missing"), "{message}");
-    assert_eq!(
-        condition(&obj, "CacheWarmed").unwrap().1,
-        "WaitingForDatabase"
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        redis_get(&redis_url(), &key).await.as_deref(),
-        Some(bifrost_value.as_str()),
-        "Redis was overwritten"
-    );
-    assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .get_opt("default-requirements")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(
-        deployment_hash(&client, &ns, "worker").await,
-        None,
-        "rolled out empty content"
-    );
 }

@@ -6,6 +6,8 @@
 //! template with a copied injection marker is reported.
 
 mod common;
+#[path = "spec_validation/snapshot.rs"]
+mod snapshot;
 
 use bifrost_requirements::k8s_compat::Text;
 use std::time::{Duration, Instant};
@@ -22,8 +24,8 @@ use common::operator::{
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -58,26 +60,7 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
     let webhook = Webhook::start(&client, &ns).await;
     webhook.wait_until_injecting(&client, &ns, "good").await;
 
-    // An app container already using the install container's name: admitted, not injected
-    // (the patch would make the API server refuse the pod with "Duplicate value").
-    let clash: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "clash", "labels": {OPT_IN_LABEL: "good"}},
-        "spec": {"containers": [{"name": "bifrost-requirements-install", "image": "python:3.11-slim"}]}
-    }))
-    .unwrap();
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let admitted = Api::<Pod>::namespaced(client.clone(), &ns)
-        .create(&dry, &clash)
-        .await
-        .expect("the pod is admitted");
-    assert!(
-        !admitted.annotations().contains_key(INJECTED_ANNOTATION)
-            && admitted.spec.unwrap().init_containers.is_none(),
-        "a clashing pod was injected"
-    );
+    a_clashing_container_name_is_admitted_uninjected(&client, &ns).await;
 
     let obj = wait_condition(
         &client,
@@ -104,24 +87,7 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
         obj.metadata.generation
     );
 
-    // Its labelled Deployment still gets its pod: admitted uninjected, and counted.
-    labelled_deployment(&client, &ns, "worker", "bad").await;
-    let pods = pods_of(&client, &ns, "worker", 1).await;
-    let pod = &pods[0];
-    assert!(
-        !pod.annotations().contains_key(INJECTED_ANNOTATION),
-        "{pod:#?}"
-    );
-    assert!(pod.spec.as_ref().unwrap().init_containers.is_none());
-    wait_for("uninjectedPods: 1", T, || async {
-        (uninjected(&client, &ns, "bad", "worker").await == Some(1)).then_some(())
-    })
-    .await;
-    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
-        .get("worker")
-        .await
-        .unwrap();
-    assert_eq!(replica_failure(&d), None, "pod creation failed");
+    let d = labelled_pods_start_uninjected_and_counted(&client, &ns).await;
     // Nothing was written from the invalid spec.
     assert_eq!(redis_get(&redis_url(), &key).await, None);
     assert!(
@@ -141,6 +107,51 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
     drop(webhook);
 }
 
+/// An app container already using the install container's name: admitted, not injected
+/// (the patch would make the API server refuse the pod with "Duplicate value").
+async fn a_clashing_container_name_is_admitted_uninjected(client: &Client, ns: &str) {
+    let clash: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "clash", "labels": {OPT_IN_LABEL: "good"}},
+        "spec": {"containers": [{"name": "bifrost-requirements-install", "image": "python:3.11-slim"}]}
+    }))
+    .unwrap();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let admitted = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&dry, &clash)
+        .await
+        .expect("the pod is admitted");
+    assert!(
+        !admitted.annotations().contains_key(INJECTED_ANNOTATION)
+            && admitted.spec.unwrap().init_containers.is_none(),
+        "a clashing pod was injected"
+    );
+}
+
+/// Its labelled Deployment still gets its pod: admitted uninjected, and counted.
+async fn labelled_pods_start_uninjected_and_counted(client: &Client, ns: &str) -> Deployment {
+    labelled_deployment(client, ns, "worker", "bad").await;
+    let pods = pods_of(client, ns, "worker", 1).await;
+    let pod = &pods[0];
+    assert!(
+        !pod.annotations().contains_key(INJECTED_ANNOTATION),
+        "{pod:#?}"
+    );
+    assert!(pod.spec.as_ref().unwrap().init_containers.is_none());
+    wait_for("uninjectedPods: 1", T, || async {
+        (uninjected(client, ns, "bad", "worker").await == Some(1)).then_some(())
+    })
+    .await;
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("worker")
+        .await
+        .unwrap();
+    assert_eq!(replica_failure(&d), None, "pod creation failed");
+    d
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
     let (client, ns) = webhook_namespace("spec-refused").await;
@@ -153,52 +164,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
     .await;
     let webhook = Webhook::start(&client, &ns).await;
     webhook.wait_until_injecting(&client, &ns, "default").await;
-    // The namespace caps containers at 1Gi; the injected install container asks for 2Gi.
-    let limits: LimitRange = serde_json::from_value(json!({
-        "metadata": {"name": "small"},
-        "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}
-    }))
-    .unwrap();
-    Api::<LimitRange>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &limits)
-        .await
-        .unwrap();
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "worker"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "worker"}},
-            "template": {
-                "metadata": {"labels": {"app": "worker", OPT_IN_LABEL: "default"}},
-                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
-                                         "resources": {"limits": {"memory": "512Mi"}}}]}
-            }
-        }
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
-
-    let sts: StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "store"},
-        "spec": {
-            "replicas": 1,
-            "serviceName": "store",
-            "selector": {"matchLabels": {"app": "store"}},
-            "template": {
-                "metadata": {"labels": {"app": "store", OPT_IN_LABEL: "default"}},
-                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
-                                         "resources": {"limits": {"memory": "512Mi"}}}]}
-            }
-        }
-    }))
-    .unwrap();
-    Api::<StatefulSet>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &sts)
-        .await
-        .unwrap();
+    create_capped_workloads(&client, &ns).await;
 
     let obj = wait_condition(
         &client,
@@ -244,32 +210,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         condition(&obj, "RolledOut").unwrap().2
     );
 
-    // Lifting the cap lets the pods be created; the status follows.
-    Api::<LimitRange>::namespaced(client.clone(), &ns)
-        .delete("small", &Default::default())
-        .await
-        .unwrap();
-    // The ReplicaSet controller backs off after failures; a metadata change makes it retry now.
-    let out = common::k8s::control_plane().kubectl(&[
-        "annotate",
-        "rs",
-        "--all",
-        "-n",
-        &ns,
-        "bifrost-test/retry=1",
-        "--overwrite",
-    ]);
-    common::assert_ok(&out);
-    let out = common::k8s::control_plane().kubectl(&[
-        "annotate",
-        "statefulset",
-        "store",
-        "-n",
-        &ns,
-        "bifrost-test/retry=1",
-        "--overwrite",
-    ]);
-    common::assert_ok(&out);
+    lift_the_cap(&client, &ns).await;
     // The pods are created and injected with the hash; no kubelet runs them here.
     let obj = wait_for("pods created and injected, rolling", T, || async {
         let obj = get_wsreq(&client, &ns, "default").await;
@@ -292,86 +233,83 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
     drop(webhook);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_written() {
-    let (client, ns) = namespace("spec-large").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
-    // Reconciled through to the end (no workload is labelled: issue 15 says that is not Ready).
-    wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Ready",
-        "False",
-        Some("NoWorkloads"),
-        T,
-    )
-    .await;
-    let cached = redis_get(&redis_url(), &key).await;
-    assert_eq!(cached, Some(Payload::new("a==1\n").to_json()));
-    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    let cm_version = cms
-        .get("default-requirements")
-        .await
-        .unwrap()
-        .resource_version();
-
-    // 100,000 lines, ~1.2 MB: the resource is accepted by the API server, its snapshot would not.
-    let big: String = (0..100_000).map(|i| format!("p{i:05}==1.0\n")).collect();
-    assert!(big.len() >= 1_200_000);
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
-        .patch(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"content": big}})),
-        )
+/// A Deployment and a StatefulSet labelled for `default` in a namespace that caps containers at
+/// 1Gi, which the injected install container exceeds (it asks for 2Gi).
+async fn create_capped_workloads(client: &Client, ns: &str) {
+    let limits: LimitRange = serde_json::from_value(json!({
+        "metadata": {"name": "small"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}
+    }))
+    .unwrap();
+    Api::<LimitRange>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &limits)
         .await
         .unwrap();
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Valid",
-        "False",
-        Some("TooLarge"),
-        T,
-    )
-    .await;
-    let (_, _, message) = condition(&obj, "Valid").unwrap();
-    assert!(
-        message.contains("spec.content") && message.contains("262144 bytes"),
-        "{message}"
-    );
-    let status = obj.status.clone().unwrap();
-    assert_eq!(status.observed_generation, obj.metadata.generation);
-    assert_eq!(
-        status.content_hash.as_deref(),
-        Some(content_hash(&big).as_str())
-    );
-    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(redis_get(&redis_url(), &key).await, cached, "Redis changed");
-    assert_eq!(
-        cms.get("default-requirements")
-            .await
-            .unwrap()
-            .resource_version(),
-        cm_version,
-        "the ConfigMap changed"
-    );
-    wait_for("the TooLarge Event", T, || async {
-        events(&ns).contains("TooLarge").then_some(())
-    })
-    .await;
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "worker"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "worker"}},
+            "template": {
+                "metadata": {"labels": {"app": "worker", OPT_IN_LABEL: "default"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
+                                         "resources": {"limits": {"memory": "512Mi"}}}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "store"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "store",
+            "selector": {"matchLabels": {"app": "store"}},
+            "template": {
+                "metadata": {"labels": {"app": "store", OPT_IN_LABEL: "default"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
+                                         "resources": {"limits": {"memory": "512Mi"}}}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+}
+
+/// Lifting the cap lets the pods be created.
+async fn lift_the_cap(client: &Client, ns: &str) {
+    Api::<LimitRange>::namespaced(client.clone(), ns)
+        .delete("small", &Default::default())
+        .await
+        .unwrap();
+    // The ReplicaSet controller backs off after failures; a metadata change makes it retry now.
+    let out = common::k8s::control_plane().kubectl(&[
+        "annotate",
+        "rs",
+        "--all",
+        "-n",
+        ns,
+        "bifrost-test/retry=1",
+        "--overwrite",
+    ]);
+    common::assert_ok(&out);
+    let out = common::k8s::control_plane().kubectl(&[
+        "annotate",
+        "statefulset",
+        "store",
+        "-n",
+        ns,
+        "bifrost-test/retry=1",
+        "--overwrite",
+    ]);
+    common::assert_ok(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,12 +359,13 @@ async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
             missing < Duration::from_secs(15),
             "{round}: the key stayed missing for {missing:?}"
         );
-        let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
-        assert_ne!(
-            obj.status.unwrap().cache_warmed_at,
-            warmed_before,
-            "{round}: cacheWarmedAt did not move"
-        );
+        // The status is patched after the key is written: wait for it rather than race it.
+        wait_for(&format!("{round}: cacheWarmedAt moved"), T, || async {
+            let obj = get_wsreq(&client, &ns, "default").await;
+            let warmed = condition(&obj, "CacheWarmed")?.0 == "True";
+            (warmed && obj.status?.cache_warmed_at != warmed_before).then_some(())
+        })
+        .await;
     }
     wait_for(
         "the CacheWarmed Event naming the missing key",
@@ -564,99 +503,6 @@ async fn a_template_with_a_copied_injection_marker_is_reported() {
     assert!(
         message.contains(INJECTED_ANNOTATION) && message.contains("copied"),
         "{message}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
-    let (client, ns) = namespace("spec-snapshot").await;
-    // The namespace allows no ConfigMap: the API server refuses the snapshot.
-    let quota: ResourceQuota = serde_json::from_value(json!({
-        "metadata": {"name": "no-configmaps"},
-        "spec": {"hard": {"configmaps": "0"}}
-    }))
-    .unwrap();
-    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), &ns);
-    quotas.create(&PostParams::default(), &quota).await.unwrap();
-    // No quota controller runs here: write the status it would (admission reads status.hard).
-    quotas
-        .patch_status(
-            "no-configmaps",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    let _op = Operator::start(&ns, "a", &[]);
-    let content = "a==1\n";
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"content": content, "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Snapshotted",
-        "False",
-        Some("SnapshotFailed"),
-        T,
-    )
-    .await;
-    let (_, _, message) = condition(&obj, "Snapshotted").unwrap();
-    eprintln!("Snapshotted=False: {message}");
-    assert!(
-        message.contains("default-requirements") && message.contains("quota"),
-        "the API server's message is missing: {message}"
-    );
-    let (ready, _, ready_message) = condition(&obj, "Ready").unwrap();
-    assert_eq!(ready, "False");
-    assert!(ready_message.contains("quota"), "{ready_message}");
-    let status = obj.status.clone().unwrap();
-    assert_eq!(status.observed_generation, obj.metadata.generation);
-    assert_eq!(
-        status.content_hash.as_deref(),
-        Some(content_hash(content).as_str())
-    );
-    wait_for("the SnapshotFailed Event", T, || async {
-        events(&ns).contains("SnapshotFailed").then_some(())
-    })
-    .await;
-    // Nothing rolled while the fallback is missing.
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    assert_eq!(
-        template_hash(&deployments.get("worker").await.unwrap()),
-        None
-    );
-
-    quotas
-        .delete("no-configmaps", &Default::default())
-        .await
-        .unwrap();
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Snapshotted",
-        "True",
-        Some("SnapshotApplied"),
-        T,
-    )
-    .await;
-    // Then it rolls (no kubelet here: the pods never run).
-    assert_eq!(condition(&obj, "RolledOut").unwrap().1, "RollingOut");
-    assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .get_opt("default-requirements")
-            .await
-            .unwrap()
-            .is_some()
     );
 }
 

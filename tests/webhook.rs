@@ -8,6 +8,10 @@
 //! There is no kubelet: the end-to-end test plays its part and runs the injected init containers'
 //! commands on this machine.
 
+#[path = "webhook/cases.rs"]
+mod cases;
+#[path = "webhook/certificates.rs"]
+mod certificates;
 mod common;
 
 use std::collections::HashMap;
@@ -382,9 +386,6 @@ impl Kubelet {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Tests.
-
 /// The main job: a labelled Deployment's pods are injected, and running the injected init
 /// containers (as the kubelet would) installs the packages from Redis so that the worker's
 /// Python imports them.
@@ -415,67 +416,7 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     let pods = pods_of(&client, &ns, "worker", 2).await;
     let hash = content_hash(CONTENT);
     for p in &pods {
-        assert_eq!(
-            annotation(p).as_deref(),
-            Some(hash.as_str()),
-            "{}",
-            p.name_any()
-        );
-        assert_eq!(init_names(p), [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER]);
-        let vols: Vec<_> = p
-            .spec
-            .as_ref()
-            .unwrap()
-            .volumes
-            .iter()
-            .flatten()
-            .map(|v| v.name.clone())
-            .collect();
-        for v in [
-            BIN_VOLUME,
-            SITE_PACKAGES_VOLUME,
-            SNAPSHOT_VOLUME,
-            WORK_VOLUME,
-        ] {
-            assert!(vols.iter().any(|x| x == v), "volume {v} missing: {vols:?}");
-        }
-        let worker = container(p, "worker");
-        assert_eq!(
-            env_value(worker, "PYTHONPATH").as_deref(),
-            Some(&*format!("{MOUNT}:/app"))
-        );
-        assert!(
-            worker
-                .volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.name == SITE_PACKAGES_VOLUME && m.mount_path == MOUNT),
-            "site-packages mount"
-        );
-        for name in [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER] {
-            let c = container(p, name);
-            let sc = c.security_context.as_ref().unwrap();
-            assert_eq!(sc.run_as_non_root, Some(true), "{name}");
-            assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
-            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
-            assert_eq!(
-                sc.capabilities.as_ref().unwrap().drop.as_deref(),
-                Some(&["ALL".to_string()][..])
-            );
-            let r = c.resources.as_ref().unwrap();
-            assert!(
-                r.requests.is_some() && r.limits.is_some(),
-                "{name} resources"
-            );
-        }
-        assert_eq!(
-            container(p, BOOTSTRAP_CONTAINER).image.as_deref(),
-            Some("registry.example/bifrost-requirements:test")
-        );
-        assert_eq!(
-            container(p, INSTALL_CONTAINER).image.as_deref(),
-            Some("python:3.11-slim")
-        );
+        assert_injected(p, &hash);
     }
 
     // The controller warmed Redis and wrote the snapshot the install container falls back to.
@@ -489,24 +430,104 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     })
     .await;
 
-    // Play the kubelet: bootstrap, then install, then the worker's Python.
-    let pod = &pods[0];
-    let kubelet = Kubelet::new(&client, &ns, pod).await;
+    kubelet_installs_and_the_worker_imports(&client, &ns, &pods[0], &hash).await;
+    without_redis_the_snapshot_serves(&client, &ns, &pods[1]).await;
+
+    // The controller sees both pods injected, and says in which mode (from their annotation).
+    wait_for("uninjectedPods = 0", T, || async {
+        (uninjected(&client, &ns, "default", "worker").await == Some(0)).then_some(())
+    })
+    .await;
+    let status = get_wsreq(&client, &ns, "default").await.status.unwrap();
+    let worker = status
+        .workloads
+        .iter()
+        .find(|w| w.name == "worker")
+        .unwrap();
+    assert_eq!(worker.mode.as_deref(), Some("PythonPath"), "{worker:?}");
+    drop(wh);
+}
+
+/// What the webhook put into a labelled pod: the annotation, the init containers and their
+/// security settings, the volumes, the worker's PYTHONPATH and mount.
+fn assert_injected(p: &Pod, hash: &str) {
+    assert_eq!(annotation(p).as_deref(), Some(hash), "{}", p.name_any());
+    assert_eq!(init_names(p), [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER]);
+    let vols: Vec<_> = p
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect();
+    for v in [
+        BIN_VOLUME,
+        SITE_PACKAGES_VOLUME,
+        SNAPSHOT_VOLUME,
+        WORK_VOLUME,
+    ] {
+        assert!(vols.iter().any(|x| x == v), "volume {v} missing: {vols:?}");
+    }
+    let worker = container(p, "worker");
+    assert_eq!(
+        env_value(worker, "PYTHONPATH").as_deref(),
+        Some(&*format!("{MOUNT}:/app"))
+    );
+    assert!(
+        worker
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == SITE_PACKAGES_VOLUME && m.mount_path == MOUNT),
+        "site-packages mount"
+    );
+    for name in [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER] {
+        let c = container(p, name);
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true), "{name}");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let r = c.resources.as_ref().unwrap();
+        assert!(
+            r.requests.is_some() && r.limits.is_some(),
+            "{name} resources"
+        );
+    }
+    assert_eq!(
+        container(p, BOOTSTRAP_CONTAINER).image.as_deref(),
+        Some("registry.example/bifrost-requirements:test")
+    );
+    assert_eq!(
+        container(p, INSTALL_CONTAINER).image.as_deref(),
+        Some("python:3.11-slim")
+    );
+}
+
+/// Play the kubelet: bootstrap, then install, then the worker's Python; a restarted init
+/// container then finds its work done.
+async fn kubelet_installs_and_the_worker_imports(client: &Client, ns: &str, pod: &Pod, hash: &str) {
+    let kubelet = Kubelet::new(client, ns, pod).await;
     let out = kubelet
-        .run(&client, &ns, container(pod, BOOTSTRAP_CONTAINER))
+        .run(client, ns, container(pod, BOOTSTRAP_CONTAINER))
         .await;
     assert!(out.status.success(), "bootstrap failed");
     for f in ["bifrost-requirements", "uv"] {
         assert!(kubelet.volumes[BIN_VOLUME].join(f).is_file(), "{f} copied");
     }
     let install = container(pod, INSTALL_CONTAINER);
-    let out = kubelet.run(&client, &ns, install).await;
+    let out = kubelet.run(client, ns, install).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "install failed:\n{stderr}");
     assert!(stderr.contains("Redis"), "installed from Redis:\n{stderr}");
     let site = &kubelet.volumes[SITE_PACKAGES_VOLUME];
     let marker = std::fs::read_to_string(site.join(".bifrost-requirements.json")).expect("marker");
-    assert!(marker.contains(&hash), "{marker}");
+    assert!(marker.contains(hash), "{marker}");
 
     let worker = container(pod, "worker");
     let python_path = kubelet.map_value(worker, &env_value(worker, "PYTHONPATH").unwrap());
@@ -526,15 +547,17 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     );
 
     // A restarted init container finds its work done (the marker matches).
-    let out = kubelet.run(&client, &ns, install).await;
+    let out = kubelet.run(client, ns, install).await;
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already installed"));
+}
 
-    // Redis unreachable from the second pod's node: it installs from the mounted snapshot.
-    let second = Kubelet::new(&client, &ns, &pods[1]).await;
+/// Redis unreachable from the second pod's node: it installs from the mounted snapshot.
+async fn without_redis_the_snapshot_serves(client: &Client, ns: &str, pod: &Pod) {
+    let second = Kubelet::new(client, ns, pod).await;
     assert!(
         second
-            .run(&client, &ns, container(&pods[1], BOOTSTRAP_CONTAINER))
+            .run(client, ns, container(pod, BOOTSTRAP_CONTAINER))
             .await
             .status
             .success()
@@ -542,9 +565,9 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     let dead = common::services::dead_url("redis");
     let out = second
         .run_with(
-            &client,
-            &ns,
-            container(&pods[1], INSTALL_CONTAINER),
+            client,
+            ns,
+            container(pod, INSTALL_CONTAINER),
             &[("REDIS_URL", &dead)],
         )
         .await;
@@ -555,538 +578,5 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
         second.volumes[SITE_PACKAGES_VOLUME]
             .join("bifrost_extra/__init__.py")
             .is_file()
-    );
-
-    // The controller sees both pods injected, and says in which mode (from their annotation).
-    wait_for("uninjectedPods = 0", T, || async {
-        (uninjected(&client, &ns, "default", "worker").await == Some(0)).then_some(())
-    })
-    .await;
-    let status = get_wsreq(&client, &ns, "default").await.status.unwrap();
-    let worker = status
-        .workloads
-        .iter()
-        .find(|w| w.name == "worker")
-        .unwrap();
-    assert_eq!(worker.mode.as_deref(), Some("PythonPath"), "{worker:?}");
-    drop(wh);
-}
-
-/// Each case the specification names, through the real API server: unlabelled, unknown name,
-/// already injected (resubmitted), PYTHONPATH from valueFrom with several app containers, the
-/// operator's own pods — and malformed bodies and wrong methods/paths sent directly.
-#[tokio::test]
-async fn admission_cases_behave_as_specified() {
-    let (client, ns) = webhook_namespace("wh-cases").await;
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"content": CONTENT, "install": {"mode": "PythonPath"}}),
-    )
-    .await;
-    let wh = Webhook::start(&client, &ns).await;
-    let bundle = ca_bundle(&client, &wh.config).await;
-    wait_until_injecting(&client, &ns, "default").await;
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let pp = PostParams::default();
-
-    // Unlabelled: untouched.
-    let p = pods
-        .create(&pp, &pod_json("plain", None, worker_container()))
-        .await
-        .unwrap();
-    assert!(annotation(&p).is_none() && init_names(&p).is_empty());
-    assert_eq!(
-        env_value(container(&p, "worker"), "PYTHONPATH").as_deref(),
-        Some("/app")
-    );
-
-    // Unknown resource: admitted unchanged, and a Warning Event says why.
-    let p = pods
-        .create(
-            &pp,
-            &pod_json("orphan", Some("nonexistent"), worker_container()),
-        )
-        .await
-        .unwrap();
-    assert!(annotation(&p).is_none() && init_names(&p).is_empty());
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
-    let note = wait_for("RequirementsNotFound event", T, || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find_map(|e| {
-            (e.reason.as_deref() == Some("RequirementsNotFound")
-                && e.regarding.as_ref()?.name.as_deref() == Some("orphan"))
-            .then(|| e.note.unwrap_or_default())
-        })
-    })
-    .await;
-    assert!(
-        note.contains("nonexistent") && note.contains("does not exist"),
-        "{note}"
-    );
-
-    // Injected once; the stored pod submitted again is left exactly as it is.
-    let first = pods
-        .create(&pp, &pod_json("once", Some("default"), worker_container()))
-        .await
-        .unwrap();
-    assert_eq!(init_names(&first), [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER]);
-    let mut again = serde_json::to_value(&first).unwrap();
-    let meta = again["metadata"].as_object_mut().unwrap();
-    for k in [
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-        "managedFields",
-        "selfLink",
-    ] {
-        meta.remove(k);
-    }
-    meta.insert("name".into(), json!("twice"));
-    again.as_object_mut().unwrap().remove("status");
-    let twice = pods
-        .create(&pp, &serde_json::from_value(again).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(init_names(&twice), init_names(&first));
-    assert_eq!(
-        twice.spec.as_ref().unwrap().volumes.as_ref().unwrap().len(),
-        first.spec.as_ref().unwrap().volumes.as_ref().unwrap().len()
-    );
-    assert_eq!(
-        env_value(container(&twice, "worker"), "PYTHONPATH").as_deref(),
-        Some(&*format!("{MOUNT}:/app"))
-    );
-    assert_eq!(annotation(&twice), annotation(&first));
-
-    // Several app containers, one with PYTHONPATH from valueFrom (skipped), one without.
-    let multi = pods
-        .create(
-            &pp,
-            &pod_json(
-                "multi",
-                Some("default"),
-                json!([
-                    {"name": "api", "image": "bifrost/api:1", "env": [{"name": "PYTHONPATH", "value": "/srv"}]},
-                    {"name": "from-cm", "image": "bifrost/worker:1",
-                     "env": [{"name": "PYTHONPATH", "valueFrom": {"configMapKeyRef": {"name": "paths", "key": "pythonpath", "optional": true}}}]},
-                    {"name": "scheduler", "image": "bifrost/scheduler:1"}
-                ]),
-            ),
-        )
-        .await
-        .unwrap();
-    assert!(annotation(&multi).is_some());
-    assert_eq!(
-        container(&multi, INSTALL_CONTAINER).image.as_deref(),
-        Some("bifrost/api:1"),
-        "first app container's image"
-    );
-    assert_eq!(
-        env_value(container(&multi, "api"), "PYTHONPATH").as_deref(),
-        Some(&*format!("{MOUNT}:/srv"))
-    );
-    assert_eq!(
-        env_value(container(&multi, "scheduler"), "PYTHONPATH").as_deref(),
-        Some(MOUNT)
-    );
-    let skipped = container(&multi, "from-cm");
-    assert!(
-        skipped.env.as_ref().unwrap()[0].value_from.is_some(),
-        "valueFrom kept"
-    );
-    assert!(
-        !skipped
-            .volume_mounts
-            .iter()
-            .flatten()
-            .any(|m| m.name == SITE_PACKAGES_VOLUME),
-        "no mount"
-    );
-    for c in ["api", "scheduler"] {
-        assert!(
-            container(&multi, c)
-                .volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.name == SITE_PACKAGES_VOLUME),
-            "{c}"
-        );
-    }
-
-    // The operator's own pods are never mutated, label or not.
-    let mut own = pod_json("operator-pod", Some("default"), worker_container());
-    own.metadata.labels.as_mut().unwrap().insert(
-        "app.kubernetes.io/name".into(),
-        "bifrost-requirements".into(),
-    );
-    let own = pods.create(&pp, &own).await.unwrap();
-    assert!(annotation(&own).is_none() && init_names(&own).is_empty());
-
-    // Straight to the webhook, over TLS verified with the caBundle the operator published.
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &bundle).unwrap();
-    let curl = |method: &str, path: &str, body: &str| -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10", "--cacert"])
-            .arg(&ca)
-            .args([
-                "-X",
-                method,
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                body,
-            ])
-            .args(["-w", "\n%{http_code}"])
-            .arg(format!("https://127.0.0.1:{}{path}", wh.port))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.parse().unwrap(), body.to_string())
-    };
-    let review = |object: Value| {
-        json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "b5a1ad0f-1b1e-4f8e-9d47-2c8c2a6c6b11",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": ns, "operation": "CREATE", "userInfo": {"username": "test"},
-                "object": object
-            }
-        })
-        .to_string()
-    };
-    let (code, body) = curl("POST", "/mutate", "{this is not json");
-    assert_eq!(code, 400, "{body}");
-    assert!(body.contains("not JSON"), "{body}");
-    let (code, body) = curl(
-        "POST",
-        "/mutate",
-        &review(json!({"kind": "Pod", "apiVersion": "v1", "spec": {"containers": 7}})),
-    );
-    assert_eq!(code, 400, "{body}");
-    let v: Value = serde_json::from_str(&body).expect("AdmissionReview-shaped");
-    assert_eq!(v["kind"], "AdmissionReview");
-    assert_eq!(v["response"]["uid"], "b5a1ad0f-1b1e-4f8e-9d47-2c8c2a6c6b11");
-    assert_eq!(v["response"]["allowed"], false);
-    let (code, body) = curl(
-        "POST",
-        "/mutate",
-        &review(serde_json::to_value(pod_json("x", None, worker_container())).unwrap()),
-    );
-    assert_eq!(code, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["response"]["allowed"], true);
-    assert!(v["response"].get("patch").is_none());
-    assert_eq!(curl("GET", "/mutate", "").0, 405);
-    assert_eq!(curl("PUT", "/mutate", "{}").0, 405);
-    assert_eq!(curl("POST", "/validate", "{}").0, 404);
-    assert_eq!(curl("GET", "/", "").0, 404);
-    // The operator is still serving after all of that.
-    wait_until_injecting(&client, &ns, "default").await;
-
-    // envFrom, as every Bifrost worker takes bifrost-secrets and bifrost-config: injected
-    // either way, but a RequirementsPartiallyInjected Warning only in PythonPath mode (where a
-    // PYTHONPATH from the ConfigMap would be hidden), none in UserBase mode.
-    create_wsreq(&client, &ns, "userbase", json!({"content": CONTENT})).await;
-    wait_until_injecting(&client, &ns, "userbase").await;
-    let bifrost_worker = json!([{"name": "worker", "image": "python:3.11-slim", "envFrom": [
-        {"secretRef": {"name": "bifrost-secrets"}}, {"configMapRef": {"name": "bifrost-config"}}
-    ]}]);
-    for (pod, resource) in [
-        ("envfrom-userbase", "userbase"),
-        ("envfrom-path", "default"),
-    ] {
-        let p = pods
-            .create(&pp, &pod_json(pod, Some(resource), bifrost_worker.clone()))
-            .await
-            .unwrap();
-        assert_eq!(
-            init_names(&p),
-            [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER],
-            "{pod}"
-        );
-    }
-    let partial = |list: &[k8s_openapi::api::events::v1::Event], pod: &str| {
-        list.iter().any(|e| {
-            e.reason.as_deref() == Some("RequirementsPartiallyInjected")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
-        })
-    };
-    wait_for(
-        "the PythonPath pod's RequirementsPartiallyInjected",
-        T,
-        || async {
-            let list = events.list(&ListParams::default()).await.ok()?.items;
-            partial(&list, "envfrom-path").then_some(())
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let list = events.list(&ListParams::default()).await.unwrap().items;
-    assert!(!partial(&list, "envfrom-userbase"), "{list:#?}");
-    drop(wh);
-}
-
-/// `failurePolicy: Ignore`: with the webhook down, pods are still created — without the
-/// marker — and the controller's status counts them.
-#[tokio::test]
-async fn webhook_down_pods_still_start_and_are_counted() {
-    let (client, ns) = webhook_namespace("wh-down").await;
-    create_wsreq(&client, &ns, "default", json!({"content": CONTENT})).await;
-    let mut wh = Webhook::start(&client, &ns).await;
-    wait_until_injecting(&client, &ns, "default").await;
-    deployment(&client, &ns, "served", 1, "default").await;
-    let served = pods_of(&client, &ns, "served", 1).await;
-    assert!(annotation(&served[0]).is_some());
-
-    // Webhook gone (operator restarted without it; the configuration still points at the port).
-    assert!(wh.op.stop(), "operator stops on SIGTERM");
-    let _controller = Operator::start(&ns, "controller-only", &["--no-webhook"]);
-    deployment(&client, &ns, "missed", 2, "default").await;
-    let missed = pods_of(&client, &ns, "missed", 2).await;
-    for p in &missed {
-        assert!(annotation(p).is_none(), "created without injection");
-        assert!(init_names(p).is_empty());
-    }
-    wait_for("status counts the uninjected pods", T, || async {
-        let served = uninjected(&client, &ns, "default", "served").await;
-        let missed = uninjected(&client, &ns, "default", "missed").await;
-        (served == Some(0) && missed == Some(2)).then_some(())
-    })
-    .await;
-}
-
-/// Self-managed certificates with a 30 s validity rotate (staged, then promoted) several times
-/// while the API server keeps calling the webhook; not a single request may miss injection.
-#[tokio::test]
-async fn certificate_rotation_keeps_requests_succeeding() {
-    let (client, ns) = webhook_namespace("wh-rotate").await;
-    create_wsreq(&client, &ns, "default", json!({"content": CONTENT})).await;
-    let wh = Webhook::start_with(&client, &ns, &["--cert-validity", "30s"]).await;
-    wait_until_injecting(&client, &ns, "default").await;
-
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let mut served = Vec::<Vec<u8>>::new();
-    let mut unverifiable = 0;
-    let mut bundles = std::collections::HashSet::new();
-    let (mut ok, mut missed) = (0, Vec::new());
-    let started = Instant::now();
-    let mut i = 0;
-    while started.elapsed() < Duration::from_secs(70) {
-        i += 1;
-        match pods
-            .create(
-                &dry,
-                &pod_json(&format!("r{i}"), Some("default"), worker_container()),
-            )
-            .await
-        {
-            Ok(p) if annotation(&p).is_some() => ok += 1,
-            Ok(_) => missed.push(format!("{:?}: not injected", started.elapsed())),
-            Err(e) => missed.push(format!("{:?}: {e}", started.elapsed())),
-        }
-        if i % 4 == 0 {
-            let c = configs.get(&wh.config).await.unwrap();
-            let bundle = c.webhooks.unwrap()[0]
-                .client_config
-                .ca_bundle
-                .clone()
-                .unwrap()
-                .0;
-            match served_certificate(wh.port, &bundle).await {
-                Some(cert) if served.last() != Some(&cert) => served.push(cert),
-                Some(_) => {}
-                None => unverifiable += 1,
-            }
-            bundles.insert(bundle);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!(
-        "rotation: {ok} pods admitted and injected, {} distinct served certificates, {} distinct caBundles",
-        served.len(),
-        bundles.len()
-    );
-    assert!(missed.is_empty(), "{} ok, missed: {missed:#?}", ok);
-    assert!(ok > 100, "{ok} requests");
-    assert_eq!(
-        unverifiable, 0,
-        "the served certificate always verified against the published caBundle"
-    );
-    assert!(
-        served.len() >= 3,
-        "the served certificate changed at least twice in 70 s (saw {})",
-        served.len()
-    );
-    assert!(
-        bundles.len() >= 3,
-        "caBundle updated on every rotation ({} seen)",
-        bundles.len()
-    );
-    let log = wh.op.log_text();
-    assert!(
-        log.contains("staged a new CA") && log.contains("promoted the staged"),
-        "rotation logged"
-    );
-}
-
-/// The certificate the webhook presents, verified against `bundle` (what the API server trusts).
-async fn served_certificate(port: u16, bundle: &[u8]) -> Option<Vec<u8>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in rustls_pemfile::certs(&mut &*bundle).flatten() {
-        roots.add(der).ok()?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .ok()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let name = rustls::pki_types::ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .ok()?;
-    Some(
-        tls.get_ref()
-            .1
-            .peer_certificates()?
-            .first()?
-            .as_ref()
-            .to_vec(),
-    )
-}
-
-/// cert-manager mode: the mounted files are served and swapped in when they change.
-#[tokio::test]
-async fn cert_manager_mode_serves_and_reloads_mounted_files() {
-    let (_client, ns) = webhook_namespace("wh-files").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let names = vec!["127.0.0.1".to_string()];
-    let now = time::OffsetDateTime::now_utc();
-    let first = bifrost_requirements::tls::issue(&names, Duration::from_secs(3600), now).unwrap();
-    std::fs::write(&cert, format!("{}{}", first.cert, first.ca)).unwrap();
-    std::fs::write(&key, &first.key).unwrap();
-    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let wh = Webhook::serve(
-        &ns,
-        &[
-            "--tls-mode",
-            "cert-manager",
-            "--tls-cert-file",
-            c,
-            "--tls-key-file",
-            k,
-        ],
-    );
-    let leaf = |pem: &str| {
-        bifrost_requirements::tls::inspect(pem.as_bytes()).unwrap()[0]
-            .der
-            .clone()
-    };
-    let got = wait_for("the mounted certificate served", T, || async {
-        served_certificate(wh.port, first.ca.as_bytes()).await
-    })
-    .await;
-    assert_eq!(got, leaf(&first.cert));
-
-    // cert-manager renews: the kubelet swaps the files; no restart needed.
-    let second = bifrost_requirements::tls::issue(&names, Duration::from_secs(3600), now).unwrap();
-    std::fs::write(&key, &second.key).unwrap();
-    std::fs::write(&cert, &second.cert).unwrap();
-    let got = wait_for("the renewed certificate served", T, || async {
-        served_certificate(wh.port, second.ca.as_bytes()).await
-    })
-    .await;
-    assert_eq!(got, leaf(&second.cert));
-    assert!(
-        !wh.op.log_text().contains("MutatingWebhookConfiguration"),
-        "cert-manager mode leaves the configuration alone"
-    );
-}
-
-/// Namespaces the webhook must leave alone although the API server sends their pods: on 1.20
-/// (this control plane) namespaces have no `kubernetes.io/metadata.name` label, so the chart's
-/// selector cannot exclude them and the operator decides itself. Here: an excluded namespace
-/// holding the resource (which was injected before), and, with the operator watching one
-/// namespace, a labelled namespace elsewhere.
-#[tokio::test]
-async fn excluded_and_unwatched_namespaces_are_not_injected_on_1_20() {
-    let (client, ns) = common::admission::webhook_namespace("wh-scope").await;
-    // Sent to this test's webhook like `ns` (same selector label), but not watched.
-    let other = format!("{ns}-other");
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": other, "labels": {"bifrost-webhook-test": ns}}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let spec = json!({"content": "requests==2.32.3\n"});
-    create_wsreq(&client, &ns, "default", spec.clone()).await;
-    create_wsreq(&client, &other, "default", spec).await;
-    // The watched namespace itself is excluded: whether the webhook is called at all is told
-    // by its `excluded` count.
-    let hook = Webhook::start_with(
-        &client,
-        &ns,
-        &["--webhook-exclude-namespace", &format!("unrelated,{ns}")],
-    )
-    .await;
-    let excluded = || {
-        let (_, body) = hook.op.http_get("/metrics");
-        body.lines()
-            .find(|l| l.contains("admissions_total{") && l.contains("result=\"excluded\""))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    for namespace in [&ns, &other] {
-        let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-        let before = excluded();
-        let pod = pod_json("scoped", Some("default"), worker_container());
-        let created = wait_for(
-            "the API server to call the webhook",
-            Duration::from_secs(60),
-            || async {
-                let p = pods.create(&dry, &pod).await.ok()?;
-                (excluded() > before).then_some(p)
-            },
-        )
-        .await;
-        assert_eq!(annotation(&created), None, "{namespace}: not injected");
-        assert!(init_names(&created).is_empty(), "{namespace}");
-    }
-    assert!(
-        !hook.op.log_text().contains("RequirementsNotFound"),
-        "excluded pods are no Event's business:\n{}",
-        hook.op.log_text()
     );
 }

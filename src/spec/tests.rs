@@ -1,3 +1,8 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use super::*;
 use crate::crd::{
     CacheSpec, CacheVolume, DatabaseSource, RedisCache, SecretKeyRef, Source,
