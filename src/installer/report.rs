@@ -12,12 +12,12 @@ use tracing::Level;
 use super::failures::{self, FailedPackage};
 use super::locked::LockNote;
 use super::options::OnFailure;
-use super::process::{Invocation, RunFailure};
 use super::source::Origin;
 use super::target::{self, Marker};
 use super::{Outcome, Run};
 use crate::error::{Error, Result};
 use crate::telemetry::say;
+use crate::uv::process::{Invocation, RunFailure};
 
 /// The one `--json` object.
 #[derive(Serialize)]
