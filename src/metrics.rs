@@ -1,5 +1,6 @@
 //! Prometheus metrics of the operator (served on `/metrics`).
 
+use crate::crd::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -228,7 +229,7 @@ impl Metrics {
         let ready = status
             .conditions
             .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
+            .any(|c| c.type_ == ConditionType::Ready.as_str() && c.status == "True");
         let resource = ResourceLabels {
             namespace: namespace.into(),
             name: name.into(),

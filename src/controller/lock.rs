@@ -6,6 +6,7 @@
 //! A lock is reused while its [`Key`] holds: from memory, else from the ConfigMap (after a
 //! restart or a leader change), so a reconcile triggered by a pod event never runs uv again.
 
+use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -96,7 +97,7 @@ pub(super) async fn check_lock(
         Ok((lock, resolved_at)) => {
             let pins = lock.pins().len();
             draft.conditions.set(
-                "Resolved",
+                ConditionType::Resolved,
                 true,
                 "Resolved",
                 &format!(
@@ -177,7 +178,9 @@ fn pods_resolve(
     reason: &str,
     message: &str,
 ) -> ControlFlow<Action> {
-    draft.conditions.set("Resolved", true, reason, message);
+    draft
+        .conditions
+        .set(ConditionType::Resolved, true, reason, message);
     draft.status.lock = None;
     clear_warnings(ctx, obj);
     ControlFlow::Continue(())
@@ -220,16 +223,21 @@ fn clear_warnings(ctx: &Context, obj: &WorkspaceRequirements) {
 
 /// The conditions of content without a lock: not cached, not snapshotted, not rolled out.
 fn unresolved(conditions: &mut Conditions, reason: &str, message: &str) {
-    conditions.set("Resolved", false, reason, message);
+    conditions.set(ConditionType::Resolved, false, reason, message);
     let not_written = format!("not written: {reason} (see Resolved)");
-    conditions.set_unknown("CacheWarmed", reason, &not_written);
-    conditions.set_unknown("Snapshotted", reason, &not_written);
+    conditions.set_unknown(ConditionType::CacheWarmed, reason, &not_written);
+    conditions.set_unknown(ConditionType::Snapshotted, reason, &not_written);
     conditions.set_unknown(
-        "RolledOut",
+        ConditionType::RolledOut,
         reason,
         "no rollout: the running workers keep the last resolved content",
     );
-    conditions.set("Ready", false, reason, &format!("Resolved: {message}"));
+    conditions.set(
+        ConditionType::Ready,
+        false,
+        reason,
+        &format!("Resolved: {message}"),
+    );
 }
 
 /// The lock for `key` and when it was resolved: remembered, else the snapshot's, else a new

@@ -7,6 +7,7 @@
 //! When the new pods' install containers fail, the rollout halts (readiness gates it) and the
 //! verdict names the pod, the init container and its termination message.
 
+use crate::crd::ConditionType;
 use crate::k8s_compat::Present;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -256,7 +257,10 @@ fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == ConditionType::Ready.as_str() && c.status == "True")
+        })
 }
 
 /// Waiting reasons of a container that will not start by itself (image or configuration
@@ -461,7 +465,7 @@ pub fn slim(p: &mut Pod) {
     p.status = p.status.take().map(|s| PodStatus {
         conditions: s.conditions.map(|cs| {
             cs.into_iter()
-                .filter(|c| c.type_ == "Ready")
+                .filter(|c| c.type_ == ConditionType::Ready.as_str())
                 .map(|c| PodCondition {
                     type_: c.type_,
                     status: c.status,

@@ -2,6 +2,7 @@
 //! its own module adding its condition to one [`Draft`] that is written once at the end (or
 //! where a step stops the reconcile).
 
+use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ where
     let mut draft = Draft::of(&obj);
     draft
         .conditions
-        .set("Ready", false, "ReconcilePanicked", &message);
+        .set(ConditionType::Ready, false, "ReconcilePanicked", &message);
     ctx.warn_once(&obj, "ReconcilePanicked", message, "Reconcile")
         .await;
     if let Err(e) = draft.write(&ctx, &obj).await {
@@ -159,7 +160,9 @@ async fn set_ready(
     }
     let unreached = rollout::no_workloads(ctx, obj);
     let (ready, reason, message) = readiness(&draft.conditions, failed, unreached);
-    draft.conditions.set("Ready", ready, &reason, &message);
+    draft
+        .conditions
+        .set(ConditionType::Ready, ready, &reason, &message);
     ready
 }
 
@@ -221,7 +224,7 @@ async fn record_rollout(
     let conditions = &mut draft.conditions;
     if outcome.creation_failures.is_empty() {
         conditions.set(
-            "RolledOut",
+            ConditionType::RolledOut,
             outcome.all_up_to_date,
             outcome.reason,
             &outcome.message,
@@ -245,7 +248,12 @@ async fn record_rollout(
             "pods cannot be created: {}",
             outcome.creation_failures.join("; ")
         );
-        conditions.set("RolledOut", false, "PodCreationFailed", &message);
+        conditions.set(
+            ConditionType::RolledOut,
+            false,
+            "PodCreationFailed",
+            &message,
+        );
         ctx.warn_once(obj, "PodCreationFailed", message, "Rollout")
             .await;
     }

@@ -1,6 +1,7 @@
 //! Snapshotted: the owned ConfigMap the installer falls back to when Redis is unreachable.
 //! Nothing rolls until it holds the content.
 
+use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -29,7 +30,7 @@ pub(super) async fn check_snapshot(
     match apply_snapshot(ctx, obj, payload, draft.lock.as_ref()).await {
         Ok(()) => {
             conditions.set(
-                "Snapshotted",
+                ConditionType::Snapshotted,
                 true,
                 "SnapshotApplied",
                 &format!(
@@ -48,15 +49,20 @@ pub(super) async fn check_snapshot(
         }
         Err(message) => {
             warn!(error = %message, "snapshot write failed");
-            conditions.set("Snapshotted", false, "SnapshotFailed", &message);
             conditions.set(
-                "RolledOut",
+                ConditionType::Snapshotted,
+                false,
+                "SnapshotFailed",
+                &message,
+            );
+            conditions.set(
+                ConditionType::RolledOut,
                 false,
                 "SnapshotFailed",
                 "no rollout until the ConfigMap snapshot (the installer's fallback) is written",
             );
             conditions.set(
-                "Ready",
+                ConditionType::Ready,
                 false,
                 "SnapshotFailed",
                 &format!("Snapshotted: {message}"),

@@ -11,7 +11,9 @@ use serde_json::json;
 
 use super::context::Context;
 use super::progress::Verdict;
-use crate::crd::{WorkloadStatus, WorkspaceRequirements, WorkspaceRequirementsStatus};
+use crate::crd::{
+    ConditionType, WorkloadStatus, WorkspaceRequirements, WorkspaceRequirementsStatus,
+};
 use crate::error::{Error, Result};
 
 /// How often Redis is checked (and refreshed when needed) at the latest.
@@ -20,14 +22,7 @@ pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 pub(super) const RETRY: Duration = Duration::from_secs(5);
 
 /// The conditions Ready sums up, in the order they are listed (Ready after them).
-pub(super) const STEPS: [&str; 6] = [
-    "Valid",
-    "Synced",
-    "Resolved",
-    "CacheWarmed",
-    "Snapshotted",
-    "RolledOut",
-];
+pub(super) const STEPS: [ConditionType; 6] = ConditionType::STEPS;
 
 /// Now, to the second (Kubernetes serializes times with second precision; a finer value would
 /// differ from what is read back and make an unchanged status look changed).
@@ -53,15 +48,16 @@ impl Conditions {
         Self { list, generation }
     }
 
-    pub fn set(&mut self, type_: &str, value: bool, reason: &str, message: &str) {
+    pub fn set(&mut self, type_: ConditionType, value: bool, reason: &str, message: &str) {
         self.put(type_, if value { "True" } else { "False" }, reason, message);
     }
 
-    pub fn set_unknown(&mut self, type_: &str, reason: &str, message: &str) {
+    pub fn set_unknown(&mut self, type_: ConditionType, reason: &str, message: &str) {
         self.put(type_, "Unknown", reason, message);
     }
 
-    fn put(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+    fn put(&mut self, type_: ConditionType, status: &str, reason: &str, message: &str) {
+        let type_ = type_.as_str();
         let transition = match self.list.iter().find(|c| c.type_ == type_) {
             Some(c) if c.status == status => c.last_transition_time.clone(),
             _ => Time(now()),
@@ -78,31 +74,36 @@ impl Conditions {
         });
     }
 
-    pub fn is_true(&self, type_: &str) -> bool {
+    pub fn is_true(&self, type_: ConditionType) -> bool {
         self.list
             .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
+            .any(|c| c.type_ == type_.as_str() && c.status == "True")
     }
 
-    pub fn all_true(&self, types: &[&str]) -> bool {
-        types.iter().all(|t| self.is_true(t))
+    pub fn all_true(&self, types: &[ConditionType]) -> bool {
+        types.iter().all(|t| self.is_true(*t))
+    }
+
+    /// The condition of `type_`, if set.
+    fn get(&self, type_: ConditionType) -> Option<&Condition> {
+        self.list.iter().find(|c| c.type_ == type_.as_str())
     }
 
     /// "Type: message" of the first condition (in `types` order) that is not True.
-    pub fn first_problem(&self, types: &[&str]) -> String {
+    pub fn first_problem(&self, types: &[ConditionType]) -> String {
         types
             .iter()
-            .filter_map(|t| self.list.iter().find(|c| c.type_ == *t))
+            .filter_map(|t| self.get(*t))
             .find(|c| c.status != "True")
             .map(|c| format!("{}: {}", c.type_, c.message))
             .unwrap_or_default()
     }
 
     /// The reason of the first condition (in `types` order) that is not True.
-    pub fn first_problem_reason(&self, types: &[&str]) -> String {
+    pub fn first_problem_reason(&self, types: &[ConditionType]) -> String {
         types
             .iter()
-            .filter_map(|t| self.list.iter().find(|c| c.type_ == *t))
+            .filter_map(|t| self.get(*t))
             .find(|c| c.status != "True")
             .map(|c| c.reason.clone())
             .unwrap_or_else(|| "NotReady".into())
@@ -112,8 +113,8 @@ impl Conditions {
         self.list.sort_by_key(|c| {
             STEPS
                 .iter()
-                .position(|o| *o == c.type_)
-                .unwrap_or(STEPS.len() + usize::from(c.type_ != "Ready"))
+                .position(|o| o.as_str() == c.type_)
+                .unwrap_or(STEPS.len() + usize::from(c.type_ != ConditionType::Ready.as_str()))
         });
         self.list
     }
@@ -226,11 +227,11 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_change() {
         let mut c = Conditions::new(vec![], Some(1));
-        c.set("Ready", false, "NotReady", "x");
+        c.set(ConditionType::Ready, false, "NotReady", "x");
         let first = c.into_vec();
         let t0 = first[0].last_transition_time.clone();
         let mut c = Conditions::new(first, Some(2));
-        c.set("Ready", false, "NotReady", "y");
+        c.set(ConditionType::Ready, false, "NotReady", "y");
         let second = c.into_vec();
         assert_eq!(second[0].last_transition_time, t0);
         assert_eq!(second[0].message, "y");
@@ -240,19 +241,24 @@ mod tests {
     #[test]
     fn order_and_problems() {
         let mut c = Conditions::new(vec![], None);
-        c.set("Ready", false, "NotReady", "");
-        c.set("RolledOut", false, "Debouncing", "waiting");
-        c.set("Valid", true, "RequirementsValid", "1 package(s)");
-        assert!(!c.all_true(&["Valid", "RolledOut"]));
+        c.set(ConditionType::Ready, false, "NotReady", "");
+        c.set(ConditionType::RolledOut, false, "Debouncing", "waiting");
+        c.set(
+            ConditionType::Valid,
+            true,
+            "RequirementsValid",
+            "1 package(s)",
+        );
+        assert!(!c.all_true(&[ConditionType::Valid, ConditionType::RolledOut]));
         assert_eq!(
-            c.first_problem(&["Valid", "RolledOut"]),
+            c.first_problem(&[ConditionType::Valid, ConditionType::RolledOut]),
             "RolledOut: waiting"
         );
         assert_eq!(
-            c.first_problem_reason(&["Valid", "RolledOut"]),
+            c.first_problem_reason(&[ConditionType::Valid, ConditionType::RolledOut]),
             "Debouncing"
         );
-        assert_eq!(c.first_problem_reason(&["Valid"]), "NotReady");
+        assert_eq!(c.first_problem_reason(&[ConditionType::Valid]), "NotReady");
         let types: Vec<_> = c.into_vec().into_iter().map(|c| c.type_).collect();
         assert_eq!(types, ["Valid", "RolledOut", "Ready"]);
     }

@@ -2,6 +2,7 @@
 //! refuses, stops the reconcile — nothing is written, nothing rolled, and the webhook injects
 //! nothing from it (so labelled pods still start).
 
+use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 
 use kube::runtime::controller::Action;
@@ -39,13 +40,26 @@ pub(super) async fn check_spec(
 
 /// The conditions of an invalid spec: nothing downstream of Valid happened.
 fn spec_invalid(conditions: &mut Conditions, reason: &str, message: &str) {
-    conditions.set("Valid", false, reason, message);
+    conditions.set(ConditionType::Valid, false, reason, message);
     let not_written = format!("not written: {reason} (see Valid)");
-    conditions.set_unknown("Resolved", reason, "not resolved: the spec is invalid");
-    conditions.set_unknown("CacheWarmed", reason, &not_written);
-    conditions.set_unknown("Snapshotted", reason, &not_written);
-    conditions.set_unknown("RolledOut", reason, "no rollout: the spec is invalid");
-    conditions.set("Ready", false, reason, &format!("Valid: {message}"));
+    conditions.set_unknown(
+        ConditionType::Resolved,
+        reason,
+        "not resolved: the spec is invalid",
+    );
+    conditions.set_unknown(ConditionType::CacheWarmed, reason, &not_written);
+    conditions.set_unknown(ConditionType::Snapshotted, reason, &not_written);
+    conditions.set_unknown(
+        ConditionType::RolledOut,
+        reason,
+        "no rollout: the spec is invalid",
+    );
+    conditions.set(
+        ConditionType::Ready,
+        false,
+        reason,
+        &format!("Valid: {message}"),
+    );
 }
 
 /// The content, checked by the resource's policy; sets `packageCount` when it is accepted.
@@ -67,7 +81,7 @@ pub(super) async fn check_content(
         Ok(accepted) => {
             draft.status.package_count = Some(accepted.package_count as i64);
             draft.conditions.set(
-                "Valid",
+                ConditionType::Valid,
                 true,
                 "RequirementsValid",
                 &format!("{} package(s)", accepted.package_count),
@@ -80,21 +94,21 @@ pub(super) async fn check_content(
 
 /// The conditions of content the policy refuses.
 fn content_invalid(conditions: &mut Conditions, message: &str) {
-    conditions.set("Valid", false, "InvalidRequirements", message);
+    conditions.set(ConditionType::Valid, false, "InvalidRequirements", message);
     conditions.set_unknown(
-        "Resolved",
+        ConditionType::Resolved,
         "InvalidRequirements",
         "not resolved: content is invalid",
     );
     conditions.set_unknown(
-        "CacheWarmed",
+        ConditionType::CacheWarmed,
         "InvalidRequirements",
         "not written: content is invalid",
     );
     conditions.set_unknown(
-        "RolledOut",
+        ConditionType::RolledOut,
         "InvalidRequirements",
         "no rollout: content is invalid",
     );
-    conditions.set("Ready", false, "InvalidRequirements", message);
+    conditions.set(ConditionType::Ready, false, "InvalidRequirements", message);
 }

@@ -2,6 +2,7 @@
 //! different or past half its TTL; between reconciles a watchdog checks each warmed key with one
 //! `TTL` command and triggers a reconcile when it is gone.
 
+use crate::crd::ConditionType;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +62,7 @@ pub(super) async fn check_cache(
                     ctx.clear_warning(obj, "RedisUnreachable");
                     let ttl = redis.ttl_seconds;
                     conditions.set(
-                        "CacheWarmed",
+                        ConditionType::CacheWarmed,
                         true,
                         "RedisWarmed",
                         &format!("Redis key {} holds the content (TTL {ttl} s, refreshed before half of it)", redis.key),
@@ -73,7 +74,7 @@ pub(super) async fn check_cache(
                     ctx.metrics.redis_warm(false);
                     let message = e.to_string();
                     warn!(error = %message, "Redis warm failed");
-                    conditions.set("CacheWarmed", false, e.reason(), &message);
+                    conditions.set(ConditionType::CacheWarmed, false, e.reason(), &message);
                     ctx.warn_once(obj, "RedisUnreachable", message, "WarmCache")
                         .await;
                     draft.recheck_within(RETRY);
@@ -83,7 +84,7 @@ pub(super) async fn check_cache(
         None => {
             ctx.unwatch(&oref);
             conditions.set(
-                "CacheWarmed",
+                ConditionType::CacheWarmed,
                 true,
                 "NotConfigured",
                 "no Redis cache configured",
