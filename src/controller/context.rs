@@ -14,7 +14,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, Resource};
 use tracing::warn;
 
-use super::lock::{Outcome, Resolution};
+use super::lock::{LockResult, Resolution};
 use super::rollout;
 use super::status::truncate;
 use crate::cache::Cache;
@@ -129,7 +129,7 @@ impl Context {
         &self,
         at: &ObjectRef<WorkspaceRequirements>,
         key: &Key,
-    ) -> Option<Outcome> {
+    ) -> Option<LockResult> {
         let known = self
             .resolutions
             .lock()
@@ -150,7 +150,7 @@ impl Context {
         &self,
         at: ObjectRef<WorkspaceRequirements>,
         key: Key,
-        outcome: Outcome,
+        outcome: LockResult,
     ) {
         self.resolutions
             .lock()

@@ -247,7 +247,7 @@ async fn lock_for(
     obj: &WorkspaceRequirements,
     payload: &Payload,
     key: &Key,
-) -> Outcome {
+) -> LockResult {
     let at = ObjectRef::from_obj(obj);
     if let Some(known) = ctx.resolution(&at, key) {
         return known;
@@ -325,18 +325,18 @@ async fn snapshot_lock(
 }
 
 /// What a lock lookup gives: the lock and when it was resolved, or why none and when to retry.
-pub(super) type Outcome = Result<(Lock, String), (Failure, Duration)>;
+pub(super) type LockResult = Result<(Lock, String), (Failure, Duration)>;
 
 /// A remembered resolution, valid for its key until its retry time (failures) or for good.
 #[derive(Debug, Clone)]
 pub(super) struct Resolution {
     key: Key,
-    outcome: Outcome,
+    outcome: LockResult,
     at: Instant,
 }
 
 impl Resolution {
-    pub(super) fn new(key: Key, outcome: Outcome) -> Self {
+    pub(super) fn new(key: Key, outcome: LockResult) -> Self {
         Resolution {
             key,
             outcome,
@@ -345,7 +345,7 @@ impl Resolution {
     }
 
     /// The outcome when it still answers for `key`.
-    pub(super) fn answer(&self, key: &Key) -> Option<Outcome> {
+    pub(super) fn answer(&self, key: &Key) -> Option<LockResult> {
         if &self.key != key {
             return None;
         }

@@ -217,7 +217,7 @@ async fn record_rollout(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     hash: &str,
-    outcome: rollout::Outcome,
+    outcome: rollout::RollReport,
     draft: &mut Draft,
 ) {
     draft.set_workloads(outcome.workloads, &outcome.verdicts);

@@ -40,7 +40,7 @@ use crate::watch::Scope;
 use crate::webhook::inject::INSTALL_CONTAINER;
 
 /// What [`roll`] found and did.
-pub struct Outcome {
+pub struct RollReport {
     pub workloads: Vec<WorkloadStatus>,
     /// Whether the pods of each workload run the hash (parallel to `workloads`).
     pub verdicts: Vec<Verdict>,
@@ -495,7 +495,7 @@ pub async fn roll(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     (hash, lock): (&str, Option<&str>),
-) -> Result<Outcome> {
+) -> Result<RollReport> {
     let oref = ObjectRef::from_obj(obj);
     let ns = obj.namespace().unwrap_or_default();
     let mut observed = observe(ctx, obj, hash).await;
@@ -512,21 +512,21 @@ pub async fn roll(
                 .await;
         let mut said = settled(&observed, &obj.name_any());
         said.requeue_after = said.requeue_after.into_iter().chain(again).min();
-        return Ok(Outcome::new(observed, said));
+        return Ok(RollReport::new(observed, said));
     }
     if obj.spec.rollout.strategy == RolloutStrategy::Manual {
         let said = manual(&observed.workloads, &stale, hash);
-        return Ok(Outcome::new(observed, said));
+        return Ok(RollReport::new(observed, said));
     }
     let debounce = Duration::from_secs(obj.spec.rollout.debounce_seconds.into());
     if let Some(said) = debouncing(debounce, pending_for(ctx, &oref, hash), stale.len()) {
-        return Ok(Outcome::new(observed, said));
+        return Ok(RollReport::new(observed, said));
     }
     let failed = patch_stale(ctx, obj, (hash, lock), &mut observed, &stale).await;
     if failed.is_empty() {
         ctx.pending.lock().expect("lock").remove(&oref);
         let said = pods_verdict(&observed.workloads, &observed.verdicts);
-        return Ok(Outcome::new(observed, said));
+        return Ok(RollReport::new(observed, said));
     }
     let message = format!("cannot patch {}", failed.join("; "));
     ctx.warn_once(obj, "RolloutFailed", message.clone(), "Rollout")
@@ -535,7 +535,7 @@ pub async fn roll(
         requeue_after: Some(super::status::RETRY),
         ..Said::waiting("PatchFailed", message)
     };
-    Ok(Outcome::new(observed, said))
+    Ok(RollReport::new(observed, said))
 }
 
 /// What the rollout says in RolledOut, and when it wants to look again.
@@ -568,7 +568,7 @@ impl From<(bool, &'static str, String)> for Said {
     }
 }
 
-impl Outcome {
+impl RollReport {
     fn new(observed: Observed, said: Said) -> Self {
         Self {
             workloads: observed.workloads,
