@@ -1,6 +1,5 @@
 //! Prometheus metrics of the operator (served on `/metrics`).
 
-use crate::crd::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -12,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::crd::WorkspaceRequirementsStatus;
+use crate::crd::{ConditionType, WorkspaceRequirementsStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {

@@ -7,22 +7,23 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, Resource};
+use serde_json::json;
 use tracing::warn;
 
 use super::lock::{LockResult, Resolution};
-use super::rollout;
-use super::status::truncate;
 use crate::cache::Cache;
-use crate::crd::WorkspaceRequirements;
+use crate::crd::{MANAGER, WorkspaceRequirements};
 use crate::error::{Error, Result};
 use crate::lock::{Key, Resolver};
 use crate::metrics::Metrics;
 use crate::shutdown::Stop;
+use crate::text::truncate;
 
 /// What the source mirror last saw for one resource (the reconciler owns the status).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub(super) struct Pending {
     pub(super) since: Instant,
 }
 
+/// The pods carrying the opt-in label, slimmed by `progress::slim` (see `rollout::pod_cache`).
+pub type PodCache = Store<Pod>;
+
 /// Everything a reconcile needs.
 pub struct Context {
     pub client: Client,
@@ -57,7 +61,7 @@ pub struct Context {
     pub deployments: Store<Deployment>,
     pub statefulsets: Store<StatefulSet>,
     /// Metadata of pods labelled with the opt-in label (for `uninjectedPods`).
-    pub pods: rollout::PodCache,
+    pub pods: PodCache,
     /// Redis connections by (URL, key, TTL), reused across reconciles (see `warm`).
     pub(super) caches: tokio::sync::Mutex<HashMap<String, Cache>>,
     pub(super) pending: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Pending>>,
@@ -86,6 +90,38 @@ pub(super) struct Watched {
 }
 
 impl Context {
+    /// Set pod-template annotations of a workload (a change of the template rolls it out).
+    pub(super) async fn annotate_template(
+        &self,
+        ns: &str,
+        kind: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+    ) -> Result<(), kube::Error> {
+        let annotations: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        match kind {
+            "Deployment" => {
+                Api::<Deployment>::namespaced(self.client.clone(), ns)
+                    .patch(name, &params, &Patch::Merge(&patch))
+                    .await?;
+            }
+            _ => {
+                Api::<StatefulSet>::namespaced(self.client.clone(), ns)
+                    .patch(name, &params, &Patch::Merge(&patch))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A context with empty bookkeeping, reading the given caches.
     pub(super) fn new(
         client: Client,
@@ -94,7 +130,7 @@ impl Context {
         sync: Arc<SyncStates>,
         deployments: Store<Deployment>,
         statefulsets: Store<StatefulSet>,
-        pods: rollout::PodCache,
+        pods: PodCache,
     ) -> Self {
         Self {
             client,

@@ -6,7 +6,6 @@
 //! A lock is reused while its [`Key`] holds: from memory, else from the ConfigMap (after a
 //! restart or a leader change), so a reconcile triggered by a pod event never runs uv again.
 
-use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use super::probe::{self, Learned};
 use super::rollout;
 use super::status::{Conditions, Draft, now_rfc3339};
 use crate::cache::Payload;
-use crate::crd::{Interpreter, LockStatus, Resolve, WorkspaceRequirements};
+use crate::crd::{ConditionType, Interpreter, LockStatus, Resolve, WorkspaceRequirements};
 use crate::lock::{Failure, Key, LOCK_FILE, Lock, Request, Resolver, effective_index_urls};
 use crate::requirements::content_hash;
 

@@ -7,7 +7,6 @@
 //! When the new pods' install containers fail, the rollout halts (readiness gates it) and the
 //! verdict names the pod, the init container and its termination message.
 
-use crate::crd::ConditionType;
 use crate::k8s_compat::Present;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -18,8 +17,12 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::ResourceExt;
 
-use crate::crd::{HASH_ANNOTATION, INJECTED_ANNOTATION, INJECTED_MODE_ANNOTATION};
+use crate::crd::{ConditionType, HASH_ANNOTATION, INJECTED_ANNOTATION, INJECTED_MODE_ANNOTATION};
 use crate::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
+
+/// The shortest time between two re-rollouts of one workload for uninjected pods (`reinject`
+/// acts on it; the messages here name it).
+pub const REINJECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a workload whose template carries the current hash stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +240,7 @@ fn verdict(pods: &PodsByHash, controller: Option<String>, replicas: i32, ready_n
              they were created); the operator rolls the workload out again so they are \
              re-created injected (at most once per {} s); {ready_n} of {replicas} replica(s) run \
              the current hash and are ready",
-            super::reinject::REINJECT_INTERVAL.as_secs()
+            REINJECT_INTERVAL.as_secs()
         ));
     }
     Verdict::RollingOut(format!(
@@ -390,7 +393,7 @@ fn fit(text: &str, max: usize) -> String {
         return text.to_string();
     }
     let first = text.lines().next().unwrap_or_default();
-    let first = super::status::truncate(first, max / 2);
+    let first = crate::text::truncate(first, max / 2);
     const CUT: &str = "\n…\n";
     let mut start = text.len() - (max - first.len() - CUT.len()).min(text.len());
     while !text.is_char_boundary(start) {

@@ -2,7 +2,6 @@
 //! its own module adding its condition to one [`Draft`] that is written once at the end (or
 //! where a step stops the reconcile).
 
-use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use tracing::{info, instrument, warn};
 
@@ -18,7 +18,7 @@ use super::rollout;
 use super::status::{Conditions, Draft, RETRY, STEPS};
 use super::{lock, snapshot, synced, valid, warm};
 use crate::cache::Payload;
-use crate::crd::{WorkloadStatus, WorkspaceRequirements};
+use crate::crd::{ConditionType, WorkloadStatus, WorkspaceRequirements};
 use crate::error::{Error, Result};
 
 /// Reconcile one resource.
@@ -68,7 +68,7 @@ where
         .set(ConditionType::Ready, false, "ReconcilePanicked", &message);
     ctx.warn_once(&obj, "ReconcilePanicked", message, "Reconcile")
         .await;
-    if let Err(e) = draft.write(&ctx, &obj).await {
+    if let Err(e) = write(&ctx, &obj, draft).await {
         warn!(error = %e, "cannot record the panic in the status");
     }
     Ok(Action::requeue(PANIC_RETRY))
@@ -86,15 +86,35 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     draft.status.content_hash = Some(payload.hash.clone());
     draft.status.short_hash = Some(payload.hash[..12].to_string());
     if let ControlFlow::Break(action) = prepare(ctx, obj, &payload, &mut draft).await {
-        draft.write(ctx, obj).await?;
+        write(ctx, obj, draft).await?;
         return Ok(action);
     }
     roll_out(ctx, obj, &payload.hash, &mut draft).await?;
     let ready = set_ready(ctx, obj, &payload.hash, &mut draft).await;
     let requeue = draft.requeue;
-    draft.write(ctx, obj).await?;
+    write(ctx, obj, draft).await?;
     info!(hash = %&payload.hash[..12], ready, requeue_s = requeue.as_secs(), "reconciled {}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     Ok(Action::requeue(requeue))
+}
+
+/// Write the reconcile's status when it changed; the resource's gauges follow it either way
+/// (after a restart or a leader change nothing differs, yet they must be set).
+async fn write(ctx: &Context, obj: &WorkspaceRequirements, draft: Draft) -> Result<()> {
+    let (status, patch) = draft.finish();
+    let ns = obj.namespace().unwrap_or_default();
+    ctx.metrics.resource_status(&ns, &obj.name_any(), &status);
+    let Some(patch) = patch else {
+        return Ok(());
+    };
+    Api::<WorkspaceRequirements>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(|e| Error::kube("patching status", e))?;
+    Ok(())
 }
 
 /// Everything before the rollout; `Break` when a step stops the reconcile (its conditions say

@@ -25,8 +25,7 @@ use super::context::Context;
 use super::progress::Verdict;
 use crate::crd::{REINJECTED_ANNOTATION, RolloutStrategy, WorkloadStatus, WorkspaceRequirements};
 
-/// The shortest time between two re-rollouts of one workload for uninjected pods.
-pub const REINJECT_INTERVAL: Duration = Duration::from_secs(60);
+pub use super::progress::REINJECT_INTERVAL;
 
 /// How long after the controller started it first rolls a workload again: the readiness probe
 /// of its replica and the Endpoints the API server calls the webhook at must catch up first.
@@ -109,7 +108,10 @@ pub async fn replace_uninjected(
         let name = format!("{}/{}", w.kind, w.name);
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let annotation = (REINJECTED_ANNOTATION, now.as_str());
-        match super::rollout::annotate_template(ctx, &ns, &w.kind, &w.name, &[annotation]).await {
+        match ctx
+            .annotate_template(&ns, &w.kind, &w.name, &[annotation])
+            .await
+        {
             Ok(()) => {
                 ctx.metrics.reinjections.inc();
                 info!(workload = %name, uninjected = ?w.uninjected_pods, "rolling out again: pods started without the packages");

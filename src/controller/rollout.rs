@@ -10,21 +10,17 @@
 use crate::k8s_compat::{Present, Text};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use serde_json::json;
 use tracing::info;
 
 use futures::{FutureExt, Stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::context::{Context, Pending};
@@ -32,7 +28,7 @@ use super::coverage;
 use super::progress::{self, Progress, Verdict};
 use crate::crd::INJECTED_ANNOTATION;
 use crate::crd::{
-    HASH_ANNOTATION, LOCK_ANNOTATION, MANAGER, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus,
+    HASH_ANNOTATION, LOCK_ANNOTATION, OPT_IN_LABEL, RolloutStrategy, WorkloadStatus,
     WorkspaceRequirements,
 };
 use crate::error::Result;
@@ -68,8 +64,7 @@ fn template_hash(t: &PodTemplateSpec, name: &str) -> Option<String> {
     )
 }
 
-/// The pods carrying the opt-in label, slimmed by [`progress::slim`].
-pub type PodCache = Store<Pod>;
+pub use super::context::PodCache;
 
 /// The pod cache and the stream that fills it. Only labelled pods are watched, each is cut down
 /// to what the status reads as it arrives, and a pod reaches the controller only when that
@@ -372,7 +367,7 @@ pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> 
                 .as_ref()
                 .map(|p| p.failed_packages.clone())
                 .filter(|f| !f.is_empty() && h == hash),
-            message: message.map(|m| super::status::truncate(&m, 1000)),
+            message: message.map(|m| crate::text::truncate(&m, 1000)),
         });
         verdicts.push(verdict);
     }
@@ -455,38 +450,6 @@ pub fn labelled_workloads(
     }
     found.sort();
     found
-}
-
-/// Set pod-template annotations of a workload (a change of the template rolls it out).
-pub(super) async fn annotate_template(
-    ctx: &Context,
-    ns: &str,
-    kind: &str,
-    name: &str,
-    annotations: &[(&str, &str)],
-) -> Result<(), kube::Error> {
-    let annotations: serde_json::Map<String, serde_json::Value> = annotations
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    let patch = json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
-    let params = PatchParams {
-        field_manager: Some(MANAGER.to_string()),
-        ..PatchParams::default()
-    };
-    match kind {
-        "Deployment" => {
-            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await?;
-        }
-        _ => {
-            Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Bring labelled workloads to `hash` and its `lock` (the first 12 hex digits of its SHA-256,
@@ -653,7 +616,10 @@ async fn patch_stale(
             (HASH_ANNOTATION, hash),
             (LOCK_ANNOTATION, lock.unwrap_or(NO_LOCK)),
         ];
-        match annotate_template(ctx, &ns, &w.kind, &w.name, &annotations).await {
+        match ctx
+            .annotate_template(&ns, &w.kind, &w.name, &annotations)
+            .await
+        {
             Ok(()) => {
                 ctx.metrics.rollouts.inc();
                 info!(kind = %w.kind, workload = %w.name, hash = %&hash[..12], "rolling out");

@@ -1,7 +1,6 @@
 //! Snapshotted: the owned ConfigMap the installer falls back to when Redis is unreachable.
 //! Nothing rolls until it holds the content.
 
-use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -15,7 +14,7 @@ use super::context::Context;
 use super::rollout;
 use super::status::{Draft, RETRY};
 use crate::cache::Payload;
-use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
+use crate::crd::{ConditionType, MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::lock::{LOCK_FILE, Lock};
 
 /// Write the snapshot; a refused write is reported (with the API server's message) and

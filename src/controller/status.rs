@@ -1,20 +1,17 @@
 //! The status a reconcile writes: conditions (Valid, Synced, Resolved, CacheWarmed,
-//! Snapshotted, RolledOut, Ready) and the [`Draft`] each step of a reconcile adds to.
+//! Snapshotted, RolledOut, Ready) and the [`Draft`] each step of a reconcile adds to. Pure: the
+//! reconcile writes the finished draft.
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::context::Context;
 use super::progress::Verdict;
 use crate::crd::{
     ConditionType, WorkloadStatus, WorkspaceRequirements, WorkspaceRequirementsStatus,
 };
-use crate::error::{Error, Result};
 
 /// How often Redis is checked (and refreshed when needed) at the latest.
 pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
@@ -35,7 +32,7 @@ pub fn now_rfc3339() -> String {
     now().to_string()
 }
 
-pub use crate::text::truncate;
+use crate::text::truncate;
 
 /// Conditions being rebuilt; `lastTransitionTime` only moves when the status value changes.
 pub struct Conditions {
@@ -159,25 +156,13 @@ impl Draft {
         self.status.workloads = workloads;
     }
 
-    /// Patch the status when it differs from what was read; the resource's gauges follow it
-    /// either way (after a restart or a leader change nothing differs, yet they must be set).
-    pub(super) async fn write(mut self, ctx: &Context, obj: &WorkspaceRequirements) -> Result<()> {
+    /// The finished status, and the merge patch that writes it when it differs from what was
+    /// read (`None`: nothing to write). The reconcile writes it, once, at its end.
+    pub(super) fn finish(mut self) -> (WorkspaceRequirementsStatus, Option<serde_json::Value>) {
         self.status.conditions = self.conditions.into_vec();
-        let ns = obj.namespace().unwrap_or_default();
-        ctx.metrics
-            .resource_status(&ns, &obj.name_any(), &self.status);
-        if self.old == self.status {
-            return Ok(());
-        }
-        let api = Api::<WorkspaceRequirements>::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": merge_patch(&self.old, &self.status) })),
-        )
-        .await
-        .map_err(|e| Error::kube("patching status", e))?;
-        Ok(())
+        let patch = (self.old != self.status)
+            .then(|| json!({ "status": merge_patch(&self.old, &self.status) }));
+        (self.status, patch)
     }
 }
 

@@ -1,7 +1,6 @@
 //! Synced: what the source mirror last saw (it never writes status itself), and the wait for a
 //! mirrored resource's first read.
 
-use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 use std::sync::PoisonError;
 
@@ -10,7 +9,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::context::{Context, SyncState};
 use super::status::{Draft, RETRY};
-use crate::crd::WorkspaceRequirements;
+use crate::crd::{ConditionType, WorkspaceRequirements};
 
 /// Synced: what the source mirror last saw.
 pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, draft: &mut Draft) {

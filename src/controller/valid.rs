@@ -2,7 +2,6 @@
 //! refuses, stops the reconcile — nothing is written, nothing rolled, and the webhook injects
 //! nothing from it (so labelled pods still start).
 
-use crate::crd::ConditionType;
 use std::ops::ControlFlow;
 
 use kube::runtime::controller::Action;
@@ -11,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::context::Context;
 use super::rollout;
 use super::status::{Conditions, Draft};
-use crate::crd::WorkspaceRequirements;
+use crate::crd::{ConditionType, WorkspaceRequirements};
 
 /// The spec's fields: no content at all, content too large for the ConfigMap, or a field
 /// another party would refuse.

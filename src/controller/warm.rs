@@ -2,7 +2,6 @@
 //! different or past half its TTL; between reconciles a watchdog checks each warmed key with one
 //! `TTL` command and triggers a reconcile when it is gone.
 
-use crate::crd::ConditionType;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use tracing::{info, warn};
 use super::context::{Context, Watched, secret_value};
 use super::status::{Draft, RETRY, now_rfc3339};
 use crate::cache::{Cache, CacheConfig, Payload};
-use crate::crd::{RedisCache, WorkspaceRequirements};
+use crate::crd::{ConditionType, RedisCache, WorkspaceRequirements};
 use crate::error::{Error, Result};
 
 /// How often the watchdog checks that each warmed Redis key still exists (one `TTL` command:

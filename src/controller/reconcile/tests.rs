@@ -3,8 +3,7 @@
 use super::{packages_failed, readiness};
 use crate::controller::fixtures;
 use crate::controller::status::{Conditions, STEPS};
-use crate::crd::ConditionType;
-use crate::crd::WorkloadStatus;
+use crate::crd::{ConditionType, WorkloadStatus};
 
 fn workload(name: &str, failed: Option<Vec<&str>>) -> WorkloadStatus {
     WorkloadStatus {
