@@ -11,11 +11,13 @@ use futures::FutureExt;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{info, instrument, warn};
 
 use super::context::Context;
+use super::observe;
 use super::rollout;
-use super::status::{Conditions, Draft, RETRY, STEPS};
+use super::status::{Conditions, Draft, Halt, RETRY, STEPS};
 use super::{lock, snapshot, synced, valid, warm};
 use crate::cache::Payload;
 use crate::crd::{ConditionType, WorkloadStatus, WorkspaceRequirements};
@@ -127,13 +129,60 @@ async fn prepare(
 ) -> ControlFlow<Action> {
     synced::check_synced(ctx, obj, draft).await;
     synced::wait_for_first_sync(obj, draft)?;
-    valid::check_spec(ctx, obj, &payload.hash, draft).await?;
-    valid::check_content(ctx, obj, draft).await?;
+    match checks(ctx, obj, payload, draft).await {
+        ControlFlow::Continue(()) => ControlFlow::Continue(()),
+        ControlFlow::Break(stop) => {
+            ControlFlow::Break(halt(ctx, obj, &payload.hash, draft, stop).await)
+        }
+    }
+}
+
+/// The steps that may stop the reconcile, in order.
+async fn checks(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    payload: &Payload,
+    draft: &mut Draft,
+) -> ControlFlow<Halt> {
+    valid::check_spec(ctx, obj, draft)?;
+    valid::check_content(ctx, obj, draft)?;
     lock::check_lock(ctx, obj, payload, draft).await?;
     // A failure is reported and retried, but does not stop the rollout: the installer falls
     // back to the ConfigMap snapshot.
     warm::check_cache(ctx, obj, payload, draft).await;
     snapshot::check_snapshot(ctx, obj, payload, draft).await
+}
+
+/// Stop here, the same way whichever step said so: its conditions, Redis no longer watched when
+/// the content is not the one to keep there, the workloads reported as they are (nothing rolls),
+/// the Warning once; returns when to come back.
+async fn halt(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+    draft: &mut Draft,
+    halt: Halt,
+) -> Action {
+    draft.conditions.halted(&halt);
+    if halt.unwatch {
+        ctx.memory::<warm::Warmth>()
+            .unwatch(&ObjectRef::from_obj(obj));
+    }
+    let observed = observe::observe(ctx, obj, hash).await;
+    draft.set_workloads(observed.workloads, &observed.verdicts);
+    let Halt {
+        reason,
+        message,
+        action,
+        once_per,
+        then,
+        ..
+    } = halt;
+    match once_per {
+        Some(per) => ctx.warn_once_per(obj, reason, per, message, action).await,
+        None => ctx.warn_once(obj, reason, message, action).await,
+    }
+    then
 }
 
 /// RolledOut: the templates carry the hash and the pods run it (or why not).
@@ -178,7 +227,7 @@ async fn set_ready(
         )
         .await;
     }
-    let unreached = rollout::no_workloads(ctx, obj);
+    let unreached = observe::no_workloads(ctx, obj);
     let (ready, reason, message) = readiness(&draft.conditions, failed, unreached);
     draft
         .conditions

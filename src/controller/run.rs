@@ -18,8 +18,9 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info};
 
 use super::context::{Context, SyncStates};
+use super::observe;
 use super::reconcile::{error_policy, guarded};
-use super::{mirror, rollout, warm};
+use super::{mirror, warm};
 use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::error::Result;
 use crate::lock::Resolver;
@@ -66,7 +67,7 @@ pub async fn run<R, Fut>(
         watcher::Config::default(),
         without_managed_fields,
     );
-    let (pods, pod_stream) = rollout::pod_cache(&client, &scope);
+    let (pods, pod_stream) = observe::pod_cache(&client, &scope);
     let sync: Arc<SyncStates> = Arc::default();
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(
@@ -132,7 +133,7 @@ async fn forget_deleted(
     loop {
         match deleted.recv().await {
             Ok(gone) => {
-                ctx.forget_resolution(&gone);
+                ctx.memory::<super::lock::Resolutions>().forget(&gone);
                 let ns = gone.namespace.unwrap_or_default();
                 metrics.retain_resources(|n, m| n != ns || m != gone.name);
             }
@@ -170,7 +171,7 @@ fn controller(
         .watches_stream(statefulsets, |s: StatefulSet| {
             owners(&s, s.spec.present().map(|s| &s.template))
         })
-        .watches_stream(pods, rollout::pod_owner)
+        .watches_stream(pods, observe::pod_owner)
         .reconcile_on(triggered)
 }
 

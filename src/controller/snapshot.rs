@@ -11,8 +11,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::context::Context;
-use super::rollout;
-use super::status::{Draft, RETRY};
+use super::status::{Draft, Halt, RETRY};
 use crate::cache::Payload;
 use crate::crd::{ConditionType, MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::lock::{LOCK_FILE, Lock};
@@ -24,7 +23,7 @@ pub(super) async fn check_snapshot(
     obj: &WorkspaceRequirements,
     payload: &Payload,
     draft: &mut Draft,
-) -> ControlFlow<Action> {
+) -> ControlFlow<Halt> {
     let conditions = &mut draft.conditions;
     match apply_snapshot(ctx, obj, payload, draft.lock.as_ref()).await {
         Ok(()) => {
@@ -48,29 +47,21 @@ pub(super) async fn check_snapshot(
         }
         Err(message) => {
             warn!(error = %message, "snapshot write failed");
-            conditions.set(
-                ConditionType::Snapshotted,
-                false,
-                "SnapshotFailed",
-                &message,
-            );
-            conditions.set(
-                ConditionType::RolledOut,
-                false,
-                "SnapshotFailed",
-                "no rollout until the ConfigMap snapshot (the installer's fallback) is written",
-            );
-            conditions.set(
-                ConditionType::Ready,
-                false,
-                "SnapshotFailed",
-                &format!("Snapshotted: {message}"),
-            );
-            let observed = rollout::observe(ctx, obj, &payload.hash).await;
-            draft.set_workloads(observed.workloads, &observed.verdicts);
-            ctx.warn_once(obj, "SnapshotFailed", message, "Snapshot")
-                .await;
-            ControlFlow::Break(Action::requeue(RETRY))
+            ControlFlow::Break(Halt {
+                at: ConditionType::Snapshotted,
+                reason: "SnapshotFailed",
+                message,
+                later: vec![(
+                    ConditionType::RolledOut,
+                    Some(false),
+                    "no rollout until the ConfigMap snapshot (the installer's fallback) is written"
+                        .into(),
+                )],
+                action: "Snapshot",
+                once_per: None,
+                unwatch: false,
+                then: Action::requeue(RETRY),
+            })
         }
     }
 }

@@ -117,6 +117,41 @@ impl Conditions {
     }
 }
 
+/// Why a step stops the reconcile, and what the stop leaves in the status. The reconcile does
+/// the rest the same way for every step ([`Conditions::halted`], then the workloads observed as
+/// they are, the Warning, the action): no step writes its own "stop here".
+pub(super) struct Halt {
+    /// The step's condition, set False with `reason` and `message` (Ready says it too).
+    pub(super) at: ConditionType,
+    pub(super) reason: &'static str,
+    pub(super) message: String,
+    /// What each later condition says meanwhile: its status (`None`: Unknown) and message.
+    pub(super) later: Vec<(ConditionType, Option<bool>, String)>,
+    /// The Warning's action; it is published once per reason, or once per `once_per` value.
+    pub(super) action: &'static str,
+    pub(super) once_per: Option<String>,
+    /// Whether the watchdog stops re-warming Redis (the content is not the one to keep there).
+    pub(super) unwatch: bool,
+    /// When to come back.
+    pub(super) then: kube::runtime::controller::Action,
+}
+
+impl Conditions {
+    /// The conditions of a stop: the step's condition False, the later ones as it says, Ready
+    /// False naming the step.
+    pub(super) fn halted(&mut self, halt: &Halt) {
+        self.set(halt.at, false, halt.reason, &halt.message);
+        for (type_, status, message) in &halt.later {
+            match status {
+                Some(value) => self.set(*type_, *value, halt.reason, message),
+                None => self.set_unknown(*type_, halt.reason, message),
+            }
+        }
+        let ready = format!("{}: {}", halt.at, halt.message);
+        self.set(ConditionType::Ready, false, halt.reason, &ready);
+    }
+}
+
 /// The status one reconcile builds: what was read, what will be written, and when to look
 /// again. Each step adds its condition; [`Draft::write`] patches it only when it changed.
 pub(super) struct Draft {

@@ -21,11 +21,11 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use tracing::info;
 
-use super::context::Context;
-use super::progress::Verdict;
+use crate::controller::context::Context;
+use crate::controller::progress::Verdict;
 use crate::crd::{REINJECTED_ANNOTATION, RolloutStrategy, WorkloadStatus, WorkspaceRequirements};
 
-pub use super::progress::REINJECT_INTERVAL;
+pub use crate::controller::progress::REINJECT_INTERVAL;
 
 /// How long after the controller started it first rolls a workload again: the readiness probe
 /// of its replica and the Endpoints the API server calls the webhook at must catch up first.
@@ -101,7 +101,7 @@ pub async fn replace_uninjected(
     let mut again: Option<Duration> = None;
     for w in candidates(&obj.spec.rollout.strategy, workloads, verdicts) {
         let key = (ns.clone(), w.kind.clone(), w.name.clone());
-        if let Some(wait) = ctx.reinjected.take(key, Instant::now()) {
+        if let Some(wait) = ctx.memory::<Reinjected>().take(key, Instant::now()) {
             again = Some(again.map_or(wait, |a| a.min(wait)));
             continue;
         }
@@ -147,7 +147,7 @@ mod tests {
         WorkloadStatus {
             up_to_date,
             uninjected_pods: Some(1),
-            ..super::super::fixtures::workload("Deployment", name)
+            ..crate::controller::fixtures::workload("Deployment", name)
         }
     }
 
