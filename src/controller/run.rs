@@ -82,6 +82,8 @@ pub async fn run<R, Fut>(
         )
         .resolving_with(settings.resolver, tasks.stop().clone()),
     );
+    // The re-injection grace counts from the controller's start, not from its first rollout.
+    ctx.memory::<super::rollout::reinject::Reinjected>();
 
     let store = resources.store();
     let controller = controller(
