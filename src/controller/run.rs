@@ -55,18 +55,7 @@ pub async fn run<R, Fut>(
     R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
 {
-    // Only template labels/annotations, selectors and rollout status are read: drop
-    // managedFields to keep the caches small.
-    let (deployments, deploy_stream) = cached(
-        scope.api::<Deployment>(&client),
-        watcher::Config::default(),
-        without_managed_fields,
-    );
-    let (statefulsets, sts_stream) = cached(
-        scope.api::<StatefulSet>(&client),
-        watcher::Config::default(),
-        without_managed_fields,
-    );
+    let ((deployments, deploy_stream), (statefulsets, sts_stream)) = workloads(&client, &scope);
     let (pods, pod_stream) = observe::pod_cache(&client, &scope);
     let sync: Arc<SyncStates> = Arc::default();
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
@@ -123,6 +112,38 @@ pub async fn run<R, Fut>(
     // Another replica reconciles now and exports the resources' gauges; ours would be stale.
     metrics.retain_resources(|_, _| false);
     info!("controller stopped");
+}
+
+/// The Deployment and StatefulSet caches and the streams that fill them. Only template
+/// labels/annotations, selectors and rollout status are read: managedFields are dropped to keep
+/// the caches small.
+#[allow(clippy::type_complexity)]
+fn workloads(
+    client: &Client,
+    scope: &Scope,
+) -> (
+    (
+        Store<Deployment>,
+        impl Stream<Item = Result<watcher::Event<Deployment>, watcher::Error>> + Send + 'static,
+    ),
+    (
+        Store<StatefulSet>,
+        impl Stream<Item = Result<watcher::Event<StatefulSet>, watcher::Error>> + Send + 'static,
+    ),
+) {
+    let config = watcher::Config::default;
+    (
+        cached(
+            scope.api::<Deployment>(client),
+            config(),
+            without_managed_fields,
+        ),
+        cached(
+            scope.api::<StatefulSet>(client),
+            config(),
+            without_managed_fields,
+        ),
+    )
 }
 
 /// A deleted resource's gauges go at once (the Redis watchdog sweeps what a reconcile finishing
