@@ -28,7 +28,7 @@ pub fn run(options: Options) -> Result<u8> {
     let me = std::env::current_exe().map_err(|e| Error::io("locating", "this executable", e))?;
     let uv = match &options.uv {
         Some(p) => p.clone(),
-        None => crate::installer::shipped_uv().ok_or_else(|| {
+        None => crate::uv::shipped_uv().ok_or_else(|| {
             Error::Config(format!(
                 "uv not found next to {} nor on PATH; pass --uv PATH",
                 me.display()

@@ -392,6 +392,51 @@ impl Default for RolloutSpec {
     }
 }
 
+/// The condition types of [`WorkspaceRequirementsStatus::conditions`], in the order they are
+/// listed: each step of a reconcile sets one, and `Ready` sums up the others. Their names are
+/// API (alerts, `kubectl wait --for=condition=Ready`), written here once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionType {
+    Valid,
+    Synced,
+    Resolved,
+    CacheWarmed,
+    Snapshotted,
+    RolledOut,
+    Ready,
+}
+
+impl ConditionType {
+    /// The conditions `Ready` sums up, in the order they are listed (`Ready` after them).
+    pub const STEPS: [ConditionType; 6] = [
+        ConditionType::Valid,
+        ConditionType::Synced,
+        ConditionType::Resolved,
+        ConditionType::CacheWarmed,
+        ConditionType::Snapshotted,
+        ConditionType::RolledOut,
+    ];
+
+    /// The condition's `type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Valid => "Valid",
+            ConditionType::Synced => "Synced",
+            ConditionType::Resolved => "Resolved",
+            ConditionType::CacheWarmed => "CacheWarmed",
+            ConditionType::Snapshotted => "Snapshotted",
+            ConditionType::RolledOut => "RolledOut",
+            ConditionType::Ready => "Ready",
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Observed state.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -49,6 +49,7 @@ pub mod supervise;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
+pub mod uv;
 pub mod watch;
 pub mod webhook;
 

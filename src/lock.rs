@@ -21,10 +21,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::egress;
-use crate::installer::netrc::{self, NetrcFile};
-use crate::installer::process::{self, Invocation, RunFailure};
 use crate::requirements::{Entry, RequirementsFile, hashes_equal};
 use crate::shutdown::Stop;
+use crate::uv::netrc::{self, NetrcFile};
+use crate::uv::process::{self, Invocation, RunFailure};
 
 pub mod entries;
 pub mod pins;
@@ -435,7 +435,7 @@ impl Resolver {
         cache_dir: Option<PathBuf>,
     ) -> Self {
         Resolver {
-            uv: crate::installer::shipped_uv().unwrap_or_else(|| "uv".into()),
+            uv: crate::uv::shipped_uv().unwrap_or_else(|| "uv".into()),
             python,
             allowed_index_urls,
             file_origins: vec![DEFAULT_FILE_ORIGIN.to_string()],

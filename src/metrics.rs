@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::crd::WorkspaceRequirementsStatus;
+use crate::crd::{ConditionType, WorkspaceRequirementsStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -228,7 +228,7 @@ impl Metrics {
         let ready = status
             .conditions
             .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
+            .any(|c| c.type_ == ConditionType::Ready.as_str() && c.status == "True");
         let resource = ResourceLabels {
             namespace: namespace.into(),
             name: name.into(),

@@ -67,7 +67,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::InstallerGuard(args) => {
             let mut command = args.command.into_iter();
             let program = command.next().unwrap_or_default();
-            crate::installer::guard::run(
+            crate::uv::guard::run(
                 args.parent,
                 args.address_space_limit,
                 program,

@@ -92,8 +92,8 @@ pub enum Command {
     /// the operator image has no shell, so the binary copies itself).
     Bootstrap(BootstrapArgs),
     /// Internal: run the installer so that it and its descendants die with `install` (see
-    /// `installer::guard`).
-    #[command(name = crate::installer::guard::SUBCOMMAND, hide = true)]
+    /// `uv::guard`).
+    #[command(name = crate::uv::guard::SUBCOMMAND, hide = true)]
     InstallerGuard(GuardArgs),
 }
 

@@ -1,28 +1,28 @@
-//! What every reconcile shares: the API client, the caches it reads, and the bookkeeping that
-//! keeps it quiet (Warnings once, debounce windows, stalled StatefulSets, warmed Redis keys).
+//! What every reconcile shares: the API client, the caches it reads, the Warnings it has said
+//! once, and a place for each step's own memory ([`Context::memory`]) that this module never
+//! looks into: no step's type is named here.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, Resource};
+use serde_json::json;
 use tracing::warn;
 
-use super::lock::{Outcome, Resolution};
-use super::rollout;
-use super::status::truncate;
-use crate::cache::Cache;
-use crate::crd::WorkspaceRequirements;
+use crate::crd::{MANAGER, WorkspaceRequirements};
 use crate::error::{Error, Result};
-use crate::lock::{Key, Resolver};
+use crate::lock::Resolver;
 use crate::metrics::Metrics;
 use crate::shutdown::Stop;
+use crate::text::truncate;
 
 /// What the source mirror last saw for one resource (the reconciler owns the status).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,12 +41,8 @@ pub enum SyncState {
 /// Shared between the mirror (writer) and the reconciler (reader).
 pub type SyncStates = Mutex<HashMap<ObjectRef<WorkspaceRequirements>, SyncState>>;
 
-/// A content change waiting out its debounce window.
-#[derive(Debug, Clone)]
-pub(super) struct Pending {
-    pub(super) hash: String,
-    pub(super) since: Instant,
-}
+/// The pods carrying the opt-in label, slimmed by `progress::slim` (see `rollout::pod_cache`).
+pub type PodCache = Store<Pod>;
 
 /// Everything a reconcile needs.
 pub struct Context {
@@ -57,35 +53,50 @@ pub struct Context {
     pub deployments: Store<Deployment>,
     pub statefulsets: Store<StatefulSet>,
     /// Metadata of pods labelled with the opt-in label (for `uninjectedPods`).
-    pub pods: rollout::PodCache,
-    /// Redis connections by (URL, key, TTL), reused across reconciles (see `warm`).
-    pub(super) caches: tokio::sync::Mutex<HashMap<String, Cache>>,
-    pub(super) pending: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Pending>>,
+    pub pods: PodCache,
     /// Last Warning event per (resource, reason) so trouble is reported once, not every retry.
     warned: Mutex<HashMap<(ObjectRef<WorkspaceRequirements>, &'static str), String>>,
-    /// Redis keys the cache watchdog checks between reconciles (see `warm::watch_caches`).
-    pub(super) watched: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Watched>>,
-    /// Since when each (namespace, name) StatefulSet has been missing pods (see `rollout`).
-    pub(super) stalled: Mutex<HashMap<(String, String), Instant>>,
     /// How locks are resolved; `None`: this operator resolves nothing (pods do).
     pub resolver: Option<Resolver>,
-    /// The last resolution of each resource (see `lock`).
-    resolutions: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Resolution>>,
     /// The operator's stop: ends a running resolution.
     pub(super) stop: Option<Stop>,
-    /// When each workload was last rolled out again for uninjected pods (see `reinject`).
-    pub(super) reinjected: super::reinject::Reinjected,
-    /// The workers' interpreters, per image, as probed (see `probe`).
-    pub(super) probes: super::probe::Probes,
-}
-
-/// A warmed Redis key: its connection and configured TTL.
-pub(super) struct Watched {
-    pub(super) cache: Cache,
-    pub(super) ttl: u64,
+    /// Each step's memory across reconciles, by its type.
+    memories: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Context {
+    /// Set pod-template annotations of a workload (a change of the template rolls it out).
+    pub(super) async fn annotate_template(
+        &self,
+        ns: &str,
+        kind: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+    ) -> Result<(), kube::Error> {
+        let annotations: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        match kind {
+            "Deployment" => {
+                Api::<Deployment>::namespaced(self.client.clone(), ns)
+                    .patch(name, &params, &Patch::Merge(&patch))
+                    .await?;
+            }
+            _ => {
+                Api::<StatefulSet>::namespaced(self.client.clone(), ns)
+                    .patch(name, &params, &Patch::Merge(&patch))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A context with empty bookkeeping, reading the given caches.
     pub(super) fn new(
         client: Client,
@@ -94,7 +105,7 @@ impl Context {
         sync: Arc<SyncStates>,
         deployments: Store<Deployment>,
         statefulsets: Store<StatefulSet>,
-        pods: rollout::PodCache,
+        pods: PodCache,
     ) -> Self {
         Self {
             client,
@@ -104,16 +115,10 @@ impl Context {
             deployments,
             statefulsets,
             pods,
-            caches: Default::default(),
-            pending: Default::default(),
             warned: Default::default(),
-            watched: Default::default(),
-            stalled: Default::default(),
             resolver: None,
-            resolutions: Default::default(),
             stop: None,
-            reinjected: Default::default(),
-            probes: Default::default(),
+            memories: Default::default(),
         }
     }
 
@@ -124,38 +129,18 @@ impl Context {
         self
     }
 
-    /// The remembered resolution of `at` when it answers for `key`.
-    pub(super) fn resolution(
-        &self,
-        at: &ObjectRef<WorkspaceRequirements>,
-        key: &Key,
-    ) -> Option<Outcome> {
-        let known = self
-            .resolutions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        known.get(at)?.answer(key)
-    }
-
-    /// Forget what was resolved for a deleted resource.
-    pub(super) fn forget_resolution(&self, gone: &ObjectRef<WorkspaceRequirements>) {
-        self.resolutions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(gone);
-    }
-
-    /// Remember `at`'s resolution for `key` (replacing the one for its previous content).
-    pub(super) fn remember(
-        &self,
-        at: ObjectRef<WorkspaceRequirements>,
-        key: Key,
-        outcome: Outcome,
-    ) {
-        self.resolutions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(at, Resolution::new(key, outcome));
+    /// The memory of type `T` a step keeps across reconciles (its debounce windows, the
+    /// interpreters it probed…), made empty on first use. The step owns the type; the context
+    /// only keeps it alive, so it never imports a step.
+    pub(super) fn memory<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut memories = self.memories.lock().unwrap_or_else(PoisonError::into_inner);
+        let memory = memories
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        memory
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("memories are kept under their own TypeId"))
     }
 
     pub(super) async fn publish(
@@ -232,11 +217,6 @@ impl Context {
         ready(self.deployments.wait_until_ready().now_or_never())
             && ready(self.statefulsets.wait_until_ready().now_or_never())
             && ready(self.pods.wait_until_ready().now_or_never())
-    }
-
-    /// Stop watching this resource's Redis key (it is no longer warmed from this resource).
-    pub(super) fn unwatch(&self, oref: &ObjectRef<WorkspaceRequirements>) {
-        self.watched.lock().expect("lock").remove(oref);
     }
 }
 

@@ -6,7 +6,11 @@
 //! A lock is reused while its [`Key`] holds: from memory, else from the ConfigMap (after a
 //! restart or a leader change), so a reconcile triggered by a pod event never runs uv again.
 
+pub mod probe;
+
+use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -16,12 +20,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
+use self::probe::Learned;
 use super::context::Context;
-use super::probe::{self, Learned};
-use super::rollout;
-use super::status::{Conditions, Draft, now_rfc3339};
+use super::status::{Draft, Halt, now_rfc3339};
 use crate::cache::Payload;
-use crate::crd::{Interpreter, LockStatus, Resolve, WorkspaceRequirements};
+use crate::crd::{ConditionType, Interpreter, LockStatus, Resolve, WorkspaceRequirements};
 use crate::lock::{Failure, Key, LOCK_FILE, Lock, Request, Resolver, effective_index_urls};
 use crate::requirements::content_hash;
 
@@ -79,7 +82,7 @@ pub(super) async fn check_lock(
     obj: &WorkspaceRequirements,
     payload: &Payload,
     draft: &mut Draft,
-) -> ControlFlow<Action> {
+) -> ControlFlow<Halt> {
     draft.status.interpreter = None;
     let key = match plan(obj, &payload.hash, ctx.resolver.as_ref()) {
         Plan::Pods(why) => {
@@ -96,7 +99,7 @@ pub(super) async fn check_lock(
         Ok((lock, resolved_at)) => {
             let pins = lock.pins().len();
             draft.conditions.set(
-                "Resolved",
+                ConditionType::Resolved,
                 true,
                 "Resolved",
                 &format!(
@@ -128,7 +131,7 @@ pub(super) async fn check_lock(
                 &payload.hash[..12],
                 key.interpreter.describe()
             );
-            blocked(ctx, obj, payload, draft, reason, &message, Some(retry)).await
+            ControlFlow::Break(blocked(payload, reason, message, retry))
         }
     }
 }
@@ -140,7 +143,7 @@ async fn learned_key(
     obj: &WorkspaceRequirements,
     hash: &str,
     draft: &mut Draft,
-) -> Result<Key, ControlFlow<Action>> {
+) -> Result<Key, ControlFlow<Halt>> {
     match probe::learn(ctx, obj).await {
         Learned::Known(learned) => {
             let interpreter = Interpreter {
@@ -176,8 +179,10 @@ fn pods_resolve(
     draft: &mut Draft,
     reason: &str,
     message: &str,
-) -> ControlFlow<Action> {
-    draft.conditions.set("Resolved", true, reason, message);
+) -> ControlFlow<Halt> {
+    draft
+        .conditions
+        .set(ConditionType::Resolved, true, reason, message);
     draft.status.lock = None;
     clear_warnings(ctx, obj);
     ControlFlow::Continue(())
@@ -186,29 +191,29 @@ fn pods_resolve(
 /// The reasons of a content without a lock (each its own Warning).
 const BLOCKED: [&str; 3] = ["ResolutionFailed", "ResolverFailed", "HashMismatch"];
 
-/// Nothing downstream happens for this content: the conditions say why, a Warning is sent once
-/// per content, and the reconcile stops (to come back after `retry`, or on a change).
-async fn blocked(
-    ctx: &Context,
-    obj: &WorkspaceRequirements,
-    payload: &Payload,
-    draft: &mut Draft,
-    reason: &'static str,
-    message: &str,
-    retry: Option<Duration>,
-) -> ControlFlow<Action> {
-    unresolved(&mut draft.conditions, reason, message);
-    let observed = rollout::observe(ctx, obj, &payload.hash).await;
-    draft.set_workloads(observed.workloads, &observed.verdicts);
-    ctx.warn_once_per(
-        obj,
+/// Nothing downstream happens for this content: the conditions say why (the running workers
+/// keep the last resolved content, so Redis stays watched), a Warning is sent once per content,
+/// and the reconcile stops until `retry` is over (or the content changes).
+fn blocked(payload: &Payload, reason: &'static str, message: String, retry: Duration) -> Halt {
+    let not_written = format!("not written: {reason} (see Resolved)");
+    Halt {
+        at: ConditionType::Resolved,
         reason,
-        payload.hash.clone(),
-        message.to_string(),
-        "Resolve",
-    )
-    .await;
-    ControlFlow::Break(retry.map_or_else(Action::await_change, Action::requeue))
+        message,
+        later: vec![
+            (ConditionType::CacheWarmed, None, not_written.clone()),
+            (ConditionType::Snapshotted, None, not_written),
+            (
+                ConditionType::RolledOut,
+                None,
+                "no rollout: the running workers keep the last resolved content".into(),
+            ),
+        ],
+        action: "Resolve",
+        once_per: Some(payload.hash.clone()),
+        unwatch: false,
+        then: Action::requeue(retry),
+    }
 }
 
 /// Forget the Warnings of a content without a lock: the next one is news again.
@@ -218,20 +223,6 @@ fn clear_warnings(ctx: &Context, obj: &WorkspaceRequirements) {
     }
 }
 
-/// The conditions of content without a lock: not cached, not snapshotted, not rolled out.
-fn unresolved(conditions: &mut Conditions, reason: &str, message: &str) {
-    conditions.set("Resolved", false, reason, message);
-    let not_written = format!("not written: {reason} (see Resolved)");
-    conditions.set_unknown("CacheWarmed", reason, &not_written);
-    conditions.set_unknown("Snapshotted", reason, &not_written);
-    conditions.set_unknown(
-        "RolledOut",
-        reason,
-        "no rollout: the running workers keep the last resolved content",
-    );
-    conditions.set("Ready", false, reason, &format!("Resolved: {message}"));
-}
-
 /// The lock for `key` and when it was resolved: remembered, else the snapshot's, else a new
 /// resolution (also remembered, failures too, until their retry time).
 async fn lock_for(
@@ -239,15 +230,16 @@ async fn lock_for(
     obj: &WorkspaceRequirements,
     payload: &Payload,
     key: &Key,
-) -> Outcome {
+) -> LockResult {
     let at = ObjectRef::from_obj(obj);
-    if let Some(known) = ctx.resolution(&at, key) {
+    let resolutions = ctx.memory::<Resolutions>();
+    if let Some(known) = resolutions.answer(&at, key) {
         return known;
     }
     let recorded = obj.status.as_ref().and_then(|s| s.lock.as_ref());
     if let Some((lock, resolved_at)) = snapshot_lock(ctx, obj, key, recorded).await {
         let found = Ok((lock, resolved_at));
-        ctx.remember(at, key.clone(), found.clone());
+        resolutions.remember(at, key.clone(), found.clone());
         return found;
     }
     let (Some(resolver), Some(stop)) = (ctx.resolver.as_ref(), ctx.stop.as_ref()) else {
@@ -273,7 +265,7 @@ async fn lock_for(
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     );
-    ctx.remember(at, key.clone(), outcome.clone());
+    resolutions.remember(at, key.clone(), outcome.clone());
     outcome
 }
 
@@ -317,18 +309,46 @@ async fn snapshot_lock(
 }
 
 /// What a lock lookup gives: the lock and when it was resolved, or why none and when to retry.
-pub(super) type Outcome = Result<(Lock, String), (Failure, Duration)>;
+pub(super) type LockResult = Result<(Lock, String), (Failure, Duration)>;
+
+/// The lock step's memory: the last resolution of each resource.
+#[derive(Default)]
+pub(super) struct Resolutions(Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Resolution>>);
+
+impl Resolutions {
+    /// The remembered resolution of `at` when it answers for `key`.
+    fn answer(&self, at: &ObjectRef<WorkspaceRequirements>, key: &Key) -> Option<LockResult> {
+        let known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(at)?.answer(key)
+    }
+
+    /// Remember `at`'s resolution for `key` (replacing the one for its previous content).
+    fn remember(&self, at: ObjectRef<WorkspaceRequirements>, key: Key, outcome: LockResult) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(at, Resolution::new(key, outcome));
+    }
+
+    /// Forget what was resolved for a deleted resource.
+    pub(super) fn forget(&self, gone: &ObjectRef<WorkspaceRequirements>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(gone);
+    }
+}
 
 /// A remembered resolution, valid for its key until its retry time (failures) or for good.
 #[derive(Debug, Clone)]
 pub(super) struct Resolution {
     key: Key,
-    outcome: Outcome,
+    outcome: LockResult,
     at: Instant,
 }
 
 impl Resolution {
-    pub(super) fn new(key: Key, outcome: Outcome) -> Self {
+    pub(super) fn new(key: Key, outcome: LockResult) -> Self {
         Resolution {
             key,
             outcome,
@@ -337,7 +357,7 @@ impl Resolution {
     }
 
     /// The outcome when it still answers for `key`.
-    pub(super) fn answer(&self, key: &Key) -> Option<Outcome> {
+    pub(super) fn answer(&self, key: &Key) -> Option<LockResult> {
         if &self.key != key {
             return None;
         }

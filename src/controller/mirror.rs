@@ -53,12 +53,12 @@ impl Drop for SharedDatabase {
     }
 }
 
-struct Sources {
+struct SharedDatabases {
     by_url: tokio::sync::Mutex<HashMap<String, Arc<SharedDatabase>>>,
     tasks: Supervisor,
 }
 
-impl Sources {
+impl SharedDatabases {
     async fn get(&self, url: &str) -> Result<Arc<SharedDatabase>> {
         let mut map = self.by_url.lock().await;
         if let Some(s) = map.get(url) {
@@ -181,7 +181,7 @@ pub async fn run(
     supervisor: Supervisor,
 ) {
     debug!("source mirror started");
-    let sources = Arc::new(Sources {
+    let sources = Arc::new(SharedDatabases {
         by_url: Default::default(),
         tasks: supervisor.clone(),
     });
@@ -239,7 +239,7 @@ impl Drop for Owned {
 }
 
 /// One read of a source.
-struct Fetched {
+struct SourceRead {
     /// `None`: unchanged since the last read (an S3 `304`).
     content: Option<String>,
     /// When the source says the content last changed (for the lag metric).
@@ -266,7 +266,7 @@ enum Feed {
 
 impl Feed {
     /// Read the source now.
-    async fn read(&mut self) -> Result<Fetched> {
+    async fn read(&mut self) -> Result<SourceRead> {
         match self {
             Self::Database { db, path, .. } => {
                 let Some(row) = db.read().await? else {
@@ -276,7 +276,7 @@ impl Feed {
                     });
                 };
                 crate::limit::check(|| format!("workspace_files row {path:?}"), &row.content)?;
-                Ok(Fetched {
+                Ok(SourceRead {
                     content: Some(row.content),
                     changed_at: row.updated_at,
                 })
@@ -286,7 +286,7 @@ impl Feed {
                 etag,
                 read_etag,
             } => match store.read_if_changed(etag.as_deref()).await? {
-                Poll::NotModified => Ok(Fetched {
+                Poll::NotModified => Ok(SourceRead {
                     content: None,
                     changed_at: None,
                 }),
@@ -294,7 +294,7 @@ impl Feed {
                     // Refused as every other door refuses it; the resource keeps what it had.
                     crate::limit::check(|| store.config().location(), &v.content)?;
                     *read_etag = Some(v.etag);
-                    Ok(Fetched {
+                    Ok(SourceRead {
                         content: Some(v.content),
                         changed_at: None,
                     })
@@ -359,7 +359,7 @@ struct Mirror {
     sync: Arc<SyncStates>,
     metrics: Arc<Metrics>,
     trigger: UnboundedSender<ObjectRef<WorkspaceRequirements>>,
-    sources: Arc<Sources>,
+    sources: Arc<SharedDatabases>,
 }
 
 impl Mirror {

@@ -15,10 +15,9 @@ pub mod coverage;
 mod fixtures;
 mod lock;
 pub mod mirror;
-pub mod probe;
+mod observe;
 pub mod progress;
 mod reconcile;
-mod reinject;
 pub mod rollout;
 mod run;
 mod snapshot;
@@ -28,5 +27,6 @@ mod valid;
 mod warm;
 
 pub use context::{Context, SyncState, SyncStates, secret_value};
+pub use lock::probe;
 pub use reconcile::{error_policy, reconcile};
 pub use run::{Settings, run};

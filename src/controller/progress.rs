@@ -17,8 +17,12 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::ResourceExt;
 
-use crate::crd::{HASH_ANNOTATION, INJECTED_ANNOTATION, INJECTED_MODE_ANNOTATION};
+use crate::crd::{ConditionType, HASH_ANNOTATION, INJECTED_ANNOTATION, INJECTED_MODE_ANNOTATION};
 use crate::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
+
+/// The shortest time between two re-rollouts of one workload for uninjected pods (`reinject`
+/// acts on it; the messages here name it).
+pub const REINJECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a workload whose template carries the current hash stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +240,7 @@ fn verdict(pods: &PodsByHash, controller: Option<String>, replicas: i32, ready_n
              they were created); the operator rolls the workload out again so they are \
              re-created injected (at most once per {} s); {ready_n} of {replicas} replica(s) run \
              the current hash and are ready",
-            super::reinject::REINJECT_INTERVAL.as_secs()
+            REINJECT_INTERVAL.as_secs()
         ));
     }
     Verdict::RollingOut(format!(
@@ -256,7 +260,10 @@ fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == ConditionType::Ready.as_str() && c.status == "True")
+        })
 }
 
 /// Waiting reasons of a container that will not start by itself (image or configuration
@@ -386,7 +393,7 @@ fn fit(text: &str, max: usize) -> String {
         return text.to_string();
     }
     let first = text.lines().next().unwrap_or_default();
-    let first = super::status::truncate(first, max / 2);
+    let first = crate::text::truncate(first, max / 2);
     const CUT: &str = "\n…\n";
     let mut start = text.len() - (max - first.len() - CUT.len()).min(text.len());
     while !text.is_char_boundary(start) {
@@ -461,7 +468,7 @@ pub fn slim(p: &mut Pod) {
     p.status = p.status.take().map(|s| PodStatus {
         conditions: s.conditions.map(|cs| {
             cs.into_iter()
-                .filter(|c| c.type_ == "Ready")
+                .filter(|c| c.type_ == ConditionType::Ready.as_str())
                 .map(|c| PodCondition {
                     type_: c.type_,
                     status: c.status,

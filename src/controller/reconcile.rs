@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{info, instrument, warn};
 
 use super::context::Context;
+use super::observe;
 use super::rollout;
-use super::status::{Conditions, Draft, RETRY, STEPS};
+use super::status::{Conditions, Draft, Halt, RETRY, STEPS};
 use super::{lock, snapshot, synced, valid, warm};
 use crate::cache::Payload;
-use crate::crd::{WorkloadStatus, WorkspaceRequirements};
+use crate::crd::{ConditionType, WorkloadStatus, WorkspaceRequirements};
 use crate::error::{Error, Result};
 
 /// Reconcile one resource.
@@ -64,10 +67,10 @@ where
     let mut draft = Draft::of(&obj);
     draft
         .conditions
-        .set("Ready", false, "ReconcilePanicked", &message);
+        .set(ConditionType::Ready, false, "ReconcilePanicked", &message);
     ctx.warn_once(&obj, "ReconcilePanicked", message, "Reconcile")
         .await;
-    if let Err(e) = draft.write(&ctx, &obj).await {
+    if let Err(e) = write(&ctx, &obj, draft).await {
         warn!(error = %e, "cannot record the panic in the status");
     }
     Ok(Action::requeue(PANIC_RETRY))
@@ -85,15 +88,35 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
     draft.status.content_hash = Some(payload.hash.clone());
     draft.status.short_hash = Some(payload.hash[..12].to_string());
     if let ControlFlow::Break(action) = prepare(ctx, obj, &payload, &mut draft).await {
-        draft.write(ctx, obj).await?;
+        write(ctx, obj, draft).await?;
         return Ok(action);
     }
     roll_out(ctx, obj, &payload.hash, &mut draft).await?;
     let ready = set_ready(ctx, obj, &payload.hash, &mut draft).await;
     let requeue = draft.requeue;
-    draft.write(ctx, obj).await?;
+    write(ctx, obj, draft).await?;
     info!(hash = %&payload.hash[..12], ready, requeue_s = requeue.as_secs(), "reconciled {}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     Ok(Action::requeue(requeue))
+}
+
+/// Write the reconcile's status when it changed; the resource's gauges follow it either way
+/// (after a restart or a leader change nothing differs, yet they must be set).
+async fn write(ctx: &Context, obj: &WorkspaceRequirements, draft: Draft) -> Result<()> {
+    let (status, patch) = draft.finish();
+    let ns = obj.namespace().unwrap_or_default();
+    ctx.metrics.resource_status(&ns, &obj.name_any(), &status);
+    let Some(patch) = patch else {
+        return Ok(());
+    };
+    Api::<WorkspaceRequirements>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(|e| Error::kube("patching status", e))?;
+    Ok(())
 }
 
 /// Everything before the rollout; `Break` when a step stops the reconcile (its conditions say
@@ -106,13 +129,60 @@ async fn prepare(
 ) -> ControlFlow<Action> {
     synced::check_synced(ctx, obj, draft).await;
     synced::wait_for_first_sync(obj, draft)?;
-    valid::check_spec(ctx, obj, &payload.hash, draft).await?;
-    valid::check_content(ctx, obj, draft).await?;
+    match checks(ctx, obj, payload, draft).await {
+        ControlFlow::Continue(()) => ControlFlow::Continue(()),
+        ControlFlow::Break(stop) => {
+            ControlFlow::Break(halt(ctx, obj, &payload.hash, draft, stop).await)
+        }
+    }
+}
+
+/// The steps that may stop the reconcile, in order.
+async fn checks(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    payload: &Payload,
+    draft: &mut Draft,
+) -> ControlFlow<Halt> {
+    valid::check_spec(ctx, obj, draft)?;
+    valid::check_content(ctx, obj, draft)?;
     lock::check_lock(ctx, obj, payload, draft).await?;
     // A failure is reported and retried, but does not stop the rollout: the installer falls
     // back to the ConfigMap snapshot.
     warm::check_cache(ctx, obj, payload, draft).await;
     snapshot::check_snapshot(ctx, obj, payload, draft).await
+}
+
+/// Stop here, the same way whichever step said so: its conditions, Redis no longer watched when
+/// the content is not the one to keep there, the workloads reported as they are (nothing rolls),
+/// the Warning once; returns when to come back.
+async fn halt(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    hash: &str,
+    draft: &mut Draft,
+    halt: Halt,
+) -> Action {
+    draft.conditions.halted(&halt);
+    if halt.unwatch {
+        ctx.memory::<warm::Warmth>()
+            .unwatch(&ObjectRef::from_obj(obj));
+    }
+    let observed = observe::observe(ctx, obj, hash).await;
+    draft.set_workloads(observed.workloads, &observed.verdicts);
+    let Halt {
+        reason,
+        message,
+        action,
+        once_per,
+        then,
+        ..
+    } = halt;
+    match once_per {
+        Some(per) => ctx.warn_once_per(obj, reason, per, message, action).await,
+        None => ctx.warn_once(obj, reason, message, action).await,
+    }
+    then
 }
 
 /// RolledOut: the templates carry the hash and the pods run it (or why not).
@@ -157,9 +227,11 @@ async fn set_ready(
         )
         .await;
     }
-    let unreached = rollout::no_workloads(ctx, obj);
+    let unreached = observe::no_workloads(ctx, obj);
     let (ready, reason, message) = readiness(&draft.conditions, failed, unreached);
-    draft.conditions.set("Ready", ready, &reason, &message);
+    draft
+        .conditions
+        .set(ConditionType::Ready, ready, &reason, &message);
     ready
 }
 
@@ -214,14 +286,14 @@ async fn record_rollout(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     hash: &str,
-    outcome: rollout::Outcome,
+    outcome: rollout::RollReport,
     draft: &mut Draft,
 ) {
     draft.set_workloads(outcome.workloads, &outcome.verdicts);
     let conditions = &mut draft.conditions;
     if outcome.creation_failures.is_empty() {
         conditions.set(
-            "RolledOut",
+            ConditionType::RolledOut,
             outcome.all_up_to_date,
             outcome.reason,
             &outcome.message,
@@ -245,7 +317,12 @@ async fn record_rollout(
             "pods cannot be created: {}",
             outcome.creation_failures.join("; ")
         );
-        conditions.set("RolledOut", false, "PodCreationFailed", &message);
+        conditions.set(
+            ConditionType::RolledOut,
+            false,
+            "PodCreationFailed",
+            &message,
+        );
         ctx.warn_once(obj, "PodCreationFailed", message, "Rollout")
             .await;
     }

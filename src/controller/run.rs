@@ -18,8 +18,9 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info};
 
 use super::context::{Context, SyncStates};
+use super::observe;
 use super::reconcile::{error_policy, guarded};
-use super::{mirror, rollout, warm};
+use super::{mirror, warm};
 use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::error::Result;
 use crate::lock::Resolver;
@@ -54,19 +55,8 @@ pub async fn run<R, Fut>(
     R: Fn(Arc<WorkspaceRequirements>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
 {
-    // Only template labels/annotations, selectors and rollout status are read: drop
-    // managedFields to keep the caches small.
-    let (deployments, deploy_stream) = cached(
-        scope.api::<Deployment>(&client),
-        watcher::Config::default(),
-        without_managed_fields,
-    );
-    let (statefulsets, sts_stream) = cached(
-        scope.api::<StatefulSet>(&client),
-        watcher::Config::default(),
-        without_managed_fields,
-    );
-    let (pods, pod_stream) = rollout::pod_cache(&client, &scope);
+    let ((deployments, deploy_stream), (statefulsets, sts_stream)) = workloads(&client, &scope);
+    let (pods, pod_stream) = observe::pod_cache(&client, &scope);
     let sync: Arc<SyncStates> = Arc::default();
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(
@@ -81,6 +71,8 @@ pub async fn run<R, Fut>(
         )
         .resolving_with(settings.resolver, tasks.stop().clone()),
     );
+    // The re-injection grace counts from the controller's start, not from its first rollout.
+    ctx.memory::<super::rollout::reinject::Reinjected>();
 
     let store = resources.store();
     let controller = controller(
@@ -122,6 +114,38 @@ pub async fn run<R, Fut>(
     info!("controller stopped");
 }
 
+/// The Deployment and StatefulSet caches and the streams that fill them. Only template
+/// labels/annotations, selectors and rollout status are read: managedFields are dropped to keep
+/// the caches small.
+#[allow(clippy::type_complexity)]
+fn workloads(
+    client: &Client,
+    scope: &Scope,
+) -> (
+    (
+        Store<Deployment>,
+        impl Stream<Item = Result<watcher::Event<Deployment>, watcher::Error>> + Send + 'static,
+    ),
+    (
+        Store<StatefulSet>,
+        impl Stream<Item = Result<watcher::Event<StatefulSet>, watcher::Error>> + Send + 'static,
+    ),
+) {
+    let config = watcher::Config::default;
+    (
+        cached(
+            scope.api::<Deployment>(client),
+            config(),
+            without_managed_fields,
+        ),
+        cached(
+            scope.api::<StatefulSet>(client),
+            config(),
+            without_managed_fields,
+        ),
+    )
+}
+
 /// A deleted resource's gauges go at once (the Redis watchdog sweeps what a reconcile finishing
 /// after the deletion may have set again), and so does its remembered lock.
 async fn forget_deleted(
@@ -132,7 +156,7 @@ async fn forget_deleted(
     loop {
         match deleted.recv().await {
             Ok(gone) => {
-                ctx.forget_resolution(&gone);
+                ctx.memory::<super::lock::Resolutions>().forget(&gone);
                 let ns = gone.namespace.unwrap_or_default();
                 metrics.retain_resources(|n, m| n != ns || m != gone.name);
             }
@@ -170,7 +194,7 @@ fn controller(
         .watches_stream(statefulsets, |s: StatefulSet| {
             owners(&s, s.spec.present().map(|s| &s.template))
         })
-        .watches_stream(pods, rollout::pod_owner)
+        .watches_stream(pods, observe::pod_owner)
         .reconcile_on(triggered)
 }
 

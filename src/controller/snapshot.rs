@@ -11,10 +11,9 @@ use serde_json::json;
 use tracing::warn;
 
 use super::context::Context;
-use super::rollout;
-use super::status::{Draft, RETRY};
+use super::status::{Draft, Halt, RETRY};
 use crate::cache::Payload;
-use crate::crd::{MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
+use crate::crd::{ConditionType, MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::lock::{LOCK_FILE, Lock};
 
 /// Write the snapshot; a refused write is reported (with the API server's message) and
@@ -24,12 +23,12 @@ pub(super) async fn check_snapshot(
     obj: &WorkspaceRequirements,
     payload: &Payload,
     draft: &mut Draft,
-) -> ControlFlow<Action> {
+) -> ControlFlow<Halt> {
     let conditions = &mut draft.conditions;
     match apply_snapshot(ctx, obj, payload, draft.lock.as_ref()).await {
         Ok(()) => {
             conditions.set(
-                "Snapshotted",
+                ConditionType::Snapshotted,
                 true,
                 "SnapshotApplied",
                 &format!(
@@ -48,24 +47,21 @@ pub(super) async fn check_snapshot(
         }
         Err(message) => {
             warn!(error = %message, "snapshot write failed");
-            conditions.set("Snapshotted", false, "SnapshotFailed", &message);
-            conditions.set(
-                "RolledOut",
-                false,
-                "SnapshotFailed",
-                "no rollout until the ConfigMap snapshot (the installer's fallback) is written",
-            );
-            conditions.set(
-                "Ready",
-                false,
-                "SnapshotFailed",
-                &format!("Snapshotted: {message}"),
-            );
-            let observed = rollout::observe(ctx, obj, &payload.hash).await;
-            draft.set_workloads(observed.workloads, &observed.verdicts);
-            ctx.warn_once(obj, "SnapshotFailed", message, "Snapshot")
-                .await;
-            ControlFlow::Break(Action::requeue(RETRY))
+            ControlFlow::Break(Halt {
+                at: ConditionType::Snapshotted,
+                reason: "SnapshotFailed",
+                message,
+                later: vec![(
+                    ConditionType::RolledOut,
+                    Some(false),
+                    "no rollout until the ConfigMap snapshot (the installer's fallback) is written"
+                        .into(),
+                )],
+                action: "Snapshot",
+                once_per: None,
+                unwatch: false,
+                then: Action::requeue(RETRY),
+            })
         }
     }
 }

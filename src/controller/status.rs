@@ -1,18 +1,17 @@
 //! The status a reconcile writes: conditions (Valid, Synced, Resolved, CacheWarmed,
-//! Snapshotted, RolledOut, Ready) and the [`Draft`] each step of a reconcile adds to.
+//! Snapshotted, RolledOut, Ready) and the [`Draft`] each step of a reconcile adds to. Pure: the
+//! reconcile writes the finished draft.
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::context::Context;
 use super::progress::Verdict;
-use crate::crd::{WorkloadStatus, WorkspaceRequirements, WorkspaceRequirementsStatus};
-use crate::error::{Error, Result};
+use crate::crd::{
+    ConditionType, WorkloadStatus, WorkspaceRequirements, WorkspaceRequirementsStatus,
+};
 
 /// How often Redis is checked (and refreshed when needed) at the latest.
 pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
@@ -20,14 +19,7 @@ pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 pub(super) const RETRY: Duration = Duration::from_secs(5);
 
 /// The conditions Ready sums up, in the order they are listed (Ready after them).
-pub(super) const STEPS: [&str; 6] = [
-    "Valid",
-    "Synced",
-    "Resolved",
-    "CacheWarmed",
-    "Snapshotted",
-    "RolledOut",
-];
+pub(super) const STEPS: [ConditionType; 6] = ConditionType::STEPS;
 
 /// Now, to the second (Kubernetes serializes times with second precision; a finer value would
 /// differ from what is read back and make an unchanged status look changed).
@@ -40,7 +32,7 @@ pub fn now_rfc3339() -> String {
     now().to_string()
 }
 
-pub use crate::text::truncate;
+use crate::text::truncate;
 
 /// Conditions being rebuilt; `lastTransitionTime` only moves when the status value changes.
 pub struct Conditions {
@@ -53,15 +45,16 @@ impl Conditions {
         Self { list, generation }
     }
 
-    pub fn set(&mut self, type_: &str, value: bool, reason: &str, message: &str) {
+    pub fn set(&mut self, type_: ConditionType, value: bool, reason: &str, message: &str) {
         self.put(type_, if value { "True" } else { "False" }, reason, message);
     }
 
-    pub fn set_unknown(&mut self, type_: &str, reason: &str, message: &str) {
+    pub fn set_unknown(&mut self, type_: ConditionType, reason: &str, message: &str) {
         self.put(type_, "Unknown", reason, message);
     }
 
-    fn put(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+    fn put(&mut self, type_: ConditionType, status: &str, reason: &str, message: &str) {
+        let type_ = type_.as_str();
         let transition = match self.list.iter().find(|c| c.type_ == type_) {
             Some(c) if c.status == status => c.last_transition_time.clone(),
             _ => Time(now()),
@@ -78,31 +71,36 @@ impl Conditions {
         });
     }
 
-    pub fn is_true(&self, type_: &str) -> bool {
+    pub fn is_true(&self, type_: ConditionType) -> bool {
         self.list
             .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
+            .any(|c| c.type_ == type_.as_str() && c.status == "True")
     }
 
-    pub fn all_true(&self, types: &[&str]) -> bool {
-        types.iter().all(|t| self.is_true(t))
+    pub fn all_true(&self, types: &[ConditionType]) -> bool {
+        types.iter().all(|t| self.is_true(*t))
+    }
+
+    /// The condition of `type_`, if set.
+    fn get(&self, type_: ConditionType) -> Option<&Condition> {
+        self.list.iter().find(|c| c.type_ == type_.as_str())
     }
 
     /// "Type: message" of the first condition (in `types` order) that is not True.
-    pub fn first_problem(&self, types: &[&str]) -> String {
+    pub fn first_problem(&self, types: &[ConditionType]) -> String {
         types
             .iter()
-            .filter_map(|t| self.list.iter().find(|c| c.type_ == *t))
+            .filter_map(|t| self.get(*t))
             .find(|c| c.status != "True")
             .map(|c| format!("{}: {}", c.type_, c.message))
             .unwrap_or_default()
     }
 
     /// The reason of the first condition (in `types` order) that is not True.
-    pub fn first_problem_reason(&self, types: &[&str]) -> String {
+    pub fn first_problem_reason(&self, types: &[ConditionType]) -> String {
         types
             .iter()
-            .filter_map(|t| self.list.iter().find(|c| c.type_ == *t))
+            .filter_map(|t| self.get(*t))
             .find(|c| c.status != "True")
             .map(|c| c.reason.clone())
             .unwrap_or_else(|| "NotReady".into())
@@ -112,10 +110,45 @@ impl Conditions {
         self.list.sort_by_key(|c| {
             STEPS
                 .iter()
-                .position(|o| *o == c.type_)
-                .unwrap_or(STEPS.len() + usize::from(c.type_ != "Ready"))
+                .position(|o| o.as_str() == c.type_)
+                .unwrap_or(STEPS.len() + usize::from(c.type_ != ConditionType::Ready.as_str()))
         });
         self.list
+    }
+}
+
+/// Why a step stops the reconcile, and what the stop leaves in the status. The reconcile does
+/// the rest the same way for every step ([`Conditions::halted`], then the workloads observed as
+/// they are, the Warning, the action): no step writes its own "stop here".
+pub(super) struct Halt {
+    /// The step's condition, set False with `reason` and `message` (Ready says it too).
+    pub(super) at: ConditionType,
+    pub(super) reason: &'static str,
+    pub(super) message: String,
+    /// What each later condition says meanwhile: its status (`None`: Unknown) and message.
+    pub(super) later: Vec<(ConditionType, Option<bool>, String)>,
+    /// The Warning's action; it is published once per reason, or once per `once_per` value.
+    pub(super) action: &'static str,
+    pub(super) once_per: Option<String>,
+    /// Whether the watchdog stops re-warming Redis (the content is not the one to keep there).
+    pub(super) unwatch: bool,
+    /// When to come back.
+    pub(super) then: kube::runtime::controller::Action,
+}
+
+impl Conditions {
+    /// The conditions of a stop: the step's condition False, the later ones as it says, Ready
+    /// False naming the step.
+    pub(super) fn halted(&mut self, halt: &Halt) {
+        self.set(halt.at, false, halt.reason, &halt.message);
+        for (type_, status, message) in &halt.later {
+            match status {
+                Some(value) => self.set(*type_, *value, halt.reason, message),
+                None => self.set_unknown(*type_, halt.reason, message),
+            }
+        }
+        let ready = format!("{}: {}", halt.at, halt.message);
+        self.set(ConditionType::Ready, false, halt.reason, &ready);
     }
 }
 
@@ -158,25 +191,13 @@ impl Draft {
         self.status.workloads = workloads;
     }
 
-    /// Patch the status when it differs from what was read; the resource's gauges follow it
-    /// either way (after a restart or a leader change nothing differs, yet they must be set).
-    pub(super) async fn write(mut self, ctx: &Context, obj: &WorkspaceRequirements) -> Result<()> {
+    /// The finished status, and the merge patch that writes it when it differs from what was
+    /// read (`None`: nothing to write). The reconcile writes it, once, at its end.
+    pub(super) fn finish(mut self) -> (WorkspaceRequirementsStatus, Option<serde_json::Value>) {
         self.status.conditions = self.conditions.into_vec();
-        let ns = obj.namespace().unwrap_or_default();
-        ctx.metrics
-            .resource_status(&ns, &obj.name_any(), &self.status);
-        if self.old == self.status {
-            return Ok(());
-        }
-        let api = Api::<WorkspaceRequirements>::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": merge_patch(&self.old, &self.status) })),
-        )
-        .await
-        .map_err(|e| Error::kube("patching status", e))?;
-        Ok(())
+        let patch = (self.old != self.status)
+            .then(|| json!({ "status": merge_patch(&self.old, &self.status) }));
+        (self.status, patch)
     }
 }
 
@@ -226,11 +247,11 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_change() {
         let mut c = Conditions::new(vec![], Some(1));
-        c.set("Ready", false, "NotReady", "x");
+        c.set(ConditionType::Ready, false, "NotReady", "x");
         let first = c.into_vec();
         let t0 = first[0].last_transition_time.clone();
         let mut c = Conditions::new(first, Some(2));
-        c.set("Ready", false, "NotReady", "y");
+        c.set(ConditionType::Ready, false, "NotReady", "y");
         let second = c.into_vec();
         assert_eq!(second[0].last_transition_time, t0);
         assert_eq!(second[0].message, "y");
@@ -240,19 +261,24 @@ mod tests {
     #[test]
     fn order_and_problems() {
         let mut c = Conditions::new(vec![], None);
-        c.set("Ready", false, "NotReady", "");
-        c.set("RolledOut", false, "Debouncing", "waiting");
-        c.set("Valid", true, "RequirementsValid", "1 package(s)");
-        assert!(!c.all_true(&["Valid", "RolledOut"]));
+        c.set(ConditionType::Ready, false, "NotReady", "");
+        c.set(ConditionType::RolledOut, false, "Debouncing", "waiting");
+        c.set(
+            ConditionType::Valid,
+            true,
+            "RequirementsValid",
+            "1 package(s)",
+        );
+        assert!(!c.all_true(&[ConditionType::Valid, ConditionType::RolledOut]));
         assert_eq!(
-            c.first_problem(&["Valid", "RolledOut"]),
+            c.first_problem(&[ConditionType::Valid, ConditionType::RolledOut]),
             "RolledOut: waiting"
         );
         assert_eq!(
-            c.first_problem_reason(&["Valid", "RolledOut"]),
+            c.first_problem_reason(&[ConditionType::Valid, ConditionType::RolledOut]),
             "Debouncing"
         );
-        assert_eq!(c.first_problem_reason(&["Valid"]), "NotReady");
+        assert_eq!(c.first_problem_reason(&[ConditionType::Valid]), "NotReady");
         let types: Vec<_> = c.into_vec().into_iter().map(|c| c.type_).collect();
         assert_eq!(types, ["Valid", "RolledOut", "Ready"]);
     }

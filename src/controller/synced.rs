@@ -9,7 +9,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::context::{Context, SyncState};
 use super::status::{Draft, RETRY};
-use crate::crd::WorkspaceRequirements;
+use crate::crd::{ConditionType, WorkspaceRequirements};
 
 /// Synced: what the source mirror last saw.
 pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, draft: &mut Draft) {
@@ -20,7 +20,7 @@ pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, dra
     let s3 = source.and_then(|s| s.s3.as_ref()).is_some();
     if !source.is_some_and(|s| s.database.is_some() || s.s3.is_some()) {
         conditions.set(
-            "Synced",
+            ConditionType::Synced,
             true,
             "SpecIsSource",
             "spec.content is the source (no database or S3 source configured)",
@@ -44,7 +44,7 @@ pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, dra
                 Some(n) => format!("{}; {n}", names.mirrored_message),
                 None => names.mirrored_message.to_string(),
             };
-            conditions.set("Synced", true, names.mirrored_reason, &message);
+            conditions.set(ConditionType::Synced, true, names.mirrored_reason, &message);
             for reason in FAILURE_WARNINGS {
                 ctx.clear_warning(obj, reason);
             }
@@ -60,7 +60,7 @@ pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, dra
         }
         Some(SyncState::Failed { reason, message }) => {
             conditions.set(
-                "Synced",
+                ConditionType::Synced,
                 false,
                 &reason,
                 &format!("{message}; keeping the last known content"),
@@ -70,7 +70,7 @@ pub(super) async fn check_synced(ctx: &Context, obj: &WorkspaceRequirements, dra
             draft.recheck_within(RETRY);
         }
         None => {
-            conditions.set_unknown("Synced", "Pending", names.waiting);
+            conditions.set_unknown(ConditionType::Synced, "Pending", names.waiting);
             draft.recheck_within(RETRY);
         }
     }
@@ -161,11 +161,11 @@ pub(super) fn wait_for_first_sync(
         ..
     } = SourceNames::of(s3);
     let conditions = &mut draft.conditions;
-    conditions.set_unknown("Valid", waiting_reason, why);
-    conditions.set_unknown("CacheWarmed", waiting_reason, why);
-    conditions.set_unknown("RolledOut", waiting_reason, why);
-    let message = conditions.first_problem(&["Synced"]);
-    conditions.set("Ready", false, "WaitingForDatabase", &message);
+    conditions.set_unknown(ConditionType::Valid, waiting_reason, why);
+    conditions.set_unknown(ConditionType::CacheWarmed, waiting_reason, why);
+    conditions.set_unknown(ConditionType::RolledOut, waiting_reason, why);
+    let message = conditions.first_problem(&[ConditionType::Synced]);
+    conditions.set(ConditionType::Ready, false, "WaitingForDatabase", &message);
     status.package_count = None;
     ControlFlow::Break(Action::requeue(RETRY))
 }

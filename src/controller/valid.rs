@@ -5,69 +5,74 @@
 use std::ops::ControlFlow;
 
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 
 use super::context::Context;
-use super::rollout;
-use super::status::{Conditions, Draft};
-use crate::crd::WorkspaceRequirements;
+use super::status::{Draft, Halt};
+use crate::crd::{ConditionType, WorkspaceRequirements};
 
 /// The spec's fields: no content at all, content too large for the ConfigMap, or a field
 /// another party would refuse.
-pub(super) async fn check_spec(
+pub(super) fn check_spec(
     ctx: &Context,
     obj: &WorkspaceRequirements,
-    hash: &str,
     draft: &mut Draft,
-) -> ControlFlow<Action> {
+) -> ControlFlow<Halt> {
     let Err(problems) = crate::spec::validate(obj) else {
         for reason in ["NoContent", "TooLarge", "InvalidSpec"] {
             ctx.clear_warning(obj, reason);
         }
         return ControlFlow::Continue(());
     };
-    let reason = problems.reason().as_str();
-    let message = problems.to_string();
     draft.status.package_count = None;
-    spec_invalid(&mut draft.conditions, reason, &message);
-    ctx.unwatch(&ObjectRef::from_obj(obj));
-    let observed = rollout::observe(ctx, obj, hash).await;
-    draft.set_workloads(observed.workloads, &observed.verdicts);
-    ctx.warn_once(obj, reason, message, "Validate").await;
-    ControlFlow::Break(Action::await_change())
+    ControlFlow::Break(spec_invalid(
+        problems.reason().as_str(),
+        problems.to_string(),
+    ))
 }
 
-/// The conditions of an invalid spec: nothing downstream of Valid happened.
-fn spec_invalid(conditions: &mut Conditions, reason: &str, message: &str) {
-    conditions.set("Valid", false, reason, message);
+/// The stop of an invalid spec: nothing downstream of Valid happened.
+fn spec_invalid(reason: &'static str, message: String) -> Halt {
     let not_written = format!("not written: {reason} (see Valid)");
-    conditions.set_unknown("Resolved", reason, "not resolved: the spec is invalid");
-    conditions.set_unknown("CacheWarmed", reason, &not_written);
-    conditions.set_unknown("Snapshotted", reason, &not_written);
-    conditions.set_unknown("RolledOut", reason, "no rollout: the spec is invalid");
-    conditions.set("Ready", false, reason, &format!("Valid: {message}"));
+    Halt {
+        at: ConditionType::Valid,
+        reason,
+        message,
+        later: vec![
+            (
+                ConditionType::Resolved,
+                None,
+                "not resolved: the spec is invalid".into(),
+            ),
+            (ConditionType::CacheWarmed, None, not_written.clone()),
+            (ConditionType::Snapshotted, None, not_written),
+            (
+                ConditionType::RolledOut,
+                None,
+                "no rollout: the spec is invalid".into(),
+            ),
+        ],
+        action: "Validate",
+        once_per: None,
+        unwatch: true,
+        then: Action::await_change(),
+    }
 }
 
 /// The content, checked by the resource's policy; sets `packageCount` when it is accepted.
-pub(super) async fn check_content(
+pub(super) fn check_content(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     draft: &mut Draft,
-) -> ControlFlow<Action> {
+) -> ControlFlow<Halt> {
     match obj.policy().check_content(&obj.spec.content) {
         Err(violations) => {
-            let message = violations.to_string();
             draft.status.package_count = None;
-            content_invalid(&mut draft.conditions, &message);
-            ctx.unwatch(&ObjectRef::from_obj(obj));
-            ctx.warn_once(obj, "InvalidRequirements", message, "Validate")
-                .await;
-            ControlFlow::Break(Action::await_change())
+            ControlFlow::Break(content_invalid(violations.to_string()))
         }
         Ok(accepted) => {
             draft.status.package_count = Some(accepted.package_count as i64);
             draft.conditions.set(
-                "Valid",
+                ConditionType::Valid,
                 true,
                 "RequirementsValid",
                 &format!("{} package(s)", accepted.package_count),
@@ -78,23 +83,29 @@ pub(super) async fn check_content(
     }
 }
 
-/// The conditions of content the policy refuses.
-fn content_invalid(conditions: &mut Conditions, message: &str) {
-    conditions.set("Valid", false, "InvalidRequirements", message);
-    conditions.set_unknown(
-        "Resolved",
-        "InvalidRequirements",
-        "not resolved: content is invalid",
-    );
-    conditions.set_unknown(
-        "CacheWarmed",
-        "InvalidRequirements",
-        "not written: content is invalid",
-    );
-    conditions.set_unknown(
-        "RolledOut",
-        "InvalidRequirements",
-        "no rollout: content is invalid",
-    );
-    conditions.set("Ready", false, "InvalidRequirements", message);
+/// The stop of content the policy refuses.
+fn content_invalid(message: String) -> Halt {
+    let why = "content is invalid";
+    Halt {
+        at: ConditionType::Valid,
+        reason: "InvalidRequirements",
+        message,
+        later: vec![
+            (
+                ConditionType::Resolved,
+                None,
+                format!("not resolved: {why}"),
+            ),
+            (
+                ConditionType::CacheWarmed,
+                None,
+                format!("not written: {why}"),
+            ),
+            (ConditionType::RolledOut, None, format!("no rollout: {why}")),
+        ],
+        action: "Validate",
+        once_per: None,
+        unwatch: true,
+        then: Action::await_change(),
+    }
 }

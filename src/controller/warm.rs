@@ -2,7 +2,8 @@
 //! different or past half its TTL; between reconciles a watchdog checks each warmed key with one
 //! `TTL` command and triggers a reconcile when it is gone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -10,15 +11,46 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{info, warn};
 
-use super::context::{Context, Watched, secret_value};
+use super::context::{Context, secret_value};
 use super::status::{Draft, RETRY, now_rfc3339};
 use crate::cache::{Cache, CacheConfig, Payload};
-use crate::crd::{RedisCache, WorkspaceRequirements};
+use crate::crd::{ConditionType, RedisCache, WorkspaceRequirements};
 use crate::error::{Error, Result};
 
 /// How often the watchdog checks that each warmed Redis key still exists (one `TTL` command:
 /// a flushed or restarted Redis is re-warmed within this period, not at the next refresh).
 const CACHE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The warm step's memory: Redis connections by (URL, key, TTL), reused across reconciles, and
+/// the keys the watchdog checks between them.
+#[derive(Default)]
+pub(super) struct Warmth {
+    connections: tokio::sync::Mutex<HashMap<String, Cache>>,
+    watched: Mutex<HashMap<ObjectRef<WorkspaceRequirements>, Watched>>,
+}
+
+/// A warmed Redis key: its connection and configured TTL.
+struct Watched {
+    cache: Cache,
+    ttl: u64,
+}
+
+impl Warmth {
+    fn watch(&self, oref: ObjectRef<WorkspaceRequirements>, watched: Watched) {
+        self.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(oref, watched);
+    }
+
+    /// Stop watching this resource's Redis key (it is no longer warmed from this resource).
+    pub(super) fn unwatch(&self, oref: &ObjectRef<WorkspaceRequirements>) {
+        self.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(oref);
+    }
+}
 
 /// CacheWarmed: Redis holds the payload (or why not); the watchdog is told which key to check.
 pub(super) async fn check_cache(
@@ -51,7 +83,7 @@ pub(super) async fn check_cache(
                         )
                         .await;
                     }
-                    ctx.watched.lock().expect("lock").insert(
+                    ctx.memory::<Warmth>().watch(
                         oref.clone(),
                         Watched {
                             cache,
@@ -61,7 +93,7 @@ pub(super) async fn check_cache(
                     ctx.clear_warning(obj, "RedisUnreachable");
                     let ttl = redis.ttl_seconds;
                     conditions.set(
-                        "CacheWarmed",
+                        ConditionType::CacheWarmed,
                         true,
                         "RedisWarmed",
                         &format!("Redis key {} holds the content (TTL {ttl} s, refreshed before half of it)", redis.key),
@@ -69,11 +101,11 @@ pub(super) async fn check_cache(
                     draft.recheck_within(Duration::from_secs((ttl / 4).max(30)));
                 }
                 Err(e) => {
-                    ctx.unwatch(&oref);
+                    ctx.memory::<Warmth>().unwatch(&oref);
                     ctx.metrics.redis_warm(false);
                     let message = e.to_string();
                     warn!(error = %message, "Redis warm failed");
-                    conditions.set("CacheWarmed", false, e.reason(), &message);
+                    conditions.set(ConditionType::CacheWarmed, false, e.reason(), &message);
                     ctx.warn_once(obj, "RedisUnreachable", message, "WarmCache")
                         .await;
                     draft.recheck_within(RETRY);
@@ -81,9 +113,9 @@ pub(super) async fn check_cache(
             }
         }
         None => {
-            ctx.unwatch(&oref);
+            ctx.memory::<Warmth>().unwatch(&oref);
             conditions.set(
-                "CacheWarmed",
+                ConditionType::CacheWarmed,
                 true,
                 "NotConfigured",
                 "no Redis cache configured",
@@ -110,14 +142,20 @@ async fn connect_and_warm(
     )
     .await?;
     let id = format!("{url}\u{0}{}\u{0}{}", redis.key, redis.ttl_seconds);
-    let cached = ctx.caches.lock().await.get(&id).cloned();
+    let cached = ctx
+        .memory::<Warmth>()
+        .connections
+        .lock()
+        .await
+        .get(&id)
+        .cloned();
     if let Some(cache) = cached {
         match warm(&cache, payload).await {
             Ok(w) => return Ok((w, cache)),
             // A restarted Redis leaves the multiplexed connection dead: reconnect once
             // before reporting a failure.
             Err(e) => {
-                ctx.caches.lock().await.remove(&id);
+                ctx.memory::<Warmth>().connections.lock().await.remove(&id);
                 tracing::debug!(error = %e, "cached Redis connection failed; reconnecting");
             }
         }
@@ -132,7 +170,11 @@ async fn connect_and_warm(
     })
     .await?;
     let warmed = warm(&cache, payload).await?;
-    ctx.caches.lock().await.insert(id, cache.clone());
+    ctx.memory::<Warmth>()
+        .connections
+        .lock()
+        .await
+        .insert(id, cache.clone());
     Ok((warmed, cache))
 }
 
@@ -180,16 +222,17 @@ pub(super) async fn watch_caches(
         // event already removed them) may have set them again.
         ctx.metrics
             .retain_resources(|ns, name| resources.get(&ObjectRef::new(name).within(ns)).is_some());
-        let entries: Vec<_> = ctx
+        let warmth = ctx.memory::<Warmth>();
+        let entries: Vec<_> = warmth
             .watched
             .lock()
-            .expect("lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(oref, w)| (oref.clone(), w.cache.clone(), w.ttl))
             .collect();
         for (oref, cache, ttl) in entries {
             if resources.get(&oref).is_none() {
-                ctx.unwatch(&oref);
+                warmth.unwatch(&oref);
                 continue;
             }
             let left = cache.ttl().await;
@@ -197,7 +240,7 @@ pub(super) async fn watch_caches(
                 continue;
             }
             info!(resource = %oref, key = %cache.key(), ttl = ?left, "Redis key missing, expiring or unreachable; re-warming");
-            ctx.unwatch(&oref);
+            warmth.unwatch(&oref);
             if trigger.unbounded_send(oref).is_err() {
                 return;
             }

@@ -5,11 +5,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::netrc::{self, NetrcFile};
 use super::options::{Installer, Options};
-use super::process::Invocation;
 use super::target::Staging;
 use crate::error::{Error, Result};
+use crate::uv::netrc::{self, NetrcFile};
+use crate::uv::process::Invocation;
+use crate::uv::{shipped_uv, which};
 
 /// Where uv and pip install, and the requirements file they read.
 pub(super) struct Paths<'a> {
@@ -192,40 +193,6 @@ fn http_host(url: &str) -> Option<String> {
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit('@').next()?;
     (!host.is_empty()).then(|| host.to_string())
-}
-
-/// `name` as a path when it has a `/`, otherwise the first executable of that name on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let executable = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if name.is_empty() {
-        return None;
-    }
-    if name.contains('/') {
-        let p = std::path::absolute(name).ok()?;
-        return executable(&p).then_some(p);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| executable(p))
-}
-
-/// The uv that ships with this binary: `uv` next to it (the operator image's layout, and the
-/// folder `bootstrap` copies both into), else `uv` on `PATH`.
-///
-/// Next to the binary comes first because that uv is the one released and tested with this
-/// binary (its flags, e.g. `--no-config`, are what [`invocation`] passes); a uv on `PATH` is
-/// whatever the worker's image happens to hold. `bootstrap` and `install` share this lookup so
-/// that the uv copied into a pod is the one an install outside a pod would pick too.
-pub fn shipped_uv() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|me| which(me.parent()?.join("uv").to_str()?))
-        .or_else(|| which("uv"))
 }
 
 /// `--uv`, else [`shipped_uv`].

@@ -15,11 +15,11 @@ use super::Run;
 use super::command::{self, Paths};
 use super::failures::FailedPackage;
 use super::options::Options;
-use super::process::{self, Invocation, RunFailure};
 use super::target::{Marker, Staging};
 use crate::error::{Error, Result};
 use crate::policy::Accepted;
 use crate::requirements::{RequirementsFile, Single};
+use crate::uv::process::{self, Invocation, RunFailure};
 
 /// Less than this left of the deadline: an attempt could not even start the installer.
 const MIN_ATTEMPT: Duration = Duration::from_millis(200);

@@ -30,11 +30,8 @@
 mod command;
 mod each;
 pub mod failures;
-pub mod guard;
 mod locked;
-pub(crate) mod netrc;
 mod options;
-pub(crate) mod process;
 mod report;
 pub mod source;
 pub mod target;
@@ -47,7 +44,7 @@ use nix::sys::signal::Signal;
 use crate::error::{Error, Result};
 use crate::policy::{Accepted, Policy};
 use crate::shutdown::{self, Stop};
-pub use command::{shipped_uv, which};
+use crate::uv::which;
 use failures::FailedPackage;
 use locked::Choice;
 pub use options::{Installer, OnFailure, Options, Target as InstallTarget};
@@ -69,7 +66,7 @@ pub async fn run(options: Options) -> Result<u8> {
     Ok(run.finish(result))
 }
 
-enum Outcome {
+enum Ending {
     Installed(Marker),
     /// `by_expected_hash`: decided from `--expected-hash` alone, no source was read.
     Unchanged {
@@ -122,7 +119,7 @@ struct Python {
 }
 
 impl Run {
-    async fn install(&mut self) -> Result<Outcome> {
+    async fn install(&mut self) -> Result<Ending> {
         let found = which(&self.options.python);
         let dir = self.target_dir(found.as_deref()).await?;
         self.facts.target = Some(dir.clone());
@@ -149,20 +146,20 @@ impl Run {
         {
             self.facts.hash = Some(m.hash.clone());
             self.facts.package_count = Some(m.package_count);
-            return Ok(Outcome::Unchanged {
+            return Ok(Ending::Unchanged {
                 marker: m.clone(),
                 by_expected_hash: true,
             });
         }
         let sourced = match self.fetch(&sources).await? {
             Fetched::Found(s) => s,
-            Fetched::Absent { why } => return Ok(Outcome::Absent { why }),
+            Fetched::Absent { why } => return Ok(Ending::Absent { why }),
         };
         let accepted = self.check(&sourced, &policy)?;
         let hash = &sourced.payload.hash;
         match target.current(hash, python.real.as_deref()) {
             Ok(m) => {
-                return Ok(Outcome::Unchanged {
+                return Ok(Ending::Unchanged {
                     marker: m.clone(),
                     by_expected_hash: false,
                 });
@@ -370,12 +367,12 @@ impl Run {
     }
 
     /// An empty requirements.txt: nothing runs, the target is emptied and marked.
-    fn empty(&self, target: &mut Target, mut marker: Marker) -> Result<Outcome> {
+    fn empty(&self, target: &mut Target, mut marker: Marker) -> Result<Ending> {
         let removed = target.marker().map(|m| m.hash.clone());
         let staging = target.staging()?;
         stamp(&mut marker, self.started);
         target.commit(staging, marker.clone())?;
-        Ok(Outcome::Empty { marker, removed })
+        Ok(Ending::Empty { marker, removed })
     }
 
     /// Run uv or pip into a staging folder and swap it in; `partial`: the marker of an earlier
@@ -387,7 +384,7 @@ impl Run {
         python: Option<PathBuf>,
         mut marker: Marker,
         partial: Option<Marker>,
-    ) -> Result<Outcome> {
+    ) -> Result<Ending> {
         let o = self.options.clone();
         let python = command::require_python(&o.python, python)?;
         let version = self
@@ -459,7 +456,7 @@ impl Run {
             .cloned()
             .ok_or_else(|| Error::Internal("the marker just written is gone".into()))?;
         self.facts.installed_count = Some(installed);
-        Ok(Outcome::Installed(marker))
+        Ok(Ending::Installed(marker))
     }
 }
 

@@ -12,12 +12,12 @@ use tracing::Level;
 use super::failures::{self, FailedPackage};
 use super::locked::LockNote;
 use super::options::OnFailure;
-use super::process::{Invocation, RunFailure};
 use super::source::Origin;
 use super::target::{self, Marker};
-use super::{Outcome, Run};
+use super::{Ending, Run};
 use crate::error::{Error, Result};
 use crate::telemetry::say;
+use crate::uv::process::{Invocation, RunFailure};
 
 /// The one `--json` object.
 #[derive(Serialize)]
@@ -65,7 +65,7 @@ struct ErrorReport {
 
 impl Run {
     /// Report the result; return the exit code.
-    pub(super) fn finish(&mut self, result: Result<Outcome>) -> u8 {
+    pub(super) fn finish(&mut self, result: Result<Ending>) -> u8 {
         let mut report = self.report();
         report.summary = self.summary(&result);
         self.write_termination(&report.summary);
@@ -120,19 +120,19 @@ impl Run {
     }
 
     /// The termination message: `installed K/N[; failed: …]`, or the error's first line.
-    fn summary(&self, result: &Result<Outcome>) -> String {
+    fn summary(&self, result: &Result<Ending>) -> String {
         match result {
-            Ok(Outcome::Installed(m)) => failures::summary(
+            Ok(Ending::Installed(m)) => failures::summary(
                 m.package_count - m.failed.len(),
                 m.package_count,
                 &m.failed,
                 false,
             ),
-            Ok(Outcome::Unchanged { marker: m, .. }) => {
+            Ok(Ending::Unchanged { marker: m, .. }) => {
                 failures::summary(m.package_count, m.package_count, &[], false)
             }
-            Ok(Outcome::Empty { .. }) => failures::summary(0, 0, &[], false),
-            Ok(Outcome::Absent { why }) => failures::one_line(&format!(
+            Ok(Ending::Empty { .. }) => failures::summary(0, 0, &[], false),
+            Ok(Ending::Absent { why }) => failures::one_line(&format!(
                 "nothing to install: no requirements found ({why})"
             )),
             Err(_) if !self.facts.failed.is_empty() => failures::summary(
@@ -161,7 +161,7 @@ impl Run {
         }
     }
 
-    fn succeeded(&self, report: &mut Report, outcome: Outcome) {
+    fn succeeded(&self, report: &mut Report, outcome: Ending) {
         let origin = self
             .facts
             .origin
@@ -267,7 +267,7 @@ pub(super) fn human_duration(d: Duration) -> String {
 }
 
 /// The report's fields that say how the install ended.
-fn record(report: &mut Report, outcome: &Outcome) {
+fn record(report: &mut Report, outcome: &Ending) {
     let mut from_marker = |status, m: &Marker| {
         report.status = status;
         report.installer = Some(m.installer.clone());
@@ -275,15 +275,15 @@ fn record(report: &mut Report, outcome: &Outcome) {
         report.from_lock = Some(m.installed_from_lock);
     };
     match outcome {
-        Outcome::Installed(m) if !m.failed.is_empty() => {
+        Ending::Installed(m) if !m.failed.is_empty() => {
             from_marker("partial", m);
             report.installer_run = true;
         }
-        Outcome::Installed(m) => {
+        Ending::Installed(m) => {
             from_marker("installed", m);
             report.installer_run = true;
         }
-        Outcome::Unchanged {
+        Ending::Unchanged {
             marker: m,
             by_expected_hash,
         } => {
@@ -293,8 +293,8 @@ fn record(report: &mut Report, outcome: &Outcome) {
                 report.source_detail = Some("--expected-hash matches the marker".into());
             }
         }
-        Outcome::Empty { marker: m, .. } => from_marker("empty", m),
-        Outcome::Absent { .. } => {
+        Ending::Empty { marker: m, .. } => from_marker("empty", m),
+        Ending::Absent { .. } => {
             report.status = "absent";
             report.marker = None;
         }
@@ -302,11 +302,11 @@ fn record(report: &mut Report, outcome: &Outcome) {
 }
 
 /// The line on stderr of an install that ended well, and its level (a partial install warns).
-fn success_line(report: &Report, outcome: &Outcome, origin: &str) -> (Level, String) {
+fn success_line(report: &Report, outcome: &Ending, origin: &str) -> (Level, String) {
     let target = &report.target;
     let secs = report.duration_ms as f64 / 1000.0;
     match outcome {
-        Outcome::Installed(m) if !m.failed.is_empty() => {
+        Ending::Installed(m) if !m.failed.is_empty() => {
             let mut text = format!(
                 "warning: {} from the {origin}, sha256 {}, with {} in {secs:.2} s into \
                  {target}; continuing because of --on-failure continue",
@@ -321,7 +321,7 @@ fn success_line(report: &Report, outcome: &Outcome, origin: &str) -> (Level, Str
             }
             (Level::WARN, text)
         }
-        Outcome::Installed(m) => (
+        Ending::Installed(m) => (
             Level::INFO,
             format!(
                 "installed: {} package(s) ({} distribution(s)) from the {origin}{}, sha256 {}, \
@@ -337,7 +337,7 @@ fn success_line(report: &Report, outcome: &Outcome, origin: &str) -> (Level, Str
                 m.installer
             ),
         ),
-        Outcome::Unchanged {
+        Ending::Unchanged {
             marker: m,
             by_expected_hash,
         } => {
@@ -355,7 +355,7 @@ fn success_line(report: &Report, outcome: &Outcome, origin: &str) -> (Level, Str
                 ),
             )
         }
-        Outcome::Empty { marker: m, removed } => {
+        Ending::Empty { marker: m, removed } => {
             let removed = match removed {
                 Some(h) => format!("; removed the previous install (sha256 {h}) from {target}"),
                 None => String::new(),
@@ -368,7 +368,7 @@ fn success_line(report: &Report, outcome: &Outcome, origin: &str) -> (Level, Str
                 ),
             )
         }
-        Outcome::Absent { why } => (
+        Ending::Absent { why } => (
             Level::INFO,
             format!("nothing to install: no requirements found ({why}); {target} left as it is"),
         ),

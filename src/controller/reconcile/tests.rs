@@ -3,7 +3,7 @@
 use super::{packages_failed, readiness};
 use crate::controller::fixtures;
 use crate::controller::status::{Conditions, STEPS};
-use crate::crd::WorkloadStatus;
+use crate::crd::{ConditionType, WorkloadStatus};
 
 fn workload(name: &str, failed: Option<Vec<&str>>) -> WorkloadStatus {
     WorkloadStatus {
@@ -45,8 +45,18 @@ fn ready_names_the_first_problem_or_the_failed_packages() {
         readiness(&conditions, Some("x failed".into()), None),
         (false, "PackagesFailed".into(), "x failed".into())
     );
-    conditions.set("Snapshotted", false, "SnapshotFailed", "refused");
-    conditions.set("RolledOut", false, "InstallFailing", "crashing");
+    conditions.set(
+        ConditionType::Snapshotted,
+        false,
+        "SnapshotFailed",
+        "refused",
+    );
+    conditions.set(
+        ConditionType::RolledOut,
+        false,
+        "InstallFailing",
+        "crashing",
+    );
     assert_eq!(
         readiness(&conditions, Some("x failed".into()), None),
         (
@@ -69,7 +79,12 @@ fn no_workloads_is_not_ready_once_everything_else_is() {
         (false, "NoWorkloads".into(), none().unwrap())
     );
     // An earlier problem is still the one Ready names.
-    conditions.set("CacheWarmed", false, "RedisUnreachable", "down");
+    conditions.set(
+        ConditionType::CacheWarmed,
+        false,
+        "RedisUnreachable",
+        "down",
+    );
     assert_eq!(
         readiness(&conditions, None, none()).1,
         "RedisUnreachable".to_string()

@@ -28,8 +28,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::context::Context;
-use super::status::now_rfc3339;
+use crate::controller::context::Context;
+use crate::controller::status::now_rfc3339;
 use crate::crd::{InterpreterStatus, MANAGER, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::lock::{Interpreter, WORKER_SCRIPT, Worker};
 use crate::requirements::content_hash;
@@ -359,7 +359,7 @@ pub(super) async fn learn(ctx: &Context, obj: &WorkspaceRequirements) -> Learned
         return Learned::Known(recorded);
     }
     let known = ctx
-        .probes
+        .memory::<Probes>()
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&target.image)
@@ -392,7 +392,7 @@ fn unknown(reason: &'static str, message: String, recheck: Option<Duration>) -> 
 }
 
 fn remember(ctx: &Context, image: &str, known: Known) {
-    ctx.probes
+    ctx.memory::<Probes>()
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(image.to_string(), known);

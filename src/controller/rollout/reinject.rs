@@ -21,12 +21,11 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use tracing::info;
 
-use super::context::Context;
-use super::progress::Verdict;
+use crate::controller::context::Context;
+use crate::controller::progress::Verdict;
 use crate::crd::{REINJECTED_ANNOTATION, RolloutStrategy, WorkloadStatus, WorkspaceRequirements};
 
-/// The shortest time between two re-rollouts of one workload for uninjected pods.
-pub const REINJECT_INTERVAL: Duration = Duration::from_secs(60);
+pub use crate::controller::progress::REINJECT_INTERVAL;
 
 /// How long after the controller started it first rolls a workload again: the readiness probe
 /// of its replica and the Endpoints the API server calls the webhook at must catch up first.
@@ -102,14 +101,17 @@ pub async fn replace_uninjected(
     let mut again: Option<Duration> = None;
     for w in candidates(&obj.spec.rollout.strategy, workloads, verdicts) {
         let key = (ns.clone(), w.kind.clone(), w.name.clone());
-        if let Some(wait) = ctx.reinjected.take(key, Instant::now()) {
+        if let Some(wait) = ctx.memory::<Reinjected>().take(key, Instant::now()) {
             again = Some(again.map_or(wait, |a| a.min(wait)));
             continue;
         }
         let name = format!("{}/{}", w.kind, w.name);
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let annotation = (REINJECTED_ANNOTATION, now.as_str());
-        match super::rollout::annotate_template(ctx, &ns, &w.kind, &w.name, &[annotation]).await {
+        match ctx
+            .annotate_template(&ns, &w.kind, &w.name, &[annotation])
+            .await
+        {
             Ok(()) => {
                 ctx.metrics.reinjections.inc();
                 info!(workload = %name, uninjected = ?w.uninjected_pods, "rolling out again: pods started without the packages");
@@ -145,7 +147,7 @@ mod tests {
         WorkloadStatus {
             up_to_date,
             uninjected_pods: Some(1),
-            ..super::super::fixtures::workload("Deployment", name)
+            ..crate::controller::fixtures::workload("Deployment", name)
         }
     }
 
