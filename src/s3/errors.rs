@@ -3,13 +3,19 @@
 use super::MAX_OBJECT_BYTES;
 use super::client::RedirectRefused;
 use super::config::S3Config;
-use super::store::S3Store;
 use crate::error::Error;
 use crate::redact;
 
-impl S3Store {
+/// What one object's failures are named by: its location and its endpoint as shown (never the
+/// URL the client knows, which may carry a secret).
+pub(super) struct Named<'a> {
+    pub(super) config: &'a S3Config,
+    pub(super) endpoint_shown: &'a str,
+}
+
+impl Named<'_> {
     pub(super) fn classify(&self, doing: &'static str, e: object_store::Error) -> Error {
-        let text = scrub(&self.config, &describe(&e));
+        let text = scrub(self.config, &describe(&e));
         if let Some(refused) = refused_redirect(&e) {
             return self.failed(doing, format!("{}: {refused}", self.endpoint_shown));
         }
@@ -31,7 +37,7 @@ impl S3Store {
 
     pub(super) fn unreachable(&self, reason: String) -> Error {
         Error::S3Unreachable {
-            endpoint: self.endpoint_shown.clone(),
+            endpoint: self.endpoint_shown.to_string(),
             bucket: self.config.bucket.clone(),
             reason,
         }

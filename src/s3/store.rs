@@ -12,7 +12,7 @@ use object_store::{
 
 use super::client::SameOrigin;
 use super::config::S3Config;
-use super::errors::{describe, no_such_bucket, scrub, too_large};
+use super::errors::{Named, describe, no_such_bucket, scrub, too_large};
 use super::{MAX_MEND_BYTES, MAX_OBJECT_BYTES, UPDATE_ATTEMPTS};
 use crate::error::{Error, Result};
 use crate::redact;
@@ -210,12 +210,20 @@ impl S3Store {
         &self.config
     }
 
+    /// What this object's failures are named by.
+    fn named(&self) -> Named<'_> {
+        Named {
+            config: &self.config,
+            endpoint_shown: &self.endpoint_shown,
+        }
+    }
+
     /// The object as it is now; a missing object (or bucket) is [`Error::NotFound`].
     pub async fn read(&self) -> Result<Versioned> {
         match self.read_if_changed(None).await? {
             Poll::Changed(v) => Ok(v),
-            Poll::NotFound => Err(self.not_found(None)),
-            Poll::NotModified => Err(self.failed(
+            Poll::NotFound => Err(self.named().not_found(None)),
+            Poll::NotModified => Err(self.named().failed(
                 "reading",
                 "answered 304 Not Modified to a read without a condition".into(),
             )),
@@ -228,7 +236,7 @@ impl S3Store {
             Raw::NotModified => Poll::NotModified,
             Raw::NotFound => Poll::NotFound,
             Raw::Found { etag, body } => Poll::Changed(Versioned {
-                content: judge(&body).map_err(|reason| self.invalid(reason))?,
+                content: judge(&body).map_err(|reason| self.named().invalid(reason))?,
                 etag,
             }),
         })
@@ -249,10 +257,10 @@ impl S3Store {
             Err(e @ object_store::Error::NotFound { .. }) if !no_such_bucket(&describe(&e)) => {
                 return Ok(Raw::NotFound);
             }
-            Err(e) => return Err(self.classify("reading", e)),
+            Err(e) => return Err(self.named().classify("reading", e)),
         };
         let etag = got.meta.e_tag.clone().ok_or_else(|| {
-            self.failed(
+            self.named().failed(
                 "reading",
                 "the server sent no ETag, so changes cannot be detected or written safely".into(),
             )
@@ -267,7 +275,7 @@ impl S3Store {
         let mut bytes = Vec::with_capacity(got.meta.size as usize);
         let mut chunks = got.into_stream();
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| self.classify("reading the body of", e))?;
+            let chunk = chunk.map_err(|e| self.named().classify("reading the body of", e))?;
             let read = (bytes.len() + chunk.len()) as u64;
             if read > cap {
                 return Ok(Raw::Found {
@@ -354,7 +362,7 @@ impl S3Store {
             },
         };
         if new.len() as u64 > MAX_OBJECT_BYTES {
-            return Err(self.invalid(format!(
+            return Err(self.named().invalid(format!(
                 "the new content is {} bytes, over the limit of {MAX_OBJECT_BYTES} bytes (1 MiB); \
                  nothing was written",
                 new.len()
@@ -382,7 +390,7 @@ impl S3Store {
                 );
                 Ok(None)
             }
-            Err(e) => Err(self.classify("writing", e)),
+            Err(e) => Err(self.named().classify("writing", e)),
         }
     }
 
@@ -408,7 +416,7 @@ impl S3Store {
                 }
             }),
             Raw::NotFound => Ok(Start::Absent),
-            Raw::NotModified => Err(self.failed(
+            Raw::NotModified => Err(self.named().failed(
                 "reading",
                 "answered 304 Not Modified to a read without a condition".into(),
             )),
