@@ -20,6 +20,8 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --locked --all-targets -- -D warnings
+echo "== house rules: no import circle between modules, no Rust file over 700 lines" >&2
+python3 scripts/lib/house.py
 echo "== cargo check against Kubernetes 1.37's client types (k8s-openapi's newest)" >&2
 cargo check --locked --quiet --no-default-features --features k8s-v1_37 --all-targets
 echo "== hadolint Dockerfile" >&2

@@ -315,11 +315,11 @@ mod tests {
         assert!(Policy::default().check_content("").is_ok());
     }
 
-    /// Every finding of the hostile review: each file is refused, naming the line.
-    #[test]
-    fn forms_pip_and_uv_read_differently_are_refused() {
+    /// Forms of the hostile review that hide an option from one reader: (file, line, what the
+    /// refusal names).
+    fn hidden_options() -> Vec<(String, usize, &'static str)> {
         let evil = "http://127.0.0.1:9/simple/";
-        let cases: Vec<(String, usize, &str)> = vec![
+        vec![
             (
                 format!("# note\r--extra-index-url {evil}\nbifrost-hello\n"),
                 1,
@@ -350,6 +350,12 @@ mod tests {
             (format!("-i{evil}\n"), 1, "--index-url"),
             (format!("--pre --find {evil}\n"), 1, "--find-links"),
             ("x\n--pr\n".into(), 2, "ambiguous"),
+        ]
+    }
+
+    /// Characters, names, hashes and markers the two readers read differently.
+    fn odd_characters_and_names() -> Vec<(String, usize, &'static str)> {
+        vec![
             ("a\u{0b}-i x\n".into(), 1, "U+000B"),
             ("a\u{0c}\n".into(), 1, "U+000C"),
             ("a\u{1c}\n".into(), 1, "U+001C"),
@@ -401,8 +407,16 @@ mod tests {
                 1,
                 "at most 4096",
             ),
-        ];
-        for (content, line, why) in cases {
+        ]
+    }
+
+    /// Every finding of the hostile review: each file is refused, naming the line.
+    #[test]
+    fn forms_pip_and_uv_read_differently_are_refused() {
+        for (content, line, why) in hidden_options()
+            .into_iter()
+            .chain(odd_characters_and_names())
+        {
             let shown: String = content.escape_debug().take(120).collect();
             let err = Policy::default().check_content(&content).expect_err(&shown);
             let v = err.first();

@@ -49,7 +49,7 @@ use failures::FailedPackage;
 use locked::Choice;
 pub use options::{Installer, OnFailure, Options, Target as InstallTarget};
 use source::{Fetched, Sourced, Sources};
-use target::{Marker, Target};
+use target::{Marker, Staging, Target};
 
 /// Run `install`; returns the process exit code (errors are reported here, not by the caller).
 pub async fn run(options: Options) -> Result<u8> {
@@ -441,23 +441,30 @@ impl Run {
         marker.compile_bytecode = o.compile_bytecode;
         marker.failed = attempted.failed;
         stamp(&mut marker, self.started);
-        let staged = staging.entries()?.len();
         tracing::info!(
-            "{name} finished in {:.2} s ({staged} new entries); swapping into {}",
+            "{name} finished in {:.2} s ({} new entries); swapping into {}",
             ran.elapsed().as_secs_f64(),
+            staging.entries()?.len(),
             target.dir().display()
         );
-        match partial {
-            Some(_) => target.commit_adding(staging, marker)?,
-            None => target.commit(staging, marker)?,
-        }
-        let marker = target
-            .marker()
-            .cloned()
-            .ok_or_else(|| Error::Internal("the marker just written is gone".into()))?;
+        let marker = swap_in(target, staging, marker, partial.is_some())?;
         self.facts.installed_count = Some(installed);
         Ok(Ending::Installed(marker))
     }
+}
+
+/// Swap the staged entries into the target (beside what a partial install left, when `adding`)
+/// and write `marker` last; returns the marker as written.
+fn swap_in(target: &mut Target, staging: Staging, marker: Marker, adding: bool) -> Result<Marker> {
+    if adding {
+        target.commit_adding(staging, marker)?;
+    } else {
+        target.commit(staging, marker)?;
+    }
+    target
+        .marker()
+        .cloned()
+        .ok_or_else(|| Error::Internal("the marker just written is gone".into()))
 }
 
 /// The marker of this install, before anything ran (`installer` stays `none` when nothing

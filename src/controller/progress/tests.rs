@@ -190,11 +190,7 @@ fn a_failing_install_container_names_the_pod_container_and_termination_message()
         })),
     );
     let serving = pod("w-0", "old", Some("old"), true, None);
-    let want = Verdict::InstallFailing {
-        pod: "w-1".into(),
-        container: INSTALL_CONTAINER.into(),
-        message: "exited 1: cannot install bifrost-missing==9.9".into(),
-    };
+    let want = install_failing_on_w1();
     let p = progress(
         Some(1),
         Some("1 old replica(s) pending termination".into()),
@@ -208,6 +204,30 @@ fn a_failing_install_container_names_the_pod_container_and_termination_message()
         format!(
             "pod w-1: init container {INSTALL_CONTAINER} exited 1: cannot install bifrost-missing==9.9"
         )
+    );
+}
+
+/// The verdict of the failing install of the tests below.
+fn install_failing_on_w1() -> Verdict {
+    Verdict::InstallFailing {
+        pod: "w-1".into(),
+        container: INSTALL_CONTAINER.into(),
+        message: "exited 1: cannot install bifrost-missing==9.9".into(),
+    }
+}
+
+#[test]
+fn a_failing_install_keeps_its_verdict_until_it_succeeds() {
+    let want = install_failing_on_w1();
+    let failing = pod(
+        "w-1",
+        H,
+        Some(H),
+        false,
+        Some(json!({
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "cannot install bifrost-missing==9.9\n"}},
+        })),
     );
     // Terminated now (before the back-off), and the message unchanged: no status flapping.
     let now = pod(
@@ -245,6 +265,10 @@ fn a_failing_install_container_names_the_pod_container_and_termination_message()
         progress(Some(1), None, &[&recovered], H).verdict.reason(),
         "RollingOut"
     );
+}
+
+#[test]
+fn without_a_termination_message_the_reason_or_the_waiting_state_stands_in() {
     // No termination message: the reason stands in.
     let bare = pod(
         "w-1",

@@ -1,5 +1,7 @@
-"""Print the import circles between the crate's modules (strongly connected components of the
-graph "module A names module B"), one per line; exit 1 when there is any.
+"""The house rules CI keeps (CONTRIBUTING.md, "Layout and conventions"): no import circle between
+the crate's modules, and no Rust file over 700 lines. Prints each breach; exits 1 if any.
+
+Import circles are the strongly connected components of the graph "module A names module B".
 
 A module is a file under src/ (`src/controller/lock.rs` and `src/controller/lock/tests.rs` are
 `controller::lock` and `controller::lock::tests`). An edge A → B is a `crate::b…` or
@@ -10,6 +12,8 @@ Tests modules (`…::tests`, `#[cfg(test)]` files) are left out: they may name w
 import os
 import re
 import sys
+
+MAX_LINES = 700
 
 
 def module_of(path):
@@ -54,13 +58,10 @@ def main():
             if segs[0] == "crate":
                 base = segs[1:]
             else:
-                here = list(m) if os.path.basename(modules[m]) == "mod.rs" else list(m)
-                base = here[:-1]
+                # `super` is m's parent, `super::super` its parent's parent…
                 i = 0
                 while i < len(segs) and segs[i] == "super":
-                    base = base[:-1] if i else base
                     i += 1
-                # `super` is the parent of m; `super::super` its parent…
                 base = list(m)[: len(m) - i] + segs[i:]
             target = resolve(base)
             if target and target != m and "tests" not in target and not (
@@ -100,7 +101,19 @@ def main():
     for scc in sorted(sccs):
         print("circle:", " ↔ ".join(scc))
     print(f"{len(sccs)} import circle(s) among {len(edges)} modules")
-    return 1 if sccs else 0
+    long = []
+    for top in ("src", "tests", "benches"):
+        for root, _, files in os.walk(top):
+            for f in files:
+                if f.endswith(".rs"):
+                    p = os.path.join(root, f)
+                    n = sum(1 for _ in open(p))
+                    if n > MAX_LINES:
+                        long.append((n, p))
+    for n, p in sorted(long, reverse=True):
+        print(f"over {MAX_LINES} lines: {p} ({n})")
+    print(f"{len(long)} file(s) over {MAX_LINES} lines")
+    return 1 if sccs or long else 0
 
 
 sys.exit(main())
