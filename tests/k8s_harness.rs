@@ -160,15 +160,9 @@ async fn cluster_addresses_stay_on_the_machine() {
         assert!(args.lines().any(|l| l == flag), "{flag} missing: {args}");
     }
 
-    let client = cp.client().await;
-    let ns = "cluster-addresses";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &object(serde_json::json!({"metadata": {"name": ns}})),
-        )
-        .await
-        .expect("create namespace");
+    // A namespace whose default ServiceAccount has its token: before that, 1.20 refuses pods.
+    let (client, ns) = common::operator::namespace("cluster-addresses").await;
+    let ns = ns.as_str();
     // The chart's shape: a Service selecting the operator's pods (here: none), and a webhook
     // configuration calling it by `clientConfig.service`.
     let service: k8s_openapi::api::core::v1::Service = object(serde_json::json!({
