@@ -179,16 +179,7 @@ fn zero_replicas_are_up_to_date_once_the_template_carries_the_hash() {
 
 #[test]
 fn a_failing_install_container_names_the_pod_container_and_termination_message() {
-    let failing = pod(
-        "w-1",
-        H,
-        Some(H),
-        false,
-        Some(json!({
-            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
-            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "cannot install bifrost-missing==9.9\n"}},
-        })),
-    );
+    let failing = failing_on_w1();
     let serving = pod("w-0", "old", Some("old"), true, None);
     let want = install_failing_on_w1();
     let p = progress(
@@ -207,6 +198,20 @@ fn a_failing_install_container_names_the_pod_container_and_termination_message()
     );
 }
 
+/// A pod whose install container failed and now waits in back-off.
+fn failing_on_w1() -> Pod {
+    pod(
+        "w-1",
+        H,
+        Some(H),
+        false,
+        Some(json!({
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "cannot install bifrost-missing==9.9\n"}},
+        })),
+    )
+}
+
 /// The verdict of the failing install of the tests below.
 fn install_failing_on_w1() -> Verdict {
     Verdict::InstallFailing {
@@ -219,16 +224,7 @@ fn install_failing_on_w1() -> Verdict {
 #[test]
 fn a_failing_install_keeps_its_verdict_until_it_succeeds() {
     let want = install_failing_on_w1();
-    let failing = pod(
-        "w-1",
-        H,
-        Some(H),
-        false,
-        Some(json!({
-            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
-            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "cannot install bifrost-missing==9.9\n"}},
-        })),
-    );
+    let failing = failing_on_w1();
     // Terminated now (before the back-off), and the message unchanged: no status flapping.
     let now = pod(
         "w-1",
