@@ -141,7 +141,10 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
         "main",
         &["python3", "-c", "print(open('/proc/net/route').read())"],
     );
+    // The exec ran: an empty answer would pass the check below.
+    assert!(out.status.success(), "exec: {}", text(&out));
     let routes = String::from_utf8_lossy(&out.stdout);
+    assert!(routes.starts_with("Iface"), "not a route table:\n{routes}");
     assert!(
         !routes
             .lines()

@@ -36,6 +36,12 @@ async fn a_missing_package_fails_only_itself_and_the_resource_names_it() {
         &["python3", "-c", "import bifrost_missing"],
     );
     assert!(!out.status.success(), "bifrost_missing imports?");
+    // It failed because the module is missing, not because the exec did.
+    assert!(
+        text(&out).contains("ModuleNotFoundError"),
+        "import bifrost_missing: {}",
+        text(&out)
+    );
 
     let obj = case.wait_reason("Ready", "PackagesFailed").await;
     let (ready, _, message) = condition(&obj, "Ready").unwrap();

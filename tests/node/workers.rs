@@ -264,6 +264,11 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
         &["python3", "-c", "import bifrost_hello"],
     );
     assert!(!out.status.success(), "an uninjected pod has no packages");
+    assert!(
+        text(&out).contains("ModuleNotFoundError"),
+        "import bifrost_hello in the uninjected pod: {}",
+        text(&out)
+    );
     case.redis.start_again();
     case.op.scale(&case.client, 1).await;
     let replaced = wait_for(
@@ -301,7 +306,23 @@ async fn worker_pods_run_the_packages_installed_with_pip() {
     let content = "bifrost-hello==1.0\n";
     let case = Case::start("node-pip", content, json!({"installer": "pip"})).await;
     let hash = case.ready_hash(content).await;
-    labelled_worker_imports(&case, "pip", &hash).await;
+    let p = labelled_worker_imports(&case, "pip", &hash).await;
+    // pip ran, not uv: the install container was told so and got no uv to run.
+    let install = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == INSTALL_CONTAINER))
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default();
+    assert!(
+        install.contains(&"--installer=pip".to_string()),
+        "{install:?}"
+    );
+    assert!(
+        !install.iter().any(|a| a.starts_with("--uv=")),
+        "{install:?}"
+    );
     case.rolled_out(&hash).await;
 }
 
