@@ -12,6 +12,8 @@ if [[ -z ${BIFROST_EGRESS_AUDITED:-} ]]; then
 fi
 
 bash scripts/setup.sh
+# One build per run: incremental data (tens of GB across rebuilds) only costs time and disk here.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 # kube-apiserver/kube-controller-manager: KUBEBUILDER_ASSETS, or built once and cached in ~/.cache.
 KUBEBUILDER_ASSETS=$(bash scripts/k8s-binaries.sh | tail -n 1)
 export KUBEBUILDER_ASSETS
