@@ -145,7 +145,10 @@ where
     U: AsyncRead + Unpin,
 {
     let mut upstream = BufReader::new(upstream);
-    let head = read_head(&mut upstream).await.unwrap_or_default();
+    let Some(head) = read_head(&mut upstream).await else {
+        let what = format!("{} {} (no answer)", request.method, request.url);
+        return bad_gateway(client, what).await;
+    };
     let page = request.method == "GET" && is_page(&head);
     if !page {
         if client
@@ -432,6 +435,9 @@ mod tests {
         let (refused, sent) = answered(huge.as_bytes(), "GET").await;
         assert!(refused.unwrap().contains("over"));
         assert!(sent.starts_with("HTTP/1.1 403"), "{sent}");
+        let (refused, sent) = answered(b"", "GET").await;
+        assert_eq!(refused, None);
+        assert!(sent.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{sent}");
         let bad = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         let (refused, sent) = answered(bad, "GET").await;
         assert_eq!(
