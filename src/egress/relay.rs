@@ -298,30 +298,34 @@ pub fn links_to_a_file(page: &[u8]) -> bool {
 }
 
 /// Answer 403 naming what was refused; returns it (redacted) for the resolver's message.
-pub async fn refuse<C: AsyncWrite + Unpin>(mut client: C, what: String) -> Option<String> {
+pub async fn refuse<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<String> {
     let what = crate::redact::text(what.trim());
     let body = format!("bifrost-requirements: {what} refused by the resolver's proxy\n");
-    let reply = format!(
-        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = client.write_all(reply.as_bytes()).await;
-    let _ = client.shutdown().await;
+    reply(client, "403 Forbidden", &body).await;
     Some(what)
 }
 
 /// Answer 502 (the origin could not be reached, or its TLS not trusted); logged, not a refusal.
-pub async fn bad_gateway<C: AsyncWrite + Unpin>(mut client: C, what: String) -> Option<String> {
+pub async fn bad_gateway<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<String> {
     let what = crate::redact::text(what.trim());
     tracing::warn!("resolver proxy: {what}");
-    let body = format!("bifrost-requirements: {what}\n");
+    reply(
+        client,
+        "502 Bad Gateway",
+        &format!("bifrost-requirements: {what}\n"),
+    )
+    .await;
+    None
+}
+
+/// A whole plain-text answer, then the connection's end.
+async fn reply<C: AsyncWrite + Unpin>(mut client: C, status: &str, body: &str) {
     let reply = format!(
-        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = client.write_all(reply.as_bytes()).await;
     let _ = client.shutdown().await;
-    None
 }
 
 #[cfg(test)]
