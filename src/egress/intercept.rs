@@ -12,10 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{Issuer, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -23,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::relay::{self, Origin};
+use crate::tls::issue::{issue_ca, issue_leaf};
 
 /// How long the resolution's CA and its certificates are valid (a resolution is bounded by the
 /// resolver's timeout, far shorter); they start a few minutes back for a lagging clock.
@@ -47,23 +45,12 @@ impl Authority {
     /// A fresh CA, and the client configuration that checks the real indexes.
     pub fn new() -> Result<Authority, String> {
         let now = time::OffsetDateTime::now_utc();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca.distinguished_name.push(
-            DnType::CommonName,
-            "bifrost-requirements resolver proxy (one resolution)",
-        );
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca.not_before = now - CLOCK_SKEW;
-        ca.not_after = now + VALIDITY;
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let cert = ca.self_signed(&key).map_err(|e| e.to_string())?;
+        let name = "bifrost-requirements resolver proxy (one resolution)";
+        let (ca_pem, issuer) =
+            issue_ca(name, now - CLOCK_SKEW, now + VALIDITY).map_err(|e| e.to_string())?;
         Ok(Authority {
-            ca_pem: cert.pem(),
-            issuer: Issuer::new(ca, key),
+            ca_pem,
+            issuer,
             served: Mutex::new(HashMap::new()),
             upstream: upstream_config(),
         })
@@ -82,17 +69,13 @@ impl Authority {
             return Ok(config.clone());
         }
         let now = time::OffsetDateTime::now_utc();
-        let mut leaf = CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
-        leaf.distinguished_name.push(DnType::CommonName, host);
-        leaf.is_ca = IsCa::ExplicitNoCa;
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf.not_before = now - CLOCK_SKEW;
-        leaf.not_after = now + VALIDITY;
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let cert = leaf
-            .signed_by(&key, &self.issuer)
-            .map_err(|e| e.to_string())?;
+        let (cert, key) = issue_leaf(
+            &[host.to_string()],
+            &self.issuer,
+            now - CLOCK_SKEW,
+            now + VALIDITY,
+        )
+        .map_err(|e| e.to_string())?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -156,14 +139,13 @@ pub async fn tunnel(client: TcpStream, to: &Origin, authority: &Authority) -> Op
         Err(what) => return relay::refuse(reader.into_inner(), what).await,
     };
     let mut client = reader.into_inner();
-    let upstream = match connect(to, &authority.upstream).await {
+    let mut upstream = match connect(to, &authority.upstream).await {
         Ok(u) => u,
         Err(e) => {
             let what = format!("{} {} ({e})", request.method, request.url);
             return relay::bad_gateway(client, what).await;
         }
     };
-    let mut upstream = upstream;
     if upstream.write_all(request.head.as_bytes()).await.is_err() {
         let _ = client.shutdown().await;
         return None;

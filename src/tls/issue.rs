@@ -28,9 +28,48 @@ pub struct Issued {
 /// Issue a CA and a serving certificate for `names` (DNS names or IP addresses), both valid
 /// from a few minutes ago (clock skew) until `now + validity`. The CA's key is dropped here.
 pub fn issue(names: &[String], validity: Duration, now: OffsetDateTime) -> Result<Issued> {
-    let not_before = now - CLOCK_SKEW;
-    let not_after = now + validity;
-    let (ca_pem, issuer) = issue_ca(now, not_before, not_after)?;
+    let (not_before, not_after) = (now - CLOCK_SKEW, now + validity);
+    // The timestamp tells CAs of successive rotations apart in a bundle.
+    let name = format!("bifrost-requirements webhook CA {}", now.unix_timestamp());
+    let (ca_pem, issuer) = issue_ca(&name, not_before, not_after)?;
+    let (cert, key) = issue_leaf(names, &issuer, not_before, not_after)?;
+    Ok(Issued {
+        ca: ca_pem,
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+/// A CA named `name` that may sign serving certificates only (path length 0), valid from
+/// `not_before` to `not_after`; returns its PEM and the issuer holding its key.
+pub(crate) fn issue_ca(
+    name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, Issuer<'static, KeyPair>)> {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| fail("CA", e))?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name.push(DnType::CommonName, name);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.not_before = not_before;
+    ca.not_after = not_after;
+    let ca_key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(|e| fail("CA", e))?;
+    Ok((ca_cert.pem(), Issuer::new(ca, ca_key)))
+}
+
+/// A serving certificate for `names` (DNS names or IP addresses; the first is its common name)
+/// signed by `issuer`, and its key.
+pub(crate) fn issue_leaf(
+    names: &[String],
+    issuer: &Issuer<'_, KeyPair>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(rcgen::Certificate, KeyPair)> {
     let mut leaf = CertificateParams::new(names.to_vec()).map_err(|e| fail("certificate", e))?;
     leaf.distinguished_name.push(
         DnType::CommonName,
@@ -45,45 +84,15 @@ pub fn issue(names: &[String], validity: Duration, now: OffsetDateTime) -> Resul
     leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = not_before;
     leaf.not_after = not_after;
-    let leaf_key = KeyPair::generate().map_err(|e| fail("key", e))?;
-    let leaf_cert = leaf
-        .signed_by(&leaf_key, &issuer)
+    let key = KeyPair::generate().map_err(|e| fail("key", e))?;
+    let cert = leaf
+        .signed_by(&key, issuer)
         .map_err(|e| fail("certificate", e))?;
-    Ok(Issued {
-        ca: ca_pem,
-        cert: leaf_cert.pem(),
-        key: leaf_key.serialize_pem(),
-    })
-}
-
-/// A CA that may sign serving certificates only (path length 0); returns its PEM and the issuer
-/// holding its key.
-fn issue_ca(
-    now: OffsetDateTime,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-) -> Result<(String, Issuer<'static, KeyPair>)> {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| fail("CA", e))?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    // The timestamp tells CAs of successive rotations apart in a bundle.
-    ca.distinguished_name.push(
-        DnType::CommonName,
-        format!("bifrost-requirements webhook CA {}", now.unix_timestamp()),
-    );
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.not_before = not_before;
-    ca.not_after = not_after;
-    let ca_key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
-    let ca_cert = ca.self_signed(&ca_key).map_err(|e| fail("CA", e))?;
-    Ok((ca_cert.pem(), Issuer::new(ca, ca_key)))
+    Ok((cert, key))
 }
 
 fn fail(what: &str, e: rcgen::Error) -> Error {
-    Error::Tls(format!("cannot issue the webhook {what}: {e}"))
+    Error::Tls(format!("cannot issue the {what}: {e}"))
 }
 
 /// What the rotation logic needs to know about a certificate.
