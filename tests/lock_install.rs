@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::ffi::OsStr;
 
 use bifrost_requirements::lock::Lock;
 use bifrost_requirements::requirements::content_hash;
@@ -24,26 +23,6 @@ fn alpha(version: &str) -> Wheel {
     Wheel::new(ALPHA, version).requires(&format!("{BETA}>=1"))
 }
 
-/// `uv pip install --target` of `spec` from `index` alone, with a fresh cache.
-fn uv_install(index: &Index, spec: &str, target: &Path) -> Output {
-    let cache = tempfile::tempdir().unwrap();
-    Command::new("uv")
-        .args([
-            "pip",
-            "install",
-            "--no-config",
-            "--python",
-            "python3",
-            "--target",
-        ])
-        .arg(target)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(["--index-url", &index.url(), spec])
-        .output()
-        .unwrap()
-}
-
 /// The fixture itself: a project folder is an index page, a release published while it serves
 /// is seen, a tampered file keeps its name and changes its hash.
 #[test]
@@ -52,14 +31,14 @@ fn the_index_serves_releases_published_while_it_runs() {
     let index = Index::start(&[alpha.clone(), Wheel::new(BETA, "1.0")]);
     assert!(index.url().starts_with("http://127.0.0.1:"));
     let first = tempfile::tempdir().unwrap();
-    let out = uv_install(&index, &format!("{ALPHA}>=1.0"), first.path());
+    let out = index.uv_install(&[OsStr::new(&format!("{ALPHA}>=1.0"))], first.path());
     assert_ok(&out);
     assert_eq!(import_version(first.path(), ALPHA), "1.0");
     assert_eq!(import_version(first.path(), BETA), "1.0");
 
     index.publish(&Wheel::new(ALPHA, "1.1").requires(&format!("{BETA}>=1")));
     let second = tempfile::tempdir().unwrap();
-    assert_ok(&uv_install(&index, &format!("{ALPHA}>=1.0"), second.path()));
+    assert_ok(&index.uv_install(&[OsStr::new(&format!("{ALPHA}>=1.0"))], second.path()));
     assert_eq!(import_version(second.path(), ALPHA), "1.1");
 
     let before = index.sha256(&alpha);
@@ -79,7 +58,7 @@ fn the_index_serves_releases_published_while_it_runs() {
             .ends_with("bifrost_l_beta-2.0-py3-none-win_amd64.whl")
     );
     let third = tempfile::tempdir().unwrap();
-    let out = uv_install(&index, &format!("{BETA}==2.0"), third.path());
+    let out = index.uv_install(&[OsStr::new(&format!("{BETA}==2.0"))], third.path());
     assert!(
         !out.status.success(),
         "a win_amd64 wheel installed on Linux"

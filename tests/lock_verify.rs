@@ -48,24 +48,11 @@ async fn a_users_hash_pin_survives_resolution_or_the_lock_is_refused_naming_the_
 
     // Without a lock uv refuses the same content: the pin is what guards against this index.
     let raw = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    std::fs::write(raw.path().join("r.txt"), &content).unwrap();
-    let out = Command::new("uv")
-        .args([
-            "pip",
-            "install",
-            "--no-config",
-            "--python",
-            "python3",
-            "--target",
-        ])
-        .arg(raw.path().join("site"))
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(["--index-url", &w.index.url(), "-r"])
-        .arg(raw.path().join("r.txt"))
-        .output()
-        .unwrap();
+    let file = raw.path().join("r.txt");
+    std::fs::write(&file, &content).unwrap();
+    let out = w
+        .index
+        .uv_install(&["-r".as_ref(), file.as_os_str()], &raw.path().join("site"));
     assert!(!out.status.success(), "uv installed the impostor");
 
     let out = w.show_lock(&content, VERSION, &[]).await;

@@ -7,8 +7,9 @@
 //! lock must survive: a newer release, or other bytes under the same file name.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -227,6 +228,28 @@ impl Index {
             self.host,
             self.port
         )
+    }
+
+    /// Bare `uv pip install --target TARGET ARGS…` (a requirement, or `-r FILE`) from this index
+    /// alone, with a fresh cache: what uv does without the operator in between.
+    pub fn uv_install(&self, args: &[&OsStr], target: &Path) -> Output {
+        let cache = tempfile::tempdir().expect("tempdir");
+        Command::new("uv")
+            .args([
+                "pip",
+                "install",
+                "--no-config",
+                "--python",
+                "python3",
+                "--target",
+            ])
+            .arg(target)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(["--index-url", &self.url()])
+            .args(args)
+            .output()
+            .expect("run uv")
     }
 
     /// The server's request log (one line per request), for tests that count fetches.
