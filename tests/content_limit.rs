@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::time::Duration;
-
-use bifrost_requirements::database::{Database, RowSelector};
+use bifrost_requirements::database::Database;
 use bifrost_requirements::limit::{MAX_CONTENT_BYTES, exceeded};
 use bifrost_requirements::s3::{Poll, S3Store};
 use common::s3::{BUCKET, bifrost_put, fresh_key as fresh_s3_key, shared};
 use common::services::{
-    fresh_database, fresh_key, redis_get, redis_set, redis_url, write_bifrost_row,
+    fresh_key, migrated_database, redis_get, redis_set, redis_url, write_bifrost_row,
 };
 use common::{assert_ok, cli, stderr};
 use proptest::prelude::*;
@@ -72,11 +70,7 @@ async fn row(db: &Database) -> Option<(String, String)> {
 
 #[tokio::test]
 async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
-    let url = fresh_database().await;
-    let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
+    let (url, db) = migrated_database().await;
     let key = fresh_key();
     let redis = redis_url();
     let env = [

@@ -8,15 +8,13 @@ use std::time::Duration;
 use bifrost_requirements::cache::{Cache, CacheConfig, Payload};
 use bifrost_requirements::database::{Database, RowSelector, SaveOutcome};
 use bifrost_requirements::requirements::content_hash;
-use common::services::{dead_url, fresh_database, fresh_key, redis_set, redis_url};
+use common::services::{
+    dead_url, fresh_database, fresh_key, migrated_database, redis_set, redis_url,
+};
 use common::{assert_ok, cli, stderr, stdout};
 
 async fn migrated_db() -> (String, Database) {
-    let url = fresh_database().await;
-    let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
+    let (url, db) = migrated_database().await;
     (url, db)
 }
 

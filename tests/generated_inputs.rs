@@ -11,17 +11,16 @@ mod common;
 
 use std::panic::AssertUnwindSafe;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bifrost_requirements::cache::{Cache, CacheConfig, Payload};
 use bifrost_requirements::cli::Cli;
-use bifrost_requirements::database::{Database, RowSelector};
 use bifrost_requirements::packages::{self, WarmOutcome};
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::requirements::content_hash;
 use bifrost_requirements::store::Store;
 use clap::Parser;
-use common::services::{fresh_database, fresh_key, redis_get, redis_url};
+use common::services::{fresh_key, migrated_database, redis_get, redis_url};
 use futures::FutureExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -249,11 +248,7 @@ fn generated_argument_vectors_are_refused_by_the_parser() {
 /// The real binary against real servers: exit 2, no panic or abort, nothing written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_argument_vectors_exit_2_and_write_nothing() {
-    let url = fresh_database().await;
-    let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
+    let (url, db) = migrated_database().await;
     let key = fresh_key();
     let redis = redis_url();
     let env = [
@@ -486,11 +481,7 @@ fn rows() -> impl Strategy<Value = Row> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
-    let url = fresh_database().await;
-    let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
+    let (_, db) = migrated_database().await;
     let key = fresh_key();
     let cache = Cache::connect(CacheConfig {
         key: key.clone(),
@@ -585,11 +576,7 @@ async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
 /// 0x5eed_0006): a row holding `A-~` made `warm` panic inside pep508_rs (exit 101).
 #[tokio::test]
 async fn regression_row_a_dash_tilde_warms_without_a_panic() {
-    let url = fresh_database().await;
-    let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
+    let (url, db) = migrated_database().await;
     sqlx::query(
         "INSERT INTO workspace_files (id, path, entity_type, content, git_status, created_at, \
          updated_at) VALUES (gen_random_uuid(), 'requirements.txt', 'requirements', 'A-~\n', \

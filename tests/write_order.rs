@@ -8,20 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bifrost_requirements::cache::{Cache, CacheConfig};
-use bifrost_requirements::database::{Database, RowSelector};
+use bifrost_requirements::database::Database;
 use bifrost_requirements::packages::{self, WarmOutcome};
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::store::Store;
-use common::services::{fresh_database, fresh_key, redis_get, redis_set, redis_url};
+use common::services::{fresh_key, migrated_database, redis_get, redis_set, redis_url};
 use common::{assert_ok, cli, stderr};
 use futures::FutureExt;
 
 async fn migrated_db() -> (String, Database) {
-    let url = fresh_database().await;
-    let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
+    let (url, db) = migrated_database().await;
     (url, db)
 }
 

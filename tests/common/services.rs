@@ -338,6 +338,17 @@ pub async fn fresh_database() -> String {
 }
 
 /// A Redis key no other test uses.
+/// A fresh database with Bifrost's table and trigger ([`Database::migrate`]), and a client of it.
+pub async fn migrated_database() -> (String, bifrost_requirements::database::Database) {
+    use bifrost_requirements::database::{Database, RowSelector};
+    let url = fresh_database().await;
+    let db = Database::connect(&url, RowSelector::default(), Duration::from_secs(10))
+        .await
+        .expect("connect to the fresh database");
+    db.migrate().await.expect("migrate the fresh database");
+    (url, db)
+}
+
 pub fn fresh_key() -> String {
     format!("bifrost:test:{}", uuid::Uuid::new_v4().simple())
 }
