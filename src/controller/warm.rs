@@ -142,20 +142,15 @@ async fn connect_and_warm(
     )
     .await?;
     let id = format!("{url}\u{0}{}\u{0}{}", redis.key, redis.ttl_seconds);
-    let cached = ctx
-        .memory::<Warmth>()
-        .connections
-        .lock()
-        .await
-        .get(&id)
-        .cloned();
+    let connections = &ctx.memory::<Warmth>().connections;
+    let cached = connections.lock().await.get(&id).cloned();
     if let Some(cache) = cached {
         match warm(&cache, payload).await {
             Ok(w) => return Ok((w, cache)),
             // A restarted Redis leaves the multiplexed connection dead: reconnect once
             // before reporting a failure.
             Err(e) => {
-                ctx.memory::<Warmth>().connections.lock().await.remove(&id);
+                connections.lock().await.remove(&id);
                 tracing::debug!(error = %e, "cached Redis connection failed; reconnecting");
             }
         }
@@ -170,11 +165,7 @@ async fn connect_and_warm(
     })
     .await?;
     let warmed = warm(&cache, payload).await?;
-    ctx.memory::<Warmth>()
-        .connections
-        .lock()
-        .await
-        .insert(id, cache.clone());
+    connections.lock().await.insert(id, cache.clone());
     Ok((warmed, cache))
 }
 
