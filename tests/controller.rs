@@ -19,14 +19,13 @@ use common::operator::{
     Operator, condition, create_wsreq, get_wsreq, labelled_deployment, labelled_deployment_with,
     namespace, redis_cache, secret, template_hash, wait_condition, wait_for,
 };
+use common::scenario::{Scenario, T};
 use common::services::{PgServer, RedisServer, fresh_key, redis_get, redis_set, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-
-const T: Duration = Duration::from_secs(30);
 
 async fn set_content(client: &Client, ns: &str, name: &str, content: &str) {
     Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
@@ -490,44 +489,27 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
-    let (client, ns) = namespace("invalid").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    let op = Scenario::start("invalid", &[]).await;
+    op.wsreq(
         "default",
-        json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+        json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
+    op.deployment("worker", "default", 1).await;
     // Cached, snapshotted and rolling (no kubelet runs the pods here).
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "RolledOut",
-        "False",
-        Some("RollingOut"),
-        T,
-    )
-    .await;
+    let obj = op
+        .wait("default", "RolledOut", "False", Some("RollingOut"))
+        .await;
     assert_eq!(condition(&obj, "CacheWarmed").unwrap().0, "True");
-    let good_hash = wait_for("annotation", T, || async {
-        deployment_hash(&client, &ns, "worker").await
-    })
-    .await;
-    let cached = redis_get(&redis_url(), &key).await;
+    let good_hash = op.rolled_hash("worker").await;
+    let cached = op.cached().await;
 
-    set_content(
-        &client,
-        &ns,
+    op.set_content(
         "default",
         "a==1\n# fine\n--extra-index-url https://evil.example/simple\n",
     )
     .await;
-    let obj = wait_condition(&client, &ns, "default", "Valid", "False", None, T).await;
+    let obj = op.wait("default", "Valid", "False", None).await;
     let (_, reason, message) = condition(&obj, "Valid").unwrap();
     assert_eq!(reason, "InvalidRequirements");
     assert!(
@@ -536,26 +518,14 @@ async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
     );
     assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(op.cached().await, cached, "invalid content reached Redis");
     assert_eq!(
-        redis_get(&redis_url(), &key).await,
-        cached,
-        "invalid content reached Redis"
-    );
-    assert_eq!(
-        deployment_hash(&client, &ns, "worker").await,
+        op.deployment_hash("worker").await,
         Some(good_hash),
         "invalid content rolled out"
     );
     // A Warning Event names the line.
-    let events = common::k8s::control_plane().kubectl(&[
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        &ns,
-        "-o",
-        "json",
-    ]);
-    let events = common::stdout(&events);
+    let events = op.events();
     assert!(
         events.contains("InvalidRequirements") && events.contains("line 3"),
         "{events}"

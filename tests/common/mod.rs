@@ -14,6 +14,7 @@ pub mod proc;
 pub mod redirect;
 pub mod release;
 pub mod s3;
+pub mod scenario;
 pub mod services;
 pub mod wheels;
 
