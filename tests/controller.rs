@@ -15,41 +15,19 @@ use std::time::Duration;
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
-use common::operator::{
-    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, labelled_deployment_with,
-    namespace, redis_cache, secret, template_hash, wait_condition, wait_for,
-};
-use common::scenario::{Scenario, T};
-use common::services::{PgServer, RedisServer, fresh_key, redis_get, redis_set, redis_url};
+use common::operator::{Operator, condition, wait_for};
+use common::scenario::{Ns, Scenario, T};
+use common::services::{PgServer, RedisServer, redis_get, redis_set, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
-async fn set_content(client: &Client, ns: &str, name: &str, content: &str) {
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"content": content}})),
-        )
-        .await
-        .unwrap();
-}
-
-async fn deployment_hash(client: &Client, ns: &str, name: &str) -> Option<String> {
-    template_hash(
-        &Api::<Deployment>::namespaced(client.clone(), ns)
-            .get(name)
-            .await
-            .unwrap(),
-    )
-}
-
 /// ReplicaSets of a deployment, as (template hash annotation) in creation order.
-async fn replicaset_hashes(client: &Client, ns: &str, app: &str) -> Vec<Option<String>> {
-    let mut rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+async fn replicaset_hashes(ns: &Ns, app: &str) -> Vec<Option<String>> {
+    let mut rs = ns
+        .api::<ReplicaSet>()
         .list(&ListParams::default().labels(&format!("app={app}")))
         .await
         .unwrap()
@@ -73,23 +51,18 @@ async fn replicaset_hashes(client: &Client, ns: &str, app: &str) -> Vec<Option<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_content_is_cached_snapshotted_and_ready() {
-    let (client, ns) = namespace("ready").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let op = Operator::start(&ns, "a", &[]);
+    let op = Scenario::start("ready", &[]).await;
     let content = "requests==2.32.3\nflask[async]>=3 ; python_version >= \"3.9\"\n";
-    create_wsreq(
-        &client,
-        &ns,
+    op.wsreq(
         "default",
-        json!({"content": content, "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+        json!({"content": content, "cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
     // A labelled workload (scaled to zero: no node runs pods here), without which Ready would
     // say NoWorkloads.
-    labelled_deployment_with(&client, &ns, "worker", "default", 0).await;
+    op.deployment("worker", "default", 0).await;
 
-    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    let obj = op.wait("default", "Ready", "True", None).await;
     let status = obj.status.unwrap();
     assert_eq!(status.workloads_up_to_date.as_deref(), Some("1/1"));
     let hash = content_hash(content);
@@ -107,10 +80,11 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
         );
     }
     // Redis holds exactly Bifrost's payload.
-    let raw = redis_get(&redis_url(), &key).await.expect("Redis key");
+    let raw = op.cached().await.expect("Redis key");
     assert_eq!(raw, Payload::new(content).to_json());
     // The owned snapshot ConfigMap.
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+    let cm = op
+        .api::<ConfigMap>()
         .get("default-requirements")
         .await
         .unwrap();
@@ -120,9 +94,10 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
     assert_eq!(data["payload.json"], raw);
     assert_eq!(cm.owner_references()[0].name, "default");
     assert_eq!(cm.owner_references()[0].controller, Some(true));
-    kubectl_shows_the_printer_columns(&ns, &hash);
+    kubectl_shows_the_printer_columns(&op.name, &hash);
 
     // The gauges an operator alerts on, scraped from the leader.
+    let ns = &op.name;
     let ready =
         format!("bifrost_requirements_resource_ready{{namespace=\"{ns}\",name=\"default\"}}");
     let uninjected = format!(
@@ -131,7 +106,7 @@ async fn inline_content_is_cached_snapshotted_and_ready() {
     assert_eq!(op.metric(&ready), Some(1.0));
     assert_eq!(op.metric(&uninjected), Some(0.0));
     // Deleted, its series go.
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+    op.api::<WorkspaceRequirements>()
         .delete("default", &Default::default())
         .await
         .unwrap();
@@ -178,17 +153,14 @@ fn kubectl_shows_the_printer_columns(ns: &str, hash: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
-    let (client, ns) = namespace("noworkloads").await;
-    let op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    let op = Scenario::start("noworkloads", &[]).await;
+    op.wsreq(
         "default",
         json!({"content": "requests==2.32.3\n", "rollout": {"debounceSeconds": 0}}),
     )
     .await;
     // What Reloader users do: the label on the Deployment's own metadata, not its pod template.
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let deployments = op.api::<Deployment>();
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "worker", "labels": {"bifrost.io/requirements": "default"}},
         "spec": {
@@ -206,7 +178,7 @@ async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
         "Ready=False NoWorkloads naming Deployment/worker",
         T,
         || async {
-            let obj = get_wsreq(&client, &ns, "default").await;
+            let obj = op.get("default").await;
             let (status, reason, message) = condition(&obj, "Ready")?;
             (status == "False" && reason == "NoWorkloads" && message.contains("Deployment/worker"))
                 .then_some(obj)
@@ -225,13 +197,15 @@ async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
     }
     let status = obj.status.clone().unwrap();
     assert_eq!(status.workloads_up_to_date.as_deref(), Some("0/0"));
-    let ready =
-        format!("bifrost_requirements_resource_ready{{namespace=\"{ns}\",name=\"default\"}}");
+    let ready = format!(
+        "bifrost_requirements_resource_ready{{namespace=\"{}\",name=\"default\"}}",
+        op.name
+    );
     assert_eq!(op.metric(&ready), Some(0.0));
     // It does not flap: periodic reconciles and the Deployment's own status updates leave the
     // resource untouched.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let later = get_wsreq(&client, &ns, "default").await;
+    let later = op.get("default").await;
     assert_eq!(later.resource_version(), obj.resource_version());
 
     // Labelling the pod template fixes it: rolled out (no replicas to wait for) and Ready.
@@ -243,7 +217,7 @@ async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
         )
         .await
         .unwrap();
-    let obj = wait_condition(&client, &ns, "default", "Ready", "True", None, T).await;
+    let obj = op.wait("default", "Ready", "True", None).await;
     assert_eq!(
         obj.status.unwrap().workloads_up_to_date.as_deref(),
         Some("1/1")
@@ -258,17 +232,11 @@ async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
 /// the `WorkspaceRequirements` watch. The operator logs `watching kind=…` for each watch it opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_watches_each_kind_once() {
-    let (client, ns) = namespace("watches").await;
-    let op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
-        "one",
-        json!({"content": "requests==2.32.3\n"}),
-    )
-    .await;
+    let op = Scenario::start("watches", &[]).await;
+    op.wsreq("one", json!({"content": "requests==2.32.3\n"}))
+        .await;
     // Reconciled: the controller's watches are open.
-    wait_condition(&client, &ns, "one", "Snapshotted", "True", None, T).await;
+    op.wait("one", "Snapshotted", "True", None).await;
     let log = op.log_text();
     let mut watches = BTreeMap::<&str, usize>::new();
     for line in log.lines().filter(|l| l.contains("watching")) {
@@ -306,28 +274,24 @@ fn condition_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_change_rolls_labelled_deployments_once_per_burst() {
-    let (client, ns) = namespace("rollout").await;
-    let op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    let op = Scenario::start("rollout", &[]).await;
+    op.wsreq(
         "default",
         json!({"content": "a==1\n", "rollout": {"debounceSeconds": 3}}),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    labelled_deployment(&client, &ns, "other", "someone-else").await;
+    op.deployment("worker", "default", 1).await;
+    op.deployment("other", "someone-else", 1).await;
 
     // The labelled deployment gets the hash (after the debounce), the other one is left alone.
     let h1 = content_hash("a==1\n");
     wait_for("first annotation", T, || async {
-        (deployment_hash(&client, &ns, "worker").await.as_deref() == Some(h1.as_str()))
-            .then_some(())
+        (op.deployment_hash("worker").await.as_deref() == Some(h1.as_str())).then_some(())
     })
     .await;
-    assert_eq!(deployment_hash(&client, &ns, "other").await, None);
+    assert_eq!(op.deployment_hash("other").await, None);
     wait_for("ReplicaSet with h1", T, || async {
-        replicaset_hashes(&client, &ns, "worker")
+        replicaset_hashes(&op, "worker")
             .await
             .contains(&Some(h1.clone()))
             .then_some(())
@@ -339,12 +303,12 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
 
     // Three changes inside the debounce window → exactly one more rollout, to the last hash.
     for c in ["a==2\n", "a==3\n", "a==4\n"] {
-        set_content(&client, &ns, "default", c).await;
+        op.set_content("default", c).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     let h4 = content_hash("a==4\n");
     wait_for("ReplicaSet with the last hash", T, || async {
-        replicaset_hashes(&client, &ns, "worker")
+        replicaset_hashes(&op, "worker")
             .await
             .contains(&Some(h4.clone()))
             .then_some(())
@@ -352,7 +316,7 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await; // past another debounce window
     // The first ReplicaSet predates the annotation (the Deployment was created without it).
-    let hashes = replicaset_hashes(&client, &ns, "worker").await;
+    let hashes = replicaset_hashes(&op, "worker").await;
     let after_h1: Vec<_> = hashes
         .iter()
         .skip_while(|h| **h != Some(h1.clone()))
@@ -368,22 +332,15 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
         rollouts_before + 1.0
     );
 
-    still_rolling_out(&client, &ns, &h4).await;
+    still_rolling_out(&op, &h4).await;
 }
 
 /// No kubelet here: the new pods never run, so the rollout is honestly still in progress
 /// (tests/node.rs sees RolledOut=True on real pods).
-async fn still_rolling_out(client: &Client, ns: &str, hash: &str) {
-    let obj = wait_condition(
-        client,
-        ns,
-        "default",
-        "RolledOut",
-        "False",
-        Some("RollingOut"),
-        T,
-    )
-    .await;
+async fn still_rolling_out(ns: &Ns, hash: &str) {
+    let obj = ns
+        .wait("default", "RolledOut", "False", Some("RollingOut"))
+        .await;
     let (_, _, message) = condition(&obj, "RolledOut").unwrap();
     assert!(
         message.contains("Deployment/worker")
@@ -408,36 +365,20 @@ async fn still_rolling_out(client: &Client, ns: &str, hash: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restart_with_nothing_changed_touches_nothing() {
-    let (client, ns) = namespace("restart").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let mut op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    let mut op = Scenario::start("restart", &[]).await;
+    op.wsreq(
         "default",
-        json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+        json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    wait_for("annotation", T, || async {
-        deployment_hash(&client, &ns, "worker").await
-    })
-    .await;
+    op.deployment("worker", "default", 1).await;
+    op.rolled_hash("worker").await;
     // No kubelet: the pods never run (status settled means RollingOut, not RolledOut).
-    wait_condition(
-        &client,
-        &ns,
-        "default",
-        "RolledOut",
-        "False",
-        Some("RollingOut"),
-        T,
-    )
-    .await;
+    op.wait("default", "RolledOut", "False", Some("RollingOut"))
+        .await;
     // Let the status settle: pods appear after the rollout (no webhook is registered here, so
     // every pod counts as uninjected), and the count must have caught up before the restart.
-    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+    let pods = op.api::<k8s_openapi::api::core::v1::Pod>();
     wait_for("uninjected pod count settled", T, || async {
         let n = pods
             .list(&ListParams::default().labels("app=worker"))
@@ -445,14 +386,14 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
             .ok()?
             .items
             .len() as i32;
-        let status = get_wsreq(&client, &ns, "default").await.status?;
+        let status = op.get("default").await.status?;
         (n > 0 && status.workloads.first()?.uninjected_pods == Some(n)).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    let wsreqs = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+    let deployments = op.api::<Deployment>();
+    let cms = op.api::<ConfigMap>();
+    let wsreqs = op.api::<WorkspaceRequirements>();
     let status_before = wsreqs.get("default").await.unwrap().status;
     let before = (
         deployments.get("worker").await.unwrap().resource_version(),
@@ -462,8 +403,8 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
             .resource_version(),
         wsreqs.get("default").await.unwrap().resource_version(),
     );
-    assert!(op.stop(), "operator did not stop on SIGTERM");
-    let op2 = Operator::start(&ns, "b", &[]);
+    assert!(op.op.stop(), "operator did not stop on SIGTERM");
+    let op2 = Operator::start(&op.name, "b", &[]);
     // Wait until the new operator has reconciled (it logs each reconcile), then some more.
     wait_for("reconcile after restart", T, || async {
         op2.log_text().contains("reconciled").then_some(())
@@ -534,58 +475,50 @@ async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_strategy_only_reports_stale_workloads() {
-    let (client, ns) = namespace("manual").await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    let op = Scenario::start("manual", &[]).await;
+    op.wsreq(
         "default",
         json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}}),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(&client, &ns, "default", "RolledOut", "False", None, T).await;
+    op.deployment("worker", "default", 1).await;
+    let obj = op.wait("default", "RolledOut", "False", None).await;
     let (_, reason, message) = condition(&obj, "RolledOut").unwrap();
     assert_eq!(reason, "ManualRolloutPending");
     assert!(message.contains("Deployment/worker"), "{message}");
     let status = obj.status.unwrap();
     assert!(!status.workloads[0].up_to_date);
-    assert_eq!(deployment_hash(&client, &ns, "worker").await, None);
+    assert_eq!(op.deployment_hash("worker").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_reported_retried_and_recovered() {
-    let (client, ns) = namespace("redis-down").await;
+    let op = Scenario::start("redis-down", &[]).await;
+    // A Redis of its own, to stop: the Secret `redis` names it instead of the shared one.
     let redis = RedisServer::start();
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis.url()).await;
-    let op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"content": "a==1\n", "cache": redis_cache(&key)}),
-    )
-    .await;
-    wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
+    op.secret("redis", "url", &redis.url()).await;
+    op.wsreq("default", json!({"content": "a==1\n", "cache": op.cache()}))
+        .await;
+    op.wait("default", "CacheWarmed", "True", None).await;
 
     redis.stop();
-    set_content(&client, &ns, "default", "a==2\n").await;
-    let obj = wait_condition(&client, &ns, "default", "CacheWarmed", "False", None, T).await;
+    op.set_content("default", "a==2\n").await;
+    let obj = op.wait("default", "CacheWarmed", "False", None).await;
     let (_, reason, message) = condition(&obj, "CacheWarmed").unwrap();
     assert!(reason.starts_with("Redis"), "{reason}: {message}");
     assert!(message.contains(&redis.port.to_string()), "{message}");
     // The snapshot still follows, so installs fall back to it.
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+    let cm = op
+        .api::<ConfigMap>()
         .get("default-requirements")
         .await
         .unwrap();
     assert_eq!(cm.data.unwrap()["requirements.txt"], "a==2\n");
 
     redis.start_again();
-    wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
+    op.wait("default", "CacheWarmed", "True", None).await;
     assert_eq!(
-        redis_get(&redis.url(), &key).await.unwrap(),
+        redis_get(&redis.url(), &op.key).await.unwrap(),
         Payload::new("a==2\n").to_json()
     );
     assert!(
@@ -598,8 +531,7 @@ async fn redis_outage_is_reported_retried_and_recovered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_endpoints() {
-    let (_client, ns) = namespace("health").await;
-    let op = Operator::start(&ns, "a", &["--no-leader-election"]);
+    let op = Scenario::start("health", &["--no-leader-election"]).await;
     wait_for("readyz", T, || async {
         (op.http_get("/readyz").0 == 200).then_some(())
     })

@@ -16,16 +16,14 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::admission::{Webhook, webhook_namespace};
-use common::fixtures::{events, pods_of, uninjected};
-use common::operator::{
-    Operator, condition, create_wsreq, get_wsreq, labelled_deployment, namespace, redis_cache,
-    secret, template_hash, wait_condition, wait_for,
-};
+use common::fixtures::{pods_of, uninjected};
+use common::operator::{condition, redis_cache, template_hash, wait_for};
+use common::scenario::{Ns, Scenario};
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod, ResourceQuota};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod};
+use kube::ResourceExt;
+use kube::api::PostParams;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -42,13 +40,11 @@ fn replica_failure(d: &Deployment) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjected() {
-    let (client, ns) = webhook_namespace("spec-invalid").await;
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let ns = Ns::from(webhook_namespace("spec-invalid").await);
+    ns.secret("redis", "url", &redis_url()).await;
     let key = fresh_key();
-    create_wsreq(&client, &ns, "good", json!({"content": "a==1\n"})).await;
-    create_wsreq(
-        &client,
-        &ns,
+    ns.wsreq("good", json!({"content": "a==1\n"})).await;
+    ns.wsreq(
         "bad",
         json!({
             "content": "a==1\n",
@@ -57,21 +53,16 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
         }),
     )
     .await;
-    let webhook = Webhook::start(&client, &ns).await;
-    webhook.wait_until_injecting(&client, &ns, "good").await;
+    let webhook = Webhook::start(&ns.client, &ns.name).await;
+    webhook
+        .wait_until_injecting(&ns.client, &ns.name, "good")
+        .await;
 
-    a_clashing_container_name_is_admitted_uninjected(&client, &ns).await;
+    a_clashing_container_name_is_admitted_uninjected(&ns).await;
 
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "bad",
-        "Valid",
-        "False",
-        Some("InvalidSpec"),
-        T,
-    )
-    .await;
+    let obj = ns
+        .wait_within("bad", "Valid", "False", Some("InvalidSpec"), T)
+        .await;
     let (_, _, message) = condition(&obj, "Valid").unwrap();
     assert!(
         message.contains("spec.install.sizeLimit") && message.contains("-1Gi"),
@@ -87,20 +78,15 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
         obj.metadata.generation
     );
 
-    let d = labelled_pods_start_uninjected_and_counted(&client, &ns).await;
+    let d = labelled_pods_start_uninjected_and_counted(&ns).await;
     // Nothing was written from the invalid spec.
     assert_eq!(redis_get(&redis_url(), &key).await, None);
-    assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .get_opt("bad-requirements")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let cms = ns.api::<ConfigMap>();
+    assert!(cms.get_opt("bad-requirements").await.unwrap().is_none());
     assert_eq!(template_hash(&d), None, "an invalid spec rolled out");
     // A Warning Event on the resource, and one where the pod's creator sees it.
     wait_for("the Events", T, || async {
-        let e = events(&ns);
+        let e = ns.events();
         (e.contains("InvalidSpec") && e.contains("RequirementsInvalid")).then_some(())
     })
     .await;
@@ -109,7 +95,7 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
 
 /// An app container already using the install container's name: admitted, not injected
 /// (the patch would make the API server refuse the pod with "Duplicate value").
-async fn a_clashing_container_name_is_admitted_uninjected(client: &Client, ns: &str) {
+async fn a_clashing_container_name_is_admitted_uninjected(ns: &Ns) {
     let clash: Pod = serde_json::from_value(json!({
         "metadata": {"name": "clash", "labels": {OPT_IN_LABEL: "good"}},
         "spec": {"containers": [{"name": "bifrost-requirements-install", "image": "python:3.11-slim"}]}
@@ -119,7 +105,8 @@ async fn a_clashing_container_name_is_admitted_uninjected(client: &Client, ns: &
         dry_run: true,
         ..PostParams::default()
     };
-    let admitted = Api::<Pod>::namespaced(client.clone(), ns)
+    let admitted = ns
+        .api::<Pod>()
         .create(&dry, &clash)
         .await
         .expect("the pod is admitted");
@@ -131,9 +118,9 @@ async fn a_clashing_container_name_is_admitted_uninjected(client: &Client, ns: &
 }
 
 /// Its labelled Deployment still gets its pod: admitted uninjected, and counted.
-async fn labelled_pods_start_uninjected_and_counted(client: &Client, ns: &str) -> Deployment {
-    labelled_deployment(client, ns, "worker", "bad").await;
-    let pods = pods_of(client, ns, "worker", 1).await;
+async fn labelled_pods_start_uninjected_and_counted(ns: &Ns) -> Deployment {
+    ns.deployment("worker", "bad", 1).await;
+    let pods = pods_of(&ns.client, &ns.name, "worker", 1).await;
     let pod = &pods[0];
     assert!(
         !pod.annotations().contains_key(INJECTED_ANNOTATION),
@@ -141,41 +128,37 @@ async fn labelled_pods_start_uninjected_and_counted(client: &Client, ns: &str) -
     );
     assert!(pod.spec.as_ref().unwrap().init_containers.is_none());
     wait_for("uninjectedPods: 1", T, || async {
-        (uninjected(client, ns, "bad", "worker").await == Some(1)).then_some(())
+        (uninjected(&ns.client, &ns.name, "bad", "worker").await == Some(1)).then_some(())
     })
     .await;
-    let d = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get("worker")
-        .await
-        .unwrap();
+    let d = ns.api::<Deployment>().get("worker").await.unwrap();
     assert_eq!(replica_failure(&d), None, "pod creation failed");
     d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
-    let (client, ns) = webhook_namespace("spec-refused").await;
-    create_wsreq(
-        &client,
-        &ns,
+    let ns = Ns::from(webhook_namespace("spec-refused").await);
+    ns.wsreq(
         "default",
         json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    let webhook = Webhook::start(&client, &ns).await;
-    webhook.wait_until_injecting(&client, &ns, "default").await;
-    create_capped_workloads(&client, &ns).await;
+    let webhook = Webhook::start(&ns.client, &ns.name).await;
+    webhook
+        .wait_until_injecting(&ns.client, &ns.name, "default")
+        .await;
+    create_capped_workloads(&ns).await;
 
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "RolledOut",
-        "False",
-        Some("PodCreationFailed"),
-        T,
-    )
-    .await;
+    let obj = ns
+        .wait_within(
+            "default",
+            "RolledOut",
+            "False",
+            Some("PodCreationFailed"),
+            T,
+        )
+        .await;
     let (_, _, message) = condition(&obj, "RolledOut").unwrap();
     eprintln!("RolledOut=False: {message}");
     assert!(
@@ -193,13 +176,13 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         "{w:?}"
     );
     wait_for("the PodCreationFailed Event", T, || async {
-        events(&ns).contains("PodCreationFailed").then_some(())
+        ns.events().contains("PodCreationFailed").then_some(())
     })
     .await;
     // A StatefulSet reports no failure in its status: it counts once it stalls for a while.
     let started = Instant::now();
     let obj = wait_for("the stalled StatefulSet reported", T, || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
+        let obj = ns.get("default").await;
         let (_, reason, message) = condition(&obj, "RolledOut")?;
         (reason == "PodCreationFailed" && message.contains("StatefulSet/store")).then_some(obj)
     })
@@ -210,10 +193,10 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         condition(&obj, "RolledOut").unwrap().2
     );
 
-    lift_the_cap(&client, &ns).await;
+    lift_the_cap(&ns).await;
     // The pods are created and injected with the hash; no kubelet runs them here.
     let obj = wait_for("pods created and injected, rolling", T, || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
+        let obj = ns.get("default").await;
         let rolling = condition(&obj, "RolledOut")?.1 == "RollingOut";
         let all_injected = obj.status.as_ref()?.workloads.iter().all(|w| {
             (w.replicas, w.updated_replicas, w.ready_updated_replicas)
@@ -235,13 +218,13 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
 
 /// A Deployment and a StatefulSet labelled for `default` in a namespace that caps containers at
 /// 1Gi, which the injected install container exceeds (it asks for 2Gi).
-async fn create_capped_workloads(client: &Client, ns: &str) {
+async fn create_capped_workloads(ns: &Ns) {
     let limits: LimitRange = serde_json::from_value(json!({
         "metadata": {"name": "small"},
         "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}
     }))
     .unwrap();
-    Api::<LimitRange>::namespaced(client.clone(), ns)
+    ns.api::<LimitRange>()
         .create(&PostParams::default(), &limits)
         .await
         .unwrap();
@@ -258,7 +241,7 @@ async fn create_capped_workloads(client: &Client, ns: &str) {
         }
     }))
     .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns)
+    ns.api::<Deployment>()
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
@@ -277,66 +260,44 @@ async fn create_capped_workloads(client: &Client, ns: &str) {
         }
     }))
     .unwrap();
-    Api::<StatefulSet>::namespaced(client.clone(), ns)
+    ns.api::<StatefulSet>()
         .create(&PostParams::default(), &sts)
         .await
         .unwrap();
 }
 
 /// Lifting the cap lets the pods be created.
-async fn lift_the_cap(client: &Client, ns: &str) {
-    Api::<LimitRange>::namespaced(client.clone(), ns)
+async fn lift_the_cap(ns: &Ns) {
+    ns.api::<LimitRange>()
         .delete("small", &Default::default())
         .await
         .unwrap();
     // The ReplicaSet controller backs off after failures; a metadata change makes it retry now.
-    let out = common::k8s::control_plane().kubectl(&[
-        "annotate",
-        "rs",
-        "--all",
-        "-n",
-        ns,
-        "bifrost-test/retry=1",
-        "--overwrite",
-    ]);
-    common::assert_ok(&out);
-    let out = common::k8s::control_plane().kubectl(&[
-        "annotate",
-        "statefulset",
-        "store",
-        "-n",
-        ns,
-        "bifrost-test/retry=1",
-        "--overwrite",
-    ]);
-    common::assert_ok(&out);
+    for what in [&["rs", "--all"][..], &["statefulset", "store"]] {
+        let mut args = vec!["annotate"];
+        args.extend(what);
+        args.extend(["-n", &ns.name, "bifrost-test/retry=1", "--overwrite"]);
+        common::assert_ok(&common::k8s::control_plane().kubectl(&args));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
-    let (client, ns) = namespace("spec-flush").await;
+    let op = Scenario::start("spec-flush", &[]).await;
+    // A Redis of its own, to flush and restart: the Secret `redis` names it.
     let redis = RedisServer::start();
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis.url()).await;
-    let _op = Operator::start(&ns, "a", &[]);
+    op.secret("redis", "url", &redis.url()).await;
+    let key = &op.key;
     let content = "a==1\n";
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"content": content, "cache": redis_cache(&key)}),
-    )
-    .await;
-    wait_condition(&client, &ns, "default", "CacheWarmed", "True", None, T).await;
+    op.wsreq("default", json!({"content": content, "cache": op.cache()}))
+        .await;
+    op.wait_within("default", "CacheWarmed", "True", None, T)
+        .await;
     let expected = Payload::new(content).to_json();
-    assert_eq!(redis_get(&redis.url(), &key).await, Some(expected.clone()));
+    assert_eq!(redis_get(&redis.url(), key).await, Some(expected.clone()));
 
     for round in ["FLUSHALL", "restart"] {
-        let warmed_before = get_wsreq(&client, &ns, "default")
-            .await
-            .status
-            .unwrap()
-            .cache_warmed_at;
+        let warmed_before = op.get("default").await.status.unwrap().cache_warmed_at;
         tokio::time::sleep(Duration::from_secs(1)).await; // a later second for cacheWarmedAt
         if round == "FLUSHALL" {
             let c = redis::Client::open(redis.url()).unwrap();
@@ -347,10 +308,9 @@ async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
             redis.start_again();
         }
         let gone = Instant::now();
-        assert_eq!(redis_get(&redis.url(), &key).await, None);
+        assert_eq!(redis_get(&redis.url(), key).await, None);
         wait_for(&format!("the key back after {round}"), T, || async {
-            (redis_get(&redis.url(), &key).await.as_deref() == Some(expected.as_str()))
-                .then_some(())
+            (redis_get(&redis.url(), key).await.as_deref() == Some(expected.as_str())).then_some(())
         })
         .await;
         let missing = gone.elapsed();
@@ -361,7 +321,7 @@ async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
         );
         // The status is patched after the key is written: wait for it rather than race it.
         wait_for(&format!("{round}: cacheWarmedAt moved"), T, || async {
-            let obj = get_wsreq(&client, &ns, "default").await;
+            let obj = op.get("default").await;
             let warmed = condition(&obj, "CacheWarmed")?.0 == "True";
             (warmed && obj.status?.cache_warmed_at != warmed_before).then_some(())
         })
@@ -370,35 +330,23 @@ async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
     wait_for(
         "the CacheWarmed Event naming the missing key",
         T,
-        || async { events(&ns).contains("the key was missing").then_some(()) },
+        || async { op.events().contains("the key was missing").then_some(()) },
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_content_is_not_empty_requirements() {
-    let (client, ns) = namespace("spec-empty").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    let op = Scenario::start("spec-empty", &[]).await;
+    op.wsreq(
         "default",
-        json!({"cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+        json!({"cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Valid",
-        "False",
-        Some("NoContent"),
-        T,
-    )
-    .await;
+    op.deployment("worker", "default", 1).await;
+    let obj = op
+        .wait_within("default", "Valid", "False", Some("NoContent"), T)
+        .await;
     let (_, _, message) = condition(&obj, "Valid").unwrap();
     assert!(
         message.contains("spec.content") && message.contains("comment-only"),
@@ -406,65 +354,40 @@ async fn absent_content_is_not_empty_requirements() {
     );
     assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(redis_get(&redis_url(), &key).await, None, "Redis written");
+    assert_eq!(op.cached().await, None, "Redis written");
+    let cms = op.api::<ConfigMap>();
     assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .get_opt("default-requirements")
-            .await
-            .unwrap()
-            .is_none(),
+        cms.get_opt("default-requirements").await.unwrap().is_none(),
         "snapshot written"
     );
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     assert_eq!(
-        template_hash(&deployments.get("worker").await.unwrap()),
+        op.deployment_hash("worker").await,
         None,
         "rolled out no packages"
     );
 
     // Saying "no packages" explicitly is valid, and rolls out.
     let none = "# no packages\n";
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
-        .patch(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"content": none}})),
-        )
-        .await
-        .unwrap();
+    op.set_content("default", none).await;
     // Valid, cached, snapshotted and rolling (no kubelet runs the pods here).
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "RolledOut",
-        "False",
-        Some("RollingOut"),
-        T,
-    )
-    .await;
+    let obj = op
+        .wait_within("default", "RolledOut", "False", Some("RollingOut"), T)
+        .await;
     assert_eq!(condition(&obj, "Valid").unwrap().0, "True");
     assert_eq!(obj.status.unwrap().package_count, Some(0));
-    assert_eq!(
-        redis_get(&redis_url(), &key).await,
-        Some(Payload::new(none).to_json())
-    );
+    assert_eq!(op.cached().await, Some(Payload::new(none).to_json()));
     let h = content_hash(none);
     wait_for("the rollout of the explicit empty file", T, || async {
-        (template_hash(&deployments.get("worker").await.ok()?).as_deref() == Some(h.as_str()))
-            .then_some(())
+        (op.deployment_hash("worker").await.as_deref() == Some(h.as_str())).then_some(())
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_with_a_copied_injection_marker_is_reported() {
-    let (client, ns) = namespace("spec-marker").await;
     // No webhook is registered for this namespace: nothing injects, the marker lies.
-    let _op = Operator::start(&ns, "a", &["--no-webhook"]);
-    create_wsreq(
-        &client,
-        &ns,
+    let op = Scenario::start("spec-marker", &["--no-webhook"]).await;
+    op.wsreq(
         "default",
         json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}}),
     )
@@ -484,13 +407,13 @@ async fn a_template_with_a_copied_injection_marker_is_reported() {
         }
     }))
     .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), &ns)
+    op.api::<Deployment>()
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
-    pods_of(&client, &ns, "copied", 2).await;
+    pods_of(&op.client, &op.name, "copied", 2).await;
     let w = wait_for("the copied marker reported", T, || async {
-        let status = get_wsreq(&client, &ns, "default").await.status?;
+        let status = op.get("default").await.status?;
         let w = status
             .workloads
             .iter()

@@ -23,7 +23,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::json;
 
-use super::k8s::control_plane;
 use super::operator::{
     Operator, create_wsreq, get_wsreq, labelled_deployment_with, namespace, redis_cache, secret,
     template_hash, wait_condition, wait_for,
@@ -138,16 +137,15 @@ impl Ns {
 
     /// The namespace's Events (`events.k8s.io`), as JSON text.
     pub fn events(&self) -> String {
-        let out = control_plane().kubectl(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            &self.name,
-            "-o",
-            "json",
-        ]);
-        assert!(out.status.success(), "{}", super::stderr(&out));
-        super::stdout(&out)
+        super::fixtures::events(&self.name)
+    }
+}
+
+/// A namespace made some other way (e.g. `admission::webhook_namespace`, labelled for a test
+/// webhook).
+impl From<(Client, String)> for Ns {
+    fn from((client, name): (Client, String)) -> Ns {
+        Ns { client, name }
     }
 }
 
@@ -176,6 +174,21 @@ impl Scenario {
     /// `spec.cache` naming this scenario's Redis key through the Secret `redis`.
     pub fn cache(&self) -> serde_json::Value {
         redis_cache(&self.key)
+    }
+
+    /// The operator's sample of metric `name` (with its labels), if it exports one.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.op.metric(name)
+    }
+
+    /// GET `path` on the operator's metrics and health port: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.op.http_get(path)
+    }
+
+    /// The operator's log so far.
+    pub fn log_text(&self) -> String {
+        self.op.log_text()
     }
 
     /// What Redis holds under this scenario's key.

@@ -4,26 +4,17 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
-    let (client, ns) = namespace("lease").await;
-    let a = Operator::start(&ns, "op-a", &[]);
-    let b = Operator::start(&ns, "op-b", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    // Two replicas of the operator, lease identities op-a and op-b.
+    let ns = Ns::new("lease").await;
+    let a = Operator::start(&ns.name, "op-a", &[]);
+    let b = Operator::start(&ns.name, "op-b", &[]);
+    ns.wsreq(
         "default",
         json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Ready",
-        "False",
-        Some("NoWorkloads"),
-        T,
-    )
-    .await;
+    ns.wait("default", "Ready", "False", Some("NoWorkloads"))
+        .await;
     let leaders: BTreeMap<&str, f64> = [("op-a", &a), ("op-b", &b)]
         .into_iter()
         .map(|(n, o)| (n, o.metric("bifrost_requirements_leader").unwrap_or(-1.0)))
@@ -58,7 +49,7 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
         "get",
         "lease",
         "-n",
-        &ns,
+        &ns.name,
         "bifrost-requirements-operator",
         "-o",
         "jsonpath={.spec.holderIdentity}",
@@ -68,9 +59,9 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
 
     // Stop the leader, whichever it is: the standby takes over and handles a change.
     assert!(leader.stop());
-    set_content(&client, &ns, "default", "a==2\n").await;
+    ns.set_content("default", "a==2\n").await;
     wait_for(&format!("{standby_name} handles the change"), T, || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
+        let obj = ns.get("default").await;
         (obj.status?.content_hash? == content_hash("a==2\n")).then_some(())
     })
     .await;

@@ -11,43 +11,26 @@ async fn bifrost_row(pg: &PgServer, content: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_mirror_follows_the_row_and_survives_an_outage() {
-    let (client, ns) = namespace("mirror").await;
+    let op = Scenario::start("mirror", &[]).await;
     let pg = PgServer::start();
     assert_ok_cli(&["migrate"], &pg.url("postgres"));
     bifrost_row(&pg, "requests==2.32.3\n").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    secret(
-        &client,
-        &ns,
-        "db",
-        "url",
-        &pg.url("postgres")
-            .replace("postgresql://", "postgresql+asyncpg://"),
-    )
-    .await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    let db_url = pg
+        .url("postgres")
+        .replace("postgresql://", "postgresql+asyncpg://");
+    op.secret("db", "url", &db_url).await;
+    op.wsreq(
         "default",
         json!({
             "source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 60}},
-            "cache": redis_cache(&key),
+            "cache": op.cache(),
         }),
     )
     .await;
     // No workload is labelled: everything but that is done (issue 15: it is not Ready).
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Ready",
-        "False",
-        Some("NoWorkloads"),
-        T,
-    )
-    .await;
+    let obj = op
+        .wait("default", "Ready", "False", Some("NoWorkloads"))
+        .await;
     assert_eq!(obj.spec.content, "requests==2.32.3\n");
     // The migration installed the trigger: nothing to warn about.
     assert!(
@@ -58,12 +41,12 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
     assert!(obj.status.unwrap().last_synced_from_database.is_some());
 
     let new = "requests==2.32.3\nflask==3.0.3\n";
-    notify_brings_the_row(&client, &ns, &pg, &key, new).await;
-    a_row_over_the_limit_is_refused(&client, &ns, &pg, &key, new).await;
+    notify_brings_the_row(&op, &pg, new).await;
+    a_row_over_the_limit_is_refused(&op, &pg, new).await;
 
     // Database down: content kept, Synced=False with the reason.
     pg.stop();
-    let obj = wait_condition(&client, &ns, "default", "Synced", "False", None, T).await;
+    let obj = op.wait("default", "Synced", "False", None).await;
     assert_eq!(obj.spec.content, new, "content was not kept");
     let (_, reason, message) = condition(&obj, "Synced").unwrap();
     assert!(reason.starts_with("Database"), "{reason}: {message}");
@@ -74,7 +57,7 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
     let newer = "requests==2.32.3\nflask==3.0.3\nnumpy\n";
     bifrost_row(&pg, newer).await;
     wait_for("recovery", Duration::from_secs(30), || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
+        let obj = op.get("default").await;
         (obj.spec.content == newer && condition(&obj, "Synced").is_some_and(|c| c.0 == "True"))
             .then_some(())
     })
@@ -82,17 +65,18 @@ async fn database_mirror_follows_the_row_and_survives_an_outage() {
 }
 
 /// Bifrost updates the row with plain SQL: NOTIFY brings it well before the 60 s poll.
-async fn notify_brings_the_row(client: &Client, ns: &str, pg: &PgServer, key: &str, new: &str) {
+async fn notify_brings_the_row(op: &Scenario, pg: &PgServer, new: &str) {
     bifrost_row(pg, new).await;
     wait_for("spec follows the row", Duration::from_secs(10), || async {
-        (get_wsreq(client, ns, "default").await.spec.content == new).then_some(())
+        (op.get("default").await.spec.content == new).then_some(())
     })
     .await;
     wait_for("Redis follows the row", Duration::from_secs(10), || async {
-        (redis_get(&redis_url(), key).await? == Payload::new(new).to_json()).then_some(())
+        (op.cached().await? == Payload::new(new).to_json()).then_some(())
     })
     .await;
-    let managers: Vec<String> = get_wsreq(client, ns, "default")
+    let managers: Vec<String> = op
+        .get("default")
         .await
         .managed_fields()
         .iter()
@@ -106,42 +90,26 @@ async fn notify_brings_the_row(client: &Client, ns: &str, pg: &PgServer, key: &s
 
 /// Bifrost writes a row over the one content limit: refused as every door refuses it, in the
 /// same words; the resource keeps its content and Redis its payload.
-async fn a_row_over_the_limit_is_refused(
-    client: &Client,
-    ns: &str,
-    pg: &PgServer,
-    key: &str,
-    new: &str,
-) {
+async fn a_row_over_the_limit_is_refused(op: &Scenario, pg: &PgServer, new: &str) {
     let huge = format!("# {}\n", "x".repeat(300 * 1024));
     bifrost_row(pg, &huge).await;
-    let obj = wait_condition(
-        client,
-        ns,
-        "default",
-        "Synced",
-        "False",
-        Some("TooLarge"),
-        T,
-    )
-    .await;
+    let obj = op
+        .wait("default", "Synced", "False", Some("TooLarge"))
+        .await;
     assert_eq!(obj.spec.content, new, "content was not kept");
     let message = condition(&obj, "Synced").unwrap().2;
     assert!(
         message.contains(&bifrost_requirements::limit::exceeded(huge.len())),
         "{message}"
     );
-    assert_eq!(
-        redis_get(&redis_url(), key).await,
-        Some(Payload::new(new).to_json())
-    );
+    assert_eq!(op.cached().await, Some(Payload::new(new).to_json()));
     bifrost_row(pg, new).await;
-    wait_condition(client, ns, "default", "Synced", "True", None, T).await;
+    op.wait("default", "Synced", "True", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_notify_trigger_is_said_in_synced_and_an_event() {
-    let (client, ns) = namespace("notrigger").await;
+    let op = Scenario::start("notrigger", &[]).await;
     let db = common::services::fresh_database().await;
     assert_ok_cli(&["migrate"], &db);
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
@@ -152,16 +120,13 @@ async fn a_missing_notify_trigger_is_said_in_synced_and_an_event() {
         .unwrap();
     common::services::write_bifrost_row(&pool, "requests\n").await;
     pool.close().await;
-    secret(&client, &ns, "db", "url", &db).await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    op.secret("db", "url", &db).await;
+    op.wsreq(
         "default",
         json!({"source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 7}}}),
     )
     .await;
-    let obj = wait_condition(&client, &ns, "default", "Synced", "True", None, T).await;
+    let obj = op.wait("default", "Synced", "True", None).await;
     assert_eq!(obj.spec.content, "requests\n");
     let (_, _, message) = condition(&obj, "Synced").unwrap();
     assert!(
@@ -170,14 +135,7 @@ async fn a_missing_notify_trigger_is_said_in_synced_and_an_event() {
         "{message}"
     );
     wait_for("a NotifyTriggerMissing Warning", T, || async {
-        let events = common::stdout(&common::k8s::control_plane().kubectl(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            &ns,
-            "-o",
-            "json",
-        ]));
+        let events = op.events();
         (events.matches("NotifyTriggerMissing").count() >= 1).then_some(())
     })
     .await;
@@ -190,26 +148,21 @@ fn assert_ok_cli(args: &[&str], db: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirrored_resource_writes_nothing_before_its_first_sync() {
-    let (client, ns) = namespace("unsynced").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
+    let op = Scenario::start("unsynced", &[]).await;
     // Bifrost already cached its requirements; the database Secret is missing.
     let bifrost_value = Payload::new("requests==2.32.3\n").to_json();
-    redis_set(&redis_url(), &key, &bifrost_value).await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    redis_set(&redis_url(), &op.key, &bifrost_value).await;
+    op.wsreq(
         "default",
         json!({
             "source": {"database": {"urlSecretRef": {"name": "missing", "key": "url"}}},
-            "cache": redis_cache(&key),
+            "cache": op.cache(),
             "rollout": {"debounceSeconds": 0},
         }),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(&client, &ns, "default", "Synced", "False", None, T).await;
+    op.deployment("worker", "default", 1).await;
+    let obj = op.wait("default", "Synced", "False", None).await;
     let (_, _, message) = condition(&obj, "Synced").unwrap();
     assert!(message.contains("missing"), "{message}");
     assert_eq!(
@@ -218,19 +171,14 @@ async fn a_mirrored_resource_writes_nothing_before_its_first_sync() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        redis_get(&redis_url(), &key).await.as_deref(),
+        op.cached().await.as_deref(),
         Some(bifrost_value.as_str()),
         "Redis was overwritten"
     );
-    assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .get_opt("default-requirements")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let cms = op.api::<ConfigMap>();
+    assert!(cms.get_opt("default-requirements").await.unwrap().is_none());
     assert_eq!(
-        deployment_hash(&client, &ns, "worker").await,
+        op.deployment_hash("worker").await,
         None,
         "rolled out empty content"
     );

@@ -2,34 +2,23 @@
 //! reported, not retried silently.
 
 use super::*;
+use k8s_openapi::api::core::v1::ResourceQuota;
+use kube::api::{Patch, PatchParams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_written() {
-    let (client, ns) = namespace("spec-large").await;
-    let key = fresh_key();
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let _op = Operator::start(&ns, "a", &[]);
-    create_wsreq(
-        &client,
-        &ns,
+    let op = Scenario::start("spec-large", &[]).await;
+    op.wsreq(
         "default",
-        json!({"content": "a==1\n", "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0}}),
+        json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
     )
     .await;
     // Reconciled through to the end (no workload is labelled: issue 15 says that is not Ready).
-    wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Ready",
-        "False",
-        Some("NoWorkloads"),
-        T,
-    )
-    .await;
-    let cached = redis_get(&redis_url(), &key).await;
+    op.wait_within("default", "Ready", "False", Some("NoWorkloads"), T)
+        .await;
+    let cached = op.cached().await;
     assert_eq!(cached, Some(Payload::new("a==1\n").to_json()));
-    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let cms = op.api::<ConfigMap>();
     let cm_version = cms
         .get("default-requirements")
         .await
@@ -39,24 +28,10 @@ async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_writte
     // 100,000 lines, ~1.2 MB: the resource is accepted by the API server, its snapshot would not.
     let big: String = (0..100_000).map(|i| format!("p{i:05}==1.0\n")).collect();
     assert!(big.len() >= 1_200_000);
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
-        .patch(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"content": big}})),
-        )
-        .await
-        .unwrap();
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Valid",
-        "False",
-        Some("TooLarge"),
-        T,
-    )
-    .await;
+    op.set_content("default", &big).await;
+    let obj = op
+        .wait_within("default", "Valid", "False", Some("TooLarge"), T)
+        .await;
     let (_, _, message) = condition(&obj, "Valid").unwrap();
     assert!(
         message.contains("spec.content") && message.contains("262144 bytes"),
@@ -70,7 +45,7 @@ async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_writte
     );
     assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(redis_get(&redis_url(), &key).await, cached, "Redis changed");
+    assert_eq!(op.cached().await, cached, "Redis changed");
     assert_eq!(
         cms.get("default-requirements")
             .await
@@ -80,35 +55,25 @@ async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_writte
         "the ConfigMap changed"
     );
     wait_for("the TooLarge Event", T, || async {
-        events(&ns).contains("TooLarge").then_some(())
+        op.events().contains("TooLarge").then_some(())
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
-    let (client, ns) = namespace("spec-snapshot").await;
-    let quotas = no_configmaps_allowed(&client, &ns).await;
-    let _op = Operator::start(&ns, "a", &[]);
+    let op = Scenario::start("spec-snapshot", &[]).await;
+    let quotas = no_configmaps_allowed(&op).await;
     let content = "a==1\n";
-    create_wsreq(
-        &client,
-        &ns,
+    op.wsreq(
         "default",
         json!({"content": content, "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    labelled_deployment(&client, &ns, "worker", "default").await;
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Snapshotted",
-        "False",
-        Some("SnapshotFailed"),
-        T,
-    )
-    .await;
+    op.deployment("worker", "default", 1).await;
+    let obj = op
+        .wait_within("default", "Snapshotted", "False", Some("SnapshotFailed"), T)
+        .await;
     let (_, _, message) = condition(&obj, "Snapshotted").unwrap();
     eprintln!("Snapshotted=False: {message}");
     assert!(
@@ -125,49 +90,33 @@ async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
         Some(content_hash(content).as_str())
     );
     wait_for("the SnapshotFailed Event", T, || async {
-        events(&ns).contains("SnapshotFailed").then_some(())
+        op.events().contains("SnapshotFailed").then_some(())
     })
     .await;
     // Nothing rolled while the fallback is missing.
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    assert_eq!(
-        template_hash(&deployments.get("worker").await.unwrap()),
-        None
-    );
+    assert_eq!(op.deployment_hash("worker").await, None);
 
     quotas
         .delete("no-configmaps", &Default::default())
         .await
         .unwrap();
-    let obj = wait_condition(
-        &client,
-        &ns,
-        "default",
-        "Snapshotted",
-        "True",
-        Some("SnapshotApplied"),
-        T,
-    )
-    .await;
+    let obj = op
+        .wait_within("default", "Snapshotted", "True", Some("SnapshotApplied"), T)
+        .await;
     // Then it rolls (no kubelet here: the pods never run).
     assert_eq!(condition(&obj, "RolledOut").unwrap().1, "RollingOut");
-    assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .get_opt("default-requirements")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let cms = op.api::<ConfigMap>();
+    assert!(cms.get_opt("default-requirements").await.unwrap().is_some());
 }
 
 /// The namespace allows no ConfigMap: the API server refuses the snapshot.
-async fn no_configmaps_allowed(client: &Client, ns: &str) -> Api<ResourceQuota> {
+async fn no_configmaps_allowed(ns: &Ns) -> kube::Api<ResourceQuota> {
     let quota: ResourceQuota = serde_json::from_value(json!({
         "metadata": {"name": "no-configmaps"},
         "spec": {"hard": {"configmaps": "0"}}
     }))
     .unwrap();
-    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), ns);
+    let quotas = ns.api::<ResourceQuota>();
     quotas.create(&PostParams::default(), &quota).await.unwrap();
     // No quota controller runs here: write the status it would (admission reads status.hard).
     quotas
