@@ -5,18 +5,13 @@
 
 mod common;
 
-use std::time::Duration;
-
-use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
-use common::operator::{Operator, create_wsreq, get_wsreq, namespace, secret, wait_for};
+use common::operator::{condition, wait_for};
+use common::scenario::{Ns, Scenario, T};
 use common::services::{dead_url, fresh_database, write_bifrost_row};
 use common::{cli, stderr};
-use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-const T: Duration = Duration::from_secs(30);
 const PANICKED: &str = "foo-]\n";
 
 fn deep() -> String {
@@ -103,76 +98,47 @@ async fn warm_and_add_over_a_hostile_row_exit_2() {
     pool.close().await;
 }
 
-fn valid(obj: &WorkspaceRequirements) -> Option<(String, String)> {
-    obj.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Valid")
-        .map(|c| (c.status.clone(), c.message.clone()))
-}
-
 /// Wait for Valid=False naming line `line`; returns the message.
-async fn wait_invalid(client: &Client, ns: &str, name: &str, line: usize) -> String {
+async fn wait_invalid(ns: &Ns, name: &str, line: usize) -> String {
     wait_for(&format!("{name} Valid=False"), T, || async {
-        let (status, message) = valid(&get_wsreq(client, ns, name).await)?;
+        let (status, _, message) = condition(&ns.get(name).await, "Valid")?;
         (status == "False" && message.contains(&format!("line {line}"))).then_some(message)
     })
     .await
 }
 
-async fn wait_hash(client: &Client, ns: &str, name: &str, content: &str) {
+/// Wait for the status to show `content`'s hash, valid.
+async fn wait_hash(ns: &Ns, name: &str, content: &str) {
     let hash = content_hash(content);
     wait_for(&format!("{name} status hash"), T, || async {
-        let obj = get_wsreq(client, ns, name).await;
-        let status = obj.status?;
-        (status.content_hash.as_deref() == Some(hash.as_str())
-            && valid_status(&status.conditions) == "True")
-            .then_some(())
+        let obj = ns.get(name).await;
+        let valid = condition(&obj, "Valid")?.0 == "True";
+        (valid && obj.status?.content_hash? == hash).then_some(())
     })
     .await;
 }
 
-fn valid_status(
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-) -> String {
-    conditions
-        .iter()
-        .find(|c| c.type_ == "Valid")
-        .map(|c| c.status.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_resource_is_invalid_and_its_neighbour_keeps_working() {
-    let (client, ns) = namespace("hostile").await;
-    let op = Operator::start(&ns, "a", &[]);
-    create_wsreq(&client, &ns, "good", json!({"content": "a==1\n"})).await;
-    create_wsreq(&client, &ns, "bad", json!({"content": PANICKED})).await;
-    wait_hash(&client, &ns, "good", "a==1\n").await;
-    let message = wait_invalid(&client, &ns, "bad", 1).await;
+    let op = Scenario::start("hostile", &[]).await;
+    op.wsreq("good", json!({"content": "a==1\n"})).await;
+    op.wsreq("bad", json!({"content": PANICKED})).await;
+    wait_hash(&op, "good", "a==1\n").await;
+    let message = wait_invalid(&op, "bad", 1).await;
     assert!(message.contains("letter or digit"), "{message}");
 
     let newer = "a==2\nb\n";
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
-        .patch(
-            "good",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"content": newer}})),
-        )
-        .await
-        .unwrap();
-    wait_hash(&client, &ns, "good", newer).await;
+    op.set_content("good", newer).await;
+    wait_hash(&op, "good", newer).await;
     assert_eq!(op.http_get("/healthz").0, 200);
     assert!(!op.log_text().contains("panicked at"), "{}", op.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_markers_inline_or_mirrored_do_not_stop_the_operator() {
-    let (client, ns) = namespace("deep").await;
-    let op = Operator::start(&ns, "a", &[]);
-    create_wsreq(&client, &ns, "inline", json!({"content": deep()})).await;
-    let message = wait_invalid(&client, &ns, "inline", 1).await;
+    let op = Scenario::start("deep", &[]).await;
+    op.wsreq("inline", json!({"content": deep()})).await;
+    let message = wait_invalid(&op, "inline", 1).await;
     assert!(message.contains("levels"), "{message}");
     assert_eq!(op.http_get("/healthz").0, 200);
 
@@ -181,26 +147,24 @@ async fn deeply_nested_markers_inline_or_mirrored_do_not_stop_the_operator() {
     common::assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db)]));
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
     write_bifrost_row(&pool, "a==1\n").await;
-    secret(&client, &ns, "db", "url", &db).await;
-    create_wsreq(
-        &client,
-        &ns,
+    op.secret("db", "url", &db).await;
+    op.wsreq(
         "mirrored",
         json!({"source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 60}}}),
     )
     .await;
-    wait_hash(&client, &ns, "mirrored", "a==1\n").await;
+    wait_hash(&op, "mirrored", "a==1\n").await;
     let hostile = format!("a==1\n{}", deep());
     write_bifrost_row(&pool, &hostile).await;
     wait_for("the mirror copies the row", T, || async {
-        (get_wsreq(&client, &ns, "mirrored").await.spec.content == hostile).then_some(())
+        (op.get("mirrored").await.spec.content == hostile).then_some(())
     })
     .await;
-    let message = wait_invalid(&client, &ns, "mirrored", 2).await;
+    let message = wait_invalid(&op, "mirrored", 2).await;
     assert!(message.contains("levels"), "{message}");
     assert_eq!(op.http_get("/healthz").0, 200);
     // Still serving: a later valid row is picked up.
     write_bifrost_row(&pool, "a==3\n").await;
-    wait_hash(&client, &ns, "mirrored", "a==3\n").await;
+    wait_hash(&op, "mirrored", "a==3\n").await;
     pool.close().await;
 }
