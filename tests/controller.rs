@@ -16,7 +16,7 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::operator::{Operator, condition, wait_for};
-use common::scenario::{Ns, Scenario, T};
+use common::scenario::{Ns, Scenario, T, says};
 use common::services::{PgServer, RedisServer, redis_get, redis_set, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -185,11 +185,14 @@ async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
         },
     )
     .await;
-    let (_, _, message) = condition(&obj, "Ready").unwrap();
-    assert!(
-        message.contains("pod template labelled bifrost.io/requirements=default")
-            && message.contains("carries the label on its own metadata only"),
-        "{message}"
+    says(
+        &obj,
+        "Ready",
+        "False",
+        &[
+            "pod template labelled bifrost.io/requirements=default",
+            "carries the label on its own metadata only",
+        ],
     );
     // Everything else is fine, and says so.
     for t in ["Valid", "Synced", "Snapshotted", "RolledOut"] {
@@ -341,14 +344,16 @@ async fn still_rolling_out(ns: &Ns, hash: &str) {
     let obj = ns
         .wait("default", "RolledOut", "False", Some("RollingOut"))
         .await;
-    let (_, _, message) = condition(&obj, "RolledOut").unwrap();
-    assert!(
-        message.contains("Deployment/worker")
-            && message.contains("0 of 1 replica(s) run the current hash and are ready"),
-        "{message}"
+    says(
+        &obj,
+        "RolledOut",
+        "False",
+        &[
+            "Deployment/worker",
+            "0 of 1 replica(s) run the current hash and are ready",
+        ],
     );
-    let (ready, reason, _) = condition(&obj, "Ready").unwrap();
-    assert_eq!((ready.as_str(), reason.as_str()), ("False", "RollingOut"));
+    assert_eq!(says(&obj, "Ready", "False", &[]).0, "RollingOut");
     let status = obj.status.unwrap();
     assert_eq!(status.rolled_out_hash, None, "no pod runs a hash yet");
     assert_eq!(status.workloads.len(), 1);
@@ -451,13 +456,9 @@ async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
     )
     .await;
     let obj = op.wait("default", "Valid", "False", None).await;
-    let (_, reason, message) = condition(&obj, "Valid").unwrap();
+    let (reason, _) = says(&obj, "Valid", "False", &["line 3", "--extra-index-url"]);
     assert_eq!(reason, "InvalidRequirements");
-    assert!(
-        message.contains("line 3") && message.contains("--extra-index-url"),
-        "{message}"
-    );
-    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
+    says(&obj, "Ready", "False", &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(op.cached().await, cached, "invalid content reached Redis");
     assert_eq!(
@@ -483,9 +484,8 @@ async fn manual_strategy_only_reports_stale_workloads() {
     .await;
     op.deployment("worker", "default", 1).await;
     let obj = op.wait("default", "RolledOut", "False", None).await;
-    let (_, reason, message) = condition(&obj, "RolledOut").unwrap();
+    let (reason, _) = says(&obj, "RolledOut", "False", &["Deployment/worker"]);
     assert_eq!(reason, "ManualRolloutPending");
-    assert!(message.contains("Deployment/worker"), "{message}");
     let status = obj.status.unwrap();
     assert!(!status.workloads[0].up_to_date);
     assert_eq!(op.deployment_hash("worker").await, None);
@@ -504,9 +504,8 @@ async fn redis_outage_is_reported_retried_and_recovered() {
     redis.stop();
     op.set_content("default", "a==2\n").await;
     let obj = op.wait("default", "CacheWarmed", "False", None).await;
-    let (_, reason, message) = condition(&obj, "CacheWarmed").unwrap();
+    let (reason, message) = says(&obj, "CacheWarmed", "False", &[&redis.port.to_string()]);
     assert!(reason.starts_with("Redis"), "{reason}: {message}");
-    assert!(message.contains(&redis.port.to_string()), "{message}");
     // The snapshot still follows, so installs fall back to it.
     let cm = op
         .api::<ConfigMap>()

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
-use common::admission::{Webhook, webhook_namespace};
+use common::admission::webhook_namespace;
 use common::fixtures::{pods_of, uninjected};
 use common::operator::{condition, redis_cache, template_hash, wait_for};
-use common::scenario::{Ns, Scenario};
+use common::scenario::{Ns, Scenario, says};
 use common::services::{RedisServer, fresh_key, redis_get, redis_url};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Pod};
@@ -53,26 +53,20 @@ async fn an_invalid_quantity_is_reported_and_labelled_pods_still_start_uninjecte
         }),
     )
     .await;
-    let webhook = Webhook::start(&ns.client, &ns.name).await;
-    webhook
-        .wait_until_injecting(&ns.client, &ns.name, "good")
-        .await;
+    let webhook = ns.webhook_injecting("good").await;
 
     a_clashing_container_name_is_admitted_uninjected(&ns).await;
 
     let obj = ns
         .wait_within("bad", "Valid", "False", Some("InvalidSpec"), T)
         .await;
-    let (_, _, message) = condition(&obj, "Valid").unwrap();
-    assert!(
-        message.contains("spec.install.sizeLimit") && message.contains("-1Gi"),
-        "{message}"
-    );
-    assert!(
-        message.contains("spec.install.resources.limits[cpu]"),
-        "{message}"
-    );
-    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
+    let named = [
+        "spec.install.sizeLimit",
+        "-1Gi",
+        "spec.install.resources.limits[cpu]",
+    ];
+    says(&obj, "Valid", "False", &named);
+    says(&obj, "Ready", "False", &[]);
     assert_eq!(
         obj.status.as_ref().unwrap().observed_generation,
         obj.metadata.generation
@@ -144,10 +138,7 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
         json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
     )
     .await;
-    let webhook = Webhook::start(&ns.client, &ns.name).await;
-    webhook
-        .wait_until_injecting(&ns.client, &ns.name, "default")
-        .await;
+    let webhook = ns.webhook_injecting("default").await;
     create_capped_workloads(&ns).await;
 
     let obj = ns
@@ -159,15 +150,10 @@ async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
             T,
         )
         .await;
-    let (_, _, message) = condition(&obj, "RolledOut").unwrap();
+    // The API server's message, passed on.
+    let (_, message) = says(&obj, "RolledOut", "False", &["Deployment/worker", "memory"]);
     eprintln!("RolledOut=False: {message}");
-    assert!(
-        message.contains("Deployment/worker") && message.contains("memory"),
-        "the API server's message is missing: {message}"
-    );
-    let (ready, _, ready_message) = condition(&obj, "Ready").unwrap();
-    assert_eq!(ready, "False");
-    assert!(ready_message.contains("RolledOut"), "{ready_message}");
+    says(&obj, "Ready", "False", &["RolledOut"]);
     let w = &obj.status.as_ref().unwrap().workloads[0];
     assert!(
         w.message
@@ -228,42 +214,34 @@ async fn create_capped_workloads(ns: &Ns) {
         .create(&PostParams::default(), &limits)
         .await
         .unwrap();
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "worker"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "worker"}},
-            "template": {
-                "metadata": {"labels": {"app": "worker", OPT_IN_LABEL: "default"}},
-                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
-                                         "resources": {"limits": {"memory": "512Mi"}}}]}
-            }
-        }
-    }))
-    .unwrap();
+    let d: Deployment = serde_json::from_value(capped("worker")).unwrap();
     ns.api::<Deployment>()
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
-
-    let sts: StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "store"},
-        "spec": {
-            "replicas": 1,
-            "serviceName": "store",
-            "selector": {"matchLabels": {"app": "store"}},
-            "template": {
-                "metadata": {"labels": {"app": "store", OPT_IN_LABEL: "default"}},
-                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
-                                         "resources": {"limits": {"memory": "512Mi"}}}]}
-            }
-        }
-    }))
-    .unwrap();
+    let mut sts = capped("store");
+    sts["spec"]["serviceName"] = json!("store");
+    let sts: StatefulSet = serde_json::from_value(sts).unwrap();
     ns.api::<StatefulSet>()
         .create(&PostParams::default(), &sts)
         .await
         .unwrap();
+}
+
+/// A one-replica workload `app` labelled for `default`, whose container asks for 512Mi.
+fn capped(app: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": app},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app, OPT_IN_LABEL: "default"}},
+                "spec": {"containers": [{"name": "worker", "image": "python:3.11-slim",
+                                         "resources": {"limits": {"memory": "512Mi"}}}]}
+            }
+        }
+    })
 }
 
 /// Lifting the cap lets the pods be created.
@@ -347,12 +325,8 @@ async fn absent_content_is_not_empty_requirements() {
     let obj = op
         .wait_within("default", "Valid", "False", Some("NoContent"), T)
         .await;
-    let (_, _, message) = condition(&obj, "Valid").unwrap();
-    assert!(
-        message.contains("spec.content") && message.contains("comment-only"),
-        "{message}"
-    );
-    assert_eq!(condition(&obj, "Ready").unwrap().0, "False");
+    says(&obj, "Valid", "False", &["spec.content", "comment-only"]);
+    says(&obj, "Ready", "False", &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(op.cached().await, None, "Redis written");
     let cms = op.api::<ConfigMap>();

@@ -24,8 +24,8 @@ use kube::{Client, Resource};
 use serde_json::json;
 
 use super::operator::{
-    Operator, create_wsreq, get_wsreq, labelled_deployment_with, namespace, redis_cache, secret,
-    template_hash, wait_condition, wait_for,
+    Operator, condition, create_wsreq, get_wsreq, labelled_deployment_with, namespace, redis_cache,
+    secret, template_hash, wait_condition, wait_for,
 };
 use super::services::{fresh_key, redis_get, redis_url};
 
@@ -135,10 +135,43 @@ impl Ns {
         secret(&self.client, &self.name, name, key, value).await;
     }
 
+    /// A test webhook (the operator serving admission only) registered for this namespace, once
+    /// it injects pods labelled for `wsreq`. The namespace must come from
+    /// `admission::webhook_namespace`.
+    pub async fn webhook_injecting(&self, wsreq: &str) -> super::admission::Webhook {
+        let webhook = super::admission::Webhook::start(&self.client, &self.name).await;
+        webhook
+            .wait_until_injecting(&self.client, &self.name, wsreq)
+            .await;
+        webhook
+    }
+
     /// The namespace's Events (`events.k8s.io`), as JSON text.
     pub fn events(&self) -> String {
         super::fixtures::events(&self.name)
     }
+}
+
+/// Asserts that condition `type_` of `obj` has `status` and a message naming each of `words`;
+/// returns its (reason, message).
+#[track_caller]
+pub fn says(
+    obj: &WorkspaceRequirements,
+    type_: &str,
+    status: &str,
+    words: &[&str],
+) -> (String, String) {
+    let Some((actual, reason, message)) = condition(obj, type_) else {
+        panic!("no {type_} condition: {:#?}", obj.status)
+    };
+    assert_eq!(actual, status, "{type_}: {reason}: {message}");
+    for word in words {
+        assert!(
+            message.contains(word),
+            "{type_} does not name {word:?}: {message}"
+        );
+    }
+    (reason, message)
 }
 
 /// A namespace made some other way (e.g. `admission::webhook_namespace`, labelled for a test
