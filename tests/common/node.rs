@@ -15,6 +15,7 @@ use kube::Client;
 
 use super::index::Index;
 use super::k8s::{ControlPlane, attach_control_plane};
+use super::objects::stdout_of;
 use super::operator::secret;
 use super::proc::run_script;
 use super::services::RedisServer;
@@ -150,11 +151,7 @@ impl Node {
             .args(["-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id])
             .output()
             .expect("run ctr");
-        assert!(
-            out.status.success(),
-            "ctr tasks kill {id}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stdout_of(&out, &format!("ctr tasks kill {id}"));
     }
 
     /// The last lines of a node component's log (`kubelet`, `containerd`, `kube-scheduler`).
