@@ -3,11 +3,14 @@
 //! a Pod (which stays Pending: there is no scheduler).
 mod common;
 
-use common::k8s::control_plane;
+use common::k8s::{ControlPlane, control_plane};
+use common::objects::{merge_patch, stdout_of};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use kube::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const NS: &str = "harness-smoke";
@@ -23,22 +26,24 @@ async fn control_plane_runs_deployments_and_server_side_apply() {
         (version.major.as_str(), version.minor.as_str()),
         ("1", "20")
     );
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
+    create(
+        &Api::<Namespace>::all(client.clone()),
+        namespace,
+        "create namespace",
+    )
+    .await;
+    server_side_apply_creates_then_updates(&client).await;
+    a_deployment_gets_a_replicaset_and_a_pending_pod(cp, &client).await;
+    kubectl_talks_to_the_same_server(cp);
+}
 
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}
-    }))
-    .unwrap();
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-
-    // Server-side apply of a ConfigMap, twice (create, then update by the same manager).
+/// Server-side apply of a ConfigMap, twice (create, then update by the same manager).
+async fn server_side_apply_creates_then_updates(client: &Client) {
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
     let ssa = PatchParams::apply("bifrost-harness").force();
     for value in ["one", "two"] {
-        let cm = serde_json::json!({
+        let cm = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "applied", "namespace": NS},
             "data": {"key": value}
@@ -60,9 +65,12 @@ async fn control_plane_runs_deployments_and_server_side_apply() {
             "{managers:?}"
         );
     }
+}
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+/// The controller-manager turns a Deployment into a ReplicaSet and a Pod it owns, which stays
+/// Pending: there is no scheduler.
+async fn a_deployment_gets_a_replicaset_and_a_pending_pod(cp: &ControlPlane, client: &Client) {
+    let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "busybox", "namespace": NS},
         "spec": {
@@ -76,12 +84,9 @@ async fn control_plane_runs_deployments_and_server_side_apply() {
                 }]}
             }
         }
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("create Deployment");
+    });
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NS);
+    create(&deployments, deployment, "create Deployment").await;
 
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -117,18 +122,12 @@ async fn control_plane_runs_deployments_and_server_side_apply() {
     );
     let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
     assert_eq!(phase, "Pending", "no scheduler: pods stay Pending");
+}
 
-    // kubectl (built one, or the one on PATH) talks to the same server.
+/// kubectl (built one, or the one on PATH) talks to the same server.
+fn kubectl_talks_to_the_same_server(cp: &ControlPlane) {
     let out = cp.kubectl(&["get", "deployment", "busybox", "-n", NS, "-o", "name"]);
-    assert!(
-        out.status.success(),
-        "kubectl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "deployment.apps/busybox"
-    );
+    assert_eq!(stdout_of(&out, "kubectl").trim(), "deployment.apps/busybox");
 }
 
 /// No packet for a cluster address leaves the machine. While a control plane runs, the Service
@@ -139,6 +138,35 @@ async fn control_plane_runs_deployments_and_server_side_apply() {
 #[tokio::test]
 async fn cluster_addresses_stay_on_the_machine() {
     let cp = control_plane();
+    the_service_range_routes_nowhere();
+    let args = std::fs::read_to_string(cp.dir.join("kube-apiserver.args")).expect("args");
+    for flag in [
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--enable-aggregator-routing=true",
+    ] {
+        assert!(args.lines().any(|l| l == flag), "{flag} missing: {args}");
+    }
+
+    // A namespace whose default ServiceAccount has its token: before that, 1.20 refuses pods.
+    let (client, ns) = common::operator::namespace("cluster-addresses").await;
+    let ns = ns.as_str();
+    let hook = "cluster-address.bifrost.io";
+    let cluster_ip = a_webhook_service_without_endpoints(&client, ns, hook).await;
+    let pod = json!({
+        "metadata": {"name": "worker", "namespace": ns, "labels": {"bifrost.io/requirements": "default"}},
+        "spec": {"containers": [{"name": "worker", "image": "worker"}]}
+    });
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    create(&pods, pod, "the pod is admitted (failurePolicy Ignore)").await;
+    the_api_server_failed_open_without_dialling(cp, hook, &cluster_ip).await;
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .delete("cluster-address-test", &Default::default())
+        .await
+        .expect("delete webhook configuration");
+}
+
+/// `ip route get` of addresses in the Service range fails: no route to host.
+fn the_service_range_routes_nowhere() {
     for ip in ["10.0.0.1", "10.0.0.111", "10.0.0.254"] {
         let out = std::process::Command::new("ip")
             .args(["-o", "route", "get", ip])
@@ -152,73 +180,48 @@ async fn cluster_addresses_stay_on_the_machine() {
         let why = String::from_utf8_lossy(&out.stderr);
         assert!(why.contains("No route to host"), "ip route get {ip}: {why}");
     }
-    let args = std::fs::read_to_string(cp.dir.join("kube-apiserver.args")).expect("args");
-    for flag in [
-        "--service-cluster-ip-range=10.0.0.0/24",
-        "--enable-aggregator-routing=true",
-    ] {
-        assert!(args.lines().any(|l| l == flag), "{flag} missing: {args}");
-    }
+}
 
-    // A namespace whose default ServiceAccount has its token: before that, 1.20 refuses pods.
-    let (client, ns) = common::operator::namespace("cluster-addresses").await;
-    let ns = ns.as_str();
-    // The chart's shape: a Service selecting the operator's pods (here: none), and a webhook
-    // configuration calling it by `clientConfig.service`.
-    let service: k8s_openapi::api::core::v1::Service = object(serde_json::json!({
+/// The chart's shape: a Service selecting the operator's pods (here: none), and a webhook
+/// configuration `hook` calling it by `clientConfig.service`, for labelled pods of `ns`. Returns
+/// the Service's ClusterIP.
+async fn a_webhook_service_without_endpoints(client: &Client, ns: &str, hook: &str) -> String {
+    let service = json!({
         "metadata": {"name": "hook", "namespace": ns},
         "spec": {"selector": {"app": "no-such-pod"}, "ports": [{"port": 443, "targetPort": 8443}]}
-    }));
-    let service = Api::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("create Service");
+    });
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    let service = create(&services, service, "create Service").await;
     let cluster_ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
     assert!(cluster_ip.starts_with("10.0.0."), "{cluster_ip}");
-    let hook = "cluster-address.bifrost.io";
-    let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration = object(
-        serde_json::json!({
-            "metadata": {"name": "cluster-address-test"},
-            "webhooks": [{
-                "name": hook,
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Ignore",
-                "timeoutSeconds": 5,
-                "clientConfig": {"service": {"name": "hook", "namespace": ns, "path": "/mutate", "port": 443}},
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-                "objectSelector": {"matchLabels": {"bifrost.io/requirements": "default"}},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]
-            }]
-        }),
-    );
-    let configs = Api::all(client.clone());
-    configs
-        .create(&PostParams::default(), &config)
-        .await
-        .expect("create webhook configuration");
+    let config = json!({
+        "metadata": {"name": "cluster-address-test"},
+        "webhooks": [{
+            "name": hook,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Ignore",
+            "timeoutSeconds": 5,
+            "clientConfig": {"service": {"name": "hook", "namespace": ns, "path": "/mutate", "port": 443}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            "objectSelector": {"matchLabels": {"bifrost.io/requirements": "default"}},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]
+        }]
+    });
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    create(&configs, config, "create webhook configuration").await;
     // Namespaces of 1.20 carry no automatic name label: give this one the label the selector reads.
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            ns,
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"metadata": {"labels": {"kubernetes.io/metadata.name": ns}}}),
-            ),
-        )
-        .await
-        .expect("label namespace");
+    let label = json!({"metadata": {"labels": {"kubernetes.io/metadata.name": ns}}});
+    merge_patch(&Api::<Namespace>::all(client.clone()), ns, label).await;
+    cluster_ip
+}
 
-    let pod: Pod = object(serde_json::json!({
-        "metadata": {"name": "worker", "namespace": ns, "labels": {"bifrost.io/requirements": "default"}},
-        "spec": {"containers": [{"name": "worker", "image": "worker"}]}
-    }));
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &pod)
-        .await
-        .expect("the pod is admitted (failurePolicy Ignore)");
-
-    // The API server says why it failed open: no endpoints, never a dial of the ClusterIP.
+/// The API server says why it failed open: no endpoints, never a dial of the ClusterIP.
+async fn the_api_server_failed_open_without_dialling(
+    cp: &ControlPlane,
+    hook: &str,
+    cluster_ip: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let line = loop {
         let log =
@@ -241,15 +244,16 @@ async fn cluster_addresses_stay_on_the_machine() {
         "{line}"
     );
     assert!(
-        !line.contains(&cluster_ip),
+        !line.contains(cluster_ip),
         "the ClusterIP was dialled: {line}"
     );
-    configs
-        .delete("cluster-address-test", &Default::default())
-        .await
-        .expect("delete webhook configuration");
 }
 
-fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).expect("object")
+/// Create the object `obj` through `api` (`what` if it fails); returns it as stored.
+async fn create<K>(api: &Api<K>, obj: Value, what: &str) -> K
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(obj).expect("object");
+    api.create(&PostParams::default(), &obj).await.expect(what)
 }

@@ -21,14 +21,17 @@ use bifrost_requirements::lock::{LOCK_FILE, Lock};
 use bifrost_requirements::requirements::content_hash;
 use bifrost_requirements::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
 use common::index::Index;
-use common::node::{HOST_IP, PodRedis, assert_routed_via_bridge, node, worker_pod_spec};
-use common::operator::{namespace, secret, wait_for};
+use common::node::{HOST_IP, Node, assert_routed_via_bridge, node, pod_servers, worker_pod_spec};
+use common::objects::{init_names, merge_patch};
+use common::operator::{condition, namespace, wait_for};
 use common::release::Release;
+use common::scenario::Ns;
+use common::services::RedisServer;
 use common::wheels::Wheel;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -78,6 +81,18 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
     let _serial = serial().await;
     let n = node();
     let (client, ns) = namespace("node-smoke").await;
+    the_node_is_ready(n);
+    a_pod_with_two_init_containers_runs_on_the_bridge(n, &client, &ns).await;
+    its_init_containers_ran_in_order_as_uid_1000(n, &ns);
+    the_pod_has_no_default_route(n, &ns);
+    wait_for("namespace deleted", T, || async {
+        let out = n.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+        out.status.success().then_some(())
+    })
+    .await;
+}
+
+fn the_node_is_ready(n: &Node) {
     let out = n.kubectl(&[
         "get",
         "node",
@@ -86,7 +101,11 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
         "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
     ]);
     assert_eq!(text(&out).trim(), "True", "node Ready");
+}
 
+/// The pod `smoke`: two init containers appending to a shared emptyDir, then a main container
+/// with a read-only root filesystem; Running on the bridge's subnet, routed through the bridge.
+async fn a_pod_with_two_init_containers_runs_on_the_bridge(n: &Node, client: &Client, ns: &str) {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "smoke"},
         "spec": {
@@ -110,7 +129,7 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
         }
     }))
     .unwrap();
-    let api = Api::<Pod>::namespaced(client.clone(), &ns);
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
     let started = Instant::now();
     api.create(&PostParams::default(), &pod).await.unwrap();
     let p = wait_running(&api, "smoke").await;
@@ -124,9 +143,11 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
         "pod IP {ip} on the bridge's subnet"
     );
     assert_routed_via_bridge(&ip);
+}
 
-    // Both init containers ran, in order, as uid 1000 on a volume the pod's fsGroup owns.
-    let out = n.exec(&ns, "smoke", "main", &["python3", "-c", "import os; print(open('/shared/order').read().split()); print(os.getuid(), os.getgid(), os.stat('/shared').st_gid)"]);
+/// Both init containers ran, in order, as uid 1000 on a volume the pod's fsGroup owns.
+fn its_init_containers_ran_in_order_as_uid_1000(n: &Node, ns: &str) {
+    let out = n.exec(ns, "smoke", "main", &["python3", "-c", "import os; print(open('/shared/order').read().split()); print(os.getuid(), os.getgid(), os.stat('/shared').st_gid)"]);
     assert!(out.status.success(), "exec: {}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
@@ -134,9 +155,12 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
             .collect::<Vec<_>>(),
         vec!["['first', 'second']", "1000 1000 1000"],
     );
-    // The pod has no default route: nothing it sends can leave the machine.
+}
+
+/// The pod has no default route: nothing it sends can leave the machine.
+fn the_pod_has_no_default_route(n: &Node, ns: &str) {
     let out = n.exec(
-        &ns,
+        ns,
         "smoke",
         "main",
         &["python3", "-c", "print(open('/proc/net/route').read())"],
@@ -152,11 +176,6 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
             .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
         "pod has a default route:\n{routes}"
     );
-    wait_for("namespace deleted", T, || async {
-        let out = n.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
-        out.status.success().then_some(())
-    })
-    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,7 +187,7 @@ async fn node_is_ready_and_runs_a_pod_with_two_init_containers() {
 struct Case {
     client: Client,
     ns: String,
-    redis: PodRedis,
+    redis: RedisServer,
     index: Index,
     op: Release,
 }
@@ -177,6 +196,13 @@ impl Case {
     /// Each pod resolves (the operator's resolver is off).
     async fn start(prefix: &str, content: &str, install: Value) -> Case {
         Case::start_with(prefix, content, install, false).await
+    }
+
+    /// [`Case::start`], then once the resource is Ready: the case and the content's hash.
+    async fn ready(prefix: &str, content: &str, install: Value) -> (Case, String) {
+        let case = Case::start(prefix, content, install).await;
+        let hash = case.ready_hash(content).await;
+        (case, hash)
     }
 
     /// `resolving`: the operator may resolve against the case's index (and does, for an
@@ -205,19 +231,11 @@ impl Case {
     async fn start_resource(
         prefix: &str,
         resolving: bool,
-        resource: impl FnOnce(&Index, &PodRedis) -> (Value, Vec<Value>),
+        resource: impl FnOnce(&Index, &RedisServer) -> (Value, Vec<Value>),
     ) -> Case {
         node();
         let (client, ns) = namespace(prefix).await;
-        let redis = PodRedis::start();
-        let index = Index::start_on(
-            HOST_IP,
-            &[
-                Wheel::new("bifrost_hello", "1.0"),
-                Wheel::new("bifrost_extra", "2.0").requires("bifrost-hello"),
-            ],
-        );
-        secret(&client, &ns, "bifrost-redis", "url", &redis.url()).await;
+        let (redis, index) = pod_servers(&client, &ns).await;
         let resolver = if resolving {
             format!("resolver.indexUrls[0]!={}", index.url())
         } else {
@@ -288,6 +306,12 @@ impl Case {
         })
         .await;
         want
+    }
+
+    /// The notes of the Events published on the resource with `reason`.
+    async fn notes(&self, reason: &str) -> Vec<String> {
+        let events = events(&self.client, &self.ns, reason).await;
+        events.into_iter().filter_map(|e| e.note).collect()
     }
 
     /// A worker shaped like Bifrost's own k8s/worker/deployment.yaml: uid/gid/fsGroup 1000,
@@ -453,14 +477,15 @@ impl Case {
     }
 
     async fn set_content(&self, content: &str) {
-        self.wsreq()
-            .patch(
-                "default",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"content": content}})),
-            )
-            .await
-            .unwrap();
+        self.scene().set_content("default", content).await;
+    }
+
+    /// The case's namespace as the scenario fixture sees it.
+    fn scene(&self) -> Ns {
+        Ns {
+            client: self.client.clone(),
+            name: self.ns.clone(),
+        }
     }
 
     fn import(&self, pod: &str, module: &str) -> String {
@@ -474,22 +499,25 @@ impl Case {
         )
     }
 
+    /// `import module` fails in the pod's worker container (`why` otherwise), because the module
+    /// is missing, not because the exec did.
+    fn cannot_import(&self, pod: &str, module: &str, why: &str) {
+        let import = format!("import {module}");
+        let out = node().exec(&self.ns, pod, "worker", &["python3", "-c", &import]);
+        assert!(!out.status.success(), "{why}");
+        assert!(
+            text(&out).contains("ModuleNotFoundError"),
+            "{import} in {pod}: {}",
+            text(&out)
+        );
+    }
+
     /// `kubectl exec` in the pod's worker container; its trimmed stdout, once it succeeded.
     fn run(&self, pod: &str, args: &[&str]) -> String {
         let out = node().exec(&self.ns, pod, "worker", args);
         assert!(out.status.success(), "{args:?} in {pod}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
-}
-
-/// (status, reason, message) of a condition.
-fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, String, String)> {
-    obj.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 /// The Events published on the resource with `reason`.
@@ -569,14 +597,6 @@ fn container_status(p: &Pod, name: &str) -> ContainerStatus {
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no status of {name}: {}", describe(std::slice::from_ref(p))))
         .clone()
-}
-
-fn init_names(p: &Pod) -> Vec<String> {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.init_containers.as_ref())
-        .map(|c| c.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default()
 }
 
 /// The install container's exit, once it has failed (now or in an earlier run).

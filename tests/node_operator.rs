@@ -6,16 +6,15 @@
 
 mod common;
 
-use bifrost_requirements::k8s_compat::Present;
 use std::time::{Duration, Instant};
 
 use bifrost_requirements::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
 use bifrost_requirements::requirements::content_hash;
 use common::index::Index;
-use common::node::{HOST_IP, PodRedis, assert_routed_via_bridge, node, worker_pod_spec};
-use common::operator::{namespace, secret, wait_for};
+use common::node::{assert_routed_via_bridge, node, pod_servers, worker_pod_spec};
+use common::objects::{merge_patch, replicaset_hash};
+use common::operator::{namespace, wait_for};
 use common::release::{Release, helm};
-use common::wheels::Wheel;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -91,48 +90,58 @@ async fn replicasets_with(client: &Client, ns: &str, hash: &str) -> usize {
         .unwrap()
         .items
         .iter()
-        .filter(|rs| {
-            rs.spec
-                .present()
-                .and_then(|s| s.template.as_ref())
-                .and_then(|t| t.metadata.as_ref())
-                .and_then(|m| m.annotations.as_ref())
-                .and_then(|a| a.get(bifrost_requirements::crd::HASH_ANNOTATION))
-                .is_some_and(|h| h == hash)
-        })
+        .filter(|rs| replicaset_hash(rs).is_some_and(|h| h == hash))
         .count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
-    let n = node();
+    node();
     let (client, ns) = namespace("lifecycle").await;
-    let redis = PodRedis::start();
-    let index = Index::start_on(
-        HOST_IP,
-        &[
-            Wheel::new("bifrost_hello", "1.0"),
-            Wheel::new("bifrost_extra", "2.0").requires("bifrost-hello"),
-        ],
-    );
-    secret(&client, &ns, "bifrost-redis", "url", &redis.url()).await;
-
-    // Install: two replicas (the chart's default), watching the workers' namespace only.
+    let (redis, index) = pod_servers(&client, &ns).await;
     let started = Instant::now();
-    let release = Release::install(&client, &ns, &["resolver.enabled=false"]).await;
+    let release = install_two_replicas(&client, &ns).await;
     let installed = started.elapsed();
-    assert_eq!(release.pods(&client).await.len(), 2);
-    for p in release.pods(&client).await {
+    it_may_patch_workloads_in_its_namespace_only(&release, &ns);
+    let wsreq = a_labelled_worker_gets_its_packages(&client, &ns, &index, started, installed).await;
+    let (second, hash2) =
+        the_leader_goes_and_the_next_change_rolls_once(&client, &ns, &release, &wsreq).await;
+    pods_created_during_an_upgrade_are_all_injected(&client, &ns, &release).await;
+    every_replica_down_then_back_reinjects_the_worker(&client, &ns, &release, &second, &hash2)
+        .await;
+    the_leader_counts_its_reinjections(&client, &release).await;
+    helm_uninstall_keeps_only_the_crd_and_the_resources(&client, &ns, release, &wsreq).await;
+    drop(redis);
+}
+
+/// Install: two replicas (the chart's default), watching the workers' namespace only.
+async fn install_two_replicas(client: &Client, ns: &str) -> Release {
+    let release = Release::install(client, ns, &["resolver.enabled=false"]).await;
+    assert_eq!(release.pods(client).await.len(), 2);
+    for p in release.pods(client).await {
         let ip = p.status.and_then(|s| s.pod_ip).expect("an operator pod IP");
         assert!(ip.starts_with("10.244.0."), "{ip}");
     }
+    release
+}
 
-    // Least privilege: a namespaced install patches workloads in its namespace only.
-    assert!(can(&release, "patch", "deployments", &ns));
-    assert!(!can(&release, "patch", "deployments", "default"));
-    assert!(!can(&release, "patch", "deployments", "kube-system"));
+/// Least privilege: a namespaced install patches workloads in its namespace only.
+fn it_may_patch_workloads_in_its_namespace_only(release: &Release, ns: &str) {
+    assert!(can(release, "patch", "deployments", ns));
+    assert!(!can(release, "patch", "deployments", "default"));
+    assert!(!can(release, "patch", "deployments", "kube-system"));
+}
 
-    // A labelled worker gets its packages.
+/// A labelled worker gets its packages; returns the resources' API. Prints how long it took
+/// from the install `started` (which took `installed`).
+async fn a_labelled_worker_gets_its_packages(
+    client: &Client,
+    ns: &str,
+    index: &Index,
+    started: Instant,
+    installed: Duration,
+) -> Api<WorkspaceRequirements> {
+    let n = node();
     let content = "bifrost-hello==1.0\n";
     let hash = content_hash(content);
     let obj: WorkspaceRequirements = serde_json::from_value(json!({
@@ -146,7 +155,7 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
         }
     }))
     .unwrap();
-    let wsreq = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+    let wsreq = Api::<WorkspaceRequirements>::namespaced(client.clone(), ns);
     wsreq.create(&PostParams::default(), &obj).await.unwrap();
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "worker"},
@@ -161,11 +170,11 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
         }
     }))
     .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), &ns)
+    Api::<Deployment>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    let first = worker_pod(&client, &ns, "an injected worker of the content", |p| {
+    let first = worker_pod(client, ns, "an injected worker of the content", |p| {
         p.annotations().get(INJECTED_ANNOTATION) == Some(&hash)
     })
     .await;
@@ -174,21 +183,30 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
         installed.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(import(&ns, &first.name_any(), "bifrost_hello"), "1.0");
+    assert_eq!(import(ns, &first.name_any(), "bifrost_hello"), "1.0");
+    wsreq
+}
 
-    // The leader goes: the other replica takes the Lease, and the next change rolls once.
-    let leader = release.leader(&client).await;
+/// The leader goes: the other replica takes the Lease, and the next change rolls once.
+/// Returns the worker pod of the new content and its hash.
+async fn the_leader_goes_and_the_next_change_rolls_once(
+    client: &Client,
+    ns: &str,
+    release: &Release,
+    wsreq: &Api<WorkspaceRequirements>,
+) -> (Pod, String) {
+    let leader = release.leader(client).await;
     Api::<Pod>::namespaced(client.clone(), &release.namespace)
         .delete(&leader, &DeleteParams::default())
         .await
         .unwrap();
     let took_over = wait_for("another replica holding the Lease", T, || async {
-        let holder = release.leader(&client).await;
+        let holder = release.leader(client).await;
         (holder != leader).then_some(holder)
     })
     .await;
     let running: Vec<String> = release
-        .pods(&client)
+        .pods(client)
         .await
         .iter()
         .map(|p| p.name_any())
@@ -199,30 +217,31 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
     );
     let content2 = "bifrost-extra==2.0\nbifrost-hello==1.0\n";
     let hash2 = content_hash(content2);
-    wsreq
-        .patch(
-            "default",
-            &Default::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"content": content2}})),
-        )
-        .await
-        .unwrap();
-    let second = worker_pod(&client, &ns, "the worker rolled to the new content", |p| {
+    merge_patch(wsreq, "default", json!({"spec": {"content": content2}})).await;
+    let second = worker_pod(client, ns, "the worker rolled to the new content", |p| {
         p.annotations().get(INJECTED_ANNOTATION) == Some(&hash2)
     })
     .await;
-    assert_eq!(import(&ns, &second.name_any(), "bifrost_extra"), "2.0");
+    assert_eq!(import(ns, &second.name_any(), "bifrost_extra"), "2.0");
     assert_eq!(
-        replicasets_with(&client, &ns, &hash2).await,
+        replicasets_with(client, ns, &hash2).await,
         1,
         "rolled exactly once"
     );
-    release.ready(&client).await;
+    release.ready(client).await;
+    (second, hash2)
+}
 
-    // An upgrade to a changed operator pod template while labelled pods keep being created:
-    // every one of them is injected (maxUnavailable 0, and a stopping replica keeps answering
-    // until the API server has dropped its endpoint).
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+/// An upgrade to a changed operator pod template while labelled pods keep being created:
+/// every one of them is injected (maxUnavailable 0, and a stopping replica keeps answering
+/// until the API server has dropped its endpoint).
+async fn pods_created_during_an_upgrade_are_all_injected(
+    client: &Client,
+    ns: &str,
+    release: &Release,
+) {
+    let n = node();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     let creator = {
         let (pods, image) = (pods.clone(), n.worker_image.clone());
@@ -250,7 +269,7 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
         })
     };
     release
-        .upgrade(&client, &["podAnnotations.upgraded=yes"])
+        .upgrade(client, &["podAnnotations.upgraded=yes"])
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     done_tx.send_replace(true);
@@ -274,23 +293,32 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
         "delete",
         "pods",
         "-n",
-        &ns,
+        ns,
         "-l",
         "app=probe",
         "--wait=false",
     ]);
+}
 
-    // Every replica down: a labelled pod starts uninjected (failurePolicy Ignore); once the
-    // operator is back, it rolls the worker again so its pod is injected, and says so.
-    release.scale(&client, 0).await;
+/// Every replica down: a labelled pod starts uninjected (failurePolicy Ignore); once the
+/// operator is back, it rolls the worker again so its pod is injected, and says so.
+async fn every_replica_down_then_back_reinjects_the_worker(
+    client: &Client,
+    ns: &str,
+    release: &Release,
+    second: &Pod,
+    hash2: &str,
+) {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    release.scale(client, 0).await;
     pods.delete(&second.name_any(), &DeleteParams::default())
         .await
         .unwrap();
-    let bare = worker_pod(&client, &ns, "an uninjected worker", |p| !injected(p)).await;
+    let bare = worker_pod(client, ns, "an uninjected worker", |p| !injected(p)).await;
     assert!(
         !node()
             .exec(
-                &ns,
+                ns,
                 &bare.name_any(),
                 "worker",
                 &["python3", "-c", "import bifrost_extra"]
@@ -299,14 +327,16 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
             .success(),
         "an uninjected pod has no packages"
     );
-    release.scale(&client, 2).await;
-    let replaced = worker_pod(&client, &ns, "the worker replaced, injected", |p| {
-        p.annotations().get(INJECTED_ANNOTATION) == Some(&hash2)
+    release.scale(client, 2).await;
+    let replaced = worker_pod(client, ns, "the worker replaced, injected", |p| {
+        p.annotations()
+            .get(INJECTED_ANNOTATION)
+            .is_some_and(|h| h == hash2)
     })
     .await;
     assert_ne!(replaced.name_any(), bare.name_any());
-    assert_eq!(import(&ns, &replaced.name_any(), "bifrost_extra"), "2.0");
-    let notes: Vec<String> = Api::<Event>::namespaced(client.clone(), &ns)
+    assert_eq!(import(ns, &replaced.name_any(), "bifrost_extra"), "2.0");
+    let notes: Vec<String> = Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
         .unwrap()
@@ -319,8 +349,11 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
         notes.iter().any(|n| n.contains("Deployment/worker")),
         "{notes:?}"
     );
-    // The leader counts what it did: its metrics over the bridge.
-    let leader = release.leader(&client).await;
+}
+
+/// The leader counts what it did: its metrics over the bridge.
+async fn the_leader_counts_its_reinjections(client: &Client, release: &Release) {
+    let leader = release.leader(client).await;
     let leader_ip = Api::<Pod>::namespaced(client.clone(), &release.namespace)
         .get(&leader)
         .await
@@ -353,8 +386,16 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
 
-    // helm uninstall: nothing of the release is left but what Helm keeps by convention.
+/// helm uninstall: nothing of the release is left but what Helm keeps by convention.
+async fn helm_uninstall_keeps_only_the_crd_and_the_resources(
+    client: &Client,
+    ns: &str,
+    release: Release,
+    wsreq: &Api<WorkspaceRequirements>,
+) {
+    let n = node();
     let fullname = release.fullname();
     let (name, release_ns) = (release.name.clone(), release.namespace.clone());
     std::mem::forget(release);
@@ -367,8 +408,8 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
         ("service", Some(release_ns.as_str())),
         ("deployment", Some(release_ns.as_str())),
         ("serviceaccount", Some(release_ns.as_str())),
-        ("role", Some(ns.as_str())),
-        ("rolebinding", Some(ns.as_str())),
+        ("role", Some(ns)),
+        ("rolebinding", Some(ns)),
     ] {
         let mut args = vec!["get", kind, "-o", "name"];
         if let Some(scope) = scope {
@@ -402,5 +443,4 @@ async fn the_chart_runs_the_operator_through_its_whole_lifecycle() {
     assert!(out.status.success(), "the CRD is kept: {}", text(&out));
     assert!(wsreq.get_opt("default").await.unwrap().is_some());
     let _ = n.kubectl(&["delete", "namespace", &release_ns, "--wait=false"]);
-    drop(redis);
 }

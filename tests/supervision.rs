@@ -14,96 +14,48 @@ use bifrost_requirements::metrics::Metrics;
 use bifrost_requirements::shutdown;
 use bifrost_requirements::supervise::{Backoff, OnExit, Supervisor};
 use bifrost_requirements::watch::{Resources, Scope};
-use common::operator::{condition, create_wsreq, namespace, wait_for};
+use common::operator::{condition, wait_for};
+use common::scenario::Ns;
 use k8s_openapi::api::core::v1::Event;
-use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
 
-async fn wait_ready(client: &Client, ns: &str, name: &str, status: &str, reason: &str) {
-    let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), ns);
-    wait_for(&format!("{name} Ready={status} ({reason})"), T, || async {
-        let obj = api.get(name).await.ok()?;
-        condition(&obj, "Ready")
-            .filter(|c| c.0 == status && c.1 == reason)
-            .map(|_| ())
-    })
-    .await;
+/// The controller running in this process (the real `controller::run` under the supervisor,
+/// fed by the operator's shared watch), with a reconcile that panics for content containing
+/// "explode" and is the real one otherwise.
+struct Running {
+    root: Arc<shutdown::StopHandle>,
+    metrics: Arc<Metrics>,
+    tasks: Supervisor,
+    handle: tokio::task::JoinHandle<()>,
+    watch: tokio::task::JoinHandle<Result<(), &'static str>>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_reconcile_fails_only_its_resource() {
-    let (client, ns) = namespace("panic").await;
-    let (root, stop) = shutdown::stop_pair();
-    let root = Arc::new(root);
-    let metrics = Arc::new(Metrics::new());
-    let tasks = Supervisor::new(metrics.task_restarts.clone(), root.clone(), stop);
-    let reporter = Reporter {
-        controller: "bifrost-requirements-test".into(),
-        instance: None,
-    };
-    let scope = Scope {
-        namespace: Some(ns.clone()),
-    };
-    // The operator's shared WorkspaceRequirements watch, which the controller subscribes to.
-    let resources = Resources::default();
-    let watch = {
-        let (r, api, stop) = (
-            resources.clone(),
-            scope.api(&client),
-            tasks.stop().receiver(),
-        );
-        tokio::spawn(async move { r.feed(api, stop).await })
-    };
-    let (c, m, sub) = (client.clone(), metrics.clone(), tasks.clone());
-    let handle = tasks.spawn(
-        "controller",
-        OnExit::Restart(Backoff::default()),
-        move || {
-            let reconcile = |obj: Arc<WorkspaceRequirements>, ctx: Arc<controller::Context>| async move {
-                if obj.spec.content.contains("explode") {
-                    panic!("hostile content made a library panic: {}", "x".repeat(2000));
-                }
-                controller::reconcile(obj, ctx).await
-            };
-            let run = controller::run(
-                c.clone(),
-                scope.clone(),
-                resources.clone(),
-                m.clone(),
-                controller::Settings {
-                    reporter: reporter.clone(),
-                    // Resources here name no interpreter: their pods resolve.
-                    resolver: None,
-                },
-                sub.clone(),
-                reconcile,
-            );
-            async move {
-                run.await;
-                Ok::<(), String>(())
-            }
-        },
-    );
+    let s = Ns::new("panic").await;
+    let running = Running::start(&s).await;
 
     // `bad` first: with the panic uncaught, the controller's stream would end here.
-    create_wsreq(&client, &ns, "bad", json!({"content": "explode==1\n"})).await;
-    wait_ready(&client, &ns, "bad", "False", "ReconcilePanicked").await;
-    create_wsreq(
-        &client,
-        &ns,
-        "good",
-        json!({"content": "requests==2.32.3\n"}),
-    )
-    .await;
+    s.wsreq("bad", json!({"content": "explode==1\n"})).await;
+    s.wait("bad", "Ready", "False", Some("ReconcilePanicked"))
+        .await;
+    s.wsreq("good", json!({"content": "requests==2.32.3\n"}))
+        .await;
     // Reconciled through to the end: no workload is labelled, which is not Ready (issue 15).
-    wait_ready(&client, &ns, "good", "False", "NoWorkloads").await;
+    s.wait("good", "Ready", "False", Some("NoWorkloads")).await;
+    bad_says_it_panicked(&s).await;
+    still_reconciling_after_the_panic(&s).await;
+    running.counted_the_panic_against_the_resource();
+    running.stop().await;
+}
 
-    let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
-    let bad = api.get("bad").await.unwrap();
+/// `bad`'s Ready condition names the panic, truncated, and a Warning Event says so.
+async fn bad_says_it_panicked(s: &Ns) {
+    let bad = s.get("bad").await;
     let (_, _, message) = condition(&bad, "Ready").unwrap();
     assert!(
         message.contains("hostile content made a library panic"),
@@ -114,9 +66,7 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
         "not truncated: {} chars",
         message.len()
     );
-
-    // A Warning Event on `bad`.
-    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    let events = s.api::<Event>();
     wait_for("ReconcilePanicked event", T, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items
@@ -129,47 +79,110 @@ async fn a_panicking_reconcile_fails_only_its_resource() {
             .map(|_| ())
     })
     .await;
+}
 
-    // Still reconciling after the panic: a change to `good` is picked up, and fixing `bad`
-    // clears its failure.
-    api.patch(
-        "good",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"content": "flask==3.0.3\n"}})),
-    )
-    .await
-    .unwrap();
+/// Still reconciling after the panic: a change to `good` is picked up, and fixing `bad`
+/// clears its failure.
+async fn still_reconciling_after_the_panic(s: &Ns) {
+    s.set_content("good", "flask==3.0.3\n").await;
     let hash = bifrost_requirements::requirements::content_hash("flask==3.0.3\n");
+    let api = s.api::<WorkspaceRequirements>();
     wait_for("good reconciled again", T, || async {
         let obj = api.get("good").await.ok()?;
         (obj.status?.content_hash? == hash).then_some(())
     })
     .await;
-    api.patch(
-        "bad",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"content": "requests==2.32.3\n"}})),
-    )
-    .await
-    .unwrap();
-    wait_ready(&client, &ns, "bad", "False", "NoWorkloads").await;
+    s.set_content("bad", "requests==2.32.3\n").await;
+    s.wait("bad", "Ready", "False", Some("NoWorkloads")).await;
+}
 
-    let text = metrics.encode();
-    assert!(
-        text.contains("bifrost_requirements_reconcile_errors_total{reason=\"ReconcilePanicked\"}"),
-        "{text}"
-    );
-    // The panic was the resource's, not the controller task's.
-    assert!(tasks.down().is_empty(), "{:?}", tasks.down());
-    assert!(
-        !text.contains("task_restarts_total{task=\"controller\"}"),
-        "{text}"
-    );
-    root.stop();
-    tokio::time::timeout(T, handle).await.unwrap().unwrap();
-    tokio::time::timeout(T, watch)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+impl Running {
+    async fn start(s: &Ns) -> Running {
+        let (client, ns) = (&s.client, &s.name);
+        let (root, stop) = shutdown::stop_pair();
+        let root = Arc::new(root);
+        let metrics = Arc::new(Metrics::new());
+        let tasks = Supervisor::new(metrics.task_restarts.clone(), root.clone(), stop);
+        let reporter = Reporter {
+            controller: "bifrost-requirements-test".into(),
+            instance: None,
+        };
+        let scope = Scope {
+            namespace: Some(ns.clone()),
+        };
+        // The operator's shared WorkspaceRequirements watch, which the controller subscribes to.
+        let resources = Resources::default();
+        let watch = {
+            let (r, api, stop) = (
+                resources.clone(),
+                scope.api(client),
+                tasks.stop().receiver(),
+            );
+            tokio::spawn(async move { r.feed(api, stop).await })
+        };
+        let (c, m, sub) = (client.clone(), metrics.clone(), tasks.clone());
+        let handle = tasks.spawn(
+            "controller",
+            OnExit::Restart(Backoff::default()),
+            move || {
+                let reconcile = |obj: Arc<WorkspaceRequirements>, ctx: Arc<controller::Context>| async move {
+                    if obj.spec.content.contains("explode") {
+                        panic!("hostile content made a library panic: {}", "x".repeat(2000));
+                    }
+                    controller::reconcile(obj, ctx).await
+                };
+                let run = controller::run(
+                    c.clone(),
+                    scope.clone(),
+                    resources.clone(),
+                    m.clone(),
+                    controller::Settings {
+                        reporter: reporter.clone(),
+                        // Resources here name no interpreter: their pods resolve.
+                        resolver: None,
+                    },
+                    sub.clone(),
+                    reconcile,
+                );
+                async move {
+                    run.await;
+                    Ok::<(), String>(())
+                }
+            },
+        );
+        Running {
+            root,
+            metrics,
+            tasks,
+            handle,
+            watch,
+        }
+    }
+
+    /// The panic was the resource's, not the controller task's.
+    fn counted_the_panic_against_the_resource(&self) {
+        let text = self.metrics.encode();
+        assert!(
+            text.contains(
+                "bifrost_requirements_reconcile_errors_total{reason=\"ReconcilePanicked\"}"
+            ),
+            "{text}"
+        );
+        assert!(self.tasks.down().is_empty(), "{:?}", self.tasks.down());
+        assert!(
+            !text.contains("task_restarts_total{task=\"controller\"}"),
+            "{text}"
+        );
+    }
+
+    /// Stop everything; the controller and the watch end in time.
+    async fn stop(self) {
+        self.root.stop();
+        tokio::time::timeout(T, self.handle).await.unwrap().unwrap();
+        tokio::time::timeout(T, self.watch)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
 }

@@ -29,6 +29,7 @@ use bifrost_requirements::webhook::inject::{
 };
 use common::admission::{Webhook, ca_bundle, webhook_namespace};
 use common::fixtures::{pods_of, uninjected};
+use common::objects::{init_names, stdout_of};
 use common::operator::{Operator, get_wsreq, secret, wait_for};
 use common::proc::{free_port, spawn_guarded_in, wait_for_port};
 use common::services::{fresh_key, redis_url};
@@ -154,14 +155,6 @@ fn annotation(p: &Pod) -> Option<String> {
         .as_ref()?
         .get(INJECTED_ANNOTATION)
         .cloned()
-}
-
-fn init_names(p: &Pod) -> Vec<String> {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.init_containers.as_ref())
-        .map(|c| c.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default()
 }
 
 fn env_value(c: &Container, name: &str) -> Option<String> {
@@ -396,19 +389,14 @@ async fn labelled_deployment_pods_are_injected_and_their_install_works() {
     let key = fresh_key();
     secret(&client, &ns, "bifrost-redis", "url", &redis).await;
     let index = package_index();
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({
-            "content": CONTENT,
-            "cache": {"redis": {"urlSecretRef": {"name": "bifrost-redis", "key": "url"}, "key": key}},
-            // The PYTHONPATH route end to end; UserBase (the default) is proven by
-            // inject's unit tests and tests/installer.rs.
-            "install": {"indexUrls": [index], "sizeLimit": "1Gi", "mode": "PythonPath"},
-        }),
-    )
-    .await;
+    let spec = json!({
+        "content": CONTENT,
+        "cache": {"redis": {"urlSecretRef": {"name": "bifrost-redis", "key": "url"}, "key": key}},
+        // The PYTHONPATH route end to end; UserBase (the default) is proven by
+        // inject's unit tests and tests/installer.rs.
+        "install": {"indexUrls": [index], "sizeLimit": "1Gi", "mode": "PythonPath"},
+    });
+    create_wsreq(&client, &ns, "default", spec).await;
     let wh = Webhook::start(&client, &ns).await;
     wait_until_injecting(&client, &ns, "default").await;
 
@@ -536,13 +524,8 @@ async fn kubelet_installs_and_the_worker_imports(client: &Client, ns: &str, pod:
         .env("PYTHONPATH", &python_path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        stdout_of(&out, "import").trim(),
         "hello from bifrost-hello and bifrost-extra"
     );
 

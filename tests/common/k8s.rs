@@ -7,7 +7,7 @@
 //! with the test binary. There is no scheduler and no kubelet: pods stay Pending.
 #![allow(dead_code)]
 
-use super::proc::{free_port, spawn_guarded, wait_for_port};
+use super::proc::{free_port, run_script, spawn_guarded, wait_for_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -89,18 +89,9 @@ impl ControlPlane {
         static BIN: OnceLock<PathBuf> = OnceLock::new();
         BIN.get_or_init(|| {
             let script = manifest_dir().join("scripts/k8s-binaries.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(
-                out.status.success(),
-                "{} failed ({})",
-                script.display(),
-                out.status
-            );
+            let mut cmd = Command::new("bash");
+            cmd.arg(&script);
+            let out = run_script(cmd);
             let stdout = String::from_utf8_lossy(&out.stdout);
             let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
             assert!(
@@ -123,105 +114,20 @@ impl ControlPlane {
             .keep();
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let script = manifest_dir().join("scripts/control-plane.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg("prepare")
-            .arg(&dir)
-            .env("ETCD_PORT", etcd_port.to_string())
-            .env("ETCD_PEER_PORT", peer_port.to_string())
-            .env("APISERVER_PORT", api_port.to_string())
-            .stdin(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(status.success(), "{} prepare failed", script.display());
+        let ports = [
+            ("ETCD_PORT", etcd_port.to_string()),
+            ("ETCD_PEER_PORT", peer_port.to_string()),
+            ("APISERVER_PORT", api_port.to_string()),
+        ];
+        control_plane_step(&script, "prepare", &dir, &[], &ports);
         // Before any API server: the Service range routes nowhere (it would leave the machine
         // through the default route), held while this test process lives.
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg("hold-range")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(status.success(), "{} hold-range failed", script.display());
+        let owner = std::process::id().to_string();
+        control_plane_step(&script, "hold-range", &dir, &[&owner], &[]);
         // The watcher first: even a start that fails half-way releases the route.
         clean_up_when_done(&dir, !keep);
 
-        let mut children: Vec<(&str, Child)> = Vec::new();
-        let logs = dir.join("logs");
-        let spawn = |name: &str| -> Child {
-            let args = std::fs::read_to_string(dir.join(format!("{name}.args")))
-                .unwrap_or_else(|e| panic!("read {name}.args: {e}"));
-            let args: Vec<&str> = args.lines().filter(|l| !l.is_empty()).collect();
-            let program = bin.join(name);
-            spawn_guarded(
-                program.to_str().expect("utf-8 path"),
-                &args,
-                &[],
-                &logs.join(format!("{name}.log")),
-            )
-        };
-
-        children.push(("etcd", spawn("etcd")));
-        wait_for_port(
-            etcd_port,
-            "etcd",
-            &logs.join("etcd.log"),
-            Duration::from_secs(30),
-        );
-        children.push(("kube-apiserver", spawn("kube-apiserver")));
-        let ca = dir.join("certs/apiserver.crt");
-        wait_until(
-            &mut children,
-            &dir,
-            "the API server's serving certificate",
-            60,
-            || std::fs::metadata(&ca).map(|m| m.len() > 0).unwrap_or(false),
-        );
-        // The certificate file is written in one go, but give a slow disk a moment.
-        std::thread::sleep(Duration::from_millis(200));
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg("kubeconfigs")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .status()
-            .expect("run control-plane.sh kubeconfigs");
-        assert!(status.success(), "writing kubeconfigs failed");
-
-        let token = std::fs::read_to_string(dir.join("token"))
-            .expect("read token")
-            .trim()
-            .to_string();
-        let server = format!("https://127.0.0.1:{api_port}");
-        let curl = |path: &str| -> Option<String> {
-            let out = Command::new("curl")
-                .args(["-sf", "--max-time", "5", "--cacert"])
-                .arg(&ca)
-                .arg("-H")
-                .arg(format!("Authorization: Bearer {token}"))
-                .arg(format!("{server}{path}"))
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        wait_until(&mut children, &dir, "/readyz", 120, || {
-            curl("/readyz").as_deref() == Some("ok")
-        });
-        children.push(("kube-controller-manager", spawn("kube-controller-manager")));
-        wait_until(
-            &mut children,
-            &dir,
-            "the default ServiceAccount",
-            120,
-            || curl("/api/v1/namespaces/default/serviceaccounts/default").is_some(),
-        );
-
+        let (server, token) = run_components(&bin, &dir, &script, etcd_port, api_port);
         let kubeconfig = dir.join("kubeconfig");
         let config = futures::executor::block_on(load_config(&kubeconfig));
         eprintln!("control plane ready: {server} (dir {})", dir.display());
@@ -276,6 +182,106 @@ async fn load_config(kubeconfig: &Path) -> kube::Config {
     kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .expect("kube config from kubeconfig")
+}
+
+/// `bash control-plane.sh STEP DIR ARGS…` with these environment variables; panic unless it
+/// succeeded.
+fn control_plane_step(
+    script: &Path,
+    step: &str,
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, String)],
+) {
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(step)
+        .arg(dir)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(status.success(), "{} {step} failed", script.display());
+}
+
+/// Start etcd, the API server (then write the kubeconfigs) and kube-controller-manager from the
+/// `NAME.args` files `prepare` wrote, each once the one before serves; returns the API server's
+/// address and the admin token.
+fn run_components(
+    bin: &Path,
+    dir: &Path,
+    script: &Path,
+    etcd_port: u16,
+    api_port: u16,
+) -> (String, String) {
+    let mut children: Vec<(&str, Child)> = Vec::new();
+    let logs = dir.join("logs");
+    let spawn = |name: &str| -> Child {
+        let args = std::fs::read_to_string(dir.join(format!("{name}.args")))
+            .unwrap_or_else(|e| panic!("read {name}.args: {e}"));
+        let args: Vec<&str> = args.lines().filter(|l| !l.is_empty()).collect();
+        let program = bin.join(name);
+        spawn_guarded(
+            program.to_str().expect("utf-8 path"),
+            &args,
+            &[],
+            &logs.join(format!("{name}.log")),
+        )
+    };
+
+    children.push(("etcd", spawn("etcd")));
+    wait_for_port(
+        etcd_port,
+        "etcd",
+        &logs.join("etcd.log"),
+        Duration::from_secs(30),
+    );
+    children.push(("kube-apiserver", spawn("kube-apiserver")));
+    let ca = dir.join("certs/apiserver.crt");
+    wait_until(
+        &mut children,
+        dir,
+        "the API server's serving certificate",
+        60,
+        || std::fs::metadata(&ca).map(|m| m.len() > 0).unwrap_or(false),
+    );
+    // The certificate file is written in one go, but give a slow disk a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    control_plane_step(script, "kubeconfigs", dir, &[], &[]);
+
+    let token = std::fs::read_to_string(dir.join("token"))
+        .expect("read token")
+        .trim()
+        .to_string();
+    let server = format!("https://127.0.0.1:{api_port}");
+    let curl = |path: &str| -> Option<String> {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5", "--cacert"])
+            .arg(&ca)
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("{server}{path}"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    wait_until(&mut children, dir, "/readyz", 120, || {
+        curl("/readyz").as_deref() == Some("ok")
+    });
+    children.push(("kube-controller-manager", spawn("kube-controller-manager")));
+    wait_until(
+        &mut children,
+        dir,
+        "the default ServiceAccount",
+        120,
+        || curl("/api/v1/namespaces/default/serviceaccounts/default").is_some(),
+    );
+    (server, token)
 }
 
 /// Poll `ready` every 250 ms; panic with the log tails if a child exits or time runs out.

@@ -9,6 +9,7 @@ pub mod index;
 pub mod k8s;
 pub mod lock_world;
 pub mod node;
+pub mod objects;
 pub mod operator;
 pub mod proc;
 pub mod redirect;

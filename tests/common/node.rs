@@ -8,11 +8,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use kube::Client;
+
+use super::index::Index;
 use super::k8s::{ControlPlane, attach_control_plane};
-use super::proc::{free_port, spawn_guarded, wait_for_addr};
+use super::objects::stdout_of;
+use super::operator::secret;
+use super::proc::run_script;
+use super::services::RedisServer;
+use super::wheels::Wheel;
 
 /// The bridge's host address: the only address of this machine that pods can reach. A package
 /// index or Redis meant for pods listens here.
@@ -84,21 +91,8 @@ impl Node {
                 start.env_remove(&*k);
             }
         }
-        let out = start
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} start {} failed ({})",
-            script.display(),
-            dir.display(),
-            out.status
-        );
+        start.arg(&script).arg("start").arg(&dir);
+        run_script(start);
         eprintln!(
             "node ready in {:.1}s (dir {})",
             started.elapsed().as_secs_f64(),
@@ -157,11 +151,7 @@ impl Node {
             .args(["-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id])
             .output()
             .expect("run ctr");
-        assert!(
-            out.status.success(),
-            "ctr tasks kill {id}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stdout_of(&out, &format!("ctr tasks kill {id}"));
     }
 
     /// The last lines of a node component's log (`kubelet`, `containerd`, `kube-scheduler`).
@@ -213,75 +203,24 @@ pub fn poll<T>(
 
 /// A Redis for the operator and the pods: on the bridge's host address (pods reach nothing
 /// else), stoppable. Its watchdog stops it with the test binary.
-pub struct PodRedis {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Mutex<Option<std::process::Child>>,
+pub fn pod_redis() -> RedisServer {
+    RedisServer::start_on(HOST_IP)
 }
 
-impl PodRedis {
-    pub fn start() -> PodRedis {
-        let r = PodRedis {
-            port: free_port(),
-            dir: tempfile::Builder::new()
-                .prefix("bifrost-pod-redis-")
-                .tempdir()
-                .unwrap(),
-            child: Mutex::new(None),
-        };
-        r.start_again();
-        r
-    }
-
-    pub fn start_again(&self) {
-        let log = self.dir.path().join("redis.log");
-        let port = self.port.to_string();
-        let child = spawn_guarded(
-            "redis-server",
-            &[
-                "--port",
-                &port,
-                "--bind",
-                HOST_IP,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--dir",
-                self.dir.path().to_str().unwrap(),
-            ],
-            &[],
-            &log,
-        );
-        wait_for_addr(HOST_IP, self.port, "Redis", &log, Duration::from_secs(30));
-        *self.child.lock().unwrap() = Some(child);
-    }
-
-    pub fn stop(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect((HOST_IP, self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "Redis did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://{HOST_IP}:{}/0", self.port)
-    }
-}
-
-impl Drop for PodRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// What a namespace's operator and pods need, on the bridge's host address: a [`pod_redis`], named
+/// by the Secret `bifrost-redis` (key `url`), and a package index of `bifrost_hello` 1.0 and
+/// `bifrost_extra` 2.0 (which requires it).
+pub async fn pod_servers(client: &Client, ns: &str) -> (RedisServer, Index) {
+    let redis = pod_redis();
+    let index = Index::start_on(
+        HOST_IP,
+        &[
+            Wheel::new("bifrost_hello", "1.0"),
+            Wheel::new("bifrost_extra", "2.0").requires("bifrost-hello"),
+        ],
+    );
+    secret(client, ns, "bifrost-redis", "url", &redis.url()).await;
+    (redis, index)
 }
 
 /// A worker shaped like Bifrost's own k8s/worker/deployment.yaml: uid/gid/fsGroup 1000, a

@@ -120,3 +120,37 @@ pub fn wait_for_addr(host: &str, port: u16, what: &str, log: &Path, timeout: std
         .join("\n");
     panic!("{what} did not listen on {host}:{port} within {timeout:?}; log tail:\n{tail}");
 }
+
+/// Stop a server started with [`spawn_guarded`] (TERM to its watchdog, which passes it on) and
+/// reap it; nothing when it is already stopped.
+pub fn terminate(child: &std::sync::Mutex<Option<Child>>) {
+    if let Some(mut child) = child.lock().unwrap().take() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+}
+
+/// Wait until nothing accepts TCP connections on `host:port` any more, or panic after `timeout`
+/// with "`what` did not stop".
+pub fn wait_closed(host: &str, port: u16, what: &str, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::net::TcpStream::connect((host, port)).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Run a set-up script, its stderr shown as it goes, and return its output; panic unless it
+/// succeeded. `cmd` is `bash SCRIPT ARGS…`, with whatever environment it needs.
+pub fn run_script(mut cmd: Command) -> std::process::Output {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(out.status.success(), "{shown} failed ({})", out.status);
+    out
+}

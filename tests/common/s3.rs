@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use serde_json::json;
 
-use super::proc::{free_port, spawn_guarded_in};
+use super::proc::{free_port, spawn_guarded_in, terminate};
 use super::services;
 
 /// The bucket every server has; tests share it and keep apart by key ([`fresh_key`]).
@@ -161,12 +161,7 @@ impl S3Server {
     }
 
     pub fn stop(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
+        terminate(&self.child);
     }
 }
 

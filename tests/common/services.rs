@@ -7,7 +7,9 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::proc::{free_port, spawn_guarded_in, wait_for_port};
+use super::proc::{
+    free_port, spawn_guarded_in, terminate, wait_closed, wait_for_addr, wait_for_port,
+};
 
 fn is_root() -> bool {
     Command::new("id")
@@ -179,14 +181,12 @@ impl PgServer {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.wait();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "PostgreSQL did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_closed(
+            "127.0.0.1",
+            self.port,
+            "PostgreSQL",
+            Duration::from_secs(30),
+        );
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -219,14 +219,22 @@ fn as_postgres(root: bool, program: &Path) -> Command {
 /// A Redis server of our own (no persistence), which a test may stop and start again.
 pub struct RedisServer {
     pub port: u16,
+    /// The address it listens on (127.0.0.1 unless started with [`RedisServer::start_on`]).
+    pub host: String,
     dir: tempfile::TempDir,
     child: std::sync::Mutex<Option<Child>>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// A Redis listening on `host` (the node's bridge address, for pods).
+    pub fn start_on(host: &str) -> RedisServer {
         let server = RedisServer {
             port: free_port(),
+            host: host.to_string(),
             dir: tempfile::Builder::new()
                 .prefix("bifrost-redis-")
                 .tempdir()
@@ -237,6 +245,7 @@ impl RedisServer {
         server
     }
 
+    /// Start (again) after [`RedisServer::stop`], on the same address and port.
     pub fn start_again(&self) {
         let log = self.dir.path().join("redis.log");
         let port = self.port.to_string();
@@ -246,10 +255,13 @@ impl RedisServer {
                 "--port",
                 &port,
                 "--bind",
-                "127.0.0.1",
+                &self.host,
                 "--save",
                 "",
                 "--appendonly",
+                "no",
+                // Without a password Redis answers only loopback clients unless told otherwise.
+                "--protected-mode",
                 "no",
                 "--dir",
                 self.dir.path().to_str().unwrap(),
@@ -258,26 +270,23 @@ impl RedisServer {
             &log,
             Some(self.dir.path()),
         );
-        wait_for_port(self.port, "Redis", &log, Duration::from_secs(30));
+        wait_for_addr(
+            &self.host,
+            self.port,
+            "Redis",
+            &log,
+            Duration::from_secs(30),
+        );
         *self.child.lock().unwrap() = Some(child);
     }
 
     pub fn stop(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(std::time::Instant::now() < deadline, "Redis did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&self.child);
+        wait_closed(&self.host, self.port, "Redis", Duration::from_secs(10));
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("redis://{}:{}/0", self.host, self.port)
     }
 }
 
@@ -287,31 +296,29 @@ impl Drop for RedisServer {
     }
 }
 
-static SHARED_PG: OnceLock<Option<PgServer>> = OnceLock::new();
-static SHARED_REDIS: OnceLock<Option<RedisServer>> = OnceLock::new();
+static SHARED_PG: OnceLock<PgServer> = OnceLock::new();
+static SHARED_REDIS: OnceLock<RedisServer> = OnceLock::new();
+
+/// The URL in `var` when it is set and not empty, else `ours()`.
+fn env_or(var: &str, ours: impl FnOnce() -> String) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(ours)
+}
 
 /// Admin URL of the shared PostgreSQL (ours, or `DATABASE_URL`).
 pub fn postgres_admin_url() -> String {
-    match std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()) {
-        Some(url) => url,
-        None => SHARED_PG
-            .get_or_init(|| Some(PgServer::start()))
-            .as_ref()
-            .unwrap()
-            .url("postgres"),
-    }
+    env_or("DATABASE_URL", || {
+        SHARED_PG.get_or_init(PgServer::start).url("postgres")
+    })
 }
 
 /// URL of the shared Redis (ours, or `REDIS_URL`).
 pub fn redis_url() -> String {
-    match std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()) {
-        Some(url) => url,
-        None => SHARED_REDIS
-            .get_or_init(|| Some(RedisServer::start()))
-            .as_ref()
-            .unwrap()
-            .url(),
-    }
+    env_or("REDIS_URL", || {
+        SHARED_REDIS.get_or_init(RedisServer::start).url()
+    })
 }
 
 /// A new, empty database on the shared server; returns its URL.

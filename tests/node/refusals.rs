@@ -9,10 +9,8 @@ use super::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_package_fails_only_itself_and_the_resource_names_it() {
     let _serial = serial().await;
-    let n = node();
     let content = "bifrost-extra==2.0\nbifrost-hello==1.0\nbifrost-missing==9.9\n";
-    let case = Case::start("node-partial", content, json!({"onFailure": "Continue"})).await;
-    let hash = case.ready_hash(content).await;
+    let (case, hash) = Case::ready("node-partial", content, json!({"onFailure": "Continue"})).await;
     case.worker("worker", true).await;
     let p = case.running("worker", 1, Some(&hash)).await.remove(0);
     let pod = p.name_any();
@@ -29,19 +27,7 @@ async fn a_missing_package_fails_only_itself_and_the_resource_names_it() {
     );
     assert_eq!(case.import(&pod, "bifrost_hello"), "1.0");
     assert_eq!(case.import(&pod, "bifrost_extra"), "2.0");
-    let out = n.exec(
-        &case.ns,
-        &pod,
-        "worker",
-        &["python3", "-c", "import bifrost_missing"],
-    );
-    assert!(!out.status.success(), "bifrost_missing imports?");
-    // It failed because the module is missing, not because the exec did.
-    assert!(
-        text(&out).contains("ModuleNotFoundError"),
-        "import bifrost_missing: {}",
-        text(&out)
-    );
+    case.cannot_import(&pod, "bifrost_missing", "bifrost_missing imports?");
 
     let obj = case.wait_reason("Ready", "PackagesFailed").await;
     let (ready, _, message) = condition(&obj, "Ready").unwrap();
@@ -134,9 +120,14 @@ async fn a_snapshot_lock_edited_to_another_pin_is_refused_by_the_pod() {
         .lock
         .unwrap()
         .sha256;
+    only_the_webhook_serves(&case).await;
+    let edited = edit_the_snapshot_lock_to_1_1(&case, &recorded).await;
+    the_next_pod_refuses_the_edited_lock(&case, &pod, &hash, &recorded, &edited).await;
+}
 
-    // Webhook only from here on: the operator moves to a Lease someone else holds for an hour,
-    // and the old leader is gone before the snapshot is edited.
+/// Webhook only from here on: the operator moves to a Lease someone else holds for an hour,
+/// and the old leader is gone before the snapshot is edited.
+async fn only_the_webhook_serves(case: &Case) {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let held: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
         "metadata": {"name": "held-elsewhere"},
@@ -158,8 +149,11 @@ async fn a_snapshot_lock_edited_to_another_pin_is_refused_by_the_pod() {
         (case.op.pods(&case.client).await.len() == 1).then_some(())
     })
     .await;
+}
 
-    // The lock edited to 1.1, with 1.1's hash: a lock of requirements.txt all the same.
+/// The lock edited to 1.1, with 1.1's hash: a lock of requirements.txt all the same. Returns
+/// the edited lock.
+async fn edit_the_snapshot_lock_to_1_1(case: &Case, recorded: &str) -> String {
     let newer = Wheel::new("bifrost_hello", "1.1");
     case.index.publish(&newer);
     let configmaps = Api::<ConfigMap>::namespaced(case.client.clone(), &case.ns);
@@ -171,23 +165,28 @@ async fn a_snapshot_lock_edited_to_another_pin_is_refused_by_the_pod() {
         .replace("bifrost-hello==1.0", "bifrost-hello==1.1")
         .replace(&old_hash, &case.index.sha256(&newer));
     assert_ne!(edited, lock);
-    configmaps
-        .patch(
-            "default-requirements",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {LOCK_FILE: edited}})),
-        )
-        .await
-        .unwrap();
+    let patch = json!({"data": {LOCK_FILE: &edited}});
+    merge_patch(&configmaps, "default-requirements", patch).await;
+    edited
+}
 
-    case.pods().delete(&pod, &Default::default()).await.unwrap();
+/// The pod replacing `pod` refuses the edited lock (exit 4, naming both digests, in its
+/// termination message and its log) and never becomes ready.
+async fn the_next_pod_refuses_the_edited_lock(
+    case: &Case,
+    pod: &str,
+    hash: &str,
+    recorded: &str,
+    edited: &str,
+) {
+    case.pods().delete(pod, &Default::default()).await.unwrap();
     let api = case.pods();
     let lp = ListParams::default().labels("app=worker");
     let (failed, code, message) =
         wait_for("the new pod's install to refuse the lock", T, || async {
             let list = api.list(&lp).await.ok()?.items;
             list.iter()
-                .filter(|p| p.name_any() != pod && pod_hash(p).as_deref() == Some(hash.as_str()))
+                .filter(|p| p.name_any() != pod && pod_hash(p).as_deref() == Some(hash))
                 .find_map(|p| install_failure(p).map(|(c, m)| (p.name_any(), c, m)))
         })
         .await;
@@ -196,7 +195,7 @@ async fn a_snapshot_lock_edited_to_another_pin_is_refused_by_the_pod() {
     let log = node().logs(&case.ns, &failed, INSTALL_CONTAINER);
     for text in [&message, &log] {
         assert!(
-            text.contains(&format!("its sha256 is {}", content_hash(&edited)))
+            text.contains(&format!("its sha256 is {}", content_hash(edited)))
                 && text.contains(&format!("not the sha256 {recorded}")),
             "{text}"
         );

@@ -46,23 +46,28 @@ async fn labelled_worker_imports(case: &Case, installer: &str, hash: &str) -> Po
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() {
     let _serial = serial().await;
-    let n = node();
     let content = "bifrost-hello==1.0\n";
-    let case = Case::start("node-e2e", content, json!({})).await;
-    let hash = case.ready_hash(content).await;
+    let (case, hash) = Case::ready("node-e2e", content, json!({})).await;
     let p = labelled_worker_imports(&case, "uv", &hash).await;
-    let pod = p.name_any();
     case.rolled_out(&hash).await;
+    a_crash_restarts_only_the_worker_container(&case, &p).await;
+    let (pod2, hash2) = new_content_rolls_to_a_new_pod(&case, &p.name_any()).await;
+    an_uninstallable_requirement_halts_the_rollout(&case, &pod2, &hash2).await;
+    drop(case);
+}
 
-    // A crash of the main process: the kubelet restarts the container in the same pod; the
-    // emptyDir keeps the packages and the init containers do not run again.
-    let installed_at = container_status(&p, INSTALL_CONTAINER)
+/// A crash of the main process: the kubelet restarts the container in the same pod; the
+/// emptyDir keeps the packages and the init containers do not run again.
+async fn a_crash_restarts_only_the_worker_container(case: &Case, p: &Pod) {
+    let n = node();
+    let pod = p.name_any();
+    let installed_at = container_status(p, INSTALL_CONTAINER)
         .state
         .unwrap()
         .terminated
         .unwrap()
         .finished_at;
-    let id = container_status(&p, "worker")
+    let id = container_status(p, "worker")
         .container_id
         .expect("container id");
     n.kill_container(&id);
@@ -85,8 +90,12 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
         1,
         "installed once:\n{log}"
     );
+}
 
-    // New content: a rolling update to pods with the new package; the old pod goes.
+/// New content: a rolling update to pods with the new package; the old pod goes. Returns the
+/// new pod and the content's hash.
+async fn new_content_rolls_to_a_new_pod(case: &Case, pod: &str) -> (String, String) {
+    let api = case.pods();
     let content2 = "bifrost-extra==2.0\nbifrost-hello==1.0\n";
     case.set_content(content2).await;
     let hash2 = case.ready_hash(content2).await;
@@ -95,13 +104,17 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
     assert_ne!(pod2, pod);
     assert_eq!(case.import(&pod2, "bifrost_extra"), "2.0");
     assert!(
-        api.get_opt(&pod).await.unwrap().is_none(),
+        api.get_opt(pod).await.unwrap().is_none(),
         "the old pod is gone"
     );
     case.rolled_out(&hash2).await;
+    (pod2, hash2)
+}
 
-    // A requirement that cannot install: the new pod's install container fails, the rollout
-    // halts, the old pod keeps serving.
+/// A requirement that cannot install: the new pod's install container fails, the rollout
+/// halts, the old pod (`pod2`, of the content before: `hash2`) keeps serving.
+async fn an_uninstallable_requirement_halts_the_rollout(case: &Case, pod2: &str, hash2: &str) {
+    let api = case.pods();
     let content3 = "bifrost-extra==2.0\nbifrost-hello==1.0\nbifrost-missing==9.9\n";
     case.set_content(content3).await;
     let hash3 = case.ready_hash(content3).await;
@@ -143,7 +156,7 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
         ("False", "InstallFailing")
     );
     let status = obj.status.clone().unwrap();
-    assert_eq!(status.rolled_out_hash.as_deref(), Some(hash2.as_str()));
+    assert_eq!(status.rolled_out_hash.as_deref(), Some(hash2));
     let w = &status.workloads[0];
     assert_eq!(
         (
@@ -160,12 +173,12 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
         "{w:?}"
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let old = api.get(&pod2).await.unwrap();
+    let old = api.get(pod2).await.unwrap();
     assert!(
         is_ready(&old) && old.metadata.deletion_timestamp.is_none(),
         "the old pod keeps serving"
     );
-    assert_eq!(case.import(&pod2, "bifrost_extra"), "2.0");
+    assert_eq!(case.import(pod2, "bifrost_extra"), "2.0");
     let newer = api.get(&failed).await.unwrap();
     assert!(!is_ready(&newer), "the failing pod never became ready");
     // One Warning for this hash, although the install container kept failing meanwhile.
@@ -175,7 +188,6 @@ async fn worker_pods_run_the_packages_survive_a_crash_and_roll_to_new_content() 
     eprintln!(
         "one InstallFailing Warning while the install container restarted {restarts} time(s)"
     );
-    drop(case);
 }
 
 /// Issue 12 on real pods: the controller resolves `bifrost-hello>=1.0` once for the workers'
@@ -224,8 +236,7 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
     let _serial = serial().await;
     let n = node();
     let content = "bifrost-hello==1.0\n";
-    let case = Case::start("node-fallback", content, json!({})).await;
-    let hash = case.ready_hash(content).await;
+    let (case, hash) = Case::ready("node-fallback", content, json!({})).await;
     let p = labelled_worker_imports(&case, "uv", &hash).await;
     let api = case.pods();
 
@@ -257,17 +268,10 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
         "uninjected: {:?}",
         init_names(bare)
     );
-    let out = n.exec(
-        &case.ns,
+    case.cannot_import(
         &bare.name_any(),
-        "worker",
-        &["python3", "-c", "import bifrost_hello"],
-    );
-    assert!(!out.status.success(), "an uninjected pod has no packages");
-    assert!(
-        text(&out).contains("ModuleNotFoundError"),
-        "import bifrost_hello in the uninjected pod: {}",
-        text(&out)
+        "bifrost_hello",
+        "an uninjected pod has no packages",
     );
     case.redis.start_again();
     case.op.scale(&case.client, 1).await;
@@ -287,11 +291,7 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
     .await;
     assert_ne!(replaced, bare.name_any());
     assert_eq!(case.import(&replaced, "bifrost_hello"), "1.0");
-    let notes: Vec<String> = events(&case.client, &case.ns, "ReplacingUninjected")
-        .await
-        .into_iter()
-        .filter_map(|e| e.note)
-        .collect();
+    let notes = case.notes("ReplacingUninjected").await;
     assert!(
         notes
             .iter()
@@ -304,8 +304,7 @@ async fn pods_install_from_the_snapshot_without_redis_and_start_uninjected_witho
 async fn worker_pods_run_the_packages_installed_with_pip() {
     let _serial = serial().await;
     let content = "bifrost-hello==1.0\n";
-    let case = Case::start("node-pip", content, json!({"installer": "pip"})).await;
-    let hash = case.ready_hash(content).await;
+    let (case, hash) = Case::ready("node-pip", content, json!({"installer": "pip"})).await;
     let p = labelled_worker_imports(&case, "pip", &hash).await;
     // pip ran, not uv: the install container was told so and got no uv to run.
     let install = p
@@ -334,13 +333,21 @@ async fn worker_pods_run_the_packages_installed_with_pip() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_site() {
     let _serial = serial().await;
-    let n = node();
     let content = "bifrost-extra==2.0\nbifrost-hello==1.0\n";
-    let case = Case::start("node-app", content, json!({})).await;
-    let hash = case.ready_hash(content).await;
+    let (case, hash) = Case::ready("node-app", content, json!({})).await;
+    let pod = a_bifrost_worker_injected_in_user_base(&case, &hash).await;
+    let user_site = the_images_path_and_the_user_site_side_by_side(&case, &pod);
+    bifrost_startup_install_finds_them_satisfied(&case, &pod, content, &user_site);
+    a_package_bifrost_installs_lands_in_the_user_site(&case, &pod, &user_site);
+}
+
+/// A worker as Bifrost runs its image: injected in the default mode (UserBase), so with
+/// `PYTHONUSERBASE` and no PYTHONPATH of the injection's; returns its pod.
+async fn a_bifrost_worker_injected_in_user_base(case: &Case, hash: &str) -> String {
+    let n = node();
     case.deploy("worker", true, bifrost_worker_pod_spec(&n.worker_app_image))
         .await;
-    let p = case.running("worker", 1, Some(&hash)).await.remove(0);
+    let p = case.running("worker", 1, Some(hash)).await.remove(0);
     let pod = p.name_any();
     assert_eq!(
         p.annotations()
@@ -362,10 +369,14 @@ async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_si
     assert!(!env.contains_key("PYTHONPATH"), "{env:?}");
     let log = n.logs(&case.ns, &pod, INSTALL_CONTAINER);
     assert!(log.contains("installed: 2 package(s)"), "{log}");
+    pod
+}
 
-    // The image's PYTHONPATH and the user site, side by side in one interpreter.
+/// The image's PYTHONPATH and the user site, side by side in one interpreter; returns the user
+/// site.
+fn the_images_path_and_the_user_site_side_by_side(case: &Case, pod: &str) -> String {
     let seen = case.run(
-        &pod,
+        pod,
         &[
             "python",
             "-c",
@@ -387,7 +398,7 @@ async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_si
     assert!(hello.starts_with(&format!("{user_site}/")), "{hello}");
     assert_eq!(
         case.run(
-            &pod,
+            pod,
             &[
                 "python",
                 "-m",
@@ -398,12 +409,20 @@ async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_si
         ),
         "bifrost_app bifrost_hello=1.0 bifrost_extra=2.0"
     );
+    user_site.to_string()
+}
 
-    // Bifrost's start-up install (python -m pip install -r <the requirements>, no --user: pip
-    // falls back to the user site, the root filesystem being read-only): nothing to do, no
-    // index asked (the pod could reach none but ours, and pip is not pointed at it).
+/// Bifrost's start-up install (python -m pip install -r <the requirements>, no --user: pip
+/// falls back to the user site, the root filesystem being read-only): nothing to do, no
+/// index asked (the pod could reach none but ours, and pip is not pointed at it).
+fn bifrost_startup_install_finds_them_satisfied(
+    case: &Case,
+    pod: &str,
+    content: &str,
+    user_site: &str,
+) {
     case.run(
-        &pod,
+        pod,
         &[
             "python",
             "-c",
@@ -411,7 +430,7 @@ async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_si
         ],
     );
     let pip = case.run(
-        &pod,
+        pod,
         &[
             "python",
             "-m",
@@ -430,13 +449,15 @@ async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_si
         );
     }
     assert!(!pip.contains("Successfully installed"), "{pip}");
+}
 
-    // A package Bifrost installs itself (its packages API) lands in the same volume.
+/// A package Bifrost installs itself (its packages API) lands in the same volume.
+fn a_package_bifrost_installs_lands_in_the_user_site(case: &Case, pod: &str, user_site: &str) {
     case.index.publish(&Wheel::new("bifrost_late", "3.0"));
     let index = format!("--index-url={}", case.index.url());
     let trusted = format!("--trusted-host={HOST_IP}");
     case.run(
-        &pod,
+        pod,
         &[
             "python",
             "-m",
@@ -449,7 +470,7 @@ async fn bifrost_image_keeps_its_pythonpath_and_sees_the_packages_in_its_user_si
         ],
     );
     let late = case.run(
-        &pod,
+        pod,
         &[
             "python",
             "-c",

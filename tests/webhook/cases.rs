@@ -10,13 +10,8 @@ use k8s_openapi::api::events::v1::Event;
 #[tokio::test]
 async fn admission_cases_behave_as_specified() {
     let (client, ns) = webhook_namespace("wh-cases").await;
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"content": CONTENT, "install": {"mode": "PythonPath"}}),
-    )
-    .await;
+    let spec = json!({"content": CONTENT, "install": {"mode": "PythonPath"}});
+    create_wsreq(&client, &ns, "default", spec).await;
     let wh = Webhook::start(&client, &ns).await;
     let bundle = ca_bundle(&client, &wh.config).await;
     wait_until_injecting(&client, &ns, "default").await;
@@ -85,13 +80,15 @@ async fn resubmitted_pod_is_left_as_it_is(pods: &Api<Pod>) {
     assert_eq!(init_names(&first), [BOOTSTRAP_CONTAINER, INSTALL_CONTAINER]);
     let mut again = serde_json::to_value(&first).unwrap();
     let meta = again["metadata"].as_object_mut().unwrap();
-    for k in [
+    // What the API server sets goes: the pod as a client would submit it again.
+    const SET_BY_THE_SERVER: [&str; 5] = [
         "uid",
         "resourceVersion",
         "creationTimestamp",
         "managedFields",
         "selfLink",
-    ] {
+    ];
+    for k in SET_BY_THE_SERVER {
         meta.remove(k);
     }
     meta.insert("name".into(), json!("twice"));
@@ -203,12 +200,7 @@ fn malformed_requests_sent_directly(bundle: &[u8], port: u16, ns: &str) {
             .arg(format!("https://127.0.0.1:{port}{path}"))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = stdout_of(&out, "curl");
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.parse().unwrap(), body.to_string())
     };

@@ -11,83 +11,116 @@ async fn certificate_rotation_keeps_requests_succeeding() {
     let wh = Webhook::start_with(&client, &ns, &["--cert-validity", "30s"]).await;
     wait_until_injecting(&client, &ns, "default").await;
 
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let mut served = Vec::<Vec<u8>>::new();
-    let mut unverifiable = 0;
-    let mut bundles = std::collections::HashSet::new();
-    let (mut ok, mut missed) = (0, Vec::new());
-    // Which 10 s windows of the run saw an injected pod: requests kept coming throughout,
-    // across every rotation, however slow the machine (a count would measure its speed).
-    let mut windows = std::collections::BTreeSet::new();
-    let started = Instant::now();
-    let mut i = 0;
-    while started.elapsed() < Duration::from_secs(70) {
-        i += 1;
-        match pods
-            .create(
-                &dry,
-                &pod_json(&format!("r{i}"), Some("default"), worker_container()),
-            )
-            .await
-        {
-            Ok(p) if annotation(&p).is_some() => {
-                ok += 1;
-                windows.insert(started.elapsed().as_secs() / 10);
-            }
-            Ok(_) => missed.push(format!("{:?}: not injected", started.elapsed())),
-            Err(e) => missed.push(format!("{:?}: {e}", started.elapsed())),
-        }
-        if i % 4 == 0 {
-            let c = configs.get(&wh.config).await.unwrap();
-            let bundle = c.webhooks.unwrap()[0]
-                .client_config
-                .ca_bundle
-                .clone()
-                .unwrap()
-                .0;
-            match served_certificate(wh.port, &bundle).await {
-                Some(cert) if served.last() != Some(&cert) => served.push(cert),
-                Some(_) => {}
-                None => unverifiable += 1,
-            }
-            bundles.insert(bundle);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!(
-        "rotation: {ok} pods admitted and injected, {} distinct served certificates, {} distinct caBundles",
-        served.len(),
-        bundles.len()
-    );
-    assert!(missed.is_empty(), "{} ok, missed: {missed:#?}", ok);
-    assert!(
-        (0..7).all(|w| windows.contains(&w)),
-        "injected pods in every 10 s of the 70 s run ({ok} in all; windows {windows:?})"
-    );
-    assert_eq!(
-        unverifiable, 0,
-        "the served certificate always verified against the published caBundle"
-    );
-    assert!(
-        served.len() >= 3,
-        "the served certificate changed at least twice in 70 s (saw {})",
-        served.len()
-    );
-    assert!(
-        bundles.len() >= 3,
-        "caBundle updated on every rotation ({} seen)",
-        bundles.len()
-    );
+    let seen = Rotation::watch_for_70s(&client, &ns, &wh).await;
+    seen.every_request_was_injected_across_the_rotations();
     let log = wh.op.log_text();
     assert!(
         log.contains("staged a new CA") && log.contains("promoted the staged"),
         "rotation logged"
     );
+}
+
+/// What 70 s of pod admissions (4 a second) and a look at the served certificate and published
+/// caBundle (every fourth admission) saw.
+#[derive(Default)]
+struct Rotation {
+    served: Vec<Vec<u8>>,
+    unverifiable: usize,
+    bundles: std::collections::HashSet<Vec<u8>>,
+    ok: usize,
+    missed: Vec<String>,
+    /// Which 10 s windows of the run saw an injected pod: requests kept coming throughout,
+    /// across every rotation, however slow the machine (a count would measure its speed).
+    windows: std::collections::BTreeSet<u64>,
+}
+
+impl Rotation {
+    async fn watch_for_70s(client: &Client, ns: &str, wh: &Webhook) -> Rotation {
+        let pods = Api::<Pod>::namespaced(client.clone(), ns);
+        let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let mut seen = Rotation::default();
+        let started = Instant::now();
+        let mut i = 0;
+        while started.elapsed() < Duration::from_secs(70) {
+            i += 1;
+            let pod = pod_json(&format!("r{i}"), Some("default"), worker_container());
+            seen.admitted(pods.create(&dry, &pod).await, started);
+            if i % 4 == 0 {
+                seen.certificates(&configs, wh).await;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        seen
+    }
+
+    fn admitted(&mut self, pod: kube::Result<Pod>, started: Instant) {
+        match pod {
+            Ok(p) if annotation(&p).is_some() => {
+                self.ok += 1;
+                self.windows.insert(started.elapsed().as_secs() / 10);
+            }
+            Ok(_) => self
+                .missed
+                .push(format!("{:?}: not injected", started.elapsed())),
+            Err(e) => self.missed.push(format!("{:?}: {e}", started.elapsed())),
+        }
+    }
+
+    /// The served certificate, verified against the caBundle published now.
+    async fn certificates(&mut self, configs: &Api<MutatingWebhookConfiguration>, wh: &Webhook) {
+        let c = configs.get(&wh.config).await.unwrap();
+        let bundle = c.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .unwrap()
+            .0;
+        match served_certificate(wh.port, &bundle).await {
+            Some(cert) if self.served.last() != Some(&cert) => self.served.push(cert),
+            Some(_) => {}
+            None => self.unverifiable += 1,
+        }
+        self.bundles.insert(bundle);
+    }
+
+    fn every_request_was_injected_across_the_rotations(&self) {
+        let Rotation {
+            served,
+            unverifiable,
+            bundles,
+            ok,
+            missed,
+            windows,
+        } = self;
+        eprintln!(
+            "rotation: {ok} pods admitted and injected, {} distinct served certificates, {} distinct caBundles",
+            served.len(),
+            bundles.len()
+        );
+        assert!(missed.is_empty(), "{} ok, missed: {missed:#?}", ok);
+        assert!(
+            (0..7).all(|w| windows.contains(&w)),
+            "injected pods in every 10 s of the 70 s run ({ok} in all; windows {windows:?})"
+        );
+        assert_eq!(
+            *unverifiable, 0,
+            "the served certificate always verified against the published caBundle"
+        );
+        assert!(
+            served.len() >= 3,
+            "the served certificate changed at least twice in 70 s (saw {})",
+            served.len()
+        );
+        assert!(
+            bundles.len() >= 3,
+            "caBundle updated on every rotation ({} seen)",
+            bundles.len()
+        );
+    }
 }
 
 /// The certificate the webhook presents, verified against `bundle` (what the API server trusts).
