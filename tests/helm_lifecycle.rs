@@ -83,10 +83,35 @@ async fn helm_install_creates_everything_and_uninstall_removes_it() {
 /// `helm install RELEASE` creates every object (NOTES pasted as printed, once: they create a
 /// resource of a fixed name), `helm uninstall` removes them all but the CRD.
 async fn install_and_uninstall(client: &kube::Client, helm: Helm, release: &str) {
-    let client = client.clone();
-    let ns = create_namespace(&client, "helm").await;
+    let ns = create_namespace(client, "helm").await;
+    let notes = installs_with_notes(helm, release, &ns);
+    if helm == Helm::Three {
+        notes_paste_as_printed(client, &notes).await;
+    }
+    let objects = installed_objects(release);
+    for (kind, name) in &objects {
+        assert!(
+            exists(kind, name, scope(kind, &ns)),
+            "{kind}/{name} was not created"
+        );
+    }
+    webhook_configuration_is_stored_as_rendered(client, release, &ns).await;
+    // The controller-manager runs the Deployment (pods stay Pending: no scheduler here).
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &ns);
+    let operator = ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"));
+    wait_for("the operator's ReplicaSet", T, || async {
+        let rs = replica_sets.list(&operator).await.ok()?;
+        (!rs.items.is_empty()).then_some(())
+    })
+    .await;
+    uninstall_leaves_only_the_crd(helm, release, &ns, &objects).await;
+}
+
+/// `helm install`: deployed, with NOTES that explain the opt-in label and how to check status;
+/// returns what it printed.
+fn installs_with_notes(helm: Helm, release: &str, ns: &str) -> String {
     let chart = chart_arg();
-    let out = ok(helm.cluster(&["install", release, &chart, "--namespace", &ns]));
+    let out = ok(helm.cluster(&["install", release, &chart, "--namespace", ns]));
     eprintln!("{out}");
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert!(
@@ -97,53 +122,67 @@ async fn install_and_uninstall(client: &kube::Client, helm: Helm, release: &str)
         out.contains("get wsreq"),
         "NOTES explain how to check status:\n{out}"
     );
-    if helm == Helm::Three {
-        notes_paste_as_printed(&client, &out).await;
-    }
+    out
+}
+
+/// What `helm install RELEASE` creates, as kubectl names them: (kind, name).
+fn installed_objects(release: &str) -> Vec<(&'static str, String)> {
     let fullname = format!("{release}-bifrost-requirements");
-    let fullname = fullname.as_str();
-    let namespaced = [
-        ("deployment", fullname.to_string()),
-        ("serviceaccount", fullname.to_string()),
-        ("service", format!("{fullname}-webhook")),
+    let mut objects: Vec<_> = [
+        "deployment",
+        "serviceaccount",
+        "role",
+        "rolebinding",
+        "poddisruptionbudget",
+        "clusterrole",
+        "clusterrolebinding",
+        "mutatingwebhookconfiguration",
+    ]
+    .map(|kind| (kind, fullname.clone()))
+    .into();
+    let webhook = format!("{fullname}-webhook");
+    objects.extend([
+        ("service", webhook.clone()),
         ("service", format!("{fullname}-metrics")),
-        ("role", fullname.to_string()),
-        ("rolebinding", fullname.to_string()),
-        ("poddisruptionbudget", fullname.to_string()),
-    ];
-    let cluster = [
-        ("clusterrole", fullname.to_string()),
-        ("clusterrolebinding", fullname.to_string()),
-        ("clusterrole", format!("{fullname}-webhook")),
-        ("clusterrolebinding", format!("{fullname}-webhook")),
-        ("mutatingwebhookconfiguration", fullname.to_string()),
+        ("clusterrole", webhook.clone()),
+        ("clusterrolebinding", webhook),
         ("crd", CRD_NAME.to_string()),
-    ];
-    let exists = |kind: &str, name: &str, ns: Option<&str>| {
-        let mut args = vec!["get", kind, name, "-o", "name"];
-        if let Some(ns) = ns {
-            args.extend_from_slice(&["-n", ns]);
-        }
-        let out = control_plane().kubectl(&args);
-        if out.status.success() {
-            true
-        } else {
-            assert!(text(&out).contains("NotFound"), "{}", text(&out));
-            false
-        }
-    };
-    for (kind, name) in &namespaced {
-        assert!(
-            exists(kind, name, Some(&ns)),
-            "{kind}/{name} was not created"
-        );
+    ]);
+    objects
+}
+
+/// The namespace objects of `kind` live in: `ns`, or none for the cluster-scoped kinds.
+fn scope<'a>(kind: &str, ns: &'a str) -> Option<&'a str> {
+    let cluster_scoped =
+        kind.starts_with("cluster") || kind == "mutatingwebhookconfiguration" || kind == "crd";
+    (!cluster_scoped).then_some(ns)
+}
+
+/// Whether `kind/name` exists (in `ns`, or cluster-scoped); any answer but NotFound fails.
+fn exists(kind: &str, name: &str, ns: Option<&str>) -> bool {
+    let mut args = vec!["get", kind, name, "-o", "name"];
+    if let Some(ns) = ns {
+        args.extend_from_slice(&["-n", ns]);
     }
-    for (kind, name) in &cluster {
-        assert!(exists(kind, name, None), "{kind}/{name} was not created");
+    let out = control_plane().kubectl(&args);
+    if out.status.success() {
+        true
+    } else {
+        assert!(text(&out).contains("NotFound"), "{}", text(&out));
+        false
     }
-    // The stored webhook configuration, as the API server keeps it.
+}
+
+/// The stored webhook configuration, as the API server keeps it, calls the release's Service
+/// and fails open.
+async fn webhook_configuration_is_stored_as_rendered(
+    client: &kube::Client,
+    release: &str,
+    ns: &str,
+) {
+    let fullname = format!("{release}-bifrost-requirements");
     let mwc = Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .get(fullname)
+        .get(&fullname)
         .await
         .unwrap();
     let w = &mwc.webhooks.as_ref().unwrap()[0];
@@ -157,7 +196,7 @@ async fn install_and_uninstall(client: &kube::Client, helm: Helm, release: &str)
         ),
         (
             format!("{fullname}-webhook").as_str(),
-            ns.as_str(),
+            ns,
             Some("/mutate"),
             Some(443)
         )
@@ -165,32 +204,27 @@ async fn install_and_uninstall(client: &kube::Client, helm: Helm, release: &str)
     assert_eq!(w.failure_policy.as_deref(), Some("Ignore"));
     assert_eq!(w.side_effects, "None");
     assert_eq!(w.reinvocation_policy.as_deref(), Some("IfNeeded"));
-    // The controller-manager runs the Deployment (pods stay Pending: no scheduler here).
-    wait_for("the operator's ReplicaSet", T, || async {
-        let rs = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}")))
-            .await
-            .ok()?;
-        (!rs.items.is_empty()).then_some(())
-    })
-    .await;
+}
 
-    let out = ok(helm.cluster(&["uninstall", release, "--namespace", &ns]));
+/// `helm uninstall` removes every object it created but the CRD (as Helm does with `crds/`),
+/// and the release is gone from `helm list`.
+async fn uninstall_leaves_only_the_crd(
+    helm: Helm,
+    release: &str,
+    ns: &str,
+    objects: &[(&str, String)],
+) {
+    let out = ok(helm.cluster(&["uninstall", release, "--namespace", ns]));
     assert!(out.contains("uninstalled"), "{out}");
-    for (kind, name) in &namespaced {
-        wait_for(&format!("{kind}/{name} removed"), T, || async {
-            (!exists(kind, name, Some(&ns))).then_some(())
-        })
-        .await;
-    }
-    for (kind, name) in &cluster {
+    for (kind, name) in objects {
+        let ns = scope(kind, ns);
         let should_remain = *kind == "crd";
         wait_for(&format!("{kind}/{name} removed"), T, || async {
-            (exists(kind, name, None) == should_remain).then_some(())
+            (exists(kind, name, ns) == should_remain).then_some(())
         })
         .await;
     }
-    let list = ok(helm.cluster(&["list", "--namespace", &ns, "-q"]));
+    let list = ok(helm.cluster(&["list", "--namespace", ns, "-q"]));
     assert!(list.trim().is_empty(), "{list}");
 }
 

@@ -5,20 +5,18 @@
 
 mod common;
 
-use bifrost_requirements::k8s_compat::Present;
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use bifrost_requirements::cache::Payload;
-use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
+use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
 use common::helm::*;
+use common::helm_scenario::{chart_operator, replica_set_hash};
 use common::index::Index;
 use common::k8s::control_plane;
-use common::operator::{
-    Operator, create_wsreq, labelled_deployment, labelled_deployment_with, secret, template_hash,
-    wait_for,
-};
-use common::proc::free_port;
+use common::operator::{Operator, redis_cache, wait_for};
+use common::scenario::Ns;
 use common::services::{fresh_database, fresh_key, redis_get, redis_url};
 use common::wheels::Wheel;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -29,6 +27,9 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
+/// The pod the local operator plays (its lease identity).
+const POD_NAME: &str = "bifrost-requirements-7d9c-rbac";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_does_its_job_with_the_chart_service_account_only() {
     common::init_crypto();
@@ -36,65 +37,101 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
     let client = control_plane().client().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(&client, RELEASE_NS, RELEASE, dir.path()).await;
-
-    // The operator exactly as the chart's Deployment configures it (its args and environment,
-    // from the installed manifest), but as a local process on loopback ports.
-    let manifest = docs(&ok(helm_cluster(&[
-        "get",
-        "manifest",
-        RELEASE,
-        "--namespace",
-        RELEASE_NS,
-    ])));
-    let pod_name = "bifrost-requirements-7d9c-rbac";
-    let metrics_port = free_port();
-    // The chart's resolver, pointed at a local index (the chart's default is the public one),
-    // with its cache in the operator's own temporary folder (the fixture's default).
     let index = Index::start(&[Wheel::new("rich", "13.7.1")]);
-    let (args, mut env) = operator_command(
-        &manifest,
-        pod_name,
-        RELEASE_NS,
-        &[
-            ("BIFROST_RESOLVER_INDEX_URLS", index.url()),
-            ("BIFROST_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
-            ("BIFROST_WEBHOOK_ADDR", format!("127.0.0.1:{}", free_port())),
-            ("BIFROST_LOG_FORMAT", "text".into()),
-            ("RUST_LOG", "info,bifrost_requirements=debug".into()),
-        ],
+    let op = start_as_the_release_runs_it(&kubeconfig, &index);
+    let ns = Ns::beside_release("rbac").await;
+    ns.secret("redis", "url", &redis_url()).await;
+
+    warms_snapshots_and_rolls_out_each_change(&ns).await;
+    mirrors_the_database_and_resolves_its_content(&ns, &index, &op).await;
+    probes_the_workers_interpreter(&ns, &index).await;
+    holds_the_lease(&op).await;
+    records_events(&ns).await;
+    manages_its_webhook_certificate().await;
+    let log = op.log_text();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the operator met a permission error:\n{log}"
     );
-    env.retain(|(n, _)| n != "BIFROST_RESOLVER_CACHE_DIR");
+    may_do_what_it_needs_and_nothing_else(&ns, &kubeconfig).await;
+    helm_upgrade_keeps_the_ca_bundle().await;
+}
+
+/// The shared release's operator (args and environment from the installed manifest) with the
+/// chart's resolver pointed at a local index (the chart's default is the public one).
+fn start_as_the_release_runs_it(kubeconfig: &Path, index: &Index) -> Operator {
+    let manifest = installed_manifest(RELEASE, RELEASE_NS);
+    let (op, env) = chart_operator(
+        "rbac",
+        &manifest,
+        POD_NAME,
+        RELEASE_NS,
+        kubeconfig,
+        &[("BIFROST_RESOLVER_INDEX_URLS", index.url())],
+    );
     assert!(
         !env.iter().any(|(k, _)| k == "WATCH_NAMESPACE"),
         "cluster-wide by default"
     );
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let op = Operator::start_with("rbac", &kubeconfig, &arg_refs, &env_refs, metrics_port);
+    op
+}
 
-    // The core scenario: inline content → Redis warmed, ConfigMap, labelled Deployment rolled.
-    let ns = create_namespace(&client, "rbac").await;
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
+/// The core scenario: inline content → Redis warmed, ConfigMap, labelled Deployment rolled; a
+/// change rolls again (a second patch of the Deployment, a second Redis write).
+async fn warms_snapshots_and_rolls_out_each_change(ns: &Ns) {
     let key = fresh_key();
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    labelled_deployment(&client, &ns, "worker", "default").await;
+    ns.deployment("worker", "default", 1).await;
     let content = "requests==2.32.3\nflask>=3\n";
-    let redis = json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}});
-    create_wsreq(
-        &client,
-        &ns,
+    // No index here: the pods resolve (the operator's own resolution under the chart's RBAC is
+    // the lock's test).
+    ns.wsreq(
         "default",
-        // No index here: the pods resolve (the operator's own resolution under the chart's
-        // RBAC is the lock's test).
-        json!({"content": content, "cache": redis, "rollout": {"debounceSeconds": 0},
+        json!({"content": content, "cache": redis_cache(&key), "rollout": {"debounceSeconds": 0},
                "install": {"resolve": "Pod"}}),
     )
     .await;
-    // Valid, cached, snapshotted, and rolling: no kubelet runs the pods here, so RolledOut
-    // (and with it Ready) stays False with the reason.
-    let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
-    let obj = wait_for("default rolling out", T, || async {
-        let obj = api.get("default").await.ok()?;
+    let obj = rolling_out(ns, "default").await;
+    let hash = content_hash(content);
+    assert_eq!(
+        obj.status.as_ref().unwrap().content_hash.as_deref(),
+        Some(hash.as_str())
+    );
+    let cm = ns
+        .assert_warmed_and_snapshotted("default", &key, content)
+        .await;
+    assert_eq!(cm.metadata.owner_references.unwrap()[0].name, "default");
+    ns.rolled_to("worker", &hash).await;
+
+    let changed = "requests==2.32.3\nflask>=3\nnumpy\n";
+    ns.set_content("default", changed).await;
+    let changed_hash = content_hash(changed);
+    ns.rolled_to("worker", &changed_hash).await;
+    let replica_sets = ns.api::<ReplicaSet>();
+    let worker = ListParams::default().labels("app=worker");
+    wait_for(
+        "kube-controller-manager rolls a new ReplicaSet",
+        T,
+        || async {
+            let rs = replica_sets.list(&worker).await.ok()?;
+            rs.items
+                .iter()
+                .any(|r| replica_set_hash(r).as_ref() == Some(&changed_hash))
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for("Redis holds the change", T, || async {
+        (redis_get(&redis_url(), &key).await? == Payload::new(changed).to_json()).then_some(())
+    })
+    .await;
+}
+
+/// Valid, cached, snapshotted, and rolling: no kubelet runs the pods here, so RolledOut (and
+/// with it Ready) stays False with the reason.
+async fn rolling_out(ns: &Ns, name: &str) -> WorkspaceRequirements {
+    let api = ns.api::<WorkspaceRequirements>();
+    wait_for(&format!("{name} rolling out"), T, || async {
+        let obj = api.get(name).await.ok()?;
         let conditions = &obj.status.as_ref()?.conditions;
         let is = |t: &str, s: &str, r: Option<&str>| {
             conditions
@@ -108,96 +145,38 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
             && is("Ready", "False", Some("RollingOut")))
         .then_some(obj)
     })
-    .await;
-    let hash = content_hash(content);
-    assert_eq!(
-        obj.status.as_ref().unwrap().content_hash.as_deref(),
-        Some(hash.as_str())
-    );
-    assert_eq!(
-        redis_get(&redis_url(), &key).await,
-        Some(Payload::new(content).to_json())
-    );
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .get("default-requirements")
-        .await
-        .unwrap();
-    assert_eq!(cm.data.unwrap()["hash"], hash);
-    assert_eq!(cm.metadata.owner_references.unwrap()[0].name, "default");
-    wait_for("the Deployment's template carries the hash", T, || async {
-        (template_hash(&deployments.get("worker").await.ok()?)? == hash).then_some(())
-    })
-    .await;
-    // A change rolls again (a second patch of the Deployment, a second Redis write).
-    let changed = "requests==2.32.3\nflask>=3\nnumpy\n";
-    Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
-        .patch(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"content": changed}})),
-        )
-        .await
-        .unwrap();
-    let changed_hash = content_hash(changed);
-    wait_for("the rollout of the change", T, || async {
-        (template_hash(&deployments.get("worker").await.ok()?)? == changed_hash).then_some(())
-    })
-    .await;
-    wait_for(
-        "kube-controller-manager rolls a new ReplicaSet",
-        T,
-        || async {
-            let rs = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default().labels("app=worker"))
-                .await
-                .ok()?;
-            rs.items
-                .iter()
-                .any(|r| {
-                    r.spec
-                        .present()
-                        .and_then(|s| s.template.as_ref())
-                        .and_then(|t| t.metadata.as_ref())
-                        .and_then(|m| m.annotations.as_ref())
-                        .and_then(|a| a.get(HASH_ANNOTATION))
-                        == Some(&changed_hash)
-                })
-                .then_some(())
-        },
-    )
-    .await;
-    wait_for("Redis holds the change", T, || async {
-        (redis_get(&redis_url(), &key).await? == Payload::new(changed).to_json()).then_some(())
-    })
-    .await;
+    .await
+}
 
-    // The database mirror: reads the URL Secret, writes spec.content (server-side apply).
+/// The database mirror reads the URL Secret and writes spec.content (server-side apply); the
+/// operator resolves the mirrored content with the chart's permissions: the lock in status and
+/// snapshot, and the snapshot's lock readable (`get`), which is how a restarted operator reuses it.
+async fn mirrors_the_database_and_resolves_its_content(ns: &Ns, index: &Index, op: &Operator) {
     let db = fresh_database().await;
     common::assert_ok(&common::cli(&["migrate"], &[("DATABASE_URL", &db)]));
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
     common::services::write_bifrost_row(&pool, "rich==13.7.1\n").await;
     pool.close().await;
-    secret(&client, &ns, "db", "url", &db).await;
+    ns.secret("db", "url", &db).await;
     let mirror_key = fresh_key();
-    create_wsreq(
-        &client,
-        &ns,
+    ns.wsreq(
         "mirrored",
         json!({
             "source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 5}},
-            "cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": mirror_key}},
+            "cache": redis_cache(&mirror_key),
             // Resolved by the operator under the chart's RBAC (reads its snapshot's lock).
             "install": {"python": {"version": "3.11", "platform": "x86_64-manylinux_2_28"},
                         "indexUrls": [index.url()]},
         }),
     )
     .await;
-    wait_reconciled(&client, &ns, "mirrored").await;
+    wait_reconciled(&ns.client, &ns.name, "mirrored").await;
     // Ready=False NoWorkloads may still be the status of the content before the mirror's write
     // (resolving the new one takes a moment): wait for the status of the mirrored content.
     let mirrored_hash = content_hash("rich==13.7.1\n");
     let mirrored = wait_for("the mirrored content reconciled", T, || async {
-        let obj = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns)
+        let obj = ns
+            .api::<WorkspaceRequirements>()
             .get("mirrored")
             .await
             .ok()?;
@@ -219,8 +198,6 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         redis_get(&redis_url(), &mirror_key).await,
         Some(Payload::new("rich==13.7.1\n").to_json())
     );
-    // Resolved with the chart's permissions: the lock in status and snapshot, and the snapshot's
-    // lock readable (`get`), which is how a restarted operator reuses it.
     let lock = mirrored
         .status
         .as_ref()
@@ -232,7 +209,8 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         (lock.packages, lock.content_hash.as_str()),
         (1, content_hash("rich==13.7.1\n").as_str())
     );
-    let snapshot = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+    let snapshot = ns
+        .api::<ConfigMap>()
         .get("mirrored-requirements")
         .await
         .unwrap();
@@ -245,22 +223,20 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         "{}",
         op.log_text()
     );
+}
 
-    // The interpreter probe with the chart's permissions: a resource without install.python
-    // gets its workers' image probed (pods create, get), the answer recorded, the pod deleted.
-    // No kubelet here: the test writes the probe's termination message as one would.
-    labelled_deployment_with(&client, &ns, "learner", "learned", 0).await;
-    let learned_cache =
-        json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": fresh_key()}});
-    create_wsreq(
-        &client,
-        &ns,
+/// The interpreter probe with the chart's permissions: a resource without install.python gets
+/// its workers' image probed (pods create, get), the answer recorded, the pod deleted. No
+/// kubelet here: the test writes the probe's termination message as one would.
+async fn probes_the_workers_interpreter(ns: &Ns, index: &Index) {
+    ns.deployment("learner", "learned", 0).await;
+    ns.wsreq(
         "learned",
-        json!({"content": "rich==13.7.1\n", "cache": learned_cache,
+        json!({"content": "rich==13.7.1\n", "cache": redis_cache(&fresh_key()),
                "install": {"indexUrls": [index.url()]}}),
     )
     .await;
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let pods = ns.api::<Pod>();
     let probes = ListParams::default().labels("app.kubernetes.io/component=interpreter-probe");
     let probe = wait_for("the probe pod", T, || async {
         pods.list(&probes).await.ok()?.items.into_iter().next()
@@ -275,7 +251,7 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
     )
     .await
     .unwrap();
-    let resources = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
+    let resources = ns.api::<WorkspaceRequirements>();
     wait_for(
         "the interpreter learned, the probe pod deleted",
         T,
@@ -290,24 +266,27 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         },
     )
     .await;
+}
 
-    // Leader election: the Lease in the release namespace, held by this "pod".
-    let lease = Api::<Lease>::namespaced(client.clone(), RELEASE_NS)
+/// Leader election: the Lease in the release namespace, held by this "pod".
+async fn holds_the_lease(op: &Operator) {
+    let client = control_plane().client().await;
+    let lease = Api::<Lease>::namespaced(client, RELEASE_NS)
         .get("bifrost-requirements-operator")
         .await
         .unwrap();
     assert_eq!(
         lease.spec.unwrap().holder_identity.as_deref(),
-        Some(pod_name)
+        Some(POD_NAME)
     );
     assert_eq!(op.metric("bifrost_requirements_leader"), Some(1.0));
+}
 
-    // Events (events.k8s.io) on the resource.
+/// Events (events.k8s.io) on the resource, of the warm and the rollout.
+async fn records_events(ns: &Ns) {
+    let events = ns.api::<k8s_openapi::api::events::v1::Event>();
     wait_for("Events of the warm and the rollout", T, || async {
-        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
-            .list(&Default::default())
-            .await
-            .ok()?;
+        let events = events.list(&Default::default()).await.ok()?;
         let reasons: BTreeSet<String> = events
             .items
             .iter()
@@ -316,108 +295,102 @@ async fn operator_does_its_job_with_the_chart_service_account_only() {
         (reasons.contains("CacheWarmed") && reasons.contains("RollingOut")).then_some(())
     })
     .await;
+}
 
-    // Self-managed TLS: the certificate Secret is written and the caBundle patched in.
+/// Self-managed TLS: the certificate Secret is written and the caBundle patched in.
+async fn manages_its_webhook_certificate() {
+    let client = control_plane().client().await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), RELEASE_NS);
     wait_for("the webhook certificate Secret", T, || async {
-        let s = Api::<Secret>::namespaced(client.clone(), RELEASE_NS)
+        let s = secrets
             .get_opt("bifrost-requirements-webhook-tls")
             .await
             .ok()??;
         s.data?.contains_key("tls.crt").then_some(())
     })
     .await;
+    let configs = Api::<MutatingWebhookConfiguration>::all(client);
     wait_for("the caBundle in the webhook configuration", T, || async {
-        let mwc = Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .get(RELEASE)
-            .await
-            .ok()?;
+        let mwc = configs.get(RELEASE).await.ok()?;
         let bundle = mwc.webhooks?[0].client_config.ca_bundle.clone()?;
         (!bundle.0.is_empty()).then_some(())
     })
     .await;
+}
 
-    // Nothing it tried was refused.
-    let log = op.log_text();
-    assert!(
-        !log.to_lowercase().contains("forbidden"),
-        "the operator met a permission error:\n{log}"
+/// What the shared release's ServiceAccount may (`yes`) and may not (`no`) do, as `kubectl auth
+/// can-i VERB RESOURCE` asks it: in the test's namespace (`here`), the release namespace
+/// (`release`), another namespace, or `cluster`-wide. (`create`/`delete pods`: the interpreter
+/// probe pod.)
+const PERMISSIONS: &str = "
+yes patch deployments.apps here
+yes get secrets here
+yes create pods here
+yes delete pods here
+yes patch leases.coordination.k8s.io/bifrost-requirements-operator release
+yes update secrets/bifrost-requirements-webhook-tls release
+yes patch mutatingwebhookconfigurations.admissionregistration.k8s.io/bifrost-requirements cluster
+no delete deployments.apps here
+no create deployments.apps here
+no list secrets here
+no create secrets here
+no delete workspacerequirements.bifrost.io here
+no update pods here
+no patch pods here
+no deletecollection pods here
+no delete configmaps here
+no patch leases.coordination.k8s.io/kube-controller-manager kube-system
+no patch leases.coordination.k8s.io/other release
+no update secrets/other release
+no patch mutatingwebhookconfigurations.admissionregistration.k8s.io/other cluster
+no create clusterrolebindings.rbac.authorization.k8s.io cluster
+";
+
+/// Least privilege: what it needs is allowed, the rest stays forbidden ([`PERMISSIONS`]); and
+/// for real, with the operator's own token.
+async fn may_do_what_it_needs_and_nothing_else(ns: &Ns, kubeconfig: &Path) {
+    let mut checked = 0;
+    for line in PERMISSIONS.lines().filter(|l| !l.is_empty()) {
+        let [answer, verb, resource, scope] = line.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("PERMISSIONS: {line}");
+        };
+        let allowed = match answer {
+            "yes" => true,
+            "no" => false,
+            _ => panic!("PERMISSIONS: {line}"),
+        };
+        let namespace = match scope {
+            "here" => Some(ns.name.as_str()),
+            "release" => Some(RELEASE_NS),
+            "cluster" => None,
+            other => Some(other),
+        };
+        assert_eq!(
+            can_i(&[verb, resource], namespace),
+            allowed,
+            "{verb} {resource} in {namespace:?} should be allowed: {allowed}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 21, "PERMISSIONS");
+    let out = kubectl_as(
+        kubeconfig,
+        &["delete", "deployment", "worker", "-n", &ns.name],
     );
-
-    // Least privilege: what it needs is allowed, the rest stays forbidden.
-    for (check, ns_) in [
-        (&["patch", "deployments.apps"][..], Some(ns.as_str())),
-        (&["get", "secrets"][..], Some(ns.as_str())),
-        // The interpreter probe pod.
-        (&["create", "pods"][..], Some(ns.as_str())),
-        (&["delete", "pods"][..], Some(ns.as_str())),
-        (
-            &[
-                "patch",
-                "leases.coordination.k8s.io/bifrost-requirements-operator",
-            ][..],
-            Some(RELEASE_NS),
-        ),
-        (
-            &["update", "secrets/bifrost-requirements-webhook-tls"][..],
-            Some(RELEASE_NS),
-        ),
-        (
-            &[
-                "patch",
-                "mutatingwebhookconfigurations.admissionregistration.k8s.io/bifrost-requirements",
-            ][..],
-            None,
-        ),
-    ] {
-        assert!(can_i(check, ns_), "{check:?} should be allowed");
-    }
-    for (check, ns_) in [
-        (&["delete", "deployments.apps"][..], Some(ns.as_str())),
-        (&["create", "deployments.apps"][..], Some(ns.as_str())),
-        (&["list", "secrets"][..], Some(ns.as_str())),
-        (&["create", "secrets"][..], Some(ns.as_str())),
-        (
-            &["delete", "workspacerequirements.bifrost.io"][..],
-            Some(ns.as_str()),
-        ),
-        (&["update", "pods"][..], Some(ns.as_str())),
-        (&["patch", "pods"][..], Some(ns.as_str())),
-        (&["deletecollection", "pods"][..], Some(ns.as_str())),
-        (&["delete", "configmaps"][..], Some(ns.as_str())),
-        (
-            &[
-                "patch",
-                "leases.coordination.k8s.io/kube-controller-manager",
-            ][..],
-            Some("kube-system"),
-        ),
-        (
-            &["patch", "leases.coordination.k8s.io/other"][..],
-            Some(RELEASE_NS),
-        ),
-        (&["update", "secrets/other"][..], Some(RELEASE_NS)),
-        (
-            &[
-                "patch",
-                "mutatingwebhookconfigurations.admissionregistration.k8s.io/other",
-            ][..],
-            None,
-        ),
-        (
-            &["create", "clusterrolebindings.rbac.authorization.k8s.io"][..],
-            None,
-        ),
-    ] {
-        assert!(!can_i(check, ns_), "{check:?} should be forbidden");
-    }
-    // And for real, with the operator's own token.
-    let out = kubectl_as(&kubeconfig, &["delete", "deployment", "worker", "-n", &ns]);
     assert!(!out.status.success());
     assert!(text(&out).contains("forbidden"), "{}", text(&out));
-    assert!(deployments.get_opt("worker").await.unwrap().is_some());
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("worker")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
 
-    // `helm upgrade` changes the chart's fields and keeps the caBundle the operator patched in.
-    let mwcs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+/// `helm upgrade` changes the chart's fields and keeps the caBundle the operator patched in.
+async fn helm_upgrade_keeps_the_ca_bundle() {
+    let mwcs = Api::<MutatingWebhookConfiguration>::all(control_plane().client().await);
     let bundle = |m: &MutatingWebhookConfiguration| {
         m.webhooks.as_ref().unwrap()[0]
             .client_config

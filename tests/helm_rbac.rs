@@ -4,20 +4,17 @@
 
 mod common;
 
-use bifrost_requirements::k8s_compat::Present;
 use std::collections::BTreeSet;
+use std::path::Path;
 
-use bifrost_requirements::cache::Payload;
+use bifrost_requirements::k8s_compat::Present;
 use bifrost_requirements::requirements::content_hash;
 use common::helm::*;
-use common::k8s::control_plane;
-use common::operator::{
-    Operator, create_wsreq, labelled_deployment, secret, template_hash, wait_for,
-};
-use common::proc::free_port;
-use common::services::{fresh_key, redis_get, redis_url};
+use common::helm_scenario::chart_operator;
+use common::operator::{labelled_deployment, redis_cache};
+use common::scenario::Ns;
+use common::services::{fresh_key, redis_url};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -25,13 +22,50 @@ use serde_json::{Value, json};
 /// it is enough).
 #[test]
 fn rbac_is_exactly_what_the_code_uses() {
-    let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
     let objects = docs(&render("r", "ops", &[]));
-    let cluster: Vec<_> = find(&objects, "ClusterRole");
+    let watched_rules = cluster_wide_rules_are_the_operators(&objects);
+    nothing_grants_more_than_that(&objects);
+    // The names in resourceNames are the ones the operator is told to use.
+    assert_env(
+        &objects,
+        &[
+            (
+                "BIFROST_LEASE_NAME",
+                Some("r-bifrost-requirements-operator"),
+            ),
+            (
+                "BIFROST_TLS_SECRET_NAME",
+                Some("r-bifrost-requirements-webhook-tls"),
+            ),
+            (
+                "BIFROST_WEBHOOK_CONFIG_NAME",
+                Some("r-bifrost-requirements"),
+            ),
+        ],
+    );
+    watch_namespace_binds_the_same_rules_there_only(&watched_rules);
+    // certManager and a watched namespace: no ClusterRole at all.
+    let objects = docs(&render(
+        "r",
+        "ops",
+        &["watchNamespace=team", "webhook.tls.mode=certManager"],
+    ));
+    assert!(find(&objects, "ClusterRole").is_empty());
+    assert!(find(&objects, "ClusterRoleBinding").is_empty());
+}
+
+fn lines(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Cluster-wide (the defaults): the operator's ClusterRole, the caBundle patch of this
+/// release's webhook configuration, and the release namespace's Role; returns the first's rules.
+fn cluster_wide_rules_are_the_operators(objects: &[Value]) -> BTreeSet<String> {
+    let cluster: Vec<_> = find(objects, "ClusterRole");
     assert_eq!(cluster.len(), 2);
     assert_eq!(
         rules(cluster[0]),
-        set(&[
+        lines(&[
             "bifrost.io/workspacerequirements list",
             "bifrost.io/workspacerequirements watch",
             "bifrost.io/workspacerequirements patch",
@@ -59,16 +93,16 @@ fn rbac_is_exactly_what_the_code_uses() {
     );
     assert_eq!(
         rules(cluster[1]),
-        set(&[
+        lines(&[
             "admissionregistration.k8s.io/mutatingwebhookconfigurations get r-bifrost-requirements",
             "admissionregistration.k8s.io/mutatingwebhookconfigurations patch r-bifrost-requirements",
         ])
     );
-    let role = one(&objects, "Role");
+    let role = one(objects, "Role");
     assert_eq!(role["metadata"]["namespace"], "ops");
     assert_eq!(
         rules(role),
-        set(&[
+        lines(&[
             "coordination.k8s.io/leases create",
             "coordination.k8s.io/leases get r-bifrost-requirements-operator",
             "coordination.k8s.io/leases patch r-bifrost-requirements-operator",
@@ -77,11 +111,15 @@ fn rbac_is_exactly_what_the_code_uses() {
             "/secrets update r-bifrost-requirements-webhook-tls",
         ])
     );
-    // Nothing anywhere grants delete (but of pods: the interpreter probe, once it answered),
-    // deletecollection, escalate, bind, impersonate or `*`.
-    for r in find(&objects, "ClusterRole")
+    rules(cluster[0])
+}
+
+/// Nothing anywhere grants delete (but of pods: the interpreter probe, once it answered),
+/// deletecollection, escalate, bind, impersonate or `*`.
+fn nothing_grants_more_than_that(objects: &[Value]) {
+    for r in find(objects, "ClusterRole")
         .into_iter()
-        .chain(find(&objects, "Role"))
+        .chain(find(objects, "Role"))
     {
         for rule in rules(r).into_iter().filter(|r| r != "/pods delete") {
             for bad in [
@@ -96,23 +134,12 @@ fn rbac_is_exactly_what_the_code_uses() {
             }
         }
     }
-    // The names in resourceNames are the ones the operator is told to use.
-    assert_eq!(
-        env_value(&objects, "BIFROST_LEASE_NAME").as_deref(),
-        Some("r-bifrost-requirements-operator")
-    );
-    assert_eq!(
-        env_value(&objects, "BIFROST_TLS_SECRET_NAME").as_deref(),
-        Some("r-bifrost-requirements-webhook-tls")
-    );
-    assert_eq!(
-        env_value(&objects, "BIFROST_WEBHOOK_CONFIG_NAME").as_deref(),
-        Some("r-bifrost-requirements")
-    );
-    // watchNamespace: the same rules, as a Role bound in that namespace only; nothing namespaced
-    // stays cluster-wide (the one ClusterRole left is the caBundle patch of this release's
-    // webhook configuration, cluster-scoped by nature).
-    let watched_rules = rules(cluster[0]);
+}
+
+/// watchNamespace: the same rules, as a Role bound in that namespace only; nothing namespaced
+/// stays cluster-wide (the one ClusterRole left is the caBundle patch of this release's webhook
+/// configuration, cluster-scoped by nature).
+fn watch_namespace_binds_the_same_rules_there_only(watched_rules: &BTreeSet<String>) {
     let objects = docs(&render("r", "ops", &["watchNamespace=team"]));
     let cluster: Vec<_> = find(&objects, "ClusterRole");
     assert_eq!(cluster.len(), 1);
@@ -125,14 +152,9 @@ fn rbac_is_exactly_what_the_code_uses() {
             .iter()
             .all(|b| b["roleRef"]["name"] == "r-bifrost-requirements-webhook")
     );
-    let role = find(&objects, "Role")
-        .into_iter()
-        .find(|r| r["metadata"]["namespace"] == "team")
-        .expect("a Role in the watched namespace");
-    assert_eq!(rules(role), watched_rules);
-    let binding = find(&objects, "RoleBinding")
-        .into_iter()
-        .find(|b| b["metadata"]["namespace"] == "team")
+    let role = in_namespace(&objects, "Role", "team").expect("a Role in the watched namespace");
+    assert_eq!(&rules(role), watched_rules);
+    let binding = in_namespace(&objects, "RoleBinding", "team")
         .expect("a RoleBinding in the watched namespace");
     assert_eq!(
         binding["roleRef"],
@@ -142,30 +164,22 @@ fn rbac_is_exactly_what_the_code_uses() {
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": "r-bifrost-requirements", "namespace": "ops"}])
     );
-    assert_eq!(
-        env_value(&objects, "WATCH_NAMESPACE").as_deref(),
-        Some("team")
-    );
+    assert_env(&objects, &[("WATCH_NAMESPACE", Some("team"))]);
     // The release namespace's Role (Lease, certificate Secret) is the same in both modes.
     let release_role = |objects: &[Value]| {
-        let role = find(objects, "Role")
-            .into_iter()
-            .find(|r| r["metadata"]["namespace"] == "ops")
-            .expect("the release namespace's Role");
-        rules(role)
+        rules(in_namespace(objects, "Role", "ops").expect("the release namespace's Role"))
     };
     assert_eq!(
         release_role(&objects),
         release_role(&docs(&render("r", "ops", &[])))
     );
-    // certManager and a watched namespace: no ClusterRole at all.
-    let objects = docs(&render(
-        "r",
-        "ops",
-        &["watchNamespace=team", "webhook.tls.mode=certManager"],
-    ));
-    assert!(find(&objects, "ClusterRole").is_empty());
-    assert!(find(&objects, "ClusterRoleBinding").is_empty());
+}
+
+/// The object of `kind` in namespace `ns`, if any.
+fn in_namespace<'a>(objects: &'a [Value], kind: &str, ns: &str) -> Option<&'a Value> {
+    find(objects, kind)
+        .into_iter()
+        .find(|o| o["metadata"]["namespace"] == ns)
 }
 
 /// A namespaced install (`watchNamespace`, the README's quick path): its ServiceAccount may do
@@ -174,177 +188,194 @@ fn rbac_is_exactly_what_the_code_uses() {
 /// for real with the ServiceAccount's token patching a Deployment in each namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaced_install_is_confined_to_its_namespace() {
-    release().await; // the CRD, installed by the shared release
-    let client = control_plane().client().await;
-    let ns = create_namespace(&client, "nsrel").await;
-    let watched = create_namespace(&client, "bifrost").await;
+    let watched = Ns::beside_release("bifrost").await;
+    let client = watched.client.clone();
     let other = create_namespace(&client, "other").await;
-    // A release name of its own: its cluster-scoped names must not meet another release's.
-    let release = format!("ns-{}", &ns[ns.len() - 8..]);
-    let chart = chart_arg();
-    ok(helm_cluster(&[
-        "install",
-        &release,
-        &chart,
-        "--namespace",
-        &ns,
-        "--set",
-        &format!("watchNamespace={watched}"),
-    ]));
-    let sa = format!("{release}-bifrost-requirements");
-    let manifest = docs(&ok(helm_cluster(&[
-        "get",
-        "manifest",
-        &release,
-        "--namespace",
-        &ns,
-    ])));
-    let role = find(&manifest, "Role")
-        .into_iter()
-        .find(|r| r["metadata"]["namespace"] == watched.as_str())
-        .expect("the watched namespace's Role");
-    let needed = rules(role);
-    assert!(needed.len() >= 15, "{needed:?}");
-    for rule in &needed {
-        // "group/resource[/subresource] verb"
-        let (gr, verb) = rule.split_once(' ').unwrap();
-        let (group, resource) = gr.split_once('/').unwrap();
-        let (resource, sub) = match resource.split_once('/') {
-            Some((r, s)) => (r, Some(s)),
-            None => (resource, None),
-        };
-        let target = if group.is_empty() {
-            resource.to_string()
-        } else {
-            format!("{resource}.{group}")
-        };
-        let mut check = vec![verb, target.as_str()];
-        let sub_flag = sub.map(|s| format!("--subresource={s}"));
-        if let Some(f) = &sub_flag {
-            check.push(f);
-        }
-        assert!(
-            can_i_as(&ns, &sa, &check, Some(&watched)),
-            "{rule}: forbidden in the watched namespace"
-        );
-        assert!(
-            !can_i_as(&ns, &sa, &check, Some(&other)),
-            "{rule}: allowed in another namespace"
-        );
-        let mut everywhere = check.clone();
-        everywhere.push("--all-namespaces");
-        assert!(
-            !can_i_as(&ns, &sa, &everywhere, None),
-            "{rule}: allowed cluster-wide"
-        );
-    }
-    // The webhook configuration's caBundle: this release's only, cluster-scoped by nature.
-    let mwc = format!("mutatingwebhookconfigurations.admissionregistration.k8s.io/{sa}");
-    assert!(can_i_as(&ns, &sa, &["patch", &mwc], None));
-    assert!(!can_i_as(
-        &ns,
-        &sa,
-        &[
-            "patch",
-            "mutatingwebhookconfigurations.admissionregistration.k8s.io/other"
-        ],
-        None
-    ));
+    let install = NamespacedInstall::new(&client, &watched.name).await;
+    install.may_use_every_rule_only_where_it_watches(&watched.name, &other);
+    install.may_patch_only_its_own_webhook_configuration();
 
-    // For real, with the ServiceAccount's own token: the rollout's patch of a labelled
-    // Deployment (a merge patch, as the operator sends it: no read first, which the Role does
-    // not grant) works in the watched namespace and is refused in another.
     common::init_crypto();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = service_account_kubeconfig(&client, &ns, &sa, dir.path()).await;
+    let kubeconfig =
+        service_account_kubeconfig(&client, &install.ns, &install.sa, dir.path()).await;
+    let as_operator = client_from(&kubeconfig).await;
+    for (namespace, allowed) in [(&watched.name, true), (&other, false)] {
+        rollout_patch_works_only_where_watched(&client, &as_operator, namespace, allowed).await;
+    }
+    install
+        .does_the_whole_job_in_the_watched_namespace(&watched, &kubeconfig)
+        .await;
+    ok(helm_cluster(&[
+        "uninstall",
+        &install.release,
+        "--namespace",
+        &install.ns,
+    ]));
+}
+
+/// A release of its own watching one namespace: its cluster-scoped names must not meet another
+/// release's.
+struct NamespacedInstall {
+    release: String,
+    /// The release namespace.
+    ns: String,
+    /// The ServiceAccount (the chart's fullname).
+    sa: String,
+    manifest: Vec<Value>,
+}
+
+impl NamespacedInstall {
+    async fn new(client: &kube::Client, watched: &str) -> NamespacedInstall {
+        let ns = create_namespace(client, "nsrel").await;
+        let release = format!("ns-{}", &ns[ns.len() - 8..]);
+        let chart = chart_arg();
+        ok(helm_cluster(&[
+            "install",
+            &release,
+            &chart,
+            "--namespace",
+            &ns,
+            "--set",
+            &format!("watchNamespace={watched}"),
+        ]));
+        NamespacedInstall {
+            sa: format!("{release}-bifrost-requirements"),
+            manifest: installed_manifest(&release, &ns),
+            release,
+            ns,
+        }
+    }
+
+    fn can_i(&self, check: &[&str], ns: Option<&str>) -> bool {
+        can_i_as(&self.ns, &self.sa, check, ns)
+    }
+
+    /// Every rule of the watched namespace's Role (`group/resource[/subresource] verb`): allowed
+    /// there, refused in another namespace and cluster-wide.
+    fn may_use_every_rule_only_where_it_watches(&self, watched: &str, other: &str) {
+        let role =
+            in_namespace(&self.manifest, "Role", watched).expect("the watched namespace's Role");
+        let needed = rules(role);
+        assert!(needed.len() >= 15, "{needed:?}");
+        for rule in &needed {
+            let (gr, verb) = rule.split_once(' ').unwrap();
+            let (group, resource) = gr.split_once('/').unwrap();
+            let (resource, sub) = match resource.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (resource, None),
+            };
+            let target = if group.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}.{group}")
+            };
+            let mut check = vec![verb, target.as_str()];
+            let sub_flag = sub.map(|s| format!("--subresource={s}"));
+            if let Some(f) = &sub_flag {
+                check.push(f);
+            }
+            assert!(
+                self.can_i(&check, Some(watched)),
+                "{rule}: forbidden in the watched namespace"
+            );
+            assert!(
+                !self.can_i(&check, Some(other)),
+                "{rule}: allowed in another namespace"
+            );
+            let mut everywhere = check.clone();
+            everywhere.push("--all-namespaces");
+            assert!(
+                !self.can_i(&everywhere, None),
+                "{rule}: allowed cluster-wide"
+            );
+        }
+    }
+
+    /// The webhook configuration's caBundle: this release's only, cluster-scoped by nature.
+    fn may_patch_only_its_own_webhook_configuration(&self) {
+        let mwcs = "mutatingwebhookconfigurations.admissionregistration.k8s.io";
+        assert!(self.can_i(&["patch", &format!("{mwcs}/{}", self.sa)], None));
+        assert!(!self.can_i(&["patch", &format!("{mwcs}/other")], None));
+    }
+
+    /// The operator as this install's Deployment runs it (its env, this ServiceAccount's token)
+    /// warms Redis, snapshots and rolls the labelled Deployment in the watched namespace, without
+    /// one refusal.
+    async fn does_the_whole_job_in_the_watched_namespace(&self, watched: &Ns, kubeconfig: &Path) {
+        let (op, env) = chart_operator(
+            "namespaced",
+            &self.manifest,
+            "bifrost-requirements-7d9c-ns",
+            &self.ns,
+            kubeconfig,
+            &[],
+        );
+        assert!(env.contains(&("WATCH_NAMESPACE".into(), watched.name.clone())));
+        watched.secret("redis", "url", &redis_url()).await;
+        let key = fresh_key();
+        let content = "requests==2.32.3\n";
+        watched
+            .wsreq(
+                "default",
+                json!({"content": content, "rollout": {"debounceSeconds": 0}, "install": {"resolve": "Pod"},
+                       "cache": redis_cache(&key)}),
+            )
+            .await;
+        watched.rolled_to("worker", &content_hash(content)).await;
+        watched
+            .assert_warmed_and_snapshotted("default", &key, content)
+            .await;
+        let log = op.log_text();
+        assert!(
+            !log.to_lowercase().contains("forbidden"),
+            "the namespaced operator met a permission error:\n{log}"
+        );
+    }
+}
+
+/// A client with `kubeconfig`'s credentials.
+async fn client_from(kubeconfig: &Path) -> kube::Client {
     let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
         &Default::default(),
     )
     .await
     .unwrap();
-    let as_operator = kube::Client::try_from(config).unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The rollout's patch of a labelled Deployment (a merge patch, as the operator sends it: no
+/// read first, which the Role does not grant), with the ServiceAccount's own token: it works in
+/// the watched namespace and is refused in another.
+async fn rollout_patch_works_only_where_watched(
+    admin: &kube::Client,
+    as_operator: &kube::Client,
+    namespace: &str,
+    allowed: bool,
+) {
     let patch =
         json!({"spec": {"template": {"metadata": {"annotations": {"bifrost.io/probe": "1"}}}}});
-    for (namespace, allowed) in [(&watched, true), (&other, false)] {
-        labelled_deployment(&client, namespace, "worker", "default").await;
-        let result = Api::<Deployment>::namespaced(as_operator.clone(), namespace)
-            .patch("worker", &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
-        match (&result, allowed) {
-            (Ok(_), true) => {}
-            (Err(kube::Error::Api(e)), false) => assert_eq!(e.code, 403, "{namespace}: {e:?}"),
-            _ => panic!("{namespace}: allowed {allowed}, got {result:?}"),
-        }
-        let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
-            .get("worker")
-            .await
-            .unwrap();
-        let annotated = deployment
-            .spec
-            .present()
-            .and_then(|s| s.template.metadata.clone())
-            .and_then(|m| m.annotations)
-            .is_some_and(|a| a.contains_key("bifrost.io/probe"));
-        assert_eq!(annotated, allowed, "{namespace}");
+    labelled_deployment(admin, namespace, "worker", "default").await;
+    let result = Api::<Deployment>::namespaced(as_operator.clone(), namespace)
+        .patch("worker", &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+    match (&result, allowed) {
+        (Ok(_), true) => {}
+        (Err(kube::Error::Api(e)), false) => assert_eq!(e.code, 403, "{namespace}: {e:?}"),
+        _ => panic!("{namespace}: allowed {allowed}, got {result:?}"),
     }
-
-    // And the whole job, for real: the operator as this install's Deployment runs it (its env,
-    // this ServiceAccount's token) warms Redis, snapshots and rolls the labelled Deployment in
-    // the watched namespace, without one refusal.
-    let metrics_port = free_port();
-    let (args, env) = operator_command(
-        &manifest,
-        "bifrost-requirements-7d9c-ns",
-        &ns,
-        &[
-            ("BIFROST_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
-            ("BIFROST_WEBHOOK_ADDR", format!("127.0.0.1:{}", free_port())),
-            ("BIFROST_LOG_FORMAT", "text".into()),
-            ("RUST_LOG", "info,bifrost_requirements=debug".into()),
-        ],
-    );
-    assert!(env.contains(&("WATCH_NAMESPACE".into(), watched.clone())));
-    let env: Vec<(&str, &str)> = env
-        .iter()
-        .filter(|(k, _)| k != "BIFROST_RESOLVER_CACHE_DIR")
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let op = Operator::start_with("namespaced", &kubeconfig, &args, &env, metrics_port);
-    secret(&client, &watched, "redis", "url", &redis_url()).await;
-    let key = fresh_key();
-    let content = "requests==2.32.3\n";
-    create_wsreq(
-        &client,
-        &watched,
-        "default",
-        json!({"content": content, "rollout": {"debounceSeconds": 0}, "install": {"resolve": "Pod"},
-               "cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}}}),
-    )
-    .await;
-    let hash = content_hash(content);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &watched);
-    wait_for("the watched Deployment rolled to the hash", T, || async {
-        (template_hash(&deployments.get("worker").await.ok()?)? == hash).then_some(())
-    })
-    .await;
-    assert_eq!(
-        redis_get(&redis_url(), &key).await,
-        Some(Payload::new(content).to_json())
-    );
-    let snapshot = Api::<ConfigMap>::namespaced(client.clone(), &watched)
-        .get("default-requirements")
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), namespace)
+        .get("worker")
         .await
         .unwrap();
-    assert_eq!(snapshot.data.unwrap()["hash"], hash);
-    let log = op.log_text();
-    assert!(
-        !log.to_lowercase().contains("forbidden"),
-        "the namespaced operator met a permission error:\n{log}"
-    );
-    drop(op);
-    ok(helm_cluster(&["uninstall", &release, "--namespace", &ns]));
+    let annotated = deployment
+        .spec
+        .present()
+        .and_then(|s| s.template.metadata.clone())
+        .and_then(|m| m.annotations)
+        .is_some_and(|a| a.contains_key("bifrost.io/probe"));
+    assert_eq!(annotated, allowed, "{namespace}");
 }
 
 /// README's Permissions table, as rule lines (`group/resource verb names`) per scope, with

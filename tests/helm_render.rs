@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use common::helm::*;
 use common::services::fresh_database;
-use serde_json::json;
+use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
 // Chart: static checks (no cluster).
@@ -85,6 +85,35 @@ fn deployment_runs_two_locked_down_replicas_of_its_own_image() {
     let objects = docs(&render("r", "ops", &[]));
     let deploy = one(&objects, "Deployment");
     assert_eq!(deploy["spec"]["replicas"], 2);
+    pod_is_locked_down(deploy);
+    container_is_locked_down_and_probed(&objects);
+    let image = format!("bifrost-requirements:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(container(&objects)["image"], image.as_str());
+    assert_eq!(env_value(&objects, "OPERATOR_IMAGE"), Some(image));
+    only_the_pod_name_and_namespace_come_from_the_downward_api(&objects);
+    assert_env(
+        &objects,
+        &[
+            ("BIFROST_NO_LEADER_ELECTION", None),
+            ("BIFROST_TLS_MODE", Some("self-managed")),
+        ],
+    );
+    let objects = image_tag_and_pull_policy_follow_the_values();
+    disruption_budget_uses_the_api_the_cluster_has(&objects);
+    // Leader election off needs exactly one replica.
+    refused_by_both(
+        &[
+            "template",
+            "r",
+            &chart_arg(),
+            "--set",
+            "leaderElection.enabled=false",
+        ],
+        &["needs replicaCount: 1"],
+    );
+}
+
+fn pod_is_locked_down(deploy: &Value) {
     let pod = &deploy["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
@@ -101,7 +130,10 @@ fn deployment_runs_two_locked_down_replicas_of_its_own_image() {
         deploy["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
         bifrost_requirements::webhook::inject::OPERATOR_NAME
     );
-    let c = container(&objects);
+}
+
+fn container_is_locked_down_and_probed(objects: &[Value]) {
+    let c = container(objects);
     let sc = &c["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -118,10 +150,10 @@ fn deployment_runs_two_locked_down_replicas_of_its_own_image() {
     );
     assert!(c["resources"]["requests"]["memory"].is_string());
     assert!(c["resources"]["limits"]["memory"].is_string());
-    let image = format!("bifrost-requirements:{}", env!("CARGO_PKG_VERSION"));
-    assert_eq!(c["image"], image.as_str());
-    assert_eq!(env_value(&objects, "OPERATOR_IMAGE"), Some(image));
-    let fields: Vec<_> = c["env"]
+}
+
+fn only_the_pod_name_and_namespace_come_from_the_downward_api(objects: &[Value]) {
+    let fields: Vec<_> = container(objects)["env"]
         .as_array()
         .unwrap()
         .iter()
@@ -139,12 +171,11 @@ fn deployment_runs_two_locked_down_replicas_of_its_own_image() {
             ("POD_NAMESPACE", "metadata.namespace")
         ]
     );
-    assert_eq!(env_value(&objects, "BIFROST_NO_LEADER_ELECTION"), None);
-    assert_eq!(
-        env_value(&objects, "BIFROST_TLS_MODE").as_deref(),
-        Some("self-managed")
-    );
-    // The image tag and pull policy follow the values, for the operator and the bootstrap.
+}
+
+/// The image tag and pull policy follow the values, for the operator and the bootstrap; returns
+/// the objects rendered with them.
+fn image_tag_and_pull_policy_follow_the_values() -> Vec<Value> {
     let objects = docs(&render(
         "r",
         "ops",
@@ -158,16 +189,20 @@ fn deployment_runs_two_locked_down_replicas_of_its_own_image() {
         container(&objects)["image"],
         "registry.example/bifrost:1.2.3"
     );
-    assert_eq!(
-        env_value(&objects, "OPERATOR_IMAGE").as_deref(),
-        Some("registry.example/bifrost:1.2.3")
+    assert_env(
+        &objects,
+        &[
+            ("OPERATOR_IMAGE", Some("registry.example/bifrost:1.2.3")),
+            ("BIFROST_OPERATOR_IMAGE_PULL_POLICY", Some("Always")),
+        ],
     );
-    assert_eq!(
-        env_value(&objects, "BIFROST_OPERATOR_IMAGE_PULL_POLICY").as_deref(),
-        Some("Always")
-    );
-    // PodDisruptionBudget: policy/v1 where the cluster has it, v1beta1 before (1.20).
-    let pdb = one(&objects, "PodDisruptionBudget");
+    objects
+}
+
+/// PodDisruptionBudget (of `objects`, rendered for 1.20): policy/v1 where the cluster has it,
+/// v1beta1 before.
+fn disruption_budget_uses_the_api_the_cluster_has(objects: &[Value]) {
+    let pdb = one(objects, "PodDisruptionBudget");
     assert_eq!(pdb["apiVersion"], "policy/v1beta1");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     let chart = chart_arg();
@@ -199,17 +234,6 @@ fn deployment_runs_two_locked_down_replicas_of_its_own_image() {
             "Kubernetes {kube}"
         );
     }
-    // Leader election off needs exactly one replica.
-    refused_by_both(
-        &[
-            "template",
-            "r",
-            &chart,
-            "--set",
-            "leaderElection.enabled=false",
-        ],
-        &["needs replicaCount: 1"],
-    );
 }
 
 /// The chart's MutatingWebhookConfiguration is deploy/webhook.yaml (the webhook engineer's
@@ -218,16 +242,7 @@ fn deployment_runs_two_locked_down_replicas_of_its_own_image() {
 fn webhook_configuration_is_the_shipped_one() {
     let objects = docs(&render(RELEASE, "bifrost-requirements", &[]));
     let rendered = one(&objects, "MutatingWebhookConfiguration");
-    let shipped =
-        serde_json::to_value(bifrost_requirements::webhook::webhook_configuration().unwrap())
-            .unwrap();
-    assert_eq!(rendered["metadata"]["name"], shipped["metadata"]["name"]);
-    let mut ours = rendered["webhooks"].clone();
-    // The one intended difference: the release namespace is excluded too.
-    let values = &mut ours[0]["namespaceSelector"]["matchExpressions"][0]["values"];
-    assert_eq!(*values, json!(["kube-system", "bifrost-requirements"]));
-    *values = json!(["kube-system"]);
-    assert_eq!(ours, shipped["webhooks"]);
+    is_deploy_webhook_yaml_but_for_the_release_namespace(rendered);
     let w = &rendered["webhooks"][0];
     assert_eq!(w["failurePolicy"], "Ignore");
     assert!(w["timeoutSeconds"].as_i64().unwrap() <= 10);
@@ -244,9 +259,44 @@ fn webhook_configuration_is_the_shipped_one() {
         rendered["metadata"]["annotations"].is_null(),
         "no CA injection in selfManaged mode"
     );
+    let svc = its_service_reaches_the_operators_webhook_port(&objects, w);
+    // The operator is told the names the chart uses.
+    assert_env(
+        &objects,
+        &[
+            (
+                "BIFROST_WEBHOOK_SERVICE_NAME",
+                svc["metadata"]["name"].as_str(),
+            ),
+            (
+                "BIFROST_WEBHOOK_CONFIG_NAME",
+                rendered["metadata"]["name"].as_str(),
+            ),
+        ],
+    );
+    policy_timeout_and_excluded_namespaces_follow_the_values();
+}
 
-    // The Service it calls: 443 → the container's webhook port, selecting the operator's pods.
-    let svc = find(&objects, "Service")
+fn is_deploy_webhook_yaml_but_for_the_release_namespace(rendered: &Value) {
+    let shipped =
+        serde_json::to_value(bifrost_requirements::webhook::webhook_configuration().unwrap())
+            .unwrap();
+    assert_eq!(rendered["metadata"]["name"], shipped["metadata"]["name"]);
+    let mut ours = rendered["webhooks"].clone();
+    // The one intended difference: the release namespace is excluded too.
+    let values = &mut ours[0]["namespaceSelector"]["matchExpressions"][0]["values"];
+    assert_eq!(*values, json!(["kube-system", "bifrost-requirements"]));
+    *values = json!(["kube-system"]);
+    assert_eq!(ours, shipped["webhooks"]);
+}
+
+/// The Service the webhook `w` calls: 443 → the container's webhook port, selecting the
+/// operator's pods.
+fn its_service_reaches_the_operators_webhook_port<'a>(
+    objects: &'a [Value],
+    w: &Value,
+) -> &'a Value {
+    let svc = find(objects, "Service")
         .into_iter()
         .find(|s| s["metadata"]["name"] == w["clientConfig"]["service"]["name"])
         .expect("the webhook Service");
@@ -256,27 +306,21 @@ fn webhook_configuration_is_the_shipped_one() {
     );
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "webhook");
-    let deploy = one(&objects, "Deployment");
+    let deploy = one(objects, "Deployment");
     for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
         assert_eq!(&deploy["spec"]["template"]["metadata"]["labels"][k], v);
     }
-    let ports = container(&objects)["ports"].as_array().unwrap().clone();
+    let ports = container(objects)["ports"].as_array().unwrap().clone();
     assert!(
         ports
             .iter()
             .any(|p| p["name"] == "webhook" && p["containerPort"] == 8443)
     );
-    // The operator is told the names the chart uses.
-    assert_eq!(
-        env_value(&objects, "BIFROST_WEBHOOK_SERVICE_NAME").as_deref(),
-        svc["metadata"]["name"].as_str()
-    );
-    assert_eq!(
-        env_value(&objects, "BIFROST_WEBHOOK_CONFIG_NAME").as_deref(),
-        rendered["metadata"]["name"].as_str()
-    );
+    svc
+}
 
-    // failurePolicy/timeout come from the values; more namespaces can be excluded.
+/// failurePolicy/timeout come from the values; more namespaces can be excluded.
+fn policy_timeout_and_excluded_namespaces_follow_the_values() {
     let objects = docs(&render(
         "r",
         "ops",
@@ -295,9 +339,9 @@ fn webhook_configuration_is_the_shipped_one() {
     );
     // The selector works from Kubernetes 1.21 only: the operator is told the namespaces too and
     // skips them itself (its own namespace comes from POD_NAMESPACE).
-    assert_eq!(
-        env_value(&objects, "BIFROST_WEBHOOK_EXCLUDE_NAMESPACES").as_deref(),
-        Some("infra")
+    assert_env(
+        &objects,
+        &[("BIFROST_WEBHOOK_EXCLUDE_NAMESPACES", Some("infra"))],
     );
     let objects = docs(&render(
         "r",
@@ -307,13 +351,12 @@ fn webhook_configuration_is_the_shipped_one() {
             "watchNamespace=team",
         ],
     ));
-    assert_eq!(
-        env_value(&objects, "BIFROST_WEBHOOK_EXCLUDE_NAMESPACES").as_deref(),
-        Some("infra,batch")
-    );
-    assert_eq!(
-        env_value(&objects, "WATCH_NAMESPACE").as_deref(),
-        Some("team")
+    assert_env(
+        &objects,
+        &[
+            ("BIFROST_WEBHOOK_EXCLUDE_NAMESPACES", Some("infra,batch")),
+            ("WATCH_NAMESPACE", Some("team")),
+        ],
     );
     assert!(
         env_of(&objects)
@@ -323,10 +366,7 @@ fn webhook_configuration_is_the_shipped_one() {
     );
     // Nothing to exclude: no variable.
     let objects = docs(&render("r", "ops", &[]));
-    assert_eq!(
-        env_value(&objects, "BIFROST_WEBHOOK_EXCLUDE_NAMESPACES"),
-        None
-    );
+    assert_env(&objects, &[("BIFROST_WEBHOOK_EXCLUDE_NAMESPACES", None)]);
 }
 
 #[test]
@@ -339,18 +379,12 @@ fn cert_manager_mode_issues_mounts_and_injects_the_certificate() {
         cert["spec"]["issuerRef"]["name"],
         issuer["metadata"]["name"]
     );
-    let secret_name = cert["spec"]["secretName"].as_str().unwrap();
     let svc = find(&objects, "Service")
         .into_iter()
         .find(|s| s["metadata"]["labels"]["app.kubernetes.io/component"] == "webhook")
         .unwrap();
     let svc_name = svc["metadata"]["name"].as_str().unwrap();
-    let dns: Vec<&str> = cert["spec"]["dnsNames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let dns = strs(&cert["spec"]["dnsNames"]);
     assert!(
         dns.contains(&format!("{svc_name}.ops.svc").as_str()),
         "{dns:?}"
@@ -360,34 +394,7 @@ fn cert_manager_mode_issues_mounts_and_injects_the_certificate() {
         mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
         format!("ops/{}", cert["metadata"]["name"].as_str().unwrap()).as_str()
     );
-    // The operator serves the mounted Secret's files.
-    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["secret"]["secretName"] == secret_name)
-        .expect("the certificate Secret is mounted");
-    let mount = container(&objects)["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == volume["name"])
-        .unwrap()
-        .clone();
-    let dir = mount["mountPath"].as_str().unwrap();
-    assert_eq!(
-        env_value(&objects, "BIFROST_TLS_MODE").as_deref(),
-        Some("cert-manager")
-    );
-    assert_eq!(
-        env_value(&objects, "BIFROST_TLS_CERT_FILE"),
-        Some(format!("{dir}/tls.crt"))
-    );
-    assert_eq!(
-        env_value(&objects, "BIFROST_TLS_KEY_FILE"),
-        Some(format!("{dir}/tls.key"))
-    );
+    the_operator_serves_the_mounted_secret(&objects, cert["spec"]["secretName"].as_str().unwrap());
     // No self-managed permissions in this mode: no Secret writes, no webhook configuration patch.
     let role = one(&objects, "Role");
     assert!(
@@ -400,8 +407,37 @@ fn cert_manager_mode_issues_mounts_and_injects_the_certificate() {
             .to_string()
             .contains("mutatingwebhookconfigurations")
     }));
+    a_given_issuer_replaces_the_self_signed_one();
+}
 
-    // A given issuer replaces the self-signed one.
+/// The operator serves the files of the mounted certificate Secret `secret_name`.
+fn the_operator_serves_the_mounted_secret(objects: &[Value], secret_name: &str) {
+    let pod = &one(objects, "Deployment")["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == secret_name)
+        .expect("the certificate Secret is mounted");
+    let mount = container(objects)["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap()
+        .clone();
+    let dir = mount["mountPath"].as_str().unwrap();
+    assert_env(
+        objects,
+        &[
+            ("BIFROST_TLS_MODE", Some("cert-manager")),
+            ("BIFROST_TLS_CERT_FILE", Some(&format!("{dir}/tls.crt"))),
+            ("BIFROST_TLS_KEY_FILE", Some(&format!("{dir}/tls.key"))),
+        ],
+    );
+}
+
+fn a_given_issuer_replaces_the_self_signed_one() {
     let objects = docs(&render(
         "r",
         "ops",
@@ -498,12 +534,7 @@ async fn migrate_hook_job_creates_the_notify_trigger() {
     let c = &pod["containers"][0];
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["image"], container(&objects)["image"]);
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = strs(&c["args"]);
     let url = fresh_database().await;
     let mut cmd = Command::new(common::bin());
     cmd.args(&args).stdin(Stdio::null());

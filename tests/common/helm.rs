@@ -253,6 +253,25 @@ pub fn env_value(objects: &[Value], name: &str) -> Option<String> {
         .and_then(|(_, v)| v)
 }
 
+/// The literal value of each variable in the operator container, as expected (`None`: unset, or
+/// from the Downward API).
+#[track_caller]
+pub fn assert_env(objects: &[Value], expected: &[(&str, Option<&str>)]) {
+    for (name, want) in expected {
+        assert_eq!(env_value(objects, name).as_deref(), *want, "{name}");
+    }
+}
+
+/// A JSON array of strings, as `&str`s.
+pub fn strs(array: &Value) -> Vec<&str> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
 /// kubectl of the control plane's version (built with it), else on PATH.
 pub fn kubectl_program() -> PathBuf {
     let built = ControlPlane::bin_dir().join("kubectl");
@@ -447,6 +466,17 @@ pub async fn foreign_crds() {
 
 // ---------------------------------------------------------------------------------------------
 // RBAC: the operator under the chart's ServiceAccount.
+
+/// The objects of an installed release, as `helm get manifest` prints them.
+pub fn installed_manifest(release: &str, ns: &str) -> Vec<Value> {
+    docs(&ok(helm_cluster(&[
+        "get",
+        "manifest",
+        release,
+        "--namespace",
+        ns,
+    ])))
+}
 
 /// A kubeconfig for the chart's ServiceAccount (its token Secret, created by the
 /// controller-manager's token controller on 1.20), trusting the API server's CA.

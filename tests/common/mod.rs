@@ -5,6 +5,7 @@ pub mod admission;
 pub mod bench;
 pub mod fixtures;
 pub mod helm;
+pub mod helm_scenario;
 pub mod index;
 pub mod k8s;
 pub mod lock_world;

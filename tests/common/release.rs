@@ -69,28 +69,16 @@ impl Release {
             namespace: format!("{watch}-system"),
             watch: watch.to_string(),
         };
-        let chart = chart();
-        let values = chart.join("ci/node-values.yaml");
+        let values = chart().join("ci/node-values.yaml");
         let watch_set = format!("watchNamespace={watch}");
-        let mut args = vec![
-            "install",
-            &r.name,
-            chart.to_str().unwrap(),
-            "--namespace",
-            &r.namespace,
+        let install = [
             "--create-namespace",
             "--set",
             &watch_set,
             "-f",
             values.to_str().unwrap(),
         ];
-        let flags: Vec<(String, String)> = sets.iter().map(|s| set_flag(s)).collect();
-        for (flag, value) in &flags {
-            args.push(flag);
-            args.push(value);
-        }
-        let out = helm(&args);
-        assert!(out.status.success(), "helm install: {}", text(&out));
+        r.helm("install", &install, sets);
         r.ready(client).await;
         r
     }
@@ -103,23 +91,29 @@ impl Release {
 
     /// `helm upgrade --reuse-values` with `sets`; waits until the new pods are Ready.
     pub async fn upgrade(&self, client: &Client, sets: &[&str]) {
+        self.helm("upgrade", &["--reuse-values"], sets);
+        self.ready(client).await;
+    }
+
+    /// `helm VERB` of this release and the chart, with `extra` arguments and `sets` as flags
+    /// ([`set_flag`]); panics with Helm's output unless it succeeded.
+    fn helm(&self, verb: &str, extra: &[&str], sets: &[&str]) {
         let chart = chart();
         let mut args = vec![
-            "upgrade",
+            verb,
             &self.name,
             chart.to_str().unwrap(),
             "--namespace",
             &self.namespace,
-            "--reuse-values",
         ];
+        args.extend_from_slice(extra);
         let flags: Vec<(String, String)> = sets.iter().map(|s| set_flag(s)).collect();
         for (flag, value) in &flags {
             args.push(flag);
             args.push(value);
         }
         let out = helm(&args);
-        assert!(out.status.success(), "helm upgrade: {}", text(&out));
-        self.ready(client).await;
+        assert!(out.status.success(), "helm {verb}: {}", text(&out));
     }
 
     fn deployments(&self, client: &Client) -> Api<Deployment> {
