@@ -8,13 +8,13 @@ mod lease;
 #[path = "controller/mirror.rs"]
 mod mirror;
 
-use bifrost_requirements::k8s_compat::Present;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bifrost_requirements::cache::Payload;
-use bifrost_requirements::crd::{HASH_ANNOTATION, WorkspaceRequirements};
+use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
+use common::objects::replicaset_hash;
 use common::operator::{Operator, condition, wait_for};
 use common::scenario::{Ns, Scenario, T, says};
 use common::services::{PgServer, RedisServer, redis_get, redis_set, redis_url};
@@ -33,31 +33,24 @@ async fn replicaset_hashes(ns: &Ns, app: &str) -> Vec<Option<String>> {
         .unwrap()
         .items;
     rs.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
-    rs.iter()
-        .map(|r| {
-            r.spec
-                .present()?
-                .template
-                .as_ref()?
-                .metadata
-                .as_ref()?
-                .annotations
-                .as_ref()?
-                .get(HASH_ANNOTATION)
-                .cloned()
-        })
-        .collect()
+    rs.iter().map(|r| replicaset_hash(r).cloned()).collect()
+}
+
+/// Wait until a ReplicaSet of Deployment `app` has `hash` on its pod template.
+async fn a_replicaset_has(ns: &Ns, app: &str, hash: &str) {
+    wait_for(&format!("a ReplicaSet of {app} with {hash}"), T, || async {
+        let hashes = replicaset_hashes(ns, app).await;
+        hashes.contains(&Some(hash.to_string())).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_content_is_cached_snapshotted_and_ready() {
     let op = Scenario::start("ready", &[]).await;
     let content = "requests==2.32.3\nflask[async]>=3 ; python_version >= \"3.9\"\n";
-    op.wsreq(
-        "default",
-        json!({"content": content, "cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"content": content, "cache": op.cache(), "rollout": {"debounceSeconds": 0}});
+    op.wsreq("default", spec).await;
     // A labelled workload (scaled to zero: no node runs pods here), without which Ready would
     // say NoWorkloads.
     op.deployment("worker", "default", 0).await;
@@ -154,11 +147,8 @@ fn kubectl_shows_the_printer_columns(ns: &str, hash: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_labelled_workload_is_not_ready_and_the_misplaced_label_is_named() {
     let op = Scenario::start("noworkloads", &[]).await;
-    op.wsreq(
-        "default",
-        json!({"content": "requests==2.32.3\n", "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"content": "requests==2.32.3\n", "rollout": {"debounceSeconds": 0}});
+    op.wsreq("default", spec).await;
     // What Reloader users do: the label on the Deployment's own metadata, not its pod template.
     let deployments = op.api::<Deployment>();
     let d: Deployment = serde_json::from_value(json!({
@@ -278,11 +268,8 @@ fn condition_of(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_change_rolls_labelled_deployments_once_per_burst() {
     let op = Scenario::start("rollout", &[]).await;
-    op.wsreq(
-        "default",
-        json!({"content": "a==1\n", "rollout": {"debounceSeconds": 3}}),
-    )
-    .await;
+    let spec = json!({"content": "a==1\n", "rollout": {"debounceSeconds": 3}});
+    op.wsreq("default", spec).await;
     op.deployment("worker", "default", 1).await;
     op.deployment("other", "someone-else", 1).await;
 
@@ -293,13 +280,7 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
     })
     .await;
     assert_eq!(op.deployment_hash("other").await, None);
-    wait_for("ReplicaSet with h1", T, || async {
-        replicaset_hashes(&op, "worker")
-            .await
-            .contains(&Some(h1.clone()))
-            .then_some(())
-    })
-    .await;
+    a_replicaset_has(&op, "worker", &h1).await;
     let rollouts_before = op
         .metric("bifrost_requirements_rollouts_total")
         .expect("the rollouts counter is exported from the start");
@@ -310,13 +291,7 @@ async fn content_change_rolls_labelled_deployments_once_per_burst() {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     let h4 = content_hash("a==4\n");
-    wait_for("ReplicaSet with the last hash", T, || async {
-        replicaset_hashes(&op, "worker")
-            .await
-            .contains(&Some(h4.clone()))
-            .then_some(())
-    })
-    .await;
+    a_replicaset_has(&op, "worker", &h4).await;
     tokio::time::sleep(Duration::from_secs(4)).await; // past another debounce window
     // The first ReplicaSet predates the annotation (the Deployment was created without it).
     let hashes = replicaset_hashes(&op, "worker").await;
@@ -371,11 +346,8 @@ async fn still_rolling_out(ns: &Ns, hash: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restart_with_nothing_changed_touches_nothing() {
     let mut op = Scenario::start("restart", &[]).await;
-    op.wsreq(
-        "default",
-        json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}});
+    op.wsreq("default", spec).await;
     op.deployment("worker", "default", 1).await;
     op.rolled_hash("worker").await;
     // No kubelet: the pods never run (status settled means RollingOut, not RolledOut).
@@ -396,18 +368,8 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let deployments = op.api::<Deployment>();
-    let cms = op.api::<ConfigMap>();
-    let wsreqs = op.api::<WorkspaceRequirements>();
-    let status_before = wsreqs.get("default").await.unwrap().status;
-    let before = (
-        deployments.get("worker").await.unwrap().resource_version(),
-        cms.get("default-requirements")
-            .await
-            .unwrap()
-            .resource_version(),
-        wsreqs.get("default").await.unwrap().resource_version(),
-    );
+    let status_before = op.get("default").await.status;
+    let before = versions(&op).await;
     assert!(op.op.stop(), "operator did not stop on SIGTERM");
     let op2 = Operator::start(&op.name, "b", &[]);
     // Wait until the new operator has reconciled (it logs each reconcile), then some more.
@@ -416,31 +378,36 @@ async fn operator_restart_with_nothing_changed_touches_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = (
-        deployments.get("worker").await.unwrap().resource_version(),
-        cms.get("default-requirements")
-            .await
-            .unwrap()
-            .resource_version(),
-        wsreqs.get("default").await.unwrap().resource_version(),
-    );
+    let after = versions(&op).await;
     assert_eq!(
         before,
         after,
         "a restart with nothing changed wrote something; status before {status_before:#?} after {:#?}",
-        wsreqs.get("default").await.unwrap().status
+        op.get("default").await.status
     );
     assert_eq!(op2.metric("bifrost_requirements_rollouts_total"), Some(0.0));
+}
+
+/// The resourceVersions of what the operator writes: the Deployment `worker`, the snapshot
+/// ConfigMap and the resource `default`.
+async fn versions(ns: &Ns) -> [Option<String>; 3] {
+    let cm = ns.api::<ConfigMap>().get("default-requirements").await;
+    [
+        ns.api::<Deployment>()
+            .get("worker")
+            .await
+            .unwrap()
+            .resource_version(),
+        cm.unwrap().resource_version(),
+        ns.get("default").await.resource_version(),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
     let op = Scenario::start("invalid", &[]).await;
-    op.wsreq(
-        "default",
-        json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}});
+    op.wsreq("default", spec).await;
     op.deployment("worker", "default", 1).await;
     // Cached, snapshotted and rolling (no kubelet runs the pods here).
     let obj = op
@@ -477,11 +444,8 @@ async fn invalid_content_is_reported_and_neither_cached_nor_rolled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_strategy_only_reports_stale_workloads() {
     let op = Scenario::start("manual", &[]).await;
-    op.wsreq(
-        "default",
-        json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}}),
-    )
-    .await;
+    let spec = json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}});
+    op.wsreq("default", spec).await;
     op.deployment("worker", "default", 1).await;
     let obj = op.wait("default", "RolledOut", "False", None).await;
     let (reason, _) = says(&obj, "RolledOut", "False", &["Deployment/worker"]);

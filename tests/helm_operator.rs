@@ -12,9 +12,10 @@ use bifrost_requirements::cache::Payload;
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::requirements::content_hash;
 use common::helm::*;
-use common::helm_scenario::{chart_operator, replica_set_hash};
+use common::helm_scenario::chart_operator;
 use common::index::Index;
 use common::k8s::control_plane;
+use common::objects::replicaset_hash;
 use common::operator::{Operator, redis_cache, wait_for};
 use common::scenario::Ns;
 use common::services::{fresh_database, fresh_key, redis_get, redis_url};
@@ -115,7 +116,7 @@ async fn warms_snapshots_and_rolls_out_each_change(ns: &Ns) {
             let rs = replica_sets.list(&worker).await.ok()?;
             rs.items
                 .iter()
-                .any(|r| replica_set_hash(r).as_ref() == Some(&changed_hash))
+                .any(|r| replicaset_hash(r) == Some(&changed_hash))
                 .then_some(())
         },
     )

@@ -148,11 +148,8 @@ async fn deeply_nested_markers_inline_or_mirrored_do_not_stop_the_operator() {
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
     write_bifrost_row(&pool, "a==1\n").await;
     op.secret("db", "url", &db).await;
-    op.wsreq(
-        "mirrored",
-        json!({"source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 60}}}),
-    )
-    .await;
+    let spec = json!({"source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 60}}});
+    op.wsreq("mirrored", spec).await;
     wait_hash(&op, "mirrored", "a==1\n").await;
     let hostile = format!("a==1\n{}", deep());
     write_bifrost_row(&pool, &hostile).await;

@@ -133,11 +133,8 @@ async fn labelled_pods_start_uninjected_and_counted(ns: &Ns) -> Deployment {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_the_api_server_refuses_anyway_shows_in_the_status() {
     let ns = Ns::from(webhook_namespace("spec-refused").await);
-    ns.wsreq(
-        "default",
-        json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}});
+    ns.wsreq("default", spec).await;
     let webhook = ns.webhook_injecting("default").await;
     create_capped_workloads(&ns).await;
 
@@ -316,11 +313,8 @@ async fn a_flushed_or_restarted_redis_is_rewarmed_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_content_is_not_empty_requirements() {
     let op = Scenario::start("spec-empty", &[]).await;
-    op.wsreq(
-        "default",
-        json!({"cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"cache": op.cache(), "rollout": {"debounceSeconds": 0}});
+    op.wsreq("default", spec).await;
     op.deployment("worker", "default", 1).await;
     let obj = op
         .wait_within("default", "Valid", "False", Some("NoContent"), T)
@@ -361,11 +355,8 @@ async fn absent_content_is_not_empty_requirements() {
 async fn a_template_with_a_copied_injection_marker_is_reported() {
     // No webhook is registered for this namespace: nothing injects, the marker lies.
     let op = Scenario::start("spec-marker", &["--no-webhook"]).await;
-    op.wsreq(
-        "default",
-        json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}}),
-    )
-    .await;
+    let spec = json!({"content": "a==1\n", "rollout": {"strategy": "Manual"}});
+    op.wsreq("default", spec).await;
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "copied"},
         "spec": {

@@ -7,9 +7,8 @@
 use std::path::Path;
 
 use bifrost_requirements::cache::Payload;
-use bifrost_requirements::crd::HASH_ANNOTATION;
 use bifrost_requirements::requirements::content_hash;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::helm::{T, create_namespace, operator_command, release};
@@ -61,13 +60,6 @@ impl Ns {
         );
         snapshot
     }
-}
-
-/// The requirements hash on a ReplicaSet's pod template, if it has one.
-pub fn replica_set_hash(rs: &ReplicaSet) -> Option<String> {
-    let rs = serde_json::to_value(rs).unwrap();
-    let hash = &rs["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION];
-    hash.as_str().map(String::from)
 }
 
 /// The operator exactly as a release's Deployment configures it (the args and environment of

@@ -8,11 +8,8 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over() {
     let ns = Ns::new("lease").await;
     let a = Operator::start(&ns.name, "op-a", &[]);
     let b = Operator::start(&ns.name, "op-b", &[]);
-    ns.wsreq(
-        "default",
-        json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"content": "a==1\n", "rollout": {"debounceSeconds": 0}});
+    ns.wsreq("default", spec).await;
     ns.wait("default", "Ready", "False", Some("NoWorkloads"))
         .await;
     let leaders: BTreeMap<&str, f64> = [("op-a", &a), ("op-b", &b)]

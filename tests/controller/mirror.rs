@@ -118,11 +118,8 @@ async fn a_missing_notify_trigger_is_said_in_synced_and_an_event() {
     common::services::write_bifrost_row(&pool, "requests\n").await;
     pool.close().await;
     op.secret("db", "url", &db).await;
-    op.wsreq(
-        "default",
-        json!({"source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 7}}}),
-    )
-    .await;
+    let spec = json!({"source": {"database": {"urlSecretRef": {"name": "db", "key": "url"}, "pollIntervalSeconds": 7}}});
+    op.wsreq("default", spec).await;
     let obj = op.wait("default", "Synced", "True", None).await;
     assert_eq!(obj.spec.content, "requests\n");
     says(

@@ -8,11 +8,8 @@ use kube::api::{Patch, PatchParams};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_too_large_for_the_snapshot_is_refused_before_anything_is_written() {
     let op = Scenario::start("spec-large", &[]).await;
-    op.wsreq(
-        "default",
-        json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"content": "a==1\n", "cache": op.cache(), "rollout": {"debounceSeconds": 0}});
+    op.wsreq("default", spec).await;
     // Reconciled through to the end (no workload is labelled: issue 15 says that is not Ready).
     op.wait_within("default", "Ready", "False", Some("NoWorkloads"), T)
         .await;
@@ -61,11 +58,8 @@ async fn a_refused_snapshot_write_is_reported_not_retried_silently() {
     let op = Scenario::start("spec-snapshot", &[]).await;
     let quotas = no_configmaps_allowed(&op).await;
     let content = "a==1\n";
-    op.wsreq(
-        "default",
-        json!({"content": content, "rollout": {"debounceSeconds": 0}}),
-    )
-    .await;
+    let spec = json!({"content": content, "rollout": {"debounceSeconds": 0}});
+    op.wsreq("default", spec).await;
     op.deployment("worker", "default", 1).await;
     let obj = op
         .wait_within("default", "Snapshotted", "False", Some("SnapshotFailed"), T)
