@@ -16,6 +16,7 @@ pub mod release;
 pub mod s3;
 pub mod scenario;
 pub mod services;
+pub mod store_world;
 pub mod wheels;
 
 use std::process::{Command, Output};
