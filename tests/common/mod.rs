@@ -11,6 +11,7 @@ pub mod lock_world;
 pub mod node;
 pub mod operator;
 pub mod proc;
+pub mod props;
 pub mod redirect;
 pub mod release;
 pub mod s3;
