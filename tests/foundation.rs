@@ -457,6 +457,15 @@ async fn concurrent_adds_lose_nothing_and_redis_matches_the_row() {
     assert_eq!(Some(cached.hash), row.content_hash);
 }
 
+/// Python (with Bifrost's Redis client) running `script` with the world's Redis URL and key as
+/// its arguments.
+fn python(script: &str, w: &DbWorld) -> std::process::Output {
+    std::process::Command::new("python3")
+        .args(["-c", script, &w.redis, &w.key])
+        .output()
+        .unwrap()
+}
+
 /// Bifrost's Python side reads what we wrote and writes what we read.
 #[tokio::test]
 async fn python_redis_client_agrees_with_us() {
@@ -475,10 +484,7 @@ assert raw.decode() == json.dumps({"content": v["content"], "hash": v["hash"]}),
 assert 86000 < r.ttl(sys.argv[2]) <= 86400
 print(v["content"], end="")
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", read, &w.redis, &w.key])
-        .output()
-        .unwrap();
+    let out = python(read, &w);
     assert_ok(&out);
     assert_eq!(stdout(&out), "requests==2.32.3\nFlask[async]>=3\n");
 
@@ -489,10 +495,7 @@ content = "numpy==2.0.1\n# café ☃\n"
 payload = json.dumps({"content": content, "hash": hashlib.sha256(content.encode()).hexdigest()})
 redis.Redis.from_url(sys.argv[1]).setex(sys.argv[2], 86400, payload)
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", write, &w.redis, &w.key])
-        .output()
-        .unwrap();
+    let out = python(write, &w);
     assert_ok(&out);
     let got = w.cache().await.get().await.unwrap().unwrap();
     assert_eq!(got, Payload::new("numpy==2.0.1\n# café ☃\n"));
