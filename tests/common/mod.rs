@@ -16,6 +16,7 @@ pub mod redirect;
 pub mod release;
 pub mod s3;
 pub mod scenario;
+pub mod scenario_ext;
 pub mod services;
 pub mod store_world;
 pub mod wheels;
