@@ -24,24 +24,6 @@ fn python() -> Value {
     json!({"version": "3.11", "platform": "x86_64-manylinux_2_28"})
 }
 
-/// The flags of an operator that may resolve against `index` only.
-fn resolving_against(index: &Index) -> [String; 2] {
-    ["--resolver-index-url".into(), index.url()]
-}
-
-/// A namespace `{prefix}-…` with an operator (lease identity `id`) that may resolve against
-/// `index` only.
-async fn start(prefix: &str, index: &Index) -> Scenario {
-    let flags = resolving_against(index);
-    Scenario::start(prefix, &[&flags[0], &flags[1]]).await
-}
-
-/// Stop the scenario's operator and start another, identity `id`, resolving against `index`.
-fn restart(op: &mut Scenario, id: &str, index: &Index) {
-    let flags = resolving_against(index);
-    op.restart(id, &[&flags[0], &flags[1]]);
-}
-
 /// The resource `default` resolving against `index` for [`python`], cached in the scenario's key.
 async fn resource(op: &Scenario, content: &str, index: &Index) {
     op.wsreq(
@@ -84,7 +66,7 @@ fn resolved(obj: &WorkspaceRequirements, status: &str, reason: &str) -> bool {
 async fn a_content_is_resolved_once_and_its_lock_holds_while_the_index_moves_on() {
     let alpha = Wheel::new("alpha", "1.0");
     let index = Index::start(std::slice::from_ref(&alpha));
-    let mut op = start("lock", &index).await;
+    let mut op = Scenario::resolving("lock", &index).await;
     op.deployment("worker", "default", 1).await;
     let content = "alpha>=1.0\n";
     resource(&op, content, &index).await;
@@ -148,7 +130,7 @@ async fn a_newer_release_changes_nothing(
     let asked = fetches(index, "alpha");
     assert!(asked >= 1, "the resolver asked the index: {}", index.log());
     op.touch("default").await;
-    restart(op, "b", index);
+    op.restart_resolving("b", index);
     wait_for("the new operator's reconcile", T, || async {
         op.op.log_text().contains("reconciled").then_some(())
     })
@@ -174,7 +156,7 @@ async fn a_forged_lock_is_not_reused(op: &mut Scenario, index: &Index, lock: &Lo
     );
     op.patch_snapshot("default", json!({LOCK_FILE: forged}))
         .await;
-    restart(op, "c", index);
+    op.restart_resolving("c", index);
     wait_for("the forged lock replaced", T, || async {
         let text = op.snapshot("default").await.remove(LOCK_FILE)?;
         (!text.contains("evil")).then_some(())
@@ -194,7 +176,7 @@ async fn unresolvable_content_is_reported_and_neither_cached_snapshotted_nor_rol
         Wheel::new("alpha", "1.0"),
         Wheel::new("beta", "1.0").tag("py3-none-win_amd64"),
     ]);
-    let op = start("unresolvable", &index).await;
+    let op = Scenario::resolving("unresolvable", &index).await;
     op.deployment("worker", "default", 1).await;
     let good = "alpha>=1.0\n";
     resource(&op, good, &index).await;
@@ -306,7 +288,7 @@ async fn a_warning_names(op: &Scenario, named: &str) {
 async fn pods_resolve_when_asked_or_when_the_operator_may_not_fetch_the_index() {
     let allowed = Index::start(&[Wheel::new("alpha", "1.0")]);
     let foreign = Index::start(&[Wheel::new("alpha", "1.0")]);
-    let op = start("podresolve", &allowed).await;
+    let op = Scenario::resolving("podresolve", &allowed).await;
     let content = "alpha\n";
     resource(&op, content, &allowed).await;
     lock_of(&op, content).await;
@@ -412,7 +394,7 @@ async fn a_hash_pin_the_index_breaks_is_hash_mismatch_and_continuations_resolve(
     let good = Wheel::new("goodpkg", "1.0");
     let impostor = good.clone().requires("evil").extra("IMPOSTOR = True\n");
     let index = Index::start(&[impostor.clone(), Wheel::new("evil", "1.0")]);
-    let op = start("hashpin", &index).await;
+    let op = Scenario::resolving("hashpin", &index).await;
     // Continuations as pip joins them: the resolver reads what the policy checked.
     let continued = "evil \\\n>=1.0\n";
     resource(&op, continued, &index).await;

@@ -1,6 +1,6 @@
 //! More one-line steps for [`Ns`] and [`Scenario`] (tests of the lock, the probe, the S3
 //! mirror): the snapshot ConfigMap, a resource touched so it reconciles again, waits on what a
-//! condition alone cannot say, a rollout to a content, an operator restarted.
+//! condition alone cannot say, a rollout to a content, an operator that resolves against an index.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use super::index::Index;
 use super::operator::{Operator, wait_for};
 use super::scenario::{Ns, Scenario};
 
@@ -86,11 +87,16 @@ impl Ns {
 }
 
 impl Scenario {
+    /// A scenario (see [`Scenario::start`]) whose operator may resolve against `index` only.
+    pub async fn resolving(prefix: &str, index: &Index) -> Scenario {
+        Scenario::start(prefix, &["--resolver-index-url", &index.url()]).await
+    }
+
     /// Stop this scenario's operator (if it still runs) and start another, with lease identity
-    /// `id` and these flags.
-    pub fn restart(&mut self, id: &str, flags: &[&str]) {
+    /// `id`, that may resolve against `index` only.
+    pub fn restart_resolving(&mut self, id: &str, index: &Index) {
         self.op.stop();
-        self.op = Operator::start(&self.ns.name, id, flags);
+        self.op = Operator::start(&self.ns.name, id, &["--resolver-index-url", &index.url()]);
     }
 }
 
