@@ -412,9 +412,7 @@ async fn a_hash_pin_the_index_breaks_is_hash_mismatch_and_continuations_resolve(
     let pinned = format!("goodpkg==1.0 --hash=sha256:{real}\n");
     op.set_content("default", &pinned).await;
     let obj = op
-        .wait_until("default", "HashMismatch", T, |obj| {
-            resolved(obj, "False", "HashMismatch")
-        })
+        .wait_within("default", "Resolved", "False", Some("HashMismatch"), T)
         .await;
     let (_, _, message) = condition(&obj, "Resolved").unwrap();
     assert!(

@@ -85,8 +85,18 @@ fn ended(name: &str, code: i32, message: &str) -> Value {
                                     "reason": if code == 0 { "Completed" } else { "StartError" }}}})
 }
 
-/// Write the probe pod's status as the kubelet would once its containers ended.
-async fn answer(op: &Scenario, pod: &Pod, phase: &str, statuses: Value) {
+/// Write the probe pod's status as the kubelet would once its two containers ended: `python3`
+/// and `python` with these exit codes and termination messages (the pod Failed if either did).
+async fn answer(op: &Scenario, pod: &Pod, python3: (i32, &str), python: (i32, &str)) {
+    let phase = if python3.0 == 0 && python.0 == 0 {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    let statuses = json!([
+        ended("python3", python3.0, python3.1),
+        ended("python", python.0, python.1)
+    ]);
     op.api::<Pod>()
         .patch_status(
             pod.metadata.name.as_deref().unwrap(),
@@ -122,13 +132,7 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
     the_probe_pod_is_locked_down(&pod);
     // The kubelet's part: python3 answered (python is not in the image).
     let missing = "exec: \"python\": executable file not found in $PATH";
-    answer(
-        &op,
-        &pod,
-        "Failed",
-        json!([ended("python3", 0, BOOKWORM), ended("python", 128, missing)]),
-    )
-    .await;
+    answer(&op, &pod, (0, BOOKWORM), (128, missing)).await;
     let obj = the_answer_brings_the_lock(&op).await;
     one_more_rollout_to_the_lock_then_none(&op, &obj, content, rolled_once).await;
 }
@@ -136,11 +140,7 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
 /// Nothing waits on the interpreter: cached, snapshotted (without a lock), rolled, Ready. Returns
 /// the worker's generation once rolled.
 async fn nothing_waits_on_the_interpreter(op: &Scenario, content: &str) -> i64 {
-    let obj = op
-        .wait_until("default", "Ready while the probe runs", T, |obj| {
-            is(obj, "Ready", "True")
-        })
-        .await;
+    let obj = op.wait_within("default", "Ready", "True", None, T).await;
     let (status, reason, message) = condition(&obj, "Resolved").unwrap();
     assert_eq!(
         (status.as_str(), reason.as_str()),
@@ -303,21 +303,10 @@ async fn a_failed_probe_keeps_pods_resolving_and_says_why() {
     resource(&op, "default", content, &index, &op.key).await;
     let pod = probe_of(&op, IMAGE).await;
     let missing = "executable file not found in $PATH";
-    answer(
-        &op,
-        &pod,
-        "Failed",
-        json!([
-            ended("python3", 128, missing),
-            ended("python", 128, missing)
-        ]),
-    )
-    .await;
+    answer(&op, &pod, (128, missing), (128, missing)).await;
 
     let obj = op
-        .wait_until("default", "ProbeFailed", T, |obj| {
-            condition(obj, "Resolved").is_some_and(|c| c.1 == "ProbeFailed")
-        })
+        .wait_reason("default", "Resolved", "ProbeFailed", T)
         .await;
     let (status, _, message) = condition(&obj, "Resolved").unwrap();
     assert_eq!(status, "True", "pods resolve meanwhile: {message}");
@@ -352,13 +341,7 @@ async fn an_image_is_probed_once_for_every_resource_and_a_new_image_again() {
     op.deployment("first", "first", 0).await;
     resource(&op, "first", "alpha\n", &index, &fresh_key()).await;
     let pod = probe_of(&op, IMAGE).await;
-    answer(
-        &op,
-        &pod,
-        "Succeeded",
-        json!([ended("python3", 0, BOOKWORM), ended("python", 0, BOOKWORM)]),
-    )
-    .await;
+    answer(&op, &pod, (0, BOOKWORM), (0, BOOKWORM)).await;
     let learned = wait_for("the first resource's interpreter", T, || async {
         op.get("first").await.status?.interpreter
     })
@@ -413,10 +396,9 @@ async fn a_new_image_is_probed_again_and_rolls_nothing(op: &Scenario) {
         pod.spec.unwrap().containers[0].image.as_deref(),
         Some(newer)
     );
+    // Probing the new image.
     let obj = op
-        .wait_until("first", "probing the new image", T, |obj| {
-            condition(obj, "Resolved").is_some_and(|c| c.1 == "ProbingInterpreter")
-        })
+        .wait_reason("first", "Resolved", "ProbingInterpreter", T)
         .await;
     assert!(
         obj.status.unwrap().interpreter.is_none(),

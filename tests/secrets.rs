@@ -69,72 +69,75 @@ struct Form {
     names: Vec<String>,
 }
 
+impl Form {
+    /// A password of `shape` ([`Planted::new`]) put into a connection string by `into`; a message
+    /// must still name `names`.
+    fn new(
+        name: &'static str,
+        shape: &str,
+        into: impl FnOnce(&str) -> String,
+        names: Vec<String>,
+    ) -> Form {
+        let planted = Planted::new(shape);
+        let value = into(&planted.password);
+        Form {
+            name,
+            value,
+            planted,
+            names,
+        }
+    }
+
+    /// [`Form::new`] for a server on loopback `port`: a message must name the host and the port.
+    fn tcp(name: &'static str, shape: &str, port: u16, into: impl FnOnce(&str) -> String) -> Form {
+        Form::new(
+            name,
+            shape,
+            into,
+            vec!["127.0.0.1".into(), port.to_string()],
+        )
+    }
+}
+
 fn redis_forms(port: u16) -> Vec<Form> {
-    let mut forms = Vec::new();
-    let p = Planted::new("Sup3r#{}/{}?{}@x");
-    forms.push(Form {
-        name: "redis://:pass-with-#-/-?-@",
-        value: format!("redis://:{}@127.0.0.1:{port}/0", p.password),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    let p = Planted::new("{}:{}@{} #");
-    forms.push(Form {
-        name: "redis://user:percent-encoded",
-        value: format!(
-            "redis://bifrost:{}@127.0.0.1:{port}/0",
-            percent_encode(&p.password)
-        ),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    let p = Planted::new("{}&{}={}");
     let sock = format!("/tmp/bifrost-no-such-{port}.sock");
-    forms.push(Form {
-        name: "redis+unix://?pass=",
-        value: format!(
-            "redis+unix://{sock}?db=0&pass={}",
-            percent_encode(&p.password)
+    let unix = format!("redis+unix://{sock}?db=0&pass=");
+    vec![
+        Form::tcp(
+            "redis://:pass-with-#-/-?-@",
+            "Sup3r#{}/{}?{}@x",
+            port,
+            |p| format!("redis://:{p}@127.0.0.1:{port}/0"),
         ),
-        planted: p,
-        names: vec![sock],
-    });
-    forms
+        Form::tcp("redis://user:percent-encoded", "{}:{}@{} #", port, |p| {
+            format!("redis://bifrost:{}@127.0.0.1:{port}/0", percent_encode(p))
+        }),
+        Form::new(
+            "redis+unix://?pass=",
+            "{}&{}={}",
+            |p| format!("{unix}{}", percent_encode(p)),
+            vec![sock],
+        ),
+    ]
 }
 
 fn database_forms(port: u16) -> Vec<Form> {
-    let mut forms = Vec::new();
-    let p = Planted::new("{}#{}&{}");
-    forms.push(Form {
-        name: "postgresql://?password=",
-        value: format!(
-            "postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable&password={}",
-            p.password.replace('&', "%26")
+    vec![
+        Form::tcp("postgresql://?password=", "{}#{}&{}", port, |p| {
+            let p = p.replace('&', "%26");
+            format!("postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable&password={p}")
+        }),
+        Form::tcp(
+            "postgresql+asyncpg://user:pass-with-/-?-@",
+            "{}/{}?{}@",
+            port,
+            |p| format!("postgresql+asyncpg://bifrost:{p}@127.0.0.1:{port}/bifrost"),
         ),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    let p = Planted::new("{}/{}?{}@");
-    forms.push(Form {
-        name: "postgresql+asyncpg://user:pass-with-/-?-@",
-        value: format!(
-            "postgresql+asyncpg://bifrost:{}@127.0.0.1:{port}/bifrost",
-            p.password
-        ),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    let p = Planted::new("{} {}'{}");
-    forms.push(Form {
-        name: "libpq key-value, quoted",
-        value: format!(
-            "host=127.0.0.1 port={port} user=bifrost password='{}' dbname=bifrost",
-            p.password.replace('\'', "\\'")
-        ),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    forms
+        Form::tcp("libpq key-value, quoted", "{} {}'{}", port, |p| {
+            let p = p.replace('\'', "\\'");
+            format!("host=127.0.0.1 port={port} user=bifrost password='{p}' dbname=bifrost")
+        }),
+    ]
 }
 
 /// Where a resource reads a planted connection string, and the condition that fails naming it.

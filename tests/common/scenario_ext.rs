@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use super::index::Index;
-use super::operator::{Operator, wait_for};
+use super::operator::{Operator, condition, wait_for};
 use super::scenario::{Ns, Scenario};
 
 impl Ns {
@@ -66,6 +66,22 @@ impl Ns {
         wait_for(what, timeout, || async {
             let obj = self.get(name).await;
             check(&obj).then_some(obj)
+        })
+        .await
+    }
+
+    /// Wait up to `timeout` until condition `type_` of resource `name` has `reason`, whatever its
+    /// status; returns the resource.
+    pub async fn wait_reason(
+        &self,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> WorkspaceRequirements {
+        let what = format!("{type_} {reason}");
+        self.wait_until(name, &what, timeout, |obj| {
+            condition(obj, type_).is_some_and(|c| c.1 == reason)
         })
         .await
     }
