@@ -22,7 +22,7 @@ use bifrost_requirements::policy::Policy;
 use bifrost_requirements::requirements::content_hash;
 use bifrost_requirements::store::Store;
 use clap::Parser;
-use common::props::runner;
+use common::props::{just, runner};
 use common::services::{fresh_key, redis_url};
 use common::store_world::{DbWorld, cache_trying_once};
 use futures::FutureExt;
@@ -126,8 +126,8 @@ fn hostile_text() -> impl Strategy<Value = String> {
         "\\PC{0,24}",
         "[0-9]{19,60}",
         "-[0-9]{1,30}",
-        Just(String::new()),
-        Just("-x".to_string()),
+        just(""),
+        just("-x"),
         "[\\x01-\\x1f]{1,6}",
         "[a-z]{1,8}=[a-z=]{0,8}",
         "\\p{Greek}\\p{Han}{1,6}",
@@ -151,7 +151,7 @@ fn poison(sub: Sub) -> impl Strategy<Value = Poison> {
         "(zz-|ü|--)[a-z\\PC]{1,16}".prop_map(|s| Poison::UnknownFlag(format!("--{s}"))),
         (
             proptest::sample::select(flags),
-            prop_oneof!["x\\PC{0,12}", "ü[0-9]{0,4}", Just("-x".to_string())]
+            prop_oneof!["x\\PC{0,12}", "ü[0-9]{0,4}", just("-x")]
         )
             .prop_map(|(f, v)| Poison::BadValue(f, v)),
         proptest::sample::select(flags).prop_map(Poison::MissingValue),
@@ -334,16 +334,16 @@ fn redis_values() -> impl Strategy<Value = Vec<u8>> {
         }),
         (
             prop_oneof![
-                Just("null".to_string()),
-                Just("1".to_string()),
-                Just("[]".to_string()),
-                Just("{}".to_string()),
+                just("null"),
+                just("1"),
+                just("[]"),
+                just("{}"),
                 "\"\\PC{0,20}\"",
             ],
             prop_oneof![
-                Just("null".to_string()),
-                Just("42".to_string()),
-                Just("[\"a\"]".to_string()),
+                just("null"),
+                just("42"),
+                just("[\"a\"]"),
                 "\"[0-9a-f]{0,70}\"",
             ],
         )

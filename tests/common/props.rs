@@ -1,6 +1,7 @@
 //! Generated inputs with proptest: one runner, seeds fixed and printed.
 #![allow(dead_code)]
 
+use proptest::strategy::Just;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 /// Seeds are fixed (and printed) so a failure reproduces; every crasher becomes a named case.
@@ -12,4 +13,9 @@ pub fn runner(cases: u32, seed: u64, what: &str) -> TestRunner {
         failure_persistence: None,
         ..Config::default()
     })
+}
+
+/// The one string `s`, as a strategy of `String`s (`Just(s.to_string())`).
+pub fn just(s: &'static str) -> Just<String> {
+    Just(s.to_string())
 }
