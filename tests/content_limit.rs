@@ -6,13 +6,15 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Output;
+
 use bifrost_requirements::database::Database;
 use bifrost_requirements::limit::{MAX_CONTENT_BYTES, exceeded};
 use bifrost_requirements::s3::{Poll, S3Store};
 use common::s3::{BUCKET, bifrost_put, fresh_key as fresh_s3_key, shared};
-use common::services::{
-    fresh_key, migrated_database, redis_get, redis_set, redis_url, write_bifrost_row,
-};
+use common::services::{fresh_key, redis_get, redis_set, redis_url, write_bifrost_row};
+use common::store_world::DbWorld;
 use common::{assert_ok, cli, stderr};
 use proptest::prelude::*;
 
@@ -68,103 +70,105 @@ async fn row(db: &Database) -> Option<(String, String)> {
     .unwrap()
 }
 
+/// The row's content alone.
+async fn content(db: &Database) -> Option<String> {
+    row(db).await.map(|r| r.0)
+}
+
+/// `requirements set --file` with `content`, written to `dir/name` first.
+fn set(dir: &Path, name: &str, content: &str, env: &[(&str, &str)]) -> Output {
+    let file = dir.join(name);
+    std::fs::write(&file, content).unwrap();
+    cli(
+        &["requirements", "set", "--file", file.to_str().unwrap()],
+        env,
+    )
+}
+
 #[tokio::test]
 async fn the_database_store_refuses_content_over_the_limit_at_every_command() {
-    let (url, db) = migrated_database().await;
-    let key = fresh_key();
-    let redis = redis_url();
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("REDIS_URL", redis.as_str()),
-        ("BIFROST_REQUIREMENTS_REDIS_KEY", key.as_str()),
-    ];
-    assert_ok(&cli(&["requirements", "add", "requests==2.32.3"], &env));
-    let before = row(&db).await;
-    let cached = redis_get(&redis, &key).await;
-    assert!(cached.is_some());
-
-    // The 5.2 MB file, and one byte over: refused before anything is written.
+    let w = DbWorld::new().await;
     let dir = tempfile::tempdir().unwrap();
+    assert_ok(&w.cli(&["requirements", "add", "requests==2.32.3"]));
+    oversized_sets_write_nothing(&w, dir.path()).await;
+    let cached = an_add_may_not_cross_the_limit(&w, dir.path()).await;
+    an_oversized_row_stays_out_of_redis_until_set(&w, dir.path(), cached).await;
+    removing_the_runaway_line_brings_the_row_under(&w).await;
+}
+
+/// The 5.2 MB file, and one byte over: refused before anything is written.
+async fn oversized_sets_write_nothing(w: &DbWorld, dir: &Path) {
+    let before = row(&w.db).await;
+    let cached = w.cached().await;
+    assert!(cached.is_some());
     for len in [5_200_000, MAX_CONTENT_BYTES + 1] {
-        let file = dir.path().join(format!("{len}.txt"));
-        std::fs::write(&file, content_of(len)).unwrap();
-        let out = cli(
-            &["requirements", "set", "--file", file.to_str().unwrap()],
-            &env,
-        );
+        let out = set(dir, &format!("{len}.txt"), &content_of(len), &w.env());
         assert_too_large(&out, len, "set");
-        assert_eq!(row(&db).await, before, "set {len} changed the row");
-        assert_eq!(
-            redis_get(&redis, &key).await,
-            cached,
-            "set {len} wrote Redis"
-        );
+        assert_eq!(row(&w.db).await, before, "set {len} changed the row");
+        assert_eq!(w.cached().await, cached, "set {len} wrote Redis");
     }
-    // At the limit: accepted.
-    let file = dir.path().join("at.txt");
-    std::fs::write(&file, content_of(MAX_CONTENT_BYTES)).unwrap();
-    assert_ok(&cli(
-        &["requirements", "set", "--file", file.to_str().unwrap()],
-        &env,
-    ));
-    let at_limit = row(&db).await;
-    let cached = redis_get(&redis, &key).await;
+}
 
-    // An add to a file at the limit crosses it: the result is refused.
-    let out = cli(&["requirements", "add", "flask==3.0.3"], &env);
-    let grown = content_of(MAX_CONTENT_BYTES).len() + "flask==3.0.3\n".len();
+/// At the limit: accepted; an add to it crosses the limit, and the result is refused. Returns
+/// what Redis holds at the limit.
+async fn an_add_may_not_cross_the_limit(w: &DbWorld, dir: &Path) -> Option<String> {
+    let at = content_of(MAX_CONTENT_BYTES);
+    assert_ok(&set(dir, "at.txt", &at, &w.env()));
+    let at_limit = row(&w.db).await;
+    let cached = w.cached().await;
+
+    let out = w.cli(&["requirements", "add", "flask==3.0.3"]);
+    let grown = at.len() + "flask==3.0.3\n".len();
     assert_too_large(&out, grown, "add");
-    assert_eq!(row(&db).await, at_limit);
+    assert_eq!(row(&w.db).await, at_limit);
+    cached
+}
 
-    // Bifrost wrote an oversized row itself: warm keeps it out of Redis, remove cannot shrink it
-    // below the limit (refused), add refuses it naming the row, set replaces it.
+/// Bifrost wrote an oversized row itself: warm keeps it out of Redis, remove cannot shrink it
+/// below the limit (refused), add refuses it naming the row, set replaces it.
+async fn an_oversized_row_stays_out_of_redis_until_set(
+    w: &DbWorld,
+    dir: &Path,
+    cached: Option<String>,
+) {
     let huge = format!("{}flask==3.0.3\n", content_of(MAX_CONTENT_BYTES + 100));
-    write_bifrost_row(db.pool(), &huge).await;
-    redis_set(&redis, &key, "untouched").await;
-    let out = cli(&["warm"], &env);
+    write_bifrost_row(w.db.pool(), &huge).await;
+    redis_set(&w.redis, &w.key, "untouched").await;
+    let out = w.cli(&["warm"]);
     assert_too_large(&out, huge.len(), "warm");
     assert!(
         stderr(&out).contains("workspace_files row"),
         "{}",
         stderr(&out)
     );
-    assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
-    let out = cli(&["requirements", "remove", "flask"], &env);
+    assert_eq!(w.cached().await.as_deref(), Some("untouched"));
+    let out = w.cli(&["requirements", "remove", "flask"]);
     assert_too_large(&out, huge.len() - "flask==3.0.3\n".len(), "remove");
     assert!(
         stderr(&out).contains("more bytes must go"),
         "{}",
         stderr(&out)
     );
-    let out = cli(&["requirements", "add", "numpy"], &env);
+    let out = w.cli(&["requirements", "add", "numpy"]);
     assert_over_before_add(&out, "workspace_files row", huge.len());
-    assert_eq!(row(&db).await.map(|r| r.0), Some(huge));
-    assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
-    let small = dir.path().join("small.txt");
-    std::fs::write(&small, "numpy==2.0.1\n").unwrap();
-    assert_ok(&cli(
-        &["requirements", "set", "--file", small.to_str().unwrap()],
-        &env,
-    ));
-    assert_eq!(
-        row(&db).await.map(|r| r.0).as_deref(),
-        Some("numpy==2.0.1\n")
-    );
-    assert_ne!(redis_get(&redis, &key).await, cached);
+    assert_eq!(content(&w.db).await, Some(huge));
+    assert_eq!(w.cached().await.as_deref(), Some("untouched"));
+    assert_ok(&set(dir, "small.txt", "numpy==2.0.1\n", &w.env()));
+    assert_eq!(content(&w.db).await.as_deref(), Some("numpy==2.0.1\n"));
+    assert_ne!(w.cached().await, cached);
+}
 
-    // As on S3: a remove that takes the runaway line out brings the row under the limit.
+/// As on S3: a remove that takes the runaway line out brings the row under the limit.
+async fn removing_the_runaway_line_brings_the_row_under(w: &DbWorld) {
     let runaway = format!(
         "flask==3.0.3\nblob==1.0  # {}\n",
         "x".repeat(MAX_CONTENT_BYTES)
     );
-    write_bifrost_row(db.pool(), &runaway).await;
-    assert_ok(&cli(&["requirements", "remove", "blob"], &env));
+    write_bifrost_row(w.db.pool(), &runaway).await;
+    assert_ok(&w.cli(&["requirements", "remove", "blob"]));
+    assert_eq!(content(&w.db).await.as_deref(), Some("flask==3.0.3\n"));
     assert_eq!(
-        row(&db).await.map(|r| r.0).as_deref(),
-        Some("flask==3.0.3\n")
-    );
-    assert_eq!(
-        redis_get(&redis, &key).await,
+        w.cached().await,
         Some(bifrost_requirements::cache::Payload::new("flask==3.0.3\n").to_json())
     );
 }
@@ -202,10 +206,10 @@ async fn the_s3_store_refuses_content_over_the_limit_at_every_command() {
     let cached = redis_get(&redis, &key).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("big.txt");
-    std::fs::write(&file, content_of(MAX_CONTENT_BYTES + 1)).unwrap();
-    let out = cli(
-        &["requirements", "set", "--file", file.to_str().unwrap()],
+    let out = set(
+        dir.path(),
+        "big.txt",
+        &content_of(MAX_CONTENT_BYTES + 1),
         &env,
     );
     assert_too_large(&out, MAX_CONTENT_BYTES + 1, "set");
@@ -224,12 +228,7 @@ async fn the_s3_store_refuses_content_over_the_limit_at_every_command() {
     assert_over_before_add(&out, &s3.location(), huge.len());
     assert_eq!(object().await.map(|o| o.0), Some(huge));
     assert_eq!(redis_get(&redis, &key).await.as_deref(), Some("untouched"));
-    let small = dir.path().join("small.txt");
-    std::fs::write(&small, "numpy==2.0.1\n").unwrap();
-    assert_ok(&cli(
-        &["requirements", "set", "--file", small.to_str().unwrap()],
-        &env,
-    ));
+    assert_ok(&set(dir.path(), "small.txt", "numpy==2.0.1\n", &env));
     assert_eq!(
         object().await.map(|o| o.0).as_deref(),
         Some("numpy==2.0.1\n")

@@ -5,30 +5,16 @@ mod common;
 
 use std::time::Duration;
 
-use bifrost_requirements::cache::{Cache, CacheConfig, Payload};
+use bifrost_requirements::cache::Payload;
 use bifrost_requirements::database::{Database, RowSelector, SaveOutcome};
 use bifrost_requirements::requirements::content_hash;
-use common::services::{
-    dead_url, fresh_database, fresh_key, migrated_database, redis_set, redis_url,
-};
+use common::services::{dead_url, fresh_database, fresh_key, migrated_database, redis_set};
+use common::store_world::{DbWorld, assert_says, cache, select, sql};
 use common::{assert_ok, cli, stderr, stdout};
 
-async fn migrated_db() -> (String, Database) {
-    let (url, db) = migrated_database().await;
-    (url, db)
-}
-
-async fn cache_with_key(key: &str) -> Cache {
-    Cache::connect(CacheConfig {
-        key: key.to_string(),
-        ..CacheConfig::new(redis_url())
-    })
-    .await
-    .unwrap()
-}
-
+/// The raw value under `key` and its TTL.
 async fn raw_redis(key: &str) -> (Option<String>, i64) {
-    let client = redis::Client::open(redis_url()).unwrap();
+    let client = redis::Client::open(common::services::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let value: Option<String> = redis::cmd("GET")
         .arg(key)
@@ -43,42 +29,28 @@ async fn raw_redis(key: &str) -> (Option<String>, i64) {
     (value, ttl)
 }
 
-async fn sql(db: &Database, statement: &str) {
-    sqlx::raw_sql(statement).execute(db.pool()).await.unwrap();
-}
+type RowState = (String, Option<String>, Option<String>, Option<i32>, bool);
 
-async fn row_state(
-    db: &Database,
-) -> Vec<(String, Option<String>, Option<String>, Option<i32>, bool)> {
-    sqlx::query_as(
+async fn row_state(db: &Database) -> Vec<RowState> {
+    select(
+        db,
         "SELECT path, content, content_hash, size_bytes, is_deleted FROM workspace_files ORDER BY path",
     )
-    .fetch_all(db.pool())
     .await
-    .unwrap()
-}
-
-fn env<'a>(db_url: &'a str, redis: &'a str, key: &'a str) -> Vec<(&'static str, &'a str)> {
-    vec![
-        ("DATABASE_URL", db_url),
-        ("REDIS_URL", redis),
-        ("BIFROST_REQUIREMENTS_REDIS_KEY", key),
-    ]
 }
 
 #[tokio::test]
 async fn migrate_creates_bifrost_table_and_is_idempotent() {
-    let (url, db) = migrated_db().await;
+    let (url, db) = migrated_database().await;
     db.migrate().await.unwrap();
     let out = cli(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_ok(&out);
-    let columns: Vec<(String, String)> = sqlx::query_as(
+    let columns: Vec<(String, String)> = select(
+        &db,
         "SELECT column_name::text, data_type::text FROM information_schema.columns \
          WHERE table_name = 'workspace_files' ORDER BY ordinal_position",
     )
-    .fetch_all(db.pool())
-    .await
-    .unwrap();
+    .await;
     let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -143,7 +115,7 @@ async fn migrate_never_alters_a_table_bifrost_created() {
 
 #[tokio::test]
 async fn database_create_update_revive_and_read_bifrost_rows() {
-    let (_url, db) = migrated_db().await;
+    let (_url, db) = migrated_database().await;
     assert!(db.read().await.unwrap().is_none());
 
     let set = |c: &'static str| move |_: &str| Ok(Some(c.to_string()));
@@ -212,7 +184,7 @@ async fn database_create_update_revive_and_read_bifrost_rows() {
 
 #[tokio::test]
 async fn malformed_rows_give_clear_errors_and_are_not_overwritten() {
-    let (url, db) = migrated_db().await;
+    let (url, db) = migrated_database().await;
     sql(
         &db,
         "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, git_status, \
@@ -226,8 +198,7 @@ async fn malformed_rows_give_clear_errors_and_are_not_overwritten() {
         "{err}"
     );
     let out = cli(&["requirements", "add", "x"], &[("DATABASE_URL", &url)]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("content is NULL"), "{}", stderr(&out));
+    assert_says(&out, 3, &["content is NULL"]);
 
     // A file of another kind at the same path is never clobbered.
     sql(
@@ -249,7 +220,7 @@ async fn malformed_rows_give_clear_errors_and_are_not_overwritten() {
 #[tokio::test]
 async fn redis_payload_has_bifrost_shape_and_ttl() {
     let key = fresh_key();
-    let cache = cache_with_key(&key).await;
+    let cache = cache(&key).await;
     let content = "requests==2.32.3\nflask==3.0.3 # ☃\n";
     let written = cache.put(content).await.unwrap();
     let (raw, ttl) = raw_redis(&key).await;
@@ -267,7 +238,7 @@ async fn redis_payload_has_bifrost_shape_and_ttl() {
 #[tokio::test]
 async fn corrupted_redis_values_give_clear_errors() {
     let key = fresh_key();
-    let cache = cache_with_key(&key).await;
+    let cache = cache(&key).await;
     assert!(cache.get().await.unwrap().is_none());
     for (value, why) in [
         ("{not json", "not the JSON object"),
@@ -278,7 +249,7 @@ async fn corrupted_redis_values_give_clear_errors() {
         (r#"{"content": "a==1\n"}"#, "\"hash\" field"),
         (r#""just a string""#, "not the JSON object"),
     ] {
-        redis_set(&redis_url(), &key, value).await;
+        redis_set(&common::services::redis_url(), &key, value).await;
         let err = cache.get().await.unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(why) && msg.contains(&key), "{value}: {msg}");
@@ -290,100 +261,82 @@ async fn corrupted_redis_values_give_clear_errors() {
 
 #[tokio::test]
 async fn warm_copies_the_row_and_says_when_there_is_none() {
-    let (url, db) = migrated_db().await;
-    let key = fresh_key();
-    let redis = redis_url();
-    let out = cli(&["warm"], &env(&url, &redis, &key));
+    let w = DbWorld::new().await;
+    let out = w.cli(&["warm"]);
     assert_ok(&out);
     assert!(stderr(&out).contains("nothing to warm"), "{}", stderr(&out));
-    assert_eq!(raw_redis(&key).await.0, None);
+    assert_eq!(raw_redis(&w.key).await.0, None);
 
-    sql(
-        &db,
+    w.sql(
         "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, git_status, \
          created_at, updated_at) VALUES (gen_random_uuid(), 'requirements.txt', 'requirements', \
          'requests==2.32.3\n', 'x', 'untracked', now(), now())",
     )
     .await;
-    let out = cli(&["warm"], &env(&url, &redis, &key));
+    let out = w.cli(&["warm"]);
     assert_ok(&out);
     assert!(stderr(&out).contains("warmed"), "{}", stderr(&out));
-    let payload = Payload::from_json(&key, &raw_redis(&key).await.0.unwrap()).unwrap();
+    let payload = Payload::from_json(&w.key, &raw_redis(&w.key).await.0.unwrap()).unwrap();
     assert_eq!(payload, Payload::new("requests==2.32.3\n"));
 }
 
 #[tokio::test]
 async fn warm_with_a_server_down_fails_naming_it_and_writes_nothing() {
-    let (url, _db) = migrated_db().await;
-    let key = fresh_key();
-    let redis = redis_url();
+    let w = DbWorld::new().await;
     let out = cli(
         &["requirements", "add", "requests==2.32.3"],
-        &[("DATABASE_URL", url.as_str())],
+        &[("DATABASE_URL", w.url.as_str())],
     );
     assert_ok(&out);
 
     let dead_redis = dead_url("redis");
     let out = cli(
         &["warm", "--redis-timeout", "300ms", "--redis-attempts", "2"],
-        &env(&url, &dead_redis, &key),
+        &w.env_with(&w.url, &dead_redis),
     );
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(err.contains("Redis") && err.contains(&dead_redis), "{err}");
+    assert_says(&out, 4, &["Redis", &dead_redis]);
 
     let dead_db = dead_url("postgres");
     let out = cli(
         &["warm", "--database-timeout", "2s"],
-        &env(&dead_db, &redis, &key),
+        &w.env_with(&dead_db, &w.redis),
     );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("PostgreSQL") && err.contains(&dead_db),
-        "{err}"
-    );
-    assert_eq!(raw_redis(&key).await.0, None, "something was written");
+    assert_says(&out, 3, &["PostgreSQL", &dead_db]);
+    assert_eq!(raw_redis(&w.key).await.0, None, "something was written");
 }
 
 #[tokio::test]
 async fn requirements_add_remove_set_show() {
-    let (url, db) = migrated_db().await;
-    let key = fresh_key();
-    let redis = redis_url();
-    let e = env(&url, &redis, &key);
-    assert_ok(&cli(&["requirements", "add", "Flask==2.3", "requests"], &e));
-    let out = cli(&["requirements", "add", "flask==3.0"], &e);
+    let w = DbWorld::new().await;
+    assert_ok(&w.cli(&["requirements", "add", "Flask==2.3", "requests"]));
+    let out = w.cli(&["requirements", "add", "flask==3.0"]);
     assert_ok(&out);
     assert!(
         stderr(&out).contains("replaced Flask==2.3 with flask==3.0"),
         "{}",
         stderr(&out)
     );
-    let out = cli(&["requirements", "show"], &e);
+    let out = w.cli(&["requirements", "show"]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "flask==3.0\nrequests\n");
-    assert_ok(&cli(&["requirements", "remove", "REQUESTS"], &e));
-    assert_eq!(db.read().await.unwrap().unwrap().content, "flask==3.0\n");
+    assert_ok(&w.cli(&["requirements", "remove", "REQUESTS"]));
+    assert_eq!(w.db.read().await.unwrap().unwrap().content, "flask==3.0\n");
 
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "# pinned\nnumpy==2.0.1\r\n").unwrap();
-    assert_ok(&cli(
-        &[
-            "requirements",
-            "set",
-            "--file",
-            file.path().to_str().unwrap(),
-        ],
-        &e,
-    ));
-    let row = db.read().await.unwrap().unwrap();
+    assert_ok(&w.cli(&[
+        "requirements",
+        "set",
+        "--file",
+        file.path().to_str().unwrap(),
+    ]));
+    let row = w.db.read().await.unwrap().unwrap();
     assert_eq!(row.content, "# pinned\nnumpy==2.0.1\r\n");
-    let cached = cache_with_key(&key).await.get().await.unwrap().unwrap();
+    let cached = w.cache().await.get().await.unwrap().unwrap();
     assert_eq!(cached.content, row.content);
     assert_eq!(Some(cached.hash), row.content_hash);
 
-    let out = cli(&["requirements", "remove", "pandas"], &e);
+    let out = w.cli(&["requirements", "remove", "pandas"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("\"pandas\" was not found"),
@@ -392,15 +345,42 @@ async fn requirements_add_remove_set_show() {
     );
 }
 
+/// Commands a user may get wrong, each with what its refusal must say.
+fn invalid_inputs(bad_file: &str) -> Vec<(Vec<&str>, &'static str)> {
+    let add = |args: &[&'static str]| [&["requirements", "add"][..], args].concat();
+    vec![
+        (
+            add(&["pkg @ https://evil.example/pkg.tar.gz"]),
+            "direct URL",
+        ),
+        (add(&["-e", "."]), "unexpected argument"),
+        (add(&["--", "-e ."]), "expected a package requirement"),
+        (
+            add(&["flask\n-i https://evil.example"]),
+            "control character",
+        ),
+        (add(&["flask[="]), "not a valid requirement"),
+        (add(&["./local/pkg"]), "URL or path"),
+        (
+            vec!["requirements", "remove", "not a name!"],
+            "invalid requirement",
+        ),
+        (vec!["requirements", "set", "--file", bad_file], "line 2"),
+        (
+            vec!["requirements", "set", "--file", "/nonexistent/req.txt"],
+            "/nonexistent/req.txt",
+        ),
+        (add(&["x", "--ttl-seconds", "0"]), "--ttl-seconds"),
+        (add(&["x", "--redis-timeout", "soon"]), "not a duration"),
+    ]
+}
+
 #[tokio::test]
 async fn invalid_input_changes_nothing_anywhere() {
-    let (url, db) = migrated_db().await;
-    let key = fresh_key();
-    let redis = redis_url();
-    let e = env(&url, &redis, &key);
-    assert_ok(&cli(&["requirements", "add", "requests==2.32.3"], &e));
-    let before_row = row_state(&db).await;
-    let before_cache = raw_redis(&key).await.0;
+    let w = DbWorld::new().await;
+    assert_ok(&w.cli(&["requirements", "add", "requests==2.32.3"]));
+    let before_row = row_state(&w.db).await;
+    let before_cache = raw_redis(&w.key).await.0;
 
     let bad_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -408,58 +388,17 @@ async fn invalid_input_changes_nothing_anywhere() {
         "flask\n--extra-index-url https://evil.example/simple\n",
     )
     .unwrap();
-    let bad_path = bad_file.path().to_str().unwrap().to_string();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec![
-                "requirements",
-                "add",
-                "pkg @ https://evil.example/pkg.tar.gz",
-            ],
-            "direct URL",
-        ),
-        (
-            vec!["requirements", "add", "-e", "."],
-            "unexpected argument",
-        ),
-        (
-            vec!["requirements", "add", "--", "-e ."],
-            "expected a package requirement",
-        ),
-        (
-            vec!["requirements", "add", "flask\n-i https://evil.example"],
-            "control character",
-        ),
-        (
-            vec!["requirements", "add", "flask[="],
-            "not a valid requirement",
-        ),
-        (vec!["requirements", "add", "./local/pkg"], "URL or path"),
-        (
-            vec!["requirements", "remove", "not a name!"],
-            "invalid requirement",
-        ),
-        (vec!["requirements", "set", "--file", &bad_path], "line 2"),
-        (
-            vec!["requirements", "set", "--file", "/nonexistent/req.txt"],
-            "/nonexistent/req.txt",
-        ),
-        (
-            vec!["requirements", "add", "x", "--ttl-seconds", "0"],
-            "--ttl-seconds",
-        ),
-        (
-            vec!["requirements", "add", "x", "--redis-timeout", "soon"],
-            "not a duration",
-        ),
-    ];
-    for (args, why) in cases {
-        let out = cli(&args, &e);
+    for (args, why) in invalid_inputs(bad_file.path().to_str().unwrap()) {
+        let out = w.cli(&args);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
-        assert_eq!(row_state(&db).await, before_row, "{args:?} changed the row");
         assert_eq!(
-            raw_redis(&key).await.0,
+            row_state(&w.db).await,
+            before_row,
+            "{args:?} changed the row"
+        );
+        assert_eq!(
+            raw_redis(&w.key).await.0,
             before_cache,
             "{args:?} changed Redis"
         );
@@ -477,25 +416,21 @@ async fn invalid_input_changes_nothing_anywhere() {
             "--redis-attempts",
             "1",
         ],
-        &env(&url, &dead, &key),
+        &w.env_with(&w.url, &dead),
     );
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert_eq!(row_state(&db).await, before_row);
+    assert_eq!(row_state(&w.db).await, before_row);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_adds_lose_nothing_and_redis_matches_the_row() {
-    let (url, db) = migrated_db().await;
-    let key = fresh_key();
-    let redis = redis_url();
+    let w = DbWorld::new().await;
     // Twenty separate processes, started together.
     let children: Vec<_> = (0..20)
         .map(|i| {
             std::process::Command::new(common::bin())
                 .args(["requirements", "add", &format!("package-{i:02}==1.{i}")])
-                .env("DATABASE_URL", &url)
-                .env("REDIS_URL", &redis)
-                .env("BIFROST_REQUIREMENTS_REDIS_KEY", &key)
+                .envs(w.env())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -505,7 +440,7 @@ async fn concurrent_adds_lose_nothing_and_redis_matches_the_row() {
         let out = child.wait_with_output().unwrap();
         assert_ok(&out);
     }
-    let row = db.read().await.unwrap().unwrap();
+    let row = w.db.read().await.unwrap().unwrap();
     for i in 0..20 {
         assert!(
             row.content.contains(&format!("package-{i:02}==1.{i}\n")),
@@ -514,7 +449,7 @@ async fn concurrent_adds_lose_nothing_and_redis_matches_the_row() {
         );
     }
     assert_eq!(row.content.lines().count(), 20);
-    let cached = cache_with_key(&key).await.get().await.unwrap().unwrap();
+    let cached = w.cache().await.get().await.unwrap().unwrap();
     assert_eq!(
         cached.content, row.content,
         "Redis differs from the database row"
@@ -522,18 +457,21 @@ async fn concurrent_adds_lose_nothing_and_redis_matches_the_row() {
     assert_eq!(Some(cached.hash), row.content_hash);
 }
 
+/// Python (with Bifrost's Redis client) running `script` with the world's Redis URL and key as
+/// its arguments.
+fn python(script: &str, w: &DbWorld) -> std::process::Output {
+    std::process::Command::new("python3")
+        .args(["-c", script, &w.redis, &w.key])
+        .output()
+        .unwrap()
+}
+
 /// Bifrost's Python side reads what we wrote and writes what we read.
 #[tokio::test]
 async fn python_redis_client_agrees_with_us() {
-    let (url, _db) = migrated_db().await;
-    let key = fresh_key();
-    let redis = redis_url();
-    let e = env(&url, &redis, &key);
-    assert_ok(&cli(
-        &["requirements", "add", "requests==2.32.3", "Flask[async]>=3"],
-        &e,
-    ));
-    assert_ok(&cli(&["warm"], &e));
+    let w = DbWorld::new().await;
+    assert_ok(&w.cli(&["requirements", "add", "requests==2.32.3", "Flask[async]>=3"]));
+    assert_ok(&w.cli(&["warm"]));
 
     let read = r#"
 import hashlib, json, sys, redis
@@ -546,10 +484,7 @@ assert raw.decode() == json.dumps({"content": v["content"], "hash": v["hash"]}),
 assert 86000 < r.ttl(sys.argv[2]) <= 86400
 print(v["content"], end="")
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", read, &redis, &key])
-        .output()
-        .unwrap();
+    let out = python(read, &w);
     assert_ok(&out);
     assert_eq!(stdout(&out), "requests==2.32.3\nFlask[async]>=3\n");
 
@@ -560,11 +495,8 @@ content = "numpy==2.0.1\n# café ☃\n"
 payload = json.dumps({"content": content, "hash": hashlib.sha256(content.encode()).hexdigest()})
 redis.Redis.from_url(sys.argv[1]).setex(sys.argv[2], 86400, payload)
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", write, &redis, &key])
-        .output()
-        .unwrap();
+    let out = python(write, &w);
     assert_ok(&out);
-    let got = cache_with_key(&key).await.get().await.unwrap().unwrap();
+    let got = w.cache().await.get().await.unwrap().unwrap();
     assert_eq!(got, Payload::new("numpy==2.0.1\n# café ☃\n"));
 }

@@ -13,28 +13,21 @@ use std::panic::AssertUnwindSafe;
 use std::process::Command;
 use std::time::Instant;
 
-use bifrost_requirements::cache::{Cache, CacheConfig, Payload};
+use bifrost_requirements::cache::{Cache, Payload};
 use bifrost_requirements::cli::Cli;
+use bifrost_requirements::database::Database;
+use bifrost_requirements::error::Result as Outcome;
 use bifrost_requirements::packages::{self, WarmOutcome};
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::requirements::content_hash;
 use bifrost_requirements::store::Store;
 use clap::Parser;
-use common::services::{fresh_key, migrated_database, redis_get, redis_url};
+use common::props::{just, runner};
+use common::services::{fresh_key, redis_url};
+use common::store_world::{DbWorld, cache_trying_once};
 use futures::FutureExt;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
-
-/// Seeds are fixed (and printed) so a failure reproduces; every crasher becomes a named case.
-fn runner(cases: u32, seed: u64, what: &str) -> TestRunner {
-    eprintln!("{what}: {cases} cases, seed {seed}");
-    TestRunner::new(Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..Config::default()
-    })
-}
+use proptest::test_runner::TestCaseError;
 
 // ---------------------------------------------------------------------------------------------
 // CLI argument vectors
@@ -133,8 +126,8 @@ fn hostile_text() -> impl Strategy<Value = String> {
         "\\PC{0,24}",
         "[0-9]{19,60}",
         "-[0-9]{1,30}",
-        Just(String::new()),
-        Just("-x".to_string()),
+        just(""),
+        just("-x"),
         "[\\x01-\\x1f]{1,6}",
         "[a-z]{1,8}=[a-z=]{0,8}",
         "\\p{Greek}\\p{Han}{1,6}",
@@ -158,7 +151,7 @@ fn poison(sub: Sub) -> impl Strategy<Value = Poison> {
         "(zz-|ü|--)[a-z\\PC]{1,16}".prop_map(|s| Poison::UnknownFlag(format!("--{s}"))),
         (
             proptest::sample::select(flags),
-            prop_oneof!["x\\PC{0,12}", "ü[0-9]{0,4}", Just("-x".to_string())]
+            prop_oneof!["x\\PC{0,12}", "ü[0-9]{0,4}", just("-x")]
         )
             .prop_map(|(f, v)| Poison::BadValue(f, v)),
         proptest::sample::select(flags).prop_map(Poison::MissingValue),
@@ -248,21 +241,14 @@ fn generated_argument_vectors_are_refused_by_the_parser() {
 /// The real binary against real servers: exit 2, no panic or abort, nothing written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_argument_vectors_exit_2_and_write_nothing() {
-    let (url, db) = migrated_database().await;
-    let key = fresh_key();
-    let redis = redis_url();
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("REDIS_URL", redis.as_str()),
-        ("BIFROST_REQUIREMENTS_REDIS_KEY", key.as_str()),
-    ];
+    let w = DbWorld::new().await;
     assert!(
-        common::cli(&["requirements", "add", "requests==2.32.3"], &env)
+        w.cli(&["requirements", "add", "requests==2.32.3"])
             .status
             .success()
     );
-    let row_before = db.read().await.unwrap();
-    let redis_before = redis_get(&redis, &key).await;
+    let row_before = w.db.read().await.unwrap();
+    let redis_before = w.cached().await;
     assert!(redis_before.is_some());
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("target");
@@ -284,7 +270,7 @@ async fn generated_argument_vectors_exit_2_and_write_nothing() {
             args.extend(rest.iter().cloned());
             let out = Command::new(common::bin())
                 .args(&args)
-                .envs(env)
+                .envs(w.env())
                 .env_remove("RUST_LOG")
                 .output()
                 .unwrap();
@@ -316,8 +302,8 @@ async fn generated_argument_vectors_exit_2_and_write_nothing() {
                 args,
                 stderr
             );
-            let (row, cached) = handle
-                .block_on(async { (db.read().await.unwrap(), redis_get(&redis, &key).await) });
+            let (row, cached) =
+                handle.block_on(async { (w.db.read().await.unwrap(), w.cached().await) });
             prop_assert_eq!(&row, &row_before, "{:?} changed the row", args);
             prop_assert_eq!(&cached, &redis_before, "{:?} changed Redis", args);
             prop_assert!(!target.exists(), "{:?} created the install target", args);
@@ -348,16 +334,16 @@ fn redis_values() -> impl Strategy<Value = Vec<u8>> {
         }),
         (
             prop_oneof![
-                Just("null".to_string()),
-                Just("1".to_string()),
-                Just("[]".to_string()),
-                Just("{}".to_string()),
+                just("null"),
+                just("1"),
+                just("[]"),
+                just("{}"),
                 "\"\\PC{0,20}\"",
             ],
             prop_oneof![
-                Just("null".to_string()),
-                Just("42".to_string()),
-                Just("[\"a\"]".to_string()),
+                just("null"),
+                just("42"),
+                just("[\"a\"]"),
                 "\"[0-9a-f]{0,70}\"",
             ],
         )
@@ -402,13 +388,7 @@ fn generated_redis_payloads_are_refused_clearly_never_a_panic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_redis_values_read_through_a_real_redis_fail_clearly() {
     let key = fresh_key();
-    let cache = Cache::connect(CacheConfig {
-        key: key.clone(),
-        attempts: 1,
-        ..CacheConfig::new(redis_url())
-    })
-    .await
-    .unwrap();
+    let cache = cache_trying_once(&key).await;
     let client = redis::Client::open(redis_url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut runner = runner(3000, 0x5eed_0005, "Redis values (real Redis)");
@@ -481,15 +461,8 @@ fn rows() -> impl Strategy<Value = Row> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
-    let (_, db) = migrated_database().await;
-    let key = fresh_key();
-    let cache = Cache::connect(CacheConfig {
-        key: key.clone(),
-        attempts: 1,
-        ..CacheConfig::new(redis_url())
-    })
-    .await
-    .unwrap();
+    let w = DbWorld::new().await;
+    let cache = cache_trying_once(&w.key).await;
     let policy = Policy::default();
     let handle = tokio::runtime::Handle::current();
     let mut runner = runner(2500, 0x5eed_0006, "database rows (read, warm)");
@@ -497,74 +470,11 @@ async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
     let result = tokio::task::block_in_place(|| {
         runner.run(&rows(), |row| {
             handle.block_on(async {
-                sqlx::query("DELETE FROM workspace_files")
-                    .execute(db.pool())
-                    .await
-                    .unwrap();
-                sqlx::query(
-                    "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, \
-                     git_status, is_deleted, created_at, updated_at) VALUES (gen_random_uuid(), \
-                     'requirements.txt', 'requirements', $1, $2, 'untracked', $3, now(), now())",
-                )
-                .bind(&row.content)
-                .bind(&row.hash)
-                .bind(row.deleted)
-                .execute(db.pool())
-                .await
-                .unwrap();
-                let before = redis_get(&redis_url(), &key).await;
-                let read = db.read().await;
-                match (&read, &row.content, row.deleted) {
-                    (Ok(None), _, true) => {}
-                    (Ok(Some(r)), Some(c), false) => prop_assert_eq!(&r.content, c),
-                    (Err(e), None, false) => {
-                        let m = e.to_string();
-                        prop_assert!(
-                            m.contains("requirements.txt") && m.contains("NULL"),
-                            "{}",
-                            m
-                        );
-                    }
-                    other => prop_assert!(false, "unexpected read {:?} for {:?}", other, row),
-                }
-                let warmed =
-                    AssertUnwindSafe(packages::warm(&Store::from(db.clone()), &cache, &policy))
-                        .catch_unwind()
-                        .await;
-                let warmed = match warmed {
-                    Ok(w) => w,
-                    Err(panic) => {
-                        let m = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        prop_assert!(false, "warm panicked: {}", m);
-                        unreachable!()
-                    }
-                };
-                let after = redis_get(&redis_url(), &key).await;
-                match warmed {
-                    Ok(WarmOutcome::Warmed(p)) => {
-                        prop_assert_eq!(Some(&p.content), row.content.as_ref());
-                        prop_assert_eq!(after, Some(p.to_json()));
-                    }
-                    Ok(WarmOutcome::NoRow) => {
-                        prop_assert!(row.deleted);
-                        prop_assert_eq!(after, before);
-                    }
-                    Err(e) => {
-                        let m = e.to_string();
-                        prop_assert!(!m.is_empty());
-                        if row.content.is_none() {
-                            prop_assert!(m.contains("requirements.txt"), "{}", m);
-                        } else {
-                            prop_assert!(m.contains("line "), "names no line: {}", m);
-                        }
-                        prop_assert_eq!(after, before, "a refused row reached Redis");
-                    }
-                }
-                Ok(())
+                store(&w.db, &row).await;
+                let before = w.cached().await;
+                read_gives_the_row_or_names_it(&w.db, &row).await?;
+                let warmed = warm_without_a_panic(&w.db, &cache, &policy).await?;
+                warm_caches_exactly_the_row(warmed, &row, before, w.cached().await)
             })
         })
     });
@@ -572,30 +482,111 @@ async fn generated_database_rows_read_and_warm_clearly_never_a_panic() {
     result.unwrap();
 }
 
+/// `row` as the only row of the table.
+async fn store(db: &Database, row: &Row) {
+    sqlx::query("DELETE FROM workspace_files")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO workspace_files (id, path, entity_type, content, content_hash, \
+         git_status, is_deleted, created_at, updated_at) VALUES (gen_random_uuid(), \
+         'requirements.txt', 'requirements', $1, $2, 'untracked', $3, now(), now())",
+    )
+    .bind(&row.content)
+    .bind(&row.hash)
+    .bind(row.deleted)
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
+/// A read sees nothing of a deleted row, a row's content as it is, and names a NULL content.
+async fn read_gives_the_row_or_names_it(db: &Database, row: &Row) -> Result<(), TestCaseError> {
+    let read = db.read().await;
+    match (&read, &row.content, row.deleted) {
+        (Ok(None), _, true) => {}
+        (Ok(Some(r)), Some(c), false) => prop_assert_eq!(&r.content, c),
+        (Err(e), None, false) => {
+            let m = e.to_string();
+            prop_assert!(
+                m.contains("requirements.txt") && m.contains("NULL"),
+                "{}",
+                m
+            );
+        }
+        other => prop_assert!(false, "unexpected read {:?} for {:?}", other, row),
+    }
+    Ok(())
+}
+
+/// `warm`, failing the case if it panics.
+async fn warm_without_a_panic(
+    db: &Database,
+    cache: &Cache,
+    policy: &Policy,
+) -> Result<Outcome<WarmOutcome>, TestCaseError> {
+    let warmed = AssertUnwindSafe(packages::warm(&Store::from(db.clone()), cache, policy))
+        .catch_unwind()
+        .await;
+    match warmed {
+        Ok(w) => Ok(w),
+        Err(panic) => {
+            let m = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            prop_assert!(false, "warm panicked: {}", m);
+            unreachable!()
+        }
+    }
+}
+
+/// Redis holds exactly the row's content after a warm, and is untouched by a refused one.
+fn warm_caches_exactly_the_row(
+    warmed: Outcome<WarmOutcome>,
+    row: &Row,
+    before: Option<String>,
+    after: Option<String>,
+) -> Result<(), TestCaseError> {
+    match warmed {
+        Ok(WarmOutcome::Warmed(p)) => {
+            prop_assert_eq!(Some(&p.content), row.content.as_ref());
+            prop_assert_eq!(after, Some(p.to_json()));
+        }
+        Ok(WarmOutcome::NoRow) => {
+            prop_assert!(row.deleted);
+            prop_assert_eq!(after, before);
+        }
+        Err(e) => {
+            let m = e.to_string();
+            prop_assert!(!m.is_empty());
+            if row.content.is_none() {
+                prop_assert!(m.contains("requirements.txt"), "{}", m);
+            } else {
+                prop_assert!(m.contains("line "), "names no line: {}", m);
+            }
+            prop_assert_eq!(after, before, "a refused row reached Redis");
+        }
+    }
+    Ok(())
+}
+
 /// Crasher found by `generated_database_rows_read_and_warm_clearly_never_a_panic` (seed
 /// 0x5eed_0006): a row holding `A-~` made `warm` panic inside pep508_rs (exit 101).
 #[tokio::test]
 async fn regression_row_a_dash_tilde_warms_without_a_panic() {
-    let (url, db) = migrated_database().await;
-    sqlx::query(
+    let w = DbWorld::new().await;
+    w.sql(
         "INSERT INTO workspace_files (id, path, entity_type, content, git_status, created_at, \
          updated_at) VALUES (gen_random_uuid(), 'requirements.txt', 'requirements', 'A-~\n', \
          'untracked', now(), now())",
     )
-    .execute(db.pool())
-    .await
-    .unwrap();
-    let key = fresh_key();
-    let out = common::cli(
-        &["warm"],
-        &[
-            ("DATABASE_URL", url.as_str()),
-            ("REDIS_URL", redis_url().as_str()),
-            ("BIFROST_REQUIREMENTS_REDIS_KEY", key.as_str()),
-        ],
-    );
+    .await;
+    let out = w.cli(&["warm"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("line 1"), "{stderr}");
-    assert_eq!(redis_get(&redis_url(), &key).await, None);
+    assert_eq!(w.cached().await, None);
 }

@@ -7,25 +7,24 @@
 
 mod common;
 
-use bifrost_requirements::k8s_compat::Present;
 use std::time::Duration;
 
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::controller::probe::{COMPONENT, DEADLINE_SECONDS, IMAGE_ANNOTATION};
-use bifrost_requirements::crd::{HASH_ANNOTATION, LOCK_ANNOTATION, OPT_IN_LABEL};
+use bifrost_requirements::crd::{
+    HASH_ANNOTATION, InterpreterStatus, LOCK_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements,
+};
 use bifrost_requirements::lock::{LOCK_FILE, Lock};
 use bifrost_requirements::requirements::content_hash;
 use common::index::Index;
-use common::operator::{
-    Operator, condition, create_wsreq, get_wsreq, labelled_deployment_with, namespace, redis_cache,
-    secret, wait_for,
-};
-use common::services::{fresh_key, redis_get, redis_url};
+use common::operator::{condition, redis_cache, wait_for};
+use common::scenario::Scenario;
+use common::scenario_ext::template_annotation as annotation;
+use common::services::fresh_key;
 use common::wheels::Wheel;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
@@ -34,11 +33,10 @@ const IMAGE: &str = "python:3.11-slim";
 /// What Debian bookworm's python3 answers.
 const BOOKWORM: &str = "3.11.2\nx86_64\n2.36\n";
 
-/// A resource named `name` without `install.python`, resolving against `index`.
-async fn resource(client: &Client, ns: &str, name: &str, content: &str, index: &Index, key: &str) {
-    create_wsreq(
-        client,
-        ns,
+/// A resource named `name` without `install.python`, resolving against `index`, cached under
+/// Redis key `key`.
+async fn resource(op: &Scenario, name: &str, content: &str, index: &Index, key: &str) {
+    op.wsreq(
         name,
         json!({
             "content": content,
@@ -50,20 +48,20 @@ async fn resource(client: &Client, ns: &str, name: &str, content: &str, index: &
     .await;
 }
 
-/// The probe pods in `ns`.
-async fn probes(client: &Client, ns: &str) -> Vec<Pod> {
+/// The scenario's probe pods.
+async fn probes(op: &Scenario) -> Vec<Pod> {
     let selector = format!("app.kubernetes.io/component={COMPONENT}");
-    Api::<Pod>::namespaced(client.clone(), ns)
+    op.api::<Pod>()
         .list(&ListParams::default().labels(&selector))
         .await
         .unwrap()
         .items
 }
 
-/// The one probe pod of `image` in `ns`, once it exists.
-async fn probe_of(client: &Client, ns: &str, image: &str) -> Pod {
+/// The one probe pod of `image`, once it exists.
+async fn probe_of(op: &Scenario, image: &str) -> Pod {
     wait_for(&format!("the probe pod of {image}"), T, || async {
-        probes(client, ns).await.into_iter().find(|p| {
+        probes(op).await.into_iter().find(|p| {
             p.metadata
                 .annotations
                 .as_ref()
@@ -74,15 +72,32 @@ async fn probe_of(client: &Client, ns: &str, image: &str) -> Pod {
     .await
 }
 
+async fn probes_gone(op: &Scenario) {
+    wait_for("the probe pod deleted", T, || async {
+        probes(op).await.is_empty().then_some(())
+    })
+    .await;
+}
+
 fn ended(name: &str, code: i32, message: &str) -> Value {
     json!({"name": name, "image": IMAGE, "imageID": "", "ready": false, "restartCount": 0,
            "state": {"terminated": {"exitCode": code, "message": message,
                                     "reason": if code == 0 { "Completed" } else { "StartError" }}}})
 }
 
-/// Write the probe pod's status as the kubelet would once its containers ended.
-async fn answer(client: &Client, pod: &Pod, phase: &str, statuses: Value) {
-    Api::<Pod>::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap())
+/// Write the probe pod's status as the kubelet would once its two containers ended: `python3`
+/// and `python` with these exit codes and termination messages (the pod Failed if either did).
+async fn answer(op: &Scenario, pod: &Pod, python3: (i32, &str), python: (i32, &str)) {
+    let phase = if python3.0 == 0 && python.0 == 0 {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    let statuses = json!([
+        ended("python3", python3.0, python3.1),
+        ended("python", python.0, python.1)
+    ]);
+    op.api::<Pod>()
         .patch_status(
             pod.metadata.name.as_deref().unwrap(),
             &PatchParams::default(),
@@ -92,53 +107,40 @@ async fn answer(client: &Client, pod: &Pod, phase: &str, statuses: Value) {
         .unwrap();
 }
 
-async fn deployment(client: &Client, ns: &str, name: &str) -> Deployment {
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap()
+/// The lock in resource `name`'s snapshot.
+async fn snapshot_lock(op: &Scenario, name: &str) -> Option<String> {
+    op.snapshot(name).await.remove(LOCK_FILE)
 }
 
-fn annotation(d: &Deployment, key: &str) -> Option<String> {
-    d.spec
-        .present()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(key)
-        .cloned()
-}
-
-async fn snapshot_lock(client: &Client, ns: &str, name: &str) -> Option<String> {
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get_opt(&format!("{name}-requirements"))
-        .await
-        .unwrap()?
-        .data?
-        .remove(LOCK_FILE)
+/// Whether condition `type_` of `obj` has `status`.
+fn is(obj: &WorkspaceRequirements, type_: &str, status: &str) -> bool {
+    condition(obj, type_).is_some_and(|c| c.0 == status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_brings_the_lock() {
     let alpha = Wheel::new("alpha", "1.0");
     let index = Index::start(std::slice::from_ref(&alpha));
-    let (client, ns) = namespace("probe").await;
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let key = fresh_key();
+    let op = Scenario::resolving("probe", &index).await;
     // No replicas: rolled out once its template carries the hash (no node runs pods here).
-    labelled_deployment_with(&client, &ns, "worker", "default", 0).await;
-    let _op = Operator::start(&ns, "a", &["--resolver-index-url", &index.url()]);
+    op.deployment("worker", "default", 0).await;
     let content = "alpha>=1.0\n";
-    resource(&client, &ns, "default", content, &index, &key).await;
+    resource(&op, "default", content, &index, &op.key).await;
 
-    // Nothing waits on the interpreter: cached, snapshotted (without a lock), rolled, Ready.
-    let obj = wait_for("Ready while the probe runs", T, || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
-        (condition(&obj, "Ready")?.0 == "True").then_some(obj)
-    })
-    .await;
+    let rolled_once = nothing_waits_on_the_interpreter(&op, content).await;
+    let pod = probe_of(&op, IMAGE).await;
+    the_probe_pod_is_locked_down(&pod);
+    // The kubelet's part: python3 answered (python is not in the image).
+    let missing = "exec: \"python\": executable file not found in $PATH";
+    answer(&op, &pod, (0, BOOKWORM), (128, missing)).await;
+    let obj = the_answer_brings_the_lock(&op).await;
+    one_more_rollout_to_the_lock_then_none(&op, &obj, content, rolled_once).await;
+}
+
+/// Nothing waits on the interpreter: cached, snapshotted (without a lock), rolled, Ready. Returns
+/// the worker's generation once rolled.
+async fn nothing_waits_on_the_interpreter(op: &Scenario, content: &str) -> i64 {
+    let obj = op.wait_within("default", "Ready", "True", None, T).await;
     let (status, reason, message) = condition(&obj, "Resolved").unwrap();
     assert_eq!(
         (status.as_str(), reason.as_str()),
@@ -148,12 +150,9 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
     assert!(message.contains("set spec.install.python"), "{message}");
     assert!(message.contains(IMAGE), "{message}");
     assert!(obj.status.as_ref().unwrap().lock.is_none());
-    assert_eq!(
-        redis_get(&redis_url(), &key).await,
-        Some(Payload::new(content).to_json())
-    );
-    assert_eq!(snapshot_lock(&client, &ns, "default").await, None);
-    let worker = deployment(&client, &ns, "worker").await;
+    assert_eq!(op.cached().await, Some(Payload::new(content).to_json()));
+    assert_eq!(snapshot_lock(op, "default").await, None);
+    let worker = op.get_deployment("worker").await;
     assert_eq!(
         annotation(&worker, HASH_ANNOTATION),
         Some(content_hash(content))
@@ -162,10 +161,11 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
         annotation(&worker, LOCK_ANNOTATION).as_deref(),
         Some("none")
     );
-    let rolled_once = worker.metadata.generation.unwrap();
+    worker.metadata.generation.unwrap()
+}
 
-    // The probe pod, locked down as the README says.
-    let pod = probe_of(&client, &ns, IMAGE).await;
+/// The probe pod, locked down as the README says.
+fn the_probe_pod_is_locked_down(pod: &Pod) {
     assert!(
         !pod.metadata
             .labels
@@ -210,22 +210,19 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
         assert_eq!(c["resources"]["limits"]["memory"], "64Mi");
         assert!(c.get("volumeMounts").is_none(), "{c}");
     }
+}
 
-    // The kubelet's part: python3 answered (python is not in the image).
-    let missing = "exec: \"python\": executable file not found in $PATH";
-    answer(
-        &client,
-        &pod,
-        "Failed",
-        json!([ended("python3", 0, BOOKWORM), ended("python", 128, missing)]),
-    )
-    .await;
-    let obj = wait_for("the lock for the learned interpreter", T, || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
-        obj.status.as_ref()?.lock.as_ref()?;
-        Some(obj)
-    })
-    .await;
+/// Once the probe answered: the interpreter learned, the lock resolved for it and in the
+/// snapshot, the probe pod deleted. Returns the resource.
+async fn the_answer_brings_the_lock(op: &Scenario) -> WorkspaceRequirements {
+    let obj = op
+        .wait_until(
+            "default",
+            "the lock for the learned interpreter",
+            T,
+            |obj| obj.status.as_ref().is_some_and(|s| s.lock.is_some()),
+        )
+        .await;
     let learned = obj
         .status
         .as_ref()
@@ -247,18 +244,23 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
         message.contains("Python 3.11.2 x86_64-manylinux_2_36"),
         "{message}"
     );
-    let text = snapshot_lock(&client, &ns, "default")
+    let text = snapshot_lock(op, "default")
         .await
         .expect("the snapshot's lock");
     let lock = Lock::parse(&text).unwrap();
     assert_eq!(lock.pins(), ["alpha==1.0"]);
     assert_eq!(lock.interpreter.version, "3.11.2");
-    wait_for("the probe pod deleted", T, || async {
-        probes(&client, &ns).await.is_empty().then_some(())
-    })
-    .await;
+    probes_gone(op).await;
+    obj
+}
 
-    // One more rollout, to the lock; then none.
+/// One more rollout, to the lock; then none.
+async fn one_more_rollout_to_the_lock_then_none(
+    op: &Scenario,
+    obj: &WorkspaceRequirements,
+    content: &str,
+    rolled_once: i64,
+) {
     let sha = obj
         .status
         .as_ref()
@@ -269,7 +271,7 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
         .sha256
         .clone();
     let worker = wait_for("the worker rolled to the lock", T, || async {
-        let d = deployment(&client, &ns, "worker").await;
+        let d = op.get_deployment("worker").await;
         (annotation(&d, LOCK_ANNOTATION)? == sha[..12]).then_some(d)
     })
     .await;
@@ -278,21 +280,13 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
         Some(content_hash(content))
     );
     assert_eq!(worker.metadata.generation, Some(rolled_once + 1));
-    Api::<bifrost_requirements::crd::WorkspaceRequirements>::namespaced(client.clone(), &ns)
-        .patch(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"touched": "1"}}})),
-        )
-        .await
-        .unwrap();
-    wait_for("Ready with the lock", T, || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
-        let ready = condition(&obj, "Ready")?.0 == "True";
-        (ready && obj.metadata.generation == obj.status?.observed_generation).then_some(())
+    op.touch("default").await;
+    op.wait_until("default", "Ready with the lock", T, |obj| {
+        is(obj, "Ready", "True")
+            && obj.metadata.generation == obj.status.as_ref().and_then(|s| s.observed_generation)
     })
     .await;
-    let worker = deployment(&client, &ns, "worker").await;
+    let worker = op.get_deployment("worker").await;
     assert_eq!(
         worker.metadata.generation,
         Some(rolled_once + 1),
@@ -303,117 +297,91 @@ async fn without_python_the_content_rolls_at_once_and_the_learned_interpreter_br
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_probe_keeps_pods_resolving_and_says_why() {
     let index = Index::start(&[Wheel::new("alpha", "1.0")]);
-    let (client, ns) = namespace("probefail").await;
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    let key = fresh_key();
-    labelled_deployment_with(&client, &ns, "worker", "default", 0).await;
-    let _op = Operator::start(&ns, "a", &["--resolver-index-url", &index.url()]);
+    let op = Scenario::resolving("probefail", &index).await;
+    op.deployment("worker", "default", 0).await;
     let content = "alpha\n";
-    resource(&client, &ns, "default", content, &index, &key).await;
-    let pod = probe_of(&client, &ns, IMAGE).await;
+    resource(&op, "default", content, &index, &op.key).await;
+    let pod = probe_of(&op, IMAGE).await;
     let missing = "executable file not found in $PATH";
-    answer(
-        &client,
-        &pod,
-        "Failed",
-        json!([
-            ended("python3", 128, missing),
-            ended("python", 128, missing)
-        ]),
-    )
-    .await;
+    answer(&op, &pod, (128, missing), (128, missing)).await;
 
-    let obj = wait_for("ProbeFailed", T, || async {
-        let obj = get_wsreq(&client, &ns, "default").await;
-        (condition(&obj, "Resolved")?.1 == "ProbeFailed").then_some(obj)
-    })
-    .await;
+    let obj = op
+        .wait_reason("default", "Resolved", "ProbeFailed", T)
+        .await;
     let (status, _, message) = condition(&obj, "Resolved").unwrap();
     assert_eq!(status, "True", "pods resolve meanwhile: {message}");
-    assert!(
-        message.contains("no python3 or python answered"),
-        "{message}"
-    );
-    assert!(
-        message.contains("python3 exited 128 (StartError): executable file not found"),
-        "{message}"
-    );
-    assert!(
-        message.contains("probed again 30 s after it failed"),
-        "{message}"
-    );
-    assert!(message.contains("set spec.install.python"), "{message}");
+    for says in [
+        "no python3 or python answered",
+        "python3 exited 128 (StartError): executable file not found",
+        "probed again 30 s after it failed",
+        "set spec.install.python",
+    ] {
+        assert!(message.contains(says), "{message}");
+    }
     assert!(obj.status.as_ref().unwrap().lock.is_none());
     assert!(obj.status.as_ref().unwrap().interpreter.is_none());
-    assert_eq!(
-        redis_get(&redis_url(), &key).await,
-        Some(Payload::new(content).to_json())
-    );
+    assert_eq!(op.cached().await, Some(Payload::new(content).to_json()));
     wait_for(
         "rolled as with resolve: Pod, the probe pod gone",
         T,
         || async {
-            let d = deployment(&client, &ns, "worker").await;
+            let d = op.get_deployment("worker").await;
             let rolled = annotation(&d, HASH_ANNOTATION)? == content_hash(content);
-            (rolled && probes(&client, &ns).await.is_empty()).then_some(())
+            (rolled && probes(&op).await.is_empty()).then_some(())
         },
     )
     .await;
-    assert_eq!(snapshot_lock(&client, &ns, "default").await, None);
+    assert_eq!(snapshot_lock(&op, "default").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_is_probed_once_for_every_resource_and_a_new_image_again() {
     let index = Index::start(&[Wheel::new("alpha", "1.0")]);
-    let (client, ns) = namespace("probeonce").await;
-    secret(&client, &ns, "redis", "url", &redis_url()).await;
-    labelled_deployment_with(&client, &ns, "first", "first", 0).await;
-    let _op = Operator::start(&ns, "a", &["--resolver-index-url", &index.url()]);
-    resource(&client, &ns, "first", "alpha\n", &index, &fresh_key()).await;
-    let pod = probe_of(&client, &ns, IMAGE).await;
-    answer(
-        &client,
-        &pod,
-        "Succeeded",
-        json!([ended("python3", 0, BOOKWORM), ended("python", 0, BOOKWORM)]),
-    )
-    .await;
+    let op = Scenario::resolving("probeonce", &index).await;
+    op.deployment("first", "first", 0).await;
+    resource(&op, "first", "alpha\n", &index, &fresh_key()).await;
+    let pod = probe_of(&op, IMAGE).await;
+    answer(&op, &pod, (0, BOOKWORM), (0, BOOKWORM)).await;
     let learned = wait_for("the first resource's interpreter", T, || async {
-        get_wsreq(&client, &ns, "first").await.status?.interpreter
+        op.get("first").await.status?.interpreter
     })
     .await;
-    wait_for("the probe pod deleted", T, || async {
-        probes(&client, &ns).await.is_empty().then_some(())
-    })
-    .await;
+    probes_gone(&op).await;
 
-    // A second resource whose workers run the same image: known at once. No kubelet answers
-    // here any more, so a second probe could never have produced it.
-    labelled_deployment_with(&client, &ns, "second", "second", 0).await;
-    resource(
-        &client,
-        &ns,
-        "second",
-        "alpha\n# second\n",
-        &index,
-        &fresh_key(),
-    )
-    .await;
+    a_second_resource_of_the_same_image_knows_it_at_once(&op, &index, &learned).await;
+    a_new_image_is_probed_again_and_rolls_nothing(&op).await;
+}
+
+/// A second resource whose workers run the same image: known at once. No kubelet answers here
+/// any more, so a second probe could never have produced it.
+async fn a_second_resource_of_the_same_image_knows_it_at_once(
+    op: &Scenario,
+    index: &Index,
+    learned: &InterpreterStatus,
+) {
+    op.deployment("second", "second", 0).await;
+    resource(op, "second", "alpha\n# second\n", index, &fresh_key()).await;
     let again = wait_for("the second resource's interpreter", T, || async {
-        get_wsreq(&client, &ns, "second").await.status?.interpreter
+        op.get("second").await.status?.interpreter
     })
     .await;
-    assert_eq!(again, learned, "the same probe's answer, probedAt included");
-    assert!(probes(&client, &ns).await.is_empty());
+    assert_eq!(
+        &again, learned,
+        "the same probe's answer, probedAt included"
+    );
+    assert!(probes(op).await.is_empty());
+}
 
-    // A new worker image is probed again; meanwhile its pods resolve: the old interpreter's lock
-    // leaves the snapshot (no pod of the new image gets it), and nothing more rolls.
+/// A new worker image is probed again; meanwhile its pods resolve: the old interpreter's lock
+/// leaves the snapshot (no pod of the new image gets it), and nothing more rolls.
+async fn a_new_image_is_probed_again_and_rolls_nothing(op: &Scenario) {
     wait_for("the first resource's lock", T, || async {
-        snapshot_lock(&client, &ns, "first").await
+        snapshot_lock(op, "first").await
     })
     .await;
     let newer = "python:3.12-slim";
-    let patched = Api::<Deployment>::namespaced(client.clone(), &ns)
+    let patched = op
+        .api::<Deployment>()
         .patch(
             "first",
             &PatchParams::default(),
@@ -423,16 +391,15 @@ async fn an_image_is_probed_once_for_every_resource_and_a_new_image_again() {
         )
         .await
         .unwrap();
-    let pod = probe_of(&client, &ns, newer).await;
+    let pod = probe_of(op, newer).await;
     assert_eq!(
         pod.spec.unwrap().containers[0].image.as_deref(),
         Some(newer)
     );
-    let obj = wait_for("probing the new image", T, || async {
-        let obj = get_wsreq(&client, &ns, "first").await;
-        (condition(&obj, "Resolved")?.1 == "ProbingInterpreter").then_some(obj)
-    })
-    .await;
+    // Probing the new image.
+    let obj = op
+        .wait_reason("first", "Resolved", "ProbingInterpreter", T)
+        .await;
     assert!(
         obj.status.unwrap().interpreter.is_none(),
         "the old image's interpreter is not this one's"
@@ -441,17 +408,13 @@ async fn an_image_is_probed_once_for_every_resource_and_a_new_image_again() {
         "the old interpreter's lock gone (status.lock is written after the rollout step)",
         T,
         || async {
-            let unlocked = get_wsreq(&client, &ns, "first")
-                .await
-                .status?
-                .lock
-                .is_none();
-            let gone = snapshot_lock(&client, &ns, "first").await.is_none();
+            let unlocked = op.get("first").await.status?.lock.is_none();
+            let gone = snapshot_lock(op, "first").await.is_none();
             (unlocked && gone).then_some(())
         },
     )
     .await;
-    let first = deployment(&client, &ns, "first").await;
+    let first = op.get_deployment("first").await;
     assert_eq!(
         first.metadata.generation, patched.metadata.generation,
         "losing the lock rolls nothing"

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use bifrost_requirements::crd::WorkspaceRequirements;
 use bifrost_requirements::redact::percent_encode;
-use common::operator::{Operator, create_wsreq, namespace, secret, wait_for};
+use common::operator::{Operator, wait_for};
 use common::proc::free_port;
+use common::scenario::Ns;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::api::{Api, ListParams};
-use serde_json::json;
+use kube::api::ListParams;
+use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -69,80 +69,114 @@ struct Form {
     names: Vec<String>,
 }
 
+impl Form {
+    /// A password of `shape` ([`Planted::new`]) put into a connection string by `into`; a message
+    /// must still name `names`.
+    fn new(
+        name: &'static str,
+        shape: &str,
+        into: impl FnOnce(&str) -> String,
+        names: Vec<String>,
+    ) -> Form {
+        let planted = Planted::new(shape);
+        let value = into(&planted.password);
+        Form {
+            name,
+            value,
+            planted,
+            names,
+        }
+    }
+
+    /// [`Form::new`] for a server on loopback `port`: a message must name the host and the port.
+    fn tcp(name: &'static str, shape: &str, port: u16, into: impl FnOnce(&str) -> String) -> Form {
+        Form::new(
+            name,
+            shape,
+            into,
+            vec!["127.0.0.1".into(), port.to_string()],
+        )
+    }
+}
+
 fn redis_forms(port: u16) -> Vec<Form> {
-    let mut forms = Vec::new();
-    let p = Planted::new("Sup3r#{}/{}?{}@x");
-    forms.push(Form {
-        name: "redis://:pass-with-#-/-?-@",
-        value: format!("redis://:{}@127.0.0.1:{port}/0", p.password),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    let p = Planted::new("{}:{}@{} #");
-    forms.push(Form {
-        name: "redis://user:percent-encoded",
-        value: format!(
-            "redis://bifrost:{}@127.0.0.1:{port}/0",
-            percent_encode(&p.password)
-        ),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    let p = Planted::new("{}&{}={}");
     let sock = format!("/tmp/bifrost-no-such-{port}.sock");
-    forms.push(Form {
-        name: "redis+unix://?pass=",
-        value: format!(
-            "redis+unix://{sock}?db=0&pass={}",
-            percent_encode(&p.password)
+    let unix = format!("redis+unix://{sock}?db=0&pass=");
+    vec![
+        Form::tcp(
+            "redis://:pass-with-#-/-?-@",
+            "Sup3r#{}/{}?{}@x",
+            port,
+            |p| format!("redis://:{p}@127.0.0.1:{port}/0"),
         ),
-        planted: p,
-        names: vec![sock],
-    });
-    forms
+        Form::tcp("redis://user:percent-encoded", "{}:{}@{} #", port, |p| {
+            format!("redis://bifrost:{}@127.0.0.1:{port}/0", percent_encode(p))
+        }),
+        Form::new(
+            "redis+unix://?pass=",
+            "{}&{}={}",
+            |p| format!("{unix}{}", percent_encode(p)),
+            vec![sock],
+        ),
+    ]
 }
 
 fn database_forms(port: u16) -> Vec<Form> {
-    let mut forms = Vec::new();
-    let p = Planted::new("{}#{}&{}");
-    forms.push(Form {
-        name: "postgresql://?password=",
-        value: format!(
-            "postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable&password={}",
-            p.password.replace('&', "%26")
+    vec![
+        Form::tcp("postgresql://?password=", "{}#{}&{}", port, |p| {
+            let p = p.replace('&', "%26");
+            format!("postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable&password={p}")
+        }),
+        Form::tcp(
+            "postgresql+asyncpg://user:pass-with-/-?-@",
+            "{}/{}?{}@",
+            port,
+            |p| format!("postgresql+asyncpg://bifrost:{p}@127.0.0.1:{port}/bifrost"),
         ),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    let p = Planted::new("{}/{}?{}@");
-    forms.push(Form {
-        name: "postgresql+asyncpg://user:pass-with-/-?-@",
-        value: format!(
-            "postgresql+asyncpg://bifrost:{}@127.0.0.1:{port}/bifrost",
-            p.password
-        ),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    let p = Planted::new("{} {}'{}");
-    forms.push(Form {
-        name: "libpq key-value, quoted",
-        value: format!(
-            "host=127.0.0.1 port={port} user=bifrost password='{}' dbname=bifrost",
-            p.password.replace('\'', "\\'")
-        ),
-        planted: p,
-        names: vec!["127.0.0.1".into(), port.to_string()],
-    });
-    forms
+        Form::tcp("libpq key-value, quoted", "{} {}'{}", port, |p| {
+            let p = p.replace('\'', "\\'");
+            format!("host=127.0.0.1 port={port} user=bifrost password='{p}' dbname=bifrost")
+        }),
+    ]
 }
 
+/// Where a resource reads a planted connection string, and the condition that fails naming it.
+struct Reader {
+    /// The resources and their Secrets are `{prefix}-{i}`.
+    prefix: &'static str,
+    /// The resource's spec, reading the Secret `name` (key `url`).
+    spec: fn(&str) -> Value,
+    /// The condition that turns False, its message naming the host.
+    condition: &'static str,
+}
+
+/// Redis, through `spec.cache`.
+const CACHE: Reader = Reader {
+    prefix: "redis",
+    spec: |name| {
+        json!({
+            "content": "requests==2.32.3\n",
+            "cache": {"redis": {"urlSecretRef": {"name": name, "key": "url"}}},
+        })
+    },
+    condition: "CacheWarmed",
+};
+
+/// PostgreSQL, through `spec.source.database`.
+const SOURCE: Reader = Reader {
+    prefix: "db",
+    spec: |name| {
+        json!({"source": {"database": {
+            "urlSecretRef": {"name": name, "key": "url"},
+            "pollIntervalSeconds": 1,
+        }}})
+    },
+    condition: "Synced",
+};
+
 /// The Secret as the operator reads it: proof that the secret really was there.
-async fn stored(client: &Client, ns: &str, name: &str) -> String {
-    let s = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap();
+async fn stored(ns: &Ns, name: &str) -> String {
+    let s = ns.api::<Secret>().get(name).await.unwrap();
     String::from_utf8(s.data.unwrap()["url"].0.clone()).unwrap()
 }
 
@@ -163,13 +197,15 @@ fn condition_message(obj: &WorkspaceRequirements, type_: &str, status: &str) -> 
 }
 
 /// Every Event of the namespace (both APIs), as text.
-async fn events(client: &Client, ns: &str) -> String {
+async fn events(ns: &Ns) -> String {
     let lp = ListParams::default();
-    let new = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+    let new = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
         .list(&lp)
         .await
         .unwrap();
-    let old = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), ns)
+    let old = ns
+        .api::<k8s_openapi::api::core::v1::Event>()
         .list(&lp)
         .await
         .unwrap();
@@ -180,85 +216,81 @@ async fn events(client: &Client, ns: &str) -> String {
     )
 }
 
+/// A Secret and a resource reading it for each form. The assertions below can fail: each secret
+/// is in the Secret the operator reads, and the leak check finds it there.
+async fn plant(ns: &Ns, reader: &Reader, forms: &[Form]) {
+    for (i, f) in forms.iter().enumerate() {
+        let name = format!("{}-{i}", reader.prefix);
+        ns.secret(&name, "url", &f.value).await;
+        ns.wsreq(&name, (reader.spec)(&name)).await;
+    }
+    for (i, f) in forms.iter().enumerate() {
+        let v = stored(ns, &format!("{}-{i}", reader.prefix)).await;
+        assert!(!f.planted.leaks(&v).is_empty(), "{}: {v}", f.name);
+    }
+}
+
+/// Each resource's condition turns False with a message that still names the host.
+async fn each_failure_names_the_host(ns: &Ns, reader: &Reader, forms: &[Form]) {
+    let api = ns.api::<WorkspaceRequirements>();
+    for (i, f) in forms.iter().enumerate() {
+        let name = format!("{}-{i}", reader.prefix);
+        let what = format!("{name} {}=False", reader.condition);
+        let message = wait_for(&what, T, || async {
+            condition_message(&api.get(&name).await.ok()?, reader.condition, "False")
+        })
+        .await;
+        for n in &f.names {
+            assert!(
+                message.contains(n.as_str()),
+                "{}: {n} not named: {message}",
+                f.name
+            );
+        }
+    }
+}
+
+/// Each place a form leaked into, with the line that shows it.
+fn leaks(forms: &[&Form], places: &[(&str, &str)]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for f in forms {
+        for (place, text) in places {
+            let leaks = f.planted.leaks(text);
+            if !leaks.is_empty() {
+                let line = text
+                    .lines()
+                    .find(|l| leaks.iter().any(|s| l.contains(s.as_str())))
+                    .unwrap_or_default();
+                failures.push(format!("{} leaked into the {place}: {line}", f.name));
+            }
+        }
+    }
+    failures
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_never_prints_planted_secrets() {
-    let (client, ns) = namespace("secrets").await;
-    let redis = redis_forms(free_port());
-    let dbs = database_forms(free_port());
-    for (i, f) in redis.iter().enumerate() {
-        secret(&client, &ns, &format!("redis-{i}"), "url", &f.value).await;
-        create_wsreq(
-            &client,
-            &ns,
-            &format!("redis-{i}"),
-            json!({
-                "content": "requests==2.32.3\n",
-                "cache": {"redis": {"urlSecretRef": {"name": format!("redis-{i}"), "key": "url"}}},
-            }),
-        )
-        .await;
-    }
-    for (i, f) in dbs.iter().enumerate() {
-        secret(&client, &ns, &format!("db-{i}"), "url", &f.value).await;
-        create_wsreq(
-            &client,
-            &ns,
-            &format!("db-{i}"),
-            json!({"source": {"database": {
-                "urlSecretRef": {"name": format!("db-{i}"), "key": "url"},
-                "pollIntervalSeconds": 1,
-            }}}),
-        )
-        .await;
-    }
-    // The assertions below can fail: each secret is in the Secret the operator reads, and the
-    // leak check finds it there.
-    for (i, f) in redis.iter().enumerate() {
-        let v = stored(&client, &ns, &format!("redis-{i}")).await;
-        assert!(!f.planted.leaks(&v).is_empty(), "{}: {v}", f.name);
-    }
-    for (i, f) in dbs.iter().enumerate() {
-        let v = stored(&client, &ns, &format!("db-{i}")).await;
-        assert!(!f.planted.leaks(&v).is_empty(), "{}: {v}", f.name);
+    let ns = Ns::new("secrets").await;
+    let planted = [
+        (CACHE, redis_forms(free_port())),
+        (SOURCE, database_forms(free_port())),
+    ];
+    for (reader, forms) in &planted {
+        plant(&ns, reader, forms).await;
     }
 
-    let op = Operator::start(&ns, "secrets", &[]);
-    let api = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
-    for (i, f) in redis.iter().enumerate() {
-        let name = format!("redis-{i}");
-        let message = wait_for(&format!("{name} CacheWarmed=False"), T, || async {
-            condition_message(&api.get(&name).await.ok()?, "CacheWarmed", "False")
-        })
-        .await;
-        for n in &f.names {
-            assert!(
-                message.contains(n.as_str()),
-                "{}: {n} not named: {message}",
-                f.name
-            );
-        }
-    }
-    for (i, f) in dbs.iter().enumerate() {
-        let name = format!("db-{i}");
-        let message = wait_for(&format!("{name} Synced=False"), T, || async {
-            condition_message(&api.get(&name).await.ok()?, "Synced", "False")
-        })
-        .await;
-        for n in &f.names {
-            assert!(
-                message.contains(n.as_str()),
-                "{}: {n} not named: {message}",
-                f.name
-            );
-        }
+    let op = Operator::start(&ns.name, "secrets", &[]);
+    for (reader, forms) in &planted {
+        each_failure_names_the_host(&ns, reader, forms).await;
     }
     // A few retries more, so the log holds repeated attempts too.
     tokio::time::sleep(Duration::from_secs(6)).await;
 
     let log = op.log_text();
     let (_, metrics) = op.http_get("/metrics");
-    let events = events(&client, &ns).await;
-    let statuses: String = api
+    let events = events(&ns).await;
+    let statuses: String = ns
+        .api::<WorkspaceRequirements>()
         .list(&ListParams::default())
         .await
         .unwrap()
@@ -272,24 +304,14 @@ async fn the_operator_never_prints_planted_secrets() {
         "no Event was published: {events}"
     );
     assert!(log.contains("127.0.0.1"), "the log names no host");
-    let mut failures = Vec::new();
-    for f in redis.iter().chain(&dbs) {
-        for (place, text) in [
-            ("operator log", &log),
-            ("status", &statuses),
-            ("Events", &events),
-            ("/metrics", &metrics),
-        ] {
-            let leaks = f.planted.leaks(text);
-            if !leaks.is_empty() {
-                let line = text
-                    .lines()
-                    .find(|l| leaks.iter().any(|s| l.contains(s.as_str())))
-                    .unwrap_or_default();
-                failures.push(format!("{} leaked into the {place}: {line}", f.name));
-            }
-        }
-    }
+    let forms: Vec<&Form> = planted.iter().flat_map(|(_, forms)| forms).collect();
+    let places = [
+        ("operator log", log.as_str()),
+        ("status", &statuses),
+        ("Events", &events),
+        ("/metrics", &metrics),
+    ];
+    let failures = leaks(&forms, &places);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

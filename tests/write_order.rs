@@ -7,41 +7,25 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bifrost_requirements::cache::{Cache, CacheConfig};
 use bifrost_requirements::database::Database;
 use bifrost_requirements::packages::{self, WarmOutcome};
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::store::Store;
-use common::services::{fresh_key, migrated_database, redis_get, redis_set, redis_url};
+use common::services::{migrated_database, redis_get, redis_set, redis_url};
+use common::store_world::{DbWorld, assert_says, cache, select};
 use common::{assert_ok, cli, stderr};
 use futures::FutureExt;
 
-async fn migrated_db() -> (String, Database) {
-    let (url, db) = migrated_database().await;
-    (url, db)
-}
-
-async fn sql(db: &Database, statement: &str) {
-    sqlx::raw_sql(statement).execute(db.pool()).await.unwrap();
-}
+type Row = (String, Option<String>, Option<String>, bool, String);
 
 /// Everything about the row a write could change.
-async fn row(db: &Database) -> Vec<(String, Option<String>, Option<String>, bool, String)> {
-    sqlx::query_as(
+async fn row(db: &Database) -> Vec<Row> {
+    select(
+        db,
         "SELECT path, content, content_hash, is_deleted, updated_at::text FROM workspace_files \
          ORDER BY path",
     )
-    .fetch_all(db.pool())
     .await
-    .unwrap()
-}
-
-fn env<'a>(db_url: &'a str, redis: &'a str, key: &'a str) -> Vec<(&'static str, &'a str)> {
-    vec![
-        ("DATABASE_URL", db_url),
-        ("REDIS_URL", redis),
-        ("BIFROST_REQUIREMENTS_REDIS_KEY", key),
-    ]
 }
 
 async fn redis_cmd(args: &[&str]) -> redis::Value {
@@ -56,15 +40,11 @@ async fn redis_cmd(args: &[&str]) -> redis::Value {
 
 #[tokio::test]
 async fn a_commit_that_fails_leaves_redis_and_the_row_as_they_were() {
-    let (url, db) = migrated_db().await;
-    let key = fresh_key();
-    let redis = redis_url();
-    let e = env(&url, &redis, &key);
-    assert_ok(&cli(&["requirements", "add", "requests==2.32.3"], &e));
+    let w = DbWorld::new().await;
+    assert_ok(&w.cli(&["requirements", "add", "requests==2.32.3"]));
     // A constraint checked only at COMMIT: the write itself succeeds, the commit fails — the
     // window in which the old order (SETEX before COMMIT) put unsaved content in Redis.
-    sql(
-        &db,
+    w.sql(
         "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN IF NEW.content LIKE '%refused-at-commit%' THEN \
            RAISE EXCEPTION 'refused at commit by the test'; END IF; RETURN NEW; END $$; \
@@ -74,38 +54,34 @@ async fn a_commit_that_fails_leaves_redis_and_the_row_as_they_were() {
     .await;
     // Bytes Bifrost could have written (a different spelling than ours): must survive as they are.
     let cached = r#"{"content":"requests==2.32.3\n","hash":"sha256:5ad1e8d3fbc0bb3ba3bc35ec6bcee2a4d6e2bfa3d9fa0a9f14f8f1dbb7e5fb54"}"#;
-    redis_set(&redis, &key, cached).await;
-    let before_row = row(&db).await;
+    redis_set(&w.redis, &w.key, cached).await;
+    let before_row = row(&w.db).await;
 
-    let out = cli(&["requirements", "add", "refused-at-commit==1"], &e);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("committing the save") && err.contains("refused at commit by the test"),
-        "{err}"
+    let out = w.cli(&["requirements", "add", "refused-at-commit==1"]);
+    assert_says(
+        &out,
+        3,
+        &["committing the save", "refused at commit by the test"],
     );
     assert_eq!(
-        redis_get(&redis, &key).await.as_deref(),
+        w.cached().await.as_deref(),
         Some(cached),
         "Redis changed although the commit failed"
     );
-    assert_eq!(row(&db).await, before_row);
+    assert_eq!(row(&w.db).await, before_row);
 
     // The connection that failed held the ordering lock: it must not block the next writer.
-    let out = cli(&["requirements", "add", "flask==3.0.3"], &e);
+    let out = w.cli(&["requirements", "add", "flask==3.0.3"]);
     assert_ok(&out);
-    let now = redis_get(&redis, &key).await.unwrap();
+    let now = w.cached().await.unwrap();
     assert!(now.contains("flask==3.0.3"), "{now}");
 }
 
 #[tokio::test]
 async fn a_redis_failure_after_commit_keeps_the_row_and_exits_4_saying_so() {
-    let (url, db) = migrated_db().await;
-    let key = fresh_key();
-    let redis = redis_url();
-    let e0 = env(&url, &redis, &key);
-    assert_ok(&cli(&["requirements", "add", "requests==2.32.3"], &e0));
-    let cached = redis_get(&redis_url(), &key).await.unwrap();
+    let w = DbWorld::new().await;
+    assert_ok(&w.cli(&["requirements", "add", "requests==2.32.3"]));
+    let cached = w.cached().await.unwrap();
 
     // A Redis user that may connect and PING but not SETEX: Redis fails after the commit.
     let user = format!("u{}", uuid::Uuid::new_v4().simple());
@@ -113,8 +89,9 @@ async fn a_redis_failure_after_commit_keeps_the_row_and_exits_4_saying_so() {
         "ACL", "SETUSER", &user, "on", ">pw", "~*", "+@all", "-setex",
     ])
     .await;
-    let limited = redis_url().replacen("redis://", &format!("redis://{user}:pw@"), 1);
-    let e = env(&url, &limited, &key);
+    let limited = w
+        .redis
+        .replacen("redis://", &format!("redis://{user}:pw@"), 1);
     let out = cli(
         &[
             "requirements",
@@ -123,33 +100,24 @@ async fn a_redis_failure_after_commit_keeps_the_row_and_exits_4_saying_so() {
             "--redis-attempts",
             "1",
         ],
-        &e,
+        &w.env_with(&w.url, &limited),
     );
     redis_cmd(&["ACL", "DELUSER", &user]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_says(&out, 4, &["is saved in PostgreSQL", "warm"]);
     let err = stderr(&out);
-    assert!(
-        err.contains("is saved in PostgreSQL") && err.contains("warm"),
-        "{err}"
-    );
     assert!(!err.contains(":pw@"), "the password leaked: {err}");
-    let saved = db.read().await.unwrap().unwrap();
+    let saved = w.db.read().await.unwrap().unwrap();
     assert_eq!(saved.content, "requests==2.32.3\nflask==3.0.3\n");
-    assert_eq!(redis_get(&redis_url(), &key).await.unwrap(), cached);
+    assert_eq!(w.cached().await.unwrap(), cached);
 
     // `warm` repairs Redis from the saved row.
-    assert_ok(&cli(&["warm"], &e0));
-    assert!(
-        redis_get(&redis_url(), &key)
-            .await
-            .unwrap()
-            .contains("flask==3.0.3")
-    );
+    assert_ok(&w.cli(&["warm"]));
+    assert!(w.cached().await.unwrap().contains("flask==3.0.3"));
 }
 
 #[tokio::test]
 async fn after_commit_runs_only_once_the_row_is_visible_to_others() {
-    let (_url, db) = migrated_db().await;
+    let (_url, db) = migrated_database().await;
     let other = db.clone();
     let seen = Arc::new(Mutex::new(None));
     let s = seen.clone();
@@ -174,14 +142,9 @@ async fn after_commit_runs_only_once_the_row_is_visible_to_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_waits_for_a_save_between_its_commit_and_its_redis_write() {
-    let (_url, db) = migrated_db().await;
-    let key = fresh_key();
-    let cache = Cache::connect(CacheConfig {
-        key: key.clone(),
-        ..CacheConfig::new(redis_url())
-    })
-    .await
-    .unwrap();
+    let (_url, db) = migrated_database().await;
+    let key = common::services::fresh_key();
+    let cache = cache(&key).await;
     let (committed_tx, committed_rx) = tokio::sync::oneshot::channel::<()>();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let saver = {
@@ -227,7 +190,7 @@ async fn warm_waits_for_a_save_between_its_commit_and_its_redis_write() {
 
 #[tokio::test]
 async fn a_panic_while_holding_the_order_lock_does_not_block_the_next_save() {
-    let (_url, db) = migrated_db().await;
+    let (_url, db) = migrated_database().await;
     let panicked = AssertUnwindSafe(db.read_in_order(|_| async {
         panic!("a library bug while the lock is held");
         #[allow(unreachable_code)]

@@ -13,11 +13,14 @@ pub mod node;
 pub mod objects;
 pub mod operator;
 pub mod proc;
+pub mod props;
 pub mod redirect;
 pub mod release;
 pub mod s3;
 pub mod scenario;
+pub mod scenario_ext;
 pub mod services;
+pub mod store_world;
 pub mod wheels;
 
 use std::process::{Command, Output};
