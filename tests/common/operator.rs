@@ -398,38 +398,6 @@ pub fn condition(obj: &WorkspaceRequirements, type_: &str) -> Option<(String, St
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-/// Wait up to `timeout` until condition `type_` has `status` (and `reason`, when given);
-/// returns the resource, or panics with the last status seen.
-pub async fn wait_condition(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    type_: &str,
-    status: &str,
-    reason: Option<&str>,
-    timeout: Duration,
-) -> WorkspaceRequirements {
-    let mut last = None;
-    let found = tokio::time::timeout(timeout, async {
-        loop {
-            let obj = get_wsreq(client, ns, name).await;
-            if condition(&obj, type_)
-                .is_some_and(|c| c.0 == status && reason.is_none_or(|r| r == c.1))
-            {
-                return obj;
-            }
-            last = obj.status.clone();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| {
-        panic!(
-            "timed out waiting for {ns}/{name} {type_}={status} {reason:?}; last status: {last:#?}"
-        )
-    })
-}
-
 /// `spec.cache` naming Redis through the Secret `redis` (key `url`), as the tests create it.
 pub fn redis_cache(key: &str) -> serde_json::Value {
     json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "key": key}})

@@ -25,7 +25,7 @@ use serde_json::json;
 
 use super::operator::{
     Operator, condition, create_wsreq, get_wsreq, labelled_deployment_with, namespace, redis_cache,
-    secret, template_hash, wait_condition, wait_for,
+    secret, template_hash, wait_for,
 };
 use super::services::{fresh_key, redis_get, redis_url};
 
@@ -93,7 +93,7 @@ impl Ns {
         self.wait_within(name, type_, status, reason, T).await
     }
 
-    /// [`Ns::wait`] with its own deadline.
+    /// [`Ns::wait`] with its own deadline; panics with the last status seen.
     pub async fn wait_within(
         &self,
         name: &str,
@@ -102,16 +102,26 @@ impl Ns {
         reason: Option<&str>,
         timeout: Duration,
     ) -> WorkspaceRequirements {
-        wait_condition(
-            &self.client,
-            &self.name,
-            name,
-            type_,
-            status,
-            reason,
-            timeout,
-        )
-        .await
+        let mut last = None;
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                let obj = self.get(name).await;
+                if condition(&obj, type_)
+                    .is_some_and(|c| c.0 == status && reason.is_none_or(|r| r == c.1))
+                {
+                    return obj;
+                }
+                last = obj.status.clone();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            let ns = &self.name;
+            panic!(
+                "timed out waiting for {ns}/{name} {type_}={status} {reason:?}; last status: {last:#?}"
+            )
+        })
     }
 
     /// A Deployment `name` of `replicas` whose pod template opts in to the resource `wsreq`
