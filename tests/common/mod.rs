@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod bench;
+pub mod checks;
 pub mod fixtures;
 pub mod helm;
 pub mod index;
@@ -11,9 +12,11 @@ pub mod lock_world;
 pub mod node;
 pub mod operator;
 pub mod proc;
+pub mod props;
 pub mod redirect;
 pub mod release;
 pub mod s3;
+pub mod s3_world;
 pub mod scenario;
 pub mod services;
 pub mod wheels;
