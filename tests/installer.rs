@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::requirements::content_hash;
-use common::checks::{assert_exit, assert_says};
+use common::checks::{assert_exit, assert_ok_says, assert_says};
 use common::services::{self, RedisServer};
 use common::wheels::{Wheel, Wheelhouse};
 use common::{assert_ok, stderr, stdout};

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::s3::DEFAULT_KEY;
-use common::checks::{assert_exit, assert_says};
+use common::checks::{assert_exit, assert_ok_says, assert_says};
 use common::s3::{BUCKET, World, bifrost_put, shared};
 use common::services::{dead_url, fresh_key as fresh_redis_key, redis_get, redis_url};
 use common::wheels::{Wheel, Wheelhouse};
@@ -30,8 +30,7 @@ async fn add_remove_set_and_show_keep_the_bytes_and_refresh_redis() {
     assert_eq!(stdout(&out), "");
     assert_says(&out, &[&format!("no object s3://{BUCKET}/")]);
     let out = w.run(&["requirements", "add", "requests==2.32.3"], &[]);
-    assert_ok(&out);
-    assert_says(&out, &["created"]);
+    assert_ok_says(&out, &["created"]);
     w.assert_both("requests==2.32.3\n").await;
 
     // Bifrost edits the file in its editor (CRLF, a comment): the CLI keeps those bytes.
@@ -77,8 +76,7 @@ async fn add_remove_set_and_show_keep_the_bytes_and_refresh_redis() {
     // Unchanged: no PUT, Redis not touched.
     let (_, etag) = w.object().await.unwrap();
     let out = w.set_file("numpy==2.0.1\r\n# ü\r\nscipy");
-    assert_ok(&out);
-    assert_says(&out, &["unchanged"]);
+    assert_ok_says(&out, &["unchanged"]);
     assert_eq!(w.object().await.unwrap().1, etag);
 
     // Removing what is not there is input to fix: exit 2, nothing written.
@@ -144,8 +142,7 @@ async fn warm_with_only_bifrosts_environment_names_writes_bifrosts_payload() {
             ("BIFROST_REDIS_URL", &redis),
         ],
     );
-    assert_ok(&out);
-    assert_says(&out, &[&format!("s3://{BUCKET}/{DEFAULT_KEY}")]);
+    assert_ok_says(&out, &[&format!("s3://{BUCKET}/{DEFAULT_KEY}")]);
     assert_eq!(
         redis_get(&redis, &redis_key).await,
         Some(Payload::new(content).to_json())
@@ -155,8 +152,7 @@ async fn warm_with_only_bifrosts_environment_names_writes_bifrosts_payload() {
     // No object: exit 0, says so, Redis untouched.
     let w = World::new();
     let out = w.run(&["warm"], &[]);
-    assert_ok(&out);
-    assert_says(&out, &["no object"]);
+    assert_ok_says(&out, &["no object"]);
     assert_eq!(w.redis().await, None);
 }
 

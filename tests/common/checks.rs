@@ -37,3 +37,10 @@ pub fn fields<'a>(list: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
         .unwrap_or_else(|| panic!("not an array: {list}"));
     list.iter().map(|o| o[field].as_str().unwrap()).collect()
 }
+
+/// `out` succeeded (its streams shown when not) and its stderr holds every one of `words`.
+#[track_caller]
+pub fn assert_ok_says(out: &Output, words: &[&str]) {
+    super::assert_ok(out);
+    assert_says(out, words);
+}

@@ -14,8 +14,7 @@ fn corrupted_redis_json_is_refused_or_replaced_by_the_fallback() {
     // With a good snapshot, the worker still gets its packages (and is told why).
     let fallback = w.fallback_file(&format!("{GAMMA}==1.0\n"));
     let out = w.install(&["--fallback-file", &fallback]);
-    assert_ok(&out);
-    assert_says(&out, &["Redis unusable"]);
+    assert_ok_says(&out, &["Redis unusable"]);
     assert_eq!(w.import(GAMMA).unwrap(), "1.0");
 }
 
@@ -166,8 +165,7 @@ fn a_killed_install_leaves_the_previous_marker_and_the_next_run_cleans_up() {
     );
 
     let out = w.install(&[]);
-    assert_ok(&out);
-    assert_says(&out, &["left behind by an interrupted run"]);
+    assert_ok_says(&out, &["left behind by an interrupted run"]);
     assert_eq!(w.import(GAMMA).unwrap(), "2.0");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
@@ -221,8 +219,7 @@ fn sigkill_of_install_takes_the_installer_and_all_its_descendants_with_it() {
     // back afterwards: no orphan is left writing into it.
     assert!(!w.leftovers().is_empty(), "the killed run staged nothing");
     let out = w.install(&[]);
-    assert_ok(&out);
-    assert_says(&out, &["left behind by an interrupted run"]);
+    assert_ok_says(&out, &["left behind by an interrupted run"]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
     assert_ne!(w.marker_bytes().unwrap(), before);

@@ -8,8 +8,7 @@ fn empty_requirements_succeed_and_clear_the_previous_install() {
     w.good_install();
     let hash = w.put("# no packages yet\n\n");
     let out = w.install(&["--uv", "/bin/false", "--json"]);
-    assert_ok(&out);
-    assert_says(
+    assert_ok_says(
         &out,
         &[
             "nothing to install",
@@ -25,8 +24,7 @@ fn empty_requirements_succeed_and_clear_the_previous_install() {
 
     // Marked, so the next start is free.
     let out = w.install(&["--uv", "/bin/false"]);
-    assert_ok(&out);
-    assert_says(&out, &["already installed"]);
+    assert_ok_says(&out, &["already installed"]);
 
     // Truly empty content (Bifrost's "no row" payload) on a fresh target.
     let fresh = World::new();
@@ -122,8 +120,7 @@ fn an_own_redis_that_stops_mid_life_falls_back() {
     assert_eq!(w.marker()["hash"], hash.as_str());
     redis.stop();
     let out = w.install_via(Some(&key_url), &["--fallback-file", fb], &[]);
-    assert_ok(&out);
-    assert_says(&out, &["using the fallback file"]);
+    assert_ok_says(&out, &["using the fallback file"]);
     assert_eq!(w.import(GAMMA).unwrap(), "2.0");
 }
 

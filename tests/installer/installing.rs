@@ -92,8 +92,7 @@ fn second_run_with_the_same_hash_skips_without_running_the_installer() {
     let before = w.good_install();
     // /bin/false as "uv": if the installer ran, the install would fail.
     let out = w.install(&["--uv", "/bin/false", "--json"]);
-    assert_ok(&out);
-    assert_says(&out, &["already installed", "installer not run"]);
+    assert_ok_says(&out, &["already installed", "installer not run"]);
     assert_eq!(
         w.marker_bytes().unwrap(),
         before,
@@ -118,8 +117,7 @@ fn second_run_with_the_same_hash_skips_without_running_the_installer() {
         ],
         &[],
     );
-    assert_ok(&out);
-    assert_says(&out, &["no source read"]);
+    assert_ok_says(&out, &["no source read"]);
     assert_eq!(json(&out)["source"], "marker");
     w.assert_untouched(&before);
 }
@@ -150,8 +148,7 @@ fn a_different_interpreter_reinstalls() {
     std::fs::write(&wrapper, "#!/bin/sh\nexec python3 \"$@\"\n").unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = w.install(&["--python", wrapper.to_str().unwrap()]);
-    assert_ok(&out);
-    assert_says(&out, &["interpreter changed", "installed:"]);
+    assert_ok_says(&out, &["interpreter changed", "installed:"]);
     assert_eq!(w.marker()["python"], wrapper.to_str().unwrap());
     assert_eq!(w.import(ALPHA).unwrap(), "1.0");
 }

@@ -19,8 +19,7 @@ fn redis_down_uses_the_fallback_file_plain_or_json() {
         &["--fallback-file", fallback.to_str().unwrap(), "--json"],
         &[],
     );
-    assert_ok(&out);
-    assert_says(&out, &["Redis unusable", "using the fallback file"]);
+    assert_ok_says(&out, &["Redis unusable", "using the fallback file"]);
     assert_eq!(w.import(GAMMA).unwrap(), "1.0");
     assert_eq!(w.marker()["source"], "fallback-file");
     assert_eq!(json(&out)["source"], "fallback-file");
@@ -47,8 +46,7 @@ fn redis_down_uses_the_fallback_file_plain_or_json() {
 fn missing_redis_key_falls_back_to_the_file_and_without_one_installs_nothing() {
     let w = World::new();
     let out = w.install(&["--json"]);
-    assert_ok(&out);
-    assert_says(&out, &["nothing to install", "does not exist"]);
+    assert_ok_says(&out, &["nothing to install", "does not exist"]);
     assert_eq!(json(&out)["status"], "absent");
     assert!(w.marker_bytes().is_none(), "no marker for nothing");
 
@@ -109,8 +107,7 @@ fn expected_hash_prefers_the_source_that_holds_it() {
     // The pod was admitted for the old hash; Redis already has the new one: install the old.
     let upper = format!("sha256:{}", old_hash.to_uppercase());
     let out = w.install(&["--fallback-file", fb, "--expected-hash", &upper, "--json"]);
-    assert_ok(&out);
-    assert_says(
+    assert_ok_says(
         &out,
         &[&format!(
             "Redis holds sha256 {new_hash}, not the expected {old_hash}"
@@ -132,8 +129,7 @@ fn expected_hash_prefers_the_source_that_holds_it() {
     let other = content_hash("something else entirely\n");
     std::fs::write(&fallback, format!("{ALPHA}\n")).unwrap();
     let out = w.install(&["--fallback-file", fb, "--expected-hash", &other]);
-    assert_ok(&out);
-    assert_says(
+    assert_ok_says(
         &out,
         &[
             &format!("no source holds the expected sha256 {other}"),
@@ -148,7 +144,6 @@ fn expected_hash_prefers_the_source_that_holds_it() {
         &["--fallback-file", fb, "--expected-hash", &other],
         &[],
     );
-    assert_ok(&out);
-    assert_says(&out, &["installing the newest, from the fallback file"]);
+    assert_ok_says(&out, &["installing the newest, from the fallback file"]);
     assert_eq!(w.import(ALPHA).unwrap(), "1.0");
 }
