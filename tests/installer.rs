@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::requirements::content_hash;
+use common::checks::{assert_exit, assert_ok_says, assert_says};
 use common::services::{self, RedisServer};
 use common::wheels::{Wheel, Wheelhouse};
 use common::{assert_ok, stderr, stdout};
@@ -78,6 +79,13 @@ impl World {
             .arg(raw)
             .query::<()>(&mut con)
             .unwrap();
+    }
+
+    /// A fallback file (`requirements.txt` in this world's folder) holding `content`: its path.
+    fn fallback_file(&self, content: &str) -> String {
+        let path = self.file("requirements.txt");
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
     }
 
     /// `install` against this world's Redis, key, target and wheelhouse, plus `extra`.
@@ -189,6 +197,43 @@ impl World {
     }
 }
 
+/// A world with a good install of alpha, then gamma 2.0 stored, and an installer that never
+/// finishes.
+struct Stuck {
+    w: World,
+    /// The good install's marker bytes.
+    before: Vec<u8>,
+    installer: PathBuf,
+    pids: PathBuf,
+}
+
+impl Stuck {
+    fn new() -> Stuck {
+        let w = World::new();
+        let before = w.good_install();
+        w.put(&format!("{GAMMA}==2.0\n"));
+        let (installer, pids) = slow_installer(w.dir.path());
+        Stuck {
+            w,
+            before,
+            installer,
+            pids,
+        }
+    }
+
+    /// `--uv` for the installer that never finishes.
+    fn uv(&self) -> &str {
+        self.installer.to_str().unwrap()
+    }
+
+    /// `install` started with that installer, once it runs: the child and the installer's pid
+    /// and its child's.
+    fn spawn(&self) -> (Child, (i32, i32)) {
+        let child = self.w.spawn(&["--uv", self.uv()]);
+        (child, wait_for_pids(&self.pids))
+    }
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
@@ -200,33 +245,37 @@ fn json(o: &Output) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
 }
 
+/// Write an executable shell script at `path`.
+fn script(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A stand-in installer that never finishes: writes "<its pid> <child pid>" to the returned file.
 fn slow_installer(dir: &Path) -> (PathBuf, PathBuf) {
     let pids = dir.join("fake-uv.pids");
-    let script = dir.join("slow-uv");
-    std::fs::write(
-        &script,
-        format!(
+    let path = dir.join("slow-uv");
+    script(
+        &path,
+        &format!(
             "#!/bin/sh\necho 'fake uv: resolving forever' >&2\nsleep 120 &\necho \"$$ $!\" > '{}.tmp'\nmv '{0}.tmp' '{0}'\nwait\n",
             pids.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (script, pids)
+    );
+    (path, pids)
 }
 
-fn wait_for_pids(file: &Path) -> (i32, i32) {
+/// The `n` pids a fake installer writes to `file` once it runs.
+fn wait_for_pid_list(file: &Path, n: usize) -> Vec<i32> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(s) = std::fs::read_to_string(file) {
-            let v: Vec<i32> = s
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            if v.len() == 2 {
-                return (v[0], v[1]);
-            }
+        let v: Vec<i32> = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if v.len() == n {
+            return v;
         }
         assert!(
             Instant::now() < deadline,
@@ -234,6 +283,11 @@ fn wait_for_pids(file: &Path) -> (i32, i32) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn wait_for_pids(file: &Path) -> (i32, i32) {
+    let v = wait_for_pid_list(file, 2);
+    (v[0], v[1])
 }
 
 /// Running (zombies count as gone).

@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::index::{Index, path_with_real_uv, real_uv};
-use common::services::{fresh_database, write_bifrost_row};
+use common::lock_world::database_holding;
 use common::wheels::Wheel;
 use common::{assert_ok, cli, stderr, stdout};
 
@@ -69,35 +69,14 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 /// Publish the spy as a source distribution only; its backend reports to `report`.
 fn publish_spy(index: &Index, report: &Path) {
-    let src = tempfile::tempdir().unwrap();
-    let root = src.path().join(format!("{SPY}-1.0"));
-    std::fs::create_dir(&root).unwrap();
-    std::fs::write(
-        root.join("PKG-INFO"),
-        format!("Metadata-Version: 2.1\nName: {SPY}\nVersion: 1.0\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("pyproject.toml"),
-        format!(
-            "[build-system]\nrequires = []\nbuild-backend = \"spy_backend\"\nbackend-path = [\".\"]\n\n\
-             [project]\nname = \"{SPY}\"\nversion = \"1.0\"\n"
-        ),
-    )
-    .unwrap();
+    let pyproject = format!(
+        "[build-system]\nrequires = []\nbuild-backend = \"spy_backend\"\nbackend-path = [\".\"]\n\n\
+         [project]\nname = \"{SPY}\"\nversion = \"1.0\"\n"
+    );
     let code = BACKEND.replace("__REPORT__", &format!("{:?}", report.to_str().unwrap()));
-    std::fs::write(root.join("spy_backend.py"), code).unwrap();
     let project = index.root().join(common::index::normalize(SPY));
     std::fs::create_dir_all(&project).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(src.path())
-        .arg("-czf")
-        .arg(project.join(format!("{SPY}-1.0.tar.gz")))
-        .arg(format!("{SPY}-1.0"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar");
+    common::wheels::sdist(&project, SPY, &pyproject, &[("spy_backend.py", &code)]);
 }
 
 /// The secrets of our own environment, as a worker's Secrets would put them there.
@@ -130,24 +109,12 @@ fn install(dir: &Path, content: &str, installer: &str, index_url: &str) -> Outpu
     let target = dir.join(format!("site-{installer}"));
     let cache = dir.join(format!("cache-{installer}"));
     let uv = real_uv();
-    let args = [
-        "install",
-        "--json",
-        "--installer",
-        installer,
-        "--uv",
-        uv.to_str().unwrap(),
-        "--target",
-        target.to_str().unwrap(),
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "--fallback-file",
-        fallback.to_str().unwrap(),
-        "--redis-timeout",
-        "300ms",
-        "--redis-attempts",
-        "1",
-    ];
+    let mut args = vec!["install", "--json", "--installer", installer];
+    args.extend(["--uv", uv.to_str().unwrap()]);
+    args.extend(["--target", target.to_str().unwrap()]);
+    args.extend(["--cache-dir", cache.to_str().unwrap()]);
+    args.extend(["--fallback-file", fallback.to_str().unwrap()]);
+    args.extend(["--redis-timeout", "300ms", "--redis-attempts", "1"]);
     // The index (with its credentials) as the environment gives it: the flag would put it on
     // install's own command line.
     let mut secrets = our_secrets();
@@ -194,12 +161,7 @@ fn a_build_backend_sees_none_of_our_secrets_and_no_command_line_holds_the_index_
             serde_json::from_str(&std::fs::read_to_string(&report).expect("the backend ran"))
                 .unwrap();
         let environ = seen["environ"].as_object().unwrap();
-        for name in [
-            "REDIS_URL",
-            "DATABASE_URL",
-            "BIFROST_S3_SECRET_KEY",
-            "BIFROST_S3_ACCESS_KEY",
-        ] {
+        for (name, _) in our_secrets() {
             assert!(
                 !environ.contains_key(name),
                 "{installer}: the backend saw {name}"
@@ -213,16 +175,10 @@ fn a_build_backend_sees_none_of_our_secrets_and_no_command_line_holds_the_index_
             &seen["environ"].to_string(),
             &format!("{installer}: the backend's environment"),
         );
-        let cmdlines: Vec<String> = seen["cmdlines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
+        let cmdlines = common::checks::strings(&seen["cmdlines"]);
+        let reaches_install = |c: &&str| c.contains("install") && c.contains("--target");
         assert!(
-            cmdlines
-                .iter()
-                .any(|c| c.contains("install") && c.contains("--target")),
+            cmdlines.iter().any(reaches_install),
             "{installer}: the walk must reach the installer: {cmdlines:#?}"
         );
         assert_no_secret(
@@ -252,10 +208,7 @@ async fn uvs_own_output_about_a_credentialed_index_holds_no_password() {
     assert_no_secret(&all, "install against a refusing index");
 
     // The resolver: right credentials resolve, wrong ones fail without showing them.
-    let db_url = fresh_database().await;
-    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
-    assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db_url)]));
-    write_bifrost_row(&pool, &format!("{GOOD}==1.0\n")).await;
+    let db_url = database_holding(&format!("{GOOD}==1.0\n")).await;
     let path = path_with_real_uv();
     let show = |url: &str, cache: PathBuf| {
         let args = common::index::show_lock_args(url, &cache);

@@ -8,9 +8,11 @@
 mod common;
 
 use std::ffi::OsStr;
+use std::path::Path;
 
 use bifrost_requirements::lock::Lock;
 use bifrost_requirements::requirements::content_hash;
+use common::checks::{assert_exit, assert_says};
 use common::index::Index;
 use common::lock_world::{MARKER, VERSION, World, import_version, marker, report};
 use common::wheels::{Wheel, import};
@@ -63,11 +65,7 @@ fn the_index_serves_releases_published_while_it_runs() {
         !out.status.success(),
         "a win_amd64 wheel installed on Linux"
     );
-    assert!(
-        stderr(&out).contains("bifrost-l-beta==2.0"),
-        "{}",
-        stderr(&out)
-    );
+    assert_says(&out, &["bifrost-l-beta==2.0"]);
 }
 
 #[tokio::test]
@@ -94,11 +92,7 @@ async fn a_lock_keeps_installing_what_it_pinned_after_a_newer_release() {
     assert_eq!(r["lock"]["used"], true, "{r}");
     assert_eq!(r["from_lock"], true, "{r}");
     assert_eq!(r["package_count"], 2, "{r}");
-    assert!(
-        stderr(&out).contains(", as locked (hash-checked)"),
-        "{}",
-        stderr(&out)
-    );
+    assert_says(&out, &[", as locked (hash-checked)"]);
     assert_eq!(import_version(&target, ALPHA), "1.0");
     assert_eq!(import_version(&target, BETA), "1.0");
     assert_eq!(marker(&target)["installed_from_lock"], true);
@@ -149,7 +143,7 @@ async fn a_tampered_wheel_is_refused_by_the_hash_check_and_nothing_is_swapped_in
     let out = w.install(&w.snapshot(&content, Some(&lock)), &target, &[]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("bifrost-l-alpha (hash mismatch)"), "{err}");
+    assert_says(&out, &["bifrost-l-alpha (hash mismatch)"]);
     assert!(err.to_lowercase().contains("hash mismatch for"), "{err}");
     assert_eq!(report(&out)["lock"]["used"], true);
     assert_eq!(
@@ -170,12 +164,12 @@ async fn pip_installs_the_lock_with_its_hashes_and_refuses_a_tampered_wheel() {
     let content = format!("{ALPHA}>=1.0\n");
     let lock = w.lock(&content, VERSION).await;
     w.index.publish(&alpha("1.1"));
+    let pip_install = |target: &Path| {
+        let snapshot = w.snapshot(&content, Some(&lock));
+        w.install(&snapshot, target, &["--installer", "pip"])
+    };
     let target = w.path("site");
-    let out = w.install(
-        &w.snapshot(&content, Some(&lock)),
-        &target,
-        &["--installer", "pip"],
-    );
+    let out = pip_install(&target);
     assert_ok(&out);
     assert_eq!(report(&out)["lock"]["used"], true);
     assert_eq!(import_version(&target, ALPHA), "1.0");
@@ -183,17 +177,8 @@ async fn pip_installs_the_lock_with_its_hashes_and_refuses_a_tampered_wheel() {
 
     w.index.tamper(&alpha("1.0"));
     let fresh = w.path("again");
-    let out = w.install(
-        &w.snapshot(&content, Some(&lock)),
-        &fresh,
-        &["--installer", "pip"],
-    );
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("bifrost-l-alpha (hash mismatch)"),
-        "{}",
-        stderr(&out)
-    );
+    let out = pip_install(&fresh);
+    assert_exit(&out, 5, &["bifrost-l-alpha (hash mismatch)"]);
     assert!(!fresh.join(MARKER).exists());
     assert!(import(&fresh, ALPHA).is_err());
 }
@@ -208,7 +193,7 @@ fn assert_resolved_instead(w: &World, content: &str, lock: &str, why: &str) {
     assert_eq!(r["lock"]["used"], false, "{r}");
     let reason = r["lock"]["reason"].as_str().unwrap();
     assert!(reason.contains(why), "{why:?} not in {reason:?}");
-    assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    assert_says(&out, &[why]);
     assert!(r["warnings"].to_string().contains(why), "{r}");
     assert_eq!(import_version(&target, ALPHA), "1.1");
     assert_eq!(marker(&target)["installed_from_lock"], false);
@@ -244,21 +229,16 @@ async fn a_hostile_lock_is_refused_naming_its_lines_and_installs_nothing() {
     let target = w.path("site");
     let out = w.install(&w.snapshot(&content, Some(&hostile)), &target, &[]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("requirements.lock: the lock is refused"),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!(
-            "line {}: `--index-url http://127.0.0.1:9/simple`",
-            lines + 1
-        )),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!("line {}: `-e .`", lines + 2)),
-        "{err}"
+    assert_says(
+        &out,
+        &[
+            "requirements.lock: the lock is refused",
+            &format!(
+                "line {}: `--index-url http://127.0.0.1:9/simple`",
+                lines + 1
+            ),
+            &format!("line {}: `-e .`", lines + 2),
+        ],
     );
     assert!(!target.join(MARKER).exists());
     assert!(import(&target, ALPHA).is_err());
@@ -285,16 +265,11 @@ async fn show_lock_of_unresolvable_content_exits_1_naming_the_requirement() {
         assert_eq!(out.status.code(), Some(1), "{content}: {}", stderr(&out));
         assert_eq!(stdout(&out), "", "{content}");
         let err = stderr(&out);
-        assert!(err.contains("does not resolve for Python 3.11"), "{err}");
+        assert_says(&out, &["does not resolve for Python 3.11"]);
         assert!(err.contains(named), "{named:?} not in {err}");
     }
     let out = w.show_lock("bifrost-l-alpha\n", "3.x", &[]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("--python-version"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 2, &["--python-version"]);
 }
 
 /// Each lock entry is tried on its own when the batch fails: under `--on-failure continue` the
@@ -329,10 +304,9 @@ async fn continue_keeps_the_good_entries_and_the_next_run_retries_the_refused_on
     assert_ok(&out);
     let r = report(&out);
     assert_eq!(r["status"], "installed", "{r}");
-    assert!(
-        stderr(&out).contains("retrying with uv the 1 package(s) that failed last time"),
-        "{}",
-        stderr(&out)
+    assert_says(
+        &out,
+        &["retrying with uv the 1 package(s) that failed last time"],
     );
     assert_eq!(import_version(&target, ALPHA), "1.0");
     assert_eq!(import_version(&target, BETA), "1.0");

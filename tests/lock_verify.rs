@@ -10,6 +10,7 @@ use std::process::Command;
 
 use bifrost_requirements::lock::Lock;
 use bifrost_requirements::requirements::content_hash;
+use common::checks::{assert_exit, assert_says};
 use common::lock_world::{MARKER, VERSION, World, import_version, report};
 use common::wheels::{Wheel, import};
 use common::{assert_ok, stderr, stdout};
@@ -58,22 +59,13 @@ async fn a_users_hash_pin_survives_resolution_or_the_lock_is_refused_naming_the_
     let out = w.show_lock(&content, VERSION, &[]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert_eq!(stdout(&out), "", "a lock was printed");
-    let err = stderr(&out);
-    assert!(
-        err.contains("cannot be locked (a --hash does not match the index)"),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!(
-            "line 2: `bifrost-l-good==1.0 --hash=sha256:{real}`"
-        )),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!(
-            "the index's bifrost-l-good==1.0 has sha256:{served}"
-        )),
-        "{err}"
+    assert_says(
+        &out,
+        &[
+            "cannot be locked (a --hash does not match the index)",
+            &format!("line 2: `bifrost-l-good==1.0 --hash=sha256:{real}`"),
+            &format!("the index's bifrost-l-good==1.0 has sha256:{served}"),
+        ],
     );
 
     // The author's wheel back on the index: the lock pins exactly the user's file.
@@ -132,10 +124,7 @@ async fn install_refuses_a_lock_that_is_not_a_lock_of_requirements_txt() {
         let out = w.install(&w.snapshot(content, Some(&lock)), &target, &[]);
         assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
         let err = stderr(&out);
-        assert!(
-            err.contains("the lock is not a lock of requirements.txt"),
-            "{err}"
-        );
+        assert_says(&out, &["the lock is not a lock of requirements.txt"]);
         for name in names {
             assert!(err.contains(name), "{name:?} not in {err}");
         }
@@ -169,27 +158,18 @@ async fn install_refuses_a_lock_whose_digest_is_not_the_admitted_one() {
     let args = admitted(&digest);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = w.install(&w.snapshot(content, Some(&edited)), &target, &args);
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!("its sha256 is {}", content_hash(&edited))),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!(
-            "not the sha256 {digest} of the lock the pod was admitted with"
-        )),
-        "{err}"
+    assert_exit(
+        &out,
+        4,
+        &[
+            &format!("its sha256 is {}", content_hash(&edited)),
+            &format!("not the sha256 {digest} of the lock the pod was admitted with"),
+        ],
     );
     assert!(!target.join(MARKER).exists());
 
     let out = w.install(&w.snapshot(content, None), &target, &args);
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("but there is no lock"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 4, &["but there is no lock"]);
     assert!(!target.join(MARKER).exists());
 
     let out = w.install(&w.snapshot(content, Some(&lock)), &target, &args);
@@ -287,13 +267,10 @@ async fn timeout_and_sigterm_stop_install_while_it_asks_the_worker_interpreter()
 
     let target = w.path("timed-out");
     let out = args(&target).args(["--timeout", "2s"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(
-            "did not finish within 2 s (--timeout) while asking the worker's interpreter"
-        ),
-        "{}",
-        stderr(&out)
+    assert_exit(
+        &out,
+        5,
+        &["did not finish within 2 s (--timeout) while asking the worker's interpreter"],
     );
     assert!(!target.join(MARKER).exists());
 
@@ -312,11 +289,10 @@ async fn timeout_and_sigterm_stop_install_while_it_asks_the_worker_interpreter()
     )
     .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("interrupted by SIGTERM while asking the worker's interpreter"),
-        "{}",
-        stderr(&out)
+    assert_exit(
+        &out,
+        143,
+        &["interrupted by SIGTERM while asking the worker's interpreter"],
     );
     assert!(!target.join(MARKER).exists());
 }
@@ -338,13 +314,12 @@ async fn timeout_stops_install_while_it_asks_the_worker_interpreter_for_its_user
         .env_remove("BIFROST_REDIS_URL")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(
+    assert_exit(
+        &out,
+        5,
+        &[
             "did not finish within 2 s (--timeout) while asking the worker's interpreter for its \
-             user site"
-        ),
-        "{}",
-        stderr(&out)
+             user site",
+        ],
     );
 }

@@ -342,68 +342,91 @@ struct Outcome {
     failures: Vec<String>,
 }
 
-fn check_case(case: &Case, legit: &Index, db: &str, work: &Path) -> Outcome {
-    let trap = Index::start(&[
-        Wheel::new("bifrost_hello", "6.6"),
-        Wheel::new("bifrost_trap", "1.0"),
-    ]);
-    let content = case.content.replace("{TRAP}", &trap.url());
-    let mut out = Outcome {
-        lines: Vec::new(),
-        failures: Vec::new(),
-    };
-    let mut fail = |m: String| out.failures.push(format!("{}: {m}", case.name));
-    let dir = work.join(&case.name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("requirements.txt");
-    std::fs::write(&file, &content).unwrap();
-    let cache = dir.join("cache");
+/// One case on disk: its file (the trap's URL filled in), its own trap, and what the policy
+/// counted in it.
+struct Trial<'a> {
+    case: &'a Case,
+    legit: &'a Index,
+    trap: Index,
+    content: String,
+    dir: PathBuf,
+    file: PathBuf,
+    counted: BTreeSet<String>,
+}
 
-    let parsed = RequirementsFile::parse(&content);
-    let counted: BTreeSet<String> = parsed.requirements().map(|(_, n)| n.to_string()).collect();
-    let verdict = Policy {
-        allowed_index_urls: vec![legit.url()],
-        only_binary: false,
+impl<'a> Trial<'a> {
+    fn new(case: &'a Case, legit: &'a Index, work: &Path) -> Trial<'a> {
+        let trap = Index::start(&[
+            Wheel::new("bifrost_hello", "6.6"),
+            Wheel::new("bifrost_trap", "1.0"),
+        ]);
+        let content = case.content.replace("{TRAP}", &trap.url());
+        let dir = work.join(&case.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("requirements.txt");
+        std::fs::write(&file, &content).unwrap();
+        let counted = RequirementsFile::parse(&content)
+            .requirements()
+            .map(|(_, n)| n.to_string())
+            .collect();
+        Trial {
+            case,
+            legit,
+            trap,
+            content,
+            dir,
+            file,
+            counted,
+        }
     }
-    .check(&parsed);
-    let accepted = verdict.is_ok();
-    match (case.expect, &verdict) {
-        (Expect::Accept { .. }, Err(e)) => fail(format!("expected acceptance, got {e}")),
-        (Expect::Reject | Expect::Bypass { .. }, Ok(_)) => fail("expected rejection".into()),
-        _ => {}
-    }
-    let mut summary = format!(
-        "{:<34} {}",
-        case.name,
-        match &verdict {
+
+    /// The policy's verdict on the file, and a failure when it is not the one expected.
+    fn verdict(&self) -> (String, bool, Option<String>) {
+        let verdict = Policy {
+            allowed_index_urls: vec![self.legit.url()],
+            only_binary: false,
+        }
+        .check(&RequirementsFile::parse(&self.content));
+        let failure = match (self.case.expect, &verdict) {
+            (Expect::Accept { .. }, Err(e)) => Some(format!("expected acceptance, got {e}")),
+            (Expect::Reject | Expect::Bypass { .. }, Ok(_)) => Some("expected rejection".into()),
+            _ => None,
+        };
+        let said = match &verdict {
             Ok(a) => format!("accepted ({} package(s))", a.package_count),
             Err(e) => format!("rejected (line {})", e.first().line),
-        }
-    );
+        };
+        (said, verdict.is_ok(), failure)
+    }
 
-    let ways: &[Way] = match case.expect {
-        Expect::Accept { .. } => &[Way::OursUv, Way::OursPip, Way::RawUv, Way::RawPip],
-        Expect::Reject => &[Way::OursUv, Way::OursPip],
-        Expect::Bypass { .. } => &[Way::OursUv, Way::OursPip, Way::RawUv, Way::RawPip],
-    };
-    for &way in ways {
-        let target = dir.join(format!("{way:?}"));
-        let before = trap.requests().len();
-        let o = install(way, &file, &target, &legit.url(), &cache);
-        let hits = trap.requests()[before..].to_vec();
+    /// The ways the file is installed: all four when the policy accepts it or it is a known
+    /// bypass, only ours when it is refused.
+    fn ways(&self) -> &'static [Way] {
+        match self.case.expect {
+            Expect::Accept { .. } => &[Way::OursUv, Way::OursPip, Way::RawUv, Way::RawPip],
+            Expect::Reject => &[Way::OursUv, Way::OursPip],
+            Expect::Bypass { .. } => &[Way::OursUv, Way::OursPip, Way::RawUv, Way::RawPip],
+        }
+    }
+
+    /// Install the file `way`: the summary's part for it, and its failures.
+    fn install(&self, way: Way, accepted: bool) -> (String, Vec<String>) {
+        let mut failures = Vec::new();
+        let mut fail = |m: String| failures.push(m);
+        let target = self.dir.join(format!("{way:?}"));
+        let before = self.trap.requests().len();
+        let cache = self.dir.join("cache");
+        let o = install(way, &self.file, &target, &self.legit.url(), &cache);
+        let hits = self.trap.requests()[before..].to_vec();
         let dists = installed(&target);
         let ours = matches!(way, Way::OursUv | Way::OursPip);
-        summary.push_str(&format!(
+        let said = format!(
             " | {way:?}: exit {:?}, trap {}",
             o.status.code(),
             hits.len()
-        ));
-        let should_reach = match (case.expect, way) {
-            (Expect::Bypass { uv, .. }, Way::RawUv) => Some(uv),
-            (Expect::Bypass { pip, .. }, Way::RawPip) => Some(pip),
-            _ => None,
-        };
-        match should_reach {
+        );
+        let counted = &self.counted;
+        match should_reach(self.case.expect, way) {
             // The detection works: the raw installer follows the hidden option.
             Some(true) if hits.is_empty() => fail(format!(
                 "{way:?} was expected to reach the trap (a known bypass) but did not; exit {:?}\n{}",
@@ -430,21 +453,48 @@ fn check_case(case: &Case, legit: &Index, db: &str, work: &Path) -> Outcome {
                 o.status.code()
             ));
         }
-        if ours && matches!(case.expect, Expect::Accept { installs: true }) && !o.status.success() {
+        let installs = matches!(self.case.expect, Expect::Accept { installs: true });
+        if ours && installs && !o.status.success() {
             fail(format!(
                 "{way:?} failed on an accepted file:\n{}",
                 String::from_utf8_lossy(&o.stderr)
             ));
         }
+        (said, failures)
+    }
+}
+
+/// Whether a raw installer must reach the trap (a known bypass); None where nothing may.
+fn should_reach(expect: Expect, way: Way) -> Option<bool> {
+    match (expect, way) {
+        (Expect::Bypass { uv, .. }, Way::RawUv) => Some(uv),
+        (Expect::Bypass { pip, .. }, Way::RawPip) => Some(pip),
+        _ => None,
+    }
+}
+
+fn check_case(case: &Case, legit: &Index, db: &str, work: &Path) -> Outcome {
+    let trial = Trial::new(case, legit, work);
+    let (said, accepted, failure) = trial.verdict();
+    let mut failures: Vec<String> = failure.into_iter().collect();
+    let mut summary = format!("{:<34} {said}", case.name);
+    for &way in trial.ways() {
+        let (said, failed) = trial.install(way, accepted);
+        summary.push_str(&said);
+        failures.extend(failed);
     }
     if accepted {
-        for f in check_lock(case, &content, legit, &trap, db, &dir) {
-            fail(format!("Lock: {f}"));
-        }
+        let locked = check_lock(case, &trial.content, legit, &trial.trap, db, &trial.dir);
+        failures.extend(locked.into_iter().map(|f| format!("Lock: {f}")));
         summary.push_str(" | Lock: checked");
     }
-    out.lines.push(summary);
-    out
+    Outcome {
+        lines: vec![summary],
+        failures: failures
+            .into_iter()
+            .map(|m| format!("{}: {m}", case.name))
+            .collect(),
+    }
 }
 
 #[test]

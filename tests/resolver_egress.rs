@@ -8,8 +8,8 @@
 mod common;
 
 use common::index::{Index, normalize, path_with_real_uv};
+use common::lock_world::database_holding;
 use common::redirect::Redirector;
-use common::services::{fresh_database, write_bifrost_row};
 use common::wheels::Wheel;
 use common::{assert_ok, cli, stderr, stdout};
 
@@ -39,10 +39,7 @@ fn show_lock_trusting(
 
 #[tokio::test]
 async fn an_index_cannot_lead_the_resolver_to_another_origin() {
-    let db_url = fresh_database().await;
-    assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db_url)]));
-    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
-    write_bifrost_row(&pool, &format!("{GOOD}==1.0\n")).await;
+    let db_url = database_holding(&format!("{GOOD}==1.0\n")).await;
     let elsewhere = Index::start(&[Wheel::new(GOOD, "1.0")]);
     let dir = tempfile::tempdir().unwrap();
 
@@ -99,10 +96,7 @@ async fn an_https_index_page_cannot_point_the_resolver_at_a_local_file() {
 
 async fn a_page_linking_to_a_local_file_is_refused(index: &Index, ca: Option<&std::path::Path>) {
     const LOCAL: &str = "bifrost_t_local";
-    let db_url = fresh_database().await;
-    assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db_url)]));
-    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
-    write_bifrost_row(&pool, &format!("{LOCAL}==1.0\n")).await;
+    let db_url = database_holding(&format!("{LOCAL}==1.0\n")).await;
     let disk = tempfile::tempdir().unwrap();
     let wheel = Wheel::new(LOCAL, "1.0").build(disk.path());
     let project = index.root().join(normalize(LOCAL));
@@ -139,10 +133,7 @@ async fn a_page_linking_to_a_local_file_is_refused(index: &Index, ca: Option<&st
 #[tokio::test]
 async fn an_https_index_resolves_when_the_operator_trusts_it() {
     const NAME: &str = "bifrost_t_tls";
-    let db_url = fresh_database().await;
-    assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db_url)]));
-    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
-    write_bifrost_row(&pool, &format!("{NAME}==1.0\n")).await;
+    let db_url = database_holding(&format!("{NAME}==1.0\n")).await;
     let index = Index::start_https(&[Wheel::new(NAME, "1.0")]);
     let dir = tempfile::tempdir().unwrap();
 

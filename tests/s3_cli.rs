@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::s3::DEFAULT_KEY;
+use common::checks::{assert_exit, assert_ok_says, assert_says};
 use common::s3::{BUCKET, World, bifrost_put, shared};
 use common::services::{dead_url, fresh_key as fresh_redis_key, redis_get, redis_url};
 use common::wheels::{Wheel, Wheelhouse};
@@ -27,14 +28,9 @@ async fn add_remove_set_and_show_keep_the_bytes_and_refresh_redis() {
     let out = w.run(&["requirements", "show"], &[]);
     assert_ok(&out);
     assert_eq!(stdout(&out), "");
-    assert!(
-        stderr(&out).contains(&format!("no object s3://{BUCKET}/")),
-        "{}",
-        stderr(&out)
-    );
+    assert_says(&out, &[&format!("no object s3://{BUCKET}/")]);
     let out = w.run(&["requirements", "add", "requests==2.32.3"], &[]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("created"), "{}", stderr(&out));
+    assert_ok_says(&out, &["created"]);
     w.assert_both("requests==2.32.3\n").await;
 
     // Bifrost edits the file in its editor (CRLF, a comment): the CLI keeps those bytes.
@@ -72,39 +68,26 @@ async fn add_remove_set_and_show_keep_the_bytes_and_refresh_redis() {
     w.assert_both(&content).await;
 
     // set: exactly the file's bytes (CRLF, no trailing newline), via standard input too.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("requirements.txt");
-    std::fs::write(&file, "numpy==2.0.1\r\n# ü\r\nscipy").unwrap();
-    let out = w.run(
-        &["requirements", "set", "--file", file.to_str().unwrap()],
-        &[],
-    );
-    assert_ok(&out);
+    assert_ok(&w.set_file("numpy==2.0.1\r\n# ü\r\nscipy"));
     w.assert_both("numpy==2.0.1\r\n# ü\r\nscipy").await;
     let out = w.run(&["requirements", "show"], &[]);
     assert_eq!(stdout(&out), "numpy==2.0.1\r\n# ü\r\nscipy");
 
     // Unchanged: no PUT, Redis not touched.
     let (_, etag) = w.object().await.unwrap();
-    let out = w.run(
-        &["requirements", "set", "--file", file.to_str().unwrap()],
-        &[],
-    );
-    assert_ok(&out);
-    assert!(stderr(&out).contains("unchanged"), "{}", stderr(&out));
+    let out = w.set_file("numpy==2.0.1\r\n# ü\r\nscipy");
+    assert_ok_says(&out, &["unchanged"]);
     assert_eq!(w.object().await.unwrap().1, etag);
 
     // Removing what is not there is input to fix: exit 2, nothing written.
     let out = w.run(&["requirements", "remove", "flask"], &[]);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("flask"), "{}", stderr(&out));
+    assert_exit(&out, 2, &["flask"]);
     assert_eq!(w.object().await.unwrap().1, etag);
 }
 
 #[tokio::test]
 async fn twenty_concurrent_adds_from_twenty_processes_keep_all_twenty() {
-    let w = World::new();
-    bifrost_put(&w.s3, b"# shared\r\n").await;
+    let w = World::holding(b"# shared\r\n").await;
     let env = w.env();
     let children: Vec<_> = (0..20)
         .map(|i| {
@@ -159,12 +142,7 @@ async fn warm_with_only_bifrosts_environment_names_writes_bifrosts_payload() {
             ("BIFROST_REDIS_URL", &redis),
         ],
     );
-    assert_ok(&out);
-    assert!(
-        stderr(&out).contains(&format!("s3://{BUCKET}/{DEFAULT_KEY}")),
-        "{}",
-        stderr(&out)
-    );
+    assert_ok_says(&out, &[&format!("s3://{BUCKET}/{DEFAULT_KEY}")]);
     assert_eq!(
         redis_get(&redis, &redis_key).await,
         Some(Payload::new(content).to_json())
@@ -174,8 +152,7 @@ async fn warm_with_only_bifrosts_environment_names_writes_bifrosts_payload() {
     // No object: exit 0, says so, Redis untouched.
     let w = World::new();
     let out = w.run(&["warm"], &[]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("no object"), "{}", stderr(&out));
+    assert_ok_says(&out, &["no object"]);
     assert_eq!(w.redis().await, None);
 }
 
@@ -194,19 +171,8 @@ async fn a_policy_violation_changes_neither_s3_nor_redis() {
         let out = w.run(args, &[]);
         assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
     }
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.txt");
-    std::fs::write(
-        &bad,
-        "flask\n--extra-index-url https://evil.example/simple\n",
-    )
-    .unwrap();
-    let out = w.run(
-        &["requirements", "set", "--file", bad.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    let out = w.set_file("flask\n--extra-index-url https://evil.example/simple\n");
+    assert_exit(&out, 2, &["line 2"]);
     assert_eq!(w.object().await.unwrap().1, etag);
     assert_eq!(w.redis().await, cached);
 
@@ -214,8 +180,7 @@ async fn a_policy_violation_changes_neither_s3_nor_redis() {
     let hostile = format!("{before}-i https://evil.example/simple\n");
     let hostile_etag = bifrost_put(&w.s3, hostile.as_bytes()).await;
     let out = w.run(&["requirements", "add", "flask==3.0.3"], &[]);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("evil.example"), "{}", stderr(&out));
+    assert_exit(&out, 2, &["evil.example"]);
     assert_eq!(w.object().await, Some((hostile.clone(), hostile_etag)));
     assert_eq!(w.redis().await, cached);
     // warm refuses it too.
@@ -300,8 +265,104 @@ fn install_reads_bifrost_redis_url_alone_and_redis_url_wins() {
     }
 }
 
-/// Environment changes, the exit code they give, and what the message must name.
-type Case<'a> = (&'a [(&'static str, &'a str)], i32, &'a [&'a str]);
+/// One variable of the environment changed, the exit code that gives, and what the message
+/// must name.
+struct Case<'a> {
+    var: &'static str,
+    value: &'a str,
+    code: i32,
+    names: Vec<&'a str>,
+}
+
+/// Exit 2: the value is input to fix.
+const BAD_INPUT: i32 = 2;
+/// Exit 3: with the value, S3 cannot be reached or refuses access.
+const NO_ACCESS: i32 = 3;
+
+impl<'a> Case<'a> {
+    fn new(code: i32, var: &'static str, value: &'a str, names: Vec<&'a str>) -> Case<'a> {
+        Case {
+            var,
+            value,
+            code,
+            names,
+        }
+    }
+}
+
+/// Each bad value of the environment, and what it must give; `dead_endpoint` is an endpoint
+/// where nothing listens.
+fn bad_s3_cases(dead_endpoint: &str) -> Vec<Case<'_>> {
+    let (bucket, endpoint, secret) = (
+        "BIFROST_S3_BUCKET",
+        "BIFROST_S3_ENDPOINT_URL",
+        "BIFROST_S3_SECRET_KEY",
+    );
+    vec![
+        Case::new(BAD_INPUT, bucket, "", vec!["--s3-bucket", bucket]),
+        Case::new(
+            BAD_INPUT,
+            bucket,
+            "Bad_Bucket",
+            vec!["--s3-bucket", "\"Bad_Bucket\""],
+        ),
+        Case::new(
+            BAD_INPUT,
+            bucket,
+            "other/../bucket",
+            vec!["--s3-bucket", "'/'"],
+        ),
+        Case::new(
+            BAD_INPUT,
+            endpoint,
+            "seaweedfs:8333",
+            vec!["--s3-endpoint-url", endpoint, "http://"],
+        ),
+        Case::new(
+            BAD_INPUT,
+            endpoint,
+            "http://u:pw-in-url-123@127.0.0.1:1",
+            vec!["--s3-endpoint-url", "holds credentials"],
+        ),
+        Case::new(
+            BAD_INPUT,
+            "BIFROST_REQUIREMENTS_S3_KEY",
+            "_repo/../secrets.txt",
+            vec!["--s3-key", "\"..\""],
+        ),
+        Case::new(
+            BAD_INPUT,
+            "BIFROST_S3_REGION",
+            "us east",
+            vec!["--s3-region", "\"us east\""],
+        ),
+        Case::new(BAD_INPUT, secret, "", vec![secret, "set both"]),
+        Case::new(
+            BAD_INPUT,
+            "BIFROST_REQUIREMENTS_STORE",
+            "s4",
+            vec!["--store", "s4"],
+        ),
+        Case::new(
+            NO_ACCESS,
+            endpoint,
+            dead_endpoint,
+            vec!["cannot reach S3", dead_endpoint, BUCKET],
+        ),
+        Case::new(
+            NO_ACCESS,
+            secret,
+            "wrong-secret-not-shown-42",
+            vec!["S3 refused access", "SignatureDoesNotMatch", BUCKET],
+        ),
+        Case::new(
+            NO_ACCESS,
+            "BIFROST_S3_ACCESS_KEY",
+            "AKIAUNKNOWN0000",
+            vec!["S3 refused access", "InvalidAccessKeyId"],
+        ),
+    ]
+}
 
 #[tokio::test]
 async fn bad_s3_input_names_what_is_wrong_and_writes_nothing() {
@@ -310,97 +371,40 @@ async fn bad_s3_input_names_what_is_wrong_and_writes_nothing() {
     let before = w.object().await;
     let cached = w.redis().await;
     let dead_endpoint = format!("http://127.0.0.1:{}", common::proc::free_port());
-    let cases: &[Case] = &[
-        (
-            &[("BIFROST_S3_BUCKET", "")],
-            2,
-            &["--s3-bucket", "BIFROST_S3_BUCKET"],
-        ),
-        (
-            &[("BIFROST_S3_BUCKET", "Bad_Bucket")],
-            2,
-            &["--s3-bucket", "\"Bad_Bucket\""],
-        ),
-        (
-            &[("BIFROST_S3_BUCKET", "other/../bucket")],
-            2,
-            &["--s3-bucket", "'/'"],
-        ),
-        (
-            &[("BIFROST_S3_ENDPOINT_URL", "seaweedfs:8333")],
-            2,
-            &["--s3-endpoint-url", "BIFROST_S3_ENDPOINT_URL", "http://"],
-        ),
-        (
-            &[(
-                "BIFROST_S3_ENDPOINT_URL",
-                "http://u:pw-in-url-123@127.0.0.1:1",
-            )],
-            2,
-            &["--s3-endpoint-url", "holds credentials"],
-        ),
-        (
-            &[("BIFROST_REQUIREMENTS_S3_KEY", "_repo/../secrets.txt")],
-            2,
-            &["--s3-key", "\"..\""],
-        ),
-        (
-            &[("BIFROST_S3_REGION", "us east")],
-            2,
-            &["--s3-region", "\"us east\""],
-        ),
-        (
-            &[("BIFROST_S3_SECRET_KEY", "")],
-            2,
-            &["BIFROST_S3_SECRET_KEY", "set both"],
-        ),
-        (
-            &[("BIFROST_REQUIREMENTS_STORE", "s4")],
-            2,
-            &["--store", "s4"],
-        ),
-        (
-            &[("BIFROST_S3_ENDPOINT_URL", &dead_endpoint)],
-            3,
-            &["cannot reach S3", &dead_endpoint, BUCKET],
-        ),
-        (
-            &[("BIFROST_S3_SECRET_KEY", "wrong-secret-not-shown-42")],
-            3,
-            &["S3 refused access", "SignatureDoesNotMatch", BUCKET],
-        ),
-        (
-            &[("BIFROST_S3_ACCESS_KEY", "AKIAUNKNOWN0000")],
-            3,
-            &["S3 refused access", "InvalidAccessKeyId"],
-        ),
-    ];
-    for (changes, want, names) in cases {
+    let cases = bad_s3_cases(&dead_endpoint);
+    for case in &cases {
+        let changes = [(case.var, case.value)];
         for args in [
             &["requirements", "add", "flask==3.0.3"][..],
             &["requirements", "show"],
             &["warm"],
         ] {
-            let out = w.run(args, changes);
-            let err = stderr(&out);
-            assert_eq!(code(&out), *want, "{changes:?} {args:?}:\n{err}");
-            for name in *names {
-                assert!(
-                    err.contains(name),
-                    "{changes:?} {args:?}: {name:?} not in\n{err}"
-                );
-            }
-            assert!(!err.contains("panicked"), "{err}");
-            for secret in ["wrong-secret-not-shown-42", "pw-in-url-123"] {
-                assert!(!err.contains(secret), "{changes:?}: secret shown:\n{err}");
-            }
-            let real = w.s3.credentials.as_ref().unwrap();
-            assert!(!err.contains(&real.secret_access_key), "{err}");
-            assert!(!stdout(&out).contains(&real.secret_access_key));
+            names_what_is_wrong_and_no_secret(&w, case, args);
         }
         assert_eq!(w.object().await, before, "{changes:?} changed S3");
         assert_eq!(w.redis().await, cached, "{changes:?} changed Redis");
     }
+}
+
+/// `args` under `case` exits with its code, names what it must, and shows no secret.
+fn names_what_is_wrong_and_no_secret(w: &World, case: &Case, args: &[&str]) {
+    let changes = [(case.var, case.value)];
+    let out = w.run(args, &changes);
+    let err = stderr(&out);
+    assert_eq!(code(&out), case.code, "{changes:?} {args:?}:\n{err}");
+    for name in &case.names {
+        assert!(
+            err.contains(name),
+            "{changes:?} {args:?}: {name:?} not in\n{err}"
+        );
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    for secret in ["wrong-secret-not-shown-42", "pw-in-url-123"] {
+        assert!(!err.contains(secret), "{changes:?}: secret shown:\n{err}");
+    }
+    let real = w.s3.credentials.as_ref().unwrap();
+    assert!(!err.contains(&real.secret_access_key), "{err}");
+    assert!(!stdout(&out).contains(&real.secret_access_key));
 }
 
 /// A blank variable counts as unset, as the README says: `BIFROST_REQUIREMENTS_S3_KEY=""` reads
@@ -419,7 +423,7 @@ async fn blank_variables_are_unset_and_their_defaults_apply() {
     assert_ok(&out);
     // Whatever the shared bucket holds there: the default key is the one read.
     if stdout(&out).is_empty() {
-        assert!(stderr(&out).contains(DEFAULT_KEY), "{}", stderr(&out));
+        assert_says(&out, &[DEFAULT_KEY]);
     }
     // The object of this test's own key was not the one read.
     assert_ok(&w.run(&["requirements", "add", "numpy==2.0.1"], &[]));
@@ -436,8 +440,7 @@ async fn blank_variables_are_unset_and_their_defaults_apply() {
 /// accept it and keep its bytes, the mark included.
 #[tokio::test]
 async fn a_byte_order_mark_is_ignored_and_kept() {
-    let w = World::new();
-    bifrost_put(&w.s3, "\u{feff}goodpkg==1.0\r\n".as_bytes()).await;
+    let w = World::holding("\u{feff}goodpkg==1.0\r\n".as_bytes()).await;
     let out = w.run(&["warm"], &[]);
     assert_ok(&out);
     w.assert_both("\u{feff}goodpkg==1.0\r\n").await;

@@ -12,6 +12,7 @@ use std::process::Output;
 
 use bifrost_requirements::limit::{MAX_CONTENT_BYTES, exceeded};
 use bifrost_requirements::s3::{MAX_MEND_BYTES, MAX_OBJECT_BYTES};
+use common::checks::{assert_exit, assert_ok_says};
 use common::s3::{World, bifrost_put, stored};
 use common::{assert_ok, stderr};
 
@@ -19,11 +20,15 @@ fn code(o: &Output) -> i32 {
     o.status.code().expect("exited, not killed")
 }
 
-/// The command failed with `code`, wrote nothing (the object has the same bytes and ETag) and
-/// left Redis alone; its message holds every one of `words`.
-async fn refused(w: &World, args: &[&str], code_: i32, words: &[&str]) -> String {
+/// `requirements COMMAND` (its words split at spaces) failed with `code`, wrote nothing (the
+/// object has the same bytes and ETag) and left Redis alone; its message holds every one of
+/// `words`.
+async fn refused(w: &World, command: &str, code_: i32, words: &[&str]) -> String {
     let before = stored(&w.s3).await;
-    let out = w.run(args, &[]);
+    let args: Vec<&str> = std::iter::once("requirements")
+        .chain(command.split(' '))
+        .collect();
+    let out = w.run(&args, &[]);
     let text = stderr(&out);
     assert_eq!(code(&out), code_, "{args:?}: {text}");
     for word in words {
@@ -39,18 +44,14 @@ async fn refused(w: &World, args: &[&str], code_: i32, words: &[&str]) -> String
 /// (CRLF included), the PUT is conditional on the broken object's ETag, and Redis follows.
 #[tokio::test]
 async fn remove_mends_an_object_whose_bad_bytes_are_on_the_removed_line() {
-    let w = World::new();
-    let broken = b"# team tools\r\nflask==3.0.3  # caf\xe9\r\nrequests==2.32.3\r\n";
-    bifrost_put(&w.s3, broken).await;
+    let w =
+        World::holding(b"# team tools\r\nflask==3.0.3  # caf\xe9\r\nrequests==2.32.3\r\n").await;
     let out = w.run(&["requirements", "remove", "Flask"], &[]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("removed Flask"), "{}", stderr(&out));
+    assert_ok_says(&out, &["removed Flask"]);
     w.assert_both("# team tools\r\nrequests==2.32.3\r\n").await;
 
     // A continued requirement goes whole, wherever its bad byte is.
-    let w = World::new();
-    let broken = b"numpy==2.0.1\nflask==3.0.3 \\\n    --hash=sha256:\xff\xfe\n";
-    bifrost_put(&w.s3, broken).await;
+    let w = World::holding(b"numpy==2.0.1\nflask==3.0.3 \\\n    --hash=sha256:\xff\xfe\n").await;
     assert_ok(&w.run(&["requirements", "remove", "flask"], &[]));
     w.assert_both("numpy==2.0.1\n").await;
 }
@@ -59,15 +60,10 @@ async fn remove_mends_an_object_whose_bad_bytes_are_on_the_removed_line() {
 /// the command that mends it (`remove` of its package, or `set` when it names none).
 #[tokio::test]
 async fn remove_that_leaves_bad_bytes_is_refused_naming_the_line() {
-    let w = World::new();
-    bifrost_put(
-        &w.s3,
-        b"numpy==2.0.1\nflask==3.0.3  # caf\xe9\nrequests==2.32.3\n",
-    )
-    .await;
+    let w = World::holding(b"numpy==2.0.1\nflask==3.0.3  # caf\xe9\nrequests==2.32.3\n").await;
     refused(
         &w,
-        &["requirements", "remove", "requests"],
+        "remove requests",
         3,
         &[
             "removing requests leaves line 2 (byte 0xe9 at offset 32, package `flask`) not UTF-8",
@@ -81,11 +77,10 @@ async fn remove_that_leaves_bad_bytes_is_refused_naming_the_line() {
     w.assert_both("numpy==2.0.1\n").await;
 
     // A broken line that names no package: only `set` mends it.
-    let w = World::new();
-    bifrost_put(&w.s3, b"requests==2.32.3\n\xff\xfe\n").await;
+    let w = World::holding(b"requests==2.32.3\n\xff\xfe\n").await;
     refused(
         &w,
-        &["requirements", "remove", "requests"],
+        "remove requests",
         3,
         &[
             "line 2 (byte 0xff at offset 17, no package) not UTF-8",
@@ -117,7 +112,7 @@ async fn remove_brings_an_oversize_object_under_the_limit() {
         if bad {
             refused(
                 &w,
-                &["requirements", "remove", "requests"],
+                "remove requests",
                 3,
                 &[
                     "line 2 (byte 0xe9 at offset 29, package `blob`) not UTF-8",
@@ -128,7 +123,7 @@ async fn remove_brings_an_oversize_object_under_the_limit() {
         } else {
             let text = refused(
                 &w,
-                &["requirements", "remove", "requests"],
+                "remove requests",
                 2,
                 &[
                     &exceeded(left),
@@ -147,19 +142,16 @@ async fn remove_brings_an_oversize_object_under_the_limit() {
 /// numbers it.
 #[tokio::test]
 async fn remove_that_leaves_a_policy_violation_is_refused_with_the_stored_line_number() {
-    let w = World::new();
-    bifrost_put(
-        &w.s3,
+    let w = World::holding(
         b"flask==3.0.3  # caf\xe9\n# ok\n--index-url https://evil.example/simple\nnumpy\n",
     )
     .await;
     let before = stored(&w.s3).await;
     let out = w.run(&["requirements", "remove", "flask"], &[]);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("line 3: `--index-url https://evil.example/simple`"),
-        "{}",
-        stderr(&out)
+    assert_exit(
+        &out,
+        2,
+        &["line 3: `--index-url https://evil.example/simple`"],
     );
     assert_eq!(stored(&w.s3).await, before);
     assert_eq!(w.redis().await, None);
@@ -169,11 +161,10 @@ async fn remove_that_leaves_a_policy_violation_is_refused_with_the_stored_line_n
 /// (the lines that are not UTF-8, the bytes over the limit) and the command that mends it.
 #[tokio::test]
 async fn add_on_a_broken_object_is_refused_naming_the_fix() {
-    let w = World::new();
-    bifrost_put(&w.s3, b"flask==3.0.3  # caf\xe9\nrequests==2.32.3\n").await;
+    let w = World::holding(b"flask==3.0.3  # caf\xe9\nrequests==2.32.3\n").await;
     refused(
         &w,
-        &["requirements", "add", "numpy==2.0.1"],
+        "add numpy==2.0.1",
         3,
         &[
             "not UTF-8 at line 1 (byte 0xe9 at offset 19, package `flask`)",
@@ -194,7 +185,7 @@ async fn add_on_a_broken_object_is_refused_naming_the_fix() {
     let over = big.len() - MAX_CONTENT_BYTES;
     refused(
         &w,
-        &["requirements", "add", "flask"],
+        "add flask",
         3,
         &[
             &format!(
@@ -210,16 +201,12 @@ async fn add_on_a_broken_object_is_refused_naming_the_fix() {
     .await;
 
     // Over what a mend reads: not downloaded; only `set` mends it, and `remove` says so too.
-    let w = World::new();
     let huge = vec![b'#'; MAX_MEND_BYTES as usize + 1];
-    bifrost_put(&w.s3, &huge).await;
-    for args in [
-        &["requirements", "add", "flask"][..],
-        &["requirements", "remove", "flask"],
-    ] {
+    let w = World::holding(&huge).await;
+    for command in ["add flask", "remove flask"] {
         refused(
             &w,
-            args,
+            command,
             3,
             &[
                 &format!(
@@ -240,16 +227,8 @@ async fn add_on_a_broken_object_is_refused_naming_the_fix() {
 async fn set_replaces_an_object_that_cannot_be_read() {
     let over = "#".repeat(MAX_OBJECT_BYTES as usize + 1);
     for broken in [b"requests==2.32.3\n\xff\xfe\n".to_vec(), over.into_bytes()] {
-        let w = World::new();
-        bifrost_put(&w.s3, &broken).await;
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("requirements.txt");
-        std::fs::write(&file, "flask==3.0.3\n").unwrap();
-        let out = w.run(
-            &["requirements", "set", "--file", file.to_str().unwrap()],
-            &[],
-        );
-        assert_ok(&out);
+        let w = World::holding(&broken).await;
+        assert_ok(&w.set_file("flask==3.0.3\n"));
         w.assert_both("flask==3.0.3\n").await;
     }
 }

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use bifrost_requirements::Error;
 use bifrost_requirements::s3::{
-    Current, MAX_MEND_BYTES, MAX_OBJECT_BYTES, Poll, S3Config, S3Store, UpdateOutcome,
+    Current, MAX_MEND_BYTES, MAX_OBJECT_BYTES, Poll, S3Config, S3Store, UpdateOutcome, Versioned,
 };
+use common::props::runner;
 use common::s3::{BUCKET, bifrost_put, delete, fresh_key, raw, shared, stored};
 use object_store::ObjectStoreExt;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 fn store(config: S3Config) -> S3Store {
     S3Store::new(config).expect("valid test config")
@@ -564,16 +564,6 @@ async fn bifrost_environment_names_reach_the_server() {
 // Generated inputs
 // ---------------------------------------------------------------------------------------------
 
-fn runner(cases: u32, seed: u64, what: &str) -> TestRunner {
-    eprintln!("{what}: {cases} cases, seed {seed}");
-    TestRunner::new(Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..Config::default()
-    })
-}
-
 /// Requirements-like text: line endings of every kind, blank lines, unicode, control characters.
 fn contents() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
@@ -602,39 +592,65 @@ fn raw_bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn generated_contents_read_back_byte_exact() {
-    let config = fresh();
-    let s3 = store(config.clone());
-    let handle = tokio::runtime::Handle::current();
-    let mut runner = runner(48, 0x5eed_5301, "S3 contents (real server)");
-    let result = tokio::task::block_in_place(|| {
-        runner.run(&contents(), |content| {
-            let (etag, got) = handle.block_on(async {
-                let etag = bifrost_put(&config, content.as_bytes()).await;
-                (etag, s3.read().await)
-            });
-            let got = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(&got.content, &content);
-            prop_assert_eq!(&got.etag, &etag);
-            Ok(())
+/// A fresh key on the real server, as the generated cases see it.
+struct Server {
+    config: S3Config,
+    s3: S3Store,
+    handle: tokio::runtime::Handle,
+}
+
+impl Server {
+    /// Put `bytes` the way Bifrost does, then read them back through the store.
+    fn put_and_read(&self, bytes: &[u8]) -> (String, Result<Versioned, Error>) {
+        self.handle.block_on(async {
+            let etag = bifrost_put(&self.config, bytes).await;
+            (etag, self.s3.read().await)
         })
-    });
+    }
+}
+
+/// `check` 48 values of `strategy` (from `seed`) against a fresh key on the real server.
+fn against_the_server<S: Strategy>(
+    strategy: S,
+    seed: u64,
+    what: &str,
+    check: impl Fn(&Server, S::Value) -> Result<(), TestCaseError>,
+) {
+    let config = fresh();
+    let server = Server {
+        s3: store(config.clone()),
+        config,
+        handle: tokio::runtime::Handle::current(),
+    };
+    let mut runner = runner(48, seed, what);
+    let result = tokio::task::block_in_place(|| runner.run(&strategy, |v| check(&server, v)));
     result.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_contents_read_back_byte_exact() {
+    against_the_server(
+        contents(),
+        0x5eed_5301,
+        "S3 contents (real server)",
+        |server, content| {
+            let (etag, got) = server.put_and_read(content.as_bytes());
+            let got = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&got.content, &content);
+            prop_assert_eq!(&got.etag, &etag);
+            Ok(())
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_bytes_are_read_exactly_or_refused_at_the_first_bad_byte() {
-    let config = fresh();
-    let s3 = store(config.clone());
-    let handle = tokio::runtime::Handle::current();
-    let mut runner = runner(48, 0x5eed_5302, "S3 raw bytes (real server)");
-    let result = tokio::task::block_in_place(|| {
-        runner.run(&raw_bytes(), |bytes| {
-            let got = handle.block_on(async {
-                bifrost_put(&config, &bytes).await;
-                s3.read().await
-            });
+    against_the_server(
+        raw_bytes(),
+        0x5eed_5302,
+        "S3 raw bytes (real server)",
+        |server, bytes| {
+            let (_, got) = server.put_and_read(&bytes);
             match (std::str::from_utf8(&bytes), got) {
                 (Ok(text), Ok(v)) => prop_assert_eq!(v.content, text),
                 (Err(utf8), Err(e)) => {
@@ -646,7 +662,6 @@ async fn generated_bytes_are_read_exactly_or_refused_at_the_first_bad_byte() {
                 (Err(_), Ok(v)) => prop_assert!(false, "invalid UTF-8 accepted: {:?}", v),
             }
             Ok(())
-        })
-    });
-    result.unwrap();
+        },
+    );
 }

@@ -44,6 +44,14 @@ enum Damage {
     Untouched,
 }
 
+/// Whole PEM lines and a NUL, inserted anywhere into a valid PEM.
+const PEM_PIECES: [&str; 4] = [
+    "-----BEGIN CERTIFICATE-----\n",
+    "-----END CERTIFICATE-----\n",
+    "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    "\0",
+];
+
 fn damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
         (0usize..2000).prop_map(Damage::Truncate),
@@ -51,12 +59,10 @@ fn damage() -> impl Strategy<Value = Damage> {
         (
             0usize..2000,
             prop_oneof![
-                Just("-----BEGIN CERTIFICATE-----\n".to_string()),
-                Just("-----END CERTIFICATE-----\n".to_string()),
-                Just("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_string()),
-                Just("\0".to_string()),
-                "[A-Za-z0-9+/=\n]{0,200}",
-                "\\PC{0,40}",
+                // Each of the four as likely as either text below.
+                4 => prop::sample::select(PEM_PIECES.to_vec()).prop_map(str::to_string),
+                1 => "[A-Za-z0-9+/=\n]{0,200}",
+                1 => "\\PC{0,40}",
             ]
         )
             .prop_map(|(i, s)| Damage::Insert(i, s)),

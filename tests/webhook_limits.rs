@@ -192,87 +192,84 @@ async fn oversized(
     status_code(&response)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hostile_clients_cannot_exhaust_the_webhook() {
-    common::init_crypto();
-    let (client, ns) = namespace("wh-limits").await;
-    create_wsreq(
-        &client,
-        &ns,
-        "default",
-        json!({"content": "requests==2.32.3\n"}),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let issued = bifrost_requirements::tls::issue(
-        &["127.0.0.1".to_string()],
-        Duration::from_secs(3600),
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    std::fs::write(&cert, format!("{}{}", issued.cert, issued.ca)).unwrap();
-    std::fs::write(&key, &issued.key).unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let op = Operator::start(
-        &ns,
-        "limits",
-        &[
-            "--webhook-addr",
-            &addr,
-            "--tls-mode",
-            "cert-manager",
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-key-file",
-            key.to_str().unwrap(),
+/// The operator in its own process, serving the webhook on `port` with a mounted certificate
+/// (as in cert-manager mode), and a client that trusts that certificate.
+struct Webhook {
+    op: Operator,
+    ns: String,
+    port: u16,
+    pid: u32,
+    connector: TlsConnector,
+    _dir: tempfile::TempDir,
+}
+
+impl Webhook {
+    /// A namespace with a `WorkspaceRequirements`, and the operator watching it, its webhook
+    /// listening.
+    async fn start() -> Webhook {
+        let (client, ns) = namespace("wh-limits").await;
+        let spec = json!({"content": "requests==2.32.3\n"});
+        create_wsreq(&client, &ns, "default", spec).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let issued = bifrost_requirements::tls::issue(
+            &["127.0.0.1".to_string()],
+            Duration::from_secs(3600),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        std::fs::write(&cert, format!("{}{}", issued.cert, issued.ca)).unwrap();
+        std::fs::write(&key, &issued.key).unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec!["--webhook-addr", &addr, "--tls-mode", "cert-manager"];
+        args.extend(["--tls-cert-file", cert.to_str().unwrap()]);
+        args.extend(["--tls-key-file", key.to_str().unwrap()]);
+        args.extend([
             "--operator-image",
             "registry.example/bifrost-requirements:test",
-        ],
-    );
-    wait_for_port(
-        port,
-        "the admission webhook",
-        &op.log,
-        Duration::from_secs(30),
-    );
-    let pid = op.pid().expect("the operator's pid");
-    let connector = connector(&issued.ca);
-
-    // Warm up: the resource cache is ready once a review is injected.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match admit(port, &connector, &review(&ns, 0)).await {
-            Ok(_) => break,
-            Err(e) => assert!(Instant::now() < deadline, "the webhook never injected: {e}"),
+        ]);
+        let op = Operator::start(&ns, "limits", &args);
+        let log = op.log.clone();
+        wait_for_port(port, "the admission webhook", &log, Duration::from_secs(30));
+        let pid = op.pid().expect("the operator's pid");
+        Webhook {
+            op,
+            ns,
+            port,
+            pid,
+            connector: connector(&issued.ca),
+            _dir: dir,
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    for i in 0..20 {
-        admit(port, &connector, &review(&ns, i)).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = rss_kib(pid).unwrap();
 
-    // Sample RSS all along.
-    let peak = Arc::new(AtomicU64::new(before));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while sampling.load(Ordering::Relaxed) {
-                if let Some(rss) = rss_kib(pid) {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    /// One normal admission (review number `i`) on a new connection.
+    async fn admit(&self, i: usize) -> Result<Duration, String> {
+        admit(self.port, &self.connector, &review(&self.ns, i)).await
+    }
+
+    /// Warm up: the resource cache is ready once a review is injected; 20 more, then a second's
+    /// rest. Returns the operator's resident memory after that (KiB).
+    async fn warm_up(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.admit(0).await {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "the webhook never injected: {e}"),
             }
-        })
-    };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        for i in 0..20 {
+            self.admit(i).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss_kib(self.pid).unwrap()
+    }
 
-    // Slow clients: each must be closed by the server within its timeout.
-    let slow = |payload: &'static [u8], handshake: bool, limit: Duration| {
-        let connector = connector.clone();
+    /// A client that sends `payload` (after a TLS handshake, or none at all) and then nothing:
+    /// what arrived and when the server closed, waiting up to `limit` + 30 s.
+    fn slow(&self, payload: &'static [u8], handshake: bool, limit: Duration) -> Closing {
+        let (port, connector) = (self.port, self.connector.clone());
         tokio::spawn(async move {
             if handshake {
                 let mut s = tls(port, &connector).await.expect("TLS handshake");
@@ -284,82 +281,93 @@ async fn hostile_clients_cannot_exhaust_the_webhook() {
                 read_until_closed(&mut s, limit + Duration::from_secs(30)).await
             }
         })
-    };
-    let slow_body = (0..10)
-        .map(|_| {
-            slow(
-                b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
-                true,
-                BODY_TIMEOUT,
-            )
-        })
-        .collect::<Vec<_>>();
-    let slow_head = (0..5)
-        .map(|_| slow(b"POST /mutate HTTP/1.1\r\nHost: x\r\n", true, HEAD_TIMEOUT))
-        .collect::<Vec<_>>();
-    let idle = (0..5)
-        .map(|_| slow(b"", true, HEAD_TIMEOUT))
-        .collect::<Vec<_>>();
-    let no_handshake = (0..5)
-        .map(|_| slow(b"", false, Duration::from_secs(10)))
-        .collect::<Vec<_>>();
-
-    // Oversized bodies, as fast as possible: 40 announcing 8 MB (7.9 MB sent), 10 chunked
-    // 8 MB, 10 at exactly the limit (read in full by the server: two at a time).
-    let mut attack = Vec::new();
-    for _ in 0..40 {
-        attack.push(tokio::spawn(oversized(
-            port,
-            connector.clone(),
-            Some(8_000_000),
-            7_900_000,
-        )));
-    }
-    for _ in 0..10 {
-        attack.push(tokio::spawn(oversized(
-            port,
-            connector.clone(),
-            None,
-            8_000_000,
-        )));
-    }
-    for _ in 0..10 {
-        attack.push(tokio::spawn(oversized(
-            port,
-            connector.clone(),
-            Some(BODY_LIMIT),
-            BODY_LIMIT,
-        )));
     }
 
-    // Meanwhile, normal admissions.
-    let mut latencies = Vec::new();
-    let mut failures = Vec::new();
-    let started = Instant::now();
-    let mut i = 100;
-    while latencies.len() + failures.len() < 60
-        || attack.iter().any(|t| !t.is_finished())
-        || started.elapsed() < BODY_TIMEOUT + SLACK
-    {
-        i += 1;
-        match admit(port, &connector, &review(&ns, i)).await {
-            Ok(d) => latencies.push(d),
-            Err(e) => failures.push(e),
+    /// Slow clients of each kind, with the timeout within which the server must close them.
+    fn slow_clients(&self) -> Vec<(&'static str, Vec<Closing>, Duration)> {
+        let kinds: [(&str, usize, &'static [u8], bool, Duration); 4] = [
+            ("slow body", 10, SLOW_BODY, true, BODY_TIMEOUT),
+            ("slow head", 5, SLOW_HEAD, true, HEAD_TIMEOUT),
+            ("idle after handshake", 5, b"", true, HEAD_TIMEOUT),
+            ("no TLS handshake", 5, b"", false, Duration::from_secs(10)),
+        ];
+        kinds
+            .into_iter()
+            .map(|(what, n, payload, handshake, limit)| {
+                let clients = (0..n).map(|_| self.slow(payload, handshake, limit));
+                (what, clients.collect(), limit)
+            })
+            .collect()
+    }
+
+    /// Oversized bodies, as fast as possible: 40 announcing 8 MB (7.9 MB sent), 10 chunked
+    /// 8 MB, 10 at exactly the limit (read in full by the server: two at a time).
+    fn oversized_bodies(&self) -> Vec<tokio::task::JoinHandle<u16>> {
+        let kinds = [
+            (40, Some(8_000_000), 7_900_000),
+            (10, None, 8_000_000),
+            (10, Some(BODY_LIMIT), BODY_LIMIT),
+        ];
+        let mut attack = Vec::new();
+        for (n, announced, send) in kinds {
+            for _ in 0..n {
+                let body = oversized(self.port, self.connector.clone(), announced, send);
+                attack.push(tokio::spawn(body));
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut codes = std::collections::BTreeMap::<u16, usize>::new();
-    for t in attack {
-        *codes.entry(t.await.unwrap()).or_default() += 1;
+        attack
     }
 
+    /// Normal admissions, one every 50 ms, until there were 60, the attack is over and the
+    /// body timeout has passed: their latencies and failures.
+    async fn admissions_during(
+        &self,
+        attack: &[tokio::task::JoinHandle<u16>],
+    ) -> (Vec<Duration>, Vec<String>) {
+        let mut latencies = Vec::new();
+        let mut failures = Vec::new();
+        let started = Instant::now();
+        let mut i = 100;
+        while latencies.len() + failures.len() < 60
+            || attack.iter().any(|t| !t.is_finished())
+            || started.elapsed() < BODY_TIMEOUT + SLACK
+        {
+            i += 1;
+            match self.admit(i).await {
+                Ok(d) => latencies.push(d),
+                Err(e) => failures.push(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (latencies, failures)
+    }
+
+    /// More connections than served at once: the rest wait in the backlog, and a normal
+    /// admission still completes once the hogs time out.
+    async fn admission_behind_hogs(&self) -> Result<Duration, String> {
+        let mut hogs: Vec<TcpStream> = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 20 {
+            hogs.push(TcpStream::connect(("127.0.0.1", self.port)).await.unwrap());
+        }
+        let queued = self.admit(99_999).await;
+        drop(hogs);
+        queued
+    }
+}
+
+/// A request head announcing 100 bytes of body, and the first of them.
+const SLOW_BODY: &[u8] =
+    b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+/// The start of a request head.
+const SLOW_HEAD: &[u8] = b"POST /mutate HTTP/1.1\r\nHost: x\r\n";
+
+/// A slow client's task: what arrived and when the server closed (None: never).
+type Closing = tokio::task::JoinHandle<(Vec<u8>, Option<Duration>)>;
+
+/// Each slow client was closed within its timeout (a slow body with 408): one line each.
+async fn closed_in_time(slow: Vec<(&'static str, Vec<Closing>, Duration)>) -> Vec<String> {
     let mut closed = Vec::new();
-    for (what, tasks, limit) in [
-        ("slow body", slow_body, BODY_TIMEOUT),
-        ("slow head", slow_head, HEAD_TIMEOUT),
-        ("idle after handshake", idle, HEAD_TIMEOUT),
-        ("no TLS handshake", no_handshake, Duration::from_secs(10)),
-    ] {
+    for (what, tasks, limit) in slow {
         for t in tasks {
             let (response, after) = t.await.unwrap();
             let after = after.unwrap_or_else(|| panic!("{what}: never closed"));
@@ -373,24 +381,67 @@ async fn hostile_clients_cannot_exhaust_the_webhook() {
             closed.push(format!("{what}: closed after {:.1} s", after.as_secs_f64()));
         }
     }
+    closed
+}
 
-    // More connections than served at once: the rest wait in the backlog, and a normal
-    // admission still completes once the hogs time out.
-    let hogs: Vec<TcpStream> = {
-        let mut v = Vec::new();
-        for _ in 0..MAX_CONNECTIONS + 20 {
-            v.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+/// The peak resident memory of a process, sampled every 20 ms on a thread of its own.
+struct RssSampler {
+    peak: Arc<AtomicU64>,
+    sampling: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32, before: u64) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(before));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    if let Some(rss) = rss_kib(pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        RssSampler {
+            peak,
+            sampling,
+            thread,
         }
-        v
-    };
-    let queued = admit(port, &connector, &review(&ns, 99_999)).await;
-    drop(hogs);
+    }
+
+    /// Stop sampling: the peak seen.
+    fn stop(self) -> u64 {
+        self.sampling.store(false, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_clients_cannot_exhaust_the_webhook() {
+    common::init_crypto();
+    let hook = Webhook::start().await;
+    let before = hook.warm_up().await;
+    let sampler = RssSampler::start(hook.pid, before);
+
+    // Slow clients and oversized bodies; meanwhile, normal admissions.
+    let slow = hook.slow_clients();
+    let attack = hook.oversized_bodies();
+    let (mut latencies, failures) = hook.admissions_during(&attack).await;
+    let mut codes = std::collections::BTreeMap::<u16, usize>::new();
+    for t in attack {
+        *codes.entry(t.await.unwrap()).or_default() += 1;
+    }
+    let closed = closed_in_time(slow).await;
+    let queued = hook.admission_behind_hogs().await;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    sampling.store(false, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let after = rss_kib(pid).unwrap();
-    let peak = peak.load(Ordering::Relaxed);
+    let peak = sampler.stop();
+    let after = rss_kib(hook.pid).unwrap();
 
     latencies.sort();
     let p50 = percentile(&latencies, 0.5);
@@ -437,8 +488,6 @@ async fn hostile_clients_cannot_exhaust_the_webhook() {
         "{queued:?}"
     );
     // And the operator is still there, serving.
-    admit(port, &connector, &review(&ns, 100_000))
-        .await
-        .unwrap();
-    assert!(op.pid().is_some(), "the operator died");
+    hook.admit(100_000).await.unwrap();
+    assert!(hook.op.pid().is_some(), "the operator died");
 }

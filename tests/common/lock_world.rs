@@ -64,19 +64,10 @@ impl World {
         write_bifrost_row(self.db.pool(), content).await;
         let cache = self.fresh("resolver-cache-");
         let url = self.index.url();
-        let mut args = vec![
-            "requirements",
-            "show",
-            "--lock",
-            "--python-version",
-            version,
-            "--python-platform",
-            PLATFORM,
-            "--index-url",
-            &url,
-            "--resolver-cache-dir",
-            cache.to_str().unwrap(),
-        ];
+        let mut args = vec!["requirements", "show", "--lock"];
+        args.extend(["--python-version", version, "--python-platform", PLATFORM]);
+        args.extend(["--index-url", &url]);
+        args.extend(["--resolver-cache-dir", cache.to_str().unwrap()]);
         args.extend(extra);
         let path = path_with_real_uv();
         cli(&args, &[("DATABASE_URL", &self.db_url), ("PATH", &path)])
@@ -103,21 +94,22 @@ impl World {
     pub fn install(&self, payload: &Path, target: &Path, extra: &[&str]) -> Output {
         let cache = self.fresh("install-cache-");
         let url = self.index.url();
-        let mut args = vec![
-            "install",
-            "--json",
-            "--target",
-            target.to_str().unwrap(),
-            "--fallback-file",
-            payload.to_str().unwrap(),
-            "--index-url",
-            &url,
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ];
+        let mut args = vec!["install", "--json", "--target", target.to_str().unwrap()];
+        args.extend(["--fallback-file", payload.to_str().unwrap()]);
+        args.extend(["--index-url", &url, "--cache-dir", cache.to_str().unwrap()]);
         args.extend(extra);
         cli(&args, &[])
     }
+}
+
+/// A fresh database, migrated by `bifrost-requirements migrate`, whose Bifrost row holds
+/// `content`: its URL, for the resolver (`requirements show --lock`).
+pub async fn database_holding(content: &str) -> String {
+    let db_url = fresh_database().await;
+    assert_ok(&cli(&["migrate"], &[("DATABASE_URL", &db_url)]));
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    write_bifrost_row(&pool, content).await;
+    db_url
 }
 
 pub fn report(out: &Output) -> serde_json::Value {

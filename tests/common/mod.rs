@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod bench;
+pub mod checks;
 pub mod fixtures;
 pub mod helm;
 pub mod helm_scenario;
@@ -17,6 +18,7 @@ pub mod props;
 pub mod redirect;
 pub mod release;
 pub mod s3;
+pub mod s3_world;
 pub mod scenario;
 pub mod scenario_ext;
 pub mod services;

@@ -4,7 +4,8 @@
 use proptest::strategy::Just;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
-/// Seeds are fixed (and printed) so a failure reproduces; every crasher becomes a named case.
+/// A runner of `cases` cases from `seed`, announced as `what`. Seeds are fixed (and printed) so a
+/// failure reproduces; every crasher becomes a named case.
 pub fn runner(cases: u32, seed: u64, what: &str) -> TestRunner {
     eprintln!("{what}: {cases} cases, seed {seed}");
     TestRunner::new(Config {

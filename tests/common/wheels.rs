@@ -133,6 +133,34 @@ impl Wheelhouse {
     }
 }
 
+/// A source distribution `<name>-1.0.tar.gz` written into `dir`: PKG-INFO, `pyproject` as its
+/// pyproject.toml and `files` (name, text) beside them; returns its path.
+pub fn sdist(dir: &Path, name: &str, pyproject: &str, files: &[(&str, &str)]) -> PathBuf {
+    let src = tempfile::tempdir().expect("tempdir");
+    let folder = format!("{name}-1.0");
+    let root = src.path().join(&folder);
+    std::fs::create_dir(&root).expect("sdist folder");
+    let pkg_info = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n");
+    let all = [
+        ("PKG-INFO", pkg_info.as_str()),
+        ("pyproject.toml", pyproject),
+    ];
+    for (file, text) in all.iter().chain(files) {
+        std::fs::write(root.join(file), text).expect("sdist file");
+    }
+    let archive = dir.join(format!("{folder}.tar.gz"));
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(src.path())
+        .arg("-czf")
+        .arg(&archive)
+        .arg(&folder)
+        .status()
+        .expect("run tar");
+    assert!(st.success(), "tar");
+    archive
+}
+
 /// `import module; print(module.VERSION)` with `PYTHONPATH=target`, as a worker would: the
 /// version of the test wheel it imports, or python's error.
 pub fn import(target: &Path, module: &str) -> Result<String, String> {

@@ -9,28 +9,8 @@ const SOURCE_ONLY: &str = "bifrost_t_src";
 
 /// Publish `name` 1.0 as a source distribution only (a tar.gz with PKG-INFO and pyproject.toml).
 fn publish_sdist(wheels: &Path, name: &str) {
-    let src = tempfile::tempdir().unwrap();
-    let root = src.path().join(format!("{name}-1.0"));
-    std::fs::create_dir(&root).unwrap();
-    std::fs::write(
-        root.join("PKG-INFO"),
-        format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("pyproject.toml"),
-        "[build-system]\nrequires = []\nbuild-backend = \"setuptools.build_meta\"\n",
-    )
-    .unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(src.path())
-        .arg("-czf")
-        .arg(wheels.join(format!("{name}-1.0.tar.gz")))
-        .arg(format!("{name}-1.0"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar");
+    let pyproject = "[build-system]\nrequires = []\nbuild-backend = \"setuptools.build_meta\"\n";
+    common::wheels::sdist(wheels, name, pyproject, &[]);
 }
 
 /// Normalized names and reasons of the report's `failed_packages`.
@@ -65,11 +45,29 @@ fn one_bad_package_under_continue_installs_the_rest_and_the_next_run_retries_onl
             "--termination-log",
             &log_arg,
         ];
-        let reasons = failure_reasons(installer);
-        first_run_installs_the_rest(&w, &args, &log, installer, reasons);
-        retry_installs_only_the_failed(&w, &args, &log, installer, reasons);
-        the_last_one_as_a_wheel_completes_it(&w, &args, &log, installer);
+        let (missing_reason, source_only_reason) = failure_reasons(installer);
+        let runs = Runs {
+            w: &w,
+            args: &args,
+            log: &log,
+            installer,
+            missing_reason,
+            source_only_reason,
+        };
+        runs.first_installs_the_rest();
+        runs.retry_installs_only_the_failed();
+        runs.the_last_one_as_a_wheel_completes_it();
     }
+}
+
+/// The runs of one world under `--on-failure continue` with `installer`, and what they say.
+struct Runs<'a> {
+    w: &'a World,
+    args: &'a [&'a str],
+    log: &'a Path,
+    installer: &'a str,
+    missing_reason: &'static str,
+    source_only_reason: &'static str,
 }
 
 /// The reasons `installer` gives for the missing package and for the source-only one.
@@ -85,129 +83,131 @@ fn failure_reasons(installer: &str) -> (&'static str, &'static str) {
     (missing_reason, source_only_reason)
 }
 
-/// The first run installs the good packages and names the two that failed.
-fn first_run_installs_the_rest(
-    w: &World,
-    args: &[&str],
-    log: &Path,
-    installer: &str,
-    reasons: (&str, &str),
-) {
-    let (missing_reason, source_only_reason) = reasons;
-    let hash = w.put(&format!(
-        "{ALPHA}==1.0\n{MISSING}==1.0\n{GAMMA}==1.0\n{SOURCE_ONLY}==1.0\n"
-    ));
-    let out = w.install(args);
-    assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
-    let report = json(&out);
-    assert_eq!(report["status"], "partial", "{installer}: {report}");
-    assert_eq!(report["package_count"], 4);
-    assert_eq!(report["installed_count"], 2);
-    assert_eq!(
-        failed_packages(&report),
-        [
-            ("bifrost-t-missing".into(), missing_reason.into()),
-            ("bifrost-t-src".into(), source_only_reason.into()),
-        ],
-        "{installer}: {report}"
-    );
-    for f in report["failed_packages"].as_array().unwrap() {
-        let error = f["error"].as_str().unwrap();
-        let first = error.lines().next().unwrap();
-        assert!(
-            first.starts_with("error: No solution found") || first.starts_with("ERROR: "),
-            "{installer}: the error starts at the installer's verdict: {error}"
+impl Runs<'_> {
+    /// The first run installs the good packages and names the two that failed.
+    fn first_installs_the_rest(&self) {
+        let Runs {
+            w,
+            args,
+            log,
+            installer,
+            missing_reason,
+            source_only_reason,
+        } = *self;
+        let hash = w.put(&format!(
+            "{ALPHA}==1.0\n{MISSING}==1.0\n{GAMMA}==1.0\n{SOURCE_ONLY}==1.0\n"
+        ));
+        let out = w.install(args);
+        assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
+        let report = json(&out);
+        assert_eq!(report["status"], "partial", "{installer}: {report}");
+        assert_eq!(report["package_count"], 4);
+        assert_eq!(report["installed_count"], 2);
+        assert_eq!(
+            failed_packages(&report),
+            [
+                ("bifrost-t-missing".into(), missing_reason.into()),
+                ("bifrost-t-src".into(), source_only_reason.into()),
+            ],
+            "{installer}: {report}"
         );
-        let name = f["name"].as_str().unwrap();
-        assert!(
-            error.contains(name) || error.contains(&name.replace('-', "_")),
-            "{installer}: {error}"
-        );
-    }
-    // The good ones import with the worker's python.
-    assert_eq!(w.import(ALPHA).as_deref(), Ok("1.0"), "{installer}");
-    assert_eq!(w.import(BETA).as_deref(), Ok("1.0"), "{installer}");
-    assert_eq!(w.import(GAMMA).as_deref(), Ok("1.0"), "{installer}");
-    assert!(w.import(MISSING).is_err());
-    let marker = w.marker();
-    assert_eq!(marker["hash"], hash.as_str());
-    let names: Vec<&str> = marker["failed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["bifrost-t-missing", "bifrost-t-src"], "{marker}");
-    assert_eq!(
-        std::fs::read_to_string(log).unwrap(),
-        format!(
-            "installed 2/4; failed: bifrost-t-missing ({missing_reason}), \
-             bifrost-t-src ({source_only_reason})"
-        )
-    );
-    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
-}
-
-/// The next run retries only the two that failed; the missing one is published by then.
-fn retry_installs_only_the_failed(
-    w: &World,
-    args: &[&str],
-    log: &Path,
-    installer: &str,
-    reasons: (&str, &str),
-) {
-    let (_, source_only_reason) = reasons;
-    // Between runs the missing package is published and the good ones' wheels disappear:
-    // a run that tried anything but the failed ones again would fail on those.
-    Wheel::new(MISSING, "1.0").build(w.wheels.path());
-    for f in std::fs::read_dir(w.wheels.path()).unwrap().flatten() {
-        let n = f.file_name().to_string_lossy().into_owned();
-        if [ALPHA, BETA, GAMMA].iter().any(|p| n.starts_with(p)) {
-            std::fs::remove_file(f.path()).unwrap();
+        for f in report["failed_packages"].as_array().unwrap() {
+            let error = f["error"].as_str().unwrap();
+            let first = error.lines().next().unwrap();
+            assert!(
+                first.starts_with("error: No solution found") || first.starts_with("ERROR: "),
+                "{installer}: the error starts at the installer's verdict: {error}"
+            );
+            let name = f["name"].as_str().unwrap();
+            assert!(
+                error.contains(name) || error.contains(&name.replace('-', "_")),
+                "{installer}: {error}"
+            );
         }
+        // The good ones import with the worker's python.
+        assert_eq!(w.import(ALPHA).as_deref(), Ok("1.0"), "{installer}");
+        assert_eq!(w.import(BETA).as_deref(), Ok("1.0"), "{installer}");
+        assert_eq!(w.import(GAMMA).as_deref(), Ok("1.0"), "{installer}");
+        assert!(w.import(MISSING).is_err());
+        let marker = w.marker();
+        assert_eq!(marker["hash"], hash.as_str());
+        let names = common::checks::fields(&marker["failed"], "name");
+        assert_eq!(names, ["bifrost-t-missing", "bifrost-t-src"], "{marker}");
+        assert_eq!(
+            std::fs::read_to_string(log).unwrap(),
+            format!(
+                "installed 2/4; failed: bifrost-t-missing ({missing_reason}), \
+             bifrost-t-src ({source_only_reason})"
+            )
+        );
+        assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
     }
-    let out = w.install(args);
-    assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
-    let report = json(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!(
-            "retrying with {installer} the 2 package(s) that failed last time"
-        )),
-        "{err}"
-    );
-    assert!(!err.contains("installing 4 package(s)"), "{err}");
-    assert_eq!(report["status"], "partial", "{report}");
-    assert_eq!(report["installed_count"], 3);
-    assert_eq!(
-        failed_packages(&report),
-        [("bifrost-t-src".into(), source_only_reason.into())]
-    );
-    assert_eq!(w.import(MISSING).as_deref(), Ok("1.0"), "{installer}");
-    assert_eq!(w.import(ALPHA).as_deref(), Ok("1.0"), "{installer}: kept");
-    assert_eq!(w.import(GAMMA).as_deref(), Ok("1.0"), "{installer}: kept");
-    assert_eq!(w.marker()["failed"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        std::fs::read_to_string(log).unwrap(),
-        format!("installed 3/4; failed: bifrost-t-src ({source_only_reason})")
-    );
-}
 
-/// The source-only package published as a wheel: the install is complete.
-fn the_last_one_as_a_wheel_completes_it(w: &World, args: &[&str], log: &Path, installer: &str) {
-    // Published as a wheel, the source-only package installs on the next retry, and the
-    // marker is complete: the run after that is "unchanged".
-    Wheel::new(SOURCE_ONLY, "1.0").build(w.wheels.path());
-    let out = w.install(args);
-    assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
-    let report = json(&out);
-    assert_eq!(report["status"], "installed", "{report}");
-    assert_eq!(report["failed_packages"], serde_json::json!([]));
-    assert!(w.marker().get("failed").is_none(), "{}", w.marker());
-    assert_eq!(std::fs::read_to_string(log).unwrap(), "installed 4/4");
-    let out = w.install(args);
-    assert_eq!(json(&out)["status"], "unchanged");
-    assert_eq!(std::fs::read_to_string(log).unwrap(), "installed 4/4");
+    /// The next run retries only the two that failed; the missing one is published by then.
+    fn retry_installs_only_the_failed(&self) {
+        let Runs {
+            w,
+            args,
+            log,
+            installer,
+            source_only_reason,
+            ..
+        } = *self;
+        // Between runs the missing package is published and the good ones' wheels disappear:
+        // a run that tried anything but the failed ones again would fail on those.
+        Wheel::new(MISSING, "1.0").build(w.wheels.path());
+        for f in std::fs::read_dir(w.wheels.path()).unwrap().flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if [ALPHA, BETA, GAMMA].iter().any(|p| n.starts_with(p)) {
+                std::fs::remove_file(f.path()).unwrap();
+            }
+        }
+        let out = w.install(args);
+        assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
+        let report = json(&out);
+        let retrying = format!("retrying with {installer} the 2 package(s) that failed last time");
+        assert_says(&out, &[&retrying]);
+        let err = stderr(&out);
+        assert!(!err.contains("installing 4 package(s)"), "{err}");
+        assert_eq!(report["status"], "partial", "{report}");
+        assert_eq!(report["installed_count"], 3);
+        assert_eq!(
+            failed_packages(&report),
+            [("bifrost-t-src".into(), source_only_reason.into())]
+        );
+        assert_eq!(w.import(MISSING).as_deref(), Ok("1.0"), "{installer}");
+        assert_eq!(w.import(ALPHA).as_deref(), Ok("1.0"), "{installer}: kept");
+        assert_eq!(w.import(GAMMA).as_deref(), Ok("1.0"), "{installer}: kept");
+        assert_eq!(w.marker()["failed"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(log).unwrap(),
+            format!("installed 3/4; failed: bifrost-t-src ({source_only_reason})")
+        );
+    }
+
+    /// The source-only package published as a wheel: the install is complete.
+    fn the_last_one_as_a_wheel_completes_it(&self) {
+        let Runs {
+            w,
+            args,
+            log,
+            installer,
+            ..
+        } = *self;
+        // Published as a wheel, the source-only package installs on the next retry, and the
+        // marker is complete: the run after that is "unchanged".
+        Wheel::new(SOURCE_ONLY, "1.0").build(w.wheels.path());
+        let out = w.install(args);
+        assert_eq!(code(&out), 0, "{installer}: {}", stderr(&out));
+        let report = json(&out);
+        assert_eq!(report["status"], "installed", "{report}");
+        assert_eq!(report["failed_packages"], serde_json::json!([]));
+        assert!(w.marker().get("failed").is_none(), "{}", w.marker());
+        assert_eq!(std::fs::read_to_string(log).unwrap(), "installed 4/4");
+        let out = w.install(args);
+        assert_eq!(json(&out)["status"], "unchanged");
+        assert_eq!(std::fs::read_to_string(log).unwrap(), "installed 4/4");
+    }
 }
 
 #[test]
@@ -225,11 +225,12 @@ fn one_bad_package_under_fail_exits_non_zero_and_leaves_the_target_as_it_was() {
             &[("BIFROST_INSTALL_TERMINATION_LOG", log.to_str().unwrap())],
         );
         assert_eq!(code(&out), 5, "{installer}: {}", stderr(&out));
-        let err = stderr(&out);
-        assert!(
-            err.contains("1 of 3 package(s) did not install: bifrost-t-missing")
-                && err.contains("the 2 that did are not applied (--on-failure fail)"),
-            "{installer}: {err}"
+        assert_says(
+            &out,
+            &[
+                "1 of 3 package(s) did not install: bifrost-t-missing",
+                "the 2 that did are not applied (--on-failure fail)",
+            ],
         );
         let report = json(&out);
         assert_eq!(report["status"], "failed");
@@ -259,33 +260,24 @@ fn per_package_attempts_share_the_one_timeout() {
     let real_uv = stdout(&real_uv).trim().to_string();
     assert!(!real_uv.is_empty(), "uv on PATH");
     // uv, except that a file asking for one `bifrost_t_hang*` package alone hangs.
-    let script = w.file("hanging-uv");
-    std::fs::write(
-        &script,
-        format!(
+    let hanging_uv = w.file("hanging-uv");
+    script(
+        &hanging_uv,
+        &format!(
             "#!/bin/sh\nreq=''; prev=''\nfor a in \"$@\"; do [ \"$prev\" = -r ] && req=$a; prev=$a; done\n\
              if [ \"$(grep -c . \"$req\")\" = 1 ] && grep -q '^bifrost_t_hang' \"$req\"; then exec sleep 60; fi\n\
              exec '{real_uv}' \"$@\"\n"
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let log = w.file("termination-log");
     w.put(&format!(
         "{GAMMA}==1.0\nbifrost_t_hang_a==1.0\nbifrost_t_hang_b==1.0\n"
     ));
     let started = Instant::now();
-    let out = w.install(&[
-        "--uv",
-        script.to_str().unwrap(),
-        "--timeout",
-        "8s",
-        "--on-failure",
-        "continue",
-        "--json",
-        "--termination-log",
-        log.to_str().unwrap(),
-    ]);
+    let mut args = vec!["--uv", hanging_uv.to_str().unwrap(), "--timeout", "8s"];
+    args.extend(["--on-failure", "continue", "--json"]);
+    args.extend(["--termination-log", log.to_str().unwrap()]);
+    let out = w.install(&args);
     let took = started.elapsed();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // Two hanging attempts with 8 s each would take 16 s; sharing the deadline, ~8 s.

@@ -19,12 +19,7 @@ fn redis_down_uses_the_fallback_file_plain_or_json() {
         &["--fallback-file", fallback.to_str().unwrap(), "--json"],
         &[],
     );
-    assert_ok(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains("Redis unusable") && err.contains("using the fallback file"),
-        "{err}"
-    );
+    assert_ok_says(&out, &["Redis unusable", "using the fallback file"]);
     assert_eq!(w.import(GAMMA).unwrap(), "1.0");
     assert_eq!(w.marker()["source"], "fallback-file");
     assert_eq!(json(&out)["source"], "fallback-file");
@@ -51,18 +46,12 @@ fn redis_down_uses_the_fallback_file_plain_or_json() {
 fn missing_redis_key_falls_back_to_the_file_and_without_one_installs_nothing() {
     let w = World::new();
     let out = w.install(&["--json"]);
-    assert_ok(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains("nothing to install") && err.contains("does not exist"),
-        "{err}"
-    );
+    assert_ok_says(&out, &["nothing to install", "does not exist"]);
     assert_eq!(json(&out)["status"], "absent");
     assert!(w.marker_bytes().is_none(), "no marker for nothing");
 
-    let fallback = w.file("requirements.txt");
-    std::fs::write(&fallback, format!("{GAMMA}==2.0\n")).unwrap();
-    assert_ok(&w.install(&["--fallback-file", fallback.to_str().unwrap()]));
+    let fallback = w.fallback_file(&format!("{GAMMA}==2.0\n"));
+    assert_ok(&w.install(&["--fallback-file", &fallback]));
     assert_eq!(w.import(GAMMA).unwrap(), "2.0");
 }
 
@@ -85,10 +74,14 @@ fn redis_down_without_fallback_continue_warns_and_fail_exits_4() {
         &[],
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(err.contains("warning: install failed; continuing"), "{err}");
-    assert!(err.contains("cannot connect to Redis"), "{err}");
-    assert!(err.contains("still holds the previous install"), "{err}");
+    assert_says(
+        &out,
+        &[
+            "warning: install failed; continuing",
+            "cannot connect to Redis",
+            "still holds the previous install",
+        ],
+    );
     let r = json(&out);
     assert_eq!(r["status"], "failed");
     assert_eq!(r["exit_code"], 0);
@@ -96,12 +89,7 @@ fn redis_down_without_fallback_continue_warns_and_fail_exits_4() {
     w.assert_untouched(&before);
 
     let out = w.install_via(Some(&dead), &[], &[]);
-    assert_eq!(code(&out), 4, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("error: cannot connect to Redis"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 4, &["error: cannot connect to Redis"]);
     w.assert_untouched(&before);
 }
 
@@ -119,13 +107,11 @@ fn expected_hash_prefers_the_source_that_holds_it() {
     // The pod was admitted for the old hash; Redis already has the new one: install the old.
     let upper = format!("sha256:{}", old_hash.to_uppercase());
     let out = w.install(&["--fallback-file", fb, "--expected-hash", &upper, "--json"]);
-    assert_ok(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!(
+    assert_ok_says(
+        &out,
+        &[&format!(
             "Redis holds sha256 {new_hash}, not the expected {old_hash}"
-        )),
-        "{err}"
+        )],
     );
     assert_eq!(w.import(GAMMA).unwrap(), "1.0");
     let r = json(&out);
@@ -143,15 +129,12 @@ fn expected_hash_prefers_the_source_that_holds_it() {
     let other = content_hash("something else entirely\n");
     std::fs::write(&fallback, format!("{ALPHA}\n")).unwrap();
     let out = w.install(&["--fallback-file", fb, "--expected-hash", &other]);
-    assert_ok(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!("no source holds the expected sha256 {other}")),
-        "{err}"
-    );
-    assert!(
-        err.contains("installing the newest, from the Redis key"),
-        "{err}"
+    assert_ok_says(
+        &out,
+        &[
+            &format!("no source holds the expected sha256 {other}"),
+            "installing the newest, from the Redis key",
+        ],
     );
     assert_eq!(w.marker()["hash"], new_hash.as_str());
 
@@ -161,11 +144,6 @@ fn expected_hash_prefers_the_source_that_holds_it() {
         &["--fallback-file", fb, "--expected-hash", &other],
         &[],
     );
-    assert_ok(&out);
-    assert!(
-        stderr(&out).contains("installing the newest, from the fallback file"),
-        "{}",
-        stderr(&out)
-    );
+    assert_ok_says(&out, &["installing the newest, from the fallback file"]);
     assert_eq!(w.import(ALPHA).unwrap(), "1.0");
 }
