@@ -8,8 +8,9 @@ use std::time::Duration;
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::database::{Database, RowSelector, SaveOutcome};
 use bifrost_requirements::requirements::content_hash;
+use common::checks::assert_exit;
 use common::services::{dead_url, fresh_database, fresh_key, migrated_database, redis_set};
-use common::store_world::{DbWorld, assert_says, cache, select, sql};
+use common::store_world::{DbWorld, cache, select, sql};
 use common::{assert_ok, cli, stderr, stdout};
 
 /// The raw value under `key` and its TTL.
@@ -198,7 +199,7 @@ async fn malformed_rows_give_clear_errors_and_are_not_overwritten() {
         "{err}"
     );
     let out = cli(&["requirements", "add", "x"], &[("DATABASE_URL", &url)]);
-    assert_says(&out, 3, &["content is NULL"]);
+    assert_exit(&out, 3, &["content is NULL"]);
 
     // A file of another kind at the same path is never clobbered.
     sql(
@@ -294,14 +295,14 @@ async fn warm_with_a_server_down_fails_naming_it_and_writes_nothing() {
         &["warm", "--redis-timeout", "300ms", "--redis-attempts", "2"],
         &w.env_with(&w.url, &dead_redis),
     );
-    assert_says(&out, 4, &["Redis", &dead_redis]);
+    assert_exit(&out, 4, &["Redis", &dead_redis]);
 
     let dead_db = dead_url("postgres");
     let out = cli(
         &["warm", "--database-timeout", "2s"],
         &w.env_with(&dead_db, &w.redis),
     );
-    assert_says(&out, 3, &["PostgreSQL", &dead_db]);
+    assert_exit(&out, 3, &["PostgreSQL", &dead_db]);
     assert_eq!(raw_redis(&w.key).await.0, None, "something was written");
 }
 

@@ -11,8 +11,9 @@ use bifrost_requirements::database::Database;
 use bifrost_requirements::packages::{self, WarmOutcome};
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::store::Store;
+use common::checks::assert_exit;
 use common::services::{migrated_database, redis_get, redis_set, redis_url};
-use common::store_world::{DbWorld, assert_says, cache, select};
+use common::store_world::{DbWorld, cache, select};
 use common::{assert_ok, cli, stderr};
 use futures::FutureExt;
 
@@ -58,7 +59,7 @@ async fn a_commit_that_fails_leaves_redis_and_the_row_as_they_were() {
     let before_row = row(&w.db).await;
 
     let out = w.cli(&["requirements", "add", "refused-at-commit==1"]);
-    assert_says(
+    assert_exit(
         &out,
         3,
         &["committing the save", "refused at commit by the test"],
@@ -103,7 +104,7 @@ async fn a_redis_failure_after_commit_keeps_the_row_and_exits_4_saying_so() {
         &w.env_with(&w.url, &limited),
     );
     redis_cmd(&["ACL", "DELUSER", &user]).await;
-    assert_says(&out, 4, &["is saved in PostgreSQL", "warm"]);
+    assert_exit(&out, 4, &["is saved in PostgreSQL", "warm"]);
     let err = stderr(&out);
     assert!(!err.contains(":pw@"), "the password leaked: {err}");
     let saved = w.db.read().await.unwrap().unwrap();

@@ -10,7 +10,7 @@ use bifrost_requirements::database::Database;
 use sqlx::postgres::PgRow;
 
 use super::services::{fresh_key, migrated_database, redis_get, redis_url};
-use super::{cli, stderr};
+use super::cli;
 
 /// A migrated database, the shared Redis and a Redis key no other test uses.
 pub struct DbWorld {
@@ -104,14 +104,4 @@ pub async fn cache_trying_once(key: &str) -> Cache {
 
 async fn connect(config: CacheConfig) -> Cache {
     Cache::connect(config).await.unwrap()
-}
-
-/// The command exited with `code` and its stderr says every one of `words`.
-#[track_caller]
-pub fn assert_says(out: &Output, code: i32, words: &[&str]) {
-    let text = stderr(out);
-    assert_eq!(out.status.code(), Some(code), "{text}");
-    for word in words {
-        assert!(text.contains(word), "should say {word:?}: {text}");
-    }
 }
