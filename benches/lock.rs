@@ -364,9 +364,22 @@ async fn main() {
         first * 1e3
     );
 
-    // 1. Cold installs.
+    cold_install_rounds(&index, &python, scratch.path(), &data, runs, latency_ms);
+    edit_rounds(&client, &ns, edits).await;
+}
+
+/// Phase 1, cold installs from the snapshot: with and without its lock, with uv and pip, on loopback
+/// and with the index answering `latency_ms` late.
+fn cold_install_rounds(
+    index: &Index,
+    python: &str,
+    scratch: &std::path::Path,
+    data: &std::collections::BTreeMap<String, String>,
+    runs: usize,
+    latency_ms: u64,
+) {
     let with_lock = snapshot_folder(
-        scratch.path(),
+        scratch,
         "with-lock",
         &[
             ("payload.json", &data["payload.json"]),
@@ -374,16 +387,16 @@ async fn main() {
         ],
     );
     let without = snapshot_folder(
-        scratch.path(),
+        scratch,
         "without",
         &[("payload.json", &data["payload.json"])],
     );
     let installs = Installs {
         bin: common::bin(),
-        python: &python,
+        python,
         uv: real_uv().to_string_lossy().into_owned(),
         index_url: index.url(),
-        scratch: scratch.path(),
+        scratch,
     };
     for latency in [0, latency_ms] {
         index.set_latency(Duration::from_millis(latency));
@@ -396,16 +409,19 @@ async fn main() {
         }
     }
     index.set_latency(Duration::ZERO);
+}
 
-    // 2. Edits.
+/// Phase 2, edits: `edits` good edits until Resolved=True, each followed by an unresolvable one until
+/// Resolved=False.
+async fn edit_rounds(client: &Client, ns: &str, edits: usize) {
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for i in 0..edits {
         let edited = format!("{CONTENT}# edit {i}\n");
-        let t0 = set_content(&client, &ns, &edited).await;
-        good.push(until_resolved(&client, &ns, &edited, "True", t0).await);
+        let t0 = set_content(client, ns, &edited).await;
+        good.push(until_resolved(client, ns, &edited, "True", t0).await);
         let broken = unresolvable(i);
-        let t0 = set_content(&client, &ns, &broken).await;
-        bad.push(until_resolved(&client, &ns, &broken, "False", t0).await);
+        let t0 = set_content(client, ns, &broken).await;
+        bad.push(until_resolved(client, ns, &broken, "False", t0).await);
     }
     println!(
         "edits on a real control plane (load average {}):",

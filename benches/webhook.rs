@@ -207,7 +207,35 @@ fn main() {
 }
 
 async fn run(rate: u64, seconds: u64) -> Duration {
-    // Server: the operator's own code, with a filled resource cache and a self-issued certificate.
+    let server = start_server().await;
+    let (port, connector) = (server.port, client(&server.ca));
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(review_body).collect());
+    println!(
+        "webhook admission latency on loopback: {rate} req/s for {seconds} s, AdmissionReview of {} bytes, \
+         server and client sharing {} CPU(s)",
+        bodies[0].len(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let first = warmed_connection(port, &connector, &bodies).await;
+    let p99 = kept_alive(port, &connector, &bodies, first, rate, seconds).await;
+    new_connection_each(port, &connector, &bodies).await;
+    server_time(&server.metrics);
+    p99
+}
+
+/// The operator's own server, serving until this is dropped.
+struct Server {
+    port: u16,
+    metrics: Arc<Metrics>,
+    /// The CA that signed its certificate.
+    ca: String,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The operator's own server: a filled resource cache and a self-issued certificate.
+async fn start_server() -> Server {
     let issued = tls::issue(
         &["127.0.0.1".to_string()],
         Duration::from_secs(3600),
@@ -235,17 +263,25 @@ async fn run(rate: u64, seconds: u64) -> Duration {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(webhook::serve_tls(
         listener,
         tls::server_config(resolver).expect("tls config"),
         webhook::router(state),
         stop_rx,
     ));
+    Server {
+        port,
+        metrics,
+        ca: issued.ca,
+        _stop: stop,
+    }
+}
 
-    // Client: trusts the issued CA, like the API server with the caBundle.
+/// A client that trusts `ca`, like the API server with the caBundle.
+fn client(ca: &str) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    for der in rustls_pemfile::certs(&mut issued.ca.as_bytes()).flatten() {
+    for der in rustls_pemfile::certs(&mut ca.as_bytes()).flatten() {
         roots.add(der).expect("root");
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -255,88 +291,64 @@ async fn run(rate: u64, seconds: u64) -> Duration {
     .expect("protocols")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = TlsConnector::from(Arc::new(config));
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(review_body).collect());
-    println!(
-        "webhook admission latency on loopback: {rate} req/s for {seconds} s, AdmissionReview of {} bytes, \
-         server and client sharing {} CPU(s)",
-        bodies[0].len(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
+    TlsConnector::from(Arc::new(config))
+}
 
-    // Sanity: the answer is an injection.
-    let mut c = connect(port, &connector).await.expect("connect");
+/// One connection whose first answer is checked to be an injection, then warmed up (lazy
+/// statics, allocator, TLS session) with every body — not measured.
+async fn warmed_connection(port: u16, connector: &TlsConnector, bodies: &[Vec<u8>]) -> Conn {
+    let mut c = connect(port, connector).await.expect("connect");
     let (status, body) = post(&mut c, &bodies[0]).await.expect("request");
     let text = String::from_utf8_lossy(&body);
     assert!(
         status == 200 && text.contains("\"patch\""),
         "unexpected answer {status}: {text}"
     );
-
-    // Warm-up (lazy statics, allocator, TLS session) — not measured.
-    for b in bodies.iter() {
+    for b in bodies {
         let _ = post(&mut c, b).await;
     }
-    let pool: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(vec![c]));
+    c
+}
 
-    // Phase 1: kept-alive connections, open-loop schedule.
+/// What the requests of phase 1 share.
+#[derive(Clone)]
+struct Load {
+    port: u16,
+    connector: TlsConnector,
+    bodies: Arc<Vec<Vec<u8>>>,
+    pool: Arc<Mutex<Vec<Conn>>>,
+    /// Latencies of the answered requests, and the count of failed ones.
+    results: Arc<Mutex<(Vec<Duration>, usize)>>,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    max_lag: Arc<Mutex<Duration>>,
+}
+
+/// Phase 1: kept-alive connections, open-loop schedule; returns the p99.
+async fn kept_alive(
+    port: u16,
+    connector: &TlsConnector,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    first: Conn,
+    rate: u64,
+    seconds: u64,
+) -> Duration {
+    let load = Load {
+        port,
+        connector: connector.clone(),
+        bodies: bodies.clone(),
+        pool: Arc::new(Mutex::new(vec![first])),
+        results: Arc::default(),
+        opened: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
+        max_lag: Arc::default(),
+    };
     let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let total = (rate * seconds) as usize;
-    let results: Arc<Mutex<(Vec<Duration>, usize)>> = Arc::default();
-    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(1));
-    let max_lag: Arc<Mutex<Duration>> = Arc::default();
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
         let scheduled = start + period * i as u32;
         tokio::time::sleep_until(scheduled).await;
-        let (pool, results, bodies, connector, opened, max_lag) = (
-            pool.clone(),
-            results.clone(),
-            bodies.clone(),
-            connector.clone(),
-            opened.clone(),
-            max_lag.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            // Measured from when the request starts (taking a free kept-alive connection, or
-            // opening one when all are busy): the generator never waits for answers, so a slow
-            // answer cannot hide the requests scheduled behind it.
-            let t0 = Instant::now();
-            let lag = t0.saturating_duration_since(scheduled.into_std());
-            if let Ok(mut m) = max_lag.lock() {
-                *m = (*m).max(lag);
-            }
-            let pooled = pool.lock().ok().and_then(|mut p| p.pop());
-            let conn = match pooled {
-                Some(c) => Ok(c),
-                None => {
-                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    connect(port, &connector).await
-                }
-            };
-            let outcome = match conn {
-                Ok(mut c) => match post(&mut c, &bodies[i % bodies.len()]).await {
-                    Ok((200, body)) if body.windows(7).any(|w| w == b"\"patch\"") => {
-                        let latency = t0.elapsed();
-                        if let Ok(mut p) = pool.lock() {
-                            p.push(c);
-                        }
-                        Some(latency)
-                    }
-                    _ => None,
-                },
-                Err(_) => None,
-            };
-            if let Ok(mut r) = results.lock() {
-                match outcome {
-                    Some(l) => r.0.push(l),
-                    None => r.1 += 1,
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(load.clone().request(i, scheduled)));
     }
     for t in tasks {
         let _ = t.await;
@@ -344,26 +356,69 @@ async fn run(rate: u64, seconds: u64) -> Duration {
     let elapsed = start.elapsed();
     println!(
         "load generator: largest delay behind schedule {}",
-        ms(*max_lag.lock().expect("lag"))
+        ms(*load.max_lag.lock().expect("lag"))
     );
-    let (lat, errors) = std::mem::take(&mut *results.lock().expect("results"));
-    let p99 = report(
+    let (lat, errors) = std::mem::take(&mut *load.results.lock().expect("results"));
+    report(
         &format!(
             "kept-alive connections ({} opened; the API server reuses connections the same way):",
-            opened.load(std::sync::atomic::Ordering::Relaxed)
+            load.opened.load(std::sync::atomic::Ordering::Relaxed)
         ),
         lat,
         errors,
         elapsed,
-    );
+    )
+}
 
-    // Phase 2: a new TLS connection per request (handshake included), 20/s for 5 s.
+impl Load {
+    /// Request `i`, scheduled at `scheduled`: measured from when the request starts (taking a
+    /// free kept-alive connection, or opening one when all are busy): the generator never waits
+    /// for answers, so a slow answer cannot hide the requests scheduled behind it.
+    async fn request(self, i: usize, scheduled: tokio::time::Instant) {
+        let t0 = Instant::now();
+        let lag = t0.saturating_duration_since(scheduled.into_std());
+        if let Ok(mut m) = self.max_lag.lock() {
+            *m = (*m).max(lag);
+        }
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let conn = match pooled {
+            Some(c) => Ok(c),
+            None => {
+                self.opened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                connect(self.port, &self.connector).await
+            }
+        };
+        let outcome = match conn {
+            Ok(mut c) => match post(&mut c, &self.bodies[i % self.bodies.len()]).await {
+                Ok((200, body)) if body.windows(7).any(|w| w == b"\"patch\"") => {
+                    let latency = t0.elapsed();
+                    if let Ok(mut p) = self.pool.lock() {
+                        p.push(c);
+                    }
+                    Some(latency)
+                }
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Ok(mut r) = self.results.lock() {
+            match outcome {
+                Some(l) => r.0.push(l),
+                None => r.1 += 1,
+            }
+        }
+    }
+}
+
+/// Phase 2: a new TLS connection per request (handshake included), 20/s for 5 s.
+async fn new_connection_each(port: u16, connector: &TlsConnector, bodies: &[Vec<u8>]) {
     let mut lat = Vec::new();
     let mut errors = 0;
     let started = Instant::now();
     for i in 0..100 {
         let t0 = Instant::now();
-        let ok = match connect(port, &connector).await {
+        let ok = match connect(port, connector).await {
             Ok(mut c) => matches!(post(&mut c, &bodies[i % bodies.len()]).await, Ok((200, _))),
             Err(_) => false,
         };
@@ -380,6 +435,10 @@ async fn run(rate: u64, seconds: u64) -> Duration {
         errors,
         started.elapsed(),
     );
+}
+
+/// The server's own handler time, from its metrics.
+fn server_time(metrics: &Metrics) {
     let encoded = metrics.encode();
     let value = |name: &str| {
         encoded
@@ -397,5 +456,4 @@ async fn run(rate: u64, seconds: u64) -> Duration {
             sum / count * 1000.0
         );
     }
-    p99
 }

@@ -9,8 +9,8 @@ use bifrost_requirements::cache::{Cache, CacheConfig};
 use bifrost_requirements::database::Database;
 use sqlx::postgres::PgRow;
 
-use super::services::{fresh_key, migrated_database, redis_get, redis_url};
 use super::cli;
+use super::services::{fresh_key, migrated_database, redis_get, redis_url};
 
 /// A migrated database, the shared Redis and a Redis key no other test uses.
 pub struct DbWorld {
