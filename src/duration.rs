@@ -71,7 +71,7 @@ fn within_range(s: &str, secs: f64) -> Result<Duration, String> {
 }
 
 /// [`parse`], then at least `min`: the error names the minimum.
-pub fn at_least(s: &str, min: Duration, min_text: &str) -> Result<Duration, String> {
+pub(crate) fn at_least(s: &str, min: Duration, min_text: &str) -> Result<Duration, String> {
     let d = parse(s)?;
     if d < min {
         return Err(format!("`{s}` is too short (at least {min_text})"));

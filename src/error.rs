@@ -204,7 +204,7 @@ fn missing_part(key: Option<&str>) -> String {
 }
 
 /// A URL fit for logs and messages; kept for callers written before [`crate::redact`].
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     crate::redact::url(url)
 }
 

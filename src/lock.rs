@@ -28,20 +28,20 @@ use crate::uv::process::{self, Invocation, RunFailure};
 
 pub mod entries;
 pub mod pins;
-pub mod satisfy;
+pub(crate) mod satisfy;
 
-pub use entries::{Pinned, Via};
+pub(crate) use entries::Pinned;
 
 /// Key of the lock in the ConfigMap snapshot, and its file name beside the mounted payload.
 pub const LOCK_FILE: &str = "requirements.lock";
 /// The index uv and pip use when none is given.
-pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
+pub(crate) const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 
 /// Where the public index serves its files (wheels and their PEP 658 metadata): a host of its
 /// own, which the resolver's proxy must let uv reach besides the index itself.
-pub const DEFAULT_FILE_ORIGIN: &str = "https://files.pythonhosted.org";
+pub(crate) const DEFAULT_FILE_ORIGIN: &str = "https://files.pythonhosted.org";
 /// The resolver's default address-space limit (`--resolver-memory-limit`, operator and CLI).
-pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+pub(crate) const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
 
 const MAGIC: &str = "# bifrost-requirements lock";
 
@@ -70,7 +70,7 @@ pub struct Worker {
 /// Asks an interpreter what a lock's header is compared with: version, machine, glibc version
 /// (empty: not glibc). The installer runs it with the worker's `python3`, the operator's probe
 /// pod with the workers' image's (see [`Worker::parse`]).
-pub const WORKER_SCRIPT: &str = "import platform, sys\n\
+pub(crate) const WORKER_SCRIPT: &str = "import platform, sys\n\
 print('%d.%d.%d' % sys.version_info[:3])\n\
 print(platform.machine())\n\
 lib, version = platform.libc_ver()\n\
@@ -355,7 +355,7 @@ impl Lock {
 }
 
 /// The indexes a resource resolves against: its own, or the installers' default.
-pub fn effective_index_urls(index_urls: &[String]) -> Vec<String> {
+pub(crate) fn effective_index_urls(index_urls: &[String]) -> Vec<String> {
     let given: Vec<String> = index_urls
         .iter()
         .map(|u| u.trim().to_string())
@@ -447,14 +447,14 @@ impl Resolver {
 
     /// The same resolver, letting uv reach `origins` for the indexes' files instead of the
     /// default (PyPI's file host).
-    pub fn with_file_origins(mut self, origins: Vec<String>) -> Self {
+    pub(crate) fn with_file_origins(mut self, origins: Vec<String>) -> Self {
         self.file_origins = origins;
         self
     }
 
     /// What the resolver's proxy forwards to for `index_urls`: their origins and the file
     /// origins.
-    pub fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
+    pub(crate) fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
         index_urls
             .iter()
             .chain(&self.file_origins)
@@ -463,7 +463,7 @@ impl Resolver {
     }
 
     /// The first of `index_urls` the operator may not fetch from, if any.
-    pub fn refused_index(&self, index_urls: &[String]) -> Option<String> {
+    pub(crate) fn refused_index(&self, index_urls: &[String]) -> Option<String> {
         index_urls
             .iter()
             .find(|u| !self.allowed_index_urls.iter().any(|a| same_url(a, u)))

@@ -52,7 +52,7 @@ impl StopHandle {
 }
 
 impl Stop {
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         *self.rx.borrow()
     }
 
@@ -70,7 +70,7 @@ impl Stop {
     }
 
     /// Resolves with the signal once a signal has raised this stop; never resolves otherwise.
-    pub fn signalled(&self) -> impl Future<Output = Signal> + Send + Sync + 'static + use<> {
+    pub(crate) fn signalled(&self) -> impl Future<Output = Signal> + Send + Sync + 'static + use<> {
         let (stopped, signal) = (self.stopped(), self.signal.clone());
         async move {
             stopped.await;
@@ -89,7 +89,7 @@ impl Stop {
     /// A later signal: fires `by` after this one (at once when `by` is zero). The operator's
     /// tasks stop on it, so a replica that was told to stop keeps answering the webhook while
     /// the API server learns that its endpoint is gone.
-    pub fn delayed(&self, by: std::time::Duration) -> Stop {
+    pub(crate) fn delayed(&self, by: std::time::Duration) -> Stop {
         if by.is_zero() {
             return self.clone();
         }
@@ -128,7 +128,7 @@ impl Stop {
 /// not have run yet when a signal arrives (under load it did not), and the default action of
 /// SIGTERM would then kill the process instead of stopping it cleanly. Once installed they stay,
 /// so a second signal while we stop is ignored, not fatal.
-pub fn on_signals() -> (Arc<StopHandle>, Stop) {
+pub(crate) fn on_signals() -> (Arc<StopHandle>, Stop) {
     use tokio::signal::unix::{SignalKind, signal};
     let (handle, stop) = stop_pair();
     let handle = Arc::new(handle);

@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 use crate::shutdown::{Stop, StopHandle};
 
 /// How long a task may take to finish after the stop signal before it is dropped.
-pub const STOP_GRACE: Duration = Duration::from_secs(15);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
@@ -40,7 +40,7 @@ pub struct TaskLabels {
 
 /// Restarts per task kind (the part of a task name before the first `/`, so per-resource tasks
 /// share one series).
-pub type RestartCounter = Family<TaskLabels, Counter>;
+pub(crate) type RestartCounter = Family<TaskLabels, Counter>;
 
 /// Restart delays: `initial`, doubled after each failure up to `max`; a run that lasted
 /// `reset_after` starts the sequence again.
@@ -90,7 +90,7 @@ fn describe<E: std::fmt::Display>(
 }
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message), truncated.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&'static str>()
         .map(|s| s.to_string())
@@ -163,7 +163,7 @@ impl Supervisor {
     }
 
     /// Why the process must exit non-zero, if a fatal task ended.
-    pub fn fatal(&self) -> Option<String> {
+    pub(crate) fn fatal(&self) -> Option<String> {
         self.shared
             .fatal
             .lock()

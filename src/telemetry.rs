@@ -49,7 +49,7 @@ pub fn output() -> Output {
 
 /// Colour only for text on a terminal, and never with `NO_COLOR` set to anything non-empty
 /// (<https://no-color.org>): `kubectl logs` and log pipelines read a pipe or a file.
-pub fn colour_allowed(
+pub(crate) fn colour_allowed(
     format: LogFormat,
     terminal: bool,
     no_color: Option<&std::ffi::OsStr>,
@@ -95,7 +95,7 @@ pub fn say(level: Level, message: &str) {
 
 /// Relay one line of a child program's output (`program` is `uv` or `pip`), redacted: a URL
 /// with a password that uv prints in an error must not reach the log. Text: `  uv | line`.
-pub fn relay(program: &str, line: &str) {
+pub(crate) fn relay(program: &str, line: &str) {
     let line = crate::redact::text(line);
     match output().format {
         LogFormat::Text => eprintln!("  {program} | {line}"),
@@ -109,7 +109,7 @@ pub fn relay(program: &str, line: &str) {
 }
 
 /// `s` without ANSI escape sequences (CSI `ESC [ … final`, and any other `ESC x` pair).
-pub fn strip_ansi(s: &str) -> String {
+pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {

@@ -129,7 +129,7 @@ impl Resources {
 
     /// True once the store holds its first complete listing, for readers that wait with their
     /// own deadline.
-    pub fn listed_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn listed_signal(&self) -> watch::Receiver<bool> {
         self.listed.subscribe()
     }
 
@@ -190,7 +190,9 @@ impl Resources {
     /// The resources to reconcile: each one the store holds once its first listing is in, then
     /// each one the watch applies from now on. A subscriber that falls behind by more than
     /// [`SUBSCRIBER_BUFFER`] gets every resource of the store again.
-    pub fn subscribe(&self) -> impl Stream<Item = Arc<WorkspaceRequirements>> + Send + 'static {
+    pub(crate) fn subscribe(
+        &self,
+    ) -> impl Stream<Item = Arc<WorkspaceRequirements>> + Send + 'static {
         struct State {
             resources: Resources,
             applied: broadcast::Receiver<ObjectRef<WorkspaceRequirements>>,

@@ -15,7 +15,7 @@ pub fn validity(s: &str) -> Result<Duration, String> {
 }
 
 /// `--tls-check-interval`: shorter would only spin.
-pub fn check_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn check_interval(s: &str) -> Result<Duration, String> {
     crate::duration::at_least(s, Duration::from_millis(100), "100ms")
 }
 

@@ -11,7 +11,7 @@ use super::progress::Verdict;
 use crate::crd::{INJECTED_MODE_ANNOTATION, OPT_IN_LABEL};
 
 /// A Deployment or StatefulSet, as far as opting in goes.
-pub struct Workload<'a> {
+pub(crate) struct Workload<'a> {
     /// `Deployment` or `StatefulSet`.
     pub kind: &'static str,
     pub name: &'a str,
@@ -66,7 +66,7 @@ pub fn up_to_date(verdicts: &[Verdict]) -> String {
 /// `status.workloads[].mode`: the modes the webhook injected a workload's live pods with (their
 /// `bifrost.io/injected-mode` annotation), sorted and comma-separated; `None` when no pod
 /// carries one (none injected yet, or injected by a version that did not record it).
-pub fn injected_mode<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+pub(crate) fn injected_mode<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
     let modes: BTreeSet<&str> = pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())

@@ -10,7 +10,7 @@
 //! operator restarts and leader changes cause no rollouts.
 
 mod context;
-pub mod coverage;
+pub(crate) mod coverage;
 #[cfg(test)]
 mod fixtures;
 mod lock;
@@ -26,7 +26,7 @@ mod synced;
 mod valid;
 mod warm;
 
-pub use context::{Context, SyncState, SyncStates, secret_value};
+pub use context::Context;
 pub use lock::probe;
-pub use reconcile::{error_policy, reconcile};
+pub use reconcile::reconcile;
 pub use run::{Settings, run};

@@ -22,7 +22,7 @@ use crate::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
 
 /// The shortest time between two re-rollouts of one workload for uninjected pods (`reinject`
 /// acts on it; the messages here name it).
-pub const REINJECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const REINJECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a workload whose template carries the current hash stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub struct Progress {
 
 /// What the workload's own controller reports: `None` when its rollout is complete, else what
 /// it is waiting for. The checks are `kubectl rollout status`'s.
-pub fn deployment_rollout(d: &Deployment) -> Option<String> {
+pub(crate) fn deployment_rollout(d: &Deployment) -> Option<String> {
     let want = desired(d.spec.present().and_then(|s| s.replicas));
     let s = d.status.clone().unwrap_or_default();
     if s.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
@@ -107,7 +107,7 @@ pub fn deployment_rollout(d: &Deployment) -> Option<String> {
 
 /// [`deployment_rollout`] for a StatefulSet. `OnDelete` StatefulSets roll only when their pods
 /// are deleted: their controller has nothing to report, the pods decide.
-pub fn statefulset_rollout(s: &StatefulSet) -> Option<String> {
+pub(crate) fn statefulset_rollout(s: &StatefulSet) -> Option<String> {
     let spec = s.spec.present().cloned().unwrap_or_default();
     let want = desired(spec.replicas);
     let st = s.status.clone().unwrap_or_default();
@@ -376,7 +376,7 @@ pub fn failed_packages(message: &str) -> Vec<String> {
 /// `FallbackToLogsOnError`, so the message is usually the log's tail: progress records with
 /// timestamps (and colour codes) before the installer's `error:` report. Those records differ on
 /// every attempt; the report does not, and it is what a reader needs.
-pub fn termination_text(raw: &str) -> String {
+pub(crate) fn termination_text(raw: &str) -> String {
     let plain = strip_ansi(raw);
     let lines: Vec<&str> = plain.lines().collect();
     let kept: Vec<&str> = match lines.iter().position(|l| l.starts_with("error:")) {
@@ -524,7 +524,7 @@ pub fn digest(p: &Pod) -> Option<u64> {
 /// The rollout verdict of all labelled workloads: `(rolled out, reason, message)`. The worst
 /// verdict wins (a failing install over anything still rolling); the message names each
 /// workload that is not done.
-pub fn summarize(verdicts: &[(String, &Verdict)]) -> (bool, &'static str, String) {
+pub(crate) fn summarize(verdicts: &[(String, &Verdict)]) -> (bool, &'static str, String) {
     let rank = |v: &Verdict| match v {
         Verdict::InstallFailing { .. } => 0,
         Verdict::PodsUninjected(_) => 1,

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 /// The variables uv (reqwest) reads its proxy from, set in the resolver's clean environment
 /// (which has no `NO_PROXY`: nothing bypasses it).
-pub const PROXY_VARIABLES: [&str; 6] = [
+pub(crate) const PROXY_VARIABLES: [&str; 6] = [
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -32,10 +32,10 @@ pub const PROXY_VARIABLES: [&str; 6] = [
 mod intercept;
 mod relay;
 
-pub use intercept::Authority;
+pub(crate) use intercept::Authority;
 
 /// `(scheme, host, port)`, host lowercased.
-pub type Origin = (String, String, u16);
+pub(crate) type Origin = (String, String, u16);
 
 /// The origin of `url` (`http` and `https` only), default ports filled in.
 pub fn origin(url: &str) -> Option<Origin> {
@@ -72,7 +72,7 @@ fn wanted(head: &str) -> Result<Wanted, String> {
 
 /// A running proxy; stopped when dropped.
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     port: u16,
     refused: Arc<Mutex<Vec<String>>>,
     authority: Arc<Authority>,

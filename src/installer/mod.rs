@@ -47,7 +47,8 @@ use crate::shutdown::{self, Stop};
 use crate::uv::which;
 use failures::FailedPackage;
 use locked::Choice;
-pub use options::{Installer, OnFailure, Options, Target as InstallTarget};
+pub(crate) use options::Target as InstallTarget;
+pub use options::{Installer, OnFailure, Options};
 use source::{Fetched, Sourced, Sources};
 use target::{Marker, Staging, Target};
 

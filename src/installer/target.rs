@@ -39,7 +39,7 @@ pub const MARKER: &str = ".bifrost-requirements.json";
 const LOCK: &str = ".bifrost-requirements.lock";
 const JOURNAL: &str = ".bifrost-requirements.swap.json";
 /// Every name starting with this is ours (never an installed entry).
-pub const RESERVED_PREFIX: &str = ".bifrost-";
+pub(crate) const RESERVED_PREFIX: &str = ".bifrost-";
 const STAGING_PREFIX: &str = ".bifrost-staging-";
 const TRASH_PREFIX: &str = ".bifrost-trash-";
 const DISCARD_PREFIX: &str = ".bifrost-discard-";
@@ -119,7 +119,7 @@ impl Staging {
     }
 
     /// Remove it (after a failed install). Best effort.
-    pub fn discard(self) {
+    pub(crate) fn discard(self) {
         if let Err(e) = fs::remove_dir_all(&self.root) {
             tracing::warn!(path = %self.root.display(), error = %e, "cannot remove the staging folder");
         }
@@ -240,7 +240,7 @@ impl Target {
     /// Like [`Self::commit`], but the previous install's entries stay: the staged ones are
     /// added (replacing entries of the same name, e.g. a dependency installed again), and the
     /// marker lists both. For retrying the failed packages of a partial install.
-    pub fn commit_adding(&mut self, staging: Staging, marker: Marker) -> Result<()> {
+    pub(crate) fn commit_adding(&mut self, staging: Staging, marker: Marker) -> Result<()> {
         self.swap(staging, marker, None, true)
     }
 
@@ -461,7 +461,7 @@ impl Target {
 }
 
 /// Create the target folder if needed and open its lock file.
-pub fn lock_file(dir: &Path) -> Result<File> {
+pub(crate) fn lock_file(dir: &Path) -> Result<File> {
     fs::create_dir_all(dir).map_err(|e| Error::io("creating the target folder", dir, e))?;
     if !dir.is_dir() {
         return Err(Error::Config(format!(
@@ -479,7 +479,7 @@ pub fn lock_file(dir: &Path) -> Result<File> {
 }
 
 /// Take the target's advisory lock if it is free (`false`: another install holds it).
-pub fn try_lock(lock: &File, dir: &Path) -> Result<bool> {
+pub(crate) fn try_lock(lock: &File, dir: &Path) -> Result<bool> {
     match lock.try_lock() {
         Ok(()) => Ok(true),
         Err(fs::TryLockError::WouldBlock) => Ok(false),
@@ -513,7 +513,7 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Write JSON to `path.tmp-<pid>`, then rename over `path`.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Serialization(e.to_string()))?;
     let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
     let mut f = File::create(&tmp).map_err(|e| Error::io("writing", &tmp, e))?;

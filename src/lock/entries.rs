@@ -52,7 +52,7 @@ impl Pinned {
 }
 
 /// `--hash=algo:hex` (or `--hash algo:hex`'s value) as compared: lowercase, algorithm kept.
-pub fn normalize_hash_option(value: &str) -> String {
+pub(crate) fn normalize_hash_option(value: &str) -> String {
     value.trim().to_ascii_lowercase()
 }
 

@@ -59,7 +59,7 @@ pub struct LeaseConfig {
 
 /// A replica's identity when none is given: the hostname (the pod's name in a pod) and the
 /// process id, unique even for two operators on one host.
-pub fn default_identity() -> String {
+pub(crate) fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "bifrost-requirements".into());

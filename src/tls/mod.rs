@@ -30,7 +30,7 @@ pub mod files;
 pub mod issue;
 pub mod resolver;
 pub mod rotation;
-pub mod self_managed;
+pub(crate) mod self_managed;
 
 #[cfg(test)]
 mod tests;
@@ -43,14 +43,11 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::info;
 
-pub use files::watch_files;
-pub use issue::{CertInfo, Issued, inspect, issue};
+pub(crate) use files::watch_files;
+pub use issue::{Issued, inspect, issue};
 pub use resolver::{CertResolver, certified_key, server_config};
 pub use rotation::{CertSpec, Step, Stored, step};
-pub use self_managed::{
-    KEY_BUNDLE, KEY_CA, KEY_CERT, KEY_KEY, KEY_NEXT_CA, KEY_NEXT_CERT, KEY_NEXT_KEY,
-    STAGED_AT_ANNOTATION, SelfManaged,
-};
+pub(crate) use self_managed::SelfManaged;
 
 /// Where the admission webhook's serving certificate comes from (the `--tls-mode` flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,7 +78,7 @@ pub struct Files {
 
 /// The names a certificate for the Service `service` in `namespace` must cover (the forms the
 /// API server may use to reach it), then `extra` (blank and repeated entries skipped).
-pub fn service_names(service: &str, namespace: &str, extra: &[String]) -> Vec<String> {
+pub(crate) fn service_names(service: &str, namespace: &str, extra: &[String]) -> Vec<String> {
     let mut names = vec![
         service.to_string(),
         format!("{service}.{namespace}"),

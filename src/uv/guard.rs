@@ -34,7 +34,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::error::{Error, Result};
 
 /// The hidden subcommand `install` runs itself as.
-pub const SUBCOMMAND: &str = "installer-guard";
+pub(crate) const SUBCOMMAND: &str = "installer-guard";
 
 /// Exit code when the parent was gone (as if killed by SIGKILL).
 const ORPHANED: u8 = 128 + 9;
@@ -120,7 +120,7 @@ fn mirror(status: Option<ExitStatus>) -> u8 {
 /// SIGKILL every process of our group and every process re-parented to us, reaping as we go,
 /// until none is left (bounded: a process that keeps forking faster than we kill is given up on
 /// after a few seconds; it still dies with the group's last member).
-pub fn sweep() {
+pub(crate) fn sweep() {
     let me = getpid().as_raw();
     let group = getpgrp().as_raw();
     let deadline = Instant::now() + Duration::from_secs(5);

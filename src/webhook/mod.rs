@@ -39,17 +39,16 @@ use crate::metrics::Metrics;
 use crate::supervise::{Backoff, OnExit, Supervisor};
 use crate::tls;
 use crate::watch::Resources;
-pub use admission::{Admission, Reply};
-pub use events::Events;
-pub use serve::{
-    BODY_LIMIT, BODY_TIMEOUT, HEAD_TIMEOUT, MAX_CONNECTIONS, MUTATE_PATH, router, serve_tls,
-};
+pub use admission::Admission;
+pub(crate) use events::Events;
+pub(crate) use serve::MUTATE_PATH;
+pub use serve::{BODY_LIMIT, BODY_TIMEOUT, HEAD_TIMEOUT, MAX_CONNECTIONS, router, serve_tls};
 
 /// The MutatingWebhookConfiguration the chart ships (`deploy/webhook.yaml`): CREATE on pods with
 /// the opt-in label, `failurePolicy: Ignore`, `timeoutSeconds: 5`, `sideEffects: None`,
 /// `reinvocationPolicy: IfNeeded`, never kube-system. `caBundle` is filled in by the operator
 /// (self-managed TLS) or by cert-manager's CA injector.
-pub const WEBHOOK_CONFIGURATION_YAML: &str = include_str!("../../deploy/webhook.yaml");
+pub(crate) const WEBHOOK_CONFIGURATION_YAML: &str = include_str!("../../deploy/webhook.yaml");
 
 /// Everything the webhook needs to run.
 #[derive(Debug, Clone)]
