@@ -26,8 +26,8 @@ use crate::shutdown::Stop;
 use crate::uv::netrc::{self, NetrcFile};
 use crate::uv::process::{self, Invocation, RunFailure};
 
-pub mod entries;
-pub mod pins;
+pub(crate) mod entries;
+pub(crate) mod pins;
 pub(crate) mod satisfy;
 
 pub(crate) use entries::Pinned;

@@ -9,7 +9,7 @@ mod commands;
 mod install;
 mod lock;
 mod operator;
-pub mod parse;
+pub(crate) mod parse;
 mod shared;
 
 use std::path::PathBuf;

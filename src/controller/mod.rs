@@ -14,14 +14,14 @@ pub(crate) mod coverage;
 #[cfg(test)]
 mod fixtures;
 mod lock;
-pub mod mirror;
+pub(crate) mod mirror;
 mod observe;
-pub mod progress;
+pub(crate) mod progress;
 mod reconcile;
-pub mod rollout;
+pub(crate) mod rollout;
 mod run;
 mod snapshot;
-pub mod status;
+pub(crate) mod status;
 mod synced;
 mod valid;
 mod warm;

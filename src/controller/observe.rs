@@ -123,7 +123,7 @@ fn live(pods: &[std::sync::Arc<Pod>]) -> impl Iterator<Item = &Pod> {
 
 /// Pods of a workload that lack the webhook's marker: created while the webhook was
 /// unreachable, they run without the packages.
-pub fn uninjected_pods(pods: &[std::sync::Arc<Pod>]) -> i32 {
+pub(crate) fn uninjected_pods(pods: &[std::sync::Arc<Pod>]) -> i32 {
     let count = live(pods)
         .filter(|p| !p.annotations().contains_key(INJECTED_ANNOTATION))
         .count();
@@ -347,7 +347,7 @@ pub(crate) async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &s
 
 /// Why no workload opts in to this resource, when none does: every Deployment and StatefulSet
 /// of its namespace, from the reflector caches, judged by [`coverage::no_workloads`].
-pub fn no_workloads(ctx: &Context, obj: &WorkspaceRequirements) -> Option<String> {
+pub(crate) fn no_workloads(ctx: &Context, obj: &WorkspaceRequirements) -> Option<String> {
     let ns = obj.namespace();
     let deployments = ctx.deployments.state();
     let statefulsets = ctx.statefulsets.state();

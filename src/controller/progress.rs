@@ -26,7 +26,7 @@ pub(crate) const REINJECT_INTERVAL: std::time::Duration = std::time::Duration::f
 
 /// Where a workload whose template carries the current hash stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Every desired replica runs the current hash and is ready; no old pod is left.
     UpToDate,
     /// Still rolling; the text says what it waits for.
@@ -43,7 +43,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Verdict::UpToDate => "UpToDate",
             Verdict::RollingOut(_) => "RollingOut",
@@ -53,7 +53,7 @@ impl Verdict {
     }
 
     /// Stable text (no times, no restart counts): the status is written only when it changes.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Verdict::UpToDate => "rolled out".into(),
             Verdict::RollingOut(why) | Verdict::PodsUninjected(why) => why.clone(),
@@ -68,7 +68,7 @@ impl Verdict {
 
 /// Replica counts of one workload and its verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub replicas: i32,
     /// Pods that run the current hash (template hash and injected hash both current).
     pub updated: i32,
@@ -147,7 +147,7 @@ fn desired(replicas: Option<i32>) -> i32 {
 /// Counts and verdict of a workload whose template carries `hash`. `controller` is what
 /// [`deployment_rollout`] or [`statefulset_rollout`] said; `pods` are the workload's pods
 /// (matching its selector), terminating ones included.
-pub fn progress(
+pub(crate) fn progress(
     replicas: Option<i32>,
     controller: Option<String>,
     pods: &[&Pod],
@@ -341,7 +341,7 @@ fn install_report(p: &Pod) -> Option<&str> {
 /// The packages an install container reports as failed in its termination message
 /// (`installed 12/13; failed: xhtml2pdf (needs a C compiler), foo (not on the index)`, written by
 /// `installer::failures::summary`), each as `name (why)`. Empty for any other message.
-pub fn failed_packages(message: &str) -> Vec<String> {
+pub(crate) fn failed_packages(message: &str) -> Vec<String> {
     let Some(line) = message.lines().find(|l| l.starts_with("installed ")) else {
         return Vec::new();
     };
@@ -435,7 +435,7 @@ fn strip_ansi(s: &str) -> String {
 /// uninjected count read — labels, the three annotations, deletion, the init containers' names,
 /// the Ready condition and the injected init containers' states. Everything else (most of a
 /// pod's size: its spec, managedFields, other containers' statuses) is dropped as it arrives.
-pub fn slim(p: &mut Pod) {
+pub(crate) fn slim(p: &mut Pod) {
     let m = &mut p.metadata;
     m.managed_fields = None;
     m.owner_references = None;
@@ -509,7 +509,7 @@ fn slim_state(s: ContainerState) -> ContainerState {
 
 /// A digest of what the controller reads from a pod: a pod event whose digest did not change
 /// (a resourceVersion bump, a probe result on another container) triggers no reconcile.
-pub fn digest(p: &Pod) -> Option<u64> {
+pub(crate) fn digest(p: &Pod) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     annotation(p, HASH_ANNOTATION).hash(&mut h);
     annotation(p, INJECTED_ANNOTATION).hash(&mut h);

@@ -41,11 +41,11 @@ pub(crate) struct Conditions {
 }
 
 impl Conditions {
-    pub fn new(list: Vec<Condition>, generation: Option<i64>) -> Self {
+    pub(crate) fn new(list: Vec<Condition>, generation: Option<i64>) -> Self {
         Self { list, generation }
     }
 
-    pub fn set(&mut self, type_: ConditionType, value: bool, reason: &str, message: &str) {
+    pub(crate) fn set(&mut self, type_: ConditionType, value: bool, reason: &str, message: &str) {
         self.put(type_, if value { "True" } else { "False" }, reason, message);
     }
 

@@ -43,7 +43,7 @@ impl std::fmt::Debug for Authority {
 
 impl Authority {
     /// A fresh CA, and the client configuration that checks the real indexes.
-    pub fn new() -> Result<Authority, String> {
+    pub(crate) fn new() -> Result<Authority, String> {
         let now = time::OffsetDateTime::now_utc();
         let name = "bifrost-requirements resolver proxy (one resolution)";
         let (ca_pem, issuer) =
@@ -57,7 +57,7 @@ impl Authority {
     }
 
     /// The CA certificate (PEM) uv is told to trust.
-    pub fn ca_pem(&self) -> &str {
+    pub(crate) fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
 

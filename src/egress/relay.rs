@@ -139,7 +139,7 @@ pub(crate) async fn read_head<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option
 
 /// Hand the origin's answer to `request` to the client; an index page that links to a `file:`
 /// URL (or is too large to check) is refused instead. Returns what was refused, if it was.
-pub async fn answer<C, U>(mut client: C, upstream: U, request: &Request) -> Option<String>
+pub(crate) async fn answer<C, U>(mut client: C, upstream: U, request: &Request) -> Option<String>
 where
     C: AsyncWrite + Unpin,
     U: AsyncRead + Unpin,
@@ -298,7 +298,7 @@ pub(crate) fn links_to_a_file(page: &[u8]) -> bool {
 }
 
 /// Answer 403 naming what was refused; returns it (redacted) for the resolver's message.
-pub async fn refuse<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<String> {
+pub(crate) async fn refuse<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<String> {
     let what = crate::redact::text(what.trim());
     let body = format!("bifrost-requirements: {what} refused by the resolver's proxy\n");
     reply(client, "403 Forbidden", &body).await;

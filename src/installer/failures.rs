@@ -35,7 +35,7 @@ const EXCERPT_CHARS: usize = 800;
 
 /// A requirement that did not install on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedPackage {
+pub(crate) struct FailedPackage {
     /// PEP 503 normalized name.
     pub name: String,
     /// The requirement as the installer read it (`xhtml2pdf==0.2.16`).
@@ -117,7 +117,7 @@ pub(crate) fn excerpt(output: &str) -> String {
 }
 
 /// A few words for the summary line, from an [`excerpt`].
-pub fn reason(error: &str) -> &'static str {
+pub(crate) fn reason(error: &str) -> &'static str {
     let lower = error.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
     if has(&[
@@ -176,7 +176,12 @@ pub fn reason(error: &str) -> &'static str {
 /// `installed 12/13; failed: xhtml2pdf (needs a C compiler)`; `kept` adds that nothing was
 /// swapped in (`--on-failure fail`, or nothing installed), so the previous install stays. Never longer than [`TERMINATION_LIMIT`] bytes:
 /// failures that do not fit are counted (`… and 3 more`).
-pub fn summary(installed: usize, total: usize, failed: &[FailedPackage], kept: bool) -> String {
+pub(crate) fn summary(
+    installed: usize,
+    total: usize,
+    failed: &[FailedPackage],
+    kept: bool,
+) -> String {
     let mut line = format!("installed {installed}/{total}");
     if kept {
         line.push_str("; kept the previous install");

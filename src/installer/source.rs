@@ -20,21 +20,21 @@ pub(crate) const HASH_FILE: &str = "hash";
 
 /// Where a payload came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     Redis { key: String },
     Fallback { path: PathBuf },
 }
 
 impl Origin {
     /// `redis` or `fallback-file` (marker and `--json`).
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Origin::Redis { .. } => "redis",
             Origin::Fallback { .. } => "fallback-file",
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Origin::Redis { key } => format!("Redis key {key}"),
             Origin::Fallback { path } => format!("fallback file {}", path.display()),
@@ -44,14 +44,14 @@ impl Origin {
 
 /// A verified payload and where it came from.
 #[derive(Debug, Clone)]
-pub struct Sourced {
+pub(crate) struct Sourced {
     pub payload: Payload,
     pub origin: Origin,
 }
 
 /// What the sources yielded.
 #[derive(Debug)]
-pub enum Fetched {
+pub(crate) enum Fetched {
     Found(Sourced),
     /// No source holds requirements (Redis answered without the key; no fallback file).
     Absent {
@@ -61,7 +61,7 @@ pub enum Fetched {
 
 /// What to read.
 #[derive(Debug, Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     pub redis: Option<CacheConfig>,
     pub redis_deadline: Duration,
     pub fallback_file: Option<PathBuf>,
@@ -102,7 +102,7 @@ impl Reading {
 }
 
 /// Read the sources in order. `warnings` collects what the user should know (also logged).
-pub async fn fetch(sources: &Sources, warnings: &mut Vec<String>) -> Result<Fetched> {
+pub(crate) async fn fetch(sources: &Sources, warnings: &mut Vec<String>) -> Result<Fetched> {
     let mut warn = |msg: String| {
         tracing::warn!("{msg}");
         warnings.push(msg);

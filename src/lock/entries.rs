@@ -46,7 +46,7 @@ pub struct Pinned {
 
 impl Pinned {
     /// `goodpkg==1.0`, for messages.
-    pub fn pin(&self) -> String {
+    pub(crate) fn pin(&self) -> String {
         format!("{}=={}", self.name, self.version)
     }
 }
@@ -57,7 +57,7 @@ pub(crate) fn normalize_hash_option(value: &str) -> String {
 }
 
 /// The pins of a lock body, or why a line is not one (naming the line).
-pub fn parse(body: &str) -> Result<Vec<Pinned>, String> {
+pub(crate) fn parse(body: &str) -> Result<Vec<Pinned>, String> {
     let mut pins: Vec<Pinned> = Vec::new();
     // Inside a multi-line `# via` block of the last pin.
     let mut in_via = false;

@@ -26,10 +26,10 @@
 //! certificates), [`rotation`] (the pure state machine), [`self_managed`] (the Secret and the
 //! webhook configuration), [`files`] (mounted files).
 
-pub mod files;
+pub(crate) mod files;
 pub mod issue;
-pub mod resolver;
-pub mod rotation;
+pub(crate) mod resolver;
+pub(crate) mod rotation;
 pub(crate) mod self_managed;
 
 #[cfg(test)]

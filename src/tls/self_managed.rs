@@ -58,7 +58,7 @@ struct Reported {
 impl SelfManaged {
     /// Keep the Secret, the served certificate and the `caBundle` in shape until `shutdown`.
     /// Every failure is logged and retried; nothing here is fatal.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         client: Client,
         resolver: Arc<CertResolver>,

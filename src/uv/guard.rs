@@ -42,7 +42,7 @@ const ORPHANED: u8 = 128 + 9;
 /// Run `program args` under the guard; returns our exit code.
 /// `address_space`: RLIMIT_AS of the installer (and of the guard, which has allocated what it
 /// needs by then), set before it starts — safe Rust cannot set it in the child alone.
-pub async fn run(
+pub(crate) async fn run(
     parent: i32,
     address_space: Option<u64>,
     program: OsString,

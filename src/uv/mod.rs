@@ -5,14 +5,14 @@
 //! ([`netrc`]). Nothing here knows what is installed or resolved: neither user imports the
 //! other.
 
-pub mod guard;
-pub mod netrc;
-pub mod process;
+pub(crate) mod guard;
+pub(crate) mod netrc;
+pub(crate) mod process;
 
 use std::path::{Path, PathBuf};
 
 /// `name` as a path when it has a `/`, otherwise the first executable of that name on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let executable = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(p)

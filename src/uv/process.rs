@@ -77,7 +77,7 @@ pub(crate) fn kept_for_installers(name: &str) -> bool {
 
 /// One command to run.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// Name for log lines (`uv`, `pip`).
     pub label: &'static str,
     pub program: PathBuf,
@@ -99,7 +99,7 @@ pub struct Invocation {
 
 impl Invocation {
     /// The command line, for logs.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         std::iter::once(self.program.as_os_str())
             .chain(self.args.iter().map(OsString::as_os_str))
             .map(|a| a.to_string_lossy().into_owned())
@@ -110,7 +110,7 @@ impl Invocation {
 
 /// Why the child did not succeed.
 #[derive(Debug)]
-pub enum RunFailure {
+pub(crate) enum RunFailure {
     Spawn(std::io::Error),
     Exited { status: ExitStatus, tail: String },
     TimedOut { after: Duration, tail: String },
@@ -118,7 +118,11 @@ pub enum RunFailure {
 }
 
 /// Run to completion, or until `timeout`, or until a stop signal.
-pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(), RunFailure> {
+pub(crate) async fn run(
+    inv: &Invocation,
+    timeout: Duration,
+    stop: &Stop,
+) -> Result<(), RunFailure> {
     let mut cmd = guarded(inv);
     cmd.current_dir(&inv.cwd)
         .stdin(Stdio::null())

@@ -15,10 +15,10 @@
 //! `caBundle` patched into the webhook configuration, rotated before expiry and hot-swapped) or
 //! mounted files (cert-manager).
 
-pub mod admission;
-pub mod events;
+pub(crate) mod admission;
+pub(crate) mod events;
 pub mod inject;
-pub mod serve;
+pub(crate) mod serve;
 
 #[cfg(test)]
 mod fixtures;

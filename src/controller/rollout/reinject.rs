@@ -62,7 +62,7 @@ impl Reinjected {
 
 /// How long a workload last rolled for uninjected pods at `last`, by a controller that started
 /// at `started`, must still wait at `now`; `None` when it may be rolled now.
-pub fn wait(started: Instant, last: Option<Instant>, now: Instant) -> Option<Duration> {
+pub(crate) fn wait(started: Instant, last: Option<Instant>, now: Instant) -> Option<Duration> {
     let since_start = now.saturating_duration_since(started);
     let since_last = last.map_or(REINJECT_INTERVAL, |t| now.saturating_duration_since(t));
     let left = REINJECT_GRACE
