@@ -16,7 +16,7 @@ use crate::redact;
 use crate::requirements::{content_hash, hash_matches, normalize_hash};
 
 /// Default Redis key, as Bifrost uses it.
-pub const DEFAULT_KEY: &str = "bifrost:requirements:content";
+pub(crate) const DEFAULT_KEY: &str = "bifrost:requirements:content";
 /// Default TTL, as Bifrost uses it (one day).
 pub(crate) const DEFAULT_TTL_SECONDS: u64 = 86_400;
 
@@ -201,11 +201,11 @@ impl Cache {
         Err(Error::CacheConnect { url, reason: last })
     }
 
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.config.key
     }
 
-    pub fn config(&self) -> &CacheConfig {
+    pub(crate) fn config(&self) -> &CacheConfig {
         &self.config
     }
 

@@ -148,7 +148,7 @@ impl S3Source {
     }
 
     /// `s3://bucket/key`, for messages.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 }
@@ -341,7 +341,7 @@ pub enum InstallMode {
 
 impl InstallMode {
     /// The value of the `bifrost.io/injected-mode` annotation.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::UserBase => "UserBase",
             Self::PythonPath => "PythonPath",
@@ -418,7 +418,7 @@ impl ConditionType {
     ];
 
     /// The condition's `type`.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             ConditionType::Valid => "Valid",
             ConditionType::Synced => "Synced",
@@ -625,7 +625,7 @@ pub fn crd_yaml() -> String {
 
 impl WorkspaceRequirements {
     /// The policy this resource asks for.
-    pub fn policy(&self) -> crate::policy::Policy {
+    pub(crate) fn policy(&self) -> crate::policy::Policy {
         crate::policy::Policy {
             allowed_index_urls: self.spec.install.index_urls.clone(),
             only_binary: self.spec.install.only_binary,

@@ -130,11 +130,11 @@ impl Database {
     }
 
     /// The connection URL (secret; use [`redact::url`] before printing).
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
-    pub fn selector(&self) -> &RowSelector {
+    pub(crate) fn selector(&self) -> &RowSelector {
         &self.selector
     }
 

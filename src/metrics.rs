@@ -169,7 +169,7 @@ impl Metrics {
         out
     }
 
-    pub fn reconciled(&self, elapsed: Duration, error: Option<&'static str>) {
+    pub(crate) fn reconciled(&self, elapsed: Duration, error: Option<&'static str>) {
         self.reconcile_duration.observe(elapsed.as_secs_f64());
         let result = if error.is_some() { "error" } else { "ok" };
         self.reconciles
@@ -207,7 +207,7 @@ impl Metrics {
         }
     }
 
-    pub fn admission(&self, result: &str, elapsed: Duration) {
+    pub(crate) fn admission(&self, result: &str, elapsed: Duration) {
         self.admission_duration.observe(elapsed.as_secs_f64());
         self.admissions
             .get_or_create(&ResultLabels {

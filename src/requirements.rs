@@ -88,7 +88,7 @@ pub enum FileOption {
 
 impl FileOption {
     /// The option as written in requirements files, for messages.
-    pub fn flag(&self) -> &'static str {
+    pub(crate) fn flag(&self) -> &'static str {
         match self {
             Self::IndexUrl(_) => "--index-url",
             Self::ExtraIndexUrl(_) => "--extra-index-url",
@@ -108,7 +108,7 @@ impl FileOption {
     }
 
     /// The value, for options that take one.
-    pub fn value(&self) -> Option<&str> {
+    pub(crate) fn value(&self) -> Option<&str> {
         match self {
             Self::IndexUrl(v)
             | Self::ExtraIndexUrl(v)
@@ -203,7 +203,7 @@ const MESSAGE_CHARS: usize = 200;
 impl Line {
     /// The logical text without line endings, continuations or comment, for messages: control,
     /// bidi and other invisible characters are escaped and long lines are shortened.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let logical = logical_text(guard::meaning(self.number, &self.raw));
         let text = strip_comment(&logical);
         let mut out = String::new();
@@ -238,7 +238,7 @@ pub struct Single {
 
 impl Single {
     /// What the installer reads: the file's options, then this requirement.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!("{}{}", self.options, self.line)
     }
 }

@@ -57,15 +57,17 @@ impl Stop {
     }
 
     /// Resolves once stopped (or once the sender is gone: nobody can keep us running then).
-    pub fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static + use<> {
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static + use<> {
         let mut rx = self.rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     }
 
-    /// The signal that raised this stop, if a signal did ([`on_signals`]).
-    pub fn signal(&self) -> Option<Signal> {
+    /// The signal that raised this stop, if a signal did ([`on_signals`]); the unit tests ask,
+    /// the crate waits with [`Stop::signalled`].
+    #[cfg(test)]
+    pub(crate) fn signal(&self) -> Option<Signal> {
         self.signal.get().copied()
     }
 
@@ -108,7 +110,7 @@ impl Stop {
 
     /// A narrower signal: fires when this one does or when its own handle is used (e.g. the
     /// controller's term as leader).
-    pub fn child(&self) -> (StopHandle, Stop) {
+    pub(crate) fn child(&self) -> (StopHandle, Stop) {
         let (handle, child) = stop_pair();
         let parent = self.stopped();
         let tx = handle.tx.clone();

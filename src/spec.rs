@@ -48,7 +48,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::NoContent => "NoContent",
             Reason::TooLarge => "TooLarge",
@@ -77,7 +77,7 @@ pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
     /// The condition reason: the most fundamental problem's.
-    pub fn reason(&self) -> Reason {
+    pub(crate) fn reason(&self) -> Reason {
         self.0
             .iter()
             .map(|p| p.reason)

@@ -63,7 +63,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// Delay before restart number `failures` (1-based) in a row.
-    pub fn delay(&self, failures: u32) -> Duration {
+    pub(crate) fn delay(&self, failures: u32) -> Duration {
         let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
         self.initial.saturating_mul(factor).min(self.max)
     }
@@ -141,7 +141,7 @@ impl Supervisor {
 
     /// The same supervisor, for tasks that must end when `stop` fires (it should be a
     /// [`Stop::child`] of this one's).
-    pub fn scoped(&self, stop: Stop) -> Self {
+    pub(crate) fn scoped(&self, stop: Stop) -> Self {
         Self {
             shared: self.shared.clone(),
             stop,
@@ -201,7 +201,7 @@ impl Supervisor {
     /// Run `make()` until the stop signal; when it ends otherwise (panic, error, return), mark it
     /// down, count it, and restart it after the backoff — or stop the process ([`OnExit::Exit`]).
     /// Dropping the returned future (e.g. aborting its task) clears its health entry.
-    pub fn run<F, Fut, E>(
+    pub(crate) fn run<F, Fut, E>(
         &self,
         name: String,
         on_exit: OnExit,

@@ -21,7 +21,7 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// The value as `--log-format` (and `BIFROST_LOG_FORMAT`) spells it.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
@@ -31,7 +31,7 @@ impl LogFormat {
 
 /// What this process writes on stderr, decided once by [`init`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Output {
+pub(crate) struct Output {
     pub format: LogFormat,
     /// Whether ANSI colour codes may be written (and asked of child programs).
     pub colour: bool,
@@ -40,7 +40,7 @@ pub struct Output {
 static OUTPUT: OnceLock<Output> = OnceLock::new();
 
 /// The output [`init`] chose (plain text without colour before it ran).
-pub fn output() -> Output {
+pub(crate) fn output() -> Output {
     OUTPUT.get().copied().unwrap_or(Output {
         format: LogFormat::Text,
         colour: false,

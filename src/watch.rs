@@ -118,12 +118,12 @@ impl Default for Resources {
 
 impl Resources {
     /// The resources as last seen by the watch (managedFields dropped).
-    pub fn store(&self) -> Store<WorkspaceRequirements> {
+    pub(crate) fn store(&self) -> Store<WorkspaceRequirements> {
         self.store.clone()
     }
 
     /// Notified on every watch event, deletions and the end of a listing included.
-    pub fn changed(&self) -> Arc<Notify> {
+    pub(crate) fn changed(&self) -> Arc<Notify> {
         self.changed.clone()
     }
 
@@ -134,7 +134,7 @@ impl Resources {
     }
 
     /// Wait until the store holds its first complete listing.
-    pub async fn listed(&self) {
+    pub(crate) async fn listed(&self) {
         let _ = self.listed.subscribe().wait_for(|l| *l).await;
     }
 
@@ -183,7 +183,7 @@ impl Resources {
     }
 
     /// The resources deleted from now on (a receiver that falls behind misses some).
-    pub fn deleted(&self) -> broadcast::Receiver<ObjectRef<WorkspaceRequirements>> {
+    pub(crate) fn deleted(&self) -> broadcast::Receiver<ObjectRef<WorkspaceRequirements>> {
         self.deleted.subscribe()
     }
 

@@ -29,7 +29,7 @@ pub enum Installer {
 
 impl Installer {
     /// The flag value, which is also the program's name in logs and the marker.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Uv => "uv",
             Self::Pip => "pip",
@@ -53,7 +53,7 @@ pub enum OnFailure {
 
 impl OnFailure {
     /// The flag value.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Fail => "fail",
             Self::Continue => "continue",

@@ -70,7 +70,7 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 /// One connection string (URL or libpq key-value DSN) fit for messages.
-pub fn url(value: &str) -> String {
+pub(crate) fn url(value: &str) -> String {
     if let Some(sep) = value.find("://") {
         // One value: its blanks belong to it (unlike in free text).
         let mut ranges = url_secret_ranges(value, sep + 3, value.len());
@@ -87,7 +87,7 @@ pub fn url(value: &str) -> String {
 /// Free text (an error message, a log line) with every URL's userinfo, every secret URL
 /// parameter and every `password=` value masked. Best effort for text that only *contains* a
 /// secret: where the secret is known, use [`scrub`].
-pub fn text(s: &str) -> String {
+pub(crate) fn text(s: &str) -> String {
     let mut ranges = Vec::new();
     let mut search = 0;
     while let Some(found) = s[search..].find("://") {

@@ -137,7 +137,7 @@ impl S3Config {
     }
 
     /// Refuse what S3 would refuse, or read as something else, before any request is sent.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         validate_bucket(&self.bucket)?;
         validate_key(&self.key)?;
         validate_region(&self.region)?;

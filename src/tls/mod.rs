@@ -62,7 +62,7 @@ pub enum Mode {
 
 /// How the serving certificate is obtained and kept current.
 #[derive(Debug, Clone)]
-pub enum Config {
+pub(crate) enum Config {
     SelfManaged(SelfManaged),
     /// cert-manager (or any mounted certificate): files reloaded when they change.
     Files(Files),
@@ -70,7 +70,7 @@ pub enum Config {
 
 /// Mounted certificate files and how often to look at them.
 #[derive(Debug, Clone)]
-pub struct Files {
+pub(crate) struct Files {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub interval: Duration,
@@ -96,7 +96,7 @@ pub(crate) fn service_names(service: &str, namespace: &str, extra: &[String]) ->
 impl Config {
     /// Keep `resolver` serving a current certificate until `shutdown`; never fails (problems are
     /// logged and retried, the previous certificate keeps serving).
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         client: Client,
         resolver: Arc<CertResolver>,

@@ -38,7 +38,7 @@ const ATTEMPTS: usize = 5;
 
 /// Settings of the self-managed mode.
 #[derive(Debug, Clone)]
-pub struct SelfManaged {
+pub(crate) struct SelfManaged {
     pub namespace: String,
     pub secret_name: String,
     /// MutatingWebhookConfiguration whose webhooks get the `caBundle`.

@@ -52,7 +52,7 @@ pub(crate) const WEBHOOK_CONFIGURATION_YAML: &str = include_str!("../../deploy/w
 
 /// Everything the webhook needs to run.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub addr: SocketAddr,
     pub settings: inject::Settings,
     pub tls: tls::Config,
@@ -64,7 +64,7 @@ pub struct Config {
 /// Run the webhook (certificates, HTTPS server) until the supervisor's stop signal; each part
 /// is a supervised task (restarted when it dies, reported on `/healthz`). `resources` is the
 /// replica's shared `WorkspaceRequirements` cache ([`crate::watch::Resources`]).
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     config: Config,
     resources: Resources,
