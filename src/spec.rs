@@ -19,7 +19,8 @@ use std::fmt;
 use crate::cache::Payload;
 use crate::crd::{InstallSpec, WorkspaceRequirements, WorkspaceRequirementsSpec};
 
-pub use names::{index_url, mount_path, redis_key};
+pub use names::mount_path;
+pub(crate) use names::{index_url, redis_key};
 
 pub(crate) use names::{config_key, dns_label, dns_subdomain, image_reference, python_path_entry};
 pub use pod::pod_problems;

@@ -18,7 +18,7 @@ use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
 use crate::s3::{Poll, S3Store, UpdateOutcome, Versioned};
 
-pub use crate::s3::{Current, Unreadable};
+pub(crate) use crate::s3::{Current, Unreadable};
 
 /// The `--store` choice (`BIFROST_REQUIREMENTS_STORE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

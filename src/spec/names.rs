@@ -88,12 +88,12 @@ fn no_space(s: &str, what: &str) -> Result<(), String> {
 }
 
 /// The Redis key: passed on the install container's command line and to Redis.
-pub fn redis_key(s: &str) -> Result<(), String> {
+pub(crate) fn redis_key(s: &str) -> Result<(), String> {
     no_space(s, "Redis key")
 }
 
 /// An index URL: `scheme://…`, no whitespace (it becomes an installer argument).
-pub fn index_url(s: &str) -> Result<(), String> {
+pub(crate) fn index_url(s: &str) -> Result<(), String> {
     no_space(s, "index URL")?;
     let scheme_ok = s.split_once("://").is_some_and(|(scheme, rest)| {
         !rest.is_empty()
