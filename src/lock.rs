@@ -454,7 +454,7 @@ impl Resolver {
 
     /// What the resolver's proxy forwards to for `index_urls`: their origins and the file
     /// origins.
-    pub(crate) fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
+    fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
         index_urls
             .iter()
             .chain(&self.file_origins)

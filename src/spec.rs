@@ -32,7 +32,7 @@ pub use crate::limit::MAX_CONTENT_BYTES;
 /// Largest `requirements.txt` + `payload.json` in the snapshot (content at the limit above, in
 /// ASCII, takes ~530 KiB); the remaining 384 KiB of the ConfigMap's 1 MiB are for the lock file
 /// and the object's metadata. Content full of non-ASCII characters hits this limit first.
-pub(crate) const MAX_SNAPSHOT_BYTES: usize = 640 * 1024;
+const MAX_SNAPSHOT_BYTES: usize = 640 * 1024;
 /// Kubernetes object names are at most 253 characters; the snapshot's is the resource's plus
 /// this suffix.
 const SNAPSHOT_SUFFIX: &str = "-requirements";

@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 use crate::shutdown::{Stop, StopHandle};
 
 /// How long a task may take to finish after the stop signal before it is dropped.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(15);
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {

@@ -49,11 +49,7 @@ pub(crate) fn output() -> Output {
 
 /// Colour only for text on a terminal, and never with `NO_COLOR` set to anything non-empty
 /// (<https://no-color.org>): `kubectl logs` and log pipelines read a pipe or a file.
-pub(crate) fn colour_allowed(
-    format: LogFormat,
-    terminal: bool,
-    no_color: Option<&std::ffi::OsStr>,
-) -> bool {
+fn colour_allowed(format: LogFormat, terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     format == LogFormat::Text && terminal && no_color.is_none_or(|v| v.is_empty())
 }
 

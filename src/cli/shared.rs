@@ -250,7 +250,7 @@ impl RedisArgs {
     }
 
     /// [`RedisArgs::config`] with the environment given as a lookup.
-    pub(crate) fn config_with(&self, env: impl Fn(&str) -> Option<String>) -> Option<CacheConfig> {
+    fn config_with(&self, env: impl Fn(&str) -> Option<String>) -> Option<CacheConfig> {
         // Destructured: a flag added here and never read fails to compile (unused binding).
         let Self {
             redis_url,

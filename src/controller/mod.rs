@@ -10,7 +10,7 @@
 //! operator restarts and leader changes cause no rollouts.
 
 mod context;
-pub(crate) mod coverage;
+mod coverage;
 #[cfg(test)]
 mod fixtures;
 mod lock;

@@ -132,7 +132,7 @@ pub(crate) fn uninjected_pods(pods: &[std::sync::Arc<Pod>]) -> i32 {
 
 /// How long a StatefulSet may miss pods while all it has are ready before it counts as unable
 /// to create them.
-pub(crate) const STALL: Duration = Duration::from_secs(20);
+const STALL: Duration = Duration::from_secs(20);
 
 /// Since when each (namespace, name) StatefulSet has been missing pods.
 #[derive(Default)]
@@ -388,11 +388,7 @@ fn opt_in<'a>(
 }
 
 /// Labelled workloads of this resource, from the reflector caches: (kind, name, current hash).
-pub(crate) fn labelled_workloads(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-) -> Vec<(&'static str, String, String)> {
+fn labelled_workloads(ctx: &Context, ns: &str, name: &str) -> Vec<(&'static str, String, String)> {
     let mut found = Vec::new();
     for d in ctx.deployments.state() {
         if d.namespace().as_deref() == Some(ns)

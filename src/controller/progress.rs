@@ -376,7 +376,7 @@ pub(crate) fn failed_packages(message: &str) -> Vec<String> {
 /// `FallbackToLogsOnError`, so the message is usually the log's tail: progress records with
 /// timestamps (and colour codes) before the installer's `error:` report. Those records differ on
 /// every attempt; the report does not, and it is what a reader needs.
-pub(crate) fn termination_text(raw: &str) -> String {
+fn termination_text(raw: &str) -> String {
     let plain = strip_ansi(raw);
     let lines: Vec<&str> = plain.lines().collect();
     let kept: Vec<&str> = match lines.iter().position(|l| l.starts_with("error:")) {

@@ -71,7 +71,7 @@ impl Conditions {
         });
     }
 
-    pub(crate) fn is_true(&self, type_: ConditionType) -> bool {
+    fn is_true(&self, type_: ConditionType) -> bool {
         self.list
             .iter()
             .any(|c| c.type_ == type_.as_str() && c.status == "True")
@@ -106,7 +106,7 @@ impl Conditions {
             .unwrap_or_else(|| "NotReady".into())
     }
 
-    pub(crate) fn into_vec(mut self) -> Vec<Condition> {
+    fn into_vec(mut self) -> Vec<Condition> {
         self.list.sort_by_key(|c| {
             STEPS
                 .iter()

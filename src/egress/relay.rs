@@ -289,7 +289,7 @@ async fn read_chunked<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Resul
 }
 
 /// Whether an index page (HTML `href=`, or the JSON API's `"url":`) names a `file:` URL.
-pub(crate) fn links_to_a_file(page: &[u8]) -> bool {
+fn links_to_a_file(page: &[u8]) -> bool {
     let text = String::from_utf8_lossy(page).to_ascii_lowercase();
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     ["=\"file:", "='file:", "=file:", ":\"file:"]

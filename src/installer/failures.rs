@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::redact;
 
 /// Where the kubelet reads a container's termination message (mounted by default).
-pub(crate) const TERMINATION_LOG: &str = "/dev/termination-log";
+const TERMINATION_LOG: &str = "/dev/termination-log";
 /// The kubelet keeps at most this many bytes of a termination message.
-pub(crate) const TERMINATION_LIMIT: usize = 4096;
+const TERMINATION_LIMIT: usize = 4096;
 /// Lines of an installer's output kept as a failure's error.
 const EXCERPT_LINES: usize = 6;
 const EXCERPT_CHARS: usize = 800;
@@ -98,7 +98,7 @@ fn useful(line: &str) -> bool {
 /// The first useful lines of an installer's output: from its first verdict line (uv's
 /// `error: No solution found…`/`× …`, `Because … was not found`, pip's `ERROR: …`), else its
 /// last lines; box-drawing prefixes dropped, at most [`EXCERPT_LINES`] lines, secrets masked.
-pub(crate) fn excerpt(output: &str) -> String {
+fn excerpt(output: &str) -> String {
     let lines: Vec<&str> = output
         .lines()
         .map(|l| {

@@ -16,7 +16,7 @@ use crate::redact;
 use crate::requirements::{content_hash, hash_matches, hashes_equal};
 
 /// Name of the file next to a plain fallback file that holds its hash (a ConfigMap key).
-pub(crate) const HASH_FILE: &str = "hash";
+const HASH_FILE: &str = "hash";
 
 /// Where a payload came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +256,7 @@ fn read_fallback(path: &Path) -> Read {
 
 /// A fallback file's payload: Bifrost's JSON object, or plain requirements.txt checked against
 /// a sibling `hash` file when one exists.
-pub(crate) fn parse_snapshot(path: &Path, raw: &str) -> Result<Payload> {
+fn parse_snapshot(path: &Path, raw: &str) -> Result<Payload> {
     let bad = |reason: String| Error::Snapshot {
         path: path.to_path_buf(),
         reason,

@@ -39,7 +39,7 @@ pub(crate) const MARKER: &str = ".bifrost-requirements.json";
 const LOCK: &str = ".bifrost-requirements.lock";
 const JOURNAL: &str = ".bifrost-requirements.swap.json";
 /// Every name starting with this is ours (never an installed entry).
-pub(crate) const RESERVED_PREFIX: &str = ".bifrost-";
+const RESERVED_PREFIX: &str = ".bifrost-";
 const STAGING_PREFIX: &str = ".bifrost-staging-";
 const TRASH_PREFIX: &str = ".bifrost-trash-";
 const DISCARD_PREFIX: &str = ".bifrost-discard-";
@@ -519,7 +519,7 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Write JSON to `path.tmp-<pid>`, then rename over `path`.
-pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Serialization(e.to_string()))?;
     let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
     let mut f = File::create(&tmp).map_err(|e| Error::io("writing", &tmp, e))?;

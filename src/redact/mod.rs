@@ -133,7 +133,7 @@ pub(crate) fn scrub(text_in: &str, source: &str) -> String {
 }
 
 /// The secret values a connection string holds, in the forms a message could repeat them in.
-pub(crate) fn secrets_of(source: &str) -> Vec<String> {
+fn secrets_of(source: &str) -> Vec<String> {
     let mut raw: Vec<String> = Vec::new();
     let mut ranges = Vec::new();
     if let Some(sep) = source.find("://") {

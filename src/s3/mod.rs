@@ -48,7 +48,7 @@ pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024;
 /// exhaust memory. A larger object is not downloaded; `requirements set` replaces it.
 pub const MAX_MEND_BYTES: u64 = 4 * MAX_OBJECT_BYTES;
 /// Per request, connecting included: a poll must fail in time for the next one.
-pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bifrost's environment names (Secret `bifrost-secrets`, ConfigMap `bifrost-config`), so that
 /// `envFrom` of both works unchanged.

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 /// Resource names the install container accepts: the standard container resources that make
 /// sense for an installer (hugepages and extended resources would need requests == limits and
 /// have no use here).
-pub(crate) const RESOURCE_NAMES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+const RESOURCE_NAMES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
 /// A parsed quantity: its value in nano units (10⁻⁹), rounded away from zero as the API server
 /// rounds anything finer than nano.

@@ -29,8 +29,8 @@
 pub(crate) mod files;
 pub mod issue;
 pub(crate) mod resolver;
-pub(crate) mod rotation;
-pub(crate) mod self_managed;
+mod rotation;
+mod self_managed;
 
 #[cfg(test)]
 mod tests;

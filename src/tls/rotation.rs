@@ -35,7 +35,7 @@ pub struct CertSpec {
 
 impl CertSpec {
     /// Stage a rotation when less than this is left: a third of the validity.
-    pub(crate) fn renew_before(&self) -> i64 {
+    fn renew_before(&self) -> i64 {
         (self.validity.as_secs() / 3).max(1) as i64
     }
 

@@ -21,15 +21,15 @@ use super::resolver::CertResolver;
 use super::rotation::{CertSpec, Step, Stored, step};
 use crate::error::{Error, Result};
 
-pub(crate) const KEY_CERT: &str = "tls.crt";
-pub(crate) const KEY_KEY: &str = "tls.key";
-pub(crate) const KEY_CA: &str = "ca.crt";
-pub(crate) const KEY_BUNDLE: &str = "ca-bundle.crt";
+const KEY_CERT: &str = "tls.crt";
+const KEY_KEY: &str = "tls.key";
+const KEY_CA: &str = "ca.crt";
+const KEY_BUNDLE: &str = "ca-bundle.crt";
 pub(crate) const KEY_NEXT_CERT: &str = "next-tls.crt";
-pub(crate) const KEY_NEXT_KEY: &str = "next-tls.key";
-pub(crate) const KEY_NEXT_CA: &str = "next-ca.crt";
+const KEY_NEXT_KEY: &str = "next-tls.key";
+const KEY_NEXT_CA: &str = "next-ca.crt";
 /// Secret annotation: when the pending rotation was staged (Unix seconds).
-pub(crate) const STAGED_AT_ANNOTATION: &str = "bifrost.io/rotation-staged-at";
+const STAGED_AT_ANNOTATION: &str = "bifrost.io/rotation-staged-at";
 /// Field manager of the operator's writes to the webhook configuration.
 const MANAGER: &str = "bifrost-requirements-webhook";
 /// Read-decide-write rounds lost to concurrent writers before this check gives up (the next

@@ -34,7 +34,7 @@ const KEPT_IN_CLEAN_ENV: [&str; 3] = ["PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"];
 /// locale, temporary files, TLS trust, proxies, caches, and what compilers of a source build
 /// read. Everything else — `REDIS_URL`, `DATABASE_URL`, `BIFROST_S3_SECRET_KEY`, whatever the
 /// worker's image or its Secrets put there — stays with us: a build backend runs package code.
-pub(crate) const KEPT_FOR_INSTALLERS: [&str; 32] = [
+const KEPT_FOR_INSTALLERS: [&str; 32] = [
     "PATH",
     "HOME",
     "USER",
@@ -70,7 +70,7 @@ pub(crate) const KEPT_FOR_INSTALLERS: [&str; 32] = [
 ];
 
 /// Whether the installer's child gets our variable `name` ([`KEPT_FOR_INSTALLERS`]).
-pub(crate) fn kept_for_installers(name: &str) -> bool {
+fn kept_for_installers(name: &str) -> bool {
     KEPT_FOR_INSTALLERS.contains(&name)
         || ["LC_", "UV_", "PIP_"].iter().any(|p| name.starts_with(p))
 }

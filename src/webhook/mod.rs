@@ -48,7 +48,7 @@ pub use serve::{BODY_LIMIT, BODY_TIMEOUT, HEAD_TIMEOUT, MAX_CONNECTIONS, router,
 /// the opt-in label, `failurePolicy: Ignore`, `timeoutSeconds: 5`, `sideEffects: None`,
 /// `reinvocationPolicy: IfNeeded`, never kube-system. `caBundle` is filled in by the operator
 /// (self-managed TLS) or by cert-manager's CA injector.
-pub(crate) const WEBHOOK_CONFIGURATION_YAML: &str = include_str!("../../deploy/webhook.yaml");
+const WEBHOOK_CONFIGURATION_YAML: &str = include_str!("../../deploy/webhook.yaml");
 
 /// Everything the webhook needs to run.
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ pub(crate) use crate::controller::progress::REINJECT_INTERVAL;
 
 /// How long after the controller started it first rolls a workload again: the readiness probe
 /// of its replica and the Endpoints the API server calls the webhook at must catch up first.
-pub(crate) const REINJECT_GRACE: Duration = Duration::from_secs(20);
+const REINJECT_GRACE: Duration = Duration::from_secs(20);
 
 /// When each (namespace, kind, name) workload was last rolled out again for uninjected pods,
 /// and when the controller holding this memory started.
@@ -72,7 +72,7 @@ pub(crate) fn wait(started: Instant, last: Option<Instant>, now: Instant) -> Opt
 }
 
 /// The workloads to roll again: up to date, their pods uninjected, under `Automatic`.
-pub(crate) fn candidates<'a>(
+fn candidates<'a>(
     strategy: &RolloutStrategy,
     workloads: &'a [WorkloadStatus],
     verdicts: &[Verdict],

@@ -302,7 +302,7 @@ pub(crate) fn install_resources() -> ResourceRequirements {
 }
 
 /// Resources of the bootstrap container (it copies two files).
-pub(crate) fn bootstrap_resources() -> ResourceRequirements {
+fn bootstrap_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(quantities(&[("cpu", "10m"), ("memory", "16Mi")])),
         limits: Some(quantities(&[("cpu", "200m"), ("memory", "64Mi")])),

@@ -45,10 +45,10 @@ pub const SNAPSHOT_VOLUME: &str = "bifrost-requirements-snapshot";
 /// `emptyDir` for the install container's HOME, TMPDIR and installer cache.
 pub const WORK_VOLUME: &str = "bifrost-requirements-work";
 /// The administrator's PersistentVolumeClaim for the installer's download cache.
-pub(crate) const CACHE_VOLUME: &str = "bifrost-requirements-cache";
+const CACHE_VOLUME: &str = "bifrost-requirements-cache";
 
 /// Every volume the webhook adds (a pod that already has one of them is left alone).
-pub(crate) const VOLUMES: [&str; 5] = [
+const VOLUMES: [&str; 5] = [
     BIN_VOLUME,
     SITE_PACKAGES_VOLUME,
     SNAPSHOT_VOLUME,
@@ -57,21 +57,21 @@ pub(crate) const VOLUMES: [&str; 5] = [
 ];
 
 /// Mount points inside the init containers.
-pub(crate) const BIN_DIR: &str = "/bifrost-requirements/bin";
-pub(crate) const SNAPSHOT_DIR: &str = "/bifrost-requirements/snapshot";
-pub(crate) const WORK_DIR: &str = "/bifrost-requirements/work";
-pub(crate) const CACHE_DIR: &str = "/bifrost-requirements/cache";
+const BIN_DIR: &str = "/bifrost-requirements/bin";
+const SNAPSHOT_DIR: &str = "/bifrost-requirements/snapshot";
+const WORK_DIR: &str = "/bifrost-requirements/work";
+const CACHE_DIR: &str = "/bifrost-requirements/cache";
 /// Where the operator image keeps the binary (`uv` lies next to it). Contract with the Dockerfile.
 pub const OPERATOR_BINARY: &str = "/usr/local/bin/bifrost-requirements";
 /// ConfigMap key of Bifrost's JSON payload `{"content", "hash"}`.
-pub(crate) const SNAPSHOT_PAYLOAD_KEY: &str = "payload.json";
+const SNAPSHOT_PAYLOAD_KEY: &str = "payload.json";
 /// The user the init containers run as when the pod names none (or names root).
 pub const NON_ROOT_UID: i64 = 65532;
 /// Pods carrying this label with value [`OPERATOR_NAME`] are the operator's own: never mutated.
-pub(crate) const NAME_LABEL: &str = "app.kubernetes.io/name";
+const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const OPERATOR_NAME: &str = "bifrost-requirements";
 /// Namespaces whose pods are never mutated, whatever the configuration.
-pub(crate) const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
+const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
 
 /// The namespaces whose pods the webhook may inject. The chart's `namespaceSelector` says the
 /// same, but on the `kubernetes.io/metadata.name` label, which namespaces carry only from
@@ -90,7 +90,7 @@ pub struct Scope {
 
 impl Scope {
     /// Why pods in `namespace` are not injected, or None when they may be.
-    pub(crate) fn excludes(&self, namespace: &str) -> Option<&'static str> {
+    fn excludes(&self, namespace: &str) -> Option<&'static str> {
         let named = |n: &Option<String>| n.as_deref().is_some_and(|n| !n.is_empty());
         if EXCLUDED_NAMESPACES.contains(&namespace) {
             Some("pods in kube-system are never mutated")
