@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 /// What `bootstrap` copies where.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Folder to copy into (created if missing).
     pub to: PathBuf,
     /// The uv executable to copy; `None`: the one shipped with this binary.
@@ -22,7 +22,7 @@ pub struct Options {
 }
 
 /// Copy this executable and uv into `options.to`; returns the exit code.
-pub fn run(options: Options) -> Result<u8> {
+pub(crate) fn run(options: Options) -> Result<u8> {
     let to = &options.to;
     fs::create_dir_all(to).map_err(|e| Error::io("creating", to, e))?;
     let me = std::env::current_exe().map_err(|e| Error::io("locating", "this executable", e))?;

@@ -16,9 +16,9 @@ use crate::redact;
 use crate::requirements::{content_hash, hash_matches, normalize_hash};
 
 /// Default Redis key, as Bifrost uses it.
-pub const DEFAULT_KEY: &str = "bifrost:requirements:content";
+pub(crate) const DEFAULT_KEY: &str = "bifrost:requirements:content";
 /// Default TTL, as Bifrost uses it (one day).
-pub const DEFAULT_TTL_SECONDS: u64 = 86_400;
+pub(crate) const DEFAULT_TTL_SECONDS: u64 = 86_400;
 
 /// How to reach Redis and which key to use. `Debug` shows the URL redacted.
 #[derive(Clone)]
@@ -201,11 +201,11 @@ impl Cache {
         Err(Error::CacheConnect { url, reason: last })
     }
 
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.config.key
     }
 
-    pub fn config(&self) -> &CacheConfig {
+    pub(crate) fn config(&self) -> &CacheConfig {
         &self.config
     }
 
@@ -217,7 +217,7 @@ impl Cache {
     }
 
     /// Write a payload as it is (its hash must match; callers build it with [`Payload::new`]).
-    pub async fn put_payload(&self, payload: &Payload) -> Result<()> {
+    pub(crate) async fn put_payload(&self, payload: &Payload) -> Result<()> {
         let json = payload.to_json();
         let ttl = self.config.ttl.as_secs().max(1);
         self.retry("writing the requirements (SETEX)", |mut conn, key| {
@@ -281,7 +281,7 @@ impl Cache {
 }
 
 /// Exponential backoff with ±25 % jitter, capped at 5 s.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.min(10).saturating_sub(1));
     let capped = exp.min(Duration::from_secs(5));
     let jitter = rand::random_range(0.75..1.25);

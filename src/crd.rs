@@ -30,13 +30,13 @@ pub const INJECTED_ANNOTATION: &str = "bifrost.io/injected-hash";
 /// Pod-template annotation set by the controller to roll a workload out again when its pods
 /// started without the packages (the webhook was unreachable when they were created); its value
 /// is the time, as `kubectl rollout restart` sets `kubectl.kubernetes.io/restartedAt`.
-pub const REINJECTED_ANNOTATION: &str = "bifrost.io/reinjected-at";
+pub(crate) const REINJECTED_ANNOTATION: &str = "bifrost.io/reinjected-at";
 /// Pod annotation naming the [`InstallMode`] the webhook injected (`UserBase` or `PythonPath`).
 pub const INJECTED_MODE_ANNOTATION: &str = "bifrost.io/injected-mode";
 /// Field manager of the controller's writes.
-pub const MANAGER: &str = "bifrost-requirements";
+pub(crate) const MANAGER: &str = "bifrost-requirements";
 /// Field manager of the database mirror's writes to `spec.content`.
-pub const MIRROR_MANAGER: &str = "bifrost-requirements-mirror";
+pub(crate) const MIRROR_MANAGER: &str = "bifrost-requirements-mirror";
 
 /// Desired state: the requirements and how they reach the workers.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -142,13 +142,13 @@ pub struct S3Source {
 
 impl S3Source {
     /// Path-style addressing as resolved: explicit, else on exactly when an endpoint is set.
-    pub fn path_style(&self) -> bool {
+    pub(crate) fn path_style(&self) -> bool {
         self.force_path_style
             .unwrap_or_else(|| self.endpoint.as_deref().is_some_and(|e| !e.is_empty()))
     }
 
     /// `s3://bucket/key`, for messages.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 }
@@ -341,7 +341,7 @@ pub enum InstallMode {
 
 impl InstallMode {
     /// The value of the `bifrost.io/injected-mode` annotation.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::UserBase => "UserBase",
             Self::PythonPath => "PythonPath",
@@ -408,7 +408,7 @@ pub enum ConditionType {
 
 impl ConditionType {
     /// The conditions `Ready` sums up, in the order they are listed (`Ready` after them).
-    pub const STEPS: [ConditionType; 6] = [
+    pub(crate) const STEPS: [ConditionType; 6] = [
         ConditionType::Valid,
         ConditionType::Synced,
         ConditionType::Resolved,
@@ -418,7 +418,7 @@ impl ConditionType {
     ];
 
     /// The condition's `type`.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             ConditionType::Valid => "Valid",
             ConditionType::Synced => "Synced",
@@ -625,7 +625,7 @@ pub fn crd_yaml() -> String {
 
 impl WorkspaceRequirements {
     /// The policy this resource asks for.
-    pub fn policy(&self) -> crate::policy::Policy {
+    pub(crate) fn policy(&self) -> crate::policy::Policy {
         crate::policy::Policy {
             allowed_index_urls: self.spec.install.index_urls.clone(),
             only_binary: self.spec.install.only_binary,
@@ -633,7 +633,7 @@ impl WorkspaceRequirements {
     }
 
     /// Name of the owned ConfigMap snapshot (the installer's fallback).
-    pub fn snapshot_name(&self) -> String {
+    pub(crate) fn snapshot_name(&self) -> String {
         format!("{}-requirements", kube::ResourceExt::name_any(self))
     }
 }

@@ -20,10 +20,10 @@ use crate::redact;
 use crate::requirements::{content_hash, hash_matches};
 
 /// The `NOTIFY` channel the migration's trigger signals on.
-pub const NOTIFY_CHANNEL: &str = "bifrost_requirements_changed";
+pub(crate) const NOTIFY_CHANNEL: &str = "bifrost_requirements_changed";
 /// Defaults used by Bifrost.
-pub const DEFAULT_PATH: &str = "requirements.txt";
-pub const DEFAULT_ENTITY_TYPE: &str = "requirements";
+pub(crate) const DEFAULT_PATH: &str = "requirements.txt";
+pub(crate) const DEFAULT_ENTITY_TYPE: &str = "requirements";
 
 const MIGRATION: &str = include_str!("../migrations/0001_workspace_files.sql");
 /// Serializes concurrent migrations (an arbitrary constant: "bifrost-r").
@@ -117,7 +117,7 @@ impl Database {
     }
 
     /// The same connection pool, reading another row.
-    pub fn with_selector(&self, selector: RowSelector) -> Self {
+    pub(crate) fn with_selector(&self, selector: RowSelector) -> Self {
         Self {
             pool: self.pool.clone(),
             url: self.url.clone(),
@@ -130,11 +130,11 @@ impl Database {
     }
 
     /// The connection URL (secret; use [`redact::url`] before printing).
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
-    pub fn selector(&self) -> &RowSelector {
+    pub(crate) fn selector(&self) -> &RowSelector {
         &self.selector
     }
 
@@ -156,7 +156,7 @@ impl Database {
 
     /// Whether the migration's NOTIFY trigger is installed on `workspace_files` (without it,
     /// changes reach the mirror only by polling). A missing table has no trigger either.
-    pub async fn has_notify_trigger(&self) -> Result<bool> {
+    pub(crate) async fn has_notify_trigger(&self) -> Result<bool> {
         sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_trigger \
              WHERE tgname = 'bifrost_requirements_notify' \

@@ -11,10 +11,10 @@ pub const PATTERN: &str = r"^(([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+|[0-9]+(\.
 
 /// The longest duration accepted anywhere (a year): larger values are typos, and `f64` seconds
 /// lose precision long before `Duration` overflows.
-pub const MAX: Duration = Duration::from_secs(86_400 * 365);
+pub(crate) const MAX: Duration = Duration::from_secs(86_400 * 365);
 
 /// Parse `s` (surrounding whitespace ignored); the error quotes the value and says why.
-pub fn parse(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err("an empty value is not a duration (examples: 500ms, 3s, 2m, 1h30m)".into());
@@ -71,7 +71,7 @@ fn within_range(s: &str, secs: f64) -> Result<Duration, String> {
 }
 
 /// [`parse`], then at least `min`: the error names the minimum.
-pub fn at_least(s: &str, min: Duration, min_text: &str) -> Result<Duration, String> {
+pub(crate) fn at_least(s: &str, min: Duration, min_text: &str) -> Result<Duration, String> {
     let d = parse(s)?;
     if d < min {
         return Err(format!("`{s}` is too short (at least {min_text})"));

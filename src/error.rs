@@ -130,7 +130,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         Self::Io {
             context,
             path: path.into(),
@@ -138,7 +142,7 @@ impl Error {
         }
     }
 
-    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+    pub(crate) fn kube(context: impl Into<String>, source: kube::Error) -> Self {
         Self::Kube {
             context: context.into(),
             source: Box::new(source),
@@ -204,7 +208,7 @@ fn missing_part(key: Option<&str>) -> String {
 }
 
 /// A URL fit for logs and messages; kept for callers written before [`crate::redact`].
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     crate::redact::url(url)
 }
 

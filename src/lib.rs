@@ -21,7 +21,7 @@
 //! [`cli`] maps it all to the command line: clap stops there, every other module takes typed
 //! options of its own.
 
-pub mod bootstrap;
+pub(crate) mod bootstrap;
 pub mod cache;
 pub mod cli;
 pub mod controller;
@@ -29,27 +29,27 @@ pub mod crd;
 pub mod database;
 pub mod duration;
 pub mod egress;
-pub mod error;
-pub mod installer;
+pub(crate) mod error;
+pub(crate) mod installer;
 pub mod k8s_compat;
 pub mod limit;
 pub mod lock;
 pub mod metrics;
-pub mod operator;
+pub(crate) mod operator;
 pub mod packages;
 pub mod policy;
 pub mod redact;
 pub mod requirements;
 pub mod s3;
-pub mod server;
+pub(crate) mod server;
 pub mod shutdown;
 pub mod spec;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
-pub mod text;
+pub(crate) mod text;
 pub mod tls;
-pub mod uv;
+pub(crate) mod uv;
 pub mod watch;
 pub mod webhook;
 

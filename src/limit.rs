@@ -39,7 +39,7 @@ fn then(hint: &Option<String>) -> String {
 }
 
 /// Refuse `content` over [`MAX_CONTENT_BYTES`]. `location` only names it in the message.
-pub fn check(location: impl FnOnce() -> String, content: &str) -> Result<(), TooLarge> {
+pub(crate) fn check(location: impl FnOnce() -> String, content: &str) -> Result<(), TooLarge> {
     if content.len() > MAX_CONTENT_BYTES {
         return Err(TooLarge {
             location: location(),

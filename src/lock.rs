@@ -26,22 +26,22 @@ use crate::shutdown::Stop;
 use crate::uv::netrc::{self, NetrcFile};
 use crate::uv::process::{self, Invocation, RunFailure};
 
-pub mod entries;
-pub mod pins;
-pub mod satisfy;
+pub(crate) mod entries;
+pub(crate) mod pins;
+pub(crate) mod satisfy;
 
-pub use entries::{Pinned, Via};
+pub(crate) use entries::Pinned;
 
 /// Key of the lock in the ConfigMap snapshot, and its file name beside the mounted payload.
 pub const LOCK_FILE: &str = "requirements.lock";
 /// The index uv and pip use when none is given.
-pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
+pub(crate) const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 
 /// Where the public index serves its files (wheels and their PEP 658 metadata): a host of its
 /// own, which the resolver's proxy must let uv reach besides the index itself.
-pub const DEFAULT_FILE_ORIGIN: &str = "https://files.pythonhosted.org";
+pub(crate) const DEFAULT_FILE_ORIGIN: &str = "https://files.pythonhosted.org";
 /// The resolver's default address-space limit (`--resolver-memory-limit`, operator and CLI).
-pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+pub(crate) const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
 
 const MAGIC: &str = "# bifrost-requirements lock";
 
@@ -58,7 +58,7 @@ pub struct Interpreter {
 
 /// What a worker's `python3` says about itself, to compare with a lock's [`Interpreter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Worker {
+pub(crate) struct Worker {
     /// `3.11.2`.
     pub version: String,
     /// `platform.machine()`: `x86_64`, `aarch64`.
@@ -70,7 +70,7 @@ pub struct Worker {
 /// Asks an interpreter what a lock's header is compared with: version, machine, glibc version
 /// (empty: not glibc). The installer runs it with the worker's `python3`, the operator's probe
 /// pod with the workers' image's (see [`Worker::parse`]).
-pub const WORKER_SCRIPT: &str = "import platform, sys\n\
+pub(crate) const WORKER_SCRIPT: &str = "import platform, sys\n\
 print('%d.%d.%d' % sys.version_info[:3])\n\
 print(platform.machine())\n\
 lib, version = platform.libc_ver()\n\
@@ -82,7 +82,7 @@ const MANYLINUX_MINORS: [u32; 11] = [28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]
 
 impl Worker {
     /// What [`WORKER_SCRIPT`] printed, or why it is not that.
-    pub fn parse(out: &str) -> Result<Worker, String> {
+    pub(crate) fn parse(out: &str) -> Result<Worker, String> {
         let lines: Vec<&str> = out.lines().map(str::trim).collect();
         let (version, machine, glibc) = match lines.as_slice() {
             [version, machine, glibc] => (version, machine, Some(*glibc)),
@@ -102,7 +102,7 @@ impl Worker {
     /// The interpreter a lock is resolved for so that this worker can install it: its exact
     /// version, and the newest platform uv knows that its machine and glibc meet; `Err` says
     /// why there is none (a libc other than glibc, a machine uv does not resolve for).
-    pub fn interpreter(&self) -> Result<Interpreter, String> {
+    pub(crate) fn interpreter(&self) -> Result<Interpreter, String> {
         let glibc = self.glibc.as_deref().ok_or_else(|| {
             format!(
                 "the workers' Python {} on {} does not use glibc (musl?): no lock platform fits it",
@@ -135,7 +135,7 @@ impl Worker {
 
 impl Interpreter {
     /// Why the fields cannot name an interpreter, naming the field.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         match self.problems().into_iter().next() {
             Some((field, message)) => Err(format!("spec.install.python.{field}: {message}")),
             None => Ok(()),
@@ -143,7 +143,7 @@ impl Interpreter {
     }
 
     /// Each field that names no interpreter (`version`, `platform`) and why.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
         let parts: Vec<&str> = self.version.split('.').collect();
         let numeric = parts
             .iter()
@@ -188,12 +188,12 @@ impl Interpreter {
     }
 
     /// `CPython 3.11 x86_64-manylinux_2_28`, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("Python {} {}", self.version, self.platform)
     }
 
     /// Why a worker's interpreter cannot use a lock resolved for this one (`None`: it can).
-    pub fn mismatch(&self, worker: &Worker) -> Option<String> {
+    pub(crate) fn mismatch(&self, worker: &Worker) -> Option<String> {
         let given: Vec<&str> = self.version.split('.').collect();
         let has: Vec<&str> = worker.version.split('.').collect();
         if has.len() < given.len() || has[..given.len()] != given[..] {
@@ -245,7 +245,7 @@ pub struct Lock {
 
 /// What a lock was (or is to be) resolved from and for: equal keys, same lock.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     pub content_hash: String,
     pub interpreter: Interpreter,
     pub index_urls: Vec<String>,
@@ -253,7 +253,7 @@ pub struct Key {
 }
 
 impl Lock {
-    pub fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         Key {
             content_hash: self.content_hash.clone(),
             interpreter: self.interpreter.clone(),
@@ -340,7 +340,7 @@ impl Lock {
     }
 
     /// The pinned distributions with their hashes and `# via`, or why the body is not a lock's.
-    pub fn pinned(&self) -> Result<Vec<Pinned>, String> {
+    pub(crate) fn pinned(&self) -> Result<Vec<Pinned>, String> {
         entries::parse(&self.body)
     }
 
@@ -355,7 +355,7 @@ impl Lock {
 }
 
 /// The indexes a resource resolves against: its own, or the installers' default.
-pub fn effective_index_urls(index_urls: &[String]) -> Vec<String> {
+pub(crate) fn effective_index_urls(index_urls: &[String]) -> Vec<String> {
     let given: Vec<String> = index_urls
         .iter()
         .map(|u| u.trim().to_string())
@@ -395,14 +395,14 @@ pub struct Resolver {
 
 /// One resolution: a content and everything its lock depends on.
 #[derive(Debug, Clone)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub content: &'a str,
     pub key: &'a Key,
 }
 
 /// Why no lock came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The resolver ran and says the requirements cannot be satisfied (its message names the
     /// requirement): retrying the same content gives the same answer until the index changes.
     Unresolvable(String),
@@ -427,7 +427,7 @@ impl std::fmt::Display for Failure {
 impl Resolver {
     /// The resolver this binary ships: the uv next to it (else on PATH; not found, each
     /// resolution says so), its cache by default in the temporary folder.
-    pub fn bundled(
+    pub(crate) fn bundled(
         python: String,
         allowed_index_urls: Vec<String>,
         timeout: Duration,
@@ -447,14 +447,14 @@ impl Resolver {
 
     /// The same resolver, letting uv reach `origins` for the indexes' files instead of the
     /// default (PyPI's file host).
-    pub fn with_file_origins(mut self, origins: Vec<String>) -> Self {
+    pub(crate) fn with_file_origins(mut self, origins: Vec<String>) -> Self {
         self.file_origins = origins;
         self
     }
 
     /// What the resolver's proxy forwards to for `index_urls`: their origins and the file
     /// origins.
-    pub fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
+    fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
         index_urls
             .iter()
             .chain(&self.file_origins)
@@ -463,7 +463,7 @@ impl Resolver {
     }
 
     /// The first of `index_urls` the operator may not fetch from, if any.
-    pub fn refused_index(&self, index_urls: &[String]) -> Option<String> {
+    pub(crate) fn refused_index(&self, index_urls: &[String]) -> Option<String> {
         index_urls
             .iter()
             .find(|u| !self.allowed_index_urls.iter().any(|a| same_url(a, u)))
@@ -472,7 +472,11 @@ impl Resolver {
 
     /// Resolve `request.content` into a lock; `stop` ends uv early (the operator shutting
     /// down).
-    pub async fn resolve(&self, request: &Request<'_>, stop: &Stop) -> Result<Lock, Failure> {
+    pub(crate) async fn resolve(
+        &self,
+        request: &Request<'_>,
+        stop: &Stop,
+    ) -> Result<Lock, Failure> {
         let key = request.key;
         if let Some(url) = self.refused_index(&key.index_urls) {
             return Err(Failure::Failed(format!(

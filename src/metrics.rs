@@ -169,7 +169,7 @@ impl Metrics {
         out
     }
 
-    pub fn reconciled(&self, elapsed: Duration, error: Option<&'static str>) {
+    pub(crate) fn reconciled(&self, elapsed: Duration, error: Option<&'static str>) {
         self.reconcile_duration.observe(elapsed.as_secs_f64());
         let result = if error.is_some() { "error" } else { "ok" };
         self.reconciles
@@ -186,7 +186,7 @@ impl Metrics {
         }
     }
 
-    pub fn redis_warm(&self, ok: bool) {
+    pub(crate) fn redis_warm(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.redis_warms
             .get_or_create(&ResultLabels {
@@ -195,7 +195,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn db_sync(&self, ok: bool, lag: Option<Duration>) {
+    pub(crate) fn db_sync(&self, ok: bool, lag: Option<Duration>) {
         let result = if ok { "ok" } else { "error" };
         self.db_syncs
             .get_or_create(&ResultLabels {
@@ -207,7 +207,7 @@ impl Metrics {
         }
     }
 
-    pub fn admission(&self, result: &str, elapsed: Duration) {
+    pub(crate) fn admission(&self, result: &str, elapsed: Duration) {
         self.admission_duration.observe(elapsed.as_secs_f64());
         self.admissions
             .get_or_create(&ResultLabels {
@@ -219,7 +219,7 @@ impl Metrics {
     /// The gauges of one resource from the status just computed: `resource_ready` (1 when its
     /// `Ready` condition is True) and, per workload whose pods are known, `uninjected_pods`.
     /// Series of workloads no longer listed are removed.
-    pub fn resource_status(
+    pub(crate) fn resource_status(
         &self,
         namespace: &str,
         name: &str,
@@ -269,7 +269,7 @@ impl Metrics {
     /// Remove the series of every resource for which `keep(namespace, name)` is false: deleted
     /// resources, or all of them when this replica stops reconciling (the new leader reports
     /// them; a stale series would double them).
-    pub fn retain_resources(&self, keep: impl Fn(&str, &str) -> bool) {
+    pub(crate) fn retain_resources(&self, keep: impl Fn(&str, &str) -> bool) {
         let mut recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
         recorded.retain(|(namespace, name), workloads| {
             if keep(namespace, name) {

@@ -53,9 +53,8 @@ pub enum Change {
 
 /// The result of [`apply`].
 #[derive(Debug)]
-pub struct Applied {
+pub(crate) struct Applied {
     pub outcome: SaveOutcome,
-    pub content: String,
     pub hash: String,
     pub package_count: usize,
     /// Human-readable notes per requirement ("added flask==3.0", …).
@@ -92,7 +91,7 @@ pub fn validate(change: &Change, policy: &Policy) -> Result<()> {
 ///
 /// Every spec, name and the resulting file are checked inside the read–modify–write, before
 /// anything is written; call [`validate`] first to fail before connecting anywhere.
-pub async fn apply(
+pub(crate) async fn apply(
     store: &Store,
     cache: Option<&Cache>,
     policy: &Policy,
@@ -150,7 +149,6 @@ pub async fn apply(
     Ok(Applied {
         outcome,
         hash: crate::requirements::content_hash(&content),
-        content,
         package_count,
         notes,
         cache_refreshed: matches!(refreshed, Some(Ok(()))),

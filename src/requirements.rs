@@ -28,7 +28,8 @@ mod guard;
 pub mod mend;
 mod options;
 
-pub use guard::{MAX_MARKER_COMPARISONS, MAX_NESTING, MAX_REQUIREMENT_CHARS};
+pub use guard::MAX_NESTING;
+
 use options::{Opt, Parsed};
 
 /// Lowercase hex SHA-256 of the exact UTF-8 bytes, as Python's
@@ -38,7 +39,7 @@ pub fn content_hash(content: &str) -> String {
 }
 
 /// Strip an optional `sha256:` prefix (Bifrost accepts both spellings) and lowercase.
-pub fn normalize_hash(hash: &str) -> String {
+pub(crate) fn normalize_hash(hash: &str) -> String {
     let h = hash.trim();
     let h = h
         .strip_prefix("sha256:")
@@ -48,17 +49,17 @@ pub fn normalize_hash(hash: &str) -> String {
 }
 
 /// Whether two stored hashes name the same content (prefix- and case-insensitive).
-pub fn hashes_equal(a: &str, b: &str) -> bool {
+pub(crate) fn hashes_equal(a: &str, b: &str) -> bool {
     normalize_hash(a) == normalize_hash(b)
 }
 
 /// Whether `content` hashes to `hash` (which may carry a `sha256:` prefix).
-pub fn hash_matches(content: &str, hash: &str) -> bool {
+pub(crate) fn hash_matches(content: &str, hash: &str) -> bool {
     hashes_equal(&content_hash(content), hash)
 }
 
 /// PEP 503 normalized form of a package name, or an error explaining why it is not a name.
-pub fn normalize_name(name: &str) -> Result<String, String> {
+pub(crate) fn normalize_name(name: &str) -> Result<String, String> {
     let name = name.trim();
     guard::catch(|| PackageName::from_str(name))
         .ok_or_else(|| format!("`{name}` made the package name parser fail"))?
@@ -87,7 +88,7 @@ pub enum FileOption {
 
 impl FileOption {
     /// The option as written in requirements files, for messages.
-    pub fn flag(&self) -> &'static str {
+    pub(crate) fn flag(&self) -> &'static str {
         match self {
             Self::IndexUrl(_) => "--index-url",
             Self::ExtraIndexUrl(_) => "--extra-index-url",
@@ -107,7 +108,7 @@ impl FileOption {
     }
 
     /// The value, for options that take one.
-    pub fn value(&self) -> Option<&str> {
+    pub(crate) fn value(&self) -> Option<&str> {
         match self {
             Self::IndexUrl(v)
             | Self::ExtraIndexUrl(v)
@@ -124,7 +125,7 @@ impl FileOption {
     }
 
     /// `--flag=value` or `--flag`: read the same by pip and uv.
-    pub fn canonical(&self) -> String {
+    pub(crate) fn canonical(&self) -> String {
         match self.value() {
             Some(v) => format!("{}={v}", self.flag()),
             None => self.flag().to_string(),
@@ -202,7 +203,7 @@ const MESSAGE_CHARS: usize = 200;
 impl Line {
     /// The logical text without line endings, continuations or comment, for messages: control,
     /// bidi and other invisible characters are escaped and long lines are shortened.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let logical = logical_text(guard::meaning(self.number, &self.raw));
         let text = strip_comment(&logical);
         let mut out = String::new();
@@ -237,7 +238,7 @@ pub struct Single {
 
 impl Single {
     /// What the installer reads: the file's options, then this requirement.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!("{}{}", self.options, self.line)
     }
 }
@@ -627,7 +628,7 @@ fn looks_like_location(text: &str) -> bool {
 }
 
 /// Classify one logical line (continuations already joined, line ending dropped).
-pub fn classify(logical: &str) -> Entry {
+pub(crate) fn classify(logical: &str) -> Entry {
     if let Some(reason) = guard::character(logical).or_else(|| guard::outside_comment(logical)) {
         return Entry::Invalid(reason);
     }

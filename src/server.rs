@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::supervise::{OnExit, Supervisor};
 
 /// Shared with the handlers.
-pub struct Health {
+pub(crate) struct Health {
     pub metrics: Arc<Metrics>,
     /// Set once the Kubernetes API answered and the components started.
     pub ready: AtomicBool,
@@ -65,7 +65,7 @@ async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
 /// Bind now (so a taken port fails at start-up with a clear error) and serve until the
 /// supervisor's stop signal. The server is a fatal task: if it dies nothing can report it (it
 /// is the health endpoint), so the process exits non-zero instead.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     tasks: &Supervisor,

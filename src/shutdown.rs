@@ -52,25 +52,27 @@ impl StopHandle {
 }
 
 impl Stop {
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         *self.rx.borrow()
     }
 
     /// Resolves once stopped (or once the sender is gone: nobody can keep us running then).
-    pub fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static + use<> {
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static + use<> {
         let mut rx = self.rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     }
 
-    /// The signal that raised this stop, if a signal did ([`on_signals`]).
-    pub fn signal(&self) -> Option<Signal> {
+    /// The signal that raised this stop, if a signal did ([`on_signals`]); the unit tests ask,
+    /// the crate waits with [`Stop::signalled`].
+    #[cfg(test)]
+    pub(crate) fn signal(&self) -> Option<Signal> {
         self.signal.get().copied()
     }
 
     /// Resolves with the signal once a signal has raised this stop; never resolves otherwise.
-    pub fn signalled(&self) -> impl Future<Output = Signal> + Send + Sync + 'static + use<> {
+    pub(crate) fn signalled(&self) -> impl Future<Output = Signal> + Send + Sync + 'static + use<> {
         let (stopped, signal) = (self.stopped(), self.signal.clone());
         async move {
             stopped.await;
@@ -89,7 +91,7 @@ impl Stop {
     /// A later signal: fires `by` after this one (at once when `by` is zero). The operator's
     /// tasks stop on it, so a replica that was told to stop keeps answering the webhook while
     /// the API server learns that its endpoint is gone.
-    pub fn delayed(&self, by: std::time::Duration) -> Stop {
+    pub(crate) fn delayed(&self, by: std::time::Duration) -> Stop {
         if by.is_zero() {
             return self.clone();
         }
@@ -108,7 +110,7 @@ impl Stop {
 
     /// A narrower signal: fires when this one does or when its own handle is used (e.g. the
     /// controller's term as leader).
-    pub fn child(&self) -> (StopHandle, Stop) {
+    pub(crate) fn child(&self) -> (StopHandle, Stop) {
         let (handle, child) = stop_pair();
         let parent = self.stopped();
         let tx = handle.tx.clone();
@@ -128,7 +130,7 @@ impl Stop {
 /// not have run yet when a signal arrives (under load it did not), and the default action of
 /// SIGTERM would then kill the process instead of stopping it cleanly. Once installed they stay,
 /// so a second signal while we stop is ignored, not fatal.
-pub fn on_signals() -> (Arc<StopHandle>, Stop) {
+pub(crate) fn on_signals() -> (Arc<StopHandle>, Stop) {
     use tokio::signal::unix::{SignalKind, signal};
     let (handle, stop) = stop_pair();
     let handle = Arc::new(handle);

@@ -19,21 +19,20 @@ use std::fmt;
 use crate::cache::Payload;
 use crate::crd::{InstallSpec, WorkspaceRequirements, WorkspaceRequirementsSpec};
 
-pub use names::{
-    config_key, dns_label, dns_subdomain, image_reference, index_url, mount_path,
-    python_path_entry, redis_key,
-};
+pub use names::mount_path;
+pub(crate) use names::{index_url, redis_key};
+
+pub(crate) use names::{config_key, dns_label, dns_subdomain, image_reference, python_path_entry};
 pub use pod::pod_problems;
-pub use quantity::{
-    ParsedQuantity, RESOURCE_NAMES, parse_quantity, resource_problems, valid_quantity,
-};
+pub use quantity::parse_quantity;
+pub(crate) use quantity::resource_problems;
 
 /// Largest `spec.content`: the one limit every writer enforces ([`crate::limit`]).
 pub use crate::limit::MAX_CONTENT_BYTES;
 /// Largest `requirements.txt` + `payload.json` in the snapshot (content at the limit above, in
 /// ASCII, takes ~530 KiB); the remaining 384 KiB of the ConfigMap's 1 MiB are for the lock file
 /// and the object's metadata. Content full of non-ASCII characters hits this limit first.
-pub const MAX_SNAPSHOT_BYTES: usize = 640 * 1024;
+const MAX_SNAPSHOT_BYTES: usize = 640 * 1024;
 /// Kubernetes object names are at most 253 characters; the snapshot's is the resource's plus
 /// this suffix.
 const SNAPSHOT_SUFFIX: &str = "-requirements";
@@ -50,7 +49,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::NoContent => "NoContent",
             Reason::TooLarge => "TooLarge",
@@ -79,7 +78,7 @@ pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
     /// The condition reason: the most fundamental problem's.
-    pub fn reason(&self) -> Reason {
+    pub(crate) fn reason(&self) -> Reason {
         self.0
             .iter()
             .map(|p| p.reason)
@@ -259,7 +258,7 @@ fn install(c: &mut Collector, install: &InstallSpec) {
 }
 
 /// The S3 client configuration a `spec.source.s3` asks for (credentials read from its Secret).
-pub fn s3_config(
+pub(crate) fn s3_config(
     s3: &crate::crd::S3Source,
     credentials: Option<crate::s3::Credentials>,
 ) -> crate::s3::S3Config {

@@ -18,7 +18,7 @@ use crate::database::{Database, SaveOutcome};
 use crate::error::{Error, Result};
 use crate::s3::{Poll, S3Store, UpdateOutcome, Versioned};
 
-pub use crate::s3::{Current, Unreadable};
+pub(crate) use crate::s3::{Current, Unreadable};
 
 /// The `--store` choice (`BIFROST_REQUIREMENTS_STORE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,7 +55,7 @@ impl From<S3Store> for Store {
 
 impl Store {
     /// What and where, for messages: `workspace_files row "requirements.txt"` or `s3://b/k`.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         match self {
             Self::Database(db) => format!("workspace_files row {:?}", db.selector().path),
             Self::S3(s3) => s3.config().location(),
@@ -63,7 +63,7 @@ impl Store {
     }
 
     /// The content as stored, `None` when there is none (no live row, no object).
-    pub async fn read(&self) -> Result<Option<String>> {
+    pub(crate) async fn read(&self) -> Result<Option<String>> {
         match self {
             Self::Database(db) => Ok(db.read().await?.map(|row| row.content)),
             Self::S3(s3) => match s3.read_if_changed(None).await? {
@@ -77,7 +77,7 @@ impl Store {
     /// Read the content and hand it to `then` (which writes Redis) so that `then` never leaves
     /// Redis older than a concurrent save: under the database's write-order lock, or for S3 by
     /// following the object until it stands still (`then` runs again on newer content).
-    pub async fn read_in_order<T, F, Fut>(&self, mut then: F) -> Result<T>
+    pub(crate) async fn read_in_order<T, F, Fut>(&self, mut then: F) -> Result<T>
     where
         F: FnMut(Option<String>) -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -104,7 +104,7 @@ impl Store {
     /// content; for S3 it may run again with a newer object another writer put there.
     /// An S3 object that cannot be read as text reaches `modify` as [`Current::Unreadable`],
     /// with its bytes, so that a change may mend it; a row is always text.
-    pub async fn update<M, A, Fut>(
+    pub(crate) async fn update<M, A, Fut>(
         &self,
         mut modify: M,
         mut after_commit: A,

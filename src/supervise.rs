@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 use crate::shutdown::{Stop, StopHandle};
 
 /// How long a task may take to finish after the stop signal before it is dropped.
-pub const STOP_GRACE: Duration = Duration::from_secs(15);
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
@@ -40,7 +40,7 @@ pub struct TaskLabels {
 
 /// Restarts per task kind (the part of a task name before the first `/`, so per-resource tasks
 /// share one series).
-pub type RestartCounter = Family<TaskLabels, Counter>;
+pub(crate) type RestartCounter = Family<TaskLabels, Counter>;
 
 /// Restart delays: `initial`, doubled after each failure up to `max`; a run that lasted
 /// `reset_after` starts the sequence again.
@@ -63,7 +63,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// Delay before restart number `failures` (1-based) in a row.
-    pub fn delay(&self, failures: u32) -> Duration {
+    pub(crate) fn delay(&self, failures: u32) -> Duration {
         let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
         self.initial.saturating_mul(factor).min(self.max)
     }
@@ -90,7 +90,7 @@ fn describe<E: std::fmt::Display>(
 }
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message), truncated.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&'static str>()
         .map(|s| s.to_string())
@@ -141,7 +141,7 @@ impl Supervisor {
 
     /// The same supervisor, for tasks that must end when `stop` fires (it should be a
     /// [`Stop::child`] of this one's).
-    pub fn scoped(&self, stop: Stop) -> Self {
+    pub(crate) fn scoped(&self, stop: Stop) -> Self {
         Self {
             shared: self.shared.clone(),
             stop,
@@ -163,7 +163,7 @@ impl Supervisor {
     }
 
     /// Why the process must exit non-zero, if a fatal task ended.
-    pub fn fatal(&self) -> Option<String> {
+    pub(crate) fn fatal(&self) -> Option<String> {
         self.shared
             .fatal
             .lock()
@@ -201,7 +201,7 @@ impl Supervisor {
     /// Run `make()` until the stop signal; when it ends otherwise (panic, error, return), mark it
     /// down, count it, and restart it after the backoff — or stop the process ([`OnExit::Exit`]).
     /// Dropping the returned future (e.g. aborting its task) clears its health entry.
-    pub fn run<F, Fut, E>(
+    pub(crate) fn run<F, Fut, E>(
         &self,
         name: String,
         on_exit: OnExit,

@@ -21,7 +21,7 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// The value as `--log-format` (and `BIFROST_LOG_FORMAT`) spells it.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
@@ -31,7 +31,7 @@ impl LogFormat {
 
 /// What this process writes on stderr, decided once by [`init`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Output {
+pub(crate) struct Output {
     pub format: LogFormat,
     /// Whether ANSI colour codes may be written (and asked of child programs).
     pub colour: bool,
@@ -40,7 +40,7 @@ pub struct Output {
 static OUTPUT: OnceLock<Output> = OnceLock::new();
 
 /// The output [`init`] chose (plain text without colour before it ran).
-pub fn output() -> Output {
+pub(crate) fn output() -> Output {
     OUTPUT.get().copied().unwrap_or(Output {
         format: LogFormat::Text,
         colour: false,
@@ -49,11 +49,7 @@ pub fn output() -> Output {
 
 /// Colour only for text on a terminal, and never with `NO_COLOR` set to anything non-empty
 /// (<https://no-color.org>): `kubectl logs` and log pipelines read a pipe or a file.
-pub fn colour_allowed(
-    format: LogFormat,
-    terminal: bool,
-    no_color: Option<&std::ffi::OsStr>,
-) -> bool {
+fn colour_allowed(format: LogFormat, terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     format == LogFormat::Text && terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
@@ -95,7 +91,7 @@ pub fn say(level: Level, message: &str) {
 
 /// Relay one line of a child program's output (`program` is `uv` or `pip`), redacted: a URL
 /// with a password that uv prints in an error must not reach the log. Text: `  uv | line`.
-pub fn relay(program: &str, line: &str) {
+pub(crate) fn relay(program: &str, line: &str) {
     let line = crate::redact::text(line);
     match output().format {
         LogFormat::Text => eprintln!("  {program} | {line}"),
@@ -109,7 +105,7 @@ pub fn relay(program: &str, line: &str) {
 }
 
 /// `s` without ANSI escape sequences (CSI `ESC [ … final`, and any other `ESC x` pair).
-pub fn strip_ansi(s: &str) -> String {
+pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {

@@ -2,7 +2,7 @@
 
 /// At most `max` bytes (cut on a character boundary, `…` appended): Kubernetes limits the size of
 /// condition messages and Event notes.
-pub fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

@@ -118,23 +118,23 @@ impl Default for Resources {
 
 impl Resources {
     /// The resources as last seen by the watch (managedFields dropped).
-    pub fn store(&self) -> Store<WorkspaceRequirements> {
+    pub(crate) fn store(&self) -> Store<WorkspaceRequirements> {
         self.store.clone()
     }
 
     /// Notified on every watch event, deletions and the end of a listing included.
-    pub fn changed(&self) -> Arc<Notify> {
+    pub(crate) fn changed(&self) -> Arc<Notify> {
         self.changed.clone()
     }
 
     /// True once the store holds its first complete listing, for readers that wait with their
     /// own deadline.
-    pub fn listed_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn listed_signal(&self) -> watch::Receiver<bool> {
         self.listed.subscribe()
     }
 
     /// Wait until the store holds its first complete listing.
-    pub async fn listed(&self) {
+    pub(crate) async fn listed(&self) {
         let _ = self.listed.subscribe().wait_for(|l| *l).await;
     }
 
@@ -183,14 +183,16 @@ impl Resources {
     }
 
     /// The resources deleted from now on (a receiver that falls behind misses some).
-    pub fn deleted(&self) -> broadcast::Receiver<ObjectRef<WorkspaceRequirements>> {
+    pub(crate) fn deleted(&self) -> broadcast::Receiver<ObjectRef<WorkspaceRequirements>> {
         self.deleted.subscribe()
     }
 
     /// The resources to reconcile: each one the store holds once its first listing is in, then
     /// each one the watch applies from now on. A subscriber that falls behind by more than
     /// [`SUBSCRIBER_BUFFER`] gets every resource of the store again.
-    pub fn subscribe(&self) -> impl Stream<Item = Arc<WorkspaceRequirements>> + Send + 'static {
+    pub(crate) fn subscribe(
+        &self,
+    ) -> impl Stream<Item = Arc<WorkspaceRequirements>> + Send + 'static {
         struct State {
             resources: Resources,
             applied: broadcast::Receiver<ObjectRef<WorkspaceRequirements>>,

@@ -12,7 +12,7 @@ use super::shared::{PolicyArgs, RedisArgs};
 use crate::installer::{self, Installer, OnFailure};
 
 /// `--help` text of `install`: what each exit code means.
-pub const EXIT_CODES: &str = "\
+pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0    installed, already installed (marker matches), nothing to install, or any failure
        under --on-failure continue (a warning says what failed), including some packages

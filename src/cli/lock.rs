@@ -65,7 +65,7 @@ pub struct LockArgs {
 }
 
 /// What one `show --lock` resolves, checked before anything runs.
-pub struct LockRequest {
+pub(crate) struct LockRequest {
     pub interpreter: Interpreter,
     pub index_urls: Vec<String>,
     pub only_binary: bool,
@@ -74,7 +74,7 @@ pub struct LockRequest {
 
 impl LockArgs {
     /// `None` without `--lock`; an invalid interpreter is a configuration error naming the flag.
-    pub fn request(self) -> Result<Option<LockRequest>> {
+    pub(crate) fn request(self) -> Result<Option<LockRequest>> {
         if !self.lock {
             return Ok(None);
         }
@@ -106,7 +106,10 @@ impl LockArgs {
 impl LockRequest {
     /// The lock of `content`, checked by the policy first (only the given indexes allowed);
     /// `Err(Failure)`: the resolver's own message.
-    pub async fn resolve(&self, content: &str) -> Result<std::result::Result<Lock, Failure>> {
+    pub(crate) async fn resolve(
+        &self,
+        content: &str,
+    ) -> Result<std::result::Result<Lock, Failure>> {
         let policy = Policy {
             allowed_index_urls: self.index_urls.clone(),
             only_binary: self.only_binary,

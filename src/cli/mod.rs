@@ -9,7 +9,7 @@ mod commands;
 mod install;
 mod lock;
 mod operator;
-pub mod parse;
+pub(crate) mod parse;
 mod shared;
 
 use std::path::PathBuf;
@@ -17,11 +17,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use commands::run;
-pub use install::{BootstrapArgs, GuardArgs, InstallArgs};
-pub use operator::{OperatorArgs, WebhookArgs};
-pub use shared::{
-    DatabaseArgs, PolicyArgs, RedisArgs, RedisWriteArgs, S3Args, SourceArgs, StoreArgs,
-};
+pub(crate) use install::{BootstrapArgs, GuardArgs, InstallArgs};
+pub(crate) use operator::OperatorArgs;
+pub(crate) use shared::{DatabaseArgs, RedisWriteArgs, SourceArgs, StoreArgs};
 
 use crate::telemetry::LogFormat;
 

@@ -106,7 +106,7 @@ pub struct ResolverArgs {
 
 impl ResolverArgs {
     /// The resolver, or `None` with `--no-resolver`.
-    pub fn resolver(self) -> Option<crate::lock::Resolver> {
+    pub(crate) fn resolver(self) -> Option<crate::lock::Resolver> {
         if self.no_resolver {
             return None;
         }
@@ -242,7 +242,7 @@ pub struct WebhookArgs {
 impl OperatorArgs {
     /// The operator's configuration; `log_format` is the process's own (`--log-format`), which
     /// the webhook passes on to the containers it injects.
-    pub fn config(self, log_format: LogFormat) -> crate::operator::Config {
+    pub(crate) fn config(self, log_format: LogFormat) -> crate::operator::Config {
         let args = self;
         let webhook = webhook_config(&args, log_format);
         let lease = (!args.no_leader_election).then(|| crate::operator::LeaseConfig {

@@ -5,23 +5,23 @@ use std::time::Duration;
 use crate::requirements::normalize_hash;
 
 /// Go's duration syntax (`1500ms`, `3s`, `1h30m`) or plain seconds: see [`crate::duration`].
-pub fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s)
 }
 
 /// `--cert-validity`: renewing at a third of less than 10 s would leave no time to roll out.
-pub fn validity(s: &str) -> Result<Duration, String> {
+pub(crate) fn validity(s: &str) -> Result<Duration, String> {
     crate::duration::at_least(s, Duration::from_secs(10), "10s")
 }
 
 /// `--tls-check-interval`: shorter would only spin.
-pub fn check_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn check_interval(s: &str) -> Result<Duration, String> {
     crate::duration::at_least(s, Duration::from_millis(100), "100ms")
 }
 
 /// `--resolver-memory-limit`: a Kubernetes quantity of bytes (`512Mi`, `1G`, `536870912`), at
 /// least 64Mi (uv itself needs about that much address space to start).
-pub fn memory(s: &str) -> Result<u64, String> {
+pub(crate) fn memory(s: &str) -> Result<u64, String> {
     let q = crate::spec::parse_quantity(s)?;
     let bytes = u64::try_from(q.nano / 1_000_000_000)
         .map_err(|_| format!("`{s}` is not a number of bytes"))?;
@@ -34,7 +34,7 @@ pub fn memory(s: &str) -> Result<u64, String> {
 }
 
 /// `--timeout`, `--redis-deadline`: a positive duration (`300`, `90s`, `5m`).
-pub fn timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn timeout(s: &str) -> Result<Duration, String> {
     let d = duration(s)?;
     if d.is_zero() {
         return Err(format!("`{s}` must be greater than zero"));
@@ -43,7 +43,7 @@ pub fn timeout(s: &str) -> Result<Duration, String> {
 }
 
 /// `--expected-hash`: a SHA-256 hex digest, with or without `sha256:`.
-pub fn expected_hash(s: &str) -> Result<String, String> {
+pub(crate) fn expected_hash(s: &str) -> Result<String, String> {
     let h = normalize_hash(s);
     if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(h)

@@ -15,7 +15,7 @@ use crate::store::StoreKind;
 
 /// Bifrost's own name for the Redis URL (Secret `bifrost-secrets`), read when neither
 /// `--redis-url` nor `REDIS_URL` is set: clap's `env` takes one name.
-pub const BIFROST_REDIS_URL: &str = "BIFROST_REDIS_URL";
+pub(crate) const BIFROST_REDIS_URL: &str = "BIFROST_REDIS_URL";
 
 /// What a command that writes needs: the store, the cache refreshed after it, the policy the
 /// content must pass.
@@ -67,7 +67,7 @@ pub struct DatabaseArgs {
 
 impl DatabaseArgs {
     /// The URL, or an error naming the flag and variable that give it.
-    pub fn url(&self) -> Result<&str> {
+    pub(crate) fn url(&self) -> Result<&str> {
         set(&self.database_url).ok_or_else(|| {
             Error::Config(
                 "a PostgreSQL URL is required (--database-url or DATABASE_URL); for Bifrost's S3 \
@@ -77,7 +77,7 @@ impl DatabaseArgs {
         })
     }
 
-    pub fn selector(&self) -> RowSelector {
+    pub(crate) fn selector(&self) -> RowSelector {
         RowSelector {
             path: self.path.clone(),
             entity_type: self.entity_type.clone(),
@@ -129,7 +129,7 @@ pub struct S3Args {
 
 impl S3Args {
     /// The object's configuration; every error names the flag and the variable to fix.
-    pub fn config(&self) -> Result<S3Config> {
+    pub(crate) fn config(&self) -> Result<S3Config> {
         // Destructured: a flag added here and never read fails to compile (unused binding).
         let Self {
             s3_bucket,
@@ -245,12 +245,12 @@ impl RedisArgs {
     /// The cache configuration, if a URL was given (`--redis-url`, `REDIS_URL`, then
     /// `BIFROST_REDIS_URL`), with the default TTL: a reader writes nothing, see
     /// [`RedisWriteArgs`].
-    pub fn config(&self) -> Option<CacheConfig> {
+    pub(crate) fn config(&self) -> Option<CacheConfig> {
         self.config_with(|name| std::env::var(name).ok())
     }
 
     /// [`RedisArgs::config`] with the environment given as a lookup.
-    pub fn config_with(&self, env: impl Fn(&str) -> Option<String>) -> Option<CacheConfig> {
+    fn config_with(&self, env: impl Fn(&str) -> Option<String>) -> Option<CacheConfig> {
         // Destructured: a flag added here and never read fails to compile (unused binding).
         let Self {
             redis_url,
@@ -290,7 +290,7 @@ pub struct RedisWriteArgs {
 
 impl RedisWriteArgs {
     /// The cache configuration, if a URL was given.
-    pub fn config(&self) -> Option<CacheConfig> {
+    pub(crate) fn config(&self) -> Option<CacheConfig> {
         Some(CacheConfig {
             ttl: Duration::from_secs(self.ttl_seconds),
             ..self.connection.config()?
@@ -316,7 +316,7 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    pub fn policy(&self) -> Policy {
+    pub(crate) fn policy(&self) -> Policy {
         let Self {
             allowed_index_urls,
             only_binary,

@@ -39,10 +39,10 @@ pub enum SyncState {
 }
 
 /// Shared between the mirror (writer) and the reconciler (reader).
-pub type SyncStates = Mutex<HashMap<ObjectRef<WorkspaceRequirements>, SyncState>>;
+pub(crate) type SyncStates = Mutex<HashMap<ObjectRef<WorkspaceRequirements>, SyncState>>;
 
 /// The pods carrying the opt-in label, slimmed by `progress::slim` (see `rollout::pod_cache`).
-pub type PodCache = Store<Pod>;
+pub(crate) type PodCache = Store<Pod>;
 
 /// Everything a reconcile needs.
 pub struct Context {
@@ -221,7 +221,12 @@ impl Context {
 }
 
 /// Read one key of a Secret; errors name the Secret and key.
-pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> Result<String> {
+pub(crate) async fn secret_value(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<String> {
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await

@@ -11,7 +11,7 @@ use super::progress::Verdict;
 use crate::crd::{INJECTED_MODE_ANNOTATION, OPT_IN_LABEL};
 
 /// A Deployment or StatefulSet, as far as opting in goes.
-pub struct Workload<'a> {
+pub(crate) struct Workload<'a> {
     /// `Deployment` or `StatefulSet`.
     pub kind: &'static str,
     pub name: &'a str,
@@ -30,7 +30,7 @@ fn names(labels: Option<&BTreeMap<String, String>>, resource: &str) -> bool {
 /// that carry the label on their own metadata only — what Reloader-style labelling does — since
 /// the webhook sees pods, which get their labels from the template. `None` when a workload opts
 /// in. Stable text (sorted names), so the status is not rewritten while nothing changes.
-pub fn no_workloads(resource: &str, workloads: &[Workload<'_>]) -> Option<String> {
+pub(crate) fn no_workloads(resource: &str, workloads: &[Workload<'_>]) -> Option<String> {
     if workloads.iter().any(|w| names(w.template_labels, resource)) {
         return None;
     }
@@ -58,7 +58,7 @@ pub fn no_workloads(resource: &str, workloads: &[Workload<'_>]) -> Option<String
 
 /// `status.workloadsUpToDate`: how many workloads have every replica running the current hash
 /// and ready, of how many (`"1/2"`).
-pub fn up_to_date(verdicts: &[Verdict]) -> String {
+pub(crate) fn up_to_date(verdicts: &[Verdict]) -> String {
     let done = verdicts.iter().filter(|v| **v == Verdict::UpToDate).count();
     format!("{done}/{}", verdicts.len())
 }
@@ -66,7 +66,7 @@ pub fn up_to_date(verdicts: &[Verdict]) -> String {
 /// `status.workloads[].mode`: the modes the webhook injected a workload's live pods with (their
 /// `bifrost.io/injected-mode` annotation), sorted and comma-separated; `None` when no pod
 /// carries one (none injected yet, or injected by a version that did not record it).
-pub fn injected_mode<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+pub(crate) fn injected_mode<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
     let modes: BTreeSet<&str> = pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())

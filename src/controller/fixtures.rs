@@ -3,7 +3,7 @@
 use crate::crd::WorkloadStatus;
 
 /// A workload's status entry, up to date, with nothing else known.
-pub fn workload(kind: &str, name: &str) -> WorkloadStatus {
+pub(crate) fn workload(kind: &str, name: &str) -> WorkloadStatus {
     WorkloadStatus {
         kind: kind.into(),
         name: name.into(),

@@ -171,7 +171,7 @@ impl Wanted {
 /// Start, restart and stop per-resource mirror tasks as resources come and go: the store is
 /// rescanned when the controller's watch of `WorkspaceRequirements` delivers an event (`changed`
 /// is notified for each, including the end of the first listing), not on a timer.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     store: Store<WorkspaceRequirements>,
     changed: Arc<Notify>,

@@ -10,23 +10,23 @@
 //! operator restarts and leader changes cause no rollouts.
 
 mod context;
-pub mod coverage;
+mod coverage;
 #[cfg(test)]
 mod fixtures;
 mod lock;
-pub mod mirror;
+pub(crate) mod mirror;
 mod observe;
-pub mod progress;
+pub(crate) mod progress;
 mod reconcile;
-pub mod rollout;
+pub(crate) mod rollout;
 mod run;
 mod snapshot;
-pub mod status;
+pub(crate) mod status;
 mod synced;
 mod valid;
 mod warm;
 
-pub use context::{Context, SyncState, SyncStates, secret_value};
+pub use context::Context;
 pub use lock::probe;
-pub use reconcile::{error_policy, reconcile};
+pub use reconcile::reconcile;
 pub use run::{Settings, run};

@@ -42,13 +42,13 @@ fn template_hash(t: &PodTemplateSpec, name: &str) -> Option<String> {
     )
 }
 
-pub use super::context::PodCache;
+pub(crate) use super::context::PodCache;
 
 /// The pod cache and the stream that fills it. Only labelled pods are watched, each is cut down
 /// to what the status reads as it arrives, and a pod reaches the controller only when that
 /// changes ([`progress::digest`]: hash, injection, deletion, readiness, an init container's
 /// failure) — not on every status heartbeat.
-pub fn pod_cache(
+pub(crate) fn pod_cache(
     client: &Client,
     scope: &Scope,
 ) -> (
@@ -67,7 +67,7 @@ pub fn pod_cache(
 }
 
 /// The resource a labelled pod names.
-pub fn pod_owner(p: Pod) -> Option<ObjectRef<WorkspaceRequirements>> {
+pub(crate) fn pod_owner(p: Pod) -> Option<ObjectRef<WorkspaceRequirements>> {
     let name = p.labels().get(OPT_IN_LABEL)?;
     Some(ObjectRef::new(name).within(&p.namespace()?))
 }
@@ -123,7 +123,7 @@ fn live(pods: &[std::sync::Arc<Pod>]) -> impl Iterator<Item = &Pod> {
 
 /// Pods of a workload that lack the webhook's marker: created while the webhook was
 /// unreachable, they run without the packages.
-pub fn uninjected_pods(pods: &[std::sync::Arc<Pod>]) -> i32 {
+pub(crate) fn uninjected_pods(pods: &[std::sync::Arc<Pod>]) -> i32 {
     let count = live(pods)
         .filter(|p| !p.annotations().contains_key(INJECTED_ANNOTATION))
         .count();
@@ -132,7 +132,7 @@ pub fn uninjected_pods(pods: &[std::sync::Arc<Pod>]) -> i32 {
 
 /// How long a StatefulSet may miss pods while all it has are ready before it counts as unable
 /// to create them.
-pub const STALL: Duration = Duration::from_secs(20);
+const STALL: Duration = Duration::from_secs(20);
 
 /// Since when each (namespace, name) StatefulSet has been missing pods.
 #[derive(Default)]
@@ -264,7 +264,7 @@ fn workload_progress(
 }
 
 /// What [`observe`] found.
-pub struct Observed {
+pub(crate) struct Observed {
     pub workloads: Vec<WorkloadStatus>,
     /// Parallel to `workloads`; a workload whose template carries another hash is `RollingOut`
     /// until [`roll`] patches it.
@@ -276,7 +276,7 @@ pub struct Observed {
 }
 
 /// The status of every labelled workload (nothing is changed), and the pod-creation failures.
-pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Observed {
+pub(crate) async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> Observed {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let mut workloads = Vec::new();
@@ -347,7 +347,7 @@ pub async fn observe(ctx: &Context, obj: &WorkspaceRequirements, hash: &str) -> 
 
 /// Why no workload opts in to this resource, when none does: every Deployment and StatefulSet
 /// of its namespace, from the reflector caches, judged by [`coverage::no_workloads`].
-pub fn no_workloads(ctx: &Context, obj: &WorkspaceRequirements) -> Option<String> {
+pub(crate) fn no_workloads(ctx: &Context, obj: &WorkspaceRequirements) -> Option<String> {
     let ns = obj.namespace();
     let deployments = ctx.deployments.state();
     let statefulsets = ctx.statefulsets.state();
@@ -388,11 +388,7 @@ fn opt_in<'a>(
 }
 
 /// Labelled workloads of this resource, from the reflector caches: (kind, name, current hash).
-pub fn labelled_workloads(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-) -> Vec<(&'static str, String, String)> {
+fn labelled_workloads(ctx: &Context, ns: &str, name: &str) -> Vec<(&'static str, String, String)> {
     let mut found = Vec::new();
     for d in ctx.deployments.state() {
         if d.namespace().as_deref() == Some(ns)

@@ -22,11 +22,11 @@ use crate::webhook::inject::{BOOTSTRAP_CONTAINER, INSTALL_CONTAINER};
 
 /// The shortest time between two re-rollouts of one workload for uninjected pods (`reinject`
 /// acts on it; the messages here name it).
-pub const REINJECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const REINJECT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a workload whose template carries the current hash stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Every desired replica runs the current hash and is ready; no old pod is left.
     UpToDate,
     /// Still rolling; the text says what it waits for.
@@ -43,7 +43,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Verdict::UpToDate => "UpToDate",
             Verdict::RollingOut(_) => "RollingOut",
@@ -53,7 +53,7 @@ impl Verdict {
     }
 
     /// Stable text (no times, no restart counts): the status is written only when it changes.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Verdict::UpToDate => "rolled out".into(),
             Verdict::RollingOut(why) | Verdict::PodsUninjected(why) => why.clone(),
@@ -68,7 +68,7 @@ impl Verdict {
 
 /// Replica counts of one workload and its verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub replicas: i32,
     /// Pods that run the current hash (template hash and injected hash both current).
     pub updated: i32,
@@ -82,7 +82,7 @@ pub struct Progress {
 
 /// What the workload's own controller reports: `None` when its rollout is complete, else what
 /// it is waiting for. The checks are `kubectl rollout status`'s.
-pub fn deployment_rollout(d: &Deployment) -> Option<String> {
+pub(crate) fn deployment_rollout(d: &Deployment) -> Option<String> {
     let want = desired(d.spec.present().and_then(|s| s.replicas));
     let s = d.status.clone().unwrap_or_default();
     if s.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
@@ -107,7 +107,7 @@ pub fn deployment_rollout(d: &Deployment) -> Option<String> {
 
 /// [`deployment_rollout`] for a StatefulSet. `OnDelete` StatefulSets roll only when their pods
 /// are deleted: their controller has nothing to report, the pods decide.
-pub fn statefulset_rollout(s: &StatefulSet) -> Option<String> {
+pub(crate) fn statefulset_rollout(s: &StatefulSet) -> Option<String> {
     let spec = s.spec.present().cloned().unwrap_or_default();
     let want = desired(spec.replicas);
     let st = s.status.clone().unwrap_or_default();
@@ -147,7 +147,7 @@ fn desired(replicas: Option<i32>) -> i32 {
 /// Counts and verdict of a workload whose template carries `hash`. `controller` is what
 /// [`deployment_rollout`] or [`statefulset_rollout`] said; `pods` are the workload's pods
 /// (matching its selector), terminating ones included.
-pub fn progress(
+pub(crate) fn progress(
     replicas: Option<i32>,
     controller: Option<String>,
     pods: &[&Pod],
@@ -341,7 +341,7 @@ fn install_report(p: &Pod) -> Option<&str> {
 /// The packages an install container reports as failed in its termination message
 /// (`installed 12/13; failed: xhtml2pdf (needs a C compiler), foo (not on the index)`, written by
 /// `installer::failures::summary`), each as `name (why)`. Empty for any other message.
-pub fn failed_packages(message: &str) -> Vec<String> {
+pub(crate) fn failed_packages(message: &str) -> Vec<String> {
     let Some(line) = message.lines().find(|l| l.starts_with("installed ")) else {
         return Vec::new();
     };
@@ -376,7 +376,7 @@ pub fn failed_packages(message: &str) -> Vec<String> {
 /// `FallbackToLogsOnError`, so the message is usually the log's tail: progress records with
 /// timestamps (and colour codes) before the installer's `error:` report. Those records differ on
 /// every attempt; the report does not, and it is what a reader needs.
-pub fn termination_text(raw: &str) -> String {
+fn termination_text(raw: &str) -> String {
     let plain = strip_ansi(raw);
     let lines: Vec<&str> = plain.lines().collect();
     let kept: Vec<&str> = match lines.iter().position(|l| l.starts_with("error:")) {
@@ -435,7 +435,7 @@ fn strip_ansi(s: &str) -> String {
 /// uninjected count read — labels, the three annotations, deletion, the init containers' names,
 /// the Ready condition and the injected init containers' states. Everything else (most of a
 /// pod's size: its spec, managedFields, other containers' statuses) is dropped as it arrives.
-pub fn slim(p: &mut Pod) {
+pub(crate) fn slim(p: &mut Pod) {
     let m = &mut p.metadata;
     m.managed_fields = None;
     m.owner_references = None;
@@ -509,7 +509,7 @@ fn slim_state(s: ContainerState) -> ContainerState {
 
 /// A digest of what the controller reads from a pod: a pod event whose digest did not change
 /// (a resourceVersion bump, a probe result on another container) triggers no reconcile.
-pub fn digest(p: &Pod) -> Option<u64> {
+pub(crate) fn digest(p: &Pod) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     annotation(p, HASH_ANNOTATION).hash(&mut h);
     annotation(p, INJECTED_ANNOTATION).hash(&mut h);
@@ -524,7 +524,7 @@ pub fn digest(p: &Pod) -> Option<u64> {
 /// The rollout verdict of all labelled workloads: `(rolled out, reason, message)`. The worst
 /// verdict wins (a failing install over anything still rolling); the message names each
 /// workload that is not done.
-pub fn summarize(verdicts: &[(String, &Verdict)]) -> (bool, &'static str, String) {
+pub(crate) fn summarize(verdicts: &[(String, &Verdict)]) -> (bool, &'static str, String) {
     let rank = |v: &Verdict| match v {
         Verdict::InstallFailing { .. } => 0,
         Verdict::PodsUninjected(_) => 1,

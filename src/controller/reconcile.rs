@@ -329,7 +329,11 @@ async fn record_rollout(
 }
 
 /// On error: log, count, and retry with a short delay.
-pub fn error_policy(obj: Arc<WorkspaceRequirements>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(
+    obj: Arc<WorkspaceRequirements>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
     warn!(name = %obj.name_any(), error = %error, "reconcile failed");
     Action::requeue(RETRY)
 }

@@ -28,7 +28,7 @@ use crate::crd::{
 use crate::error::Result;
 
 /// What [`roll`] found and did.
-pub struct RollReport {
+pub(crate) struct RollReport {
     pub workloads: Vec<WorkloadStatus>,
     /// Whether the pods of each workload run the hash (parallel to `workloads`).
     pub verdicts: Vec<Verdict>,
@@ -61,7 +61,7 @@ const NO_LOCK: &str = "none";
 
 /// Bring labelled workloads to `hash` and its `lock` (the first 12 hex digits of its SHA-256,
 /// `None` when pods resolve), or report them, honouring strategy and debounce.
-pub async fn roll(
+pub(crate) async fn roll(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     (hash, lock): (&str, Option<&str>),

@@ -28,28 +28,28 @@ fn now() -> Timestamp {
     t.round(k8s_openapi::jiff::Unit::Second).unwrap_or(t)
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     now().to_string()
 }
 
 use crate::text::truncate;
 
 /// Conditions being rebuilt; `lastTransitionTime` only moves when the status value changes.
-pub struct Conditions {
+pub(crate) struct Conditions {
     list: Vec<Condition>,
     generation: Option<i64>,
 }
 
 impl Conditions {
-    pub fn new(list: Vec<Condition>, generation: Option<i64>) -> Self {
+    pub(crate) fn new(list: Vec<Condition>, generation: Option<i64>) -> Self {
         Self { list, generation }
     }
 
-    pub fn set(&mut self, type_: ConditionType, value: bool, reason: &str, message: &str) {
+    pub(crate) fn set(&mut self, type_: ConditionType, value: bool, reason: &str, message: &str) {
         self.put(type_, if value { "True" } else { "False" }, reason, message);
     }
 
-    pub fn set_unknown(&mut self, type_: ConditionType, reason: &str, message: &str) {
+    pub(crate) fn set_unknown(&mut self, type_: ConditionType, reason: &str, message: &str) {
         self.put(type_, "Unknown", reason, message);
     }
 
@@ -71,13 +71,13 @@ impl Conditions {
         });
     }
 
-    pub fn is_true(&self, type_: ConditionType) -> bool {
+    fn is_true(&self, type_: ConditionType) -> bool {
         self.list
             .iter()
             .any(|c| c.type_ == type_.as_str() && c.status == "True")
     }
 
-    pub fn all_true(&self, types: &[ConditionType]) -> bool {
+    pub(crate) fn all_true(&self, types: &[ConditionType]) -> bool {
         types.iter().all(|t| self.is_true(*t))
     }
 
@@ -87,7 +87,7 @@ impl Conditions {
     }
 
     /// "Type: message" of the first condition (in `types` order) that is not True.
-    pub fn first_problem(&self, types: &[ConditionType]) -> String {
+    pub(crate) fn first_problem(&self, types: &[ConditionType]) -> String {
         types
             .iter()
             .filter_map(|t| self.get(*t))
@@ -97,7 +97,7 @@ impl Conditions {
     }
 
     /// The reason of the first condition (in `types` order) that is not True.
-    pub fn first_problem_reason(&self, types: &[ConditionType]) -> String {
+    pub(crate) fn first_problem_reason(&self, types: &[ConditionType]) -> String {
         types
             .iter()
             .filter_map(|t| self.get(*t))
@@ -106,7 +106,7 @@ impl Conditions {
             .unwrap_or_else(|| "NotReady".into())
     }
 
-    pub fn into_vec(mut self) -> Vec<Condition> {
+    fn into_vec(mut self) -> Vec<Condition> {
         self.list.sort_by_key(|c| {
             STEPS
                 .iter()

@@ -28,7 +28,7 @@ const VALIDITY: Duration = Duration::from_secs(24 * 3600);
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// The CA of one proxy: signs a serving certificate per host on demand.
-pub struct Authority {
+pub(crate) struct Authority {
     ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
     served: Mutex<HashMap<String, Arc<ServerConfig>>>,
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Authority {
 
 impl Authority {
     /// A fresh CA, and the client configuration that checks the real indexes.
-    pub fn new() -> Result<Authority, String> {
+    pub(crate) fn new() -> Result<Authority, String> {
         let now = time::OffsetDateTime::now_utc();
         let name = "bifrost-requirements resolver proxy (one resolution)";
         let (ca_pem, issuer) =
@@ -57,7 +57,7 @@ impl Authority {
     }
 
     /// The CA certificate (PEM) uv is told to trust.
-    pub fn ca_pem(&self) -> &str {
+    pub(crate) fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
 
@@ -123,7 +123,11 @@ fn read_upstream_config() -> ClientConfig {
 /// Serve one CONNECT tunnel to the allowed HTTPS origin `to` (already answered `200`): end
 /// uv's TLS, read its one request, send it on over a checked TLS connection to `to`, and relay
 /// the answer as [`relay::answer`] does. Returns what was refused, if anything was.
-pub async fn tunnel(client: TcpStream, to: &Origin, authority: &Authority) -> Option<String> {
+pub(crate) async fn tunnel(
+    client: TcpStream,
+    to: &Origin,
+    authority: &Authority,
+) -> Option<String> {
     let config = match authority.server_config(&to.1) {
         Ok(c) => c,
         Err(e) => {

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 /// The variables uv (reqwest) reads its proxy from, set in the resolver's clean environment
 /// (which has no `NO_PROXY`: nothing bypasses it).
-pub const PROXY_VARIABLES: [&str; 6] = [
+pub(crate) const PROXY_VARIABLES: [&str; 6] = [
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -32,13 +32,13 @@ pub const PROXY_VARIABLES: [&str; 6] = [
 mod intercept;
 mod relay;
 
-pub use intercept::Authority;
+pub(crate) use intercept::Authority;
 
 /// `(scheme, host, port)`, host lowercased.
-pub type Origin = (String, String, u16);
+pub(crate) type Origin = (String, String, u16);
 
 /// The origin of `url` (`http` and `https` only), default ports filled in.
-pub fn origin(url: &str) -> Option<Origin> {
+pub(crate) fn origin(url: &str) -> Option<Origin> {
     let parsed = url::Url::parse(url.trim()).ok()?;
     let scheme = parsed.scheme();
     if scheme != "http" && scheme != "https" {
@@ -72,7 +72,7 @@ fn wanted(head: &str) -> Result<Wanted, String> {
 
 /// A running proxy; stopped when dropped.
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     port: u16,
     refused: Arc<Mutex<Vec<String>>>,
     authority: Arc<Authority>,
@@ -87,7 +87,7 @@ impl Drop for Proxy {
 
 impl Proxy {
     /// Listen on a free loopback port, forwarding to `allowed` origins only.
-    pub async fn start(allowed: Vec<Origin>) -> std::io::Result<Proxy> {
+    pub(crate) async fn start(allowed: Vec<Origin>) -> std::io::Result<Proxy> {
         let authority = Arc::new(Authority::new().map_err(std::io::Error::other)?);
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
@@ -115,19 +115,19 @@ impl Proxy {
     }
 
     /// `http://127.0.0.1:PORT`, for the proxy variables.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The certificate (PEM) of the CA this proxy signs its HTTPS answers with: uv must trust
     /// it, and nothing else (`SSL_CERT_FILE`).
-    pub fn ca_pem(&self) -> &str {
+    pub(crate) fn ca_pem(&self) -> &str {
         self.authority.ca_pem()
     }
 
     /// The requests refused so far (`GET http://host:port/path`, `CONNECT host:port`, with why
     /// when it was not the origin), redacted.
-    pub fn refused(&self) -> Vec<String> {
+    pub(crate) fn refused(&self) -> Vec<String> {
         self.refused
             .lock()
             .unwrap_or_else(|p| p.into_inner())

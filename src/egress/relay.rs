@@ -12,7 +12,7 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
 };
 
-pub use super::Origin;
+pub(crate) use super::Origin;
 
 /// Longest index page read whole (to look for `file:` links); larger pages are refused.
 const MAX_PAGE: usize = 32 * 1024 * 1024;
@@ -34,7 +34,7 @@ const DROPPED: [&str; 7] = [
 
 /// A request to send on.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// The absolute URL, for messages.
     pub url: String,
@@ -44,7 +44,7 @@ pub struct Request {
 
 impl Request {
     /// A plain-HTTP proxy request (`GET http://host:port/path HTTP/1.1` and its headers).
-    pub fn proxied(head: &str) -> Result<(Origin, Request), String> {
+    pub(crate) fn proxied(head: &str) -> Result<(Origin, Request), String> {
         let (method, target, version, headers) = split(head);
         let url = url::Url::parse(target).map_err(|_| format!("{method} {target}"))?;
         let to = super::origin(target).ok_or_else(|| format!("{method} {target}"))?;
@@ -60,7 +60,7 @@ impl Request {
     }
 
     /// A request read inside a tunnel to `to` (`GET /path HTTP/1.1`).
-    pub fn in_tunnel(head: &str, to: &Origin) -> Result<Request, String> {
+    pub(crate) fn in_tunnel(head: &str, to: &Origin) -> Result<Request, String> {
         let (method, target, version, headers) = split(head);
         if !target.starts_with('/') {
             return Err(format!(
@@ -122,7 +122,7 @@ fn split(head: &str) -> (&str, &str, &str, Vec<&str>) {
 }
 
 /// Read a head (up to and including the empty line); `None` when the peer closed first.
-pub async fn read_head<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option<String> {
+pub(crate) async fn read_head<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option<String> {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -139,7 +139,7 @@ pub async fn read_head<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option<String
 
 /// Hand the origin's answer to `request` to the client; an index page that links to a `file:`
 /// URL (or is too large to check) is refused instead. Returns what was refused, if it was.
-pub async fn answer<C, U>(mut client: C, upstream: U, request: &Request) -> Option<String>
+pub(crate) async fn answer<C, U>(mut client: C, upstream: U, request: &Request) -> Option<String>
 where
     C: AsyncWrite + Unpin,
     U: AsyncRead + Unpin,
@@ -289,7 +289,7 @@ async fn read_chunked<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Resul
 }
 
 /// Whether an index page (HTML `href=`, or the JSON API's `"url":`) names a `file:` URL.
-pub fn links_to_a_file(page: &[u8]) -> bool {
+fn links_to_a_file(page: &[u8]) -> bool {
     let text = String::from_utf8_lossy(page).to_ascii_lowercase();
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     ["=\"file:", "='file:", "=file:", ":\"file:"]
@@ -298,7 +298,7 @@ pub fn links_to_a_file(page: &[u8]) -> bool {
 }
 
 /// Answer 403 naming what was refused; returns it (redacted) for the resolver's message.
-pub async fn refuse<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<String> {
+pub(crate) async fn refuse<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<String> {
     let what = crate::redact::text(what.trim());
     let body = format!("bifrost-requirements: {what} refused by the resolver's proxy\n");
     reply(client, "403 Forbidden", &body).await;
@@ -306,7 +306,7 @@ pub async fn refuse<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<St
 }
 
 /// Answer 502 (the origin could not be reached, or its TLS not trusted); logged, not a refusal.
-pub async fn bad_gateway<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<String> {
+pub(crate) async fn bad_gateway<C: AsyncWrite + Unpin>(client: C, what: String) -> Option<String> {
     let what = crate::redact::text(what.trim());
     tracing::warn!("resolver proxy: {what}");
     reply(

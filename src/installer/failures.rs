@@ -26,16 +26,16 @@ use serde::{Deserialize, Serialize};
 use crate::redact;
 
 /// Where the kubelet reads a container's termination message (mounted by default).
-pub const TERMINATION_LOG: &str = "/dev/termination-log";
+const TERMINATION_LOG: &str = "/dev/termination-log";
 /// The kubelet keeps at most this many bytes of a termination message.
-pub const TERMINATION_LIMIT: usize = 4096;
+const TERMINATION_LIMIT: usize = 4096;
 /// Lines of an installer's output kept as a failure's error.
 const EXCERPT_LINES: usize = 6;
 const EXCERPT_CHARS: usize = 800;
 
 /// A requirement that did not install on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedPackage {
+pub(crate) struct FailedPackage {
     /// PEP 503 normalized name.
     pub name: String,
     /// The requirement as the installer read it (`xhtml2pdf==0.2.16`).
@@ -48,7 +48,7 @@ pub struct FailedPackage {
 
 impl FailedPackage {
     /// From the output of an installer run that exited non-zero.
-    pub fn from_output(name: &str, requirement: &str, output: &str) -> Self {
+    pub(crate) fn from_output(name: &str, requirement: &str, output: &str) -> Self {
         let error = excerpt(output);
         FailedPackage {
             name: name.into(),
@@ -59,7 +59,7 @@ impl FailedPackage {
     }
 
     /// An attempt stopped at the deadline `--timeout` set for the whole install.
-    pub fn timed_out(name: &str, requirement: &str, after: Duration, output: &str) -> Self {
+    pub(crate) fn timed_out(name: &str, requirement: &str, after: Duration, output: &str) -> Self {
         let tail = excerpt(output);
         let mut error = format!(
             "did not finish within the {:.1} s left of --timeout; stopped its process group",
@@ -77,7 +77,7 @@ impl FailedPackage {
     }
 
     /// Not tried: the earlier attempts used up `--timeout`.
-    pub fn not_attempted(name: &str, requirement: &str) -> Self {
+    pub(crate) fn not_attempted(name: &str, requirement: &str) -> Self {
         FailedPackage {
             name: name.into(),
             requirement: requirement.into(),
@@ -98,7 +98,7 @@ fn useful(line: &str) -> bool {
 /// The first useful lines of an installer's output: from its first verdict line (uv's
 /// `error: No solution found…`/`× …`, `Because … was not found`, pip's `ERROR: …`), else its
 /// last lines; box-drawing prefixes dropped, at most [`EXCERPT_LINES`] lines, secrets masked.
-pub fn excerpt(output: &str) -> String {
+fn excerpt(output: &str) -> String {
     let lines: Vec<&str> = output
         .lines()
         .map(|l| {
@@ -117,7 +117,7 @@ pub fn excerpt(output: &str) -> String {
 }
 
 /// A few words for the summary line, from an [`excerpt`].
-pub fn reason(error: &str) -> &'static str {
+pub(crate) fn reason(error: &str) -> &'static str {
     let lower = error.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
     if has(&[
@@ -176,7 +176,12 @@ pub fn reason(error: &str) -> &'static str {
 /// `installed 12/13; failed: xhtml2pdf (needs a C compiler)`; `kept` adds that nothing was
 /// swapped in (`--on-failure fail`, or nothing installed), so the previous install stays. Never longer than [`TERMINATION_LIMIT`] bytes:
 /// failures that do not fit are counted (`… and 3 more`).
-pub fn summary(installed: usize, total: usize, failed: &[FailedPackage], kept: bool) -> String {
+pub(crate) fn summary(
+    installed: usize,
+    total: usize,
+    failed: &[FailedPackage],
+    kept: bool,
+) -> String {
     let mut line = format!("installed {installed}/{total}");
     if kept {
         line.push_str("; kept the previous install");
@@ -202,7 +207,7 @@ pub fn summary(installed: usize, total: usize, failed: &[FailedPackage], kept: b
 /// [`TERMINATION_LIMIT`] bytes. A first line that announces more (`…; its last output:`) is
 /// followed by the [`excerpt`] of the rest, joined with ` / `: the file replaces the log tail
 /// the kubelet would otherwise show.
-pub fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default().trim();
     let rest = lines.collect::<Vec<_>>().join("\n");
@@ -232,7 +237,7 @@ fn shorten(text: &str, max: usize) -> String {
 
 /// The termination message file: `--termination-log`, else [`TERMINATION_LOG`] when it exists
 /// and we may write it (the kubelet mounts it into every container by default).
-pub fn termination_path(given: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn termination_path(given: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = given.filter(|p| !p.as_os_str().is_empty()) {
         return Some(p.to_path_buf());
     }
@@ -245,7 +250,7 @@ pub fn termination_path(given: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Replace the file's content with `line` (already within the limit).
-pub fn write_termination(path: &Path, line: &str) -> std::io::Result<()> {
+pub(crate) fn write_termination(path: &Path, line: &str) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

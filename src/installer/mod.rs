@@ -29,12 +29,12 @@
 
 mod command;
 mod each;
-pub mod failures;
+pub(crate) mod failures;
 mod locked;
 mod options;
 mod report;
-pub mod source;
-pub mod target;
+pub(crate) mod source;
+pub(crate) mod target;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,12 +47,14 @@ use crate::shutdown::{self, Stop};
 use crate::uv::which;
 use failures::FailedPackage;
 use locked::Choice;
-pub use options::{Installer, OnFailure, Options, Target as InstallTarget};
+pub(crate) use options::Options;
+pub(crate) use options::Target as InstallTarget;
+pub use options::{Installer, OnFailure};
 use source::{Fetched, Sourced, Sources};
 use target::{Marker, Staging, Target};
 
 /// Run `install`; returns the process exit code (errors are reported here, not by the caller).
-pub async fn run(options: Options) -> Result<u8> {
+pub(crate) async fn run(options: Options) -> Result<u8> {
     let mut run = Run {
         started: Instant::now(),
         stop: shutdown::on_signals().1,

@@ -29,7 +29,7 @@ pub enum Installer {
 
 impl Installer {
     /// The flag value, which is also the program's name in logs and the marker.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Uv => "uv",
             Self::Pip => "pip",
@@ -53,7 +53,7 @@ pub enum OnFailure {
 
 impl OnFailure {
     /// The flag value.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Fail => "fail",
             Self::Continue => "continue",
@@ -63,7 +63,7 @@ impl OnFailure {
 
 /// Where the packages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// `--target DIR`: this folder (the worker puts it on `PYTHONPATH`).
     Dir(PathBuf),
     /// `--user-base DIR`: the user site of the worker's interpreter under this base (the worker
@@ -73,7 +73,7 @@ pub enum Target {
 
 impl Target {
     /// The folder the flag names (the base, for `--user-base`).
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         match self {
             Self::Dir(p) | Self::UserBase(p) => p,
         }
@@ -82,7 +82,7 @@ impl Target {
 
 /// Everything `install` needs; see `bifrost-requirements install --help` for each field.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub target: Target,
     pub installer: Installer,
     /// The worker's interpreter: a name on PATH or a path.

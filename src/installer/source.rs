@@ -16,25 +16,25 @@ use crate::redact;
 use crate::requirements::{content_hash, hash_matches, hashes_equal};
 
 /// Name of the file next to a plain fallback file that holds its hash (a ConfigMap key).
-pub const HASH_FILE: &str = "hash";
+const HASH_FILE: &str = "hash";
 
 /// Where a payload came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     Redis { key: String },
     Fallback { path: PathBuf },
 }
 
 impl Origin {
     /// `redis` or `fallback-file` (marker and `--json`).
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Origin::Redis { .. } => "redis",
             Origin::Fallback { .. } => "fallback-file",
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Origin::Redis { key } => format!("Redis key {key}"),
             Origin::Fallback { path } => format!("fallback file {}", path.display()),
@@ -44,14 +44,14 @@ impl Origin {
 
 /// A verified payload and where it came from.
 #[derive(Debug, Clone)]
-pub struct Sourced {
+pub(crate) struct Sourced {
     pub payload: Payload,
     pub origin: Origin,
 }
 
 /// What the sources yielded.
 #[derive(Debug)]
-pub enum Fetched {
+pub(crate) enum Fetched {
     Found(Sourced),
     /// No source holds requirements (Redis answered without the key; no fallback file).
     Absent {
@@ -61,7 +61,7 @@ pub enum Fetched {
 
 /// What to read.
 #[derive(Debug, Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     pub redis: Option<CacheConfig>,
     pub redis_deadline: Duration,
     pub fallback_file: Option<PathBuf>,
@@ -102,7 +102,7 @@ impl Reading {
 }
 
 /// Read the sources in order. `warnings` collects what the user should know (also logged).
-pub async fn fetch(sources: &Sources, warnings: &mut Vec<String>) -> Result<Fetched> {
+pub(crate) async fn fetch(sources: &Sources, warnings: &mut Vec<String>) -> Result<Fetched> {
     let mut warn = |msg: String| {
         tracing::warn!("{msg}");
         warnings.push(msg);
@@ -256,7 +256,7 @@ fn read_fallback(path: &Path) -> Read {
 
 /// A fallback file's payload: Bifrost's JSON object, or plain requirements.txt checked against
 /// a sibling `hash` file when one exists.
-pub fn parse_snapshot(path: &Path, raw: &str) -> Result<Payload> {
+fn parse_snapshot(path: &Path, raw: &str) -> Result<Payload> {
     let bad = |reason: String| Error::Snapshot {
         path: path.to_path_buf(),
         reason,

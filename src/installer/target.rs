@@ -35,18 +35,18 @@ use super::failures::FailedPackage;
 use crate::error::{Error, Result};
 
 /// File name of the marker inside the target.
-pub const MARKER: &str = ".bifrost-requirements.json";
+pub(crate) const MARKER: &str = ".bifrost-requirements.json";
 const LOCK: &str = ".bifrost-requirements.lock";
 const JOURNAL: &str = ".bifrost-requirements.swap.json";
 /// Every name starting with this is ours (never an installed entry).
-pub const RESERVED_PREFIX: &str = ".bifrost-";
+const RESERVED_PREFIX: &str = ".bifrost-";
 const STAGING_PREFIX: &str = ".bifrost-staging-";
 const TRASH_PREFIX: &str = ".bifrost-trash-";
 const DISCARD_PREFIX: &str = ".bifrost-discard-";
 
 /// `TARGET/.bifrost-requirements.json`: what the last successful install put there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Marker {
+pub(crate) struct Marker {
     /// SHA-256 (lowercase hex) of the installed requirements.txt.
     pub hash: String,
     /// `uv`, `pip`, or `none` (empty requirements: nothing to run).
@@ -102,24 +102,24 @@ struct Journal {
 
 /// The installer's working area inside the target.
 #[derive(Debug)]
-pub struct Staging {
+pub(crate) struct Staging {
     root: PathBuf,
     /// Passed to the installer as `--target`.
     pub site: PathBuf,
 }
 
 impl Staging {
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// Top-level entries the installer produced, sorted.
-    pub fn entries(&self) -> Result<Vec<String>> {
+    pub(crate) fn entries(&self) -> Result<Vec<String>> {
         list_entries(&self.site)
     }
 
     /// Remove it (after a failed install). Best effort.
-    pub fn discard(self) {
+    pub(crate) fn discard(self) {
         if let Err(e) = fs::remove_dir_all(&self.root) {
             tracing::warn!(path = %self.root.display(), error = %e, "cannot remove the staging folder");
         }
@@ -128,7 +128,7 @@ impl Staging {
 
 /// An opened, locked target.
 #[derive(Debug)]
-pub struct Target {
+pub(crate) struct Target {
     dir: PathBuf,
     _lock: File,
     marker: Option<Marker>,
@@ -139,8 +139,10 @@ pub struct Target {
 impl Target {
     /// Create the folder if needed, take the lock (waiting for another install), roll back an
     /// interrupted swap, remove stale staging folders, read the marker.
-    /// Blocking form of [`lock_file`] + [`try_lock`] + [`Target::locked`].
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Blocking form of [`lock_file`] + [`try_lock`] + [`Target::locked`]; only the unit tests
+    /// open a target this way (the installer waits for the lock itself).
+    #[cfg(test)]
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
         let lock = lock_file(dir)?;
         lock.lock()
             .map_err(|e| Error::io("locking", dir.join(LOCK), e))?;
@@ -148,7 +150,7 @@ impl Target {
     }
 
     /// Open with the lock (from [`lock_file`], taken with [`try_lock`]) already held.
-    pub fn locked(dir: &Path, lock: File) -> Result<Self> {
+    pub(crate) fn locked(dir: &Path, lock: File) -> Result<Self> {
         let mut target = Target {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -161,17 +163,21 @@ impl Target {
         Ok(target)
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn marker(&self) -> Option<&Marker> {
+    pub(crate) fn marker(&self) -> Option<&Marker> {
         self.marker.as_ref()
     }
 
     /// `Ok(marker)` when the target already holds a complete install of `hash` for this
     /// interpreter, with no failed package; `Err(why not)` otherwise.
-    pub fn current(&self, hash: &str, python_realpath: Option<&str>) -> Result<&Marker, String> {
+    pub(crate) fn current(
+        &self,
+        hash: &str,
+        python_realpath: Option<&str>,
+    ) -> Result<&Marker, String> {
         let m = self.installed(hash, python_realpath)?;
         if !m.failed.is_empty() {
             let names: Vec<&str> = m.failed.iter().map(|f| f.name.as_str()).collect();
@@ -186,7 +192,7 @@ impl Target {
 
     /// The marker of a partial install of `hash` for this interpreter whose installed entries
     /// are all present: only its failed packages need another attempt.
-    pub fn partial(&self, hash: &str, python_realpath: Option<&str>) -> Option<&Marker> {
+    pub(crate) fn partial(&self, hash: &str, python_realpath: Option<&str>) -> Option<&Marker> {
         self.installed(hash, python_realpath)
             .ok()
             .filter(|m| !m.failed.is_empty())
@@ -219,7 +225,7 @@ impl Target {
     }
 
     /// A fresh, empty staging area (`TARGET/.bifrost-staging-<pid>/site-packages`).
-    pub fn staging(&self) -> Result<Staging> {
+    pub(crate) fn staging(&self) -> Result<Staging> {
         let root = self
             .dir
             .join(format!("{STAGING_PREFIX}{}", std::process::id()));
@@ -233,14 +239,14 @@ impl Target {
     }
 
     /// Swap the staged entries in and write `marker` (with its `entries` filled in).
-    pub fn commit(&mut self, staging: Staging, marker: Marker) -> Result<()> {
+    pub(crate) fn commit(&mut self, staging: Staging, marker: Marker) -> Result<()> {
         self.swap(staging, marker, None, false)
     }
 
     /// Like [`Self::commit`], but the previous install's entries stay: the staged ones are
     /// added (replacing entries of the same name, e.g. a dependency installed again), and the
     /// marker lists both. For retrying the failed packages of a partial install.
-    pub fn commit_adding(&mut self, staging: Staging, marker: Marker) -> Result<()> {
+    pub(crate) fn commit_adding(&mut self, staging: Staging, marker: Marker) -> Result<()> {
         self.swap(staging, marker, None, true)
     }
 
@@ -461,7 +467,7 @@ impl Target {
 }
 
 /// Create the target folder if needed and open its lock file.
-pub fn lock_file(dir: &Path) -> Result<File> {
+pub(crate) fn lock_file(dir: &Path) -> Result<File> {
     fs::create_dir_all(dir).map_err(|e| Error::io("creating the target folder", dir, e))?;
     if !dir.is_dir() {
         return Err(Error::Config(format!(
@@ -479,7 +485,7 @@ pub fn lock_file(dir: &Path) -> Result<File> {
 }
 
 /// Take the target's advisory lock if it is free (`false`: another install holds it).
-pub fn try_lock(lock: &File, dir: &Path) -> Result<bool> {
+pub(crate) fn try_lock(lock: &File, dir: &Path) -> Result<bool> {
     match lock.try_lock() {
         Ok(()) => Ok(true),
         Err(fs::TryLockError::WouldBlock) => Ok(false),
@@ -513,7 +519,7 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Write JSON to `path.tmp-<pid>`, then rename over `path`.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Serialization(e.to_string()))?;
     let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
     let mut f = File::create(&tmp).map_err(|e| Error::io("writing", &tmp, e))?;

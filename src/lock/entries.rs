@@ -24,7 +24,7 @@ use crate::requirements::{Entry, classify, normalize_name};
 
 /// Who pulled a distribution into the lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     /// A requirement of the requirements file itself (`# via -r requirements.txt`).
     Requirements,
     /// Another pinned distribution (normalized name).
@@ -33,7 +33,7 @@ pub enum Via {
 
 /// One pinned distribution of a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pinned {
+pub(crate) struct Pinned {
     /// 1-based line of the pin in the body.
     pub line: usize,
     /// PEP 503 normalized name.
@@ -46,18 +46,18 @@ pub struct Pinned {
 
 impl Pinned {
     /// `goodpkg==1.0`, for messages.
-    pub fn pin(&self) -> String {
+    pub(crate) fn pin(&self) -> String {
         format!("{}=={}", self.name, self.version)
     }
 }
 
 /// `--hash=algo:hex` (or `--hash algo:hex`'s value) as compared: lowercase, algorithm kept.
-pub fn normalize_hash_option(value: &str) -> String {
+pub(crate) fn normalize_hash_option(value: &str) -> String {
     value.trim().to_ascii_lowercase()
 }
 
 /// The pins of a lock body, or why a line is not one (naming the line).
-pub fn parse(body: &str) -> Result<Vec<Pinned>, String> {
+pub(crate) fn parse(body: &str) -> Result<Vec<Pinned>, String> {
     let mut pins: Vec<Pinned> = Vec::new();
     // Inside a multi-line `# via` block of the last pin.
     let mut in_via = false;

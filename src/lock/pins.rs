@@ -12,7 +12,7 @@ use crate::requirements::{Entry, RequirementsFile};
 
 /// Every requirement line whose `--hash` values the lock does not keep, naming the line and the
 /// index's hashes; `Ok` when each hashed requirement's locked hashes are among its own.
-pub fn check(content: &RequirementsFile, pins: &[Pinned]) -> Result<(), String> {
+pub(crate) fn check(content: &RequirementsFile, pins: &[Pinned]) -> Result<(), String> {
     let mut problems = Vec::new();
     for line in content.lines() {
         let Entry::Requirement { name, options, .. } = &line.entry else {

@@ -27,7 +27,7 @@ use super::entries::{Pinned, Via};
 use crate::requirements::{Entry, RequirementsFile};
 
 /// The marker environment of `worker` (CPython on Linux).
-pub fn environment(worker: &Worker) -> Result<MarkerEnvironment, String> {
+pub(crate) fn environment(worker: &Worker) -> Result<MarkerEnvironment, String> {
     let short: String = worker
         .version
         .split('.')
@@ -52,7 +52,7 @@ pub fn environment(worker: &Worker) -> Result<MarkerEnvironment, String> {
 
 /// Every way `pins` is not a lock of `content` for `env`, each naming the requirement's line or
 /// the pin; empty when it is one.
-pub fn problems(
+pub(crate) fn problems(
     content: &RequirementsFile,
     pins: &[Pinned],
     env: &MarkerEnvironment,

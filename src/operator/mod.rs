@@ -30,7 +30,7 @@ use crate::webhook;
 
 /// Everything the operator needs, built from the command line at the edge (`cli`).
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Watch only this namespace (None: all namespaces).
     pub namespace: Option<String>,
     /// Plain-HTTP /metrics, /healthz and /readyz.
@@ -50,7 +50,7 @@ pub struct Config {
 
 /// The coordination.k8s.io/v1 Lease that elects the replica running the controller.
 #[derive(Debug, Clone)]
-pub struct LeaseConfig {
+pub(crate) struct LeaseConfig {
     pub name: String,
     pub namespace: String,
     /// How long a Lease is valid without renewal.
@@ -59,7 +59,7 @@ pub struct LeaseConfig {
 
 /// A replica's identity when none is given: the hostname (the pod's name in a pod) and the
 /// process id, unique even for two operators on one host.
-pub fn default_identity() -> String {
+pub(crate) fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "bifrost-requirements".into());
@@ -143,7 +143,7 @@ impl Wiring {
 
 /// Run until SIGTERM/SIGINT; `Ok(code)` is the exit code (non-zero when a task that cannot be
 /// restarted died, see [`crate::supervise`]).
-pub async fn run(config: Config) -> Result<u8> {
+pub(crate) async fn run(config: Config) -> Result<u8> {
     let (root, signalled) = shutdown::on_signals();
     let stop = signalled.delayed(config.shutdown_delay);
     let metrics = Arc::new(Metrics::new());

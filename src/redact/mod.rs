@@ -22,7 +22,7 @@
 //! useful.
 
 /// What a secret is replaced with.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 mod keys;
 #[cfg(test)]
@@ -33,7 +33,7 @@ use keys::{dsn_secret_ranges, looks_like_dsn, text_key_ranges};
 use url::{param_ranges, plain_user, scheme_start, url_secret_ranges, userinfo_end};
 
 /// `%XX` decoded (invalid sequences kept as they are; invalid UTF-8 replaced).
-pub fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -70,7 +70,7 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 /// One connection string (URL or libpq key-value DSN) fit for messages.
-pub fn url(value: &str) -> String {
+pub(crate) fn url(value: &str) -> String {
     if let Some(sep) = value.find("://") {
         // One value: its blanks belong to it (unlike in free text).
         let mut ranges = url_secret_ranges(value, sep + 3, value.len());
@@ -87,7 +87,7 @@ pub fn url(value: &str) -> String {
 /// Free text (an error message, a log line) with every URL's userinfo, every secret URL
 /// parameter and every `password=` value masked. Best effort for text that only *contains* a
 /// secret: where the secret is known, use [`scrub`].
-pub fn text(s: &str) -> String {
+pub(crate) fn text(s: &str) -> String {
     let mut ranges = Vec::new();
     let mut search = 0;
     while let Some(found) = s[search..].find("://") {
@@ -114,7 +114,7 @@ pub fn text(s: &str) -> String {
 
 /// `text` with every secret that `source` (a connection string) holds removed as well: for
 /// error texts of crates that were handed `source` and may repeat any part of it.
-pub fn scrub(text_in: &str, source: &str) -> String {
+pub(crate) fn scrub(text_in: &str, source: &str) -> String {
     // The whole string first, as `url` shows it (host kept), then each secret wherever it is.
     let mut out = if source.is_empty() {
         text_in.to_string()
@@ -133,7 +133,7 @@ pub fn scrub(text_in: &str, source: &str) -> String {
 }
 
 /// The secret values a connection string holds, in the forms a message could repeat them in.
-pub fn secrets_of(source: &str) -> Vec<String> {
+fn secrets_of(source: &str) -> Vec<String> {
     let mut raw: Vec<String> = Vec::new();
     let mut ranges = Vec::new();
     if let Some(sep) = source.find("://") {

@@ -8,7 +8,7 @@ use std::sync::Once;
 
 /// Longest requirement (name, extras, version and marker; not its `--hash` options) handed to the
 /// PEP 508 parser. Real markers are a few hundred characters; pip-compile's hashes do not count.
-pub const MAX_REQUIREMENT_CHARS: usize = 4096;
+const MAX_REQUIREMENT_CHARS: usize = 4096;
 
 /// Deepest parenthesis nesting (outside quoted strings) handed to the PEP 508 parser, which
 /// recurses once per level.
@@ -16,7 +16,7 @@ pub const MAX_NESTING: usize = 32;
 
 /// Most comparisons in one marker: `pep508_rs` builds a decision diagram whose cost grows much
 /// faster than the marker (about 0.5 s for 64 comparisons in a debug build, 8 s for 136).
-pub const MAX_MARKER_COMPARISONS: usize = 32;
+const MAX_MARKER_COMPARISONS: usize = 32;
 
 /// `str.splitlines()` separators other than `\n` and `\r\n` (pip splits at every one; uv only at
 /// `\r` and `\n`).

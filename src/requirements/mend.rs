@@ -60,7 +60,7 @@ pub struct Removal {
 impl Removal {
     /// The kept lines as they stand in the stored file: numbered as there, so that what a check
     /// of them names is where the user finds it. Lines that are not UTF-8 are decoded lossily.
-    pub fn kept_as_stored(&self) -> &RequirementsFile {
+    pub(crate) fn kept_as_stored(&self) -> &RequirementsFile {
         &self.kept
     }
 }
@@ -128,7 +128,7 @@ pub fn remove(bytes: &[u8], names: &[String]) -> Result<Removal, SpecError> {
 /// what follows can end a name in a requirement (a version, extras, a marker, a URL, blanks or
 /// the end), e.g. `flask` in `flask==3.0 # caf\xe9`. A name cut short by a byte that is not
 /// UTF-8 (`fla\xffsk==1`) names nothing, nor does a comment or an option line.
-pub fn leading_name(logical: &str) -> Option<String> {
+fn leading_name(logical: &str) -> Option<String> {
     let text = logical.trim_start();
     let end = text
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))

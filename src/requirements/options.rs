@@ -73,7 +73,7 @@ impl Opt {
             .unwrap_or("--?")
     }
 
-    pub(crate) fn takes_value(self) -> bool {
+    fn takes_value(self) -> bool {
         !matches!(
             self,
             Self::NoIndex | Self::PreferBinary | Self::RequireHashes | Self::Pre

@@ -23,7 +23,7 @@ const SAME_ORIGIN_REDIRECTS: usize = 3;
     "the endpoint answered with a redirect to {to} ({why}); requests go only to the endpoint's \
      own origin, so it was not followed"
 )]
-pub struct RedirectRefused {
+pub(crate) struct RedirectRefused {
     /// Redacted.
     pub to: String,
     why: &'static str,

@@ -137,7 +137,7 @@ impl S3Config {
     }
 
     /// Refuse what S3 would refuse, or read as something else, before any request is sent.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         validate_bucket(&self.bucket)?;
         validate_key(&self.key)?;
         validate_region(&self.region)?;
@@ -164,7 +164,7 @@ impl S3Config {
 /// AWS's rules for bucket names: 3–63 characters of lowercase letters, digits, `.` and `-`,
 /// starting and ending with a letter or digit, no `..`, not an IPv4 address. Anything else would
 /// not reach the bucket meant (a `/` changes the path, a `?` the query).
-pub fn validate_bucket(bucket: &str) -> Result<()> {
+pub(crate) fn validate_bucket(bucket: &str) -> Result<()> {
     let bad = |why: &str| {
         Err(Error::Config(format!(
             "S3 bucket name {bucket:?} is not valid: {why}"
@@ -196,7 +196,7 @@ pub fn validate_bucket(bucket: &str) -> Result<()> {
 
 /// Keys are sent as URL paths: segments that are empty, `.` or `..` would be normalised away by a
 /// proxy or server and name another object, and control characters cannot be sent at all.
-pub fn validate_key(key: &str) -> Result<()> {
+pub(crate) fn validate_key(key: &str) -> Result<()> {
     let bad = |why: String| Err(Error::Config(format!("S3 key {key:?} is not valid: {why}")));
     if key.is_empty() {
         return bad("it is empty".into());
@@ -220,7 +220,7 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn validate_region(region: &str) -> Result<()> {
+pub(crate) fn validate_region(region: &str) -> Result<()> {
     if region.is_empty()
         || !region
             .chars()
@@ -233,7 +233,7 @@ pub fn validate_region(region: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn validate_endpoint(endpoint: &str) -> Result<()> {
+pub(crate) fn validate_endpoint(endpoint: &str) -> Result<()> {
     let shown = redact::url(endpoint);
     let rest = endpoint
         .strip_prefix("http://")

@@ -28,15 +28,17 @@ mod tests;
 
 use std::time::Duration;
 
-pub use config::{
-    Credentials, S3Config, validate_bucket, validate_endpoint, validate_key, validate_region,
+pub use config::S3Config;
+
+pub(crate) use config::{
+    Credentials, validate_bucket, validate_endpoint, validate_key, validate_region,
 };
-pub use store::{Current, Poll, S3Store, Saved, Unreadable, UpdateOutcome, Versioned};
+pub use store::{Current, Poll, S3Store, Unreadable, UpdateOutcome, Versioned};
 
 /// Where Bifrost keeps requirements.txt (`RepoStorage` prefixes `_repo/`).
 pub const DEFAULT_KEY: &str = "_repo/requirements.txt";
 /// Bifrost's default (`s3_region` in its settings).
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 /// Larger objects are refused before their body is read: no requirements file is this big, and
 /// the content travels on into a resource, Redis and a ConfigMap.
 pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024;
@@ -46,15 +48,15 @@ pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024;
 /// exhaust memory. A larger object is not downloaded; `requirements set` replaces it.
 pub const MAX_MEND_BYTES: u64 = 4 * MAX_OBJECT_BYTES;
 /// Per request, connecting included: a poll must fail in time for the next one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bifrost's environment names (Secret `bifrost-secrets`, ConfigMap `bifrost-config`), so that
 /// `envFrom` of both works unchanged.
-pub const ENV_ENDPOINT: &str = "BIFROST_S3_ENDPOINT_URL";
-pub const ENV_BUCKET: &str = "BIFROST_S3_BUCKET";
-pub const ENV_ACCESS_KEY: &str = "BIFROST_S3_ACCESS_KEY";
-pub const ENV_SECRET_KEY: &str = "BIFROST_S3_SECRET_KEY";
-pub const ENV_REGION: &str = "BIFROST_S3_REGION";
+pub(crate) const ENV_ENDPOINT: &str = "BIFROST_S3_ENDPOINT_URL";
+pub(crate) const ENV_BUCKET: &str = "BIFROST_S3_BUCKET";
+pub(crate) const ENV_ACCESS_KEY: &str = "BIFROST_S3_ACCESS_KEY";
+pub(crate) const ENV_SECRET_KEY: &str = "BIFROST_S3_SECRET_KEY";
+pub(crate) const ENV_REGION: &str = "BIFROST_S3_REGION";
 
 /// How often [`S3Store::update`] reads again after losing a race. Each round has one winner, so
 /// this bounds how many writers can queue on the same object at once.

@@ -206,7 +206,7 @@ impl S3Store {
         })
     }
 
-    pub fn config(&self) -> &S3Config {
+    pub(crate) fn config(&self) -> &S3Config {
         &self.config
     }
 

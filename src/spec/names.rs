@@ -25,7 +25,7 @@ const SYSTEM_FOLDERS: [&str; 10] = [
 ];
 
 /// A DNS subdomain (RFC 1123): object names such as Secrets, ConfigMaps and claims.
-pub fn dns_subdomain(s: &str) -> Result<(), String> {
+pub(crate) fn dns_subdomain(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {
@@ -47,7 +47,7 @@ pub fn dns_subdomain(s: &str) -> Result<(), String> {
 }
 
 /// A DNS label (RFC 1123): container and volume names.
-pub fn dns_label(s: &str) -> Result<(), String> {
+pub(crate) fn dns_label(s: &str) -> Result<(), String> {
     if s.len() <= 63 && !s.contains('.') && dns_subdomain(s).is_ok() {
         Ok(())
     } else {
@@ -58,7 +58,7 @@ pub fn dns_label(s: &str) -> Result<(), String> {
 }
 
 /// A key of a Secret or ConfigMap.
-pub fn config_key(s: &str) -> Result<(), String> {
+pub(crate) fn config_key(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 253
         && s != "."
@@ -88,12 +88,12 @@ fn no_space(s: &str, what: &str) -> Result<(), String> {
 }
 
 /// The Redis key: passed on the install container's command line and to Redis.
-pub fn redis_key(s: &str) -> Result<(), String> {
+pub(crate) fn redis_key(s: &str) -> Result<(), String> {
     no_space(s, "Redis key")
 }
 
 /// An index URL: `scheme://…`, no whitespace (it becomes an installer argument).
-pub fn index_url(s: &str) -> Result<(), String> {
+pub(crate) fn index_url(s: &str) -> Result<(), String> {
     no_space(s, "index URL")?;
     let scheme_ok = s.split_once("://").is_some_and(|(scheme, rest)| {
         !rest.is_empty()
@@ -112,13 +112,13 @@ pub fn index_url(s: &str) -> Result<(), String> {
 }
 
 /// An image reference (no whitespace; the API server refuses surrounding spaces).
-pub fn image_reference(s: &str) -> Result<(), String> {
+pub(crate) fn image_reference(s: &str) -> Result<(), String> {
     no_space(s, "image reference")
 }
 
 /// A `spec.install.pythonPath` entry: an absolute folder, without `:` (the separator) or
 /// whitespace.
-pub fn python_path_entry(entry: &str) -> Result<(), String> {
+pub(crate) fn python_path_entry(entry: &str) -> Result<(), String> {
     if !entry.starts_with('/') {
         return Err(format!("{entry:?} must be an absolute path (e.g. /app)"));
     }

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 /// Resource names the install container accepts: the standard container resources that make
 /// sense for an installer (hugepages and extended resources would need requests == limits and
 /// have no use here).
-pub const RESOURCE_NAMES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+const RESOURCE_NAMES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
 /// A parsed quantity: its value in nano units (10⁻⁹), rounded away from zero as the API server
 /// rounds anything finer than nano.
@@ -192,15 +192,10 @@ fn to_nano(digits: &str, exp10: i64, exp2: u32) -> Option<i128> {
     Some(out + i128::from(round_up))
 }
 
-/// Whether `s` parses as a quantity (sign and size not considered).
-pub fn valid_quantity(s: &str) -> bool {
-    parse_quantity(s).is_ok()
-}
-
 /// Problems of a container's resources, as (field suffix such as `.limits[cpu]`, message), by the
 /// API server's rules: known names, non-negative quantities, requests ≤ limits. `extra` names
 /// further allowed resource names (none for the install container).
-pub fn resource_problems(r: &ResourceRequirements, extra: &[&str]) -> Vec<(String, String)> {
+pub(crate) fn resource_problems(r: &ResourceRequirements, extra: &[&str]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if r.claims.as_ref().is_some_and(|c| !c.is_empty()) {
         out.push((

@@ -11,7 +11,7 @@ use super::resolver::CertResolver;
 
 /// Load `cert`/`key` now and whenever their content changes (checked every `interval`), until
 /// `shutdown`. A missing or broken pair is logged; the previous certificate keeps serving.
-pub async fn watch_files(
+pub(crate) async fn watch_files(
     cert: PathBuf,
     key: PathBuf,
     interval: Duration,

@@ -26,11 +26,11 @@
 //! certificates), [`rotation`] (the pure state machine), [`self_managed`] (the Secret and the
 //! webhook configuration), [`files`] (mounted files).
 
-pub mod files;
+pub(crate) mod files;
 pub mod issue;
-pub mod resolver;
-pub mod rotation;
-pub mod self_managed;
+pub(crate) mod resolver;
+mod rotation;
+mod self_managed;
 
 #[cfg(test)]
 mod tests;
@@ -43,14 +43,11 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::info;
 
-pub use files::watch_files;
-pub use issue::{CertInfo, Issued, inspect, issue};
+pub(crate) use files::watch_files;
+pub use issue::{Issued, inspect, issue};
 pub use resolver::{CertResolver, certified_key, server_config};
 pub use rotation::{CertSpec, Step, Stored, step};
-pub use self_managed::{
-    KEY_BUNDLE, KEY_CA, KEY_CERT, KEY_KEY, KEY_NEXT_CA, KEY_NEXT_CERT, KEY_NEXT_KEY,
-    STAGED_AT_ANNOTATION, SelfManaged,
-};
+pub(crate) use self_managed::SelfManaged;
 
 /// Where the admission webhook's serving certificate comes from (the `--tls-mode` flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,7 +62,7 @@ pub enum Mode {
 
 /// How the serving certificate is obtained and kept current.
 #[derive(Debug, Clone)]
-pub enum Config {
+pub(crate) enum Config {
     SelfManaged(SelfManaged),
     /// cert-manager (or any mounted certificate): files reloaded when they change.
     Files(Files),
@@ -73,7 +70,7 @@ pub enum Config {
 
 /// Mounted certificate files and how often to look at them.
 #[derive(Debug, Clone)]
-pub struct Files {
+pub(crate) struct Files {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub interval: Duration,
@@ -81,7 +78,7 @@ pub struct Files {
 
 /// The names a certificate for the Service `service` in `namespace` must cover (the forms the
 /// API server may use to reach it), then `extra` (blank and repeated entries skipped).
-pub fn service_names(service: &str, namespace: &str, extra: &[String]) -> Vec<String> {
+pub(crate) fn service_names(service: &str, namespace: &str, extra: &[String]) -> Vec<String> {
     let mut names = vec![
         service.to_string(),
         format!("{service}.{namespace}"),
@@ -99,7 +96,7 @@ pub fn service_names(service: &str, namespace: &str, extra: &[String]) -> Vec<St
 impl Config {
     /// Keep `resolver` serving a current certificate until `shutdown`; never fails (problems are
     /// logged and retried, the previous certificate keeps serving).
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         client: Client,
         resolver: Arc<CertResolver>,

@@ -34,7 +34,7 @@ impl CertResolver {
     }
 
     /// A resolver that reports the served certificate's expiry to `gauge`.
-    pub fn reporting_expiry(gauge: prometheus_client::metrics::gauge::Gauge) -> Arc<Self> {
+    pub(crate) fn reporting_expiry(gauge: prometheus_client::metrics::gauge::Gauge) -> Arc<Self> {
         Arc::new(Self {
             expiry: Some(gauge),
             ..Self::default()

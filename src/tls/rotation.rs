@@ -35,12 +35,12 @@ pub struct CertSpec {
 
 impl CertSpec {
     /// Stage a rotation when less than this is left: a third of the validity.
-    pub fn renew_before(&self) -> i64 {
+    fn renew_before(&self) -> i64 {
         (self.validity.as_secs() / 3).max(1) as i64
     }
 
     /// Promote a staged rotation after this long (and once the API server trusts the new CA).
-    pub fn grace(&self) -> i64 {
+    pub(crate) fn grace(&self) -> i64 {
         (self.validity.as_secs() / 20).clamp(1, 30) as i64
     }
 

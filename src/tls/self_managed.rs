@@ -21,15 +21,15 @@ use super::resolver::CertResolver;
 use super::rotation::{CertSpec, Step, Stored, step};
 use crate::error::{Error, Result};
 
-pub const KEY_CERT: &str = "tls.crt";
-pub const KEY_KEY: &str = "tls.key";
-pub const KEY_CA: &str = "ca.crt";
-pub const KEY_BUNDLE: &str = "ca-bundle.crt";
-pub const KEY_NEXT_CERT: &str = "next-tls.crt";
-pub const KEY_NEXT_KEY: &str = "next-tls.key";
-pub const KEY_NEXT_CA: &str = "next-ca.crt";
+const KEY_CERT: &str = "tls.crt";
+const KEY_KEY: &str = "tls.key";
+const KEY_CA: &str = "ca.crt";
+const KEY_BUNDLE: &str = "ca-bundle.crt";
+pub(crate) const KEY_NEXT_CERT: &str = "next-tls.crt";
+const KEY_NEXT_KEY: &str = "next-tls.key";
+const KEY_NEXT_CA: &str = "next-ca.crt";
 /// Secret annotation: when the pending rotation was staged (Unix seconds).
-pub const STAGED_AT_ANNOTATION: &str = "bifrost.io/rotation-staged-at";
+const STAGED_AT_ANNOTATION: &str = "bifrost.io/rotation-staged-at";
 /// Field manager of the operator's writes to the webhook configuration.
 const MANAGER: &str = "bifrost-requirements-webhook";
 /// Read-decide-write rounds lost to concurrent writers before this check gives up (the next
@@ -38,7 +38,7 @@ const ATTEMPTS: usize = 5;
 
 /// Settings of the self-managed mode.
 #[derive(Debug, Clone)]
-pub struct SelfManaged {
+pub(crate) struct SelfManaged {
     pub namespace: String,
     pub secret_name: String,
     /// MutatingWebhookConfiguration whose webhooks get the `caBundle`.
@@ -58,7 +58,7 @@ struct Reported {
 impl SelfManaged {
     /// Keep the Secret, the served certificate and the `caBundle` in shape until `shutdown`.
     /// Every failure is logged and retried; nothing here is fatal.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         client: Client,
         resolver: Arc<CertResolver>,
@@ -322,7 +322,7 @@ fn trusted_bundle(config: &MutatingWebhookConfiguration) -> Vec<u8> {
 }
 
 impl Stored {
-    pub fn from_secret(secret: &Secret) -> Self {
+    pub(crate) fn from_secret(secret: &Secret) -> Self {
         let data = secret.data.clone().unwrap_or_default();
         let get = |k: &str| {
             data.get(k)
@@ -350,7 +350,7 @@ impl Stored {
     }
 
     /// Write into `secret` (data and the staging annotation; other fields untouched).
-    pub fn into_secret(self, mut secret: Secret) -> Secret {
+    pub(crate) fn into_secret(self, mut secret: Secret) -> Secret {
         let mut data = BTreeMap::new();
         let mut put = |k: &str, v: String| {
             data.insert(k.to_string(), ByteString(v.into_bytes()));

@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::Secret;
 use time::OffsetDateTime;
 
 use super::issue::to_pem;
+use super::self_managed::KEY_NEXT_CERT;
 use super::*;
 use crate::error::Result;
 

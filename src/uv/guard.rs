@@ -34,7 +34,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::error::{Error, Result};
 
 /// The hidden subcommand `install` runs itself as.
-pub const SUBCOMMAND: &str = "installer-guard";
+pub(crate) const SUBCOMMAND: &str = "installer-guard";
 
 /// Exit code when the parent was gone (as if killed by SIGKILL).
 const ORPHANED: u8 = 128 + 9;
@@ -42,7 +42,7 @@ const ORPHANED: u8 = 128 + 9;
 /// Run `program args` under the guard; returns our exit code.
 /// `address_space`: RLIMIT_AS of the installer (and of the guard, which has allocated what it
 /// needs by then), set before it starts — safe Rust cannot set it in the child alone.
-pub async fn run(
+pub(crate) async fn run(
     parent: i32,
     address_space: Option<u64>,
     program: OsString,
@@ -120,7 +120,7 @@ fn mirror(status: Option<ExitStatus>) -> u8 {
 /// SIGKILL every process of our group and every process re-parented to us, reaping as we go,
 /// until none is left (bounded: a process that keeps forking faster than we kill is given up on
 /// after a few seconds; it still dies with the group's last member).
-pub fn sweep() {
+pub(crate) fn sweep() {
     let me = getpid().as_raw();
     let group = getpgrp().as_raw();
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -5,14 +5,14 @@
 //! ([`netrc`]). Nothing here knows what is installed or resolved: neither user imports the
 //! other.
 
-pub mod guard;
-pub mod netrc;
-pub mod process;
+pub(crate) mod guard;
+pub(crate) mod netrc;
+pub(crate) mod process;
 
 use std::path::{Path, PathBuf};
 
 /// `name` as a path when it has a `/`, otherwise the first executable of that name on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let executable = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(p)
@@ -38,7 +38,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// binary (its flags, e.g. `--no-config`, are what the installer and the resolver pass); a uv on `PATH` is
 /// whatever the worker's image happens to hold. `bootstrap` and `install` share this lookup so
 /// that the uv copied into a pod is the one an install outside a pod would pick too.
-pub fn shipped_uv() -> Option<PathBuf> {
+pub(crate) fn shipped_uv() -> Option<PathBuf> {
     std::env::current_exe()
         .ok()
         .and_then(|me| which(me.parent()?.join("uv").to_str()?))

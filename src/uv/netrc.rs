@@ -15,7 +15,7 @@ use crate::redact;
 
 /// Index URLs without their credentials, and the netrc text that carries them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Split {
+pub(crate) struct Split {
     pub urls: Vec<String>,
     /// `machine … login … password …` lines; empty when no URL carried credentials.
     pub netrc: String,
@@ -23,7 +23,7 @@ pub struct Split {
 
 /// Take the userinfo out of each of `urls`. A password that a netrc file cannot carry (blanks,
 /// quotes, backslashes, `#`) is refused, naming the index (redacted).
-pub fn split(urls: &[String]) -> Result<Split> {
+pub(crate) fn split(urls: &[String]) -> Result<Split> {
     let mut out = Split::default();
     for url in urls {
         let (bare, creds) = strip(url);
@@ -83,13 +83,13 @@ fn strip(url: &str) -> (String, Option<(String, String, String)>) {
 
 /// A private folder holding `netrc`; removed when the last clone of the handle is dropped.
 #[derive(Debug, Clone)]
-pub struct NetrcFile {
+pub(crate) struct NetrcFile {
     dir: Arc<tempfile::TempDir>,
 }
 
 impl NetrcFile {
     /// Write `text` (non-empty) into a new private folder.
-    pub fn write(text: &str) -> Result<NetrcFile> {
+    pub(crate) fn write(text: &str) -> Result<NetrcFile> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::fs::PermissionsExt;
@@ -110,7 +110,7 @@ impl NetrcFile {
         Ok(NetrcFile { dir: Arc::new(dir) })
     }
 
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.path().join("netrc")
     }
 

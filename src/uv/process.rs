@@ -34,7 +34,7 @@ const KEPT_IN_CLEAN_ENV: [&str; 3] = ["PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"];
 /// locale, temporary files, TLS trust, proxies, caches, and what compilers of a source build
 /// read. Everything else — `REDIS_URL`, `DATABASE_URL`, `BIFROST_S3_SECRET_KEY`, whatever the
 /// worker's image or its Secrets put there — stays with us: a build backend runs package code.
-pub const KEPT_FOR_INSTALLERS: [&str; 32] = [
+const KEPT_FOR_INSTALLERS: [&str; 32] = [
     "PATH",
     "HOME",
     "USER",
@@ -70,14 +70,14 @@ pub const KEPT_FOR_INSTALLERS: [&str; 32] = [
 ];
 
 /// Whether the installer's child gets our variable `name` ([`KEPT_FOR_INSTALLERS`]).
-pub fn kept_for_installers(name: &str) -> bool {
+fn kept_for_installers(name: &str) -> bool {
     KEPT_FOR_INSTALLERS.contains(&name)
         || ["LC_", "UV_", "PIP_"].iter().any(|p| name.starts_with(p))
 }
 
 /// One command to run.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// Name for log lines (`uv`, `pip`).
     pub label: &'static str,
     pub program: PathBuf,
@@ -99,7 +99,7 @@ pub struct Invocation {
 
 impl Invocation {
     /// The command line, for logs.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         std::iter::once(self.program.as_os_str())
             .chain(self.args.iter().map(OsString::as_os_str))
             .map(|a| a.to_string_lossy().into_owned())
@@ -110,7 +110,7 @@ impl Invocation {
 
 /// Why the child did not succeed.
 #[derive(Debug)]
-pub enum RunFailure {
+pub(crate) enum RunFailure {
     Spawn(std::io::Error),
     Exited { status: ExitStatus, tail: String },
     TimedOut { after: Duration, tail: String },
@@ -118,7 +118,11 @@ pub enum RunFailure {
 }
 
 /// Run to completion, or until `timeout`, or until a stop signal.
-pub async fn run(inv: &Invocation, timeout: Duration, stop: &Stop) -> Result<(), RunFailure> {
+pub(crate) async fn run(
+    inv: &Invocation,
+    timeout: Duration,
+    stop: &Stop,
+) -> Result<(), RunFailure> {
     let mut cmd = guarded(inv);
     cmd.current_dir(&inv.cwd)
         .stdin(Stdio::null())

@@ -42,7 +42,7 @@ pub struct Admission {
 }
 
 /// An HTTP answer.
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub body: Vec<u8>,
     pub json: bool,
@@ -182,7 +182,7 @@ fn copied_marker(pod: &Pod) -> Option<String> {
 
 impl Admission {
     /// Answer one HTTP body. Never panics; every path produces a reply.
-    pub async fn review(&self, body: &[u8]) -> Reply {
+    pub(crate) async fn review(&self, body: &[u8]) -> Reply {
         // The common case parses straight into the typed review; anything else takes the slow
         // path below, which explains what is wrong.
         if let Ok(review) = serde_json::from_slice::<AdmissionReview<Pod>>(body)

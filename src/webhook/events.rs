@@ -25,7 +25,7 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn new(client: Client, reporter: Reporter) -> Self {
+    pub(crate) fn new(client: Client, reporter: Reporter) -> Self {
         Self {
             recorder: Recorder::new(client, reporter),
             recent: Mutex::default(),

@@ -15,10 +15,10 @@
 //! `caBundle` patched into the webhook configuration, rotated before expiry and hot-swapped) or
 //! mounted files (cert-manager).
 
-pub mod admission;
-pub mod events;
+pub(crate) mod admission;
+pub(crate) mod events;
 pub mod inject;
-pub mod serve;
+pub(crate) mod serve;
 
 #[cfg(test)]
 mod fixtures;
@@ -39,21 +39,20 @@ use crate::metrics::Metrics;
 use crate::supervise::{Backoff, OnExit, Supervisor};
 use crate::tls;
 use crate::watch::Resources;
-pub use admission::{Admission, Reply};
-pub use events::Events;
-pub use serve::{
-    BODY_LIMIT, BODY_TIMEOUT, HEAD_TIMEOUT, MAX_CONNECTIONS, MUTATE_PATH, router, serve_tls,
-};
+pub use admission::Admission;
+pub(crate) use events::Events;
+pub(crate) use serve::MUTATE_PATH;
+pub use serve::{BODY_LIMIT, BODY_TIMEOUT, HEAD_TIMEOUT, MAX_CONNECTIONS, router, serve_tls};
 
 /// The MutatingWebhookConfiguration the chart ships (`deploy/webhook.yaml`): CREATE on pods with
 /// the opt-in label, `failurePolicy: Ignore`, `timeoutSeconds: 5`, `sideEffects: None`,
 /// `reinvocationPolicy: IfNeeded`, never kube-system. `caBundle` is filled in by the operator
 /// (self-managed TLS) or by cert-manager's CA injector.
-pub const WEBHOOK_CONFIGURATION_YAML: &str = include_str!("../../deploy/webhook.yaml");
+const WEBHOOK_CONFIGURATION_YAML: &str = include_str!("../../deploy/webhook.yaml");
 
 /// Everything the webhook needs to run.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub addr: SocketAddr,
     pub settings: inject::Settings,
     pub tls: tls::Config,
@@ -65,7 +64,7 @@ pub struct Config {
 /// Run the webhook (certificates, HTTPS server) until the supervisor's stop signal; each part
 /// is a supervised task (restarted when it dies, reported on `/healthz`). `resources` is the
 /// replica's shared `WorkspaceRequirements` cache ([`crate::watch::Resources`]).
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     config: Config,
     resources: Resources,

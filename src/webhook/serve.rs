@@ -23,7 +23,7 @@ use tracing::{debug, error, warn};
 use super::admission::Admission;
 
 /// The only path served.
-pub const MUTATE_PATH: &str = "/mutate";
+pub(crate) const MUTATE_PATH: &str = "/mutate";
 /// Largest AdmissionReview accepted. etcd stores objects of at most 1.5 MiB (its default request
 /// limit), so a pod that can exist at all fits twice over with the review's envelope and the API
 /// server's re-encoding; a bigger body could only come from a pod etcd will refuse anyway (with

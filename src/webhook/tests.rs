@@ -7,6 +7,7 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::Event as WatchEvent;
 use serde_json::{Value, json};
 
+use super::admission::Reply;
 use super::events::regarding;
 use super::fixtures::{REVIEW_UID, resource, review, worker};
 use super::inject::Settings;

@@ -39,7 +39,7 @@ pub const COMPONENT: &str = "interpreter-probe";
 /// The probe pod's annotation naming the image it probes (in full: a label value cannot).
 pub const IMAGE_ANNOTATION: &str = "bifrost.io/probe-image";
 /// The interpreters each probe container runs, in order of preference.
-pub const PYTHONS: [&str; 2] = ["python3", "python"];
+const PYTHONS: [&str; 2] = ["python3", "python"];
 /// The probe pod's `activeDeadlineSeconds` (pulling the image counts).
 pub const DEADLINE_SECONDS: i64 = 120;
 /// How long past its deadline a pod that never ran (unschedulable, no kubelet) is given up.

@@ -25,15 +25,15 @@ use crate::controller::context::Context;
 use crate::controller::progress::Verdict;
 use crate::crd::{REINJECTED_ANNOTATION, RolloutStrategy, WorkloadStatus, WorkspaceRequirements};
 
-pub use crate::controller::progress::REINJECT_INTERVAL;
+pub(crate) use crate::controller::progress::REINJECT_INTERVAL;
 
 /// How long after the controller started it first rolls a workload again: the readiness probe
 /// of its replica and the Endpoints the API server calls the webhook at must catch up first.
-pub const REINJECT_GRACE: Duration = Duration::from_secs(20);
+const REINJECT_GRACE: Duration = Duration::from_secs(20);
 
 /// When each (namespace, kind, name) workload was last rolled out again for uninjected pods,
 /// and when the controller holding this memory started.
-pub struct Reinjected {
+pub(crate) struct Reinjected {
     started: Instant,
     last: Mutex<HashMap<(String, String, String), Instant>>,
 }
@@ -62,7 +62,7 @@ impl Reinjected {
 
 /// How long a workload last rolled for uninjected pods at `last`, by a controller that started
 /// at `started`, must still wait at `now`; `None` when it may be rolled now.
-pub fn wait(started: Instant, last: Option<Instant>, now: Instant) -> Option<Duration> {
+pub(crate) fn wait(started: Instant, last: Option<Instant>, now: Instant) -> Option<Duration> {
     let since_start = now.saturating_duration_since(started);
     let since_last = last.map_or(REINJECT_INTERVAL, |t| now.saturating_duration_since(t));
     let left = REINJECT_GRACE
@@ -72,7 +72,7 @@ pub fn wait(started: Instant, last: Option<Instant>, now: Instant) -> Option<Dur
 }
 
 /// The workloads to roll again: up to date, their pods uninjected, under `Automatic`.
-pub fn candidates<'a>(
+fn candidates<'a>(
     strategy: &RolloutStrategy,
     workloads: &'a [WorkloadStatus],
     verdicts: &[Verdict],
@@ -90,7 +90,7 @@ pub fn candidates<'a>(
 
 /// Roll out again each workload whose pods started uninjected (see the module doc). Returns
 /// when to look again for those that must still wait.
-pub async fn replace_uninjected(
+pub(crate) async fn replace_uninjected(
     ctx: &Context,
     obj: &WorkspaceRequirements,
     workloads: &[WorkloadStatus],

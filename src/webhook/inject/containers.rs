@@ -293,7 +293,7 @@ pub(super) fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
 }
 
 /// Default resources of the install container (`spec.install.resources` replaces them).
-pub fn install_resources() -> ResourceRequirements {
+pub(crate) fn install_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(quantities(&[("cpu", "100m"), ("memory", "256Mi")])),
         limits: Some(quantities(&[("cpu", "2"), ("memory", "2Gi")])),
@@ -302,7 +302,7 @@ pub fn install_resources() -> ResourceRequirements {
 }
 
 /// Resources of the bootstrap container (it copies two files).
-pub fn bootstrap_resources() -> ResourceRequirements {
+fn bootstrap_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(quantities(&[("cpu", "10m"), ("memory", "16Mi")])),
         limits: Some(quantities(&[("cpu", "200m"), ("memory", "64Mi")])),

@@ -31,7 +31,6 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use crate::crd::{INJECTED_ANNOTATION, OPT_IN_LABEL, WorkspaceRequirements};
 use crate::telemetry::LogFormat;
 use containers::{InstallTarget, RunAs};
-pub use containers::{bootstrap_resources, install_resources};
 
 /// Init container that copies the static binary and `uv` into [`BIN_VOLUME`].
 pub const BOOTSTRAP_CONTAINER: &str = "bifrost-requirements-bootstrap";
@@ -46,10 +45,10 @@ pub const SNAPSHOT_VOLUME: &str = "bifrost-requirements-snapshot";
 /// `emptyDir` for the install container's HOME, TMPDIR and installer cache.
 pub const WORK_VOLUME: &str = "bifrost-requirements-work";
 /// The administrator's PersistentVolumeClaim for the installer's download cache.
-pub const CACHE_VOLUME: &str = "bifrost-requirements-cache";
+const CACHE_VOLUME: &str = "bifrost-requirements-cache";
 
 /// Every volume the webhook adds (a pod that already has one of them is left alone).
-pub const VOLUMES: [&str; 5] = [
+const VOLUMES: [&str; 5] = [
     BIN_VOLUME,
     SITE_PACKAGES_VOLUME,
     SNAPSHOT_VOLUME,
@@ -58,21 +57,21 @@ pub const VOLUMES: [&str; 5] = [
 ];
 
 /// Mount points inside the init containers.
-pub const BIN_DIR: &str = "/bifrost-requirements/bin";
-pub const SNAPSHOT_DIR: &str = "/bifrost-requirements/snapshot";
-pub const WORK_DIR: &str = "/bifrost-requirements/work";
-pub const CACHE_DIR: &str = "/bifrost-requirements/cache";
+const BIN_DIR: &str = "/bifrost-requirements/bin";
+const SNAPSHOT_DIR: &str = "/bifrost-requirements/snapshot";
+const WORK_DIR: &str = "/bifrost-requirements/work";
+const CACHE_DIR: &str = "/bifrost-requirements/cache";
 /// Where the operator image keeps the binary (`uv` lies next to it). Contract with the Dockerfile.
 pub const OPERATOR_BINARY: &str = "/usr/local/bin/bifrost-requirements";
 /// ConfigMap key of Bifrost's JSON payload `{"content", "hash"}`.
-pub const SNAPSHOT_PAYLOAD_KEY: &str = "payload.json";
+const SNAPSHOT_PAYLOAD_KEY: &str = "payload.json";
 /// The user the init containers run as when the pod names none (or names root).
 pub const NON_ROOT_UID: i64 = 65532;
 /// Pods carrying this label with value [`OPERATOR_NAME`] are the operator's own: never mutated.
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const OPERATOR_NAME: &str = "bifrost-requirements";
 /// Namespaces whose pods are never mutated, whatever the configuration.
-pub const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
+const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
 
 /// The namespaces whose pods the webhook may inject. The chart's `namespaceSelector` says the
 /// same, but on the `kubernetes.io/metadata.name` label, which namespaces carry only from
@@ -91,7 +90,7 @@ pub struct Scope {
 
 impl Scope {
     /// Why pods in `namespace` are not injected, or None when they may be.
-    pub fn excludes(&self, namespace: &str) -> Option<&'static str> {
+    fn excludes(&self, namespace: &str) -> Option<&'static str> {
         let named = |n: &Option<String>| n.as_deref().is_some_and(|n| !n.is_empty());
         if EXCLUDED_NAMESPACES.contains(&namespace) {
             Some("pods in kube-system are never mutated")
@@ -134,7 +133,7 @@ impl Default for Settings {
 
 /// Whether a pod is the webhook's business.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OptIn<'a> {
+pub(crate) enum OptIn<'a> {
     /// No `bifrost.io/requirements` label: not ours.
     NotLabelled,
     /// Labelled, but in an excluded namespace or one of the operator's own pods.
@@ -147,7 +146,7 @@ pub enum OptIn<'a> {
 }
 
 /// Decide whether `pod` (in `namespace`) is to be injected.
-pub fn opt_in<'a>(pod: &'a Pod, namespace: &str, scope: &Scope) -> OptIn<'a> {
+pub(crate) fn opt_in<'a>(pod: &'a Pod, namespace: &str, scope: &Scope) -> OptIn<'a> {
     let meta = &pod.metadata;
     let Some(name) = meta.labels.as_ref().and_then(|l| l.get(OPT_IN_LABEL)) else {
         return OptIn::NotLabelled;
@@ -313,9 +312,4 @@ fn reserved_names(spec: &PodSpec) -> Result<(), NotInjected> {
         ))),
         None => Ok(()),
     }
-}
-
-/// Whether `s` parses as a Kubernetes quantity (see [`crate::spec::parse_quantity`]).
-pub fn valid_quantity(s: &str) -> bool {
-    crate::spec::valid_quantity(s)
 }

@@ -2,7 +2,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, ResourceRequirement
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::json;
 
-use super::containers::quantities;
+use super::containers::{install_resources, quantities};
 use super::*;
 use crate::crd::{CacheVolume, INJECTED_MODE_ANNOTATION, InstallMode, Installer, OnFailure};
 use crate::telemetry::LogFormat;
@@ -545,6 +545,11 @@ fn values_that_look_like_flags_stay_values() {
         args.iter().skip(1).all(|a| a.starts_with("--")),
         "every argument is a flag or --flag=value: {args:?}"
     );
+}
+
+/// Whether `s` parses as a Kubernetes quantity (see [`crate::spec::parse_quantity`]).
+fn valid_quantity(s: &str) -> bool {
+    crate::spec::parse_quantity(s).is_ok()
 }
 
 #[test]
