@@ -9,14 +9,14 @@
 //! 3. on Kubernetes, the [`controller`] mirrors the row into a `WorkspaceRequirements` resource
 //!    ([`crd`]), validates it, warms Redis, snapshots it into a ConfigMap and rolls the labelled
 //!    workloads; the [`webhook`] injects init containers into their new pods;
-//! 4. every worker runs [`installer`] before it starts: Redis (else the snapshot) → checks →
+//! 4. every worker runs `installer` before it starts: Redis (else the snapshot) → checks →
 //!    uv/pip → atomic swap into a folder on `PYTHONPATH`.
 //!
 //! [`requirements`] (the file model), [`policy`] (what a file may ask for) and
 //! [`webhook::inject`] are pure; [`database`], [`s3`] (where Bifrost keeps requirements.txt
 //! today), [`cache`] and the Kubernetes calls are the I/O edges. [`packages`] is the
 //! `warm`/`requirements` flow of hosts without Kubernetes, on either [`store`] (row or object);
-//! [`operator`] wires the controller, webhook, leader election and [`server`] (metrics, health),
+//! `operator` wires the controller, webhook, leader election and `server` (metrics, health),
 //! each long-running part under [`supervise`] and one [`shutdown`] token;
 //! [`cli`] maps it all to the command line: clap stops there, every other module takes typed
 //! options of its own.
