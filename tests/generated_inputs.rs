@@ -13,10 +13,10 @@ use std::panic::AssertUnwindSafe;
 use std::process::Command;
 use std::time::Instant;
 
+use bifrost_requirements::Result as Outcome;
 use bifrost_requirements::cache::{Cache, Payload};
 use bifrost_requirements::cli::Cli;
 use bifrost_requirements::database::Database;
-use bifrost_requirements::Result as Outcome;
 use bifrost_requirements::packages::{self, WarmOutcome};
 use bifrost_requirements::policy::Policy;
 use bifrost_requirements::requirements::content_hash;
