@@ -65,3 +65,26 @@ fn the_budget_is_exact_at_its_edge() {
     );
     assert!(fits(&data).is_err());
 }
+
+#[test]
+fn too_large_is_snapshotted_false_ready_false_and_a_warning_once_per_content() {
+    let payload = Payload::new("requests\n");
+    let halt = too_large(&payload, "the sizes".into());
+    assert_eq!(
+        (halt.at, halt.reason, halt.action),
+        (ConditionType::Snapshotted, "TooLarge", "Snapshot")
+    );
+    assert_eq!(halt.once_per.as_deref(), Some(payload.hash.as_str()));
+    let mut conditions = super::super::status::Conditions::new(vec![], Some(1));
+    conditions.halted(&halt);
+    let list = conditions.into_vec();
+    let find = |t: &str| list.iter().find(|c| c.type_ == t).unwrap();
+    let snapshotted = find("Snapshotted");
+    assert_eq!(
+        (snapshotted.status.as_str(), snapshotted.reason.as_str()),
+        ("False", "TooLarge")
+    );
+    assert_eq!(snapshotted.message, "the sizes");
+    assert_eq!(find("RolledOut").status, "False");
+    assert_eq!(find("Ready").message, "Snapshotted: the sizes");
+}
