@@ -102,6 +102,15 @@ async fn it_is_locked_and_rolled(
         "{}",
         lock.body
     );
+    // Filtered for the workers' platform, and saying so where every version of the parser
+    // reads it as a comment.
+    assert!(
+        lock.body.starts_with(
+            "# Hashes kept for Python 3.11 on x86_64-manylinux_2_28 only (1 of 1 files;"
+        ),
+        "{}",
+        lock.body
+    );
     let status = obj.status.clone().unwrap().lock.expect("status.lock");
     assert_eq!(status.content_hash, content_hash(content));
     assert_eq!(status.packages, 1);
