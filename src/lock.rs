@@ -11,7 +11,8 @@
 //! Resolution runs the bundled `uv pip compile --generate-hashes` ([`Resolver`]) with a deadline,
 //! an address-space limit, a clean environment (no credentials but what the index URL carries)
 //! and `--no-build`: metadata comes from wheels (or static sdist metadata), never from running a
-//! build backend inside the operator.
+//! build backend inside the operator. The lock keeps only the hashes of the files the workers'
+//! interpreter can install ([`platform`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -24,13 +25,14 @@ use crate::egress;
 use crate::requirements::{Entry, RequirementsFile, hashes_equal};
 use crate::shutdown::Stop;
 use crate::uv::netrc::{self, NetrcFile};
-use crate::uv::process::{self, Invocation, RunFailure};
+use crate::uv::process::{Invocation, RunFailure};
 
 pub(crate) mod entries;
 pub(crate) mod pins;
+pub(crate) mod platform;
 pub(crate) mod satisfy;
 
-pub(crate) use entries::Pinned;
+pub use entries::{Pinned, Via};
 
 /// Key of the lock in the ConfigMap snapshot, and its file name beside the mounted payload.
 pub const LOCK_FILE: &str = "requirements.lock";
@@ -340,7 +342,7 @@ impl Lock {
     }
 
     /// The pinned distributions with their hashes and `# via`, or why the body is not a lock's.
-    pub(crate) fn pinned(&self) -> Result<Vec<Pinned>, String> {
+    pub fn pinned(&self) -> Result<Vec<Pinned>, String> {
         entries::parse(&self.body)
     }
 
@@ -516,7 +518,8 @@ impl Resolver {
             key.interpreter.describe(),
             crate::redact::text(&invocation.display())
         );
-        let ran = process::run(&invocation, self.timeout, stop).await;
+        let pylock = work.path().join(platform::PYLOCK);
+        let ran = platform::compile_twice(&invocation, &pylock, self.timeout, stop).await;
         if let Some(refused) = proxy.refused().first() {
             return Err(Failure::Failed(format!(
                 "an index led the resolver to {refused}: refused by the resolver's proxy, \
@@ -543,7 +546,12 @@ impl Resolver {
             .pinned()
             .map_err(|e| Failure::Failed(format!("uv wrote a lock this cannot read: {e}")))?;
         pins::check(&file, &pinned).map_err(Failure::HashMismatch)?;
-        Ok(lock)
+        let (version, platform) = (&key.interpreter.version, &key.interpreter.platform);
+        let body = std::fs::read_to_string(&pylock)
+            .map_err(|e| e.to_string())
+            .and_then(|pylock| platform::for_interpreter(&lock.body, &pylock, version, platform))
+            .map_err(|e| Failure::Failed(format!("uv's files for the workers' Python: {e}")))?;
+        Ok(Lock { body, ..lock })
     }
 
     fn invocation(

@@ -102,6 +102,15 @@ async fn it_is_locked_and_rolled(
         "{}",
         lock.body
     );
+    // Filtered for the workers' platform, and saying so where every version of the parser
+    // reads it as a comment.
+    assert!(
+        lock.body.starts_with(
+            "# Hashes kept for Python 3.11 on x86_64-manylinux_2_28 only (1 of 1 files;"
+        ),
+        "{}",
+        lock.body
+    );
     let status = obj.status.clone().unwrap().lock.expect("status.lock");
     assert_eq!(status.content_hash, content_hash(content));
     assert_eq!(status.packages, 1);
@@ -422,4 +431,72 @@ async fn a_hash_pin_the_index_breaks_is_hash_mismatch_and_continuations_resolve(
     assert!(message.contains(&format!("sha256:{served}")), "{message}");
     // Nothing downstream: the snapshot keeps the last lock.
     assert_eq!(op.snapshot("default").await["requirements.txt"], continued);
+}
+
+/// One release published as `count` wheels, every one installable by the workers' CPython 3.11
+/// (distinct compound tags over `py3`, `py30` … `py311`), its page listing their hashes: a lock
+/// that keeps only the workers' files still holds all of them.
+fn bulky(count: usize) -> Vec<Wheel> {
+    let pythons: Vec<String> = std::iter::once("py3".to_string())
+        .chain((0..=11).map(|m| format!("py3{m}")))
+        .collect();
+    (1..=count)
+        .map(|i| {
+            let tags: Vec<&str> = (0..pythons.len())
+                .filter(|bit| i & (1 << bit) != 0)
+                .map(|bit| pythons[bit].as_str())
+                .collect();
+            Wheel::new("bulky", "1.0").tag(&format!("{}-none-any", tags.join(".")))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_and_lock_too_large_for_the_snapshot_are_reported_and_nothing_rolls() {
+    let alpha = Wheel::new("alpha", "1.0");
+    let mut wheels = bulky(5_500);
+    wheels.push(alpha.clone());
+    let index = Index::start(&wheels);
+    index.list_hashes("bulky");
+    let op = Scenario::resolving("toolarge", &index).await;
+    op.deployment("worker", "default", 1).await;
+    let good = "alpha>=1.0\n";
+    resource(&op, good, &index).await;
+    let good_lock = lock_of(&op, good).await;
+    op.wait_rolled_to("worker", good, T).await;
+
+    // Content near its own limit (non-ASCII comments: the JSON payload escapes each to six
+    // bytes), whose lock of one release's 5,500 files tips the snapshot over 1 MiB. Resolving
+    // 5,500 files takes uv a while on a loaded machine: a longer deadline.
+    let content = format!("bulky==1.0\n# {}\n", "é".repeat(75_000));
+    op.set_content("default", &content).await;
+    let obj = op
+        .wait_within("default", "Snapshotted", "False", Some("TooLarge"), 3 * T)
+        .await;
+    let (_, _, message) = condition(&obj, "Snapshotted").unwrap();
+    for says in [
+        "requirements.lock",
+        "bytes",
+        "spec.install.resolve: Pod",
+        "nothing rolls",
+    ] {
+        assert!(message.contains(says), "{says:?} not in {message}");
+    }
+    assert!(resolved(&obj, "True", "Resolved"), "{:?}", obj.status);
+    let (_, reason, _) = condition(&obj, "Ready").unwrap();
+    assert_eq!(reason, "TooLarge");
+    wait_for("a TooLarge Warning", T, || async {
+        let events: Value = serde_json::from_str(&events(&op.name)).ok()?;
+        events["items"]
+            .as_array()?
+            .iter()
+            .any(|e| e["reason"] == "TooLarge" && e["type"] == "Warning")
+            .then_some(())
+    })
+    .await;
+    // The workers and the snapshot keep the last content that fit.
+    let data = op.snapshot("default").await;
+    assert_eq!(data["requirements.txt"], good);
+    assert_eq!(&Lock::parse(&data[LOCK_FILE]).unwrap(), &good_lock);
+    assert_eq!(op.deployment_hash("worker").await, Some(content_hash(good)));
 }

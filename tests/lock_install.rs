@@ -311,3 +311,54 @@ async fn continue_keeps_the_good_entries_and_the_next_run_retries_the_refused_on
     assert_eq!(import_version(&target, ALPHA), "1.0");
     assert_eq!(import_version(&target, BETA), "1.0");
 }
+
+/// A project published for several platforms: the lock keeps exactly the file the workers'
+/// interpreter (CPython 3.11 on x86_64 glibc) can install, says so in its first body line, and
+/// installs from it; a pure-Python project's one file is kept as it was.
+#[tokio::test]
+async fn a_lock_keeps_only_the_files_the_workers_can_install_and_installs_from_them() {
+    const GAMMA: &str = "bifrost_l_gamma";
+    let gamma: Vec<Wheel> = [
+        "cp311-cp311-manylinux_2_17_x86_64",
+        "cp311-cp311-macosx_11_0_arm64",
+        "cp311-cp311-win_amd64",
+    ]
+    .iter()
+    .map(|tag| Wheel::new(GAMMA, "1.0").tag(tag))
+    .collect();
+    let beta = Wheel::new(BETA, "1.0");
+    let mut wheels = gamma.clone();
+    wheels.push(beta.clone());
+    let w = World::new(&wheels).await;
+    w.index.list_hashes(GAMMA);
+    let content = format!("{GAMMA}==1.0\n{BETA}\n");
+    let text = w.lock(&content, VERSION).await;
+    let lock = Lock::parse(&text).unwrap();
+    let hashes = |name: &str| {
+        let pinned = lock.pinned().unwrap();
+        let pin = pinned.iter().find(|p| p.name == name.replace('_', "-"));
+        pin.unwrap_or_else(|| panic!("{name} not pinned in\n{text}"))
+            .hashes
+            .clone()
+    };
+    let sha = |wheel: &Wheel| format!("sha256:{}", w.index.sha256(wheel));
+    assert_eq!(hashes(GAMMA), [sha(&gamma[0])], "{text}");
+    assert_eq!(hashes(BETA), [sha(&beta)], "{text}");
+    for foreign in &gamma[1..] {
+        assert!(!text.contains(&w.index.sha256(foreign)), "{text}");
+    }
+    assert!(
+        lock.body.starts_with(
+            "# Hashes kept for Python 3.11 on x86_64-manylinux_2_28 only (2 of 4 files;"
+        ),
+        "{text}"
+    );
+
+    let target = w.path("filtered");
+    let out = w.install(&w.snapshot(&content, Some(&text)), &target, &[]);
+    assert_ok(&out);
+    let r = report(&out);
+    assert_eq!(r["lock"]["used"], true, "{r}");
+    assert_eq!(r["from_lock"], true, "{r}");
+    assert_eq!(import_version(&target, GAMMA), "1.0");
+}

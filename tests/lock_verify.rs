@@ -117,7 +117,7 @@ async fn install_refuses_a_lock_that_is_not_a_lock_of_requirements_txt() {
             forged(&only_evil, content),
             vec![
                 "the lock pins no bifrost-l-good",
-                "bifrost-l-evil==1.0 (lock line 1) is pinned but no requirement of requirements.txt pulls it in",
+                "bifrost-l-evil==1.0 (lock line 2) is pinned but no requirement of requirements.txt pulls it in",
             ],
         ),
     ] {

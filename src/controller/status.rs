@@ -106,7 +106,7 @@ impl Conditions {
             .unwrap_or_else(|| "NotReady".into())
     }
 
-    fn into_vec(mut self) -> Vec<Condition> {
+    pub(crate) fn into_vec(mut self) -> Vec<Condition> {
         self.list.sort_by_key(|c| {
             STEPS
                 .iter()

@@ -24,7 +24,7 @@ use crate::requirements::{Entry, classify, normalize_name};
 
 /// Who pulled a distribution into the lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Via {
+pub enum Via {
     /// A requirement of the requirements file itself (`# via -r requirements.txt`).
     Requirements,
     /// Another pinned distribution (normalized name).
@@ -33,7 +33,7 @@ pub(crate) enum Via {
 
 /// One pinned distribution of a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pinned {
+pub struct Pinned {
     /// 1-based line of the pin in the body.
     pub line: usize,
     /// PEP 503 normalized name.

@@ -311,3 +311,30 @@ fn the_proxy_lets_uv_reach_the_indexes_and_their_file_hosts_only() {
         .proxy_origins(&["http://127.0.0.1:3141/simple/".into()]);
     assert_eq!(local, [("http".to_string(), "127.0.0.1".to_string(), 3141)]);
 }
+
+/// A filtered lock's note is a plain comment: `Lock::parse` (unchanged since before filtering,
+/// so also the one an older `install` runs) ends its header before it and keeps it in the body,
+/// whose pins read as before.
+#[test]
+fn a_filtered_lock_reads_with_the_parser_of_unfiltered_ones() {
+    let mut lock = lock();
+    let filtered = platform::Filtered {
+        body: lock.body.clone(),
+        kept: 2,
+        total: 9,
+    };
+    lock.body = format!(
+        "{}{}",
+        platform::note("3.11", "x86_64-manylinux_2_28", &filtered),
+        filtered.body
+    );
+    let parsed = Lock::parse(&lock.render()).unwrap();
+    assert_eq!(parsed, lock);
+    assert!(
+        parsed.body.starts_with("# Hashes kept for Python 3.11"),
+        "{}",
+        parsed.body
+    );
+    assert_eq!(parsed.pins(), ["alpha==1.0", "beta==2.0"]);
+    assert_eq!(parsed.pinned().unwrap().len(), 2);
+}

@@ -175,6 +175,29 @@ impl Index {
         wheel.build(&project)
     }
 
+    /// Give `project`'s page the hashes of its files, as PyPI's pages do (`file#sha256=…`), so
+    /// a resolver learns every file's hash without downloading it (and `--generate-hashes`
+    /// lists them all, for every platform). Written as the folder's `index.html`, which the
+    /// server then serves instead of its listing: call it again after publishing more.
+    pub fn list_hashes(&self, project: &str) {
+        let folder = self.root().join(normalize(project));
+        let mut files: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap_or_else(|e| panic!("{} is not published: {e}", folder.display()))
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|f| f != "index.html")
+            .collect();
+        files.sort();
+        let links: String = files
+            .iter()
+            .map(|f| {
+                let bytes = std::fs::read(folder.join(f)).expect("read a published file");
+                format!("<a href=\"{f}#sha256={}\">{f}</a><br>\n", hex(&bytes))
+            })
+            .collect();
+        let page = format!("<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n");
+        std::fs::write(folder.join("index.html"), page).expect("write the project page");
+    }
+
     /// Replace the published `wheel` by other bytes under the same file name (its module gains
     /// a line): what a compromised index or mirror serves. Returns the new file's SHA-256.
     pub fn tamper(&self, wheel: &Wheel) -> String {
