@@ -69,7 +69,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let program = command.next().unwrap_or_default();
             crate::uv::guard::run(
                 args.parent,
-                args.address_space_limit,
+                crate::uv::guard::Limits {
+                    memory: args.memory_limit,
+                    address_space: args.address_space_limit,
+                },
                 program,
                 command.collect(),
             )

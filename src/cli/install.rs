@@ -179,7 +179,12 @@ pub struct GuardArgs {
     /// The `install` process the guard belongs to.
     #[arg(long)]
     pub parent: i32,
-    /// Address-space limit of the program, in bytes (the resolver's memory limit).
+    /// Resident memory the program and everything it starts may hold together, in bytes (the
+    /// resolver's memory limit): over it, the guard stops them all.
+    #[arg(long, value_name = "BYTES")]
+    pub memory_limit: Option<u64>,
+    /// Address-space limit of the program, in bytes (default with --memory-limit: that plus
+    /// 4 GiB, a backstop; see `uv::guard`).
     #[arg(long, value_name = "BYTES")]
     pub address_space_limit: Option<u64>,
     /// The installer and its arguments (after `--`).

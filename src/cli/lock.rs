@@ -58,7 +58,8 @@ pub struct LockArgs {
     #[arg(long, value_name = "DIR", requires = "lock")]
     pub resolver_cache_dir: Option<PathBuf>,
 
-    /// Address-space limit of the resolver (uv), a quantity, as the operator's.
+    /// Memory limit of the resolver, a quantity, as the operator's: what uv and everything it
+    /// starts may hold resident together (not their address space).
     #[arg(long, value_name = "QUANTITY", default_value = lock::DEFAULT_MEMORY_LIMIT,
           value_parser = parse::memory, requires = "lock")]
     pub resolver_memory_limit: u64,

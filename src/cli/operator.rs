@@ -88,9 +88,10 @@ pub struct ResolverArgs {
     #[arg(long, env = "BIFROST_RESOLVER_TIMEOUT", default_value = "120s", value_parser = parse::duration)]
     pub resolver_timeout: Duration,
 
-    /// Address-space limit of the resolver (uv), a quantity (`512Mi`): keep it below the
-    /// operator container's memory limit minus the operator's own use, so a runaway resolution
-    /// fails alone instead of getting the operator killed.
+    /// Memory limit of the resolver, a quantity (`512Mi`): what uv and everything it starts may
+    /// hold resident together (not their address space); over it the resolution fails saying
+    /// so. Keep it below the operator container's memory limit minus the operator's own use,
+    /// so a runaway resolution fails alone instead of getting the operator killed.
     #[arg(long, env = "BIFROST_RESOLVER_MEMORY_LIMIT", default_value = crate::lock::DEFAULT_MEMORY_LIMIT, value_parser = parse::memory)]
     pub resolver_memory_limit: u64,
 

@@ -31,11 +31,11 @@ use crate::shutdown::Stop;
 use crate::uv::process::{self, Invocation, RunFailure};
 
 /// The pylock's file name (uv accepts `pylock.toml` or `pylock.<name>.toml` only).
-pub const PYLOCK: &str = "pylock.toml";
+pub(crate) const PYLOCK: &str = "pylock.toml";
 
 /// Run the resolution (`compile`, the requirements format), then the same one written as a
 /// pylock to `pylock` (same arguments and cache: fast, nothing resolved anew from the index).
-pub async fn compile_twice(
+pub(crate) async fn compile_twice(
     compile: &Invocation,
     pylock: &Path,
     timeout: Duration,
@@ -46,7 +46,7 @@ pub async fn compile_twice(
 }
 
 /// `compile` writing a pylock to `pylock` instead (its `-o` value replaced).
-pub fn pylock_invocation(compile: &Invocation, pylock: &Path) -> Invocation {
+pub(crate) fn pylock_invocation(compile: &Invocation, pylock: &Path) -> Invocation {
     let mut run = compile.clone();
     let mut args = Vec::with_capacity(run.args.len() + 2);
     let mut output_next = false;
@@ -69,7 +69,7 @@ pub fn pylock_invocation(compile: &Invocation, pylock: &Path) -> Invocation {
 
 /// The lock body for the workers' interpreter (`version`, `platform`): `body` filtered to the
 /// files `pylock` lists, behind the [`note`] that records it.
-pub fn for_interpreter(
+pub(crate) fn for_interpreter(
     body: &str,
     pylock: &str,
     version: &str,
@@ -85,13 +85,13 @@ pub fn for_interpreter(
 
 /// The files a pylock lists: `sha256:<hex>` (lowercase) per (normalized name, version).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Compatible {
+pub(crate) struct Compatible {
     files: HashMap<(String, Version), HashSet<String>>,
 }
 
 /// A body filtered to the compatible files, and how many of its hashes it kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filtered {
+pub(crate) struct Filtered {
     pub body: String,
     pub kept: usize,
     pub total: usize,
@@ -99,7 +99,7 @@ pub struct Filtered {
 
 /// The files `pylock` (uv's `pylock.toml` for the target interpreter) lists, or what is wrong
 /// with it (naming the package and the field).
-pub fn compatible(pylock: &str) -> Result<Compatible, String> {
+pub(crate) fn compatible(pylock: &str) -> Result<Compatible, String> {
     let doc = DocumentMut::from_str(pylock).map_err(|e| {
         let first = e.to_string();
         let first = first.lines().next().unwrap_or_default().to_string();
@@ -185,7 +185,7 @@ fn sha256(file: &dyn toml_edit::TableLike, name: &str) -> Result<String, String>
 /// `body` (uv's requirements-format lock) with each pin's hashes cut down to the files
 /// `compatible` lists for it; `Err` names a pin it does not list or leaves without a hash.
 /// Packages the pylock lists beyond the body's pins change nothing.
-pub fn filter(body: &str, compatible: &Compatible) -> Result<Filtered, String> {
+pub(crate) fn filter(body: &str, compatible: &Compatible) -> Result<Filtered, String> {
     let pins = entries::parse(body)?;
     let starts: HashMap<usize, &entries::Pinned> = pins.iter().map(|p| (p.line, p)).collect();
     let mut out = String::with_capacity(body.len());
@@ -265,7 +265,7 @@ fn flush(out: &mut String, block: Option<(String, Vec<String>, Vec<String>)>) {
 
 /// The comment that records the filtering, first in the body: no `": "`, so every version of
 /// `Lock::parse` ends its header before it and carries it in the body (see the module doc).
-pub fn note(version: &str, platform: &str, filtered: &Filtered) -> String {
+pub(crate) fn note(version: &str, platform: &str, filtered: &Filtered) -> String {
     format!(
         "# Hashes kept for Python {version} on {platform} only ({} of {} files; the others \
          cannot install there).\n",

@@ -1,13 +1,14 @@
 //! uv, below both of its users — the installer (`install`) and the resolver (`crate::lock`):
 //! finding the uv that ships with this binary ([`shipped_uv`]), running it (or pip) under a
 //! deadline, a memory limit and a scrubbed environment that dies with us ([`process`], through
-//! the [`guard`] subcommand), and handing it index credentials off its command line
-//! ([`netrc`]). Nothing here knows what is installed or resolved: neither user imports the
+//! the [`guard`] subcommand, which reads `/proc` through [`procfs`]), and handing it index
+//! credentials off its command line ([`netrc`]). Nothing here knows what is installed or resolved: neither user imports the
 //! other.
 
 pub(crate) mod guard;
 pub(crate) mod netrc;
 pub(crate) mod process;
+pub(crate) mod procfs;
 
 use std::path::{Path, PathBuf};
 

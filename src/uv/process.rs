@@ -24,6 +24,8 @@ use crate::shutdown::Stop;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
+/// glibc's arenas for a child under a memory limit (see [`environment`]).
+const MALLOC_ARENA_MAX: &str = "2";
 /// Lines of output kept for the error message.
 const TAIL_LINES: usize = 25;
 /// What a clean environment keeps: where programs are, and which CAs an index's TLS is checked
@@ -92,7 +94,8 @@ pub(crate) struct Invocation {
     pub env: Vec<(&'static str, OsString)>,
     /// Index credentials, handed over as `NETRC` (the file lives as long as this).
     pub netrc: Option<super::netrc::NetrcFile>,
-    /// Address-space limit of the child (bytes), applied by the guard before it starts it.
+    /// Resident memory the child and everything it starts may hold together (bytes): the guard
+    /// watches it and stops them all beyond it ([`super::guard`]).
     pub memory_limit: Option<u64>,
     pub cwd: PathBuf,
 }
@@ -209,6 +212,12 @@ fn environment(cmd: &mut tokio::process::Command, inv: &Invocation) {
     for var in &inv.env_remove {
         cmd.env_remove(var);
     }
+    if inv.memory_limit.is_some() {
+        // A glibc build of uv (`pip install uv`) reserves 64 MiB of address space per malloc
+        // arena, up to 8 per core; two keep its reservations small at no cost to a resolution
+        // (none of its threads waits long for the allocator). musl ignores it.
+        cmd.env("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX);
+    }
     cmd.envs(inv.env.iter().map(|(k, v)| (k, v)));
     if let Some(netrc) = &inv.netrc {
         cmd.env("NETRC", netrc.path());
@@ -226,7 +235,7 @@ fn guarded(inv: &Invocation) -> tokio::process::Command {
                 .arg("--parent")
                 .arg(std::process::id().to_string());
             if let Some(limit) = inv.memory_limit {
-                cmd.arg("--address-space-limit").arg(limit.to_string());
+                cmd.arg("--memory-limit").arg(limit.to_string());
             }
             cmd.arg("--").arg(&inv.program).args(&inv.args);
             cmd

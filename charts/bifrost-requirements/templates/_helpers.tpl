@@ -149,8 +149,9 @@ the webhook never injects.
 {{/*
 The operator's resources and the resolver's memory limit: every limit at least its request (the
 API server refuses the pods otherwise, and the Deployment never gets one), the resolver's limit
-at least 64Mi (uv needs that to start; the binary refuses less) and at most the container's memory
-limit minus 64Mi for the operator itself (above, the kernel kills the pod instead of uv).
+at least 64Mi (uv holds 25 to 40 MiB resolving a single wheel; the binary refuses less) and at
+most the container's memory limit minus 64Mi for the operator itself (above, the kernel kills
+the pod instead of the guard stopping uv).
 */}}
 {{- define "bifrost-requirements.validateResources" -}}
 {{- $requests := .Values.resources.requests | default dict -}}
