@@ -8,7 +8,8 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use bifrost_requirements::lock::Lock;
 use bifrost_requirements::requirements::content_hash;
@@ -68,6 +69,23 @@ fn the_index_serves_releases_published_while_it_runs() {
     assert_says(&out, &["bifrost-l-beta==2.0"]);
 }
 
+/// `install` into a fresh folder `name` from a snapshot of `content` and the lock `text`: it
+/// succeeded, from the lock. Returns the folder, the output and its `--json` report.
+fn installed_from_lock(
+    w: &World,
+    name: &str,
+    content: &str,
+    text: &str,
+) -> (PathBuf, Output, serde_json::Value) {
+    let target = w.path(name);
+    let out = w.install(&w.snapshot(content, Some(text)), &target, &[]);
+    assert_ok(&out);
+    let r = report(&out);
+    assert_eq!(r["lock"]["used"], true, "{r}");
+    assert_eq!(r["from_lock"], true, "{r}");
+    (target, out, r)
+}
+
 #[tokio::test]
 async fn a_lock_keeps_installing_what_it_pinned_after_a_newer_release() {
     let w = World::new(&[alpha("1.0"), Wheel::new(BETA, "1.0")]).await;
@@ -85,12 +103,7 @@ async fn a_lock_keeps_installing_what_it_pinned_after_a_newer_release() {
     }
 
     w.index.publish(&alpha("1.1"));
-    let target = w.path("locked");
-    let out = w.install(&w.snapshot(&content, Some(&text)), &target, &[]);
-    assert_ok(&out);
-    let r = report(&out);
-    assert_eq!(r["lock"]["used"], true, "{r}");
-    assert_eq!(r["from_lock"], true, "{r}");
+    let (target, out, r) = installed_from_lock(&w, "locked", &content, &text);
     assert_eq!(r["package_count"], 2, "{r}");
     assert_says(&out, &[", as locked (hash-checked)"]);
     assert_eq!(import_version(&target, ALPHA), "1.0");
@@ -354,11 +367,6 @@ async fn a_lock_keeps_only_the_files_the_workers_can_install_and_installs_from_t
         "{text}"
     );
 
-    let target = w.path("filtered");
-    let out = w.install(&w.snapshot(&content, Some(&text)), &target, &[]);
-    assert_ok(&out);
-    let r = report(&out);
-    assert_eq!(r["lock"]["used"], true, "{r}");
-    assert_eq!(r["from_lock"], true, "{r}");
+    let (target, _, _) = installed_from_lock(&w, "filtered", &content, &text);
     assert_eq!(import_version(&target, GAMMA), "1.0");
 }
