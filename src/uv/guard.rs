@@ -248,8 +248,9 @@ fn mirror(status: Option<ExitStatus>) -> u8 {
 }
 
 /// SIGKILL every process of our group, every process re-parented to us and their descendants
-/// ([`procfs::tree`]), reaping as we go, until none is left (bounded: a process that keeps forking faster than we kill is given up on
-/// after a few seconds; it still dies with the group's last member).
+/// ([`procfs::tree`]), reaping as we go, until none is left (bounded: a process that keeps
+/// forking faster than we kill is given up on after a few seconds; it still dies with the
+/// group's last member).
 pub(crate) fn sweep() {
     let me = getpid().as_raw();
     let group = getpgrp().as_raw();
