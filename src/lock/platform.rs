@@ -35,14 +35,18 @@ pub(crate) const PYLOCK: &str = "pylock.toml";
 
 /// Run the resolution (`compile`, the requirements format), then the same one written as a
 /// pylock to `pylock` (same arguments and cache: fast, nothing resolved anew from the index).
+/// Both runs share the one deadline `timeout`: a resolution never takes longer than the user
+/// allowed because it is run twice.
 pub(crate) async fn compile_twice(
     compile: &Invocation,
     pylock: &Path,
     timeout: Duration,
     stop: &Stop,
 ) -> Result<(), RunFailure> {
+    let started = std::time::Instant::now();
     process::run(compile, timeout, stop).await?;
-    process::run(&pylock_invocation(compile, pylock), timeout, stop).await
+    let left = timeout.saturating_sub(started.elapsed());
+    process::run(&pylock_invocation(compile, pylock), left, stop).await
 }
 
 /// `compile` writing a pylock to `pylock` instead (its `-o` value replaced).
