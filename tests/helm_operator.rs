@@ -101,12 +101,12 @@ async fn warms_snapshots_and_rolls_out_each_change(ns: &Ns) {
         .assert_warmed_and_snapshotted("default", &key, content)
         .await;
     assert_eq!(cm.metadata.owner_references.unwrap()[0].name, "default");
-    ns.rolled_to("worker", &hash).await;
+    ns.wait_rolled_to_hash("worker", &hash, T).await;
 
     let changed = "requests==2.32.3\nflask>=3\nnumpy\n";
     ns.set_content("default", changed).await;
     let changed_hash = content_hash(changed);
-    ns.rolled_to("worker", &changed_hash).await;
+    ns.wait_rolled_to_hash("worker", &changed_hash, T).await;
     let replica_sets = ns.api::<ReplicaSet>();
     let worker = ListParams::default().labels("app=worker");
     wait_for(

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use bifrost_requirements::k8s_compat::Present;
-use bifrost_requirements::requirements::content_hash;
 use common::helm::*;
 use common::helm_scenario::chart_operator;
 use common::operator::{labelled_deployment, redis_cache};
@@ -322,7 +321,7 @@ impl NamespacedInstall {
                        "cache": redis_cache(&key)}),
             )
             .await;
-        watched.rolled_to("worker", &content_hash(content)).await;
+        watched.wait_rolled_to("worker", content, T).await;
         watched
             .assert_warmed_and_snapshotted("default", &key, content)
             .await;

@@ -8,12 +8,11 @@ use std::path::Path;
 
 use bifrost_requirements::cache::Payload;
 use bifrost_requirements::requirements::content_hash;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::helm::{T, create_namespace, operator_command, release};
+use super::helm::{create_namespace, operator_command, release};
 use super::k8s::control_plane;
-use super::operator::{Operator, template_hash, wait_for};
+use super::operator::Operator;
 use super::proc::free_port;
 use super::scenario::Ns;
 use super::services::{redis_get, redis_url};
@@ -26,15 +25,6 @@ impl Ns {
         let client = control_plane().client().await;
         let name = create_namespace(&client, prefix).await;
         Ns { client, name }
-    }
-
-    /// Wait up to the chart tests' [`T`] until Deployment `name`'s pod template carries `hash`.
-    pub async fn rolled_to(&self, name: &str, hash: &str) {
-        let deployments = self.api::<Deployment>();
-        wait_for(&format!("{name}'s template carries {hash}"), T, || async {
-            (template_hash(&deployments.get(name).await.ok()?)? == hash).then_some(())
-        })
-        .await;
     }
 
     /// Redis holds `content`'s payload under `key`, and the snapshot ConfigMap of the resource

@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use super::index::Index;
-use super::operator::{Operator, condition, wait_for};
+use super::operator::{Operator, condition, template_hash, wait_for};
 use super::scenario::{Ns, Scenario};
 
 impl Ns {
@@ -93,11 +93,19 @@ impl Ns {
 
     /// Wait up to `timeout` until Deployment `name`'s pod template carries the hash of `content`.
     pub async fn wait_rolled_to(&self, name: &str, content: &str, timeout: Duration) {
-        let hash = content_hash(content);
-        let what = format!("{name} rolled to {content:?}");
-        wait_for(&what, timeout, || async {
-            (self.deployment_hash(name).await? == hash).then_some(())
-        })
+        self.wait_rolled_to_hash(name, &content_hash(content), timeout)
+            .await;
+    }
+
+    /// Wait up to `timeout` until Deployment `name`'s pod template carries `hash` (an API error
+    /// on the way is one more poll).
+    pub async fn wait_rolled_to_hash(&self, name: &str, hash: &str, timeout: Duration) {
+        let deployments = self.api::<Deployment>();
+        wait_for(
+            &format!("{name}'s template carries {hash}"),
+            timeout,
+            || async { (template_hash(&deployments.get(name).await.ok()?)? == hash).then_some(()) },
+        )
         .await;
     }
 }
