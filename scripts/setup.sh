@@ -133,4 +133,8 @@ with tarfile.open(sys.argv[1]) as tar:
 EOF
   rm -rf "$work"
 fi
+# Real packages from the public index (numpy, pandas, boto3, …) for the tests that install what
+# users install: downloaded once per pinned set into the cache, offline afterwards (the script
+# says what each set holds and where; tests/common/real_packages.rs reads the same folders).
+bash "$(dirname "$0")/real-packages.sh" >/dev/null
 echo "setup: system dependencies ready" >&2
