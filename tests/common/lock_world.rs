@@ -30,13 +30,18 @@ pub struct World {
 
 impl World {
     pub async fn new(wheels: &[Wheel]) -> World {
+        World::on(Index::start(wheels)).await
+    }
+
+    /// A world around an index already started (e.g. `Index::serve_dir` of real packages).
+    pub async fn on(index: Index) -> World {
         let db_url = fresh_database().await;
         let db = Database::connect(&db_url, RowSelector::default(), Duration::from_secs(10))
             .await
             .unwrap();
         db.migrate().await.unwrap();
         World {
-            index: Index::start(wheels),
+            index,
             db_url,
             db,
             dir: tempfile::Builder::new()

@@ -15,6 +15,8 @@ pub mod objects;
 pub mod operator;
 pub mod proc;
 pub mod props;
+pub mod real_index;
+pub mod real_packages;
 pub mod redirect;
 pub mod release;
 pub mod s3;
