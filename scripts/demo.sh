@@ -10,10 +10,11 @@
 #     status.lock, requirements.lock in the ConfigMap snapshot)
 #   → real pods: the injected init containers install the lock (hash-checked), the worker
 #     starts, `kubectl exec` imports the packages
-#   → `requirements add` → the rolling update → the new pod imports the new package.
+#   → `requirements add pandas` → the rolling update → the new pod imports real pandas and numpy.
 #
-# Packages come from a local PEP 503 index of wheels built here, served on the node's bridge
-# address (10.244.0.1, the only host address pods can reach), so no network is needed.
+# Packages come from a local PEP 503 index served on the node's bridge address (10.244.0.1, the
+# only host address pods can reach): wheels built here, and real numpy and pandas wheels that
+# scripts/real-packages.sh downloads once from the public index into ~/.cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The whole run under the egress audit: every packet for a cluster address (the Service range,
@@ -68,8 +69,9 @@ export DATABASE_URL REDIS_URL
 note "DATABASE_URL=$(echo "$DATABASE_URL" | sed -E 's#(://[^:/@]*:)[^@]*@#\1***@#')"
 note "REDIS_URL=$REDIS_URL"
 
-bold "a local package index (wheels built here: bifrost-hello 1.0, bifrost-extra 2.0)"
-BIND_HOST=$HOST_IP start_package_index
+bold "a local package index (wheels built here: bifrost-hello 1.0; real numpy and pandas, downloaded once)"
+INDEX_REAL_SET=small BIND_HOST=$HOST_IP start_package_index
+PANDAS=$(grep -E '^pandas==' "$(bash scripts/real-packages.sh small | tail -n 1)/requirements.txt")
 note "index: $INDEX_URL"
 
 bold "Bifrost's database: migrate, then a package install (requirements add bifrost-hello==1.0)"
@@ -186,8 +188,8 @@ bold "the Redis payload Bifrost's workers read"
 note "$(redis-cli -u "$REDIS_URL" GET bifrost:requirements:content)"
 note "TTL $(redis-cli -u "$REDIS_URL" TTL bifrost:requirements:content) s"
 
-bold "a user installs another package: requirements add bifrost-extra==2.0"
-"$BIN" requirements add bifrost-extra==2.0
+bold "a user installs a real package: requirements add $PANDAS (numpy comes with it)"
+"$BIN" requirements add "$PANDAS"
 HASH2=$("$BIN" requirements show | python3 -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
 note "new hash $HASH2: NOTIFY → mirror → reconcile → Redis + rollout"
 wait_hash "$HASH2"
@@ -208,9 +210,9 @@ k -n bifrost get pod "$POD" >/dev/null 2>&1 && die "the old pod $POD is still th
 bold "the new content's lock (status.lock) and how the new pod installed"
 k -n bifrost get wsreq default -o json | python3 scripts/lib/show.py lock
 k -n bifrost logs "$POD2" -c bifrost-requirements-install | grep -E "installing the lock|installed:" | sed 's/^/   /'
-bold "kubectl exec: the new pod imports the new package"
-k -n bifrost exec "$POD2" -c worker -- python3 -c "import bifrost_extra; print('   worker says:', bifrost_extra.VALUE)"
-imports "$POD2" bifrost_extra
+bold "kubectl exec: the new pod imports the new packages"
+k -n bifrost exec "$POD2" -c worker -- python3 -c "import numpy, pandas; print('   worker says: pandas', pandas.__version__, 'numpy', numpy.__version__, '->', pandas.Series([1, 2, 3]).sum())"
+imports "$POD2" pandas
 
 bold "the operator's log (kubectl logs -n bifrost-system, the leader's last lines)"
 k -n bifrost-system logs "$(k -n bifrost-system get lease bifrost-requirements-operator -o jsonpath='{.spec.holderIdentity}')" --tail=5 | sed 's/^/   /' || true

@@ -109,6 +109,22 @@ def wheel(out, name, version, files, requires=()):
 wheel(sys.argv[1], "bifrost-hello", "1.0", {"bifrost_hello/__init__.py": "GREETING = 'hello from bifrost-hello 1.0'\n"})
 wheel(sys.argv[1], "bifrost-extra", "2.0", {"bifrost_extra/__init__.py": "from bifrost_hello import GREETING\nVALUE = GREETING + ' and bifrost-extra 2.0'\n"}, ["bifrost-hello"])
 PY
+  # Real packages beside them (INDEX_REAL_SET=small: numpy and pandas, downloaded once by
+  # scripts/real-packages.sh into ~/.cache), linked into a folder per normalized project name.
+  if [[ -n ${INDEX_REAL_SET:-} ]]; then
+    local real
+    real=$(bash "$(dirname "${BASH_SOURCE[0]}")/../real-packages.sh" "$INDEX_REAL_SET" | tail -n 1)
+    python3 - "$INDEX_DIR" "$real" <<'PY'
+import os, re, sys
+out, real = sys.argv[1], sys.argv[2]
+for f in os.listdir(real):
+    if not (f.endswith(".whl") or f.endswith(".tar.gz") or f.endswith(".zip")):
+        continue
+    project = re.sub(r"[-_.]+", "-", f.split("-")[0]).lower()
+    d = os.path.join(out, project); os.makedirs(d, exist_ok=True)
+    os.symlink(os.path.join(real, f), os.path.join(d, f))
+PY
+  fi
   INDEX_PORT=$(free_port)
   python3 -m http.server "$INDEX_PORT" --bind "$host" --directory "$INDEX_DIR" >"$SERVICES_DIR/index.log" 2>&1 &
   SERVICES_PIDS+=($!)

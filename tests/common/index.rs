@@ -283,6 +283,13 @@ impl Index {
 
 impl Drop for Index {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Index {
+    /// Stop serving (an index outage): connections are refused from now on.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.server.take() {
             // The watchdog stops the server on TERM and waits for it.
             let _ = Command::new("kill")
