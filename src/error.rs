@@ -127,6 +127,26 @@ pub enum Error {
 
     #[error("serialization error: {0}")]
     Serialization(String),
+
+    /// A wheelhouse ([`crate::wheelhouse`]) without its manifest: not filled yet, or a fill was
+    /// stopped. The installer falls back to the index.
+    #[error("the wheelhouse {location} is not complete: {reason}")]
+    WheelhouseIncomplete { location: String, reason: String },
+
+    /// A wheelhouse that cannot be installed from as it is: a manifest that is malformed or
+    /// hostile, a file whose bytes are not the ones recorded, a pin with no file.
+    #[error("the wheelhouse {location} cannot be used: {reason}")]
+    BadWheelhouse { location: String, reason: String },
+
+    /// No answer from a package index (connection, timeout, a 5xx). `index` is redacted and
+    /// `reason` scrubbed of its credentials.
+    #[error("cannot reach the package index {index}: {reason}")]
+    IndexUnreachable { index: String, reason: String },
+
+    /// An index answer that is refused: a page that cannot be read, a link to an origin files
+    /// may not come from, a file whose bytes are not the ones pinned, a pin with no file.
+    #[error("package index {index}: {reason}")]
+    PackageIndex { index: String, reason: String },
 }
 
 impl Error {
@@ -175,6 +195,10 @@ impl Error {
             Self::Install(_) => "InstallFailed",
             Self::Kube { .. } => "KubernetesError",
             Self::Serialization(_) => "SerializationError",
+            Self::WheelhouseIncomplete { .. } => "WheelhouseIncomplete",
+            Self::BadWheelhouse { .. } => "BadWheelhouse",
+            Self::IndexUnreachable { .. } => "IndexUnreachable",
+            Self::PackageIndex { .. } => "PackageIndexError",
         }
     }
 
@@ -194,6 +218,9 @@ impl Error {
             Self::CacheConnect { .. } | Self::Cache { .. } | Self::CachePayload { .. } => 4,
             Self::Snapshot { .. } => 4,
             Self::Install(_) => 5,
+            // What an install is delivered from: its failure is the install's.
+            Self::WheelhouseIncomplete { .. } | Self::BadWheelhouse { .. } => 5,
+            Self::IndexUnreachable { .. } | Self::PackageIndex { .. } => 5,
             Self::Io { .. } | Self::Kube { .. } | Self::Serialization(_) => 1,
             Self::Tls(_) | Self::Internal(_) => 1,
         }

@@ -52,5 +52,6 @@ pub mod tls;
 pub(crate) mod uv;
 pub mod watch;
 pub mod webhook;
+pub mod wheelhouse;
 
 pub use error::{Error, Result};

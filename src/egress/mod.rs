@@ -35,10 +35,10 @@ mod relay;
 pub(crate) use intercept::Authority;
 
 /// `(scheme, host, port)`, host lowercased.
-pub(crate) type Origin = (String, String, u16);
+pub type Origin = (String, String, u16);
 
 /// The origin of `url` (`http` and `https` only), default ports filled in.
-pub(crate) fn origin(url: &str) -> Option<Origin> {
+pub fn origin(url: &str) -> Option<Origin> {
     let parsed = url::Url::parse(url.trim()).ok()?;
     let scheme = parsed.scheme();
     if scheme != "http" && scheme != "https" {

@@ -34,27 +34,38 @@ pub(crate) struct RedirectRefused {
 /// `http://`, no `Referer`, redirects by [`follow`].
 #[derive(Debug)]
 pub(super) struct SameOrigin {
+    /// The whole request, body included.
     pub timeout: Duration,
+    /// Each wait for bytes, when the whole request may take longer than one.
+    pub read_timeout: Option<Duration>,
     pub connect_timeout: Duration,
     pub allow_http: bool,
 }
 
 impl HttpConnector for SameOrigin {
     fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("bifrost-requirements/", env!("CARGO_PKG_VERSION")))
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .https_only(!self.allow_http)
             .referer(false)
-            .redirect(Policy::custom(follow))
-            .build()
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            })?;
+            .redirect(same_origin_redirects());
+        if let Some(read_timeout) = self.read_timeout {
+            builder = builder.read_timeout(read_timeout);
+        }
+        let client = builder.build().map_err(|e| object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(e),
+        })?;
         Ok(HttpClient::new(client))
     }
+}
+
+/// The redirect policy of every client here that must stay on one origin (S3's endpoint, a
+/// package index): [`follow`].
+pub(crate) fn same_origin_redirects() -> Policy {
+    Policy::custom(follow)
 }
 
 /// Follow `attempt` only to the origin of the first request.

@@ -8,13 +8,13 @@ use crate::redact;
 
 /// What one object's failures are named by: its location and its endpoint as shown (never the
 /// URL the client knows, which may carry a secret).
-pub(super) struct Named<'a> {
-    pub(super) config: &'a S3Config,
-    pub(super) endpoint_shown: &'a str,
+pub(crate) struct Named<'a> {
+    pub(crate) config: &'a S3Config,
+    pub(crate) endpoint_shown: &'a str,
 }
 
 impl Named<'_> {
-    pub(super) fn classify(&self, doing: &'static str, e: object_store::Error) -> Error {
+    pub(crate) fn classify(&self, doing: &'static str, e: object_store::Error) -> Error {
         let text = scrub(self.config, &describe(&e));
         if let Some(refused) = refused_redirect(&e) {
             return self.failed(doing, format!("{}: {refused}", self.endpoint_shown));
@@ -89,13 +89,13 @@ fn refused_redirect<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 }
 
 /// S3 names what is missing in its error code.
-pub(super) fn no_such_bucket(text: &str) -> bool {
+pub(crate) fn no_such_bucket(text: &str) -> bool {
     text.contains("NoSuchBucket")
 }
 
 /// The client's error on one line: its chain of causes (the last one says "Connection refused"),
 /// and S3's XML error body reduced to its code and message.
-pub(super) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {

@@ -30,6 +30,10 @@ use std::time::Duration;
 
 pub use config::S3Config;
 
+pub(crate) use client::same_origin_redirects;
+pub(crate) use errors::{Named, describe, no_such_bucket};
+pub(crate) use store::{Transfers, client};
+
 pub(crate) use config::{
     Credentials, validate_bucket, validate_endpoint, validate_key, validate_region,
 };
@@ -49,6 +53,9 @@ pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024;
 pub const MAX_MEND_BYTES: u64 = 4 * MAX_OBJECT_BYTES;
 /// Per request, connecting included: a poll must fail in time for the next one.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One request of [`Transfers::Large`] at most (a gigabyte at 300 KiB/s); each wait for bytes
+/// is bounded by the configuration's timeout well before that.
+const LARGE_TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Bifrost's environment names (Secret `bifrost-secrets`, ConfigMap `bifrost-config`), so that
 /// `envFrom` of both works unchanged.

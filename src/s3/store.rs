@@ -13,7 +13,7 @@ use object_store::{
 use super::client::SameOrigin;
 use super::config::S3Config;
 use super::errors::{Named, describe, no_such_bucket, scrub, too_large};
-use super::{MAX_MEND_BYTES, MAX_OBJECT_BYTES, UPDATE_ATTEMPTS};
+use super::{LARGE_TRANSFER_TIMEOUT, MAX_MEND_BYTES, MAX_OBJECT_BYTES, UPDATE_ATTEMPTS};
 use crate::error::{Error, Result};
 use crate::redact;
 
@@ -131,73 +131,9 @@ impl S3Store {
     /// server shows on the first read.
     pub fn new(config: S3Config) -> Result<Self> {
         config.validate()?;
-        // reqwest is built without a crypto provider of its own: use the process's (ring), as
-        // every other TLS client here does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-
-        // Transport failures are retried by the client a little (a dropped keep-alive connection
-        // is common), but not for long: the caller polls again and reports the outage.
-        let retry = RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_millis(500),
-                base: 2.0,
-            },
-            max_retries: 2,
-            retry_timeout: config.timeout,
-        };
-        let plain_http = config
-            .endpoint
-            .as_deref()
-            .is_some_and(|e| e.starts_with("http://"));
-        let connect_timeout = config.timeout.min(Duration::from_secs(5));
-        let options = ClientOptions::new()
-            .with_timeout(config.timeout)
-            .with_connect_timeout(connect_timeout)
-            .with_allow_http(plain_http);
-        // The requests themselves go through a client that stays on the endpoint's origin.
-        let connector = SameOrigin {
-            timeout: config.timeout,
-            connect_timeout,
-            allow_http: plain_http,
-        };
-
-        // Without static credentials the builder starts from the environment: that is the
-        // default AWS chain (static keys, web identity, pod identity, ECS, instance metadata).
-        let mut builder = match &config.credentials {
-            Some(c) => AmazonS3Builder::new()
-                .with_access_key_id(&c.access_key_id)
-                .with_secret_access_key(&c.secret_access_key),
-            None => AmazonS3Builder::from_env(),
-        };
-        builder = builder
-            .with_bucket_name(&config.bucket)
-            .with_region(&config.region)
-            .with_virtual_hosted_style_request(!config.force_path_style)
-            .with_conditional_put(S3ConditionalPut::ETagMatch)
-            .with_retry(retry)
-            .with_client_options(options)
-            .with_http_connector(connector);
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder.with_endpoint(bucket_endpoint(
-                endpoint,
-                &config.bucket,
-                config.force_path_style,
-            ));
-        }
-        let store = builder.build().map_err(|e| {
-            Error::Config(format!(
-                "S3 client for {}: {}",
-                config.location(),
-                scrub(&config, &e.to_string())
-            ))
-        })?;
+        let (store, endpoint_shown) = client(&config, Transfers::Small)?;
         let path = Path::parse(&config.key)
             .map_err(|e| Error::Config(format!("S3 key {:?} is not valid: {e}", config.key)))?;
-        let endpoint_shown = match &config.endpoint {
-            Some(e) => redact::url(e),
-            None => format!("AWS S3 ({})", config.region),
-        };
         Ok(Self {
             config,
             store,
@@ -445,6 +381,92 @@ impl S3Store {
         let payload = PutPayload::from(new.to_string().into_bytes());
         self.store.put_opts(&self.path, payload, options).await
     }
+}
+
+/// What a client's requests carry: a small object each (requirements.txt), or files of up to a
+/// gigabyte (the wheelhouse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transfers {
+    /// Each request, body included, within `config.timeout`.
+    Small,
+    /// A request may take as long as its body needs; `config.timeout` bounds each wait for
+    /// bytes instead (a stalled transfer fails, a slow one goes on).
+    Large,
+}
+
+/// The `object_store` client for `config` (validated) and the endpoint as messages show it:
+/// signing and the credential chain from the crate, requests on the endpoint's origin only.
+pub(crate) fn client(config: &S3Config, transfers: Transfers) -> Result<(AmazonS3, String)> {
+    // reqwest is built without a crypto provider of its own: use the process's (ring), as
+    // every other TLS client here does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // Transport failures are retried by the client a little (a dropped keep-alive connection
+    // is common), but not for long: the caller polls again and reports the outage.
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+            base: 2.0,
+        },
+        max_retries: 2,
+        retry_timeout: config.timeout,
+    };
+    let plain_http = config
+        .endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
+    let connect_timeout = config.timeout.min(Duration::from_secs(5));
+    let options = ClientOptions::new()
+        .with_timeout(config.timeout)
+        .with_connect_timeout(connect_timeout)
+        .with_allow_http(plain_http);
+    // The requests themselves go through a client that stays on the endpoint's origin.
+    let connector = SameOrigin {
+        timeout: match transfers {
+            Transfers::Small => config.timeout,
+            Transfers::Large => LARGE_TRANSFER_TIMEOUT,
+        },
+        read_timeout: (transfers == Transfers::Large).then_some(config.timeout),
+        connect_timeout,
+        allow_http: plain_http,
+    };
+
+    // Without static credentials the builder starts from the environment: that is the
+    // default AWS chain (static keys, web identity, pod identity, ECS, instance metadata).
+    let mut builder = match &config.credentials {
+        Some(c) => AmazonS3Builder::new()
+            .with_access_key_id(&c.access_key_id)
+            .with_secret_access_key(&c.secret_access_key),
+        None => AmazonS3Builder::from_env(),
+    };
+    builder = builder
+        .with_bucket_name(&config.bucket)
+        .with_region(&config.region)
+        .with_virtual_hosted_style_request(!config.force_path_style)
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_retry(retry)
+        .with_client_options(options)
+        .with_http_connector(connector);
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder.with_endpoint(bucket_endpoint(
+            endpoint,
+            &config.bucket,
+            config.force_path_style,
+        ));
+    }
+    let store = builder.build().map_err(|e| {
+        Error::Config(format!(
+            "S3 client for {}: {}",
+            config.location(),
+            scrub(config, &e.to_string())
+        ))
+    })?;
+    let endpoint_shown = match &config.endpoint {
+        Some(e) => redact::url(e),
+        None => format!("AWS S3 ({})", config.region),
+    };
+    Ok((store, endpoint_shown))
 }
 
 /// The endpoint the client sends requests to: path-style takes the bucket from the path, virtual
