@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{DEFAULT_KEY, DEFAULT_TTL_SECONDS};
 use crate::database::{DEFAULT_ENTITY_TYPE, DEFAULT_PATH};
 
+mod wheelhouse;
+
+pub use wheelhouse::{
+    DEFAULT_PREFIX as DEFAULT_WHEELHOUSE_PREFIX, WheelhouseS3, WheelhouseSpec, WheelhouseStatus,
+};
+pub(crate) use wheelhouse::{WheelhouseTarget, target as wheelhouse_target};
+
 /// Pod and pod-template opt-in label: its value names the `WorkspaceRequirements`.
 pub const OPT_IN_LABEL: &str = "bifrost.io/requirements";
 /// Pod-template annotation whose change makes Kubernetes roll the workload.
@@ -291,6 +298,11 @@ pub struct InstallSpec {
     /// `status.interpreter`); until then each pod resolves for itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python: Option<Interpreter>,
+    /// Keep the lock's files in storage the cluster already has (`s3`: Bifrost's bucket by
+    /// default), copied once per lock by the operator: pods install the exact lock from there,
+    /// the index only as a fallback, so a pod starts while the index is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wheelhouse: Option<WheelhouseSpec>,
 }
 
 pub use crate::lock::Interpreter;
@@ -322,6 +334,7 @@ impl Default for InstallSpec {
             cache_volume: None,
             resolve: Resolve::default(),
             python: None,
+            wheelhouse: None,
         }
     }
 }
@@ -403,6 +416,8 @@ pub enum ConditionType {
     CacheWarmed,
     Snapshotted,
     RolledOut,
+    /// Not a step of `Ready`: pods fall back to the index while it is not complete.
+    WheelhouseComplete,
     Ready,
 }
 
@@ -426,6 +441,7 @@ impl ConditionType {
             ConditionType::CacheWarmed => "CacheWarmed",
             ConditionType::Snapshotted => "Snapshotted",
             ConditionType::RolledOut => "RolledOut",
+            ConditionType::WheelhouseComplete => "WheelhouseComplete",
             ConditionType::Ready => "Ready",
         }
     }
@@ -466,6 +482,9 @@ pub struct WorkspaceRequirementsStatus {
     /// `spec.install.python` is unset: the lock is resolved for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<InterpreterStatus>,
+    /// The wheelhouse of the current lock (`spec.install.wheelhouse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wheelhouse: Option<WheelhouseStatus>,
     /// RFC 3339 time of the last Redis write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_warmed_at: Option<String>,

@@ -400,6 +400,8 @@ pub struct Resolver {
     pub memory_limit: u64,
     /// uv's cache (metadata, downloaded wheels), reused across resolutions.
     pub cache_dir: PathBuf,
+    /// How long the wheelhouse of a lock nothing uses is kept (only resolved locks have one).
+    pub wheelhouse_retention: Duration,
 }
 
 /// One resolution: a content and everything its lock depends on.
@@ -451,6 +453,7 @@ impl Resolver {
             timeout,
             memory_limit,
             cache_dir: cache_dir.unwrap_or_else(|| std::env::temp_dir().join("bifrost-resolver")),
+            wheelhouse_retention: crate::wheelhouse::DEFAULT_RETENTION,
         }
     }
 
@@ -461,9 +464,14 @@ impl Resolver {
         self
     }
 
-    /// What the resolver's proxy forwards to for `index_urls`: their origins and the file
-    /// origins.
-    fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
+    /// The same resolver, keeping unused wheelhouse folders for `retention`.
+    pub(crate) fn with_wheelhouse_retention(mut self, retention: Duration) -> Self {
+        self.wheelhouse_retention = retention;
+        self
+    }
+
+    /// Origins of `index_urls` and the file origins: all the resolver and the wheelhouse reach.
+    pub(crate) fn proxy_origins(&self, index_urls: &[String]) -> Vec<egress::Origin> {
         index_urls
             .iter()
             .chain(&self.file_origins)

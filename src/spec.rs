@@ -144,6 +144,7 @@ pub fn validate_spec(name: &str, spec: &WorkspaceRequirementsSpec) -> Result<(),
     source(&mut c, spec);
     cache(&mut c, spec);
     install(&mut c, &spec.install);
+    wheelhouse(&mut c, spec);
     if c.0.is_empty() {
         Ok(())
     } else {
@@ -253,6 +254,48 @@ fn install(c: &mut Collector, install: &InstallSpec) {
         c.check(
             "spec.install.cacheVolume.claimName",
             dns_subdomain(&v.claim_name),
+        );
+    }
+}
+
+/// `spec.install.wheelhouse`: the bucket it lands in (given, or shared with `spec.source.s3`),
+/// its prefix, endpoint, region and Secret reference.
+fn wheelhouse(c: &mut Collector, spec: &WorkspaceRequirementsSpec) {
+    let f = "spec.install.wheelhouse.s3";
+    let target = match crate::crd::wheelhouse_target(spec) {
+        Ok(Some(t)) => t,
+        Ok(None) => return,
+        Err(e) => return c.invalid(f, e),
+    };
+    let shown = |r: crate::error::Result<()>| r.map_err(|e| e.to_string());
+    c.check(
+        format!("{f}.bucket"),
+        shown(crate::s3::validate_bucket(&target.bucket)),
+    );
+    c.check(
+        format!("{f}.prefix"),
+        shown(crate::s3::validate_key(&target.prefix)),
+    );
+    c.check(
+        format!("{f}.region"),
+        shown(crate::s3::validate_region(&target.region)),
+    );
+    if let Some(endpoint) = &target.endpoint {
+        c.check(
+            format!("{f}.endpoint"),
+            shown(crate::s3::validate_endpoint(endpoint)),
+        );
+    }
+    if let Some(r) = &target.credentials {
+        let at = format!("{f}.credentialsSecretRef");
+        c.check(format!("{at}.name"), dns_subdomain(&r.name));
+        c.check(
+            format!("{at}.accessKeyIdKey"),
+            config_key(&r.access_key_id_key),
+        );
+        c.check(
+            format!("{at}.secretAccessKeyKey"),
+            config_key(&r.secret_access_key_key),
         );
     }
 }

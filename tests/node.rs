@@ -8,6 +8,8 @@
 mod common;
 #[path = "node/refusals.rs"]
 mod refusals;
+#[path = "node/wheelhouse.rs"]
+mod wheelhouse;
 #[path = "node/workers.rs"]
 mod workers;
 
@@ -233,9 +235,26 @@ impl Case {
         resolving: bool,
         resource: impl FnOnce(&Index, &RedisServer) -> (Value, Vec<Value>),
     ) -> Case {
+        Case::start_resource_on(prefix, resolving, None, resource).await
+    }
+
+    /// [`Case::start_resource`] with the pods' index `index` (default: the test wheels').
+    async fn start_resource_on(
+        prefix: &str,
+        resolving: bool,
+        index: Option<Index>,
+        resource: impl FnOnce(&Index, &RedisServer) -> (Value, Vec<Value>),
+    ) -> Case {
         node();
         let (client, ns) = namespace(prefix).await;
-        let (redis, index) = pod_servers(&client, &ns).await;
+        let (redis, index) = match index {
+            None => pod_servers(&client, &ns).await,
+            Some(index) => {
+                let redis = common::node::pod_redis();
+                common::operator::secret(&client, &ns, "bifrost-redis", "url", &redis.url()).await;
+                (redis, index)
+            }
+        };
         let resolver = if resolving {
             format!("resolver.indexUrls[0]!={}", index.url())
         } else {

@@ -62,7 +62,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             print!("{}", crate::crd::crd_yaml());
             Ok(0)
         }
-        Command::Install(args) => crate::installer::run(args.into()).await,
+        Command::Install(args) => crate::installer::run(args.try_into()?).await,
         Command::Bootstrap(args) => crate::bootstrap::run(args.into()),
         Command::InstallerGuard(args) => {
             let mut command = args.command.into_iter();

@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::parse;
 use super::shared::{PolicyArgs, RedisArgs};
+use super::wheelhouse::WheelhouseArgs;
 use crate::installer::{self, Installer, OnFailure};
 
 /// `--help` text of `install`: what each exit code means.
@@ -171,6 +172,9 @@ pub struct InstallArgs {
 
     #[command(flatten)]
     pub policy: PolicyArgs,
+
+    #[command(flatten)]
+    pub wheelhouse: WheelhouseArgs,
 }
 
 /// Arguments of the hidden `installer-guard` command.
@@ -204,8 +208,11 @@ pub struct BootstrapArgs {
     pub uv: Option<PathBuf>,
 }
 
-impl From<InstallArgs> for installer::Options {
-    fn from(a: InstallArgs) -> Self {
+impl TryFrom<InstallArgs> for installer::Options {
+    type Error = crate::error::Error;
+
+    /// The options, or a configuration error (exit 2) naming the flag.
+    fn try_from(a: InstallArgs) -> crate::error::Result<Self> {
         // Destructured: a flag that `install` offers but never reads fails to compile (unused
         // binding), so `install --help` lists only what it honours.
         let InstallArgs {
@@ -231,8 +238,10 @@ impl From<InstallArgs> for installer::Options {
             termination_log,
             redis,
             policy,
+            wheelhouse,
         } = a;
-        Self {
+        Ok(Self {
+            wheelhouse: wheelhouse.source(|name| std::env::var(name).ok())?,
             redis: redis.config(),
             policy: policy.policy(),
             target: match user_base {
@@ -257,7 +266,7 @@ impl From<InstallArgs> for installer::Options {
             compile_bytecode,
             json,
             termination_log,
-        }
+        })
     }
 }
 

@@ -11,6 +11,7 @@ mod lock;
 mod operator;
 pub(crate) mod parse;
 mod shared;
+mod wheelhouse;
 
 use std::path::PathBuf;
 
@@ -248,6 +249,10 @@ mod tests {
             "redis-attempts",
             "allow-index-url",
             "policy-only-binary",
+            "wheelhouse",
+            "wheelhouse-endpoint",
+            "wheelhouse-region",
+            "wheelhouse-path-style",
             // global
             "log-format",
             "log-level",

@@ -103,6 +103,11 @@ pub struct ResolverArgs {
     /// uv's cache for resolutions (default: `bifrost-resolver` in the temporary folder).
     #[arg(long, env = "BIFROST_RESOLVER_CACHE_DIR")]
     pub resolver_cache_dir: Option<PathBuf>,
+
+    /// How long a wheelhouse folder (`spec.install.wheelhouse`) of a lock that no resource and
+    /// no pod uses any more is kept before it is pruned.
+    #[arg(long, env = "BIFROST_WHEELHOUSE_RETENTION", default_value = "1h", value_parser = parse::duration)]
+    pub wheelhouse_retention: Duration,
 }
 
 impl ResolverArgs {
@@ -129,7 +134,8 @@ impl ResolverArgs {
                     .map(|u| u.trim().to_string())
                     .filter(|u| !u.is_empty())
                     .collect(),
-            ),
+            )
+            .with_wheelhouse_retention(self.wheelhouse_retention),
         )
     }
 }

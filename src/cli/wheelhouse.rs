@@ -14,7 +14,11 @@ pub struct WheelhouseArgs {
     /// The wheelhouse, `s3://BUCKET/PREFIX`: the lock's files are under `PREFIX/<lock sha256>/`.
     /// When it holds the complete lock, the lock is installed from there, without an index;
     /// otherwise (missing, incomplete, unreachable) from the index as before.
-    #[arg(long, env = "BIFROST_INSTALL_WHEELHOUSE", value_name = "s3://BUCKET/PREFIX")]
+    #[arg(
+        long,
+        env = "BIFROST_INSTALL_WHEELHOUSE",
+        value_name = "s3://BUCKET/PREFIX"
+    )]
     pub wheelhouse: Option<String>,
 
     /// The wheelhouse's S3 endpoint (none: AWS).
@@ -44,7 +48,11 @@ impl WheelhouseArgs {
             wheelhouse_region,
             wheelhouse_path_style,
         } = self;
-        let Some(url) = wheelhouse.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        let Some(url) = wheelhouse
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        else {
             return Ok(None);
         };
         let bad = |why: String| Error::Config(format!("--wheelhouse {url:?}: {why}"));
@@ -147,7 +155,10 @@ mod tests {
             ("s3://bucket/p\u{0}q", "control character"),
         ] {
             let e = args(url).source(none).unwrap_err().to_string();
-            assert!(e.contains("--wheelhouse") && e.contains(words), "{url}: {e}");
+            assert!(
+                e.contains("--wheelhouse") && e.contains(words),
+                "{url}: {e}"
+            );
         }
         let mut a = args("s3://bucket/p");
         a.wheelhouse_endpoint = Some("ftp://x".into());

@@ -25,6 +25,7 @@ pub(crate) mod status;
 mod synced;
 mod valid;
 mod warm;
+mod wheelhouse;
 
 pub use context::Context;
 pub use lock::probe;

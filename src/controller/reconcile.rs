@@ -18,7 +18,7 @@ use super::context::Context;
 use super::observe;
 use super::rollout;
 use super::status::{Conditions, Draft, Halt, RETRY, STEPS};
-use super::{lock, snapshot, synced, valid, warm};
+use super::{lock, snapshot, synced, valid, warm, wheelhouse};
 use crate::cache::Payload;
 use crate::crd::{ConditionType, WorkloadStatus, WorkspaceRequirements};
 use crate::error::{Error, Result};
@@ -92,6 +92,7 @@ async fn reconcile_inner(obj: &WorkspaceRequirements, ctx: &Context) -> Result<A
         return Ok(action);
     }
     roll_out(ctx, obj, &payload.hash, &mut draft).await?;
+    wheelhouse::check_wheelhouse(ctx, obj, &mut draft).await;
     let ready = set_ready(ctx, obj, &payload.hash, &mut draft).await;
     let requeue = draft.requeue;
     write(ctx, obj, draft).await?;

@@ -53,6 +53,11 @@ impl Conditions {
         self.put(type_, "Unknown", reason, message);
     }
 
+    /// Drop the condition of `type_` (a condition about something no longer asked for).
+    pub(crate) fn remove(&mut self, type_: ConditionType) {
+        self.list.retain(|c| c.type_ != type_.as_str());
+    }
+
     fn put(&mut self, type_: ConditionType, status: &str, reason: &str, message: &str) {
         let type_ = type_.as_str();
         let transition = match self.list.iter().find(|c| c.type_ == type_) {

@@ -100,7 +100,10 @@ pub(super) enum Verdict {
     /// Start (or restart) the copy.
     Start,
     Filling,
-    Complete { files: usize, bytes: u64 },
+    Complete {
+        files: usize,
+        bytes: u64,
+    },
     Failed(String),
 }
 
@@ -137,7 +140,11 @@ fn verdict(
 
 /// Set WheelhouseComplete and `status.wheelhouse`, starting the copy of the current lock when
 /// it is not running or done.
-pub(super) async fn check_wheelhouse(ctx: &Context, obj: &WorkspaceRequirements, draft: &mut Draft) {
+pub(super) async fn check_wheelhouse(
+    ctx: &Context,
+    obj: &WorkspaceRequirements,
+    draft: &mut Draft,
+) {
     let target = wheelhouse_target(&obj.spec);
     let digest = draft
         .lock
@@ -192,7 +199,10 @@ pub(super) async fn check_wheelhouse(ctx: &Context, obj: &WorkspaceRequirements,
 /// Write the verdict into the condition and `status.wheelhouse`.
 fn record(draft: &mut Draft, verdict: &Verdict, status: Option<WheelhouseStatus>) {
     let at = ConditionType::WheelhouseComplete;
-    let where_ = status.as_ref().map(|s| s.location.clone()).unwrap_or_default();
+    let where_ = status
+        .as_ref()
+        .map(|s| s.location.clone())
+        .unwrap_or_default();
     match verdict {
         Verdict::NotAsked => draft.conditions.remove(at),
         Verdict::NoLock(why) => draft.conditions.set(at, false, "NoLock", why),
@@ -200,7 +210,9 @@ fn record(draft: &mut Draft, verdict: &Verdict, status: Option<WheelhouseStatus>
             at,
             false,
             "Filling",
-            &format!("copying the lock's files to {where_}; until then pods install from the index"),
+            &format!(
+                "copying the lock's files to {where_}; until then pods install from the index"
+            ),
         ),
         Verdict::Complete { files, bytes } => draft.conditions.set(
             at,
@@ -270,7 +282,11 @@ async fn start(
         Err(e) => Err(e),
     };
     let index_urls = lock.key().index_urls;
-    let fetcher = Fetcher::new(&index_urls, resolver.proxy_origins(&index_urls), FETCH_TIMEOUT);
+    let fetcher = Fetcher::new(
+        &index_urls,
+        resolver.proxy_origins(&index_urls),
+        FETCH_TIMEOUT,
+    );
     let (wheelhouse, fetcher) = match (wheelhouse, fetcher) {
         (Ok(w), Ok(f)) => (w, f),
         (Err(e), _) | (_, Err(e)) => return fills.set(key, failed(e.to_string())),
@@ -281,8 +297,19 @@ async fn start(
     let name = format!("{ns}/{}", obj.name_any());
     tokio::spawn(async move {
         let started = Instant::now();
-        let fill = match wheelhouse.fill(&text, &digest, &fetcher, &stop).await {
-            Ok(done) => {
+        let filled = match wheelhouse.fill(&text, &digest, &fetcher, &stop).await {
+            // The manifest's sizes: the wheelhouse's bytes, not only this fill's.
+            Ok(done) => match wheelhouse.manifest(&digest).await {
+                Ok(Some(m)) => Ok((done, m.files.iter().map(|f| f.size).sum::<u64>())),
+                Ok(None) => Err(crate::error::Error::Config(
+                    "the manifest is gone right after the fill".into(),
+                )),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let fill = match filled {
+            Ok((done, bytes)) => {
                 info!(
                     resource = %name,
                     "wheelhouse {}{digest}/ complete: {} file(s), {} copied, in {:.1} s",
@@ -292,7 +319,7 @@ async fn start(
                 fills.prune_soon(&key.0.location());
                 Fill::Complete {
                     files: done.files,
-                    bytes: done.bytes,
+                    bytes,
                 }
             }
             Err(e) => {
@@ -327,7 +354,9 @@ async fn prune(
     let retention = ctx
         .resolver
         .as_ref()
-        .map_or(crate::lock::DEFAULT_WHEELHOUSE_RETENTION, |r| r.wheelhouse_retention);
+        .map_or(crate::wheelhouse::DEFAULT_RETENTION, |r| {
+            r.wheelhouse_retention
+        });
     let location = target.location();
     let key = (target.clone(), digest.to_string());
     let w = match wheelhouse {
@@ -344,7 +373,10 @@ async fn prune(
             }
         }
         if let Ok(None) = w.manifest(&key.1).await {
-            warn!("the wheelhouse {location}{}/ is gone: copying it again", key.1);
+            warn!(
+                "the wheelhouse {location}{}/ is gone: copying it again",
+                key.1
+            );
             fills.forget(&key);
         }
     });

@@ -35,6 +35,7 @@ mod options;
 mod report;
 pub(crate) mod source;
 pub(crate) mod target;
+mod wheelhouse;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,6 +53,9 @@ pub(crate) use options::Target as InstallTarget;
 pub use options::{Installer, OnFailure};
 use source::{Fetched, Sourced, Sources};
 use target::{Marker, Staging, Target};
+pub(crate) use wheelhouse::{
+    WHEELHOUSE_ACCESS_KEY_ENV, WHEELHOUSE_SECRET_KEY_ENV, WheelhouseSource,
+};
 
 /// Run `install`; returns the process exit code (errors are reported here, not by the caller).
 pub(crate) async fn run(options: Options) -> Result<u8> {
@@ -98,6 +102,8 @@ struct Facts {
     failed: Vec<FailedPackage>,
     /// Whether `requirements.lock` was installed, or why not.
     lock: Option<locked::LockNote>,
+    /// Whether the lock came from the wheelhouse, or why not.
+    wheelhouse: Option<wheelhouse::WheelhouseNote>,
 }
 
 /// One `install`, from the flags to the report.
@@ -181,7 +187,10 @@ impl Run {
             .choose_lock(&installing, &policy, python.found.as_deref())
             .await?
         {
-            Choice::Lock { accepted, .. } => (accepted, true),
+            Choice::Lock { accepted, lock } => {
+                self.use_wheelhouse(&lock).await?;
+                (accepted, true)
+            }
             Choice::Requirements { .. } => (accepted, false),
         };
         self.facts.package_count = Some(accepted.package_count);
@@ -193,8 +202,14 @@ impl Run {
             .partial(hash, python.real.as_deref())
             .filter(|m| m.installed_from_lock == from_lock)
             .cloned();
-        self.install_packages(&mut target, &accepted, python.found, marker, partial)
-            .await
+        let ended = self
+            .install_packages(&mut target, &accepted, python.found, marker, partial)
+            .await;
+        if let Some(dir) = wheelhouse::downloaded_dir(self) {
+            // Only the installed packages are kept: the wheels are in the wheelhouse.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        ended
     }
 
     /// The target folder, absolute; invalid flags are configuration errors (always exit 2).

@@ -114,4 +114,6 @@ pub(crate) struct Options {
     pub redis: Option<CacheConfig>,
     /// The administrator's policy; the installer adds its own index URLs to it.
     pub policy: Policy,
+    /// Where the controller copied the lock's files; `None`: the index only.
+    pub wheelhouse: Option<super::WheelhouseSource>,
 }

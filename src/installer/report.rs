@@ -43,6 +43,9 @@ struct Report {
     from_lock: Option<bool>,
     /// This run's decision about `requirements.lock`: used, or why not.
     lock: Option<LockNote>,
+    /// Whether the lock was installed from the wheelhouse, or why not (absent: none given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wheelhouse: Option<super::wheelhouse::WheelhouseNote>,
     installer: Option<String>,
     /// Whether uv/pip ran in this invocation.
     installer_run: bool,
@@ -107,6 +110,7 @@ impl Run {
             distribution_count: None,
             from_lock: None,
             lock: self.facts.lock.clone(),
+            wheelhouse: self.facts.wheelhouse.clone(),
             installer: None,
             installer_run: false,
             python: self.facts.python.as_ref().map(|p| p.display().to_string()),

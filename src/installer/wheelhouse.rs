@@ -127,7 +127,7 @@ impl Run {
                 .map_err(|e| crate::error::Error::Install(e.to_string()))
         };
         match self.phase("downloading the wheelhouse", download).await {
-            Ok(done) => Ok(Ok((done.files, done.bytes))),
+            Ok(done) => Ok(Ok((done.files.len(), done.bytes))),
             Err(e) if self.interrupted.is_some() || self.timed_out() => Err(e),
             Err(e) => Ok(Err(e.to_string())),
         }

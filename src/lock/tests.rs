@@ -142,6 +142,7 @@ fn the_operator_fetches_only_the_indexes_it_allows() {
         timeout: Duration::from_secs(1),
         memory_limit: 1 << 30,
         cache_dir: "/tmp".into(),
+        wheelhouse_retention: crate::wheelhouse::DEFAULT_RETENTION,
     };
     assert_eq!(r.refused_index(&effective_index_urls(&[])), None);
     assert_eq!(

@@ -61,8 +61,14 @@ impl Wheelhouse {
         if let Some(filled) = self.complete(&sha, &pins, &stored).await? {
             return Ok(filled);
         }
-        let results: Vec<Result<Vec<Kept>>> = futures::stream::iter(&pins)
-            .map(|pin| self.fill_pin(&sha, pin, fetcher, &stored, stop))
+        // Owned pins: a closure over `&Pinned` is not general enough for the future to be
+        // `Send` where the controller spawns it (rustc's higher-ranked lifetime limit).
+        let (sha_ref, stored_ref) = (&sha, &stored);
+        let results: Vec<Result<Vec<Kept>>> = futures::stream::iter(pins.clone())
+            .map(|pin| async move {
+                self.fill_pin(sha_ref, &pin, fetcher, stored_ref, stop)
+                    .await
+            })
             .buffered(CONCURRENCY)
             .collect()
             .await;

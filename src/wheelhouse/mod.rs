@@ -53,6 +53,8 @@ pub use prune::Pruned;
 
 /// Where wheelhouses go in Bifrost's bucket unless configured otherwise: beside `_repo/`, not in
 /// it.
+/// How long the folder of a lock no resource and no pod uses is kept (`--wheelhouse-retention`).
+pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 pub const DEFAULT_PREFIX: &str = "bifrost-requirements/wheelhouse";
 /// The last object of a complete wheelhouse.
 pub const MANIFEST: &str = "manifest.json";

@@ -19,6 +19,7 @@ fn resolver(allowed: &[&str]) -> Resolver {
         timeout: Duration::from_secs(1),
         memory_limit: 1 << 30,
         cache_dir: "/tmp".into(),
+        wheelhouse_retention: crate::wheelhouse::DEFAULT_RETENTION,
     }
 }
 

@@ -38,7 +38,10 @@ fn an_empty_wheelhouse_takes_everything_from_the_s3_source() {
     assert_eq!(t.prefix, crate::crd::DEFAULT_WHEELHOUSE_PREFIX);
     assert_eq!(t.endpoint.as_deref(), Some("http://seaweedfs:8333"));
     assert_eq!(t.region, "eu-west-1");
-    assert!(t.path_style, "an endpoint means path style unless told otherwise");
+    assert!(
+        t.path_style,
+        "an endpoint means path style unless told otherwise"
+    );
     assert_eq!(t.credentials.unwrap().name, "bifrost-secrets");
     assert_eq!(
         wheelhouse_target(&spec(None, Some(bifrost_source()))),
@@ -78,17 +81,25 @@ fn the_verdict_follows_the_lock_and_the_copy() {
     let lock = Some("ab".repeat(32));
     let lock = lock.as_deref();
     assert_eq!(verdict(Ok(None), lock, None), Verdict::NotAsked);
-    assert!(matches!(verdict(Ok(Some(&t)), None, None), Verdict::NoLock(m) if m.contains("Resolved")));
+    assert!(
+        matches!(verdict(Ok(Some(&t)), None, None), Verdict::NoLock(m) if m.contains("Resolved"))
+    );
     assert!(matches!(verdict(Err("bad"), lock, None), Verdict::NoLock(m) if m == "bad"));
     assert_eq!(verdict(Ok(Some(&t)), lock, None), Verdict::Start);
     assert_eq!(
         verdict(Ok(Some(&t)), lock, Some(&Fill::Running)),
         Verdict::Filling
     );
-    let done = Fill::Complete { files: 3, bytes: 10 };
+    let done = Fill::Complete {
+        files: 3,
+        bytes: 10,
+    };
     assert_eq!(
         verdict(Ok(Some(&t)), lock, Some(&done)),
-        Verdict::Complete { files: 3, bytes: 10 }
+        Verdict::Complete {
+            files: 3,
+            bytes: 10
+        }
     );
     let recent = Fill::Failed {
         message: "S3 down".into(),
@@ -120,6 +131,7 @@ fn a_pods_admitted_lock_is_read_from_its_install_container() {
     }))
     .unwrap();
     assert_eq!(admitted_lock(&pod).as_deref(), Some("abc"));
-    let bare: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": []}})).unwrap();
+    let bare: Pod =
+        serde_json::from_value(serde_json::json!({"spec": {"containers": []}})).unwrap();
     assert_eq!(admitted_lock(&bare), None);
 }

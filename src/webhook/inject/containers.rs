@@ -15,7 +15,10 @@ use super::{
     NON_ROOT_UID, OPERATOR_BINARY, SITE_PACKAGES_VOLUME, SNAPSHOT_DIR, SNAPSHOT_PAYLOAD_KEY,
     SNAPSHOT_VOLUME, Settings, WORK_DIR, WORK_VOLUME,
 };
-use crate::crd::{InstallMode, InstallSpec, Installer, WorkspaceRequirements};
+use crate::crd::{
+    InstallMode, InstallSpec, Installer, WheelhouseTarget, WorkspaceRequirements, wheelhouse_target,
+};
+use crate::installer::{WHEELHOUSE_ACCESS_KEY_ENV, WHEELHOUSE_SECRET_KEY_ENV};
 
 /// Environment variables copied from the worker container into the install container, so it
 /// reaches the package index the same way the worker would.
@@ -101,7 +104,7 @@ pub(super) fn install(
         image_pull_policy,
         command: Some(vec![format!("{BIN_DIR}/bifrost-requirements")]),
         args: Some(install_args(resource, target)),
-        env: Some(install_env(resource, worker, target.cache, settings)),
+        env: Some(install_env(resource, worker, target, settings)),
         volume_mounts: Some(mounts),
         resources: Some(resources_or_default(install, warnings)),
         security_context: Some(restricted(user)),
@@ -185,7 +188,28 @@ fn install_args(resource: &WorkspaceRequirements, target: &InstallTarget<'_>) ->
     if target.cache {
         args.push(flag("cache-dir", CACHE_DIR));
     }
+    if let Some(w) = wheelhouse(resource, target.hash) {
+        args.push(flag(
+            "wheelhouse",
+            &format!("s3://{}/{}", w.bucket, w.prefix),
+        ));
+        args.push(flag("wheelhouse-region", &w.region));
+        if let Some(endpoint) = &w.endpoint {
+            args.push(flag("wheelhouse-endpoint", endpoint));
+        }
+        if w.path_style {
+            args.push("--wheelhouse-path-style".into());
+        }
+    }
     args
+}
+
+/// The wheelhouse the pod installs from: only with a lock of the content it is admitted for
+/// (a wheelhouse holds one lock's files) and a spec the webhook can read (validation reports
+/// a bad one; the pod then installs from the index).
+fn wheelhouse(resource: &WorkspaceRequirements, hash: &str) -> Option<WheelhouseTarget> {
+    recorded_lock(resource, hash)?;
+    wheelhouse_target(&resource.spec).ok().flatten()
 }
 
 /// The digest of the lock the controller recorded for the content the pod is admitted for
@@ -211,7 +235,7 @@ fn log_format(settings: &Settings) -> EnvVar {
 fn install_env(
     resource: &WorkspaceRequirements,
     worker: &Container,
-    cache: bool,
+    target: &InstallTarget<'_>,
     settings: &Settings,
 ) -> Vec<EnvVar> {
     let literal = |name: &str, value: String| EnvVar {
@@ -221,26 +245,23 @@ fn install_env(
     };
     let mut env = Vec::new();
     if let Some(redis) = resource.spec.cache.as_ref().and_then(|c| c.redis.as_ref()) {
-        env.push(EnvVar {
-            name: "REDIS_URL".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: redis.url_secret_ref.name.clone(),
-                    key: redis.url_secret_ref.key.clone(),
-                    // A missing Secret must not keep the pod from starting: the snapshot serves.
-                    optional: Some(true),
-                }),
-                ..EnvVarSource::default()
-            }),
-        });
+        let r = &redis.url_secret_ref;
+        env.push(secret_env("REDIS_URL", &r.name, &r.key));
+    }
+    if let Some(creds) = wheelhouse(resource, target.hash).and_then(|w| w.credentials) {
+        for (name, key) in [
+            (WHEELHOUSE_ACCESS_KEY_ENV, &creds.access_key_id_key),
+            (WHEELHOUSE_SECRET_KEY_ENV, &creds.secret_access_key_key),
+        ] {
+            env.push(secret_env(name, &creds.name, key));
+        }
     }
     // The root filesystem is read-only: everything the installer writes goes to volumes.
     env.push(log_format(settings));
     env.push(literal("HOME", WORK_DIR.into()));
     env.push(literal("TMPDIR", WORK_DIR.into()));
     env.push(literal("XDG_CACHE_HOME", format!("{WORK_DIR}/cache")));
-    if !cache {
+    if !target.cache {
         env.push(literal("UV_CACHE_DIR", format!("{WORK_DIR}/cache/uv")));
     }
     for e in worker.env.as_deref().unwrap_or_default() {
@@ -249,6 +270,23 @@ fn install_env(
         }
     }
     env
+}
+
+/// `name` from the Secret's `key`. Optional: a missing Secret must not keep the pod from
+/// starting (the snapshot serves without Redis, the index without the wheelhouse).
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
 }
 
 /// The restricted security context of both init containers. A non-root uid asked for is kept,

@@ -9,6 +9,7 @@ use crate::telemetry::LogFormat;
 use crate::webhook::fixtures::{CONTENT, pod};
 
 mod modes;
+mod wheelhouse;
 
 fn resource() -> WorkspaceRequirements {
     crate::webhook::fixtures::resource("bifrost", "default")
