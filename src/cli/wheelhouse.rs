@@ -35,6 +35,14 @@ pub struct WheelhouseArgs {
     pub wheelhouse_path_style: bool,
 }
 
+/// A validation error's own words (it is wrapped again, naming the flag).
+fn words(e: Error) -> String {
+    match e {
+        Error::Config(m) => m,
+        other => other.to_string(),
+    }
+}
+
 impl WheelhouseArgs {
     /// The wheelhouse asked for, keys from `lookup` (the environment); every error names the
     /// flag and what is wrong.
@@ -62,11 +70,11 @@ impl WheelhouseArgs {
         let (bucket, prefix) = rest
             .split_once('/')
             .ok_or_else(|| bad("names no prefix (s3://BUCKET/PREFIX)".into()))?;
-        s3::validate_bucket(bucket).map_err(|e| bad(e.to_string()))?;
+        s3::validate_bucket(bucket).map_err(|e| bad(words(e)))?;
         let prefix = prefix.trim_end_matches('/');
-        s3::validate_key(prefix).map_err(|e| bad(e.to_string()))?;
+        s3::validate_key(prefix).map_err(|e| bad(words(e)))?;
         s3::validate_region(wheelhouse_region)
-            .map_err(|e| Error::Config(format!("--wheelhouse-region: {e}")))?;
+            .map_err(|e| Error::Config(format!("--wheelhouse-region: {}", words(e))))?;
         let mut config = S3Config::new(bucket);
         config.region = wheelhouse_region.clone();
         if let Some(endpoint) = wheelhouse_endpoint
@@ -75,7 +83,7 @@ impl WheelhouseArgs {
             .filter(|e| !e.is_empty())
         {
             s3::validate_endpoint(endpoint)
-                .map_err(|e| Error::Config(format!("--wheelhouse-endpoint: {e}")))?;
+                .map_err(|e| Error::Config(format!("--wheelhouse-endpoint: {}", words(e))))?;
             config = config.with_endpoint(endpoint);
         }
         config.force_path_style = *wheelhouse_path_style;
