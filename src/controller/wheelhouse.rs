@@ -281,7 +281,8 @@ async fn start(
         Ok(config) => Wheelhouse::new(&config, &target.prefix),
         Err(e) => Err(e),
     };
-    let index_urls = lock.key().index_urls;
+    // The spec's URLs, credentials included (the lock's header shows them redacted).
+    let index_urls = crate::lock::effective_index_urls(&obj.spec.install.index_urls);
     let fetcher = Fetcher::new(
         &index_urls,
         resolver.proxy_origins(&index_urls),
