@@ -138,6 +138,22 @@ fn verdict(
     }
 }
 
+/// What to say right after a copy was started (`started`: its state now), given the status
+/// the last reconcile wrote (`old`) and the lock (`digest`).
+fn just_started(started: Option<Fill>, old: Option<&WheelhouseStatus>, digest: &str) -> Verdict {
+    match (started, old) {
+        // A copy that could not start (a Secret missing) says so at once.
+        (Some(Fill::Failed { message, .. }), _) => Verdict::Failed(message),
+        // A new leader checks what the last one completed: the status keeps saying so
+        // meanwhile instead of flapping to Filling.
+        (_, Some(old)) if old.complete && old.lock_sha256 == digest => Verdict::Complete {
+            files: old.files.unwrap_or_default() as usize,
+            bytes: old.bytes.unwrap_or_default() as u64,
+        },
+        _ => Verdict::Filling,
+    }
+}
+
 /// Set WheelhouseComplete and `status.wheelhouse`, starting the copy of the current lock when
 /// it is not running or done.
 pub(super) async fn check_wheelhouse(
@@ -177,8 +193,14 @@ pub(super) async fn check_wheelhouse(
     match &verdict {
         Verdict::Start => {
             start(ctx, obj, t, d, draft, fills.clone()).await;
+            let started = key.as_ref().and_then(|k| fills.get(k));
+            let now = just_started(started, draft.old.wheelhouse.as_ref(), d);
             draft.recheck_within(WHILE_FILLING);
-            return record(draft, &Verdict::Filling, Some(status(false, None, None)));
+            let shown = match &now {
+                Verdict::Complete { files, bytes } => status(true, Some(*files), Some(*bytes)),
+                _ => status(false, None, None),
+            };
+            return record(draft, &now, Some(shown));
         }
         Verdict::Filling => draft.recheck_within(WHILE_FILLING),
         Verdict::Failed(_) => draft.recheck_within(FAILED_RETRY),

@@ -135,3 +135,44 @@ fn a_pods_admitted_lock_is_read_from_its_install_container() {
         serde_json::from_value(serde_json::json!({"spec": {"containers": []}})).unwrap();
     assert_eq!(admitted_lock(&bare), None);
 }
+
+#[test]
+fn a_started_copy_keeps_a_completed_status_and_reports_a_failed_start() {
+    let sha = "ab".repeat(32);
+    let done = WheelhouseStatus {
+        location: "s3://b/p/x/".into(),
+        lock_sha256: sha.clone(),
+        complete: true,
+        files: Some(41),
+        bytes: Some(259_000_000),
+    };
+    assert_eq!(
+        just_started(Some(Fill::Running), Some(&done), &sha),
+        Verdict::Complete {
+            files: 41,
+            bytes: 259_000_000
+        },
+        "a new leader re-checking does not flap the status"
+    );
+    assert_eq!(
+        just_started(Some(Fill::Running), Some(&done), &"cd".repeat(32)),
+        Verdict::Filling,
+        "another lock's completion says nothing of this one"
+    );
+    let incomplete = WheelhouseStatus {
+        complete: false,
+        ..done.clone()
+    };
+    assert_eq!(
+        just_started(Some(Fill::Running), Some(&incomplete), &sha),
+        Verdict::Filling
+    );
+    let failed = Fill::Failed {
+        message: "Secret bifrost/s3 not found".into(),
+        at: Instant::now(),
+    };
+    assert_eq!(
+        just_started(Some(failed), Some(&done), &sha),
+        Verdict::Failed("Secret bifrost/s3 not found".into())
+    );
+}
