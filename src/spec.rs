@@ -174,18 +174,7 @@ fn source(c: &mut Collector, spec: &WorkspaceRequirementsSpec) {
             c.invalid(f, e.to_string());
         }
         if let Some(r) = &s3.credentials_secret_ref {
-            c.check(
-                format!("{f}.credentialsSecretRef.name"),
-                dns_subdomain(&r.name),
-            );
-            c.check(
-                format!("{f}.credentialsSecretRef.accessKeyIdKey"),
-                config_key(&r.access_key_id_key),
-            );
-            c.check(
-                format!("{f}.credentialsSecretRef.secretAccessKeyKey"),
-                config_key(&r.secret_access_key_key),
-            );
+            credentials_ref(c, f, r);
         }
     }
 }
@@ -274,7 +263,7 @@ fn wheelhouse(c: &mut Collector, spec: &WorkspaceRequirementsSpec) {
     );
     c.check(
         format!("{f}.prefix"),
-        shown(crate::s3::validate_key(&target.prefix)),
+        crate::wheelhouse::valid_prefix(&target.prefix).map(drop),
     );
     c.check(
         format!("{f}.region"),
@@ -287,17 +276,22 @@ fn wheelhouse(c: &mut Collector, spec: &WorkspaceRequirementsSpec) {
         );
     }
     if let Some(r) = &target.credentials {
-        let at = format!("{f}.credentialsSecretRef");
-        c.check(format!("{at}.name"), dns_subdomain(&r.name));
-        c.check(
-            format!("{at}.accessKeyIdKey"),
-            config_key(&r.access_key_id_key),
-        );
-        c.check(
-            format!("{at}.secretAccessKeyKey"),
-            config_key(&r.secret_access_key_key),
-        );
+        credentials_ref(c, f, r);
     }
+}
+
+/// `{at}.credentialsSecretRef`: a Secret name and two keys the API server accepts.
+fn credentials_ref(c: &mut Collector, at: &str, r: &crate::crd::S3CredentialsRef) {
+    let at = format!("{at}.credentialsSecretRef");
+    c.check(format!("{at}.name"), dns_subdomain(&r.name));
+    c.check(
+        format!("{at}.accessKeyIdKey"),
+        config_key(&r.access_key_id_key),
+    );
+    c.check(
+        format!("{at}.secretAccessKeyKey"),
+        config_key(&r.secret_access_key_key),
+    );
 }
 
 /// The S3 client configuration a `spec.source.s3` asks for (credentials read from its Secret).

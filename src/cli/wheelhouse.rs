@@ -71,8 +71,8 @@ impl WheelhouseArgs {
             .split_once('/')
             .ok_or_else(|| bad("names no prefix (s3://BUCKET/PREFIX)".into()))?;
         s3::validate_bucket(bucket).map_err(|e| bad(words(e)))?;
-        let prefix = prefix.trim_end_matches('/');
-        s3::validate_key(prefix).map_err(|e| bad(words(e)))?;
+        let prefix = crate::wheelhouse::valid_prefix(prefix)
+            .map_err(|why| bad(format!("the prefix: {why}")))?;
         s3::validate_region(wheelhouse_region)
             .map_err(|e| Error::Config(format!("--wheelhouse-region: {}", words(e))))?;
         let mut config = S3Config::new(bucket);
@@ -109,10 +109,7 @@ impl WheelhouseArgs {
                 )));
             }
         };
-        Ok(Some(WheelhouseSource {
-            config,
-            prefix: prefix.to_string(),
-        }))
+        Ok(Some(WheelhouseSource { config, prefix }))
     }
 }
 
@@ -158,9 +155,11 @@ mod tests {
             ("http://bucket/prefix", "must be s3://"),
             ("s3://bucket", "names no prefix"),
             ("s3://Bad_Bucket/p", "bucket name"),
-            ("s3://bucket/../etc", "\"..\" path segment"),
-            ("s3://bucket//p", "empty path segment"),
-            ("s3://bucket/p\u{0}q", "control character"),
+            ("s3://bucket/../etc", "a \"..\" segment"),
+            ("s3://bucket//p", "starts with '/'"),
+            ("s3://bucket/a//p", "an empty segment"),
+            ("s3://bucket/p\u{0}q", "is not allowed"),
+            ("s3://bucket/_repo/wheels", "inside _repo/"),
         ] {
             let e = args(url).source(none).unwrap_err().to_string();
             assert!(

@@ -51,6 +51,12 @@ pub use fill::Filled;
 pub use manifest::{MAX_MANIFEST_BYTES, Manifest, ManifestFile};
 pub use prune::Pruned;
 
+/// `prefix` as a wheelhouse folder (no trailing `/`), or why it cannot be one: what the spec's
+/// validation, `install --wheelhouse` and [`Wheelhouse::new`] all check.
+pub(crate) fn valid_prefix(prefix: &str) -> std::result::Result<String, String> {
+    layout::prefix(prefix)
+}
+
 /// Where wheelhouses go in Bifrost's bucket unless configured otherwise: beside `_repo/`, not in
 /// it.
 /// How long the folder of a lock no resource and no pod uses is kept (`--wheelhouse-retention`).
