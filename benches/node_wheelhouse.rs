@@ -11,7 +11,8 @@
 //! - **index**: labelled for a resource without it (the same lock from the index);
 //! - **pip (Bifrost)**: an unlabelled worker whose command first runs Bifrost's start-up,
 //!   `python3 -m pip install --user -r requirements.txt` from the same index (Ready once pip
-//!   is done: a readiness probe every second).
+//!   is done: a readiness probe every second; `--break-system-packages` because Debian's
+//!   python3 in the node's worker image is marked externally managed, Bifrost's image is not).
 //!
 //! Every pod is new, so every install is cold. Wall-clock figures are printed, never asserted;
 //! what is asserted is that each pod took the path it measures.
@@ -36,7 +37,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
 const KINDS: [&str; 4] = ["baseline", "wheelhouse", "index", "pip (Bifrost)"];
-const T: Duration = Duration::from_secs(900);
+const T: Duration = Duration::from_secs(180);
 
 fn resource(
     name: &str,
@@ -91,11 +92,13 @@ fn pod(kind: usize, round: usize, index: &Index) -> Value {
             let start = format!(
                 "import subprocess, sys, time\n\
                  subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--user', \
-                 '--disable-pip-version-check', '--index-url', '{}', '-r', \
+                 '--break-system-packages', '--disable-pip-version-check', '--index-url', '{}', \
+                 '--trusted-host', '{}', '-r', \
                  '/req/requirements.txt'], check=True)\n\
                  open('/tmp/ready', 'w').close()\n\
                  while True: time.sleep(3600)",
-                index.url()
+                index.url(),
+                HOST_IP
             );
             c["command"] = json!(["python3", "-c", start]);
             c["readinessProbe"] = json!({
@@ -127,24 +130,37 @@ fn ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Seconds from creating the pod to Ready.
-async fn start(client: &Client, ns: &str, spec: Value) -> (f64, String) {
+/// Seconds from creating the pod to Ready, or `None` (with its log and events printed) when it
+/// is not Ready within [`T`].
+async fn start(client: &Client, ns: &str, spec: Value) -> (Option<f64>, String) {
     let api = Api::<Pod>::namespaced(client.clone(), ns);
     let t = Instant::now();
     let p: Pod = create(client, ns, spec).await;
     let name = p.metadata.name.clone().unwrap();
-    wait_for(&format!("{name} Ready"), T, || async {
-        let p = api.get(&name).await.ok()?;
-        ready(&p).then_some(())
-    })
-    .await;
-    (t.elapsed().as_secs_f64(), name)
+    while t.elapsed() < T {
+        if api.get(&name).await.ok().is_some_and(|p| ready(&p)) {
+            return (Some(t.elapsed().as_secs_f64()), name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for args in [
+        vec!["-n", ns, "describe", "pod", &name],
+        vec!["-n", ns, "logs", &name, "--all-containers", "--tail=30"],
+    ] {
+        let out = node().kubectl(&args);
+        eprintln!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (None, name)
 }
 
 async fn measure(name: &str, runs: usize, s3: &S3Server) -> (String, [Vec<f64>; 4], Duration) {
     let set = set(name);
     let index = Index::serve_dir(HOST_IP, &set.dir);
-    let (client, ns) = namespace(&format!("bench-{name}")).await;
+    let (client, ns) = namespace("bench-wh").await;
     let redis = pod_redis();
     secret(&client, &ns, "bifrost-redis", "url", &redis.url()).await;
     let _: Secret = create(
@@ -169,7 +185,32 @@ async fn measure(name: &str, runs: usize, s3: &S3Server) -> (String, [Vec<f64>; 
     )
     .await;
     let resolver = format!("resolver.indexUrls[0]!={}", index.url());
+    // Should the operator not become Ready, say why before the install's wait gives up.
+    let system = format!("{ns}-system");
+    let why = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        for args in [
+            vec!["get", "pods", "-A", "-o", "wide"],
+            vec!["-n", &system, "describe", "pods"],
+            vec![
+                "-n",
+                &system,
+                "logs",
+                "-l",
+                "app.kubernetes.io/name=bifrost-requirements",
+                "--tail=40",
+            ],
+        ] {
+            let out = node().kubectl(&args);
+            eprintln!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
     let _op = Release::install(&client, &ns, &["replicaCount=1", &resolver]).await;
+    why.abort();
     let wsreq = Api::<WorkspaceRequirements>::namespaced(client.clone(), &ns);
     let wheelhouse = json!({"s3": {
         "bucket": BUCKET, "prefix": format!("bench-{name}-{}", std::process::id()),
@@ -202,6 +243,14 @@ async fn measure(name: &str, runs: usize, s3: &S3Server) -> (String, [Vec<f64>; 
         );
         for kind in 0..KINDS.len() {
             let (s, pod) = start(&client, &ns, pod(kind, round, &index)).await;
+            let Some(s) = s else {
+                eprintln!(
+                    "   {}: not Ready within {T:?} (see above); not counted",
+                    KINDS[kind]
+                );
+                let _ = pods.delete(&pod, &DeleteParams::default()).await;
+                continue;
+            };
             eprintln!("   {}: {s:.1} s", KINDS[kind]);
             samples[kind].push(s);
             if kind == 1 || kind == 2 {
@@ -237,10 +286,26 @@ async fn main() {
             "\n{name}: wheelhouse copied {:.1} s after the resources were created",
             filled.as_secs_f64()
         );
-        let medians: Vec<f64> = samples.iter_mut().map(|s| median_p95(s).0).collect();
+        let medians: Vec<f64> = samples
+            .iter_mut()
+            .map(|s| {
+                if s.is_empty() {
+                    f64::NAN
+                } else {
+                    median_p95(s).0
+                }
+            })
+            .collect();
         for (kind, s) in KINDS.iter().zip(samples.iter_mut()) {
+            if s.is_empty() {
+                println!("  {kind:<14} no pod became Ready (see the log above)");
+                continue;
+            }
             let (median, p95) = median_p95(s);
-            println!("  {kind:<14} median {median:6.1} s  p95 {p95:6.1} s");
+            println!(
+                "  {kind:<14} median {median:6.1} s  p95 {p95:6.1} s  (n={})",
+                s.len()
+            );
         }
         let over = |i: usize| medians[i] - medians[0];
         println!(
